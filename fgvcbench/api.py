@@ -1,0 +1,46 @@
+"""The public surface for plugins. A plugin imports from here and nowhere else in the core.
+
+Example — a whole method plugin::
+
+    from fgvcbench.api import Method, hookimpl
+
+    def run(ctx):
+        data = ctx.load_data()
+        model = ctx.create_model(data.num_classes)
+        return ctx.fit(model, data).metrics
+
+    @hookimpl
+    def fgvcbench_methods():
+        return [Method(name="my_method", run=run, params={"alpha": 0.5},
+                       variants={"strong": {"alpha": 0.9}})]
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from fgvcbench.backbones import BackboneSpec
+from fgvcbench.data.base import DatasetRequest, DatasetSpec, DatasetSplits, ImageList
+from fgvcbench.data.pipeline import TensorData, TensorSplit
+from fgvcbench.engine.recipe import Recipe, RecipeStep
+from fgvcbench.engine.train import FitResult, accuracy_metrics
+from fgvcbench.errors import DataError, DivergedError, UserError
+from fgvcbench.method import Method
+from fgvcbench.models.pretrained import PretrainedWeightsError, create_timm_model, pretrained_data_config
+from fgvcbench.run import RunContext
+
+hookimpl = pluggy.HookimplMarker("fgvcbench")
+
+__all__ = [
+    "BackboneSpec", "DataError", "DatasetRequest", "DatasetSpec", "DatasetSplits", "DivergedError",
+    "FitResult", "ImageList", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
+    "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "create_timm_model", "hookimpl",
+    "pretrained_data_config",
+]
+
+# The embedded synthetic dataset's generator (registered by the built-in datasets plugin).
+from fgvcbench.data.synthetic import SyntheticConfig  # noqa: E402
+from fgvcbench.data.synthetic import load_split as load_synthetic_split  # noqa: E402
+from fgvcbench.data.synthetic import materialize as materialize_synthetic  # noqa: E402
+
+__all__ += ["SyntheticConfig", "load_synthetic_split", "materialize_synthetic"]

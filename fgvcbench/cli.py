@@ -1,0 +1,196 @@
+"""The ``fgvcbench`` command line. Thin: parse, call the library, print with rich.
+
+Exit codes: 0 success · 1 some runs failed or diverged · 2 bad input (one line, no
+traceback) · 130 interrupted (finished runs are kept; run again to resume).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fgvcbench import __version__
+from fgvcbench.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="fgvcbench — benchmark suite for fine-grained visual classification.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn a UserError into one red line on stderr and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"fgvcbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
+    """fgvcbench — benchmark suite for fine-grained visual classification."""
+
+
+def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
+    if value is None:
+        return None
+    try:
+        if "," in value:
+            seeds = [int(s) for s in value.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(value)))
+    except ValueError:
+        raise UserError(f"--seeds {value!r} is not a count (3) or a list (0,1,2)") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or non-negative seeds")
+    return seeds
+
+
+def _warn_plugins(registry) -> None:
+    for info in registry.failed():
+        err_console.print(f"[yellow]warning:[/] plugin {info.name!r} skipped: {info.error}", highlight=False)
+    for w in registry.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+@app.command()
+@friendly
+def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and what is done; run nothing."),
+        scale: Optional[str] = typer.Option(None, help="Override the suite's scale: smoke, short or paper."),
+        seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
+        device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+        output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")) -> None:
+    """Run every pending run of a suite (finished runs are resumed from the store)."""
+    from fgvcbench.executors import grid_status, run_suite
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+
+    registry = get_registry()
+    _warn_plugins(registry)
+    suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device)
+    if dry_run:
+        rows = grid_status(suite)
+        table = Table(title=f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}")
+        for col in ("run id", "dataset", "backbone", "method", "variant", "seed", "epochs", "px", "status"):
+            table.add_column(col)
+        for spec, status in rows:
+            style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow"}[status]
+            table.add_row(spec.run_id, spec.dataset["name"], spec.backbone["name"]
+                          + (" (pretrained)" if spec.backbone["pretrained"] else ""), spec.method, spec.variant,
+                          str(spec.seed), str(spec.recipe["epochs"]), str(spec.recipe["image_size"]),
+                          f"[{style}]{status}[/]")
+        console.print(table)
+        done = sum(s in ("ok", "diverged") for _, s in rows)
+        console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run.")
+        return
+    outcome = run_suite(suite, registry, console=console, show_progress=progress)
+    for w in outcome.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    _print_leaderboard([suite.output], fmt="table", write_csv=True)
+    if outcome.interrupted:
+        err_console.print(f"[yellow]interrupted[/] — {len(outcome.ran)} runs finished in this session are saved in "
+                          f"{suite.output}; run the same command again to resume.")
+        raise typer.Exit(130)
+    n_failed = len(outcome.failed)
+    console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed from {suite.output}, {n_failed} failed/diverged.")
+    if n_failed:
+        for record in outcome.failed:
+            first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
+            err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {first}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool) -> None:
+    from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_rich_table,
+                                              write_leaderboard_csv)
+    records, warnings = load_records(*dirs)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if not records:
+        raise UserError(f"no run records under {', '.join(map(str, dirs))} — run a suite first "
+                        f"(fgvcbench run suites/quickstart.yaml)")
+    df = build_leaderboard(records)
+    if write_csv:
+        path = write_leaderboard_csv(df, dirs[0])
+        err_console.print(f"[dim]wrote {path}[/]")
+    if fmt == "table":
+        console.print(render_rich_table(df))
+    else:
+        try:
+            text = render(df, fmt)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command()
+@friendly
+def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
+                format: str = typer.Option("table", "--format", "-f", help="table, csv, md, github or latex."),
+                write: bool = typer.Option(True, "--write/--no-write",
+                                           help="Write leaderboard.csv into the first directory.")) -> None:
+    """Aggregate run records: one row per dataset × backbone × method × variant, over seeds."""
+    allowed = ("table", "csv", "md", "github", "latex")
+    if format not in allowed:
+        raise UserError(f"unknown format {format!r} — use one of {', '.join(allowed)}")
+    for d in results_dirs:
+        if not d.is_dir():
+            raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
+    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write)
+
+
+@app.command()
+@friendly
+def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List every plugin: where it came from, its hooks, and what it provides."""
+    from fgvcbench.plugins import get_registry
+    registry = get_registry()
+    infos = list(registry.plugins.values())
+    if as_json:
+        sys.stdout.write(json.dumps({"plugins": [i.as_dict() for i in infos], "warnings": registry.warnings},
+                                    indent=2) + "\n")
+        return
+    table = Table(title="fgvcbench plugins")
+    for col in ("plugin", "distribution", "version", "hooks", "provides"):
+        table.add_column(col)
+    for info in infos:
+        hooks = ", ".join(h.removeprefix("fgvcbench_") for h in info.hooks)
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.provides.items())
+        if info.error:
+            provides = f"[red]{info.error}[/]" + (f"; {provides}" if provides else "")
+        table.add_row(info.name, info.distribution or "-", info.version or "-", hooks or "-", provides or "-")
+    console.print(table)
+    for w in registry.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/] — finished runs are saved; run the same command to resume.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The dataset contract: a spec that loads lists of images per split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+
+@dataclass
+class ImageList:
+    """Images of one split. ``labels`` index ``class_names``. Boxes are ``(x, y, w, h)``
+    in pixels of the stored image; ``coarse_labels`` index ``coarse_names``."""
+
+    paths: list[str]
+    labels: list[int]
+    class_names: list[str]
+    boxes: list[tuple[float, float, float, float]] | None = None
+    coarse_labels: list[int] | None = None
+    coarse_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if len(self.labels) != n:
+            raise ValueError(f"{n} paths but {len(self.labels)} labels")
+        for name, seq in (("boxes", self.boxes), ("coarse_labels", self.coarse_labels)):
+            if seq is not None and len(seq) != n:
+                raise ValueError(f"{n} paths but {len(seq)} {name}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: Sequence[int]) -> "ImageList":
+        pick = lambda seq: None if seq is None else [seq[i] for i in indices]  # noqa: E731
+        return ImageList([self.paths[i] for i in indices], [self.labels[i] for i in indices],
+                         self.class_names, pick(self.boxes), pick(self.coarse_labels),
+                         self.coarse_names)
+
+
+@dataclass
+class DatasetSplits:
+    """What a dataset loader returns. ``val`` only where the dataset has an official
+    validation split; otherwise the core carves one from ``train`` deterministically."""
+
+    train: ImageList
+    test: ImageList
+    val: ImageList | None = None
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What a loader gets: the data root (``None`` for generated datasets), the
+    options from the suite (defaults filled in) and a cache directory it may write."""
+
+    root: Path | None
+    options: Mapping[str, Any]
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset adapter.
+
+    ``options`` declares every option with its default (suites may set only these).
+    ``layout`` documents the expected on-disk layout; it is shown when the root is
+    missing or malformed. ``needs_root`` is false for generated datasets.
+    ``default_root`` is the folder name looked up under the data root
+    (``$FGVCBENCH_DATA`` or ``./data``) when a suite gives no ``root``.
+    """
+
+    name: str
+    load: Callable[[DatasetRequest], DatasetSplits]
+    description: str = ""
+    layout: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    needs_root: bool = True
+    default_root: str | None = None

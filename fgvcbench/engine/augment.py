@@ -1,0 +1,137 @@
+"""Batched augmentation on the training device.
+
+The geometric part (RandomResizedCrop + horizontal flip) is one affine ``grid_sample``
+for the whole batch: each sample gets its own crop box and flip. Colour policies
+(TrivialAugmentWide, AutoAugment) are torchvision's, applied per sample on uint8.
+Random erasing and mixup/cutmix are vectorised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fgvcbench.engine.recipe import Recipe
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre ``size`` crop of square uint8 images stored at the load size."""
+    s = images.shape[-1]
+    if s == size:
+        return images
+    off = (s - size) // 2
+    return images[..., off:off + size, off:off + size]
+
+
+def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
+                             flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Per-sample RandomResizedCrop(scale=(scale_min, 1), ratio=(3/4, 4/3)) and flip,
+    as a single batched bilinear resample. ``images`` float ``[B, C, S, S]``."""
+    b, device = images.shape[0], images.device
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
+    area = scale_min + (1 - scale_min) * rand(b)
+    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * rand(b)
+    ratio = torch.exp(log_ratio)
+    w = torch.sqrt(area * ratio).clamp(max=1.0)   # fraction of the source width
+    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    cx = (rand(b) * 2 - 1) * (1 - w)               # centre in [-1, 1] keeping the box inside
+    cy = (rand(b) * 2 - 1) * (1 - h)
+    sign = torch.ones(b, device=device)
+    if flip:
+        sign = torch.where(rand(b) < 0.5, -sign, sign)
+    theta = torch.zeros(b, 2, 3, device=device)
+    theta[:, 0, 0] = w * sign
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def _policy_transform(policy: str):
+    from torchvision.transforms import v2
+    if policy == "trivial_augment":
+        return v2.TrivialAugmentWide()
+    if policy == "autoaugment":
+        return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+    return None
+
+
+def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Erase one random rectangle (area 2–33 %, ratio 0.3–3.3) per sample with prob. p,
+    filled with normal noise, as torchvision's RandomErasing(value='random')."""
+    b, _, hgt, wid = images.shape
+    device = images.device
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
+    apply = rand(b) < p
+    area = (0.02 + (0.33 - 0.02) * rand(b)) * hgt * wid
+    ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(b))
+    eh = torch.sqrt(area * ratio).clamp(1, hgt).long()
+    ew = torch.sqrt(area / ratio).clamp(1, wid).long()
+    y0 = (rand(b) * (hgt - eh + 1)).long()
+    x0 = (rand(b) * (wid - ew + 1)).long()
+    ys = torch.arange(hgt, device=device).view(1, hgt, 1)
+    xs = torch.arange(wid, device=device).view(1, 1, wid)
+    mask = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + eh).view(-1, 1, 1)) &
+            (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + ew).view(-1, 1, 1)) & apply.view(-1, 1, 1))
+    noise = torch.randn(images.shape, generator=generator).to(device=device, dtype=images.dtype)
+    return torch.where(mask.unsqueeze(1), noise, images)
+
+
+def mix_batch(images: torch.Tensor, targets: torch.Tensor, num_classes: int, recipe: Recipe,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix, one chosen at random with equal probability when both are on
+    (the refined-recipe article's setting). Returns images and soft targets."""
+    soft = F.one_hot(targets, num_classes).to(images.dtype)
+    choices = [n for n, a in (("mixup", recipe.mixup_alpha), ("cutmix", recipe.cutmix_alpha)) if a > 0]
+    if not choices:
+        return images, soft
+    kind = choices[int(torch.randint(len(choices), (1,), generator=generator))]
+    alpha = recipe.mixup_alpha if kind == "mixup" else recipe.cutmix_alpha
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    if kind == "mixup":
+        mixed = lam * images + (1 - lam) * images[perm]
+    else:
+        hgt, wid = images.shape[-2:]
+        cut = math.sqrt(1 - lam)
+        ch, cw = int(hgt * cut), int(wid * cut)
+        cy, cx = int(torch.randint(hgt, (1,), generator=generator)), int(torch.randint(wid, (1,), generator=generator))
+        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, hgt)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, wid)
+        mixed = images.clone()
+        mixed[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (hgt * wid)
+    return mixed, lam * soft + (1 - lam) * soft[perm]
+
+
+class BatchAugmenter:
+    """Turns a uint8 batch at the load size into a normalised float training batch."""
+
+    def __init__(self, recipe: Recipe, mean, std, device: torch.device, generator: torch.Generator):
+        self.recipe, self.device, self.generator = recipe, device, generator
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+        self.policy = _policy_transform(recipe.augment)
+
+    def train(self, images_u8: torch.Tensor) -> torch.Tensor:
+        r = self.recipe
+        if self.policy is not None:  # colour/geometry policy on uint8, per sample
+            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
+            images_u8 = torch.stack([self.policy(img) for img in images_u8])
+        if r.augment == "none":  # the test-time view
+            x = center_crop(images_u8, r.image_size).to(self.device, non_blocking=True).float()
+        else:
+            x = images_u8.to(self.device, non_blocking=True).float()
+            scale_min = r.crop_scale_min if r.augment != "flip" else 1.0
+            x = random_resized_crop_flip(x, r.image_size, scale_min, flip=True, generator=self.generator)
+        x = (x - self.mean) / self.std
+        if r.random_erasing > 0:
+            x = random_erasing(x, r.random_erasing, self.generator)
+        return x
+
+    def eval(self, images_u8: torch.Tensor) -> torch.Tensor:
+        x = center_crop(images_u8, self.recipe.image_size).to(self.device, non_blocking=True).float()
+        return (x - self.mean) / self.std

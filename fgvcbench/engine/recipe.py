@@ -1,0 +1,119 @@
+"""The training recipe: one frozen dataclass holding every knob, and named steps on it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+AUGMENT_POLICIES = ("none", "flip", "standard", "trivial_augment", "autoaugment")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULERS = ("none", "step", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every training knob, with the defaults of the refined-recipe article's *base*
+    (NAG, lr 0.01, momentum 0.9, batch 32, cross-entropy, standard augmentation).
+
+    ``patience`` is early stopping on the validation split, in epochs (``None``: train
+    all epochs, still selecting the best validation epoch). ``val_fraction`` is the part
+    of each training class carved off for validation when a dataset has no official
+    validation split.
+    """
+
+    epochs: int = 10
+    image_size: int = 224
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    no_decay_norm: bool = False       # torchvision recipe: no weight decay on norm/bias
+    scheduler: str = "none"
+    step_size: int = 30               # StepLR step, epochs
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 0.01  # linear warmup from factor·lr to lr
+    label_smoothing: float = 0.0
+    augment: str = "standard"
+    crop_scale_min: float = 0.25      # RandomResizedCrop lower scale bound
+    random_erasing: float = 0.0       # probability
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_steps: int = 0                # update EMA every N optimizer steps (0 = off)
+    ema_decay: float = 0.0
+    patience: int | None = None
+    val_fraction: float = 0.1
+    amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True        # on CUDA
+    compile: bool = False             # torch.compile the model
+    grad_clip: float | None = None
+    eval_batch_size: int = 256
+
+    def replace(self, **changes: Any) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> list[tuple[str, str]]:
+        """Return ``(field, problem)`` pairs; empty when the recipe is usable."""
+        problems = []
+        positive_ints = ("epochs", "image_size", "batch_size", "step_size", "eval_batch_size")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                problems.append((name, f"must be >= 1, got {getattr(self, name)}"))
+        if self.image_size < 16:
+            problems.append(("image_size", f"must be >= 16 pixels, got {self.image_size}"))
+        if self.lr <= 0:
+            problems.append(("lr", f"must be > 0, got {self.lr}"))
+        for name in ("momentum", "label_smoothing", "random_erasing", "warmup_start_factor",
+                     "ema_decay"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append((name, f"must be in [0, 1], got {getattr(self, name)}"))
+        if not 0 <= self.val_fraction < 1:
+            problems.append(("val_fraction", f"must be in [0, 1), got {self.val_fraction}"))
+        if not 0 < self.crop_scale_min <= 1:
+            problems.append(("crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}"))
+        for name in ("weight_decay", "mixup_alpha", "cutmix_alpha", "warmup_epochs", "ema_steps"):
+            if getattr(self, name) < 0:
+                problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
+        if self.patience is not None and self.patience < 1:
+            problems.append(("patience", f"must be >= 1 or null, got {self.patience}"))
+        for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
+                              ("scheduler", SCHEDULERS)):
+            if getattr(self, name) not in allowed:
+                problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
+        return problems
+
+
+RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def coerce_recipe_value(name: str, value: Any) -> Any:
+    """Check a YAML value's type against the field; ints are accepted for floats."""
+    default = RECIPE_FIELDS[name].default
+    if name in ("patience", "grad_clip") and value is None:
+        return None
+    expected = type(default) if default is not None else (int if name == "patience" else float)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool) or not isinstance(value, expected):
+        raise TypeError(f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def recipe_from_mapping(base: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    return base.replace(**{k: coerce_recipe_value(k, v) for k, v in overrides.items()})
+
+
+@dataclass(frozen=True)
+class RecipeStep:
+    """A named change to a recipe, e.g. ``label_smoothing``: ε = 0.1 and lr 0.4.
+    ``apply`` must be pure: Recipe in, new Recipe out."""
+
+    name: str
+    apply: Callable[[Recipe], Recipe]
+    description: str = ""

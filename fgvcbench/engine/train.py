@@ -1,0 +1,238 @@
+"""The training loop every method shares.
+
+``fit`` trains a classifier on :class:`~fgvcbench.data.pipeline.TensorData` under a
+:class:`~fgvcbench.engine.recipe.Recipe`: SGD/Nesterov or AdamW, step or cosine schedule
+after a linear warmup (stepped per iteration), label smoothing, mixup/cutmix, EMA,
+bf16 autocast and channels_last on CUDA, and early stopping on the validation split.
+The reported ``top1`` is the test accuracy at the epoch selected on validation; the
+last epoch's test accuracy is reported next to it (``top1_last``). Test images are
+never used to select anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fgvcbench.data.pipeline import TensorData, TensorSplit
+from fgvcbench.engine.augment import BatchAugmenter, mix_batch
+from fgvcbench.engine.recipe import Recipe
+from fgvcbench.errors import DivergedError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for data order/augmentation."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def lr_multiplier(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
+    """Per-iteration lr factor: linear warmup from ``warmup_start_factor``, then the main
+    schedule over the remaining epochs (as torchvision's reference SequentialLR)."""
+    warm = recipe.warmup_epochs * steps_per_epoch
+    total = recipe.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return recipe.warmup_start_factor + (1 - recipe.warmup_start_factor) * step / warm
+        after = step - warm
+        if recipe.scheduler == "cosine":
+            span = max(total - warm, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(after, span) / span))
+        if recipe.scheduler == "step":
+            return recipe.gamma ** ((after // steps_per_epoch) // recipe.step_size)
+        return 1.0
+
+    return factor
+
+
+def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]], recipe: Recipe):
+    named = [p for p in params]
+    if recipe.no_decay_norm and named and isinstance(named[0], tuple):
+        decay = [p for n, p in named if p.ndim > 1]
+        no_decay = [p for n, p in named if p.ndim <= 1]  # norm weights and biases
+        groups = [{"params": decay, "weight_decay": recipe.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": [p[1] if isinstance(p, tuple) else p for p in named],
+                   "weight_decay": recipe.weight_decay}]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
+                           nesterov=recipe.nesterov and recipe.momentum > 0)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, recipe: Recipe,
+            device: torch.device, pre_logits: bool = False) -> torch.Tensor:
+    """Logits (or pooled features with ``pre_logits``) of a split's test-time view."""
+    model.eval()
+    out = []
+    autocast = device.type == "cuda" and recipe.amp
+    for start in range(0, len(split), recipe.eval_batch_size):
+        x = augmenter.eval(split.images[start:start + recipe.eval_batch_size])
+        if device.type == "cuda" and recipe.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            if pre_logits:
+                y = model.forward_head(model.forward_features(x), pre_logits=True)
+            else:
+                y = model(x)
+        out.append(y.float().cpu())
+    if not out:
+        return torch.empty(0)
+    return torch.cat(out)
+
+
+def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """top-1, top-5 and mean per-class accuracy, in percent."""
+    if len(labels) == 0:
+        return {"top1": float("nan"), "top5": float("nan"), "mean_class_acc": float("nan")}
+    pred = logits.argmax(1)
+    correct = pred.eq(labels)
+    k = min(5, logits.shape[1])
+    top5 = logits.topk(k, dim=1).indices.eq(labels[:, None]).any(1)
+    per_class = [correct[labels == c].float().mean().item() for c in range(num_classes) if (labels == c).any()]
+    return {"top1": 100.0 * correct.float().mean().item(),
+            "top5": 100.0 * top5.float().mean().item(),
+            "mean_class_acc": 100.0 * float(np.mean(per_class))}
+
+
+@dataclass
+class FitResult:
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    model: nn.Module | None = None
+
+
+def _ema_model(model: nn.Module, recipe: Recipe):
+    if recipe.ema_steps <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+
+
+def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.device, seed: int,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, freeze_backbone: bool = False,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None) -> FitResult:
+    """Train ``model`` on ``data.train``; select the epoch on ``data.val``; test on ``data.test``."""
+    generator = seed_everything(seed)
+    model.to(device)
+    if device.type == "cuda" and recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if freeze_backbone:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if head is None:
+            raise ValueError("freeze_backbone needs a model with get_classifier()")
+        for p in head.parameters():
+            p.requires_grad_(True)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(named, recipe)
+    steps_per_epoch = max(1, math.ceil(len(data.train) / recipe.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(recipe, steps_per_epoch))
+    train_model = torch.compile(model) if recipe.compile else model
+    ema = _ema_model(model, recipe)
+    augmenter = BatchAugmenter(recipe, mean, std, device, generator)
+    autocast = device.type == "cuda" and recipe.amp
+    use_soft = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
+
+    history: list[dict[str, Any]] = []
+    best_val, best_epoch, best_state = -1.0, 0, None
+    train_seconds, images_seen, step = 0.0, 0, 0
+    eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        if freeze_backbone:
+            model.eval()  # frozen BN statistics; the linear head has no train/eval difference
+        t0 = time.perf_counter()
+        order = torch.randperm(len(data.train), generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        n_batches = 0
+        for b, start in enumerate(range(0, len(order), recipe.batch_size)):
+            idx = order[start:start + recipe.batch_size]
+            if len(idx) < 2 and len(order) > 1:
+                continue  # a batch of one breaks BatchNorm; skip the remainder
+            x = augmenter.train(data.train.images[idx])
+            y = data.train.labels[idx].to(device, non_blocking=True)
+            if device.type == "cuda" and recipe.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                if use_soft:
+                    x, soft = mix_batch(x, y, data.num_classes, recipe, generator)
+                    logits = train_model(x)
+                    loss = F.cross_entropy(logits.float(), soft, label_smoothing=recipe.label_smoothing)
+                else:
+                    logits = train_model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for _, p in named], recipe.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if ema is not None and step % recipe.ema_steps == 0:
+                ema.update_parameters(model)
+            loss_sum += loss.detach()
+            n_batches += 1
+            images_seen += len(idx)
+            if step % 25 == 0 and not torch.isfinite(loss_sum):  # a sync only every 25 steps
+                raise DivergedError(f"training loss is {loss_sum.item()} at epoch {epoch}, step {step}")
+            if on_batch is not None:
+                on_batch(b + 1, steps_per_epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        epoch_seconds = time.perf_counter() - t0
+        train_seconds += epoch_seconds
+        train_loss = (loss_sum / max(n_batches, 1)).item()
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
+                               "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
+        if len(data.val):
+            val = accuracy_metrics(predict(eval_model(), data.val, augmenter, recipe, device),
+                                   data.val.labels, data.num_classes)
+            row["val_top1"] = val["top1"]
+            if val["top1"] > best_val:
+                best_val, best_epoch = val["top1"], epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in eval_model().state_dict().items()})
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if recipe.patience is not None and best_epoch and epoch - best_epoch >= recipe.patience:
+            break
+
+    final = eval_model()
+    last = accuracy_metrics(predict(final, data.test, augmenter, recipe, device), data.test.labels, data.num_classes)
+    if best_state is not None and best_epoch != history[-1]["epoch"]:
+        final.load_state_dict(best_state)
+        selected = accuracy_metrics(predict(final, data.test, augmenter, recipe, device),
+                                    data.test.labels, data.num_classes)
+    else:
+        selected = last
+        best_epoch = best_epoch or history[-1]["epoch"]
+    metrics = {"top1": selected["top1"], "top5": selected["top5"],
+               "mean_class_acc": selected["mean_class_acc"], "top1_last": last["top1"],
+               "val_top1": best_val if best_val >= 0 else float("nan"),
+               "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"]}
+    return FitResult(metrics=metrics, history=history, train_seconds=train_seconds,
+                     images_seen=images_seen, model=final)

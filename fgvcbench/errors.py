@@ -1,0 +1,33 @@
+"""Errors a user can act on.
+
+A :class:`UserError` is printed by the CLI as one line (no traceback) and exits with
+code 2. Its message says what is wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: a suite, a path, a name. Printed as one line; exit code 2."""
+
+
+class SuiteError(UserError):
+    """A suite file is invalid. Names the file, the line and the key."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 key: str | None = None, hint: str | None = None):
+        self.file, self.line, self.key, self.hint = file, line, key, hint
+        self.bare_message = message
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        what = f"{key}: {message}" if key else message
+        super().__init__(where + what + (f" — {hint}" if hint else ""))
+
+
+class DataError(UserError):
+    """A dataset cannot be found or read: the message names the path and the expected layout."""
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite. The run is recorded as ``diverged``."""

@@ -1,0 +1,179 @@
+"""The plugin manager: entry points → pluggy → registries of named things.
+
+Every plugin, built-in or third-party, is an entry point in the ``fgvcbench`` group.
+A plugin that fails to import, or whose hook raises, is recorded with its error and
+skipped: it never takes the CLI down. ``FGVCBENCH_PLUGINS=a,b`` loads only the named
+entry points (an empty value loads none).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterable
+
+import pluggy
+
+from fgvcbench import hookspecs
+
+GROUP = "fgvcbench"
+HOOKS = ("fgvcbench_methods", "fgvcbench_datasets", "fgvcbench_backbones", "fgvcbench_recipe_steps",
+         "fgvcbench_run_finished")
+_KINDS = {"fgvcbench_methods": "methods", "fgvcbench_datasets": "datasets",
+          "fgvcbench_backbones": "backbones", "fgvcbench_recipe_steps": "recipe_steps"}
+
+
+@dataclass
+class PluginInfo:
+    """One plugin: entry-point name, where it came from, which hooks it implements, and
+    the error if it could not be loaded or one of its hooks raised."""
+
+    name: str
+    module: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    provides: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "module": self.module, "distribution": self.distribution,
+                "version": self.version, "hooks": self.hooks, "provides": self.provides,
+                "error": self.error}
+
+
+def _one_line(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
+    return f"{exc.__class__.__name__}: {exc}{where}".replace("\n", " ")
+
+
+class Registry:
+    """Named methods, datasets, backbones and recipe steps from all loaded plugins."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.methods: dict[str, Any] = {}
+        self.datasets: dict[str, Any] = {}
+        self.backbones: dict[str, Any] = {}
+        self.recipe_steps: dict[str, Any] = {}
+        self.origin: dict[tuple[str, str], str] = {}   # (kind, name) -> plugin name
+        self.warnings: list[str] = []
+
+    # -- loading -----------------------------------------------------------------------
+    def load_entry_points(self, only: Iterable[str] | None = None) -> None:
+        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+            if only is not None and ep.name not in only:
+                continue
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(name=ep.name, module=ep.value,
+                              distribution=dist.metadata["Name"] if dist else None,
+                              version=dist.version if dist else None)
+            try:
+                obj = ep.load()
+            except BaseException as exc:  # noqa: BLE001 — a broken plugin must not break the CLI
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                info.error = f"failed to import: {_one_line(exc)}"
+                self.plugins[ep.name] = info
+                continue
+            self.register(obj, info)
+
+    def register(self, obj: Any, info: PluginInfo | None = None) -> None:
+        """Register a plugin object (module or instance) and collect what it provides."""
+        info = info or PluginInfo(name=getattr(obj, "__name__", repr(obj)), module=getattr(obj, "__name__", ""))
+        if info.name in self.plugins and self.plugins[info.name].error is None:
+            self.warnings.append(f"plugin {info.name!r} registered twice; keeping the first")
+            return
+        try:
+            self.pm.register(obj, name=info.name)
+        except Exception as exc:  # noqa: BLE001 — e.g. a hook with a wrong signature
+            info.error = f"invalid plugin: {_one_line(exc)}"
+            self.plugins[info.name] = info
+            return
+        self.plugins[info.name] = info
+        for impl_hook in HOOKS:
+            caller = getattr(self.pm.hook, impl_hook)
+            impls = [i for i in caller.get_hookimpls() if i.plugin is obj]
+            if not impls:
+                continue
+            info.hooks.append(impl_hook)
+            kind = _KINDS.get(impl_hook)
+            if kind is None:
+                continue
+            for impl in impls:
+                try:
+                    items = list(impl.function() or [])
+                except Exception as exc:  # noqa: BLE001
+                    info.error = f"{impl_hook} raised {_one_line(exc)}"
+                    continue
+                for item in items:
+                    self._add(kind, item, info)
+
+    def _add(self, kind: str, item: Any, info: PluginInfo) -> None:
+        table = getattr(self, kind)
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name:
+            self.warnings.append(f"plugin {info.name!r} returned a {kind[:-1]} without a name; skipped")
+            return
+        if name in table:
+            self.warnings.append(f"{kind[:-1]} {name!r} from plugin {info.name!r} clashes with the one "
+                                 f"from {self.origin[(kind, name)]!r}; keeping the first")
+            return
+        table[name] = item
+        self.origin[(kind, name)] = info.name
+        info.provides.setdefault(kind, []).append(name)
+
+    # -- lookup ------------------------------------------------------------------------
+    def find_backbone(self, name: str):
+        """An exact backbone name first, then the first family spec that serves it."""
+        if name in self.backbones:
+            return self.backbones[name]
+        for spec in self.backbones.values():
+            if spec.matches is not None and spec.serves(name):
+                return spec
+        return None
+
+    def list(self, kind: str, pattern: str = "*") -> list[str]:
+        """timm-style discovery: ``registry.list("methods", "fine*")``."""
+        return sorted(n for n in getattr(self, kind) if fnmatch.fnmatch(n, pattern))
+
+    def failed(self) -> list[PluginInfo]:
+        return [p for p in self.plugins.values() if p.error]
+
+    def notify_run_finished(self, record: dict) -> list[str]:
+        """Call every ``fgvcbench_run_finished`` impl; return warnings for those that raised."""
+        problems = []
+        for impl in self.pm.hook.fgvcbench_run_finished.get_hookimpls():
+            try:
+                impl.function(record=record)
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"plugin {impl.plugin_name!r} run_finished hook raised {_one_line(exc)}")
+        return problems
+
+
+def suggest(name: str, choices: Iterable[str]) -> str | None:
+    """The closest registered name, for 'did you mean' messages."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(refresh: bool = False) -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _REGISTRY
+    if _REGISTRY is None or refresh:
+        only = os.environ.get("FGVCBENCH_PLUGINS")
+        subset = None if only is None else {s.strip() for s in only.split(",") if s.strip()}
+        registry = Registry()
+        registry.load_entry_points(subset)
+        _REGISTRY = registry
+    return _REGISTRY

@@ -1,0 +1,216 @@
+"""Executing one :class:`RunSpec`: the services a method gets (:class:`RunContext`) and
+the record that comes out (metrics, history, cost, provenance)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import platform
+import resource
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+import fgvcbench
+from fgvcbench.data.base import DatasetRequest, DatasetSplits
+from fgvcbench.data.pipeline import TensorData, build_tensor_data
+from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
+from fgvcbench.errors import DataError, DivergedError, UserError
+from fgvcbench.plugins import Registry
+from fgvcbench.spec import RunSpec, canonical_json
+from fgvcbench.store import SCHEMA, Store
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} — use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for but CUDA is not available — use device: auto or cpu")
+    return device
+
+
+class RunContext:
+    """What a method's ``run(ctx)`` may use. Everything is scoped to one run."""
+
+    def __init__(self, spec: RunSpec, registry: Registry, store: Store, *, device: torch.device,
+                 cache_dir: Path, on_epoch: Callable[[dict], None] | None = None,
+                 on_batch: Callable[[int, int], None] | None = None):
+        self.spec = spec
+        self.params: dict[str, Any] = dict(spec.params)
+        self.recipe = Recipe(**spec.recipe)
+        self.seed = spec.seed
+        self.device = device
+        self.cache_dir = cache_dir
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.images_seen = 0
+        self._registry, self._store = registry, store
+        self._on_epoch, self._on_batch = on_epoch, on_batch
+        self._splits: DatasetSplits | None = None
+        self._data: dict[tuple, TensorData] = {}
+        self._mean, self._std = IMAGENET_MEAN, IMAGENET_STD
+
+    @property
+    def artifact_dir(self) -> Path:
+        path = self._store.artifact_dir(self.spec.run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- data ----------------------------------------------------------------------------
+    def load_splits(self) -> DatasetSplits:
+        """The dataset's image lists (paths, labels, boxes, coarse labels)."""
+        if self._splits is None:
+            spec = self._registry.datasets[self.spec.dataset["name"]]
+            root = Path(self.spec.data_root) if self.spec.data_root else None
+            if spec.needs_root and (root is None or not root.exists()):
+                raise DataError(f"data root for {spec.name!r} not found: {root} — set `root:` in the suite, "
+                                f"--data-root or FGVCBENCH_DATA. Expected layout: {spec.layout or 'see the docs'}")
+            request = DatasetRequest(root=root, options=dict(self.spec.dataset["options"]),
+                                     cache_dir=self.cache_dir / "datasets")
+            self._splits = spec.load(request)
+        return self._splits
+
+    def load_data(self, image_size: int | None = None, use_boxes: bool = False) -> TensorData:
+        """Decoded tensors (cached) for train / val (carved from train) / test."""
+        size = image_size or self.recipe.image_size
+        key = (size, use_boxes, self.recipe.val_fraction)
+        if key not in self._data:
+            self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir,
+                                                self.recipe.val_fraction, use_boxes)
+        return self._data[key]
+
+    # -- models --------------------------------------------------------------------------
+    def create_model(self, num_classes: int, name: str | None = None, pretrained: Any = None) -> torch.nn.Module:
+        """The suite's backbone (or ``name``) with a fresh ``num_classes`` head."""
+        name = name or self.spec.backbone["name"]
+        pretrained = self.spec.backbone["pretrained"] if pretrained is None else pretrained
+        spec = self._registry.find_backbone(name)
+        if spec is None:
+            raise UserError(f"unknown backbone {name!r} — run `fgvcbench plugins` to list them")
+        torch.manual_seed(self.seed)  # the head's initialisation depends on the seed only
+        model = spec.create(name, num_classes, pretrained)
+        config = spec.data_config(name) if spec.data_config else {}
+        self._mean = tuple(config.get("mean", IMAGENET_MEAN))
+        self._std = tuple(config.get("std", IMAGENET_STD))
+        return model
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, model: torch.nn.Module, data: TensorData, recipe: Recipe | None = None, *,
+            freeze_backbone: bool = False, phase: str | None = None) -> FitResult:
+        """Train with the shared engine; the epochs are added to this run's history."""
+        def on_epoch(row: dict) -> None:
+            row = dict(row, phase=phase) if phase else row
+            self.history.append(row)
+            if self._on_epoch:
+                self._on_epoch(row)
+        result = fit(model, data, recipe or self.recipe, device=self.device, seed=self.seed,
+                     mean=self._mean, std=self._std, freeze_backbone=freeze_backbone,
+                     on_epoch=on_epoch, on_batch=self._on_batch)
+        self.train_seconds += result.train_seconds
+        self.images_seen += result.images_seen
+        return result
+
+    def evaluate(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> dict[str, float]:
+        from fgvcbench.engine.augment import BatchAugmenter
+        part = getattr(data, split)
+        aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
+        return accuracy_metrics(predict(model, part, aug, self.recipe, self.device), part.labels, data.num_classes)
+
+    def features(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
+        """Pooled backbone features (timm ``pre_logits``) of a split's test-time view."""
+        from fgvcbench.engine.augment import BatchAugmenter
+        aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
+        return predict(model, getattr(data, split), aug, self.recipe, self.device, pre_logits=True)
+
+    def stage(self, name: str, fn: Callable[[], Any], inputs: Mapping[str, Any] | None = None) -> Any:
+        """Run ``fn`` once per (name, inputs): its result is cached in the output directory
+        (``torch.save``, loaded with ``weights_only=True``), so a multi-phase method shares
+        phases between variants and an interrupted suite resumes mid-pipeline. ``inputs``
+        must be JSON-serialisable and hold everything the stage's result depends on."""
+        key = hashlib.sha256(canonical_json({"stage": name, "inputs": inputs or {}}).encode()).hexdigest()[:16]
+        path = self._store.stage_dir() / f"{name}-{key}.pt"
+        if path.exists():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 — a damaged cache entry is recomputed
+                pass
+        result = fn()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(result, tmp)
+        os.replace(tmp, path)
+        return result
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(fgvcbench.__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    import timm
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return {"fgvcbench": fgvcbench.__version__, "git_sha": _git_sha(), "torch": torch.__version__,
+            "timm": timm.__version__, "python": platform.python_version(), "device": str(device),
+            "device_name": name, "host": platform.node(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; process peak RSS
+
+
+def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torch.device, cache_dir: Path,
+                on_epoch=None, on_batch=None) -> dict[str, Any]:
+    """Run one spec and return its record (status ok / failed / diverged). Never raises
+    for a method's own error; KeyboardInterrupt propagates (nothing is recorded)."""
+    started = _now()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ctx = RunContext(spec, registry, store, device=device, cache_dir=cache_dir, on_epoch=on_epoch, on_batch=on_batch)
+    status, error, metrics = "ok", None, {}
+    t0 = time.perf_counter()
+    try:
+        method = registry.methods[spec.method]
+        metrics = dict(method.run(ctx) or {})
+        if "top1" not in metrics:
+            raise ValueError(f"method {spec.method!r} returned no 'top1' metric")
+        if any(isinstance(v, float) and v != v for k, v in metrics.items() if k.startswith("top1")):
+            raise DivergedError("the model's accuracy is NaN")
+    except DivergedError as exc:
+        status, error = "diverged", str(exc)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except UserError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 — one broken run must not stop the suite
+        status = "failed"
+        error = f"{exc.__class__.__name__}: {exc}\n" + "".join(traceback.format_exc(limit=8))
+    wall = time.perf_counter() - t0
+    cost = {"train_seconds": round(ctx.train_seconds, 3), "wall_seconds": round(wall, 3),
+            "images_per_second": round(ctx.images_seen / ctx.train_seconds, 2) if ctx.train_seconds else None,
+            "peak_memory_mb": round(_peak_memory_mb(device), 1)}
+    record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),
+              "metrics": metrics, "history": ctx.history, "cost": cost,
+              "provenance": {**provenance(device), "started": started, "finished": _now()}, "error": error}
+    return record

@@ -1,0 +1,52 @@
+"""A fully resolved run, and its id: the content hash of everything that defines it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of a suite's grid: dataset × backbone × method × variant × seed, with the
+    method's params and the training recipe fully resolved.
+
+    The run id hashes the spec *without* the suite name and the machine-specific data
+    root, so the same run found by two suites, or on two machines, has the same id and
+    is stored, resumed and de-duplicated as one.
+    """
+
+    suite: str
+    dataset: dict[str, Any]          # {"name", "options"}
+    backbone: dict[str, Any]         # {"name", "pretrained"}
+    method: str
+    variant: str
+    seed: int
+    scale: str
+    params: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None     # where the data is on this machine (not hashed)
+
+    def identity(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("suite")
+        d.pop("data_root")
+        return d
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def label(self) -> str:
+        variant = "" if self.variant == "default" else f"[{self.variant}]"
+        return f"{self.dataset['name']} · {self.backbone['name']} · {self.method}{variant} · seed {self.seed}"

@@ -1,0 +1,90 @@
+"""Results on disk: one JSON record per run, written atomically.
+
+Layout of an output directory::
+
+    <output>/runs/<run_id>.json        one record per run (ok, failed or diverged)
+    <output>/artifacts/<run_id>/       files a run chose to keep (embeddings, plots…)
+    <output>/stages/<key>.pt           cached outputs of multi-phase methods' stages
+    <output>/leaderboard.csv           written by `fgvcbench leaderboard` / `run`
+
+A record is written to a temporary file in the same directory, flushed and fsync'ed,
+then renamed over its final name, so a reader (or a crash) never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = 1
+FINISHED = ("ok", "diverged")   # a failed run is retried on the next `fgvcbench run`
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class Store:
+    """The run records of one output directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+
+    def record_path(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.json"
+
+    def artifact_dir(self, run_id: str) -> Path:
+        return self.root / "artifacts" / run_id
+
+    def stage_dir(self) -> Path:
+        return self.root / "stages"
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.record_path(run_id).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def is_finished(self, run_id: str) -> bool:
+        record = self.get(run_id)
+        return record is not None and record.get("status") in FINISHED
+
+    def write(self, record: dict[str, Any]) -> Path:
+        path = self.record_path(record["run_id"])
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable))
+        return path
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        if not self.runs_dir.is_dir():
+            return
+        for path in sorted(self.runs_dir.glob("*.json")):
+            try:
+                yield json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN-free JSON for numpy/torch scalars and paths."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)

@@ -1,0 +1,326 @@
+"""Suites: YAML → validated :class:`Suite` → the grid of :class:`RunSpec`.
+
+Suites are data: read with ``yaml.safe_load`` semantics (no tags, no code), checked key
+by key, and every error names the file, the line and the key. Merge order of the
+training recipe, lowest first::
+
+    Recipe defaults → method's own recipe → scale preset → method's per-scale settings
+    → suite ``train:`` → the method entry's ``train:`` → CLI options
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
+from fgvcbench.errors import SuiteError
+from fgvcbench.plugins import Registry, suggest
+from fgvcbench.spec import RunSpec
+
+# A scale sets epochs, image size and seeds in one place.
+SCALES: dict[str, dict[str, Any]] = {
+    "smoke": {"recipe": {"epochs": 1, "image_size": 32, "batch_size": 16}, "seeds": [0]},
+    "short": {"recipe": {"epochs": 30, "image_size": 224}, "seeds": [0, 1, 2]},
+    "paper": {"recipe": {"epochs": 100, "image_size": 224}, "seeds": [0, 1, 2, 3, 4]},
+}
+TOP_KEYS = {"name", "description", "output", "scale", "seeds", "device", "data_root", "cache_dir",
+            "train", "datasets", "backbones", "methods", "exclude"}
+DATASET_KEYS = {"name", "options", "root"}
+BACKBONE_KEYS = {"name", "pretrained"}
+METHOD_KEYS = {"name", "variants", "params", "train"}
+EXCLUDE_KEYS = {"dataset", "backbone", "method", "variant", "seed"}
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (YAML silently keeps the last one)."""
+
+
+def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], file: str) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node)
+            if key in out:
+                raise SuiteError(f"duplicate key {key!r}", file=file, line=key_node.start_mark.line + 1,
+                                 key=_dotted(path + (key,)), hint="keep only one of them")
+            out[key] = _compose_to_python(value_node, path + (key,), lines, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_compose_to_python(item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """A scalar (or any node) resolved exactly as ``yaml.safe_load`` would."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+        return node.value
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML safely, returning the data and the line of every key/item path."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError("suite file not found", file=file, hint="check the path (suites live in suites/)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"cannot read the suite: {exc}", file=file) from None
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None,
+                         hint="fix the syntax (indentation, a missing ':' or quote)") from None
+    lines: dict[tuple, int] = {}
+    if node is None:
+        return None, lines
+    try:
+        return _compose_to_python(node, (), lines, file), lines
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"invalid YAML value: {exc}", file=file) from None
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+@dataclass
+class Suite:
+    name: str
+    file: str
+    output: Path
+    scale: str
+    seeds: list[int]
+    device: str
+    data_root: Path
+    cache_dir: Path
+    runs: list[RunSpec] = field(default_factory=list)
+    description: str = ""
+
+
+class _Checker:
+    def __init__(self, file: str, lines: dict[tuple, int]):
+        self.file, self.lines = file, lines
+
+    def fail(self, path: tuple, message: str, hint: str | None = None) -> None:
+        probe = path
+        while probe and probe not in self.lines:
+            probe = probe[:-1]
+        raise SuiteError(message, file=self.file, line=self.lines.get(probe), key=_dotted(path) or None, hint=hint)
+
+    def keys(self, obj: dict, allowed: set[str], path: tuple, what: str) -> None:
+        for key in obj:
+            if key not in allowed:
+                close = suggest(str(key), allowed)
+                self.fail(path + (key,), f"unknown key in {what}",
+                          f"did you mean {close!r}?" if close else f"allowed: {', '.join(sorted(allowed))}")
+
+    def typed(self, value: Any, types: tuple, path: tuple, expected: str) -> Any:
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            self.fail(path, f"expected {expected}, got {type(value).__name__} {value!r}")
+        return value
+
+    def entry(self, item: Any, path: tuple, allowed: set[str], what: str) -> dict:
+        if isinstance(item, str):
+            return {"name": item}
+        if not isinstance(item, dict):
+            self.fail(path, f"a {what} entry must be a name or a mapping with 'name'")
+        self.keys(item, allowed, path, what)
+        if "name" not in item or not isinstance(item["name"], str):
+            self.fail(path, f"a {what} entry needs a 'name' string")
+        return item
+
+    def recipe_overrides(self, obj: Any, path: tuple) -> dict[str, Any]:
+        if obj is None:
+            return {}
+        self.typed(obj, (dict,), path, "a mapping of training settings")
+        out = {}
+        for key, value in obj.items():
+            if key not in RECIPE_FIELDS:
+                close = suggest(str(key), RECIPE_FIELDS)
+                self.fail(path + (key,), "unknown training setting",
+                          f"did you mean {close!r}?" if close else "see the README's Recipe table")
+            try:
+                out[key] = coerce_recipe_value(key, value)
+            except TypeError as exc:
+                self.fail(path + (key,), str(exc))
+        return out
+
+
+def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices) -> None:
+    close = suggest(name, choices)
+    hint = f"did you mean {close!r}? (`fgvcbench plugins` lists them)" if close \
+        else "run `fgvcbench plugins` to list what is installed"
+    checker.fail(path, f"unknown {kind} {name!r}", hint)
+
+
+def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None = None,
+               seeds: list[int] | None = None, output: str | None = None,
+               device: str | None = None) -> Suite:
+    """Read, validate and expand a suite. CLI options override the file."""
+    file = Path(path)
+    data, lines = load_yaml(file)
+    ck = _Checker(str(path), lines)
+    if data is None:
+        ck.fail((), "the suite is empty", "see suites/quickstart.yaml for a working example")
+    if not isinstance(data, dict):
+        ck.fail((), "a suite must be a YAML mapping (datasets:, backbones:, methods: …)")
+    ck.keys(data, TOP_KEYS, (), "the suite")
+    name = ck.typed(data.get("name", file.stem), (str,), ("name",), "a string")
+    scale = scale or ck.typed(data.get("scale", "smoke"), (str,), ("scale",), "a string")
+    if scale not in SCALES:
+        close = suggest(scale, SCALES)
+        ck.fail(("scale",), f"unknown scale {scale!r}",
+                f"did you mean {close!r}?" if close else f"use one of {', '.join(SCALES)}")
+    preset = SCALES[scale]
+    if seeds is None:
+        raw = data.get("seeds", preset["seeds"])
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            if raw < 1:
+                ck.fail(("seeds",), f"seeds must be >= 1, got {raw}", "give a count (3) or a list ([0, 1, 2])")
+            raw = list(range(raw))
+        ck.typed(raw, (list,), ("seeds",), "a count or a list of integers")
+        for i, s in enumerate(raw):
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                ck.fail(("seeds", i), f"a seed must be a non-negative integer, got {s!r}")
+        seeds = list(dict.fromkeys(raw))
+    if not seeds:
+        ck.fail(("seeds",), "no seeds", "give at least one seed")
+    device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
+    env_root = os.environ.get("FGVCBENCH_DATA", "./data")
+    data_root = Path(ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path")).expanduser()
+    default_cache = os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser()))
+    cache_dir = Path(ck.typed(data.get("cache_dir", default_cache), (str,), ("cache_dir",), "a path")).expanduser()
+    out = Path(output or ck.typed(data.get("output", f"results/{name}"), (str,), ("output",), "a path"))
+    suite_train = ck.recipe_overrides(data.get("train"), ("train",))
+
+    datasets = []
+    for i, item in enumerate(ck.typed(data.get("datasets", []), (list,), ("datasets",), "a list")):
+        entry = ck.entry(item, ("datasets", i), DATASET_KEYS, "dataset")
+        spec = registry.datasets.get(entry["name"])
+        if spec is None:
+            _unknown(ck, ("datasets", i, "name"), "dataset", entry["name"], registry.datasets)
+        options = dict(spec.options)
+        given = ck.typed(entry.get("options") or {}, (dict,), ("datasets", i, "options"), "a mapping")
+        for key, value in given.items():
+            if key not in spec.options:
+                close = suggest(str(key), spec.options)
+                ck.fail(("datasets", i, "options", key), f"unknown option for dataset {spec.name!r}",
+                        f"did you mean {close!r}?" if close else
+                        f"options: {', '.join(spec.options) or 'none'}")
+            options[key] = value
+        root = entry.get("root")
+        if root is not None:
+            ck.typed(root, (str,), ("datasets", i, "root"), "a path")
+            root = str(Path(root).expanduser())
+        elif spec.needs_root:
+            root = str(data_root / (spec.default_root or spec.name))
+        datasets.append(({"name": spec.name, "options": options}, root, ("datasets", i)))
+
+    backbones = []
+    for i, item in enumerate(ck.typed(data.get("backbones", []), (list,), ("backbones", ), "a list")):
+        entry = ck.entry(item, ("backbones", i), BACKBONE_KEYS, "backbone")
+        if registry.find_backbone(entry["name"]) is None:
+            _unknown(ck, ("backbones", i, "name"), "backbone", entry["name"], _backbone_names(registry))
+        pretrained = entry.get("pretrained", False)
+        ck.typed(pretrained, (bool, str), ("backbones", i, "pretrained"), "true, false or a checkpoint path")
+        if isinstance(pretrained, str):
+            pretrained = str(Path(pretrained).expanduser())
+            if not Path(pretrained).is_file():
+                ck.fail(("backbones", i, "pretrained"), f"checkpoint not found: {pretrained}",
+                        "give an existing .pth/.pt/.safetensors file, or true/false")
+        backbones.append({"name": entry["name"], "pretrained": pretrained})
+
+    methods = []
+    for i, item in enumerate(ck.typed(data.get("methods", []), (list,), ("methods",), "a list")):
+        entry = ck.entry(item, ("methods", i), METHOD_KEYS, "method")
+        method = registry.methods.get(entry["name"])
+        if method is None:
+            _unknown(ck, ("methods", i, "name"), "method", entry["name"], registry.methods)
+        variants = entry.get("variants", ["default"])
+        if variants == "all":
+            variants = list(method.variants)
+        if isinstance(variants, str):
+            variants = [variants]
+        ck.typed(variants, (list,), ("methods", i, "variants"), "a list of variant names or 'all'")
+        for j, v in enumerate(variants):
+            if v not in method.variants:
+                close = suggest(str(v), method.variants)
+                ck.fail(("methods", i, "variants", j), f"method {method.name!r} has no variant {v!r}",
+                        f"did you mean {close!r}?" if close else f"variants: {', '.join(method.variants)}")
+        params = ck.typed(entry.get("params") or {}, (dict,), ("methods", i, "params"), "a mapping")
+        for key in params:
+            if key not in method.params:
+                close = suggest(str(key), method.params)
+                ck.fail(("methods", i, "params", key), f"method {method.name!r} has no parameter {key!r}",
+                        f"did you mean {close!r}?" if close else f"parameters: {', '.join(method.params) or 'none'}")
+        train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
+        methods.append((method, variants, params, train, ("methods", i)))
+
+    exclude = ck.typed(data.get("exclude") or [], (list,), ("exclude",), "a list of mappings")
+    for i, rule in enumerate(exclude):
+        ck.typed(rule, (dict,), ("exclude", i), "a mapping like {backbone: pixels, variant: linear_probe}")
+        ck.keys(rule, EXCLUDE_KEYS, ("exclude", i), "an exclude rule")
+
+    for key, items in (("datasets", datasets), ("backbones", backbones), ("methods", methods)):
+        if not items:
+            ck.fail((key,), f"no {key} listed", f"add at least one entry under '{key}:' (see `fgvcbench plugins`)")
+
+    runs: list[RunSpec] = []
+    for dataset, root, _ in datasets:
+        for backbone in backbones:
+            for method, variants, params, train, mpath in methods:
+                for variant in variants:
+                    recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
+                    for seed in seeds:
+                        spec = RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name,
+                                       variant=variant, seed=seed, scale=scale,
+                                       params=method.resolve_params(variant, params),
+                                       recipe=recipe.to_dict(), data_root=root)
+                        if not any(_matches(rule, spec) for rule in exclude):
+                            runs.append(spec)
+    if not runs:
+        ck.fail(("exclude",) if exclude else (), "the grid is empty after 'exclude'",
+                "loosen the exclude rules")
+    unique = list({r.run_id: r for r in runs}.values())
+    return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
+                 data_root=data_root, cache_dir=cache_dir, runs=unique,
+                 description=str(data.get("description", "")))
+
+
+def _backbone_names(registry: Registry) -> list[str]:
+    names = list(registry.backbones)
+    try:
+        import timm
+        names += timm.list_models()
+    except Exception:  # noqa: BLE001 — suggestions are a nicety
+        pass
+    return names
+
+
+def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checker, path: tuple) -> Recipe:
+    recipe = Recipe()
+    for layer in (method.recipe, preset["recipe"], method.scales.get(scale, {}), suite_train, entry_train):
+        recipe = recipe.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
+    for key, problem in recipe.validate():
+        where = path + ("train", key) if key in entry_train else (("train", key) if key in suite_train else path)
+        ck.fail(where, f"training setting {key} {problem}")
+    return recipe
+
+
+def _matches(rule: dict, spec: RunSpec) -> bool:
+    values = {"dataset": spec.dataset["name"], "backbone": spec.backbone["name"], "method": spec.method,
+              "variant": spec.variant, "seed": spec.seed}
+    return all(values[k] == v for k, v in rule.items())
