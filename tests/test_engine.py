@@ -1,0 +1,138 @@
+"""The shared training engine: schedules, validation carving, augmentation, metrics,
+early stopping and determinism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fgvcbench.data.base import ImageList
+from fgvcbench.data.pipeline import TensorData, TensorSplit, carve_validation
+from fgvcbench.engine.augment import center_crop, mix_batch, random_erasing, random_resized_crop_flip
+from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.train import accuracy_metrics, fit, lr_multiplier
+
+
+def test_warmup_then_cosine_and_step():
+    r = Recipe(epochs=10, warmup_epochs=2, warmup_start_factor=0.01, scheduler="cosine")
+    f = lr_multiplier(r, steps_per_epoch=5)
+    assert f(0) == pytest.approx(0.01)
+    assert f(5) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert f(10) == pytest.approx(1.0)                       # warmup ends at the peak
+    assert f(10 + 20) == pytest.approx(0.5)                  # half-way through the cosine
+    assert f(50) == pytest.approx(0.0, abs=1e-12)            # annealed to zero
+    s = lr_multiplier(Recipe(epochs=90, scheduler="step", step_size=30, gamma=0.1), steps_per_epoch=4)
+    assert [s(0), s(4 * 29), s(4 * 30), s(4 * 60)] == pytest.approx([1, 1, 0.1, 0.01])
+    assert lr_multiplier(Recipe(scheduler="none"), 3)(100) == 1.0
+
+
+def test_carve_validation_is_stratified_disjoint_and_deterministic():
+    labels = [c for c in range(5) for _ in range(10 + c)] + [5]  # class 5 has a single image
+    images = ImageList([f"{i}.jpg" for i in range(len(labels))], labels, [str(c) for c in range(6)])
+    train, val = carve_validation(images, 0.2)
+    assert not set(train) & set(val) and sorted(train + val) == list(range(len(labels)))
+    for c in range(5):
+        n_val = sum(labels[i] == c for i in val)
+        assert n_val == round(0.2 * (10 + c))
+    assert all(labels[i] != 5 for i in val)                   # a singleton stays in train
+    assert carve_validation(images, 0.2) == (train, val)
+    assert carve_validation(images, 0.0) == (list(range(len(labels))), [])
+
+
+def test_random_resized_crop_is_deterministic_per_generator():
+    x = torch.rand(6, 3, 40, 40)
+    a = random_resized_crop_flip(x, 32, 0.25, True, torch.Generator().manual_seed(1))
+    b = random_resized_crop_flip(x, 32, 0.25, True, torch.Generator().manual_seed(1))
+    c = random_resized_crop_flip(x, 32, 0.25, True, torch.Generator().manual_seed(2))
+    assert a.shape == (6, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
+    # a full-area crop of a constant image stays that constant
+    const = torch.full((2, 3, 40, 40), 0.7)
+    assert torch.allclose(random_resized_crop_flip(const, 32, 1.0, True, torch.Generator()), torch.tensor(0.7))
+    assert center_crop(torch.arange(16.).view(1, 1, 4, 4), 2).flatten().tolist() == [5, 6, 9, 10]
+
+
+def test_random_erasing_and_mixing():
+    x = torch.zeros(8, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(random_erasing(x, 0.0, g), x)
+    erased = random_erasing(x, 1.0, g)
+    changed = (erased != 0).flatten(1).any(1)
+    assert changed.all()
+    frac = (erased != 0).float().mean((1, 2, 3))
+    assert (frac >= 0.02 - 1e-6).all() and (frac <= 0.34).all()
+    y = torch.arange(8) % 4
+    for recipe in (Recipe(mixup_alpha=0.2), Recipe(cutmix_alpha=1.0)):
+        mixed, soft = mix_batch(torch.rand(8, 3, 16, 16), y, 4, recipe, torch.Generator().manual_seed(3))
+        assert mixed.shape == (8, 3, 16, 16) and torch.allclose(soft.sum(1), torch.ones(8))
+
+
+def test_accuracy_metrics_by_hand():
+    logits = torch.tensor([[3., 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])
+    labels = torch.tensor([0, 2, 2, 1])
+    m = accuracy_metrics(logits, labels, 3)
+    assert m["top1"] == pytest.approx(50.0)
+    # per class: class0 1/1, class1 0/1, class2 1/2 → mean 0.5
+    assert m["mean_class_acc"] == pytest.approx(50.0)
+    assert m["top5"] == pytest.approx(100.0)
+
+
+def toy_data(n_per_class=12, classes=3, size=20) -> TensorData:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    # each class is a colour: learnable in a few steps
+    base = torch.tensor([[200, 30, 30], [30, 200, 30], [30, 30, 200]], dtype=torch.float)[labels]
+    images = (base[:, :, None, None] + 20 * torch.randn(len(labels), 3, size, size, generator=g)).clamp(0, 255)
+    images = images.to(torch.uint8)
+    split = lambda idx: TensorSplit(images[idx], labels[idx], idx.tolist())  # noqa: E731
+    idx = torch.arange(len(labels))
+    return TensorData(train=split(idx[idx % 3 != 0]), val=split(idx[idx % 6 == 0]), test=split(idx[idx % 6 == 3]),
+                      class_names=[str(c) for c in range(classes)], image_size=16, source=None)
+
+
+def small_model(classes=3):
+    import timm
+    return timm.create_model("test_resnet", num_classes=classes)
+
+
+def test_fit_learns_is_deterministic_and_selects_on_validation():
+    data = toy_data()
+    recipe = Recipe(epochs=4, image_size=16, batch_size=8, lr=0.05, augment="flip")
+    torch.manual_seed(0)
+    a = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=3)
+    torch.manual_seed(0)
+    b = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=3)
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+    assert a.metrics == b.metrics
+    assert a.metrics["top1"] > 100 / 3 + 20        # it learns the colours
+    best = max(range(len(a.history)), key=lambda i: a.history[i]["val_top1"])
+    assert a.metrics["best_epoch"] == a.history[best]["epoch"]   # first epoch with the best val top-1
+    assert a.images_seen == 4 * len(data.train)
+
+
+def test_early_stopping_stops_after_patience():
+    data = toy_data()
+    recipe = Recipe(epochs=6, image_size=16, batch_size=8, lr=1e-12, patience=1, momentum=0.0)
+    result = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=0)
+    # with a vanishing lr validation accuracy never strictly improves after epoch 1
+    assert result.metrics["best_epoch"] == 1 and result.metrics["epochs_run"] == 2
+
+
+def test_frozen_backbone_only_moves_the_head():
+    data = toy_data()
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, data, Recipe(epochs=1, image_size=16, batch_size=8, lr=0.1), device=torch.device("cpu"),
+        seed=0, freeze_backbone=True)
+    head = {"fc.weight", "fc.bias"} if hasattr(model, "fc") else {"head.fc.weight", "head.fc.bias"}
+    moved = {k for k, v in model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])}
+    assert moved and moved <= head | {k for k in moved if "head" in k or "fc" in k}
+    assert not any("running_mean" in k for k in moved)
+
+
+def test_recipe_validation_lists_problems():
+    problems = dict(Recipe(epochs=0, lr=-1, augment="magic", label_smoothing=2).validate())
+    assert set(problems) == {"epochs", "lr", "augment", "label_smoothing"}
+    assert "trivial_augment" in problems["augment"]
+    assert math.isclose(Recipe().lr, 0.01)

@@ -1,0 +1,80 @@
+"""The plugin manager: entry points, listing, broken plugins, subsets."""
+
+from __future__ import annotations
+
+import json
+import types
+
+from fgvcbench.api import Method, hookimpl
+from fgvcbench.cli import app
+from fgvcbench.plugins import Registry, get_registry
+
+
+def test_builtins_come_from_entry_points():
+    registry = get_registry(refresh=True)
+    assert {"baseline", "datasets", "backbones"} <= set(registry.plugins)
+    assert registry.origin[("methods", "finetune")] == "baseline"
+    info = registry.plugins["baseline"]
+    assert info.distribution == "fgvcbench" and info.version and "fgvcbench_methods" in info.hooks
+    assert "synthetic" in registry.datasets and registry.find_backbone("test_resnet") is not None
+    assert registry.find_backbone("pixels").name == "pixels"
+    assert registry.find_backbone("no_such_model_xyz") is None
+    assert registry.list("methods", "fine*") == ["finetune"]
+
+
+def test_subset_via_env(monkeypatch):
+    monkeypatch.setenv("FGVCBENCH_PLUGINS", "datasets")
+    registry = get_registry(refresh=True)
+    assert set(registry.plugins) == {"datasets"} and not registry.methods
+    monkeypatch.setenv("FGVCBENCH_PLUGINS", "")
+    assert get_registry(refresh=True).plugins == {}
+    monkeypatch.delenv("FGVCBENCH_PLUGINS")
+    get_registry(refresh=True)
+
+
+def test_hook_that_raises_is_reported_and_the_rest_still_loads():
+    bad = types.ModuleType("bad_plugin")
+
+    @hookimpl
+    def fgvcbench_methods():
+        raise RuntimeError("boom")
+    bad.fgvcbench_methods = fgvcbench_methods
+
+    good = types.ModuleType("good_plugin")
+
+    @hookimpl
+    def fgvcbench_methods():  # noqa: F811
+        return [Method(name="noop", run=lambda ctx: {"top1": 1.0})]
+    good.fgvcbench_methods = fgvcbench_methods
+
+    registry = Registry()
+    registry.register(bad)
+    registry.register(good)
+    assert "boom" in registry.plugins["bad_plugin"].error
+    assert "noop" in registry.methods
+
+
+def test_name_clash_keeps_first_and_warns():
+    def plugin(name):
+        mod = types.ModuleType(name)
+        mod.fgvcbench_methods = hookimpl(lambda: [Method(name="same", run=lambda ctx: {"top1": 0.0},
+                                                         description=name)])
+        return mod
+    registry = Registry()
+    registry.register(plugin("first"))
+    registry.register(plugin("second"))
+    assert registry.methods["same"].description == "first"
+    assert any("clashes" in w for w in registry.warnings)
+
+
+def test_plugins_command_table_and_json(runner):
+    get_registry(refresh=True)
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    by_name = {p["name"]: p for p in data["plugins"]}
+    assert by_name["baseline"]["provides"]["methods"] == ["finetune"]
+    assert by_name["baseline"]["distribution"] == "fgvcbench"
+    assert "fgvcbench_backbones" in by_name["backbones"]["hooks"]
+    result = runner.invoke(app, ["plugins"])
+    assert result.exit_code == 0 and "finetune" in result.stdout and "synthetic" in result.stdout

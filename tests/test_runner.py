@@ -1,0 +1,162 @@
+"""`fgvcbench run` end to end: records, resume, failures, NaN, Ctrl-C, hooks."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import torch
+import torch.nn as nn
+
+from fgvcbench.api import BackboneSpec, Method, hookimpl
+from fgvcbench.cli import app
+
+from conftest import tiny_suite
+
+
+def records(out):
+    return {p.stem: json.loads(p.read_text()) for p in (out / "runs").glob("*.json")}
+
+
+def test_run_writes_records_then_resumes_without_training(runner, tmp_path, registry_with):
+    registry_with()
+    suite = tiny_suite(tmp_path, seeds="[0, 1]", epochs=2)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    recs = records(out)
+    assert len(recs) == 2
+    for run_id, rec in recs.items():
+        assert rec["run_id"] == run_id and rec["status"] == "ok" and rec["error"] is None
+        assert rec["spec"]["backbone"]["name"] == "test_resnet" and rec["spec"]["recipe"]["epochs"] == 2
+        m = rec["metrics"]
+        assert 0 <= m["top1"] <= 100 and 0 <= m["top1_last"] <= 100 and 0 <= m["mean_class_acc"] <= 100
+        assert m["best_epoch"] in (1, 2)
+        assert [h["epoch"] for h in rec["history"]] == [1, 2] and all("val_top1" in h for h in rec["history"])
+        assert rec["cost"]["train_seconds"] > 0 and rec["cost"]["images_per_second"] > 0
+        assert rec["cost"]["peak_memory_mb"] > 0
+        prov = rec["provenance"]
+        assert prov["torch"] == torch.__version__ and prov["fgvcbench"] and prov["host"]
+        assert prov["started"] <= prov["finished"]
+    assert {r["spec"]["seed"] for r in recs.values()} == {0, 1}
+    assert "leaderboard.csv" in {p.name for p in out.iterdir()}
+    assert "finetune" in result.stdout
+
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    again = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "0 ran, 2 resumed" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == mtimes
+
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert dry.exit_code == 0 and "2 runs: 2 already done, 0 to run." in dry.stdout
+    more = runner.invoke(app, ["run", str(suite), "--dry-run", "--seeds", "3"])
+    assert "3 runs: 2 already done, 1 to run." in more.stdout
+
+
+class NaNNet(nn.Module):
+    """A model whose outputs are NaN: training must stop as 'diverged'."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = nn.Linear(3, num_classes)
+        self.num_features = 3
+
+    def forward(self, x):
+        return self.head(x.mean((2, 3))) * float("nan")
+
+    def get_classifier(self):
+        return self.head
+
+
+def failing_plugin():
+    mod = types.ModuleType("failing_plugin")
+
+    def explode(ctx):
+        raise ValueError("the method exploded")
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="explodes", run=explode)])
+    mod.fgvcbench_backbones = hookimpl(lambda: [BackboneSpec(name="nan_net", create=lambda n, k, p: NaNNet(k))])
+    return mod
+
+
+def test_failed_and_diverged_runs_are_recorded_and_the_suite_goes_on(runner, tmp_path, registry_with):
+    registry_with(failing_plugin())
+    suite = tiny_suite(tmp_path, methods="[explodes, finetune]", backbones="[nan_net, pixels]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    recs = list(records(tmp_path / "out").values())
+    status = {(r["spec"]["method"], r["spec"]["backbone"]["name"]): r["status"] for r in recs}
+    assert status == {("explodes", "nan_net"): "failed", ("explodes", "pixels"): "failed",
+                      ("finetune", "nan_net"): "diverged", ("finetune", "pixels"): "ok"}
+    failed = next(r for r in recs if r["status"] == "failed")
+    assert failed["error"].startswith("ValueError: the method exploded")
+    diverged = next(r for r in recs if r["status"] == "diverged")
+    assert "nan" in diverged["error"].lower()
+    assert "2 failed" in result.output or "3 failed/diverged" in result.output
+    assert "Traceback" not in result.output
+    # the leaderboard shows the ok run and counts the failures
+    csv = (tmp_path / "out" / "leaderboard.csv").read_text()
+    assert "finetune" in csv
+    # failed runs are retried, diverged ones are final
+    again = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert "2 ran, 2 resumed" in again.output
+
+
+def interrupting_plugin(flag):
+    mod = types.ModuleType("interrupting_plugin")
+
+    def quick(ctx):
+        if ctx.seed == 1 and not flag.exists():
+            raise KeyboardInterrupt
+        return {"top1": 50.0 + ctx.seed}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="quick", run=quick)])
+    return mod
+
+
+def test_ctrl_c_keeps_finished_records_and_resumes(runner, tmp_path, registry_with):
+    flag = tmp_path / "let-it-finish"
+    registry_with(interrupting_plugin(flag))
+    suite = tiny_suite(tmp_path, methods="[quick]", backbones="[pixels]", seeds="[0, 1, 2]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 130, result.output
+    assert "resume" in result.output
+    assert [r["spec"]["seed"] for r in records(tmp_path / "out").values()] == [0]
+    assert not list((tmp_path / "out" / "runs").glob("*.tmp"))
+    flag.touch()
+    again = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert "2 ran, 1 resumed" in again.output
+    assert sorted(r["metrics"]["top1"] for r in records(tmp_path / "out").values()) == [50.0, 51.0, 52.0]
+
+
+def test_run_finished_hook_sees_each_record_and_a_raising_hook_only_warns(runner, tmp_path, registry_with):
+    seen = []
+    listener = types.ModuleType("listener")
+    listener.fgvcbench_run_finished = hookimpl(lambda record: seen.append(record["run_id"]))
+    noisy = types.ModuleType("noisy")
+
+    def raise_(record):
+        raise RuntimeError("logger down")
+    noisy.fgvcbench_run_finished = hookimpl(raise_)
+    registry_with(interrupting_plugin(tmp_path), listener, noisy)
+    (tmp_path / "let").touch()
+    suite = tiny_suite(tmp_path, methods="[quick]", backbones="[pixels]", seeds="[0, 2]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert sorted(seen) == sorted(records(tmp_path / "out"))
+    assert "logger down" in result.output
+
+
+def test_bad_input_is_one_line_exit_2(runner, tmp_path, registry_with):
+    registry_with()
+    bad = tiny_suite(tmp_path, methods="[finetun]")
+    result = runner.invoke(app, ["run", str(bad)])
+    assert result.exit_code == 2
+    assert "did you mean 'finetune'" in result.output and "Traceback" not in result.output
+    assert runner.invoke(app, ["run", str(tmp_path / "missing.yaml")]).exit_code == 2
+    assert runner.invoke(app, ["run", str(bad), "--seeds", "x"]).exit_code == 2
+    assert runner.invoke(app, ["leaderboard", str(tmp_path / "nothing")]).exit_code == 2
+    ok = tiny_suite(tmp_path, methods="[finetune]")
+    result = runner.invoke(app, ["run", str(ok), "--device", "cuda:7"] if not torch.cuda.is_available()
+                           else ["run", str(ok), "--device", "bogus"])
+    assert result.exit_code == 2 and "device" in result.output

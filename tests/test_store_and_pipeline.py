@@ -1,0 +1,84 @@
+"""Atomic records; the decode cache; clear errors for unreadable images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgvcbench.data.base import DatasetSplits, ImageList
+from fgvcbench.data.pipeline import build_tensor_data, decode_images, load_size_for
+from fgvcbench.errors import DataError
+from fgvcbench.spec import RunSpec
+from fgvcbench.store import Store
+
+
+def test_store_writes_atomically_and_skips_corrupt(tmp_path):
+    store = Store(tmp_path)
+    store.write({"run_id": "abc", "status": "ok", "metrics": {"top1": 1.0}})
+    store.write({"run_id": "def", "status": "failed"})
+    (tmp_path / "runs" / "bad.json").write_text("{not json")
+    assert store.is_finished("abc") and not store.is_finished("def") and not store.is_finished("nope")
+    assert sorted(r["run_id"] for r in store.records()) == ["abc", "def"]
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.suffix != ".json"] == []
+    assert json.loads((tmp_path / "runs" / "abc.json").read_text())["metrics"]["top1"] == 1.0
+
+
+def test_run_id_hashes_what_matters_only():
+    spec = RunSpec(suite="a", dataset={"name": "d", "options": {}}, backbone={"name": "b", "pretrained": False},
+                   method="m", variant="default", seed=0, scale="smoke", params={"x": 1}, recipe={"lr": 0.1},
+                   data_root="/here")
+    same = RunSpec(**{**spec.to_dict(), "suite": "other", "data_root": "/there"})
+    assert spec.run_id == same.run_id and len(spec.run_id) == 12
+    for change in ({"seed": 1}, {"params": {"x": 2}}, {"recipe": {"lr": 0.2}}, {"variant": "v"},
+                   {"backbone": {"name": "b", "pretrained": True}}):
+        assert RunSpec(**{**spec.to_dict(), **change}).run_id != spec.run_id
+
+
+def make_images(tmp_path, n=4, size=(60, 40)):
+    paths = []
+    for i in range(n):
+        arr = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+        arr[:, : size[0] // 2] = (255, 0, 0)      # left half red, right half blue
+        arr[:, size[0] // 2:] = (0, 0, 255)
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_decode_resizes_crops_boxes_and_caches(tmp_path):
+    paths = make_images(tmp_path)
+    images = ImageList(paths, [0, 1, 0, 1], ["a", "b"], boxes=[(0, 0, 20, 40)] * 4)
+    out = decode_images(images, 16, tmp_path / "cache")
+    assert out.shape == (4, 3, 16, 16) and out.dtype == torch.uint8
+    assert out[0, 0, :, 0].float().mean() > 200 and out[0, 2, :, -1].float().mean() > 200  # red | blue
+    boxed = decode_images(images, 16, tmp_path / "cache", use_boxes=True)
+    assert boxed[:, 0].float().mean() > 250 and boxed[:, 2].float().mean() < 5           # only the red half
+    cached = list((tmp_path / "cache" / "decoded").glob("*.pt"))
+    assert len(cached) == 2
+    # a cache hit returns identical tensors without touching the images
+    assert torch.equal(decode_images(images, 16, tmp_path / "cache"), out)
+
+
+def test_unreadable_and_missing_images_name_the_path(tmp_path):
+    paths = make_images(tmp_path, n=2)
+    (tmp_path / "0.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="0.png"):
+        decode_images(ImageList(paths, [0, 1], ["a", "b"]), 16, None)
+    with pytest.raises(DataError, match="missing.png"):
+        decode_images(ImageList([str(tmp_path / "missing.png")], [0], ["a"]), 16, None)
+
+
+def test_build_tensor_data_carves_validation_from_train(tmp_path):
+    paths = make_images(tmp_path, n=8)
+    train = ImageList(paths[:6], [0, 0, 0, 1, 1, 1], ["a", "b"])
+    test = ImageList(paths[6:], [0, 1], ["a", "b"])
+    data = build_tensor_data(DatasetSplits(train, test), 16, tmp_path / "c", val_fraction=0.34)
+    assert len(data.train) + len(data.val) == 6 and len(data.val) == 2 and len(data.test) == 2
+    assert sorted(data.val.labels.tolist()) == [0, 1]
+    assert not set(data.train.index) & set(data.val.index)
+    assert data.train.images.shape[-1] == load_size_for(16) and data.num_classes == 2

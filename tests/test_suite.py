@@ -1,0 +1,118 @@
+"""Suites: validation errors name file, line and key; grids expand as documented."""
+
+from __future__ import annotations
+
+import pytest
+
+from fgvcbench.errors import SuiteError
+from fgvcbench.plugins import get_registry
+from fgvcbench.suite import SCALES, load_suite
+
+from conftest import ROOT, TINY_DATASET, tiny_suite, write_suite
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return get_registry(refresh=True)
+
+
+def error_of(path, registry, **kw) -> SuiteError:
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, registry, **kw)
+    return info.value
+
+
+def test_grid_expansion_exclude_and_ids(tmp_path, registry):
+    path = tiny_suite(tmp_path, methods="[{name: finetune, variants: all}]",
+                      backbones="[test_resnet, pixels]", seeds="[0, 1]",
+                      extra="exclude: [{backbone: pixels, variant: linear_probe}]")
+    suite = load_suite(path, registry)
+    combos = sorted((r.backbone["name"], r.variant, r.seed) for r in suite.runs)
+    assert combos == [("pixels", "default", 0), ("pixels", "default", 1),
+                      ("test_resnet", "default", 0), ("test_resnet", "default", 1),
+                      ("test_resnet", "linear_probe", 0), ("test_resnet", "linear_probe", 1)]
+    assert len({r.run_id for r in suite.runs}) == 6
+    probe = next(r for r in suite.runs if r.variant == "linear_probe")
+    assert probe.params["freeze_backbone"] is True
+    # the id ignores the suite's name and the data root, and is stable across loads
+    again = load_suite(path, registry, output=str(tmp_path / "elsewhere"))
+    assert sorted(r.run_id for r in again.runs) == sorted(r.run_id for r in suite.runs)
+
+
+def test_merge_order_scale_then_suite_then_method(tmp_path, registry):
+    path = write_suite(tmp_path, f"""
+        scale: short
+        train: {{lr: 0.05, epochs: 3}}
+        datasets: [{TINY_DATASET}]
+        backbones: [test_resnet]
+        methods:
+          - {{name: finetune, train: {{lr: 0.2}}}}
+        """)
+    run = load_suite(path, registry).runs[0]
+    assert run.recipe["image_size"] == SCALES["short"]["recipe"]["image_size"]  # from the scale
+    assert run.recipe["epochs"] == 3        # suite train overrides the scale
+    assert run.recipe["lr"] == 0.2          # method entry overrides the suite
+    assert [r.seed for r in load_suite(path, registry).runs] == SCALES["short"]["seeds"]
+    cli = load_suite(path, registry, scale="smoke", seeds=[7])
+    assert [r.seed for r in cli.runs] == [7] and cli.runs[0].recipe["image_size"] == 32
+
+
+@pytest.mark.parametrize("body, line, key, needle", [
+    ("methods: [finetun]", 4, "methods[0].name", "did you mean 'finetune'"),
+    ("methods: [finetune]\nbogus: 1", 5, "bogus", "unknown key"),
+    ("methods: [{name: finetune, variants: [linear_prob]}]", 4, "methods[0].variants[0]", "linear_probe"),
+    ("methods: [{name: finetune, params: {freeze: true}}]", 4, "methods[0].params.freeze", "freeze_backbone"),
+    ("methods: [finetune]\ntrain: {epochs: -1}", 5, "train.epochs", "must be >= 1"),
+    ("methods: [finetune]\ntrain: {lr: fast}", 5, "train.lr", "expected float"),
+    ("methods: [finetune]\ntrain: {learning_rate: 0.1}", 5, "train.learning_rate", "unknown training setting"),
+    ("methods: [finetune]\nscale: huge", 5, "scale", "unknown scale"),
+    ("methods: [finetune]\nseeds: [0, -1]", 5, "seeds[1]", "non-negative"),
+    ("methods: []", 4, "methods", "no methods"),
+])
+def test_errors_name_file_line_and_key(tmp_path, registry, body, line, key, needle):
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n\n" + body + "\n")
+    err = error_of(path, registry)
+    assert err.file == str(path)
+    assert err.line == line, str(err)
+    assert err.key == key, str(err)
+    assert needle in str(err)
+    assert str(err).startswith(f"{path}:{line}: {key}: ")
+
+
+def test_unknown_backbone_and_dataset_suggest(tmp_path, registry):
+    path = write_suite(tmp_path, "datasets: [synthetik]\nbackbones: [test_resnet]\nmethods: [finetune]\n")
+    assert "did you mean 'synthetic'" in str(error_of(path, registry))
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [resnet5O]\nmethods: [finetune]\n")
+    err = error_of(path, registry)
+    assert err.key == "backbones[0].name" and "unknown backbone 'resnet5O'" in str(err)
+
+
+def test_bad_yaml_duplicate_keys_unsafe_tags_and_missing_file(tmp_path, registry):
+    path = write_suite(tmp_path, "datasets: [synthetic\nmethods: [finetune]\n")
+    err = error_of(path, registry)
+    assert "invalid YAML" in str(err) and err.line is not None
+    path = write_suite(tmp_path, "methods: [finetune]\nmethods: [finetune]\n")
+    err = error_of(path, registry)
+    assert "duplicate key" in str(err) and err.line == 2
+    path = write_suite(tmp_path, "name: !!python/object/apply:os.system ['echo hacked']\n")
+    assert "invalid YAML" in str(error_of(path, registry))
+    assert "not found" in str(error_of(tmp_path / "nope.yaml", registry))
+    path = write_suite(tmp_path, "# only a comment\n")
+    assert "empty" in str(error_of(path, registry))
+
+
+def test_exclude_everything_is_an_error(tmp_path, registry):
+    path = tiny_suite(tmp_path, extra="exclude: [{method: finetune}]")
+    assert "grid is empty" in str(error_of(path, registry))
+
+
+def test_checkpoint_path_must_exist(tmp_path, registry):
+    path = tiny_suite(tmp_path, backbones="[{name: test_resnet, pretrained: /nonexistent/w.pth}]")
+    err = error_of(path, registry)
+    assert err.key == "backbones[0].pretrained" and "checkpoint not found" in str(err)
+
+
+def test_shipped_suites_validate(registry):
+    for path in sorted((ROOT / "suites").glob("*.yaml")):
+        suite = load_suite(path, registry)
+        assert suite.runs, path
