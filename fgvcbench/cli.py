@@ -21,8 +21,8 @@ from fgvcbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)          # long paths stay on one line (greppable logs)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def friendly(fn: Callable) -> Callable:
@@ -112,7 +112,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                           f"{suite.output}; run the same command again to resume.")
         raise typer.Exit(130)
     n_failed = len(outcome.failed)
-    console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed from {suite.output}, {n_failed} failed/diverged.")
+    console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed, {n_failed} failed or diverged "
+                  f"— records in {suite.output}/runs", highlight=False)
     if n_failed:
         for record in outcome.failed:
             first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""

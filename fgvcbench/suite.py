@@ -36,12 +36,19 @@ METHOD_KEYS = {"name", "variants", "params", "train"}
 EXCLUDE_KEYS = {"dataset", "backbone", "method", "variant", "seed"}
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys (YAML silently keeps the last one)."""
 
 
 def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], file: str) -> Any:
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise SuiteError(f"invalid YAML: tag {node.tag} is not allowed (suites are plain data)",
+                         file=file, line=node.start_mark.line + 1, key=_dotted(path) or None,
+                         hint="remove the tag")
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:

@@ -1,0 +1,1 @@
+"""Backbones through timm and their weights (offline ImageNet weights, local checkpoints)."""

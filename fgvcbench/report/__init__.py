@@ -1,0 +1,1 @@
+"""Reports: statistics over seeds and leaderboards."""

@@ -1,0 +1,153 @@
+"""Leaderboards: run records → one row per configuration, aggregated over seeds.
+
+A row is one dataset × backbone × method × variant *configuration*: runs that differ
+only in their seed. Runs that share the four names but differ in anything else (dataset
+options, weights, recipe, params, scale) are different rows, told apart by the ``config``
+column (a short hash of the spec without the seed) — never silently averaged together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from fgvcbench.report.stats import format_mean_std, mean_std_ci
+
+FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
+COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "n", "seeds",
+           "top1_mean", "top1_std", "top1_ci95", "top1_last_mean", "mean_class_acc_mean",
+           "train_seconds_mean", "images_per_second_mean", "failed"]
+
+
+def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id (the most
+    recently finished wins: the same run on two machines is one run). Unreadable files
+    become warnings."""
+    by_id: dict[str, dict] = {}
+    warnings: list[str] = []
+    for d in results_dirs:
+        for path in sorted(Path(d).rglob("runs/*.json")):
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                run_id = record["run_id"]
+                record["spec"]["method"]  # noqa: B018 — must exist
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                warnings.append(f"skipped unreadable record {path}: {exc.__class__.__name__}")
+                continue
+            old = by_id.get(run_id)
+            finished = lambda r: (r.get("provenance") or {}).get("finished") or ""  # noqa: E731
+            if old is None or finished(record) >= finished(old):
+                by_id[run_id] = record
+    return list(by_id.values()), warnings
+
+
+def _config_key(spec: dict) -> str:
+    identity = {k: v for k, v in spec.items() if k not in ("seed", "suite", "data_root")}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def _pretrained_label(value: Any) -> str:
+    if value is True:
+        return "yes"
+    if not value:
+        return "no"
+    return Path(str(value)).name
+
+
+def _metric(records: list[dict], key: str, section: str = "metrics") -> list[float]:
+    out = []
+    for r in records:
+        v = (r.get(section) or {}).get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+            out.append(float(v))
+    return out
+
+
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def build_leaderboard(records: Iterable[dict]) -> pd.DataFrame:
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(_config_key(r["spec"]), []).append(r)
+    rows = []
+    for config, recs in groups.items():
+        spec = recs[0]["spec"]
+        ok = sorted((r for r in recs if r.get("status") == "ok"), key=lambda r: r["spec"].get("seed", 0))
+        top1 = mean_std_ci(_metric(ok, "top1"))
+        rows.append({
+            "dataset": spec["dataset"]["name"], "backbone": spec["backbone"]["name"],
+            "pretrained": _pretrained_label(spec["backbone"].get("pretrained")),
+            "method": spec["method"], "variant": spec.get("variant", "default"), "scale": spec.get("scale", ""),
+            "config": config, "n": len(ok), "seeds": ",".join(str(r["spec"].get("seed")) for r in ok),
+            "top1_mean": top1.mean, "top1_std": top1.std, "top1_ci95": top1.half_width,
+            "top1_last_mean": _mean(_metric(ok, "top1_last")),
+            "mean_class_acc_mean": _mean(_metric(ok, "mean_class_acc")),
+            "train_seconds_mean": _mean(_metric(ok, "train_seconds", "cost")),
+            "images_per_second_mean": _mean(_metric(ok, "images_per_second", "cost")),
+            "failed": len(recs) - len(ok),
+        })
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if len(df):
+        df = df.sort_values(["dataset", "top1_mean", "method", "variant"], ascending=[True, False, True, True],
+                            na_position="last", kind="mergesort").reset_index(drop=True)
+    return df
+
+
+def write_leaderboard_csv(df: pd.DataFrame, results_dir: str | os.PathLike) -> Path:
+    path = Path(results_dir) / "leaderboard.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".leaderboard.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+        df.to_csv(fh, index=False, float_format="%.4f")
+    os.replace(tmp, path)
+    return path
+
+
+def _num(value: float, digits: int) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and string rows for people: top-1 as mean ± std, its 95 % CI, cost."""
+    show_config = df.duplicated(["dataset", "backbone", "pretrained", "method", "variant"], keep=False).any()
+    headers = ["dataset", "backbone", "pretrained", "method", "variant"] + (["config"] if show_config else []) + \
+              ["n", "top-1 (%)", "95% CI", "last-epoch top-1", "mean per-class", "train s", "img/s", "failed"]
+    rows = []
+    for r in df.itertuples(index=False):
+        rows.append([r.dataset, r.backbone, r.pretrained, r.method, r.variant] + ([r.config] if show_config else []) +
+                    [str(r.n), format_mean_std(r.top1_mean, r.top1_std),
+                     "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2),
+                     _num(r.mean_class_acc_mean, 2), _num(r.train_seconds_mean, 1),
+                     _num(r.images_per_second_mean, 0), str(r.failed)])
+    return headers, rows
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.4f")
+    from tabulate import tabulate
+    headers, rows = human_table(df)
+    return tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+
+
+def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
+    from rich.table import Table
+    headers, rows = human_table(df)
+    table = Table(title=title)
+    for h in headers:
+        table.add_column(h, justify="right" if h not in ("dataset", "backbone", "method", "variant", "config",
+                                                         "pretrained") else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table

@@ -1,0 +1,87 @@
+"""Statistics over seeds: mean, sample std, Student-t confidence intervals, paired tests.
+
+Seeds are few (3–5), so intervals use the t distribution, never the normal, and a single
+seed gives no spread at all (NaN, not 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    mean: float
+    std: float          # sample std (ddof=1)
+    ci_low: float
+    ci_high: float
+    half_width: float
+
+
+def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> Summary:
+    """Mean, sample std and the t-based confidence interval of the mean."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return Summary(0, NAN, NAN, NAN, NAN, NAN)
+    mean = float(x.mean())
+    if n == 1:
+        return Summary(1, mean, NAN, NAN, NAN, NAN)
+    std = float(x.std(ddof=1))
+    half = float(_st.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
+    return Summary(n, mean, std, mean - half, mean + half, half)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    n: int
+    mean_delta: float
+    ci_low: float
+    ci_high: float
+    t_stat: float
+    p_value: float
+    wilcoxon_p: float
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedResult:
+    """Paired comparison of ``b`` against ``a`` over the same seeds (delta = b − a).
+
+    The paired t-test is ``scipy.stats.ttest_rel``. When every delta is identical the
+    t statistic is undefined: a p-value of NaN is returned (no evidence either way from
+    the spread) — the mean delta and its degenerate interval are still reported.
+    Wilcoxon's signed-rank p is given where at least one delta is non-zero.
+    """
+    a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"paired samples differ in length: {len(a_arr)} vs {len(b_arr)}")
+    delta = b_arr - a_arr
+    s = mean_std_ci(delta, confidence)
+    if s.n < 2:
+        return PairedResult(s.n, s.mean, NAN, NAN, NAN, NAN, NAN)
+    if np.allclose(delta, delta[0]):
+        return PairedResult(s.n, s.mean, s.mean, s.mean, NAN, NAN, NAN)
+    t = _st.ttest_rel(b_arr, a_arr)
+    wil = NAN
+    if np.any(delta != 0):
+        try:
+            wil = float(_st.wilcoxon(delta).pvalue)
+        except ValueError:
+            wil = NAN
+    return PairedResult(s.n, s.mean, s.ci_low, s.ci_high, float(t.statistic), float(t.pvalue), wil)
+
+
+def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """``88.22 ± 0.31``; without a spread (one seed) just ``88.22``; no value: ``–``."""
+    if mean is None or math.isnan(mean):
+        return "–"
+    if std is None or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
