@@ -21,8 +21,9 @@ from fgvcbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
-console = Console(soft_wrap=True)          # long paths stay on one line (greppable logs)
-err_console = Console(stderr=True, soft_wrap=True)
+# Long paths stay on one line; logs (not a terminal) get tables wide enough to read.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 def friendly(fn: Callable) -> Callable:
@@ -83,11 +84,13 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     """Run every pending run of a suite (finished runs are resumed from the store)."""
     from fgvcbench.executors import grid_status, run_suite
     from fgvcbench.plugins import get_registry
+    from fgvcbench.store import Store
     from fgvcbench.suite import load_suite
 
     registry = get_registry()
     _warn_plugins(registry)
-    suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device)
+    suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
+                       check_data=not dry_run)
     if dry_run:
         rows = grid_status(suite)
         table = Table(title=f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}")
@@ -106,7 +109,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    _print_leaderboard([suite.output], fmt="table", write_csv=True)
+    if any(Store(suite.output).records()):
+        _print_leaderboard([suite.output], fmt="table", write_csv=True)
     if outcome.interrupted:
         err_console.print(f"[yellow]interrupted[/] — {len(outcome.ran)} runs finished in this session are saved in "
                           f"{suite.output}; run the same command again to resume.")

@@ -161,9 +161,19 @@ def _git_sha() -> str | None:
         return None
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def provenance(device: torch.device) -> dict[str, Any]:
     import timm
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {"fgvcbench": fgvcbench.__version__, "git_sha": _git_sha(), "torch": torch.__version__,
             "timm": timm.__version__, "python": platform.python_version(), "device": str(device),
             "device_name": name, "host": platform.node(), "cpu_count": os.cpu_count(),

@@ -175,8 +175,10 @@ def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices) -> N
 
 def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None = None,
                seeds: list[int] | None = None, output: str | None = None,
-               device: str | None = None) -> Suite:
-    """Read, validate and expand a suite. CLI options override the file."""
+               device: str | None = None, check_data: bool = True) -> Suite:
+    """Read, validate and expand a suite. CLI options override the file. With
+    ``check_data`` a dataset whose root folder does not exist is an error here, before
+    anything runs."""
     file = Path(path)
     data, lines = load_yaml(file)
     ck = _Checker(str(path), lines)
@@ -234,6 +236,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             root = str(Path(root).expanduser())
         elif spec.needs_root:
             root = str(data_root / (spec.default_root or spec.name))
+        if check_data and spec.needs_root and not Path(root).is_dir():
+            where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
+            ck.fail(where, f"data root for {spec.name!r} not found: {root}",
+                    f"set 'root:' or data_root, or FGVCBENCH_DATA; expected layout: {spec.layout or 'see the docs'}")
         datasets.append(({"name": spec.name, "options": options}, root, ("datasets", i)))
 
     backbones = []

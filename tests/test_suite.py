@@ -116,3 +116,15 @@ def test_shipped_suites_validate(registry):
     for path in sorted((ROOT / "suites").glob("*.yaml")):
         suite = load_suite(path, registry)
         assert suite.runs, path
+
+
+def test_missing_data_root_is_caught_before_running(tmp_path, registry):
+    path = write_suite(tmp_path, f"""
+        datasets: [{{name: imagefolder, root: {tmp_path / 'nowhere'}}}]
+        backbones: [test_resnet]
+        methods: [finetune]
+        """)
+    err = error_of(path, registry)
+    assert err.key == "datasets[0].root" and err.line == 1 and "nowhere" in str(err)
+    assert "train/<class>" in str(err)                      # the expected layout is shown
+    assert load_suite(path, registry, check_data=False).runs  # --dry-run still shows the grid

@@ -120,7 +120,7 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and string rows for people: top-1 as mean ± std, its 95 % CI, cost."""
     show_config = df.duplicated(["dataset", "backbone", "pretrained", "method", "variant"], keep=False).any()
     headers = ["dataset", "backbone", "pretrained", "method", "variant"] + (["config"] if show_config else []) + \
-              ["n", "top-1 (%)", "95% CI", "last-epoch top-1", "mean per-class", "train s", "img/s", "failed"]
+              ["n", "top-1 %", "95% CI", "last top-1", "per-class", "train s", "img/s", "failed"]
     rows = []
     for r in df.itertuples(index=False):
         rows.append([r.dataset, r.backbone, r.pretrained, r.method, r.variant] + ([r.config] if show_config else []) +

@@ -1,0 +1,65 @@
+"""The built-in dataset plugins: `imagefolder` trees and the `synthetic` registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgvcbench.api import DataError, DatasetRequest
+from fgvcbench.cli import app
+from fgvcbench.plugins import get_registry
+
+
+def make_tree(root: Path, layout: dict[str, dict[str, int]]) -> Path:
+    rng = np.random.default_rng(0)
+    for split, classes in layout.items():
+        for name, n in classes.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / split / name / f"{i}.png")
+    return root
+
+
+def load(name, root=None, **options):
+    spec = get_registry(refresh=True).datasets[name]
+    return spec.load(DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=Path("/tmp")))
+
+
+def test_imagefolder_lists_classes_and_splits(tmp_path):
+    root = make_tree(tmp_path, {"train": {"b_bird": 3, "a_bird": 2}, "test": {"a_bird": 1, "b_bird": 2}})
+    (root / "train" / "a_bird" / "notes.txt").write_text("not an image")
+    splits = load("imagefolder", root)
+    assert splits.train.class_names == ["a_bird", "b_bird"]
+    assert splits.train.labels == [0, 0, 1, 1, 1] and splits.test.labels == [0, 1, 1]
+    assert all(p.endswith(".png") for p in splits.train.paths)
+
+
+def test_imagefolder_errors_say_the_layout(tmp_path):
+    with pytest.raises(DataError, match="ROOT/train/<class>"):
+        load("imagefolder", make_tree(tmp_path / "x", {"train": {"a": 1}}))
+    root = make_tree(tmp_path / "y", {"train": {"a": 1}, "test": {"a": 1, "zebra": 1}})
+    with pytest.raises(DataError, match="zebra"):
+        load("imagefolder", root)
+
+
+def test_synthetic_registration_exposes_boxes_and_coarse_labels(tmp_path):
+    splits = load("synthetic", None, coarse=2, fine=2, train_per_class=2, test_per_class=1, image_size=24)
+    assert len(splits.train) == 8 and len(splits.test) == 4
+    assert splits.train.coarse_labels == [label // 2 for label in splits.train.labels]
+    assert splits.train.boxes is not None and splits.train.coarse_names[0].startswith("group0")
+    with pytest.raises(DataError, match="difficulty"):
+        load("synthetic", None, difficulty=3.0)
+
+
+def test_imagefolder_runs_through_a_suite(tmp_path, runner):
+    root = make_tree(tmp_path / "data", {"train": {"a": 6, "b": 6}, "test": {"a": 2, "b": 2}})
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"output: {tmp_path / 'out'}\ndevice: cpu\ndatasets: [{{name: imagefolder, root: {root}}}]\n"
+                     "backbones: [pixels]\nmethods: [finetune]\n")
+    get_registry(refresh=True)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "imagefolder" in (tmp_path / "out" / "leaderboard.csv").read_text()

@@ -1,0 +1,98 @@
+"""Leaderboards: aggregation over seeds, failures, de-duplication, formats."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fgvcbench.cli import app
+from fgvcbench.report.leaderboard import build_leaderboard, load_records, render, write_leaderboard_csv
+
+
+def record(method, seed, top1, status="ok", variant="default", finished="2026-01-01T00:00:00", lr=0.01):
+    spec = {"suite": "s", "dataset": {"name": "cub", "options": {}}, "backbone": {"name": "resnet50", "pretrained": True},
+            "method": method, "variant": variant, "seed": seed, "scale": "short", "params": {}, "recipe": {"lr": lr},
+            "data_root": "/data"}
+    return {"schema": 1, "run_id": f"{method}-{variant}-{seed}-{lr}", "status": status, "spec": spec,
+            "metrics": {"top1": top1, "top1_last": top1 - 1, "mean_class_acc": top1 - 0.5} if status == "ok" else {},
+            "cost": {"train_seconds": 10.0 * (seed + 1), "images_per_second": 100.0},
+            "provenance": {"finished": finished}, "error": None if status == "ok" else "boom"}
+
+
+def write(dirpath, records):
+    runs = dirpath / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        (runs / f"{r['run_id']}.json").write_text(json.dumps(r))
+
+
+@pytest.fixture
+def results(tmp_path):
+    a = [record("finetune", s, v) for s, v in enumerate([88.0, 89.0, 87.5])]
+    b = [record("finernet", s, v) for s, v in enumerate([89.5, 90.0, 88.9])] + [record("finernet", 3, 0, "failed")]
+    write(tmp_path / "one", a + b)
+    (tmp_path / "one" / "runs" / "broken.json").write_text("{")
+    (tmp_path / "one" / "runs" / ".x.json.123.tmp").write_text("{")
+    # the same run on a second machine, finished later, with another number: the later one wins
+    write(tmp_path / "two", [record("finetune", 0, 88.3, finished="2026-02-01T00:00:00")])
+    return tmp_path
+
+
+def test_aggregates_over_seeds_with_failures_and_dedup(results):
+    records, warnings = load_records(results / "one", results / "two")
+    assert len(records) == 7 and len(warnings) == 1 and "broken.json" in warnings[0]
+    df = build_leaderboard(records)
+    assert list(df["method"]) == ["finernet", "finetune"]               # sorted by top-1
+    fr = df.set_index("method").loc["finernet"]
+    assert fr["n"] == 3 and fr["failed"] == 1 and fr["seeds"] == "0,1,2"
+    assert fr["top1_mean"] == pytest.approx(statistics.mean([89.5, 90.0, 88.9]))
+    assert fr["top1_std"] == pytest.approx(statistics.stdev([89.5, 90.0, 88.9]))
+    half = stats.t.ppf(0.975, 2) * statistics.stdev([89.5, 90.0, 88.9]) / 3 ** 0.5
+    assert fr["top1_ci95"] == pytest.approx(half)
+    ft = df.set_index("method").loc["finetune"]
+    assert ft["top1_mean"] == pytest.approx(statistics.mean([88.3, 89.0, 87.5]))   # deduplicated: 88.3 won
+    assert ft["train_seconds_mean"] == pytest.approx(20.0)
+
+
+def test_different_configurations_are_not_averaged_together(tmp_path):
+    write(tmp_path, [record("finetune", 0, 80.0), record("finetune", 0, 90.0, lr=0.1)])
+    df = build_leaderboard(load_records(tmp_path)[0])
+    assert len(df) == 2 and df["config"].nunique() == 2
+    assert "config" in render(df, "md")
+
+
+def test_only_failures_gives_a_row_with_n_zero(tmp_path):
+    write(tmp_path, [record("broken", 0, 0, "failed")])
+    df = build_leaderboard(load_records(tmp_path)[0])
+    assert df.loc[0, "n"] == 0 and df.loc[0, "failed"] == 1 and pd.isna(df.loc[0, "top1_mean"])
+    assert "–" in render(df, "github")
+
+
+def test_formats_and_csv(results):
+    df = build_leaderboard(load_records(results / "one")[0])
+    path = write_leaderboard_csv(df, results / "one")
+    back = pd.read_csv(path)
+    assert list(back["method"]) == list(df["method"]) and back["n"].tolist() == df["n"].tolist()
+    md = render(df, "md")
+    assert "| finernet" in md and "89.47 ± 0.55" in md
+    assert "\\toprule" in render(df, "latex")
+    assert render(df, "github").count("\n") >= 3
+    assert render(df, "csv").splitlines()[0].startswith("dataset,backbone")
+    with pytest.raises(ValueError, match="md"):
+        render(df, "html")
+
+
+def test_leaderboard_command(results, runner):
+    out = runner.invoke(app, ["leaderboard", str(results / "one"), "--format", "md"])
+    assert out.exit_code == 0, out.output
+    assert "89.47 ± 0.55" in out.stdout and (results / "one" / "leaderboard.csv").exists()
+    bad = runner.invoke(app, ["leaderboard", str(results / "one"), "--format", "html"])
+    assert bad.exit_code == 2 and "unknown format" in bad.output
+    empty = results / "empty"
+    empty.mkdir()
+    none = runner.invoke(app, ["leaderboard", str(empty)])
+    assert none.exit_code == 2 and "no run records" in none.output

@@ -1,0 +1,52 @@
+"""Statistics over seeds, checked against scipy and by hand."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+from scipy import stats
+
+from fgvcbench.report.stats import format_mean_std, mean_std_ci, paired_difference
+
+
+def test_t_interval_matches_a_hand_computation():
+    values = [88.1, 88.9, 87.6, 88.4]
+    s = mean_std_ci(values)
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    half = stats.t.ppf(0.975, df=3) * sd / math.sqrt(4)
+    assert (s.n, s.mean, s.std) == (4, pytest.approx(mean), pytest.approx(sd))
+    assert s.half_width == pytest.approx(half) and s.ci_low == pytest.approx(mean - half)
+    assert mean_std_ci(values, 0.99).half_width > s.half_width
+
+
+def test_one_seed_has_no_spread_and_none_has_nothing():
+    one = mean_std_ci([91.0])
+    assert one.mean == 91.0 and math.isnan(one.std) and math.isnan(one.half_width)
+    assert math.isnan(mean_std_ci([]).mean)
+    assert mean_std_ci([1.0, float("nan"), 3.0]).n == 2
+
+
+def test_paired_difference_is_scipys_paired_t_test():
+    a, b = [80.0, 81.5, 79.0, 80.2, 82.0], [81.0, 82.0, 80.5, 80.0, 83.1]
+    r = paired_difference(a, b)
+    ref = stats.ttest_rel(b, a)
+    assert r.mean_delta == pytest.approx(statistics.mean(y - x for x, y in zip(a, b)))
+    assert r.t_stat == pytest.approx(ref.statistic) and r.p_value == pytest.approx(ref.pvalue)
+    assert r.wilcoxon_p == pytest.approx(stats.wilcoxon([y - x for x, y in zip(a, b)]).pvalue)
+    assert r.ci_low < r.mean_delta < r.ci_high
+
+
+def test_paired_difference_edge_cases():
+    same = paired_difference([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])   # every delta is exactly +1
+    assert same.mean_delta == pytest.approx(1.0) and math.isnan(same.p_value)
+    assert math.isnan(paired_difference([1.0], [2.0]).p_value)
+    with pytest.raises(ValueError):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_format_mean_std():
+    assert format_mean_std(88.2249, 0.3141) == "88.22 ± 0.31"
+    assert format_mean_std(88.2, float("nan")) == "88.20"
+    assert format_mean_std(float("nan"), 1.0) == "–"
