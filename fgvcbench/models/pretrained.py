@@ -157,7 +157,8 @@ def load_checkpoint_file(model: nn.Module, path: str | Path, *, strict_backbone:
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PretrainedWeightsError(f"{path} holds no state dict — save one with torch.save(model.state_dict(), path)")
+        raise PretrainedWeightsError(f"{path} holds no state dict — "
+                                     f"save one with torch.save(model.state_dict(), path)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     head, target = _classifier_prefix(model), model.state_dict()
     keep, wrong = {}, []
@@ -172,7 +173,8 @@ def load_checkpoint_file(model: nn.Module, path: str | Path, *, strict_backbone:
     if not keep or (strict_backbone and (wrong or missing)):
         detail = wrong[0] if wrong else f"missing {missing[0]}" if missing else "no tensor names match"
         raise PretrainedWeightsError(f"{path} does not fit the model ({len(wrong)} shape mismatches, "
-                                     f"{len(missing)} missing; first: {detail}) — is it a checkpoint of this architecture?")
+                                     f"{len(missing)} missing; first: {detail}) — "
+                                     f"is it a checkpoint of this architecture?")
     model.load_state_dict(keep, strict=False)
 
 
