@@ -10,7 +10,9 @@ from typing import Any, Callable, Mapping, Sequence
 @dataclass
 class ImageList:
     """Images of one split. ``labels`` index ``class_names``. Boxes are ``(x, y, w, h)``
-    in pixels of the stored image; ``coarse_labels`` index ``coarse_names``."""
+    in pixels of the stored image; ``coarse_labels`` index ``coarse_names``.
+    ``trim_bottom`` pixels are always cut from the bottom of every image before anything
+    else (FGVC-Aircraft's 20-px copyright banner, as its official protocol does)."""
 
     paths: list[str]
     labels: list[int]
@@ -18,6 +20,7 @@ class ImageList:
     boxes: list[tuple[float, float, float, float]] | None = None
     coarse_labels: list[int] | None = None
     coarse_names: list[str] | None = None
+    trim_bottom: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -34,17 +37,20 @@ class ImageList:
         pick = lambda seq: None if seq is None else [seq[i] for i in indices]  # noqa: E731
         return ImageList([self.paths[i] for i in indices], [self.labels[i] for i in indices],
                          self.class_names, pick(self.boxes), pick(self.coarse_labels),
-                         self.coarse_names)
+                         self.coarse_names, self.trim_bottom)
 
 
 @dataclass
 class DatasetSplits:
     """What a dataset loader returns. ``val`` only where the dataset has an official
-    validation split; otherwise the core carves one from ``train`` deterministically."""
+    validation split; otherwise the core carves one from ``train`` deterministically.
+    ``crop_to_boxes``: the dataset's ``crop: bbox`` option — decode each image cropped to
+    its bounding box."""
 
     train: ImageList
     test: ImageList
     val: ImageList | None = None
+    crop_to_boxes: bool = False
 
 
 @dataclass(frozen=True)

@@ -86,17 +86,22 @@ def carve_validation(train: ImageList, fraction: float, seed: int = 0) -> tuple[
     return sorted(keep), sorted(val)
 
 
-def _decode_one(path: str, size: int, box) -> np.ndarray:
+def _decode_one(path: str, size: int, box, trim_bottom: int = 0) -> np.ndarray:
     try:
         with Image.open(path) as img:
             full_width = img.width
-            if box is None:  # JPEG: decode at a reduced scale when that is still >= size
+            if box is None and not trim_bottom:  # JPEG: decode at a reduced scale when still >= size
                 img.draft("RGB", (size, size))
             img = img.convert("RGB")
+            if trim_bottom:
+                img = img.crop((0, 0, img.width, max(1, img.height - trim_bottom)))
             if box is not None:
                 x, y, w, h = box  # pixels of the stored image
                 sx = img.width / full_width
-                img = img.crop((x * sx, y * sx, (x + w) * sx, (y + h) * sx))
+                left, top = max(0.0, x * sx), max(0.0, y * sx)
+                right, bottom = min(img.width, (x + w) * sx), min(img.height, (y + h) * sx)
+                if right - left >= 1 and bottom - top >= 1:  # a degenerate box keeps the whole image
+                    img = img.crop((left, top, right, bottom))
             scale = size / min(img.size)
             new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
             img = img.resize(new, Image.BILINEAR, reducing_gap=2.0)
@@ -111,9 +116,9 @@ def _decode_one(path: str, size: int, box) -> np.ndarray:
                         f"replace or remove the file") from exc
 
 
-def _fingerprint(paths: Sequence[str], size: int, boxes) -> str:
+def _fingerprint(paths: Sequence[str], size: int, boxes, trim_bottom: int = 0) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"size": size, "boxes": boxes is not None, "v": 1}).encode())
+    h.update(json.dumps({"size": size, "boxes": boxes is not None, "trim": trim_bottom, "v": 1}).encode())
     for i, p in enumerate(paths):
         try:
             st = os.stat(p)
@@ -133,7 +138,8 @@ def decode_images(images: ImageList, size: int, cache_dir: Path | None,
         raise DataError("crop to bounding boxes was asked for, but this dataset has no boxes")
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / "decoded" / f"{_fingerprint(images.paths, size, boxes)}.pt"
+        key = _fingerprint(images.paths, size, boxes, images.trim_bottom)
+        cache_file = Path(cache_dir) / "decoded" / f"{key}.pt"
         if cache_file.exists():
             try:
                 cached = torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -145,7 +151,8 @@ def decode_images(images: ImageList, size: int, cache_dir: Path | None,
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         arrays = pool.map(lambda i: _decode_one(images.paths[i], size,
-                                                boxes[i] if boxes is not None else None),
+                                                boxes[i] if boxes is not None else None,
+                                                images.trim_bottom),
                           range(len(images)))
         for i, arr in enumerate(arrays):
             out[i] = torch.from_numpy(arr)
@@ -161,6 +168,7 @@ def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | 
                       val_fraction: float = 0.1, use_boxes: bool = False) -> TensorData:
     """Decode a dataset's splits; carve a validation split from train if it has none."""
     load = load_size_for(image_size)
+    use_boxes = use_boxes or splits.crop_to_boxes
     train_list = splits.train
     if splits.val is not None:
         train_idx, val_source, val_idx = list(range(len(train_list))), splits.val, list(range(len(splits.val)))

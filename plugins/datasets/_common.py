@@ -1,0 +1,67 @@
+"""Shared reading helpers for the dataset adapters: every failure names the missing
+path and shows the layout the adapter expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from fgvcbench.api import DataError, DatasetRequest
+
+CROP_CHOICES = ("none", "bbox")
+
+
+def require(root: Path, relative: Iterable[str], layout: str) -> None:
+    """Fail with the expected layout if any of these files/folders is missing."""
+    if root is None or not root.is_dir():
+        raise DataError(f"dataset root not found: {root} — expected layout: {layout}")
+    for rel in relative:
+        if not (root / rel).exists():
+            raise DataError(f"{root / rel} not found — expected layout: {layout}")
+
+
+def read_columns(path: Path, min_columns: int, layout: str) -> list[list[str]]:
+    """Whitespace-separated rows of a text file, each with at least ``min_columns``."""
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror} — expected layout: {layout}") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) < min_columns:
+            raise DataError(f"{path}:{n}: expected {min_columns} columns, got {len(parts)} — "
+                            f"is this the official file?")
+        rows.append(parts)
+    return rows
+
+
+def option(request: DatasetRequest, name: str, choices: tuple) -> str:
+    value = request.options.get(name)
+    if value not in choices:
+        raise DataError(f"dataset option {name}: {value!r} is not one of {', '.join(map(str, choices))}")
+    return value
+
+
+def contiguous(ids: Iterable) -> dict:
+    """Map arbitrary (possibly non-contiguous) class ids to labels 0..C-1 in sorted order."""
+    return {cid: i for i, cid in enumerate(sorted(set(ids)))}
+
+
+def loadmat(path: Path, layout: str):
+    """A MATLAB file read with scipy (``squeeze_me`` as torchvision does)."""
+    from scipy.io import loadmat as _loadmat
+    if not path.is_file():
+        raise DataError(f"{path} not found — expected layout: {layout}")
+    try:
+        return _loadmat(str(path), squeeze_me=True)
+    except Exception as exc:  # noqa: BLE001 — a truncated or foreign file
+        raise DataError(f"cannot read {path} ({exc.__class__.__name__}) — re-download the devkit") from None
+
+
+def as_list(value) -> list:
+    """A MATLAB vector as a list, also when ``squeeze_me`` made a single element a scalar."""
+    import numpy as np
+    return list(np.atleast_1d(value))

@@ -1,0 +1,78 @@
+"""FGVC-Aircraft (Maji et al., 2013), official layout of ``fgvc-aircraft-2013b/data``.
+
+``images_{variant,family,manufacturer}_{train,val,test}.txt`` (``<image id> <label with
+spaces>``), ``variants.txt`` / ``families.txt`` / ``manufacturers.txt``, ``images_box.txt``
+(``id xmin ymin xmax ymax``), ``images/<id>.jpg``. The bottom 20 pixels of every image
+hold a copyright banner and are cut, as the official protocol does.
+
+Options: ``level`` (variant | family | manufacturer), ``train_split`` (trainval: train on
+train+val as the papers do, the core carves its own validation split; train: train only,
+the official val split selects epochs), ``crop`` (none | bbox).
+"""
+
+from __future__ import annotations
+
+from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
+
+from ._common import CROP_CHOICES, option, read_columns, require
+
+LAYOUT = ("ROOT/images/<id>.jpg, ROOT/images_variant_{train,val,test}.txt (and _family_, _manufacturer_), "
+          "ROOT/variants.txt, families.txt, manufacturers.txt, images_box.txt (fgvc-aircraft-2013b/data)")
+BANNER_PX = 20
+LEVELS = ("variant", "family", "manufacturer")
+PLURAL = {"variant": "variants", "family": "families", "manufacturer": "manufacturers"}
+
+
+def _labelled(path):
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            image_id, _, label = line.strip().partition(" ")
+            rows.append((image_id, label))
+    return rows
+
+
+def load_aircraft(request: DatasetRequest) -> DatasetSplits:
+    root = request.root
+    if root is not None and (root / "data" / "images").is_dir():
+        root = root / "data"
+    level = option(request, "level", LEVELS)
+    train_split = option(request, "train_split", ("trainval", "train"))
+    crop = option(request, "crop", CROP_CHOICES)
+    require(root, ["images", "images_box.txt", f"{PLURAL[level]}.txt"]
+            + [f"images_{level}_{s}.txt" for s in ("train", "val", "test")], LAYOUT)
+    names = [n.strip() for n in (root / f"{PLURAL[level]}.txt").read_text(encoding="utf-8").splitlines() if n.strip()]
+    index = {n: i for i, n in enumerate(names)}
+    boxes = {r[0]: (float(r[1]), float(r[2]), float(r[3]) - float(r[1]), float(r[4]) - float(r[2]))
+             for r in read_columns(root / "images_box.txt", 5, LAYOUT)}
+    coarse_level = {"variant": "family", "family": "manufacturer"}.get(level)
+    coarse_of: dict[str, str] = {}
+    coarse_names = None
+    if coarse_level and all((root / f"images_{coarse_level}_{s}.txt").exists() for s in ("train", "val", "test")):
+        for s in ("train", "val", "test"):
+            coarse_of.update(dict(_labelled(root / f"images_{coarse_level}_{s}.txt")))
+        coarse_names = sorted(set(coarse_of.values()))
+
+    def split(*parts: str) -> ImageList:
+        rows = [row for p in parts for row in _labelled(root / f"images_{level}_{p}.txt")]
+        for image_id, label in rows:
+            if label not in index:
+                raise DataError(f"label {label!r} of image {image_id} is not in {PLURAL[level]}.txt")
+        ids = [i for i, _ in rows]
+        missing_box = next((i for i in ids if i not in boxes), None)
+        if missing_box is not None:
+            raise DataError(f"image {missing_box} has no line in {root / 'images_box.txt'}")
+        coarse = [coarse_names.index(coarse_of[i]) for i in ids] if coarse_names and all(
+            i in coarse_of for i in ids) else None
+        return ImageList([str(root / "images" / f"{i}.jpg") for i in ids], [index[lbl] for _, lbl in rows], names,
+                         boxes=[boxes[i] for i in ids], coarse_labels=coarse,
+                         coarse_names=coarse_names if coarse is not None else None, trim_bottom=BANNER_PX)
+
+    if train_split == "trainval":
+        return DatasetSplits(train=split("train", "val"), test=split("test"), crop_to_boxes=crop == "bbox")
+    return DatasetSplits(train=split("train"), val=split("val"), test=split("test"), crop_to_boxes=crop == "bbox")
+
+
+SPEC = DatasetSpec(name="aircraft", load=load_aircraft, layout=LAYOUT, default_root="fgvc-aircraft-2013b",
+                   description="FGVC-Aircraft (variant/family/manufacturer; 20-px banner removed)",
+                   options={"level": "variant", "train_split": "trainval", "crop": "none"})

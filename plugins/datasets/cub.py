@@ -1,0 +1,61 @@
+"""CUB-200-2011 in its official layout (Wah et al., 2011).
+
+Files: ``images.txt`` (id, path), ``image_class_labels.txt`` (id, class id),
+``train_test_split.txt`` (id, 1 = train), ``bounding_boxes.txt`` (id, x, y, w, h),
+``classes.txt`` (class id, name), ``images/<class>/<file>.jpg``. Ids are used as given, so
+a subset with non-contiguous ids (e.g. the first 50 classes) loads too.
+
+Coarse level (derived, documented): the bird *group*, the last word of the class name —
+``001.Black_footed_Albatross`` → ``Albatross``, ``Least_Auklet`` → ``Auklet``.
+"""
+
+from __future__ import annotations
+
+from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
+
+from ._common import CROP_CHOICES, contiguous, option, read_columns, require
+
+LAYOUT = ("ROOT/images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, "
+          "classes.txt and images/<class>/<file>.jpg (the CUB_200_2011 folder of the official archive)")
+FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt",
+         "images")
+
+
+def bird_group(class_name: str) -> str:
+    name = class_name.split(".", 1)[-1]
+    return name.replace("-", "_").split("_")[-1]
+
+
+def load_cub(request: DatasetRequest) -> DatasetSplits:
+    root = request.root
+    require(root, FILES, LAYOUT)
+    crop = option(request, "crop", CROP_CHOICES)
+    paths = {r[0]: r[1] for r in read_columns(root / "images.txt", 2, LAYOUT)}
+    labels = {r[0]: r[1] for r in read_columns(root / "image_class_labels.txt", 2, LAYOUT)}
+    is_train = {r[0]: r[1] == "1" for r in read_columns(root / "train_test_split.txt", 2, LAYOUT)}
+    boxes = {r[0]: tuple(float(v) for v in r[1:5]) for r in read_columns(root / "bounding_boxes.txt", 5, LAYOUT)}
+    names = {r[0]: r[1] for r in read_columns(root / "classes.txt", 2, LAYOUT)}
+    for image_id in paths:
+        for what, table in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train),
+                            ("bounding_boxes.txt", boxes)):
+            if image_id not in table:
+                raise DataError(f"image id {image_id} of images.txt is missing from {root / what} — "
+                                f"the metadata files do not belong together")
+    used = contiguous(int(labels[i]) for i in paths)
+    class_names = [names[str(cid)] for cid in sorted(used)]
+    groups = sorted({bird_group(n) for n in class_names})
+    group_of = [groups.index(bird_group(n)) for n in class_names]
+
+    def split(train: bool) -> ImageList:
+        ids = sorted((i for i in paths if is_train[i] == train), key=int)
+        fine = [used[int(labels[i])] for i in ids]
+        return ImageList([str(root / "images" / paths[i]) for i in ids], fine, class_names,
+                         boxes=[boxes[i] for i in ids], coarse_labels=[group_of[f] for f in fine],
+                         coarse_names=groups)
+
+    return DatasetSplits(train=split(True), test=split(False), crop_to_boxes=crop == "bbox")
+
+
+SPEC = DatasetSpec(name="cub", load=load_cub, layout=LAYOUT, default_root="CUB_200_2011",
+                   description="CUB-200-2011 birds (official files; coarse = bird group word)",
+                   options={"crop": "none"})

@@ -1,0 +1,58 @@
+"""Stanford Dogs (Khosla et al., 2011): ``Images/<wnid-breed>/<file>.jpg``,
+``lists/train_list.mat`` and ``lists/test_list.mat`` (``file_list``, ``labels`` 1-based),
+and ``Annotation/<wnid-breed>/<file stem>`` (PASCAL VOC XML; with several dogs in one
+image the box is their union). Class names drop the WordNet id: ``n02085620-Chihuahua``
+→ ``Chihuahua``."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
+
+from ._common import CROP_CHOICES, as_list, loadmat, option, require
+
+LAYOUT = "ROOT/Images/<wnid-breed>/*.jpg, ROOT/lists/{train,test}_list.mat, ROOT/Annotation/<wnid-breed>/<stem>"
+
+
+def union_box(xml_path: Path) -> tuple[float, float, float, float]:
+    try:
+        tree = ET.parse(xml_path)
+    except (OSError, ET.ParseError) as exc:
+        raise DataError(f"cannot read the annotation {xml_path} ({exc.__class__.__name__}) — "
+                        f"use crop: none, or restore Annotation/") from None
+    boxes = [[float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")] for b in tree.iter("bndbox")]
+    if not boxes:
+        raise DataError(f"{xml_path} has no <bndbox>")
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def load_dogs(request: DatasetRequest) -> DatasetSplits:
+    root = request.root
+    require(root, ("Images", "lists/train_list.mat", "lists/test_list.mat"), LAYOUT)
+    crop = option(request, "crop", CROP_CHOICES)
+    folders = sorted(p.name for p in (root / "Images").iterdir() if p.is_dir())
+    names = [f.split("-", 1)[-1] for f in folders]
+
+    def split(name: str) -> ImageList:
+        mat = loadmat(root / "lists" / f"{name}_list.mat", LAYOUT)
+        files = [str(f) for f in as_list(mat["file_list"])]
+        labels = [int(v) - 1 for v in as_list(mat["labels"])]
+        for f, label in zip(files, labels):
+            if not 0 <= label < len(folders) or f.split("/")[0] != folders[label]:
+                raise DataError(f"{name}_list.mat: {f} has label {label + 1}, which is not its folder "
+                                f"(Images/ should hold the 120 breed folders)")
+        boxes = None
+        if crop == "bbox":
+            require(root, ("Annotation",), LAYOUT)
+            boxes = [union_box(root / "Annotation" / Path(f).with_suffix("")) for f in files]
+        return ImageList([str(root / "Images" / f) for f in files], labels, names, boxes=boxes)
+
+    return DatasetSplits(train=split("train"), test=split("test"), crop_to_boxes=crop == "bbox")
+
+
+SPEC = DatasetSpec(name="dogs", load=load_dogs, layout=LAYOUT, default_root="stanford_dogs",
+                   description="Stanford Dogs, 120 breeds (lists/*.mat; Annotation/ boxes)", options={"crop": "none"})
