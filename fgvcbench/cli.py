@@ -189,6 +189,76 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Datasets on disk: check them before a long run.")
+app.add_typer(data_app, name="data")
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    import yaml
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option {pair!r} is not KEY=VALUE — e.g. --option crop=bbox")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+@data_app.command("verify")
+@friendly
+def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (see `fgvcbench plugins`)."),
+                root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $FGVCBENCH_DATA/<name's folder>)."),
+                option: List[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE (repeatable)."),
+                per_class: bool = typer.Option(False, "--per-class", help="Also list images per class and split."),
+                as_json: bool = typer.Option(False, "--json", help="Machine-readable report.")) -> None:
+    """Images per split and class, missing and corrupt files, train/test duplicates.
+    Exit 0: clean · 1: problems (each with a one-line fix) · 2: the layout itself is wrong."""
+    import os
+
+    from fgvcbench.data.verify import verify_dataset
+    from fgvcbench.plugins import get_registry, suggest
+
+    registry = get_registry()
+    spec = registry.datasets.get(name)
+    if spec is None:
+        close = suggest(name, registry.datasets)
+        raise UserError(f"unknown dataset {name!r}" + (f" — did you mean {close!r}?" if close else
+                                                       f" — known: {', '.join(sorted(registry.datasets))}"))
+    options = _parse_options(option)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise UserError(f"dataset {name!r} has no option {unknown[0]!r} — options: {', '.join(spec.options) or 'none'}")
+    if spec.needs_root and root is None:
+        root = Path(os.environ.get("FGVCBENCH_DATA", "./data")) / (spec.default_root or spec.name)
+    cache = Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
+    report = verify_dataset(spec, root if spec.needs_root else None, options, cache / "datasets")
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        table = Table(title=f"{name} · {report.root or 'generated'}")
+        for col in ("split", "images", "classes", "min / class", "max / class"):
+            table.add_column(col, justify="left" if col == "split" else "right")
+        for split, counts in report.splits.items():
+            values = list(counts.values())
+            table.add_row(split, str(sum(values)), str(sum(v > 0 for v in values)), str(min(values, default=0)),
+                          str(max(values, default=0)))
+        console.print(table)
+        if per_class:
+            classes = Table(title="images per class")
+            classes.add_column("class")
+            for split in report.splits:
+                classes.add_column(split, justify="right")
+            for cls in report.splits["train"]:
+                classes.add_row(cls, *(str(report.splits[s].get(cls, 0)) for s in report.splits))
+            console.print(classes)
+        for problem in report.problems:
+            console.print(f"[red]{problem.kind}[/]: {problem.path} — {problem.detail}; [bold]fix:[/] {problem.fix}",
+                          highlight=False)
+        console.print("[green]no problems found[/]" if report.ok else f"{len(report.problems)} problems found")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

@@ -35,7 +35,7 @@ def make_cub(root: Path) -> Path:
     for cid, name in classes.items():
         for k in range(3):
             rel = f"{name}/{name.split('.')[1]}_{k}.jpg"
-            jpeg(root / "images" / rel)
+            jpeg(root / "images" / rel, colour=(image_id * 4 % 256, 255 - image_id * 4 % 256, 90))  # distinct files
             images.append(f"{image_id} {rel}")
             labels.append(f"{image_id} {cid}")
             split.append(f"{image_id} {1 if k < 2 else 0}")
