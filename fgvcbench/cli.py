@@ -80,6 +80,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
         device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
         output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output)."),
+        data_root: Optional[str] = typer.Option(None, "--data-root",
+                                                help="Folder holding the datasets (overrides the suite's data_root)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
     from fgvcbench.executors import grid_status, run_suite
@@ -90,7 +92,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     registry = get_registry()
     _warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
-                       check_data=not dry_run)
+                       data_root=data_root, check_data=not dry_run)
     if dry_run:
         rows = grid_status(suite)
         table = Table(title=f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}")

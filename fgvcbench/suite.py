@@ -175,7 +175,7 @@ def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices) -> N
 
 def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None = None,
                seeds: list[int] | None = None, output: str | None = None,
-               device: str | None = None, check_data: bool = True) -> Suite:
+               device: str | None = None, data_root: str | None = None, check_data: bool = True) -> Suite:
     """Read, validate and expand a suite. CLI options override the file. With
     ``check_data`` a dataset whose root folder does not exist is an error here, before
     anything runs."""
@@ -209,7 +209,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         ck.fail(("seeds",), "no seeds", "give at least one seed")
     device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
     env_root = os.environ.get("FGVCBENCH_DATA", "./data")
-    data_root = Path(ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path")).expanduser()
+    data_root = Path(data_root or ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path"))
+    data_root = data_root.expanduser()
     default_cache = os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser()))
     cache_dir = Path(ck.typed(data.get("cache_dir", default_cache), (str,), ("cache_dir",), "a path")).expanduser()
     out = Path(output or ck.typed(data.get("output", f"results/{name}"), (str,), ("output",), "a path"))
@@ -231,9 +232,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         f"options: {', '.join(spec.options) or 'none'}")
             options[key] = value
         root = entry.get("root")
-        if root is not None:
+        if root is not None:  # a relative root is a folder under data_root
             ck.typed(root, (str,), ("datasets", i, "root"), "a path")
-            root = str(Path(root).expanduser())
+            root = str(data_root / Path(root).expanduser())
         elif spec.needs_root:
             root = str(data_root / (spec.default_root or spec.name))
         if check_data and spec.needs_root and not Path(root).is_dir():
