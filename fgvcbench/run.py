@@ -52,6 +52,8 @@ class RunContext:
         self.device = device
         self.cache_dir = cache_dir
         self.history: list[dict[str, Any]] = []
+        # JSON-serialisable facts a method wants in its record (e.g. the recipe it applied)
+        self.notes: dict[str, Any] = {}
         self.train_seconds = 0.0
         self.images_seen = 0
         self._registry, self._store = registry, store
@@ -82,7 +84,8 @@ class RunContext:
 
     def load_data(self, image_size: int | None = None, use_boxes: bool = False) -> TensorData:
         """Decoded tensors (cached) for train / val (carved from train) / test."""
-        size = image_size or self.recipe.image_size
+        # decode at the larger of the train and test resolutions (FixRes tests above train)
+        size = image_size or max(self.recipe.image_size, self.recipe.eval_image_size or 0)
         key = (size, use_boxes, self.recipe.val_fraction)
         if key not in self._data:
             self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir,
@@ -105,6 +108,18 @@ class RunContext:
         return model
 
     # -- training ------------------------------------------------------------------------
+    def apply_steps(self, recipe: Recipe, steps: list[str]) -> Recipe:
+        """Apply named recipe steps (from the recipe-step hook) in order."""
+        for name in steps:
+            step = self._registry.recipe_steps.get(name)
+            if step is None:
+                raise UserError(f"unknown recipe step {name!r} — `fgvcbench plugins` lists the steps")
+            recipe = step.apply(recipe)
+        problems = recipe.validate()
+        if problems:
+            raise UserError(f"recipe after steps {steps}: {problems[0][0]} {problems[0][1]}")
+        return recipe
+
     def fit(self, model: torch.nn.Module, data: TensorData, recipe: Recipe | None = None, *,
             freeze_backbone: bool = False, phase: str | None = None) -> FitResult:
         """Train with the shared engine; the epochs are added to this run's history."""
@@ -221,6 +236,6 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
             "images_per_second": round(ctx.images_seen / ctx.train_seconds, 2) if ctx.train_seconds else None,
             "peak_memory_mb": round(_peak_memory_mb(device), 1)}
     record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),
-              "metrics": metrics, "history": ctx.history, "cost": cost,
+              "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost,
               "provenance": {**provenance(device), "started": started, "finished": _now()}, "error": error}
     return record

@@ -280,6 +280,13 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 close = suggest(str(key), method.params)
                 ck.fail(("methods", i, "params", key), f"method {method.name!r} has no parameter {key!r}",
                         f"did you mean {close!r}?" if close else f"parameters: {', '.join(method.params) or 'none'}")
+        steps = params.get("steps")
+        if "steps" in params:  # a `steps` parameter is an ordered list of recipe-step names
+            ck.typed(steps, (list,), ("methods", i, "params", "steps"), "a list of recipe-step names")
+            for j, step in enumerate(steps):
+                if step not in registry.recipe_steps:
+                    _unknown(ck, ("methods", i, "params", "steps", j), "recipe step", str(step),
+                             registry.recipe_steps)
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
         methods.append((method, variants, params, train, ("methods", i)))
 

@@ -16,6 +16,18 @@ import torch.nn.functional as F
 from fgvcbench.engine.recipe import Recipe
 
 
+def test_view(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The evaluation view: resize to ``size / 0.875`` (e.g. 256 for 224), centre-crop
+    ``size``. Stored images already at that size are only cropped; otherwise (FixRes:
+    testing at another resolution than training) they are resized first."""
+    from fgvcbench.data.pipeline import load_size_for
+    target = load_size_for(size)
+    x = images.float()
+    if x.shape[-1] != target:
+        x = F.interpolate(x, size=(target, target), mode="bilinear", antialias=True, align_corners=False)
+    return center_crop(x, size)
+
+
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     """Centre ``size`` crop of square uint8 images stored at the load size."""
     s = images.shape[-1]
@@ -122,7 +134,7 @@ class BatchAugmenter:
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
             images_u8 = torch.stack([self.policy(img) for img in images_u8])
         if r.augment == "none":  # the test-time view
-            x = center_crop(images_u8, r.image_size).to(self.device, non_blocking=True).float()
+            x = test_view(images_u8.to(self.device, non_blocking=True), r.image_size)
         else:
             x = images_u8.to(self.device, non_blocking=True).float()
             scale_min = r.crop_scale_min if r.augment != "flip" else 1.0
@@ -133,5 +145,6 @@ class BatchAugmenter:
         return x
 
     def eval(self, images_u8: torch.Tensor) -> torch.Tensor:
-        x = center_crop(images_u8, self.recipe.image_size).to(self.device, non_blocking=True).float()
+        size = self.recipe.eval_image_size or self.recipe.image_size
+        x = test_view(images_u8.to(self.device, non_blocking=True), size)
         return (x - self.mean) / self.std

@@ -44,6 +44,9 @@ class Recipe:
     cutmix_alpha: float = 0.0
     ema_steps: int = 0                # update EMA every N optimizer steps (0 = off)
     ema_decay: float = 0.0
+    ema_adjust: bool = True           # torchvision reference: scale (1 - decay) by batch·steps/epochs
+    repeated_augment: int = 1         # RASampler repeats: each drawn image k times per epoch
+    eval_image_size: int | None = None  # FixRes: test at another resolution (None = image_size)
     patience: int | None = None
     val_fraction: float = 0.1
     amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
@@ -80,6 +83,10 @@ class Recipe:
         for name in ("weight_decay", "mixup_alpha", "cutmix_alpha", "warmup_epochs", "ema_steps"):
             if getattr(self, name) < 0:
                 problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
+        if self.repeated_augment < 1:
+            problems.append(("repeated_augment", f"must be >= 1, got {self.repeated_augment}"))
+        if self.eval_image_size is not None and self.eval_image_size < 16:
+            problems.append(("eval_image_size", f"must be >= 16 pixels or null, got {self.eval_image_size}"))
         if self.patience is not None and self.patience < 1:
             problems.append(("patience", f"must be >= 1 or null, got {self.patience}"))
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
@@ -95,9 +102,9 @@ RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 def coerce_recipe_value(name: str, value: Any) -> Any:
     """Check a YAML value's type against the field; ints are accepted for floats."""
     default = RECIPE_FIELDS[name].default
-    if name in ("patience", "grad_clip") and value is None:
+    if name in ("patience", "grad_clip", "eval_image_size") and value is None:
         return None
-    expected = type(default) if default is not None else (int if name == "patience" else float)
+    expected = type(default) if default is not None else (float if name == "grad_clip" else int)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):

@@ -121,11 +121,33 @@ class FitResult:
     model: nn.Module | None = None
 
 
+def ema_decay_for(recipe: Recipe, world_size: int = 1) -> float:
+    """The EMA decay actually used. With ``ema_adjust`` (torchvision's reference
+    ``train.py``): alpha = (1 - decay) · world_size · batch_size · ema_steps / epochs,
+    capped at 1, decay = 1 - alpha — so the averaging horizon follows the schedule."""
+    if not recipe.ema_adjust:
+        return recipe.ema_decay
+    adjust = world_size * recipe.batch_size * recipe.ema_steps / recipe.epochs
+    alpha = min(1.0, (1.0 - recipe.ema_decay) * adjust)
+    return 1.0 - alpha
+
+
 def _ema_model(model: nn.Module, recipe: Recipe):
     if recipe.ema_steps <= 0:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay_for(recipe)), use_buffers=True)
+
+
+def epoch_order(n: int, repeats: int, generator: torch.Generator) -> torch.Tensor:
+    """The sample order of one epoch. With ``repeats`` k > 1 (repeated augmentation, as
+    torchvision's RASampler on one process): a random permutation with each index repeated
+    k times in a row, cut to n samples — each drawn image is seen k times with different
+    augmentations, and an epoch keeps its length."""
+    order = torch.randperm(n, generator=generator)
+    if repeats > 1:
+        order = order.repeat_interleave(repeats)[:n]
+    return order
 
 
 def _resident(split: TensorSplit, device: torch.device) -> TensorSplit:
@@ -177,7 +199,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         if freeze_backbone:
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference
         t0 = time.perf_counter()
-        order = torch.randperm(len(train_split), generator=generator)
+        order = epoch_order(len(train_split), recipe.repeated_augment, generator)
         loss_sum = torch.zeros((), device=device)
         n_batches = 0
         for b, start in enumerate(range(0, len(order), recipe.batch_size)):
