@@ -113,6 +113,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if any(Store(suite.output).records()):
         _print_leaderboard([suite.output], fmt="table", write_csv=True)
+        if suite.ablation is not None:
+            _print_ablation_tables(suite)
     if outcome.interrupted:
         err_console.print(f"[yellow]interrupted[/] — {len(outcome.ran)} runs finished in this session are saved in "
                           f"{suite.output}; run the same command again to resume.")
@@ -189,6 +191,107 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     console.print(table)
     for w in registry.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _print_ablation_tables(suite) -> None:
+    """The article-shaped table per dataset × backbone, plus ablation.csv and a PNG chart."""
+    import pandas as pd
+
+    from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
+    from fgvcbench.store import Store, atomic_write_text
+    records = list(Store(suite.output).records())
+    frames = []
+    for dataset, _ in suite.datasets:
+        for backbone in suite.backbones:
+            df = ablation_table(records, suite.ablation, dataset["name"], backbone["name"])
+            title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
+            console.print(f"\n[bold]{title}[/]")
+            sys.stdout.write(render_ablation(df) + "\n")
+            chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
+            if write_ablation_chart(df, chart, title):
+                err_console.print(f"[dim]wrote {chart}[/]")
+            frames.append(df.assign(dataset=dataset["name"], backbone=backbone["name"]))
+    path = Path(suite.output) / "ablation.csv"
+    atomic_write_text(path, pd.concat(frames).to_csv(index=False, float_format="%.4f"))
+    err_console.print(f"[dim]wrote {path}[/]")
+
+
+@app.command()
+@friendly
+def ablate(step: str = typer.Option(..., "--step", help="The recipe step to measure, e.g. label_smoothing."),
+           suite_file: Optional[Path] = typer.Option(None, "--suite",
+                                                     help="Suite with an ablation: section (default: the embedded "
+                                                          "synthetic ablation, CPU-sized)."),
+           dataset: Optional[str] = typer.Option(None, help="Dataset of the suite (default: its first)."),
+           backbone: Optional[str] = typer.Option(None, help="Backbone of the suite (default: its first)."),
+           seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
+           mode: str = typer.Option("cumulative", help="cumulative (up to the step before vs including it) or "
+                                                       "leave-one-out (full recipe minus the step vs full)."),
+           device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+           output: Optional[str] = typer.Option(None, help="Results directory (default: the suite's output)."),
+           progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
+    """One recipe step, with vs without, paired over the same seeds. Finished runs are reused."""
+    from importlib import resources
+
+    from fgvcbench.executors import run_suite
+    from fgvcbench.plugins import get_registry, suggest
+    from fgvcbench.report.ablation import _by_seed, compare_sides
+    from fgvcbench.store import Store
+    from fgvcbench.suite import AblationPlan, load_suite
+
+    if mode not in ("cumulative", "leave-one-out"):
+        raise UserError(f"--mode {mode!r} — use cumulative or leave-one-out")
+    registry = get_registry()
+    _warn_plugins(registry)
+    if step not in registry.recipe_steps:
+        close = suggest(step, registry.recipe_steps)
+        raise UserError(f"unknown recipe step {step!r}" + (f" — did you mean {close!r}?" if close else
+                        " — `fgvcbench plugins` lists the steps"))
+    with resources.as_file(resources.files("fgvcbench") / "default_ablation.yaml") as default:
+        suite = load_suite(suite_file or default, registry, seeds=_parse_seeds(seeds), output=output, device=device)
+    plan = suite.ablation
+    if plan is None:
+        method = registry.methods.get("recipe")
+        if method is None:
+            raise UserError("the suite has no ablation: section and no 'recipe' method is installed")
+        plan = AblationPlan(method="recipe", order=list(method.params["steps"]), extra=[])
+    pick = lambda items, name, what: next((x for x in items if x[0]["name"] == name), None) if name else items[0]  # noqa: E731
+    ds = pick(suite.datasets, dataset, "dataset")
+    if ds is None:
+        raise UserError(f"dataset {dataset!r} is not in the suite — it has {', '.join(d['name'] for d, _ in suite.datasets)}")
+    bb = next((b for b in suite.backbones if b["name"] == backbone), None) if backbone else suite.backbones[0]
+    if bb is None:
+        raise UserError(f"backbone {backbone!r} is not in the suite — it has {', '.join(b['name'] for b in suite.backbones)}")
+    without, with_ = plan.compare(step, mode)
+    method = registry.methods[plan.method]
+    specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
+             for steps in (without, with_) for seed in suite.seeds]
+    suite.runs = specs
+    outcome = run_suite(suite, registry, console=console, show_progress=progress)
+    records = list(Store(suite.output).records())
+    a = _by_seed(records, plan.method, ds[0]["name"], bb["name"], without)
+    b = _by_seed(records, plan.method, ds[0]["name"], bb["name"], with_)
+    result = compare_sides(a, b)
+    p = result["paired"]
+    table = Table(title=f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}")
+    for col in ("side", "steps", "top-1 % mean ± std", "n", "train s / run"):
+        table.add_column(col)
+    from fgvcbench.report.stats import format_mean_std
+    for side, steps, summary, cost in (("without", without, result["without"], result["cost_without"]),
+                                       ("with", with_, result["with"], result["cost_with"])):
+        table.add_row(side, " → ".join(steps) or "(none)", format_mean_std(summary.mean, summary.std),
+                      str(summary.n), f"{cost:.1f}")
+    console.print(table)
+    if p is not None and p.n:
+        ci = "–" if p.n < 2 else f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]"
+        pv = "–" if p.p_value != p.p_value else f"{p.p_value:.3f}"
+        wp = "–" if p.wilcoxon_p != p.wilcoxon_p else f"{p.wilcoxon_p:.3f}"
+        console.print(f"Δ top-1 ({step}) = {p.mean_delta:+.2f} points, 95% CI {ci}, paired t-test p = {pv}, "
+                      f"Wilcoxon p = {wp} (n = {p.n} paired seeds)", highlight=False)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+    if outcome.failed:
+        raise typer.Exit(1)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets on disk: check them before a long run.")

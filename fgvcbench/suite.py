@@ -29,7 +29,8 @@ SCALES: dict[str, dict[str, Any]] = {
     "paper": {"recipe": {"epochs": 100, "image_size": 224}, "seeds": [0, 1, 2, 3, 4]},
 }
 TOP_KEYS = {"name", "description", "output", "scale", "seeds", "device", "data_root", "cache_dir",
-            "train", "datasets", "backbones", "methods", "exclude"}
+            "train", "datasets", "backbones", "methods", "exclude", "ablation"}
+ABLATION_KEYS = {"method", "steps", "extra"}
 DATASET_KEYS = {"name", "options", "root"}
 BACKBONE_KEYS = {"name", "pretrained"}
 METHOD_KEYS = {"name", "variants", "params", "train"}
@@ -115,6 +116,52 @@ class Suite:
     cache_dir: Path
     runs: list[RunSpec] = field(default_factory=list)
     description: str = ""
+    datasets: list[tuple[dict, str | None]] = field(default_factory=list)
+    backbones: list[dict] = field(default_factory=list)
+    ablation: "AblationPlan | None" = None
+    # builds a RunSpec for (dataset, root, backbone, method, variant label, params, seed)
+    make_spec: Any = None
+
+
+@dataclass
+class AblationPlan:
+    """A recipe ablation: ``order`` is the ordered list of steps (cumulative prefixes give
+    the article's rows), ``extra`` are steps tried on top of the full order."""
+
+    method: str
+    order: list[str]
+    extra: list[str]
+
+    def rows(self) -> list[tuple[str, list[str]]]:
+        """(row label, steps) for every cumulative prefix, then every extra step on top."""
+        rows = [(step, self.order[:i + 1]) for i, step in enumerate(self.order)]
+        return rows + [(f"+{step}", self.order + [step]) for step in self.extra]
+
+    def label(self, steps: list[str]) -> str:
+        """A stable variant label for a list of steps (the same list → the same run id
+        whether `run` or `ablate` asks for it)."""
+        n = len(steps)
+        if 0 < n <= len(self.order) and steps == self.order[:n]:
+            return f"steps:{steps[-1]}"
+        if n == 0:
+            return "steps:none"
+        if n == len(self.order) + 1 and steps[:-1] == self.order:
+            return f"steps:+{steps[-1]}"
+        removed = [s for s in self.order if s not in steps]
+        if len(removed) == 1 and steps == [s for s in self.order if s != removed[0]]:
+            return f"steps:-{removed[0]}"
+        return "steps:custom"
+
+    def compare(self, step: str, mode: str) -> tuple[list[str], list[str]]:
+        """The (without, with) step lists for one step. Cumulative: the recipe up to the
+        step before it vs including it; leave-one-out: the full recipe minus it vs full.
+        A step outside the order is tried on top of the full recipe in both modes."""
+        if step not in self.order:
+            return list(self.order), self.order + [step]
+        i = self.order.index(step)
+        if mode == "cumulative":
+            return self.order[:i], self.order[:i + 1]
+        return [s for s in self.order if s != step], list(self.order)
 
 
 class _Checker:
@@ -295,8 +342,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         ck.typed(rule, (dict,), ("exclude", i), "a mapping like {backbone: pixels, variant: linear_probe}")
         ck.keys(rule, EXCLUDE_KEYS, ("exclude", i), "an exclude rule")
 
+    ablation = _ablation_plan(data.get("ablation"), registry, ck)
     for key, items in (("datasets", datasets), ("backbones", backbones), ("methods", methods)):
-        if not items:
+        if not items and not (key == "methods" and ablation):
             ck.fail((key,), f"no {key} listed", f"add at least one entry under '{key}:' (see `fgvcbench plugins`)")
 
     runs: list[RunSpec] = []
@@ -312,13 +360,53 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                                        recipe=recipe.to_dict(), data_root=root)
                         if not any(_matches(rule, spec) for rule in exclude):
                             runs.append(spec)
+    def make_spec(dataset, root, backbone, method, variant, params, seed) -> RunSpec:
+        recipe = _resolve_recipe(method, scale, preset, suite_train, {}, ck, ("ablation",))
+        return RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name, variant=variant,
+                       seed=seed, scale=scale, params=method.resolve_params("default", params),
+                       recipe=recipe.to_dict(), data_root=root)
+
+    if ablation:
+        method = registry.methods[ablation.method]
+        for dataset, root, _ in datasets:
+            for backbone in backbones:
+                for _, steps in ablation.rows():
+                    for seed in seeds:
+                        runs.append(make_spec(dataset, root, backbone, method, ablation.label(steps),
+                                              {"steps": steps}, seed))
     if not runs:
         ck.fail(("exclude",) if exclude else (), "the grid is empty after 'exclude'",
                 "loosen the exclude rules")
     unique = list({r.run_id: r for r in runs}.values())
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
                  data_root=data_root, cache_dir=cache_dir, runs=unique,
-                 description=str(data.get("description", "")))
+                 description=str(data.get("description", "")),
+                 datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
+                 make_spec=make_spec)
+
+
+def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> AblationPlan | None:
+    if section is None:
+        return None
+    ck.typed(section, (dict,), ("ablation",), "a mapping with steps: [...] (and optionally method, extra)")
+    ck.keys(section, ABLATION_KEYS, ("ablation",), "the ablation section")
+    method_name = ck.typed(section.get("method", "recipe"), (str,), ("ablation", "method"), "a method name")
+    method = registry.methods.get(method_name)
+    if method is None:
+        _unknown(ck, ("ablation", "method"), "method", method_name, registry.methods)
+    if "steps" not in method.params:
+        ck.fail(("ablation", "method"), f"method {method_name!r} has no 'steps' parameter to ablate",
+                "use the recipe method")
+    lists = {}
+    for key, default in (("steps", list(method.params["steps"])), ("extra", [])):
+        value = ck.typed(section.get(key, default), (list,), ("ablation", key), "a list of recipe-step names")
+        for j, step in enumerate(value):
+            if step not in registry.recipe_steps:
+                _unknown(ck, ("ablation", key, j), "recipe step", str(step), registry.recipe_steps)
+        lists[key] = list(value)
+    if not lists["steps"]:
+        ck.fail(("ablation", "steps"), "no steps to ablate", "list the steps in order, e.g. [base, cosine]")
+    return AblationPlan(method=method_name, order=lists["steps"], extra=lists["extra"])
 
 
 def _backbone_names(registry: Registry) -> list[str]:

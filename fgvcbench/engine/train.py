@@ -225,8 +225,11 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             optimizer.step()
             scheduler.step()
             step += 1
-            if ema is not None and step % recipe.ema_steps == 0:
+            if ema is not None and b % recipe.ema_steps == 0:  # torchvision: batch index i % steps == 0
                 ema.update_parameters(model)
+                if epoch <= recipe.warmup_epochs:
+                    # torchvision resets the average during warmup: the EMA copies the weights
+                    ema.n_averaged.fill_(0)
             loss_sum += loss.detach()
             n_batches += 1
             images_seen += len(idx)

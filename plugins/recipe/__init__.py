@@ -139,6 +139,8 @@ RECIPE = Method(
     description="fine-tuning under an ordered list of recipe steps (the refined-recipe article)",
     params={"steps": list(ARTICLE_STEPS)},
     variants={"default": {}, "base": {"steps": ["base"]}},
+    # the article's budget: 600 epochs, early stopping patience 200, 224 px
+    scales={"paper": {"epochs": 600, "patience": 200, "image_size": 224}},
 )
 
 

@@ -1,0 +1,105 @@
+"""Recipe-ablation tables: the article's shape (step, accuracy, incremental and absolute
+gain, p-value of the incremental step, cost) and one-step paired comparisons.
+
+Rows pair runs by seed: an incremental gain compares a row with the row before it on the
+same seeds, so the paired t-test (and Wilcoxon) see only the step's effect, not the
+seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from fgvcbench.report.stats import mean_std_ci, paired_difference
+
+
+def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str]) -> dict[int, dict]:
+    out = {}
+    for r in records:
+        s = r["spec"]
+        if (r.get("status") == "ok" and s["method"] == method and s["dataset"]["name"] == dataset
+                and s["backbone"]["name"] == backbone and s["params"].get("steps") == steps):
+            out[s["seed"]] = r
+    return out
+
+
+def compare_sides(without: dict[int, dict], with_: dict[int, dict]) -> dict[str, Any]:
+    """Paired Δ top-1 (with − without) over the seeds both sides finished."""
+    seeds = sorted(set(without) & set(with_))
+    a = [without[s]["metrics"]["top1"] for s in seeds]
+    b = [with_[s]["metrics"]["top1"] for s in seeds]
+    paired = paired_difference(a, b) if seeds else None
+    cost = lambda side: mean_std_ci([side[s]["cost"].get("train_seconds") or math.nan for s in seeds]).mean  # noqa: E731
+    return {"seeds": seeds, "without": mean_std_ci(a), "with": mean_std_ci(b), "paired": paired,
+            "cost_without": cost(without) if seeds else math.nan, "cost_with": cost(with_) if seeds else math.nan}
+
+
+def ablation_table(records: list[dict], plan, dataset: str, backbone: str) -> pd.DataFrame:
+    """One row per cumulative prefix of ``plan.order``, then one per extra step on top."""
+    rows, first, previous, full = [], None, None, None
+    for label, steps in plan.rows():
+        runs = _by_seed(records, plan.method, dataset, backbone, steps)
+        acc = mean_std_ci([r["metrics"]["top1"] for r in runs.values()])
+        reference = full if label.startswith("+") else previous
+        inc = compare_sides(reference, runs) if reference is not None else None
+        absolute = compare_sides(first, runs) if first is not None else None
+        seconds = [r["cost"].get("train_seconds") for r in runs.values() if r["cost"].get("train_seconds")]
+        devices = {r["provenance"].get("device", "") for r in runs.values()}
+        rows.append({
+            "step": label, "n": acc.n, "top1_mean": acc.mean, "top1_std": acc.std,
+            "incremental": inc["paired"].mean_delta if inc and inc["paired"] else math.nan,
+            "incremental_ci95": (inc["paired"].ci_high - inc["paired"].mean_delta) if inc and inc["paired"] else math.nan,
+            "incremental_p": inc["paired"].p_value if inc and inc["paired"] else math.nan,
+            "absolute": absolute["paired"].mean_delta if absolute and absolute["paired"] else math.nan,
+            "train_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
+            "device": ",".join(sorted(d for d in devices if d)), "steps": " → ".join(steps),
+        })
+        if first is None:
+            first = runs
+        if not label.startswith("+"):
+            previous = full = runs
+    return pd.DataFrame(rows)
+
+
+def _f(value: float, fmt: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
+    from tabulate import tabulate
+    rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})",
+             _f(r.incremental, "+.2f") + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
+             _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), _f(r.train_seconds, ".0f")]
+            for r in df.itertuples(index=False)]
+    headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)", "train s / run"]
+    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+
+
+def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:
+    """The article's closing figure: cumulative top-1 per step. False if matplotlib is absent."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    cumulative = df[~df["step"].str.startswith("+")]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(cumulative)), 3.6))
+    ax.bar(range(len(cumulative)), cumulative["top1_mean"], yerr=cumulative["top1_std"].fillna(0), capsize=3,
+           color="#4c72b0")
+    for i, (mean, inc) in enumerate(zip(cumulative["top1_mean"], cumulative["incremental"])):
+        if not math.isnan(inc):
+            ax.annotate(f"{inc:+.2f}", (i, mean), ha="center", va="bottom", fontsize=8, xytext=(0, 4),
+                        textcoords="offset points")
+    ax.set_xticks(range(len(cumulative)), cumulative["step"], rotation=30, ha="right")
+    low = cumulative["top1_mean"].min()
+    ax.set_ylim(max(0, low - 10), min(100, cumulative["top1_mean"].max() + 5))
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

@@ -1,0 +1,181 @@
+"""The recipe plugin: every step's effect on a Recipe, EMA and warmup against torchvision's
+definitions, the ablation plan, and `fgvcbench ablate` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR, StepLR
+
+from fgvcbench.api import Recipe
+from fgvcbench.cli import app
+from fgvcbench.engine.train import ema_decay_for, epoch_order, lr_multiplier
+from fgvcbench.plugins import get_registry
+from fgvcbench.suite import AblationPlan
+
+from conftest import write_suite
+
+R0 = Recipe(epochs=90, image_size=224, lr=0.05, batch_size=64, augment="flip", scheduler="cosine",
+            weight_decay=1e-3, label_smoothing=0.2, ema_steps=5, ema_decay=0.5)
+
+
+@pytest.fixture(scope="module")
+def steps():
+    return get_registry(refresh=True).recipe_steps
+
+
+EXPECTED = {
+    "base": dict(optimizer="sgd", nesterov=True, lr=0.01, momentum=0.9, batch_size=32, weight_decay=0.0,
+                 scheduler="none", label_smoothing=0.0, augment="standard", ema_steps=0, ema_decay=0.0),
+    "large_batch_warmup": dict(batch_size=128, lr=0.1, scheduler="step", step_size=30, gamma=0.1, warmup_epochs=5,
+                               warmup_start_factor=0.01),
+    "trivial_augment": dict(augment="trivial_augment"),
+    "cosine": dict(scheduler="cosine"),
+    "label_smoothing": dict(label_smoothing=0.1, lr=0.4),
+    "random_erasing": dict(random_erasing=0.1),
+    "ema": dict(ema_steps=32, ema_decay=0.994, ema_adjust=True),
+    "weight_decay": dict(weight_decay=2e-5),
+    "mixup_cutmix": dict(mixup_alpha=0.2, cutmix_alpha=1.0),
+    "autoaugment": dict(augment="autoaugment"),
+    "adamw": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05),
+    "long_training": dict(epochs=360),
+    "repeated_augmentation": dict(repeated_augment=4),
+    "fixres": dict(image_size=176, eval_image_size=232),
+    "no_decay_norm": dict(weight_decay=1e-3, no_decay_norm=True),
+    "ema_torchvision": dict(ema_steps=32, ema_decay=0.99998, ema_adjust=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_step_changes_exactly_what_it_says(steps, name):
+    after = steps[name].apply(R0)
+    changed = {k: v for k, v in after.to_dict().items() if R0.to_dict()[k] != v}
+    expected = {k: v for k, v in EXPECTED[name].items() if R0.to_dict()[k] != v}
+    assert changed == expected
+    assert steps[name].apply(R0) == after and not after.validate()   # pure and valid
+    assert after.epochs == R0.epochs or name == "long_training"
+    assert after.image_size == R0.image_size or name == "fixres"
+
+
+def test_all_article_rejected_and_torchvision_steps_are_registered(steps):
+    assert set(EXPECTED) == set(steps)
+    recipe = get_registry().methods["recipe"]
+    assert recipe.params["steps"] == ["base", "large_batch_warmup", "trivial_augment", "cosine", "label_smoothing",
+                                      "random_erasing", "ema"]
+
+
+def test_ema_decay_adjustment_is_torchvisions():
+    # references/classification/train.py: adjust = world·batch·ema_steps/epochs; alpha = min(1, (1-decay)·adjust)
+    r = Recipe(epochs=600, batch_size=128, ema_steps=32, ema_decay=0.99998)
+    adjust = 1 * 128 * 32 / 600
+    assert ema_decay_for(r) == pytest.approx(1 - min(1.0, (1 - 0.99998) * adjust))
+    assert ema_decay_for(r, world_size=8) == pytest.approx(1 - min(1.0, (1 - 0.99998) * 8 * adjust))
+    assert ema_decay_for(r.replace(ema_adjust=False)) == 0.99998
+    assert ema_decay_for(Recipe(epochs=1, batch_size=512, ema_steps=32, ema_decay=0.9)) == 0.0  # alpha capped at 1
+
+
+def test_ema_average_matches_torchvisions_update_rule():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    model = torch.nn.Linear(3, 2)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    expected = None
+    for _ in range(3):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        ema.update_parameters(model)
+        # torchvision's ExponentialMovingAverage (an AveragedModel too): the first update
+        # copies the weights, later ones average decay·ema + (1 − decay)·weights
+        w = model.weight.detach().clone()
+        expected = w if expected is None else 0.9 * expected + 0.1 * w
+    assert torch.allclose(ema.module.weight, expected, atol=1e-6)
+    ema.n_averaged.fill_(0)              # what the warmup reset does: the next update copies again
+    ema.update_parameters(model)
+    assert torch.equal(ema.module.weight, model.weight)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "step"])
+def test_warmup_and_schedule_match_torchvision_at_every_epoch(scheduler):
+    """Our lr is stepped per iteration; at each epoch boundary it equals torchvision's
+    reference SequentialLR(LinearLR warmup, main) stepped per epoch."""
+    r = Recipe(epochs=12, warmup_epochs=3, warmup_start_factor=0.01, scheduler=scheduler, step_size=4, gamma=0.1)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    warm = LinearLR(opt, start_factor=0.01, total_iters=3)
+    main = CosineAnnealingLR(opt, T_max=12 - 3) if scheduler == "cosine" else StepLR(opt, step_size=4, gamma=0.1)
+    ref = SequentialLR(opt, [warm, main], milestones=[3])
+    factor = lr_multiplier(r, steps_per_epoch=7)
+    for epoch in range(12):
+        assert factor(epoch * 7) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), epoch
+        opt.step()
+        ref.step()
+
+
+def test_repeated_augmentation_order():
+    order = epoch_order(12, 4, torch.Generator().manual_seed(0))
+    assert len(order) == 12 and len(set(order.tolist())) == 3
+    assert all(len(set(order[i:i + 4].tolist())) == 1 for i in range(0, 12, 4))
+
+
+def test_ablation_plan_rows_and_comparisons():
+    plan = AblationPlan(method="recipe", order=["base", "cosine", "label_smoothing"], extra=["mixup_cutmix"])
+    assert plan.rows() == [("base", ["base"]), ("cosine", ["base", "cosine"]),
+                           ("label_smoothing", ["base", "cosine", "label_smoothing"]),
+                           ("+mixup_cutmix", ["base", "cosine", "label_smoothing", "mixup_cutmix"])]
+    assert plan.compare("cosine", "cumulative") == (["base"], ["base", "cosine"])
+    assert plan.compare("cosine", "leave-one-out") == (["base", "label_smoothing"], ["base", "cosine", "label_smoothing"])
+    assert plan.compare("autoaugment", "cumulative") == (plan.order, plan.order + ["autoaugment"])
+    assert plan.label(["base", "cosine"]) == "steps:cosine"
+    assert plan.label(["base", "label_smoothing"]) == "steps:-cosine"
+    assert plan.label(plan.order + ["ema"]) == "steps:+ema"
+
+
+def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        name: tiny_ablation
+        output: {tmp_path / 'out'}
+        seeds: [0, 1]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+        backbones: [test_resnet]
+        ablation:
+          steps: [base, cosine, label_smoothing]
+          extra: [mixup_cutmix]
+        """)
+    result = runner.invoke(app, ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Δ top-1 (label_smoothing)" in result.output and "n = 2 paired seeds" in result.output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert sorted(r["spec"]["variant"] for r in records) == ["steps:cosine"] * 2 + ["steps:label_smoothing"] * 2
+    applied = next(r for r in records if r["spec"]["variant"] == "steps:label_smoothing")["notes"]["applied_recipe"]
+    assert applied["label_smoothing"] == 0.1 and applied["scheduler"] == "cosine" and applied["epochs"] == 1
+    full = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert full.exit_code == 0, full.output
+    assert "4 ran, 4 resumed" in full.output                    # ablate's runs were reused
+    assert "| +mixup_cutmix" in full.output and "incremental" in full.output
+    csv = (tmp_path / "out" / "ablation.csv").read_text().splitlines()
+    assert csv[0].startswith("step,n,top1_mean") and len(csv) == 5
+    assert (tmp_path / "out" / "ablation-synthetic-test_resnet.png").stat().st_size > 1000
+    loo = runner.invoke(app, ["ablate", "--step", "cosine", "--mode", "leave-one-out", "--suite", str(suite),
+                              "--no-progress"])
+    assert loo.exit_code == 0 and "base → label_smoothing" in loo.output
+
+
+def test_ablate_bad_input(runner):
+    get_registry(refresh=True)
+    bad = runner.invoke(app, ["ablate", "--step", "label_smothing"])
+    assert bad.exit_code == 2 and "did you mean 'label_smoothing'" in bad.output
+    assert runner.invoke(app, ["ablate", "--step", "cosine", "--mode", "sideways"]).exit_code == 2
+
+
+def test_unknown_step_in_a_suite_is_a_suite_error(tmp_path, runner):
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, """
+        datasets: [synthetic]
+        backbones: [test_resnet]
+        methods: [{name: recipe, params: {steps: [base, cosin]}}]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert result.exit_code == 2 and ":3:" in result.output and "did you mean 'cosine'" in result.output
