@@ -90,13 +90,15 @@ def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(cumulative)), 3.6))
     ax.bar(range(len(cumulative)), cumulative["top1_mean"], yerr=cumulative["top1_std"].fillna(0), capsize=3,
            color="#4c72b0")
-    for i, (mean, inc) in enumerate(zip(cumulative["top1_mean"], cumulative["incremental"])):
-        if not math.isnan(inc):
-            ax.annotate(f"{inc:+.2f}", (i, mean), ha="center", va="bottom", fontsize=8, xytext=(0, 4),
+    for i, (mean, std, inc) in enumerate(zip(cumulative["top1_mean"], cumulative["top1_std"].fillna(0),
+                                             cumulative["incremental"])):
+        if not math.isnan(inc):  # the incremental gain, above the error bar
+            ax.annotate(f"{inc:+.2f}", (i, mean + std), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
                         textcoords="offset points")
     ax.set_xticks(range(len(cumulative)), cumulative["step"], rotation=30, ha="right")
     low = cumulative["top1_mean"].min()
-    ax.set_ylim(max(0, low - 10), min(100, cumulative["top1_mean"].max() + 5))
+    high = (cumulative["top1_mean"] + cumulative["top1_std"].fillna(0)).max()
+    ax.set_ylim(max(0, low - 10), min(100, high + 4))
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
