@@ -24,5 +24,8 @@ def test_quickstart_pretrained_finetuning_beats_raw_pixels(runner, tmp_path):
     pixels = board.loc[("pixels", "default"), "top1_mean"]
     # 16 classes: chance is 6.25 %. Fine-tuning must clearly beat a linear model on pixels.
     assert finetuned > pixels + 15 and finetuned > probe
+    assert "recipe ablation · synthetic · tf_efficientnet_lite0" in result.output   # the short ablation table
+    assert (tmp_path / "ablation.csv").exists()
+    n_records = len(list((tmp_path / "runs").glob("*.json")))
     again = runner.invoke(app, args)
-    assert "0 ran, 3 resumed" in again.output
+    assert f"0 ran, {n_records} resumed" in again.output
