@@ -62,7 +62,16 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
             except KeyboardInterrupt:
                 outcome.interrupted = True
                 break
-            store.write(record)
+            try:
+                store.write(record)
+            except OSError as exc:  # disk full, permissions…: say so, keep going, exit non-zero
+                record = dict(record, status="failed",
+                              error=f"could not write the record to {store.record_path(spec.run_id)}: {exc}")
+                console.print(f"[red]✗ not saved[/] {spec.label}  [dim]{spec.run_id}[/]: {exc} — free space "
+                              f"or fix permissions, then run again (this run will be redone)", highlight=False)
+                outcome.ran.append(record)
+                progress.update(suite_task, advance=1)
+                continue
             outcome.ran.append(record)
             outcome.warnings.extend(registry.notify_run_finished(record))
             status = record["status"]

@@ -160,3 +160,28 @@ def test_bad_input_is_one_line_exit_2(runner, tmp_path, registry_with):
     result = runner.invoke(app, ["run", str(ok), "--device", "cuda:7"] if not torch.cuda.is_available()
                            else ["run", str(ok), "--device", "bogus"])
     assert result.exit_code == 2 and "device" in result.output
+
+
+def test_a_record_that_cannot_be_written_is_reported_and_the_suite_goes_on(runner, tmp_path, registry_with,
+                                                                          monkeypatch):
+    import errno
+
+    from fgvcbench.store import Store
+    flag = tmp_path / "go"
+    flag.touch()
+    registry_with(interrupting_plugin(flag))
+    real_write = Store.write
+
+    def flaky_write(self, record):
+        if record["spec"]["seed"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, record)
+    monkeypatch.setattr(Store, "write", flaky_write)
+    suite = tiny_suite(tmp_path, methods="[quick]", backbones="[pixels]", seeds="[0, 1, 2]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert sorted(r["spec"]["seed"] for r in records(tmp_path / "out").values()) == [0, 2]
+    monkeypatch.setattr(Store, "write", real_write)
+    again = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert again.exit_code == 0 and "1 ran, 2 resumed" in again.output
