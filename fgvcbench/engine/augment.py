@@ -1,8 +1,10 @@
 """Batched augmentation on the training device.
 
 The geometric part (RandomResizedCrop + horizontal flip) is one affine ``grid_sample``
-for the whole batch: each sample gets its own crop box and flip. Colour policies
-(TrivialAugmentWide, AutoAugment) are torchvision's, applied per sample on uint8.
+for the whole batch: each sample gets its own crop box and flip — torchvision's v2
+RandomResizedCrop draws one box per call, kornia is not a dependency, so this fills the
+gap. TrivialAugmentWide runs batched with per-sample ops (``batch_policies``); AutoAugment
+is torchvision's transform called once per sample on uint8.
 Random erasing and mixup/cutmix are vectorised.
 """
 
@@ -64,8 +66,6 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
 
 def _policy_transform(policy: str):
     from torchvision.transforms import v2
-    if policy == "trivial_augment":
-        return v2.TrivialAugmentWide()
     if policy == "autoaugment":
         return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
     return None
@@ -130,7 +130,10 @@ class BatchAugmenter:
 
     def train(self, images_u8: torch.Tensor) -> torch.Tensor:
         r = self.recipe
-        if self.policy is not None:  # colour/geometry policy on uint8, per sample
+        if r.augment == "trivial_augment":  # batched, per-sample ops and magnitudes, on the device
+            from fgvcbench.engine.batch_policies import trivial_augment_wide
+            images_u8 = trivial_augment_wide(images_u8.to(self.device, non_blocking=True), self.generator)
+        elif self.policy is not None:  # AutoAugment: torchvision's transform, one call per sample
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
             images_u8 = torch.stack([self.policy(img) for img in images_u8])
         if r.augment == "none":  # the test-time view

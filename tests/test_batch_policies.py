@@ -1,0 +1,83 @@
+"""Batched TrivialAugmentWide: each op equals torchvision's functional op on uint8 images,
+parameters are drawn per sample with torchvision's distribution."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from fgvcbench.engine.batch_policies import NUM_BINS, OPS, _bins, apply_ops, sample_params, trivial_augment_wide
+
+
+def reference(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
+    """torchvision's TrivialAugmentWide._apply_image_or_video_transform, as written there."""
+    nearest = TF.InterpolationMode.NEAREST
+    if op == "Identity":
+        return img
+    if op == "ShearX":
+        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(m)), 0.0],
+                         interpolation=nearest, center=[0, 0])
+    if op == "ShearY":
+        return TF.affine(img, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(m))],
+                         interpolation=nearest, center=[0, 0])
+    if op == "TranslateX":
+        return TF.affine(img, angle=0.0, translate=[int(m), 0], scale=1.0, shear=[0.0, 0.0], interpolation=nearest)
+    if op == "TranslateY":
+        return TF.affine(img, angle=0.0, translate=[0, int(m)], scale=1.0, shear=[0.0, 0.0], interpolation=nearest)
+    if op == "Rotate":
+        return TF.rotate(img, angle=m, interpolation=nearest)
+    if op == "Brightness":
+        return TF.adjust_brightness(img, 1.0 + m)
+    if op == "Color":
+        return TF.adjust_saturation(img, 1.0 + m)
+    if op == "Contrast":
+        return TF.adjust_contrast(img, 1.0 + m)
+    if op == "Sharpness":
+        return TF.adjust_sharpness(img, 1.0 + m)
+    if op == "Posterize":
+        return TF.posterize(img, bits=int(m))
+    if op == "Solarize":
+        return TF.solarize(img, threshold=255.0 * m)
+    if op == "AutoContrast":
+        return TF.autocontrast(img)
+    return TF.equalize(img)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_op_matches_torchvision(op):
+    g = torch.Generator().manual_seed(OPS.index(op))
+    images = torch.randint(0, 256, (6, 3, 24, 24), generator=g, dtype=torch.uint8)
+    images[:, :, 8:16, 4:20] = 200                      # some structure, not only noise
+    bins = _bins(op)
+    levels = [0, 7, 15, 22, 30, 20]
+    mags = torch.tensor([0.0 if bins is None else float(bins[lv]) for lv in levels])
+    if op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast", "Sharpness"):
+        mags[1::2] *= -1                                # signed ops: both directions
+    out = apply_ops(images, torch.full((6,), OPS.index(op)), mags)
+    for i in range(6):
+        expected = reference(images[i], op, float(mags[i]))
+        mismatch = (out[i].int() - expected.int()).abs()
+        # identical but for float rounding of a handful of boundary pixels in resampled ops
+        assert (mismatch > 1).float().mean() < 0.01, (op, float(mags[i]), (mismatch > 1).float().mean())
+
+
+def test_parameters_are_drawn_per_sample_with_torchvisions_distribution():
+    op, magnitude = sample_params(20000, torch.Generator().manual_seed(0))
+    counts = torch.bincount(op, minlength=len(OPS)).float() / len(op)
+    assert (counts - 1 / len(OPS)).abs().max() < 0.01             # uniform over the 14 ops
+    rotate = magnitude[op == OPS.index("Rotate")]
+    assert rotate.abs().max() <= 135 and (rotate < 0).float().mean() == pytest.approx(0.5, abs=0.04)
+    assert set(magnitude[op == OPS.index("Posterize")].tolist()) <= set(range(2, 9))
+    solarize = magnitude[op == OPS.index("Solarize")]
+    assert solarize.min() >= 0 and solarize.max() <= 1            # unsigned
+    assert len(torch.unique(rotate.abs())) == NUM_BINS
+
+
+def test_a_batch_of_copies_gets_different_augmentations():
+    image = torch.randint(0, 256, (1, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    out = trivial_augment_wide(image.expand(32, -1, -1, -1).clone(), torch.Generator().manual_seed(2))
+    distinct = {tuple(o.flatten()[:200].tolist()) for o in out}
+    assert len(distinct) > 10 and out.dtype == torch.uint8 and out.shape == (32, 3, 32, 32)
