@@ -25,6 +25,7 @@ from fgvcbench.data.pipeline import TensorData, TensorSplit
 from fgvcbench.engine.recipe import Recipe, RecipeStep
 from fgvcbench.engine.train import FitResult, accuracy_metrics
 from fgvcbench.errors import DataError, DivergedError, UserError
+from fgvcbench.knn import knn_search
 from fgvcbench.method import Method
 from fgvcbench.models.pretrained import PretrainedWeightsError, create_timm_model, pretrained_data_config
 from fgvcbench.run import RunContext
@@ -34,7 +35,7 @@ hookimpl = pluggy.HookimplMarker("fgvcbench")
 __all__ = [
     "BackboneSpec", "DataError", "DatasetRequest", "DatasetSpec", "DatasetSplits", "DivergedError",
     "FitResult", "ImageList", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
-    "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "create_timm_model", "hookimpl",
+    "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "create_timm_model", "hookimpl", "knn_search",
     "pretrained_data_config",
 ]
 
