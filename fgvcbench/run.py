@@ -141,6 +141,19 @@ class RunContext:
         aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
         return accuracy_metrics(predict(model, part, aug, self.recipe, self.device), part.labels, data.num_classes)
 
+    def augmenter(self, recipe: Recipe | None = None, seed_offset: int = 0):
+        """The engine's batched augmentation for a custom training loop (uint8 batch in,
+        normalised float batch on the run's device out), seeded from the run's seed."""
+        from fgvcbench.engine.augment import BatchAugmenter
+        generator = torch.Generator().manual_seed(self.seed * 1000 + seed_offset)
+        return BatchAugmenter(recipe or self.recipe, self._mean, self._std, self.device, generator)
+
+    def predict(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
+        """Logits of a split's test-time view."""
+        from fgvcbench.engine.augment import BatchAugmenter
+        aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
+        return predict(model, getattr(data, split), aug, self.recipe, self.device)
+
     def features(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
         """Pooled backbone features (timm ``pre_logits``) of a split's test-time view."""
         from fgvcbench.engine.augment import BatchAugmenter

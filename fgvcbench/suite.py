@@ -311,8 +311,12 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if method is None:
             _unknown(ck, ("methods", i, "name"), "method", entry["name"], registry.methods)
         variants = entry.get("variants", ["default"])
-        if variants == "all":
-            variants = list(method.variants)
+        if variants == "all":  # every variant once: aliases with the same params (default = code) collapse
+            seen, variants = [], []
+            for v, overrides in method.variants.items():
+                if dict(overrides) not in seen:
+                    seen.append(dict(overrides))
+                    variants.append(v)
         if isinstance(variants, str):
             variants = [variants]
         ck.typed(variants, (list,), ("methods", i, "variants"), "a list of variant names or 'all'")

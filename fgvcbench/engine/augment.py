@@ -132,10 +132,16 @@ class BatchAugmenter:
         r = self.recipe
         if r.augment == "trivial_augment":  # batched, per-sample ops and magnitudes, on the device
             from fgvcbench.engine.batch_policies import trivial_augment_wide
-            images_u8 = trivial_augment_wide(images_u8.to(self.device, non_blocking=True), self.generator)
+            images_u8 = images_u8.to(self.device, non_blocking=True)
+            augmented = trivial_augment_wide(images_u8, self.generator)
+            if r.policy_p < 1.0:  # RandomApply(policy, p): each sample on its own coin
+                keep = (torch.rand(len(images_u8), generator=self.generator) < r.policy_p).to(self.device)
+                augmented = torch.where(keep.view(-1, 1, 1, 1), augmented, images_u8)
+            images_u8 = augmented
         elif self.policy is not None:  # AutoAugment: torchvision's transform, one call per sample
             torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
-            images_u8 = torch.stack([self.policy(img) for img in images_u8])
+            coins = torch.rand(len(images_u8), generator=self.generator) < r.policy_p
+            images_u8 = torch.stack([self.policy(img) if c else img for img, c in zip(images_u8, coins)])
         if r.augment == "none":  # the test-time view
             x = test_view(images_u8.to(self.device, non_blocking=True), r.image_size)
         else:

@@ -38,6 +38,7 @@ class Recipe:
     warmup_start_factor: float = 0.01  # linear warmup from factor·lr to lr
     label_smoothing: float = 0.0
     augment: str = "standard"
+    policy_p: float = 1.0             # probability a sample gets the augment policy (FineRNet: 0.5)
     crop_scale_min: float = 0.25      # RandomResizedCrop lower scale bound
     random_erasing: float = 0.0       # probability
     mixup_alpha: float = 0.0
@@ -73,7 +74,7 @@ class Recipe:
         if self.lr <= 0:
             problems.append(("lr", f"must be > 0, got {self.lr}"))
         for name in ("momentum", "label_smoothing", "random_erasing", "warmup_start_factor",
-                     "ema_decay"):
+                     "ema_decay", "policy_p"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append((name, f"must be in [0, 1], got {getattr(self, name)}"))
         if not 0 <= self.val_fraction < 1:

@@ -1,0 +1,84 @@
+"""Phase 2 of FineRNet: mining hard pairs from the phase-1 classifier's mistakes.
+
+Rules (danhugo/finernet's code, as the issue records them), for training image i with
+true class y and the phase-1 classifier's top-k classes c1..ck (k = 7):
+
+- c1 == y: k positive pairs with i's same-class neighbours at ranks 1..k (rank 0 is i);
+- c1 != y: k negative pairs with class c1's neighbours at ranks 0..k-1;
+- each of c2..ck: one pair with that class's nearest neighbour (label 0), or, when that
+  class is y, with y's 2nd nearest (label 1; the nearest is i itself);
+- a pair of an image with itself is dropped.
+
+Neighbours are by inner product of the phase-1 pooled features, not L2-normalised,
+searched within each class (FAISS or torch, see ``knn_search``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from fgvcbench.api import knn_search
+
+
+def pair_rules(i: int, y: int, top: Sequence[int], neighbours: Callable[[int], Sequence[int]],
+               k: int = 7) -> list[tuple[int, int, int]]:
+    """The pairs (i, j, same_class) for one image; ``neighbours(c)`` lists class c's
+    training images nearest to i first."""
+    pairs: list[tuple[int, int, int]] = []
+    if top[0] == y:
+        pairs += [(i, j, 1) for j in list(neighbours(y))[1:k + 1]]
+    else:
+        pairs += [(i, j, 0) for j in list(neighbours(top[0]))[:k]]
+    for c in top[1:k]:
+        near = list(neighbours(c))
+        if c == y:
+            if len(near) > 1:
+                pairs.append((i, near[1], 1))
+        elif near:
+            pairs.append((i, near[0], 0))
+    return [p for p in pairs if p[0] != p[1]]
+
+
+def class_neighbours(features: torch.Tensor, labels: torch.Tensor, num_classes: int, depth: int,
+                     backend: str = "auto") -> dict[int, torch.Tensor]:
+    """For each class c: ``[N, ≤depth]`` global indices of c's images nearest to every image."""
+    out = {}
+    for c in range(num_classes):
+        members = (labels == c).nonzero().squeeze(1)
+        if len(members) == 0:
+            out[c] = torch.empty((len(features), 0), dtype=torch.long)
+            continue
+        _, local = knn_search(features, features[members], min(depth, len(members)), metric="ip", backend=backend)
+        out[c] = members[local.cpu()]
+    return out
+
+
+def mine_hard_pairs(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, k: int = 7,
+                    backend: str = "auto") -> tuple[torch.Tensor, dict]:
+    """All pairs ``[P, 3]`` (i, j, same_class) and their statistics."""
+    num_classes = logits.shape[1]
+    top = logits.topk(min(k, num_classes), dim=1).indices
+    table = class_neighbours(features.float().cpu(), labels.cpu(), num_classes, k + 1, backend)
+    pairs = []
+    for i in range(len(labels)):
+        y = int(labels[i])
+        pairs += pair_rules(i, y, top[i].tolist(), lambda c, i=i: table[c][i].tolist(), k)
+    tensor = torch.tensor(pairs, dtype=torch.long).view(-1, 3)
+    return tensor, pair_statistics(tensor, features)
+
+
+def pair_statistics(pairs: torch.Tensor, features: torch.Tensor) -> dict:
+    """Count, positive share and hardness: the mean cosine similarity of the negative pairs
+    (higher = harder negatives) next to that of the positive ones."""
+    if len(pairs) == 0:
+        return {"pairs": 0, "positive_share": float("nan"), "negative_cosine": float("nan"),
+                "positive_cosine": float("nan")}
+    f = torch.nn.functional.normalize(features.float(), dim=1)
+    cos = (f[pairs[:, 0]] * f[pairs[:, 1]]).sum(1)
+    pos = pairs[:, 2] == 1
+    mean = lambda t: float(t.mean()) if len(t) else float("nan")  # noqa: E731
+    return {"pairs": int(len(pairs)), "pairs_per_image": float(len(pairs) / max(1, len(pairs[:, 0].unique()))),
+            "positive_share": float(pos.float().mean()), "negative_cosine": mean(cos[~pos]),
+            "positive_cosine": mean(cos[pos])}
