@@ -129,9 +129,9 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise typer.Exit(1)
 
 
-def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool) -> None:
-    from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_rich_table,
-                                              write_leaderboard_csv)
+def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False) -> None:
+    from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_pivot,
+                                              render_rich_table, write_leaderboard_csv)
     records, warnings = load_records(*dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -142,7 +142,9 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool) -> None:
     if write_csv:
         path = write_leaderboard_csv(df, dirs[0])
         err_console.print(f"[dim]wrote {path}[/]")
-    if fmt == "table":
+    if pivot:
+        sys.stdout.write(render_pivot(df, "github" if fmt == "table" else fmt) + "\n")
+    elif fmt == "table":
         console.print(render_rich_table(df))
     else:
         try:
@@ -157,7 +159,9 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool) -> None:
 def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
                 format: str = typer.Option("table", "--format", "-f", help="table, csv, md, github or latex."),
                 write: bool = typer.Option(True, "--write/--no-write",
-                                           help="Write leaderboard.csv into the first directory.")) -> None:
+                                           help="Write leaderboard.csv into the first directory."),
+                pivot: bool = typer.Option(False, "--pivot", help="The papers' shape: per backbone, pipelines × "
+                                                                  "datasets, cells mean ± std (n).")) -> None:
     """Aggregate run records: one row per dataset × backbone × method × variant, over seeds."""
     allowed = ("table", "csv", "md", "github", "latex")
     if format not in allowed:
@@ -165,7 +169,7 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
     for d in results_dirs:
         if not d.is_dir():
             raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
-    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write)
+    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot)
 
 
 @app.command()

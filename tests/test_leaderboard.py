@@ -96,3 +96,17 @@ def test_leaderboard_command(results, runner):
     empty.mkdir()
     none = runner.invoke(app, ["leaderboard", str(empty)])
     assert none.exit_code == 2 and "no run records" in none.output
+
+
+def test_pivot_has_the_papers_shape(tmp_path, runner):
+    recs = [record("finetune", s, v) for s, v in enumerate([88.0, 89.0])]
+    other = record("finernet", 0, 90.0)
+    other["spec"]["dataset"] = {"name": "cars", "options": {}}
+    write(tmp_path, recs + [other])
+    out = runner.invoke(app, ["leaderboard", str(tmp_path), "--pivot", "--no-write"])
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0] == "resnet50" and "| pipeline" in lines[1] and "cub" in lines[1] and "cars" in lines[1]
+    finetune = next(line for line in lines if line.startswith("| finetune"))
+    assert "88.50 ± 0.71 (2)" in finetune and "–" in finetune          # no cars run for finetune
+    assert not (tmp_path / "leaderboard.csv").exists()

@@ -151,3 +151,30 @@ def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def pivot_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The papers' shape: per backbone, one row per method[variant] (pipeline) and one
+    column per dataset, each cell ``mean ± std (n)``."""
+    out = {}
+    for backbone, part in df.groupby("backbone", sort=False):
+        cells: dict[str, dict[str, str]] = {}
+        for r in part.itertuples(index=False):
+            label = r.method if r.variant == "default" else f"{r.method} [{r.variant}]"
+            cells.setdefault(label, {})[r.dataset] = f"{format_mean_std(r.top1_mean, r.top1_std)} ({r.n})"
+        datasets = list(dict.fromkeys(part["dataset"]))
+        out[backbone] = pd.DataFrame([[label] + [row.get(d, "–") for d in datasets] for label, row in cells.items()],
+                                     columns=["pipeline"] + datasets)
+    return out
+
+
+def render_pivot(df: pd.DataFrame, fmt: str) -> str:
+    from tabulate import tabulate
+    parts = []
+    for backbone, table in pivot_tables(df).items():
+        if fmt == "csv":
+            parts.append(f"# {backbone}\n" + table.to_csv(index=False))
+        else:
+            parts.append(f"{backbone}\n" + tabulate(table.values.tolist(), headers=list(table.columns),
+                                                    tablefmt=FORMATS.get(fmt) or "github", disable_numparse=True))
+    return "\n\n".join(parts)
