@@ -22,6 +22,7 @@ phase-3 backbone, i.e. the ``readme`` pipeline.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 
@@ -88,10 +89,13 @@ def run_finernet(ctx: RunContext) -> dict:
     def phase3():
         siamese = Siamese(ctx.create_model(data.num_classes))
         siamese.backbone.load_state_dict(model1.state_dict())
+        started = time.perf_counter()
         history = train_siamese(siamese, data.train.images, mined["pairs"], ctx.augmenter(seed_offset=3),
                                 epochs=phase3_epochs, lr=p["phase3_lr"], momentum=p["phase3_momentum"],
                                 weight_decay=p["phase3_weight_decay"], batch_size=p["phase3_batch"],
                                 device=ctx.device, seed=ctx.seed)
+        ctx.train_seconds += time.perf_counter() - started
+        ctx.images_seen += 2 * len(mined["pairs"]) * phase3_epochs
         ctx.history.extend(history)
         return {"state_dict": {k: v.detach().cpu() for k, v in siamese.backbone.state_dict().items()},
                 "pair_accuracy": history[-1]["pair_accuracy"] if history else float("nan")}

@@ -1,0 +1,84 @@
+"""Embedding evaluation: retrieval metrics from pytorch-metric-learning's
+AccuracyCalculator (precision@1, R-precision, MAP@R; test set against itself, the query
+left out), kNN classification against the training embeddings (k = 1 and a majority vote
+over k), nearest-class-mean accuracy, and mean intra-/inter-class cosine similarity."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fgvcbench.api import knn_search
+
+
+def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+    # cosine neighbours, as everywhere else here (the calculator's default would be FAISS L2
+    # on the raw embeddings when faiss is installed, and something else when it is not)
+    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
+                              device=torch.device("cpu"), knn_func=CustomKNN(CosineSimilarity()))
+    acc = calc.get_accuracy(embeddings.float().cpu(), labels.cpu(), ref_includes_query=True)
+    return {"precision_at_1": 100 * acc["precision_at_1"], "r_precision": 100 * acc["r_precision"],
+            "map_at_r": 100 * acc["mean_average_precision_at_r"]}
+
+
+def knn_accuracy(query: torch.Tensor, query_labels: torch.Tensor, reference: torch.Tensor,
+                 reference_labels: torch.Tensor, k: int, metric: str = "cosine") -> dict[str, float]:
+    """k = 1 accuracy and a majority vote over the k nearest (ties: the nearer class wins)."""
+    _, idx = knn_search(query, reference, k, metric=metric)
+    neighbour_labels = reference_labels.cpu()[idx.cpu()]
+    top1 = (neighbour_labels[:, 0] == query_labels.cpu()).float().mean().item()
+    votes = []
+    for row in neighbour_labels.tolist():
+        counts: dict[int, int] = {}
+        for label in row:
+            counts[label] = counts.get(label, 0) + 1
+        best = max(counts.values())
+        votes.append(next(label for label in row if counts[label] == best))   # nearest among the tied
+    majority = (torch.tensor(votes) == query_labels.cpu()).float().mean().item()
+    return {"knn1_accuracy": 100 * top1, f"knn{k}_accuracy": 100 * majority}
+
+
+def nearest_class_mean_accuracy(query, query_labels, reference, reference_labels, num_classes: int) -> float:
+    ref = F.normalize(reference.float(), dim=1)
+    means = torch.stack([ref[reference_labels == c].mean(0) if (reference_labels == c).any()
+                         else torch.full((ref.shape[1],), float("nan")) for c in range(num_classes)])
+    scores = F.normalize(query.float(), dim=1) @ F.normalize(means, dim=1).nan_to_num(-2.0).T
+    return 100 * (scores.argmax(1) == query_labels).float().mean().item()
+
+
+def cosine_similarities(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean cosine similarity over pairs of distinct images of the same class (intra) and
+    of different classes (inter)."""
+    e = F.normalize(embeddings.float(), dim=1)
+    sim = e @ e.T
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~torch.eye(len(labels), dtype=torch.bool)
+    intra, inter = sim[same & off_diagonal], sim[~same]
+    return {"intra_cosine": float(intra.mean()) if len(intra) else float("nan"),
+            "inter_cosine": float(inter.mean()) if len(inter) else float("nan")}
+
+
+def tsne_plot(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor, path, seed: int) -> bool:
+    """Two t-SNE panels (scikit-learn) of the test embeddings before and after training."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.manifold import TSNE
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    for ax, emb, title in ((axes[0], before, "before training"), (axes[1], after, "after training")):
+        perplexity = max(2.0, min(30.0, (len(emb) - 1) / 3))
+        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb.numpy())
+        ax.scatter(xy[:, 0], xy[:, 1], c=labels.numpy(), cmap="tab20", s=8)
+        ax.set_title(f"test embeddings, {title}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

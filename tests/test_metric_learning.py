@@ -1,0 +1,110 @@
+"""Metric learning: our retrieval numbers equal pytorch-metric-learning's calculator and a
+brute-force reference; the variants run end to end; embeddings and t-SNE are saved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fgvcbench.cli import app
+from fgvcbench.plugins import get_registry
+from fgvcbench_plugins.metric_learning.evaluate import (cosine_similarities, knn_accuracy,
+                                                        nearest_class_mean_accuracy, retrieval_metrics)
+
+from conftest import write_suite
+
+
+def brute_force_retrieval(emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Precision@1, R-precision and MAP@R (Musgrave et al., 2020) by their definitions."""
+    sim = F.normalize(emb.double(), dim=1) @ F.normalize(emb.double(), dim=1).T
+    sim.fill_diagonal_(-float("inf"))
+    p1, rp, mapr = [], [], []
+    for i in range(len(labels)):
+        order = sim[i].argsort(descending=True)[:-1]                  # everything but the query itself
+        rel = (labels[order] == labels[i]).double()
+        r = int(rel.sum())
+        p1.append(rel[0].item())
+        rp.append(rel[:r].mean().item())
+        precision_at = rel[:r].cumsum(0) / torch.arange(1, r + 1)
+        mapr.append((precision_at * rel[:r]).sum().item() / r)
+    mean = lambda v: 100 * sum(v) / len(v)  # noqa: E731
+    return {"precision_at_1": mean(p1), "r_precision": mean(rp), "map_at_r": mean(mapr)}
+
+
+@pytest.fixture
+def embeddings():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat_interleave(8)
+    emb = torch.randn(40, 6, generator=g) + 1.5 * torch.randn(5, 6, generator=g)[labels]
+    return emb, labels
+
+
+def test_retrieval_metrics_match_pml_and_brute_force(embeddings):
+    emb, labels = embeddings
+    ours, reference = retrieval_metrics(emb, labels), brute_force_retrieval(emb, labels)
+    for key in ("precision_at_1", "r_precision", "map_at_r"):
+        assert ours[key] == pytest.approx(reference[key], abs=1e-4), key
+    assert 0 < ours["map_at_r"] <= ours["r_precision"] <= 100
+
+
+def test_knn_ncm_and_cosines_by_hand(embeddings):
+    emb, labels = embeddings
+    query, q_labels, ref, r_labels = emb[::2], labels[::2], emb[1::2], labels[1::2]
+    sim = F.normalize(query, dim=1) @ F.normalize(ref, dim=1).T
+    expected1 = (r_labels[sim.argmax(1)] == q_labels).float().mean().item() * 100
+    got = knn_accuracy(query, q_labels, ref, r_labels, k=3)
+    assert got["knn1_accuracy"] == pytest.approx(expected1) and 0 <= got["knn3_accuracy"] <= 100
+    means = torch.stack([F.normalize(ref[r_labels == c], dim=1).mean(0) for c in range(5)])
+    ncm = ((F.normalize(query, dim=1) @ F.normalize(means, dim=1).T).argmax(1) == q_labels).float().mean() * 100
+    assert nearest_class_mean_accuracy(query, q_labels, ref, r_labels, 5) == pytest.approx(ncm.item())
+    cos = cosine_similarities(emb, labels)
+    e = F.normalize(emb, dim=1)
+    same = [float(e[i] @ e[j]) for i in range(40) for j in range(40) if i != j and labels[i] == labels[j]]
+    assert cos["intra_cosine"] == pytest.approx(sum(same) / len(same), abs=1e-5)
+    assert cos["intra_cosine"] > cos["inter_cosine"]
+
+
+def test_all_variants_run_end_to_end(tmp_path, runner):
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods:
+          - {{name: metric_learning, variants: [batch_all, batch_hard, semihard, report, joint], params: {{tsne: true}}}}
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert sorted(r["spec"]["variant"] for r in records) == ["batch_all", "batch_hard", "joint", "report", "semihard"]
+    for r in records:
+        m = r["metrics"]
+        assert r["status"] == "ok" and m["top1"] == m["knn1_accuracy"]
+        assert {"precision_at_1", "r_precision", "map_at_r", "ncm_accuracy", "intra_cosine", "knn5_accuracy"} <= set(m)
+        assert r["cost"]["train_seconds"] > 0
+        artifacts = tmp_path / "out" / "artifacts" / r["run_id"]
+        saved = torch.load(artifacts / "test_embeddings.pt", weights_only=True)
+        assert saved["embeddings"].shape == (16, 128)
+        assert (artifacts / "tsne.png").stat().st_size > 1000
+    report = next(r for r in records if r["spec"]["variant"] == "report")
+    assert len(report["history"]) == 10                     # the report's 10 epochs
+
+
+def test_unknown_miner_fails_the_run_with_a_clear_error(tmp_path, runner):
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods: [{{name: metric_learning, params: {{miner: hardest}}}}]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "miner: 'hardest'" in result.output
