@@ -129,7 +129,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise typer.Exit(1)
 
 
-def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False) -> None:
+def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
+                       metrics: tuple[str, ...] = ()) -> None:
     from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_pivot,
                                               render_rich_table, write_leaderboard_csv)
     records, warnings = load_records(*dirs)
@@ -138,7 +139,7 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool 
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, dirs))} — run a suite first "
                         f"(fgvcbench run suites/quickstart.yaml)")
-    df = build_leaderboard(records)
+    df = build_leaderboard(records, metrics)
     if write_csv:
         path = write_leaderboard_csv(df, dirs[0])
         err_console.print(f"[dim]wrote {path}[/]")
@@ -161,7 +162,10 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
                 write: bool = typer.Option(True, "--write/--no-write",
                                            help="Write leaderboard.csv into the first directory."),
                 pivot: bool = typer.Option(False, "--pivot", help="The papers' shape: per backbone, pipelines × "
-                                                                  "datasets, cells mean ± std (n).")) -> None:
+                                                                  "datasets, cells mean ± std (n)."),
+                metrics: Optional[str] = typer.Option(None, "--metrics",
+                                                      help="Extra metric columns, e.g. precision_at_1,map_at_r "
+                                                           "(mean ± std over seeds).")) -> None:
     """Aggregate run records: one row per dataset × backbone × method × variant, over seeds."""
     allowed = ("table", "csv", "md", "github", "latex")
     if format not in allowed:
@@ -169,7 +173,8 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
     for d in results_dirs:
         if not d.is_dir():
             raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
-    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot)
+    extra = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
+    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra)
 
 
 @app.command()

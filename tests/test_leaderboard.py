@@ -110,3 +110,15 @@ def test_pivot_has_the_papers_shape(tmp_path, runner):
     finetune = next(line for line in lines if line.startswith("| finetune"))
     assert "88.50 ± 0.71 (2)" in finetune and "–" in finetune          # no cars run for finetune
     assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_extra_metric_columns(tmp_path, runner):
+    recs = [record("metric_learning", s, v) for s, v in enumerate([70.0, 72.0])]
+    for r, p in zip(recs, (60.0, 64.0)):
+        r["metrics"]["precision_at_1"] = p
+    write(tmp_path, recs)
+    out = runner.invoke(app, ["leaderboard", str(tmp_path), "--metrics", "precision_at_1", "-f", "md", "--no-write"])
+    assert out.exit_code == 0, out.output
+    assert "precision_at_1" in out.stdout.splitlines()[0] and "62.00 ± 2.83" in out.stdout
+    df = build_leaderboard(load_records(tmp_path)[0], ["precision_at_1"])
+    assert df.loc[0, "precision_at_1_mean"] == pytest.approx(62.0)

@@ -74,7 +74,7 @@ def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
 
-def build_leaderboard(records: Iterable[dict]) -> pd.DataFrame:
+def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()) -> pd.DataFrame:
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(_config_key(r["spec"]), []).append(r)
@@ -95,7 +95,11 @@ def build_leaderboard(records: Iterable[dict]) -> pd.DataFrame:
             "images_per_second_mean": _mean(_metric(ok, "images_per_second", "cost")),
             "failed": len(recs) - len(ok),
         })
-    df = pd.DataFrame(rows, columns=COLUMNS)
+        for name in extra_metrics:  # method-specific metrics, mean and std over the ok seeds
+            summary = mean_std_ci(_metric(ok, name))
+            rows[-1][f"{name}_mean"], rows[-1][f"{name}_std"] = summary.mean, summary.std
+    extra_columns = [f"{n}_{s}" for n in extra_metrics for s in ("mean", "std")]
+    df = pd.DataFrame(rows, columns=COLUMNS + extra_columns)
     if len(df):
         df = df.sort_values(["dataset", "top1_mean", "method", "variant"], ascending=[True, False, True, True],
                             na_position="last", kind="mergesort").reset_index(drop=True)
@@ -128,6 +132,13 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                      "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2),
                      _num(r.mean_class_acc_mean, 2), _num(r.train_seconds_mean, 1),
                      _num(r.images_per_second_mean, 0), str(r.failed)])
+    extras = [c[:-5] for c in df.columns if c.endswith("_mean") and c[:-5] + "_std" in df.columns
+              and c not in ("top1_mean",) and not c.startswith(("top1_last", "mean_class_acc", "train_seconds",
+                                                                 "images_per_second"))]
+    if extras:
+        headers += extras
+        for row, (_, r) in zip(rows, df.iterrows()):
+            row += [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m in extras]
     return headers, rows
 
 
