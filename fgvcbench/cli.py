@@ -307,6 +307,18 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets on disk: check them 
 app.add_typer(data_app, name="data")
 
 
+def _bench_app() -> typer.Typer:
+    from fgvcbench.bench import bench_app
+    for command in bench_app.registered_commands:  # bad input → one line, exit 2, as everywhere
+        if not getattr(command.callback, "_friendly", False):
+            command.callback = friendly(command.callback)
+            command.callback._friendly = True
+    return bench_app
+
+
+app.add_typer(_bench_app(), name="bench")
+
+
 def _parse_options(pairs: list[str]) -> dict:
     import yaml
     options = {}

@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 AUGMENT_POLICIES = ("none", "flip", "standard", "trivial_augment", "autoaugment")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
+PIPELINES = ("fast", "classic")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Recipe:
     eval_image_size: int | None = None  # FixRes: test at another resolution (None = image_size)
     patience: int | None = None
     val_fraction: float = 0.1
+    pipeline: str = "fast"            # fast: decode once, augment batches on the device; classic: DataLoader
     amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True        # on CUDA
     compile: bool = False             # torch.compile the model
@@ -91,7 +93,7 @@ class Recipe:
         if self.patience is not None and self.patience < 1:
             problems.append(("patience", f"must be >= 1 or null, got {self.patience}"))
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
-                              ("scheduler", SCHEDULERS)):
+                              ("scheduler", SCHEDULERS), ("pipeline", PIPELINES)):
             if getattr(self, name) not in allowed:
                 problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
         return problems

@@ -112,6 +112,34 @@ def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
             "mean_class_acc": 100.0 * float(np.mean(per_class))}
 
 
+@torch.no_grad()
+def predict_loader(model: nn.Module, loader, recipe: Recipe, device: torch.device) -> torch.Tensor:
+    """Logits over a classic DataLoader (the reference pipeline)."""
+    model.eval()
+    out = []
+    for x, _ in loader:
+        x = x.to(device, non_blocking=True)
+        if device.type == "cuda" and recipe.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and recipe.amp):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _classic_loaders(data: TensorData, recipe: Recipe, mean, std, seed: int) -> dict:
+    """DataLoaders over the same train / val / test images the tensors hold."""
+    from fgvcbench.data.classic import classic_loader
+    src = data.source
+    if src is None:
+        raise ValueError("pipeline: classic needs the dataset's image lists (TensorData.source)")
+    val_source = src.val if src.val is not None else src.train
+    lists = {"train": src.train.subset(data.train.index), "val": val_source.subset(data.val.index),
+             "test": src.test.subset(data.test.index)}
+    return {name: classic_loader(images, recipe, mean, std, train=name == "train", seed=seed,
+                                 crop_to_boxes=src.crop_to_boxes)
+            for name, images in lists.items() if len(images)}
+
+
 @dataclass
 class FitResult:
     metrics: dict[str, Any]
@@ -190,6 +218,27 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     autocast = device.type == "cuda" and recipe.amp
     use_soft = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
 
+    loaders = _classic_loaders(data, recipe, mean, std, seed) if recipe.pipeline == "classic" else None
+
+    def train_batches(epoch_generator):
+        if loaders is not None:  # the classic reference: per-sample transforms in workers
+            for b, (x, y) in enumerate(loaders["train"]):
+                if len(y) >= 2:
+                    yield b, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            return
+        order = epoch_order(len(train_split), recipe.repeated_augment, epoch_generator)
+        for b, start in enumerate(range(0, len(order), recipe.batch_size)):
+            idx = order[start:start + recipe.batch_size]
+            if len(idx) < 2 and len(order) > 1:
+                continue  # a batch of one breaks BatchNorm; skip the remainder
+            yield (b, augmenter.train(train_split.images[idx.to(train_split.images.device)]),
+                   train_split.labels[idx].to(device, non_blocking=True))
+
+    def logits_of(net: nn.Module, split: str) -> torch.Tensor:
+        if loaders is not None:
+            return predict_loader(net, loaders[split], recipe, device)
+        return predict(net, getattr(data, split), augmenter, recipe, device)
+
     history: list[dict[str, Any]] = []
     best_val, best_epoch, best_state = -1.0, 0, None
     train_seconds, images_seen, step = 0.0, 0, 0
@@ -199,15 +248,9 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         if freeze_backbone:
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference
         t0 = time.perf_counter()
-        order = epoch_order(len(train_split), recipe.repeated_augment, generator)
         loss_sum = torch.zeros((), device=device)
         n_batches = 0
-        for b, start in enumerate(range(0, len(order), recipe.batch_size)):
-            idx = order[start:start + recipe.batch_size]
-            if len(idx) < 2 and len(order) > 1:
-                continue  # a batch of one breaks BatchNorm; skip the remainder
-            x = augmenter.train(train_split.images[idx.to(train_split.images.device)])
-            y = train_split.labels[idx].to(device, non_blocking=True)
+        for b, x, y in train_batches(generator):
             if device.type == "cuda" and recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
@@ -232,7 +275,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                     ema.n_averaged.fill_(0)
             loss_sum += loss.detach()
             n_batches += 1
-            images_seen += len(idx)
+            images_seen += len(y)
             if step % 25 == 0 and not torch.isfinite(loss_sum):  # a sync only every 25 steps
                 raise DivergedError(f"training loss is {loss_sum.item()} at epoch {epoch}, step {step}")
             if on_batch is not None:
@@ -247,8 +290,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
                                "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
         if len(data.val):
-            val = accuracy_metrics(predict(eval_model(), data.val, augmenter, recipe, device),
-                                   data.val.labels, data.num_classes)
+            val = accuracy_metrics(logits_of(eval_model(), "val"), data.val.labels, data.num_classes)
             row["val_top1"] = val["top1"]
             if val["top1"] > best_val:
                 best_val, best_epoch = val["top1"], epoch
@@ -260,11 +302,10 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             break
 
     final = eval_model()
-    last = accuracy_metrics(predict(final, data.test, augmenter, recipe, device), data.test.labels, data.num_classes)
+    last = accuracy_metrics(logits_of(final, "test"), data.test.labels, data.num_classes)
     if best_state is not None and best_epoch != history[-1]["epoch"]:
         final.load_state_dict(best_state)
-        selected = accuracy_metrics(predict(final, data.test, augmenter, recipe, device),
-                                    data.test.labels, data.num_classes)
+        selected = accuracy_metrics(logits_of(final, "test"), data.test.labels, data.num_classes)
     else:
         selected = last
         best_epoch = best_epoch or history[-1]["epoch"]

@@ -1,0 +1,171 @@
+"""``fgvcbench bench throughput``: is the data pipeline the bottleneck?
+
+One run measures, for one backbone / resolution / batch: (1) model-only train steps on
+random tensors already on the device (the ceiling, as timm's ``benchmark.py`` does),
+(2) end-to-end train steps fed by the fast pipeline (decoded-once uint8 tensors, batched
+augmentation on the device), (3) end-to-end with the classic DataLoader pipeline, and the
+ratios. Each row is appended to ``<output>/throughput.csv`` with the machine and versions.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import typer
+
+from fgvcbench.errors import UserError
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs model throughput.")
+FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "batch", "compile", "augment", "mode",
+          "images_per_second", "steps", "workers", "git_sha"]
+
+
+def _train_step(model, opt, x, y, device):
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss = F.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _timed(step_fn, steps: int, warmup: int, device) -> float:
+    for _ in range(warmup):
+        step_fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step_fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, warmup: int = 5,
+                       device: str = "auto", compile: bool = False, dataset: str = "synthetic",
+                       root: Optional[str] = None, workers: Optional[int] = None,
+                       augment: str = "trivial_augment", cache_dir: Optional[Path] = None) -> list[dict]:
+    """Images/s of the three modes (rows: mode, images_per_second)."""
+    from fgvcbench.data.base import DatasetRequest
+    from fgvcbench.data.classic import classic_loader
+    from fgvcbench.data.pipeline import decode_images, load_size_for
+    from fgvcbench.engine.augment import BatchAugmenter
+    from fgvcbench.engine.recipe import Recipe
+    from fgvcbench.models.pretrained import create_timm_model
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.run import resolve_device
+
+    if res < 16 or batch < 2 or steps < 1:
+        raise UserError(f"--res {res} --batch {batch} --steps {steps}: need res >= 16, batch >= 2, steps >= 1")
+    dev = resolve_device(device)
+    registry = get_registry()
+    spec = registry.datasets.get(dataset)
+    if spec is None:
+        raise UserError(f"unknown dataset {dataset!r} — `fgvcbench plugins` lists them")
+    if spec.needs_root and (root is None or not Path(root).is_dir()):
+        raise UserError(f"dataset {dataset!r} needs --root: the folder is {root!r}; expected layout: {spec.layout}")
+    cache = cache_dir or Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
+    options = dict(spec.options)
+    if dataset == "synthetic":
+        options.update(image_size=max(64, load_size_for(res)), train_per_class=max(8, batch // 4))
+    images = spec.load(DatasetRequest(root=Path(root) if root else None, options=options,
+                                      cache_dir=cache / "datasets")).train
+    recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01)
+    model = create_timm_model(backbone, num_classes=len(images.class_names)).to(dev)
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    run_model = torch.compile(model) if compile else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    cfg = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    rows = []
+
+    x_rand = torch.randn(batch, 3, res, res, device=dev)
+    y_rand = torch.randint(len(images.class_names), (batch,), device=dev)
+    seconds = _timed(lambda: _train_step(run_model, opt, x_rand, y_rand, dev), steps, warmup, dev)
+    rows.append({"mode": "model_only", "images_per_second": steps * batch / seconds})
+
+    stored = decode_images(images, load_size_for(res), cache)
+    stored = stored.to(dev) if dev.type == "cuda" else stored
+    labels = torch.tensor(images.labels, device=dev)
+    aug = BatchAugmenter(recipe, cfg["mean"], cfg["std"], dev, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+
+    def fast_step():
+        idx = torch.randint(len(stored), (batch,), generator=g).to(stored.device)
+        _train_step(run_model, opt, aug.train(stored[idx]), labels[idx], dev)
+    seconds = _timed(fast_step, steps, warmup, dev)
+    rows.append({"mode": "fast", "images_per_second": steps * batch / seconds})
+
+    loader = classic_loader(images, recipe, cfg["mean"], cfg["std"], train=True, workers=workers)
+    batches = iter(())
+
+    def classic_step():
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        _train_step(run_model, opt, x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), dev)
+    seconds = _timed(classic_step, steps, warmup, dev)
+    rows.append({"mode": "classic", "images_per_second": steps * batch / seconds})
+
+    model_only = rows[0]["images_per_second"]
+    for row in rows:
+        row["ratio_to_model_only"] = row["images_per_second"] / model_only
+    rows[1]["ratio_to_classic"] = rows[1]["images_per_second"] / rows[2]["images_per_second"]
+    import timm
+    from fgvcbench.run import _cpu_name, _git_sha
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+            "torch": torch.__version__, "timm": timm.__version__, "backbone": backbone, "res": res, "batch": batch,
+            "compile": compile, "augment": augment, "steps": steps,
+            "workers": loader.num_workers, "git_sha": _git_sha()}
+    return [{**meta, **row} for row in rows]
+
+
+@bench_app.command("throughput")
+def throughput(backbone: str = typer.Option("resnet50", help="timm model name."),
+               res: int = typer.Option(224, help="Training resolution."),
+               batch: int = typer.Option(256, help="Batch size."),
+               compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+               steps: int = typer.Option(20, help="Timed steps per mode."),
+               warmup: int = typer.Option(5, help="Untimed steps first."),
+               device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+               dataset: str = typer.Option("synthetic", help="Dataset whose training images feed the pipelines."),
+               root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets)."),
+               workers: Optional[int] = typer.Option(None, help="Classic DataLoader workers (default: min(8, cores))."),
+               augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
+               output: Path = typer.Option(Path("results/bench"), help="Folder for throughput.csv.")) -> None:
+    """Model-only vs fast-pipeline vs classic-pipeline images/s, and their ratios."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
+                              dataset=dataset, root=root, workers=workers, augment=augment)
+    table = Table(title=f"{backbone} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
+                        f"{rows[0]['device_name']}")
+    for col in ("mode", "images/s", "× model-only", "× classic"):
+        table.add_column(col, justify="right" if col != "mode" else "left")
+    for r in rows:
+        table.add_row(r["mode"], f"{r['images_per_second']:.0f}", f"{r['ratio_to_model_only']:.2f}",
+                      f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "")
+    Console().print(table)
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "throughput.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS + ["ratio_to_model_only", "ratio_to_classic"],
+                                extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")

@@ -1,0 +1,62 @@
+"""`fgvcbench bench throughput` and the classic reference pipeline (`pipeline: classic`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import torch
+
+from fgvcbench.cli import app
+from fgvcbench.data.base import DatasetSplits
+from fgvcbench.data.classic import classic_loader
+from fgvcbench.data.pipeline import build_tensor_data
+from fgvcbench.engine.augment import BatchAugmenter
+from fgvcbench.engine.recipe import Recipe
+from fgvcbench.plugins import get_registry
+
+from conftest import tiny_suite
+from test_dataset_formats import make_cub
+
+
+def test_bench_throughput_writes_three_modes(tmp_path, runner):
+    get_registry(refresh=True)
+    root = make_cub(tmp_path / "cub")
+    args = ["bench", "throughput", "--backbone", "test_resnet", "--res", "32", "--batch", "4", "--steps", "2",
+            "--warmup", "1", "--workers", "0", "--device", "cpu", "--dataset", "cub", "--root", str(root),
+            "--output", str(tmp_path / "bench")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "bench" / "throughput.csv")))
+    assert [r["mode"] for r in rows] == ["model_only", "fast", "classic"]
+    assert all(float(r["images_per_second"]) > 0 for r in rows) and rows[0]["ratio_to_model_only"] == "1.0"
+    assert float(rows[1]["ratio_to_classic"]) > 0 and rows[1]["backbone"] == "test_resnet"
+    bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub", "--root", str(tmp_path / "none")])
+    assert bad.exit_code == 2 and "needs --root" in bad.output and "Traceback" not in bad.output
+
+
+def test_classic_and_fast_test_views_agree(tmp_path):
+    get_registry(refresh=True)
+    spec = get_registry().datasets["cub"]
+    from fgvcbench.api import DatasetRequest
+    splits = spec.load(DatasetRequest(root=make_cub(tmp_path / "cub"), options={"crop": "none"}, cache_dir=tmp_path))
+    recipe = Recipe(image_size=24, eval_batch_size=16)
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    data = build_tensor_data(DatasetSplits(splits.train, splits.test), 24, None, val_fraction=0.0)
+    fast = BatchAugmenter(recipe, mean, std, torch.device("cpu"), torch.Generator()).eval(data.test.images)
+    classic = next(iter(classic_loader(splits.test, recipe, mean, std, train=False, workers=0)))[0]
+    assert fast.shape == classic.shape
+    # both: resize the short side to size/0.875, centre-crop; only the resampling filters differ
+    assert (fast - classic).abs().mean() < 0.05
+
+
+def test_a_run_with_the_classic_pipeline(tmp_path, runner, registry_with):
+    registry_with()
+    suite = tiny_suite(tmp_path, extra="", epochs=1)
+    text = suite.read_text().replace("batch_size: 8}", "batch_size: 8, pipeline: classic}")
+    suite.write_text(text)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    assert record["spec"]["recipe"]["pipeline"] == "classic" and record["status"] == "ok"
+    assert record["cost"]["images_per_second"] > 0
