@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 
@@ -10,7 +11,8 @@ import pytest
 from scipy import stats
 
 from fgvcbench.cli import app
-from fgvcbench.report.leaderboard import build_leaderboard, load_records, render, write_leaderboard_csv
+from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_rich_table,
+                                          write_leaderboard_csv)
 
 
 def record(method, seed, top1, status="ok", variant="default", finished="2026-01-01T00:00:00", lr=0.01):
@@ -122,3 +124,87 @@ def test_extra_metric_columns(tmp_path, runner):
     assert "precision_at_1" in out.stdout.splitlines()[0] and "62.00 ± 2.83" in out.stdout
     df = build_leaderboard(load_records(tmp_path)[0], ["precision_at_1"])
     assert df.loc[0, "precision_at_1_mean"] == pytest.approx(62.0)
+
+
+def expected_cells(values):
+    """The human cells for a group of top-1 values, computed here from the inputs."""
+    mean, sd = statistics.mean(values), statistics.stdev(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * sd / len(values) ** 0.5
+    return f"{mean:.2f} ± {sd:.2f}", f"±{half:.2f}", f"{mean - 1:.2f}", f"{mean - 0.5:.2f}"
+
+
+@pytest.mark.parametrize("fmt", ["md", "github", "latex"])
+def test_every_human_format_shows_the_numbers(results, fmt):
+    df = build_leaderboard(load_records(results / "one")[0])
+    text = render(df, fmt)
+    for values in ([89.5, 90.0, 88.9], [88.0, 89.0, 87.5]):
+        for cell in expected_cells(values):
+            assert cell in text, (fmt, cell)
+    assert "20.0" in text and "100" in text                       # train s (10, 20, 30) and img/s, rounded
+    assert "20.0000" not in text and "nan" not in text.lower()
+    lines = [line for line in text.splitlines() if "finernet" in line]
+    assert len(lines) == 1
+    last_cell = lines[0].replace("\\\\", "").replace("&", "|").strip(" |").split("|")[-1].strip()
+    assert last_cell == "1"                                         # the failed record, counted, not averaged
+
+
+def test_csv_round_trips_and_leaves_no_temp_file(results):
+    df = build_leaderboard(load_records(results / "one")[0])
+    back = pd.read_csv(io.StringIO(render(df, "csv")))
+    assert back["top1_mean"].tolist() == pytest.approx(df["top1_mean"].tolist(), abs=1e-4)
+    assert back["failed"].tolist() == [1, 0] and back["seeds"].astype(str).tolist() == ["0,1,2", "0,1,2"]
+    write_leaderboard_csv(df, results / "one")
+    assert not list((results / "one").glob("*.tmp")) and not list((results / "one").glob(".leaderboard*"))
+
+
+def test_rich_table_has_the_md_columns_and_cells(results):
+    df = build_leaderboard(load_records(results / "one")[0])
+    table = render_rich_table(df)
+    headers = [c.header for c in table.columns]
+    assert headers == [h.strip() for h in render(df, "md").splitlines()[0].strip("|").split("|")]
+    top1 = list(table.columns[headers.index("top-1 %")].cells)
+    assert top1 == [expected_cells([89.5, 90.0, 88.9])[0], expected_cells([88.0, 89.0, 87.5])[0]]
+
+
+def test_nested_runs_folders_and_sorting_by_dataset_first(tmp_path):
+    low = record("finetune", 0, 50.0)
+    low["spec"]["dataset"] = {"name": "aircraft", "options": {}}
+    low["run_id"] = "aircraft-0"
+    write(tmp_path / "suite_a" / "cub" / "deep", [record("finetune", 0, 80.0), record("finernet", 0, 85.0)])
+    write(tmp_path / "suite_b", [low])
+    records, warnings = load_records(tmp_path)
+    assert len(records) == 3 and warnings == []
+    df = build_leaderboard(records)
+    assert list(zip(df["dataset"], df["method"])) == [("aircraft", "finetune"), ("cub", "finernet"), ("cub", "finetune")]
+
+
+def test_malformed_records_are_warnings_not_crashes(tmp_path):
+    no_dataset = record("finetune", 1, 70.0)
+    del no_dataset["spec"]["dataset"]
+    write(tmp_path, [record("finetune", 0, 80.0), no_dataset])
+    (tmp_path / "runs" / "list.json").write_text("[1, 2]")
+    records, warnings = load_records(tmp_path)
+    assert len(records) == 1 and len(warnings) == 2
+    assert any("spec.dataset.name" in w for w in warnings) and any("list.json" in w for w in warnings)
+    assert build_leaderboard(records).loc[0, "n"] == 1
+
+
+def test_dedup_compares_finish_times_as_instants(tmp_path):
+    # 12:00+02:00 is 10:00 UTC, earlier than 11:00Z, though it sorts later as a string
+    write(tmp_path / "a", [record("finetune", 0, 80.0, finished="2026-01-01T12:00:00+02:00")])
+    write(tmp_path / "b", [record("finetune", 0, 70.0, finished="2026-01-01T11:00:00Z")])
+    for order in ((tmp_path / "a", tmp_path / "b"), (tmp_path / "b", tmp_path / "a")):
+        records, _ = load_records(*order)
+        assert [r["metrics"]["top1"] for r in records] == [70.0]
+
+
+def test_scratch_and_pretrained_backbones_are_separate_rows(tmp_path):
+    scratch = [record("finetune", s, v) for s, v in enumerate([60.0, 62.0])]
+    for r in scratch:
+        r["spec"]["backbone"]["pretrained"] = False
+        r["run_id"] += "-scratch"
+    write(tmp_path, scratch + [record("finetune", s, v) for s, v in enumerate([88.0, 89.0])])
+    df = build_leaderboard(load_records(tmp_path)[0])
+    assert df[["pretrained", "n"]].values.tolist() == [["yes", 2], ["no", 2]]
+    assert df["top1_mean"].tolist() == pytest.approx([88.5, 61.0])
+    assert "| no " in render(df, "md")

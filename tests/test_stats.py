@@ -50,3 +50,35 @@ def test_format_mean_std():
     assert format_mean_std(88.2249, 0.3141) == "88.22 ± 0.31"
     assert format_mean_std(88.2, float("nan")) == "88.20"
     assert format_mean_std(float("nan"), 1.0) == "–"
+
+
+def test_no_values_is_all_nan_and_other_confidence_levels_use_their_t_quantile():
+    empty = mean_std_ci([])
+    assert empty.n == 0 and all(math.isnan(v) for v in (empty.mean, empty.std, empty.ci_low, empty.ci_high,
+                                                           empty.half_width))
+    values = [70.0, 72.5, 71.0]
+    s = mean_std_ci(values, confidence=0.90)
+    half = stats.t.ppf(0.95, df=2) * statistics.stdev(values) / math.sqrt(3)
+    assert s.half_width == pytest.approx(half) and s.ci_high == pytest.approx(statistics.mean(values) + half)
+
+
+def test_identical_deltas_keep_wilcoxon_and_a_zero_width_interval():
+    # every seed gains exactly one point: the t-test is undefined (scipy would say p = 0),
+    # we say NaN; Wilcoxon still answers, and equals scipy's on the same deltas
+    r = paired_difference([80.5, 81.0, 79.0], [81.5, 82.0, 80.0])
+    assert math.isnan(r.p_value) and math.isnan(r.t_stat)
+    assert (r.ci_low, r.ci_high) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert r.wilcoxon_p == pytest.approx(stats.wilcoxon([1.0, 1.0, 1.0]).pvalue)
+    zero = paired_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert zero.mean_delta == 0.0 and math.isnan(zero.p_value) and math.isnan(zero.wilcoxon_p)
+
+
+def test_a_pair_with_a_missing_side_is_dropped_whole():
+    a, b = [80.0, 81.5, float("nan"), 80.2], [81.0, 82.0, 99.0, 80.9]
+    r = paired_difference(a, b)
+    ref = stats.ttest_rel([81.0, 82.0, 80.9], [80.0, 81.5, 80.2])
+    assert r.n == 3 and r.p_value == pytest.approx(ref.pvalue)
+    assert r.mean_delta == pytest.approx(statistics.mean([1.0, 0.5, 0.7]))
+    d = [1.0, 0.5, 0.7]
+    half = stats.t.ppf(0.975, df=2) * statistics.stdev(d) / math.sqrt(3)
+    assert r.ci_low == pytest.approx(statistics.mean(d) - half)

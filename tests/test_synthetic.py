@@ -53,7 +53,8 @@ def test_cache_and_interrupted_generation(tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("fine", 1), ("coarse", 0), ("image_size", 8), ("difficulty", 1.5),
-                                          ("train_per_class", 0), ("fine", 64)])
+                                          ("train_per_class", 0), ("fine", 64), ("seed", -1),
+                                          ("difficulty", "0.5"), ("image_size", 32.0)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SyntheticConfig(**{field: value})
@@ -86,3 +87,11 @@ def test_metadata_has_the_documented_columns(tmp_path):
     root = materialize(SMALL, tmp_path)
     with open(root / "metadata.csv") as fh:
         assert next(csv.reader(fh)) == ["path", "split", "fine_label", "coarse_label", "x", "y", "w", "h"]
+
+
+def test_load_split_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metadata.csv"):
+        load_split(tmp_path, "train")
+    root = materialize(SMALL, tmp_path)
+    with pytest.raises(ValueError, match="'val'"):
+        load_split(root, "val")

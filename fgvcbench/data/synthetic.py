@@ -46,17 +46,21 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # types first, so a wrong type (e.g. a quoted YAML value) is a ValueError naming the field, not a TypeError
+        for field in ("coarse", "fine", "train_per_class", "test_per_class", "image_size", "seed"):
+            if isinstance(getattr(self, field), bool) or not isinstance(getattr(self, field), int):
+                raise ValueError(f"synthetic option {field} must be an integer, got {getattr(self, field)!r}")
+        if isinstance(self.difficulty, bool) or not isinstance(self.difficulty, (int, float)):
+            raise ValueError(f"synthetic option difficulty must be a number in [0, 1], got {self.difficulty!r}")
         checks = [("coarse", self.coarse >= 1, ">= 1"), ("fine", 2 <= self.fine <= 2 ** len(PARTS), "in [2, 32]"),
                   ("train_per_class", self.train_per_class >= 1, ">= 1"),
                   ("test_per_class", self.test_per_class >= 1, ">= 1"),
                   ("image_size", 16 <= self.image_size <= 512, "in [16, 512]"),
-                  ("difficulty", 0.0 <= self.difficulty <= 1.0, "in [0, 1]")]
+                  ("difficulty", 0.0 <= self.difficulty <= 1.0, "in [0, 1]"),
+                  ("seed", self.seed >= 0, ">= 0 (numpy seeds are non-negative)")]
         for field, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"synthetic option {field} must be {allowed}, got {getattr(self, field)!r}")
-        for field in ("coarse", "fine", "train_per_class", "test_per_class", "image_size", "seed"):
-            if isinstance(getattr(self, field), bool) or not isinstance(getattr(self, field), int):
-                raise ValueError(f"synthetic option {field} must be an integer, got {getattr(self, field)!r}")
 
     def fingerprint(self) -> str:
         payload = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
@@ -245,6 +249,8 @@ def materialize(config: SyntheticConfig, cache_dir: str | os.PathLike) -> Path:
 
 def load_split(root: str | os.PathLike, split: str) -> dict:
     """The rows of ``metadata.csv`` for one split, with absolute paths."""
+    if split not in ("train", "test"):     # an unknown split would otherwise read as an empty one
+        raise ValueError(f"synthetic split must be 'train' or 'test', got {split!r}")
     root = Path(root)
     meta = root / "metadata.csv"
     if not meta.is_file():

@@ -3,7 +3,11 @@
 A row is one dataset × backbone × method × variant *configuration*: runs that differ
 only in their seed. Runs that share the four names but differ in anything else (dataset
 options, weights, recipe, params, scale) are different rows, told apart by the ``config``
-column (a short hash of the spec without the seed) — never silently averaged together.
+column (a short hash of the spec without the seed, suite and data root — the same fields
+the run id hashes, so it is stable across machines) — never silently averaged together.
+Whether the backbone started from pretrained weights is its own ``pretrained`` column
+(yes / no / the weights file's name) rather than folded into the backbone name, so the
+backbone column stays a timm name that can be filtered and grouped on.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -28,24 +33,72 @@ COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "c
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
     """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id (the most
-    recently finished wins: the same run on two machines is one run). Unreadable files
-    become warnings."""
+    recently finished wins: the same run on two machines is one run).
+
+    A results folder is shared and merged by hand, so a bad file must not take the whole
+    leaderboard down: unparseable JSON and records without the fields a row needs become
+    warnings, and ``*.tmp`` files (half-written records) never match the pattern.
+    """
     by_id: dict[str, dict] = {}
     warnings: list[str] = []
     for d in results_dirs:
         for path in sorted(Path(d).rglob("runs/*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-                run_id = record["run_id"]
-                record["spec"]["method"]  # noqa: B018 — must exist
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError) as exc:
                 warnings.append(f"skipped unreadable record {path}: {exc.__class__.__name__}")
                 continue
-            old = by_id.get(run_id)
-            finished = lambda r: (r.get("provenance") or {}).get("finished") or ""  # noqa: E731
-            if old is None or finished(record) >= finished(old):
-                by_id[run_id] = record
+            problem = _invalid(record)
+            if problem:
+                warnings.append(f"skipped malformed record {path}: {problem}")
+                continue
+            old = by_id.get(record["run_id"])
+            if old is None or _finished(record) >= _finished(old):
+                by_id[record["run_id"]] = record
     return list(by_id.values()), warnings
+
+
+def _invalid(record: Any) -> str | None:
+    """Why ``record`` cannot become part of a row, or None. Checked here so that
+    ``build_leaderboard`` can index the fields without guarding every access."""
+    if not isinstance(record, dict):
+        return f"not an object ({type(record).__name__})"
+    if not isinstance(record.get("run_id"), str) or not record["run_id"]:
+        return "no run_id"
+    if not isinstance(record.get("status"), str):
+        return "no status"
+    spec = record.get("spec")
+    if not isinstance(spec, dict):
+        return "no spec"
+    for part in ("dataset", "backbone"):
+        if not isinstance(spec.get(part), dict) or not isinstance(spec[part].get("name"), str):
+            return f"no spec.{part}.name"
+    if not isinstance(spec.get("method"), str):
+        return "no spec.method"
+    for section in ("metrics", "cost", "provenance"):
+        if record.get(section) is not None and not isinstance(record[section], dict):
+            return f"{section} is not an object"
+    return None
+
+
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _finished(record: dict) -> datetime:
+    """``provenance.finished`` as an aware datetime, so machines writing different UTC
+    offsets compare by instant, not by string; naive stamps are taken as UTC, missing or
+    unparseable ones lose to any real one."""
+    stamp = (record.get("provenance") or {}).get("finished")
+    try:
+        when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return _EPOCH
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _seed_key(record: dict) -> tuple:
+    seed = record["spec"].get("seed")
+    return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
 def _config_key(spec: dict) -> str:
@@ -75,13 +128,17 @@ def _mean(values: list[float]) -> float:
 
 
 def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per configuration (see the module docstring), sorted by dataset, then
+    top-1 mean descending. Only ``status == "ok"`` runs feed the metrics; failed and
+    diverged runs are counted in ``failed`` so a group with only failures still shows
+    up (n = 0, NaN metrics) instead of vanishing."""
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(_config_key(r["spec"]), []).append(r)
     rows = []
     for config, recs in groups.items():
         spec = recs[0]["spec"]
-        ok = sorted((r for r in recs if r.get("status") == "ok"), key=lambda r: r["spec"].get("seed", 0))
+        ok = sorted((r for r in recs if r.get("status") == "ok"), key=_seed_key)
         top1 = mean_std_ci(_metric(ok, "top1"))
         rows.append({
             "dataset": spec["dataset"]["name"], "backbone": spec["backbone"]["name"],
@@ -107,12 +164,18 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
 
 
 def write_leaderboard_csv(df: pd.DataFrame, results_dir: str | os.PathLike) -> Path:
+    """``<results_dir>/leaderboard.csv``, written to a temp file in the same folder and
+    moved into place, so a reader (or a crash mid-write) never sees half a table."""
     path = Path(results_dir) / "leaderboard.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".leaderboard.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-        df.to_csv(fh, index=False, float_format="%.4f")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            df.to_csv(fh, index=False, float_format="%.4f")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -143,6 +206,8 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:
+    """``csv`` is the raw frame (for tools); ``md``/``github``/``latex`` are the human
+    table of ``human_table`` through tabulate's pipe/github/latex_booktabs."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -153,6 +218,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
 
 
 def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
+    """The ``md`` table as a ``rich.table.Table`` for the terminal (same headers, cells)."""
     from rich.table import Table
     headers, rows = human_table(df)
     table = Table(title=title)
