@@ -136,10 +136,7 @@ class RunContext:
         return result
 
     def evaluate(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> dict[str, float]:
-        from fgvcbench.engine.augment import BatchAugmenter
-        part = getattr(data, split)
-        aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
-        return accuracy_metrics(predict(model, part, aug, self.recipe, self.device), part.labels, data.num_classes)
+        return accuracy_metrics(self.predict(model, data, split), getattr(data, split).labels, data.num_classes)
 
     def augmenter(self, recipe: Recipe | None = None, seed_offset: int = 0):
         """The engine's batched augmentation for a custom training loop (uint8 batch in,
@@ -150,15 +147,11 @@ class RunContext:
 
     def predict(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
         """Logits of a split's test-time view."""
-        from fgvcbench.engine.augment import BatchAugmenter
-        aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
-        return predict(model, getattr(data, split), aug, self.recipe, self.device)
+        return predict(model, getattr(data, split), self.augmenter(), self.recipe, self.device)
 
     def features(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
         """Pooled backbone features (timm ``pre_logits``) of a split's test-time view."""
-        from fgvcbench.engine.augment import BatchAugmenter
-        aug = BatchAugmenter(self.recipe, self._mean, self._std, self.device, torch.Generator())
-        return predict(model, getattr(data, split), aug, self.recipe, self.device, pre_logits=True)
+        return predict(model, getattr(data, split), self.augmenter(), self.recipe, self.device, pre_logits=True)
 
     def stage(self, name: str, fn: Callable[[], Any], inputs: Mapping[str, Any] | None = None) -> Any:
         """Run ``fn`` once per (name, inputs): its result is cached in the output directory
