@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fgvcbench import __version__
 from fgvcbench.errors import UserError
+from fgvcbench.spec import dataset_label
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
@@ -100,7 +101,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             table.add_column(col)
         for spec, status in rows:
             style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow"}[status]
-            table.add_row(spec.run_id, spec.dataset["name"], spec.backbone["name"]
+            table.add_row(spec.run_id, dataset_label(spec.dataset), spec.backbone["name"]
                           + (" (pretrained)" if spec.backbone["pretrained"] else ""), spec.method, spec.variant,
                           str(spec.seed), str(spec.recipe["epochs"]), str(spec.recipe["image_size"]),
                           f"[{style}]{status}[/]")

@@ -78,7 +78,7 @@ class RunContext:
                 raise DataError(f"data root for {spec.name!r} not found: {root} — set `root:` in the suite, "
                                 f"--data-root or FGVCBENCH_DATA. Expected layout: {spec.layout or 'see the docs'}")
             request = DatasetRequest(root=root, options=dict(self.spec.dataset["options"]),
-                                     cache_dir=self.cache_dir / "datasets")
+                                     cache_dir=self.cache_dir / "datasets", datasets=self._registry.datasets)
             self._splits = spec.load(request)
         return self._splits
 
@@ -121,8 +121,11 @@ class RunContext:
         return recipe
 
     def fit(self, model: torch.nn.Module, data: TensorData, recipe: Recipe | None = None, *,
-            freeze_backbone: bool = False, phase: str | None = None) -> FitResult:
-        """Train with the shared engine; the epochs are added to this run's history."""
+            freeze_backbone: bool = False, phase: str | None = None, criterion=None,
+            output_fn=None) -> FitResult:
+        """Train with the shared engine; the epochs are added to this run's history.
+        ``criterion(output, labels)`` and ``output_fn(output) -> logits`` replace the
+        cross-entropy and the scored output (see :func:`fgvcbench.engine.train.fit`)."""
         def on_epoch(row: dict) -> None:
             row = dict(row, phase=phase) if phase else row
             self.history.append(row)
@@ -130,7 +133,7 @@ class RunContext:
                 self._on_epoch(row)
         result = fit(model, data, recipe or self.recipe, device=self.device, seed=self.seed,
                      mean=self._mean, std=self._std, freeze_backbone=freeze_backbone,
-                     on_epoch=on_epoch, on_batch=self._on_batch)
+                     on_epoch=on_epoch, on_batch=self._on_batch, criterion=criterion, output_fn=output_fn)
         self.train_seconds += result.train_seconds
         self.images_seen += result.images_seen
         return result
@@ -145,9 +148,11 @@ class RunContext:
         generator = torch.Generator().manual_seed(self.seed * 1000 + seed_offset)
         return BatchAugmenter(recipe or self.recipe, self._mean, self._std, self.device, generator)
 
-    def predict(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
+    def predict(self, model: torch.nn.Module, data: TensorData, split: str = "test",
+                output_fn=None) -> torch.Tensor:
         """Logits of a split's test-time view."""
-        return predict(model, getattr(data, split), self.augmenter(), self.recipe, self.device)
+        return predict(model, getattr(data, split), self.augmenter(), self.recipe, self.device,
+                       output_fn=output_fn)
 
     def features(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
         """Pooled backbone features (timm ``pre_logits``) of a split's test-time view."""

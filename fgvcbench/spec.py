@@ -50,3 +50,11 @@ class RunSpec:
     def label(self) -> str:
         variant = "" if self.variant == "default" else f"[{self.variant}]"
         return f"{self.dataset['name']} · {self.backbone['name']} · {self.method}{variant} · seed {self.seed}"
+
+
+def dataset_label(dataset: dict) -> str:
+    """How tables name a run's dataset: its name, and for a dataset *view* (a dataset whose
+    options name the dataset it is built ``of``) the base too, e.g. ``coarse(cub)``."""
+    name = str(dataset.get("name"))
+    of = (dataset.get("options") or {}).get("of") if isinstance(dataset.get("options"), dict) else None
+    return f"{name}({of})" if isinstance(of, str) and of else name

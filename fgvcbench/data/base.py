@@ -12,7 +12,10 @@ class ImageList:
     """Images of one split. ``labels`` index ``class_names``. Boxes are ``(x, y, w, h)``
     in pixels of the stored image; ``coarse_labels`` index ``coarse_names``.
     ``trim_bottom`` pixels are always cut from the bottom of every image before anything
-    else (FGVC-Aircraft's 20-px copyright banner, as its official protocol does)."""
+    else (FGVC-Aircraft's 20-px copyright banner, as its official protocol does).
+    ``meta`` holds further per-image columns (one value per image, e.g. a coarse view's
+    true ``fine_label`` or a noisy view's ``clean`` flag); ``info`` list-level facts
+    (e.g. ``fine_names``). Both must stay JSON-like."""
 
     paths: list[str]
     labels: list[int]
@@ -21,12 +24,14 @@ class ImageList:
     coarse_labels: list[int] | None = None
     coarse_names: list[str] | None = None
     trim_bottom: int = 0
+    meta: dict[str, list] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
         if len(self.labels) != n:
             raise ValueError(f"{n} paths but {len(self.labels)} labels")
-        for name, seq in (("boxes", self.boxes), ("coarse_labels", self.coarse_labels)):
+        for name, seq in (("boxes", self.boxes), ("coarse_labels", self.coarse_labels), *self.meta.items()):
             if seq is not None and len(seq) != n:
                 raise ValueError(f"{n} paths but {len(seq)} {name}")
 
@@ -37,7 +42,8 @@ class ImageList:
         pick = lambda seq: None if seq is None else [seq[i] for i in indices]  # noqa: E731
         return ImageList([self.paths[i] for i in indices], [self.labels[i] for i in indices],
                          self.class_names, pick(self.boxes), pick(self.coarse_labels),
-                         self.coarse_names, self.trim_bottom)
+                         self.coarse_names, self.trim_bottom,
+                         {k: pick(v) for k, v in self.meta.items()}, dict(self.info))
 
 
 @dataclass
@@ -61,6 +67,32 @@ class DatasetRequest:
     root: Path | None
     options: Mapping[str, Any]
     cache_dir: Path
+    # every registered dataset, so a view can load the dataset it is a view of
+    datasets: Mapping[str, "DatasetSpec"] = field(default_factory=dict)
+
+    def load_dataset(self, name: str, options: Mapping[str, Any] | None = None,
+                     root: Path | None = None) -> DatasetSplits:
+        """Load another registered dataset (what a dataset *view* builds on), its options
+        checked against its declared ones and filled with their defaults."""
+        from fgvcbench.errors import DataError
+        datasets = self.datasets
+        if not datasets:
+            from fgvcbench.plugins import get_registry
+            datasets = get_registry().datasets
+        spec = datasets.get(name)
+        if spec is None:
+            raise DataError(f"unknown dataset {name!r} — `fgvcbench plugins` lists them")
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(spec.options))
+        if unknown:
+            raise DataError(f"unknown option(s) {unknown} for dataset {name!r} — "
+                            f"its options: {', '.join(spec.options) or 'none'}")
+        if spec.needs_root and (root is None or not Path(root).is_dir()):
+            raise DataError(f"data root for {name!r} not found: {root} — give the view a `root:`; "
+                            f"expected layout: {spec.layout or 'see the docs'}")
+        return spec.load(DatasetRequest(root=Path(root) if root is not None else None,
+                                        options={**spec.options, **options},
+                                        cache_dir=self.cache_dir, datasets=datasets))
 
 
 @dataclass(frozen=True)

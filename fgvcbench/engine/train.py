@@ -78,8 +78,10 @@ def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]],
 
 @torch.no_grad()
 def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, recipe: Recipe,
-            device: torch.device, pre_logits: bool = False) -> torch.Tensor:
-    """Logits (or pooled features with ``pre_logits``) of a split's test-time view."""
+            device: torch.device, pre_logits: bool = False,
+            output_fn: Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
+    """Logits (or pooled features with ``pre_logits``) of a split's test-time view.
+    ``output_fn`` maps a model's raw output to the logits that count (a multi-head model)."""
     model.eval()
     out = []
     autocast = device.type == "cuda" and recipe.amp
@@ -92,6 +94,8 @@ def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, rec
                 y = model.forward_head(model.forward_features(x), pre_logits=True)
             else:
                 y = model(x)
+                if output_fn is not None:
+                    y = output_fn(y)
         out.append(y.float().cpu())
     if not out:
         return torch.empty(0)
@@ -193,8 +197,19 @@ def _resident(split: TensorSplit, device: torch.device) -> TensorSplit:
 def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.device, seed: int,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, freeze_backbone: bool = False,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
-        on_batch: Callable[[int, int], None] | None = None) -> FitResult:
-    """Train ``model`` on ``data.train``; select the epoch on ``data.val``; test on ``data.test``."""
+        on_batch: Callable[[int, int], None] | None = None,
+        criterion: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
+        output_fn: Callable[[Any], torch.Tensor] | None = None) -> FitResult:
+    """Train ``model`` on ``data.train``; select the epoch on ``data.val``; test on ``data.test``.
+
+    A method with its own objective passes ``criterion(output, labels) -> loss`` (the
+    training labels may then be any per-image tensor, e.g. ``[N, 2]`` coarse + fine) and
+    ``output_fn(output) -> logits`` for what validation and test score."""
+    if criterion is not None and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0):
+        raise ValueError("mixup/cutmix cannot be combined with a method's own criterion")
+    if criterion is not None and recipe.pipeline == "classic":
+        raise ValueError("pipeline: classic reads the dataset's own labels; a method's own criterion "
+                         "needs pipeline: fast")
     generator = seed_everything(seed)
     train_split = _resident(data.train, device)
     model.to(device)
@@ -237,7 +252,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     def logits_of(net: nn.Module, split: str) -> torch.Tensor:
         if loaders is not None:
             return predict_loader(net, loaders[split], recipe, device)
-        return predict(net, getattr(data, split), augmenter, recipe, device)
+        return predict(net, getattr(data, split), augmenter, recipe, device, output_fn=output_fn)
 
     history: list[dict[str, Any]] = []
     best_val, best_epoch, best_state = -1.0, 0, None
@@ -258,6 +273,8 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                     x, soft = mix_batch(x, y, data.num_classes, recipe, generator)
                     logits = train_model(x)
                     loss = F.cross_entropy(logits.float(), soft, label_smoothing=recipe.label_smoothing)
+                elif criterion is not None:
+                    loss = criterion(train_model(x), y)
                 else:
                     logits = train_model(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from fgvcbench.report.stats import format_mean_std, mean_std_ci
+from fgvcbench.spec import dataset_label
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
 COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "n", "seeds",
@@ -141,7 +142,7 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
         ok = sorted((r for r in recs if r.get("status") == "ok"), key=_seed_key)
         top1 = mean_std_ci(_metric(ok, "top1"))
         rows.append({
-            "dataset": spec["dataset"]["name"], "backbone": spec["backbone"]["name"],
+            "dataset": dataset_label(spec["dataset"]), "backbone": spec["backbone"]["name"],
             "pretrained": _pretrained_label(spec["backbone"].get("pretrained")),
             "method": spec["method"], "variant": spec.get("variant", "default"), "scale": spec.get("scale", ""),
             "config": config, "n": len(ok), "seeds": ",".join(str(r["spec"].get("seed")) for r in ok),

@@ -12,15 +12,16 @@ downloading), plus the embedded ``synthetic`` generator.
 | ``dogs`` | Stanford Dogs ``lists/*.mat``, ``Annotation/`` | – |
 | ``dtd`` | ``labels/{train,val,test}<k>.txt`` | – |
 | ``pets`` | Oxford-IIIT Pets ``annotations/*.txt`` | species |
+| ``coarse`` | a view of any of the above | – (its labels *are* the coarse level) |
 """
 
 from __future__ import annotations
 
 from fgvcbench.api import hookimpl
 
-from . import aircraft, cars, cub, dogs, dtd, flowers, folder, pets, synthetic
+from . import aircraft, cars, cub, dogs, dtd, flowers, folder, pets, synthetic, views
 
 
 @hookimpl
 def fgvcbench_datasets():
-    return [m.SPEC for m in (synthetic, folder, cub, cars, aircraft, flowers, dogs, dtd, pets)]
+    return [m.SPEC for m in (synthetic, folder, cub, cars, aircraft, flowers, dogs, dtd, pets)] + [views.COARSE]

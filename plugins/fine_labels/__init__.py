@@ -1,0 +1,281 @@
+"""Fine-label discovery — does pre-training on fine labels found by clustering beat
+training on the coarse labels directly? (seed: Jackpepito/Improving-classification-by-
+fine-grained-labels; what its *code* does is the default.)
+
+1. Train a classifier on the coarse labels (a cached stage: it is also the ``coarse_only``
+   baseline, and every variant of a suite shares it).
+2. Uncertainty filter: each training image passes 5 times through random flips
+   (horizontal p 0.8, vertical p 0.3), softmaxes averaged; U = 1 − p̂max when the
+   prediction is the coarse label, else 1 + p̂max; per coarse class keep the 90 % with the
+   lowest U. Removed images take no fine label.
+3. Per coarse class, on the coarse model's pooled features of the kept images:
+   UMAP(n_neighbors 30, min_dist 0, 4 components, random_state 42) → HDBSCAN with soft
+   membership; fine label = argmax membership (noise points get a cluster too); ids offset
+   per coarse class into one fine label space. ``min_cluster_size: auto`` scales with the
+   class: 4 % of its kept images, at least 5 (the seed's 100 was 4 % of a CIFAR-100
+   superclass); an integer fixes it.
+4. ``two_stage`` (default, the code): a fresh ImageNet-initialised model trains on the fine
+   pseudo-labels (kept images, no selection: there is no labelled validation set for
+   pseudo-labels), then its head is replaced by a coarse head and everything fine-tunes
+   on the coarse labels of the full training set. ``stacked`` (the README's diagrams): a
+   coarse linear layer is stacked on the fine head instead of replacing it.
+   ``multi_head_0.1`` / ``multi_head_0.9``: one fresh trunk, a coarse and a fine head, loss
+   α·CE_coarse + (1−α)·CE_fine on the pseudo-labelled (kept) images, as the code's
+   pseudo-label loader; selected on coarse validation accuracy.
+
+Beyond the seed, the record scores the clusters against the true fine classes of the
+coarse view (NMI, ARI per coarse class and over all kept images, clusters found vs
+true), the share of images the filter removed, and the coarse model's error rate among
+removed and kept images; ``umap_<class>.png`` in the run's artifacts shows the embedding
+of the coarse class with the most true fine classes, coloured by found cluster and by
+true class. Use it on a ``coarse`` dataset view (``plugins/datasets/views.py``); on a
+dataset without true fine labels the recovery columns are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fgvcbench.api import DataError, Method, RunContext, TensorSplit, UserError, hookimpl
+
+from .discovery import (cluster_features, filter_purity, flip_passes_probs, global_fine_labels, keep_most_certain,
+                        recovery_scores, uncertainty)
+
+STRATEGIES = ("coarse_only", "two_stage", "stacked", "multi_head")
+
+
+class Stacked(nn.Module):
+    """The fine model with a coarse linear layer on top of its fine logits."""
+
+    def __init__(self, fine_model: nn.Module, n_fine: int, n_coarse: int):
+        super().__init__()
+        self.fine_model = fine_model
+        self.coarse = nn.Linear(n_fine, n_coarse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.coarse(self.fine_model(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.coarse
+
+
+class MultiHead(nn.Module):
+    """One trunk, two heads: the backbone's own (coarse) classifier and a fine one."""
+
+    def __init__(self, backbone: nn.Module, n_fine: int):
+        super().__init__()
+        self.backbone = backbone
+        self.fine = nn.Linear(backbone.num_features, n_fine)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True)
+        return self.backbone.get_classifier()(pooled), self.fine(pooled)
+
+    def get_classifier(self) -> nn.Module:
+        return self.backbone.get_classifier()
+
+
+def _state(model: nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def _with_train(data, images: torch.Tensor, labels: torch.Tensor, index: list[int], keep_eval: bool):
+    """``data`` with another training set; without ``keep_eval`` no validation or test
+    (a pseudo-label phase has nothing to be scored against)."""
+    empty = TensorSplit(images[:0], labels[:0] if labels.ndim == 1 else labels[:0, 0], [])
+    return dataclasses.replace(data, train=TensorSplit(images, labels, index),
+                               val=data.val if keep_eval else empty, test=data.test if keep_eval else empty)
+
+
+@torch.no_grad()
+def _filter_probs(ctx: RunContext, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    p = ctx.params
+    model.to(ctx.device).eval()
+    augment = ctx.augmenter(seed_offset=7)
+    generator = torch.Generator().manual_seed(ctx.seed * 1000 + 7)
+    autocast = ctx.device.type == "cuda" and ctx.recipe.amp
+    out = []
+    for start in range(0, len(images), ctx.recipe.eval_batch_size):
+        x = augment.eval(images[start:start + ctx.recipe.eval_batch_size])
+
+        def forward(batch):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                return model(batch)
+        out.append(flip_passes_probs(forward, x, p["n_aug"], p["flip_h"], p["flip_v"], generator).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def run_fine_labels(ctx: RunContext) -> dict:
+    p = ctx.params
+    strategy = p["strategy"]
+    if strategy not in STRATEGIES:
+        raise UserError(f"fine_labels strategy: {strategy!r} — use one of {', '.join(STRATEGIES)}")
+    if not (isinstance(p["min_cluster_size"], int) and p["min_cluster_size"] >= 2) and p["min_cluster_size"] != "auto":
+        raise UserError(f"fine_labels min_cluster_size: {p['min_cluster_size']!r} — use auto or an integer >= 2")
+    data = ctx.load_data()
+    base = {"dataset": ctx.spec.dataset, "backbone": ctx.spec.backbone, "recipe": ctx.recipe.to_dict(),
+            "seed": ctx.seed}
+
+    # 1. the coarse classifier (= the coarse-only baseline)
+    def coarse_stage():
+        model = ctx.create_model(data.num_classes)
+        result = ctx.fit(model, data, phase="coarse")
+        return {"state_dict": _state(result.model), "metrics": result.metrics}
+    coarse = ctx.stage("fine_labels_coarse", coarse_stage, base)
+    metrics = {"coarse_only_top1": coarse["metrics"]["top1"]}
+    if strategy == "coarse_only":
+        return {**coarse["metrics"], **metrics}
+    coarse_model = ctx.create_model(data.num_classes)
+    coarse_model.load_state_dict(coarse["state_dict"])
+
+    # 2–3. filter, cluster, map
+    discovery_inputs = {**base, **{k: p[k] for k in ("n_aug", "flip_h", "flip_v", "keep_percent", "umap_neighbors",
+                                                     "umap_min_dist", "umap_components", "umap_seed",
+                                                     "min_cluster_size", "cluster_backend")}}
+
+    def discover():
+        train = data.train
+        coarse_labels = train.labels
+        probs = _filter_probs(ctx, coarse_model, train.images)
+        u = uncertainty(probs, coarse_labels)
+        keep = keep_most_certain(u, coarse_labels, p["keep_percent"])
+        feats = ctx.features(coarse_model, data, "train").numpy()
+        per_class, embeddings, sizes, backends = {}, {}, {}, set()
+        for c in range(data.num_classes):
+            rows = torch.nonzero((coarse_labels == c) & keep).flatten().numpy()
+            if not len(rows):
+                continue
+            out = cluster_features(feats[rows], n_neighbors=p["umap_neighbors"], min_dist=p["umap_min_dist"],
+                                   n_components=p["umap_components"], random_state=p["umap_seed"],
+                                   min_cluster_size=p["min_cluster_size"], backend=p["cluster_backend"])
+            per_class[c] = out["labels"]
+            sizes[c] = out["min_cluster_size"]
+            backends.add(out["backend"])
+            if out["embedding"] is not None:
+                embeddings[c] = torch.from_numpy(out["embedding"])
+        fine = global_fine_labels(coarse_labels.numpy(), keep.numpy(), per_class)
+        return {"fine": torch.from_numpy(fine), "keep": keep, "uncertainty": u,
+                "correct": probs.argmax(1) == coarse_labels, "embeddings": embeddings,
+                "min_cluster_size": sizes, "backends": sorted(backends)}
+    found = ctx.stage("fine_labels_discovery", discover, discovery_inputs)
+    fine, keep = found["fine"], found["keep"]
+    n_fine = int(fine.max()) + 1 if len(fine) and int(fine.max()) >= 0 else 0
+    if n_fine < 1:
+        raise DataError("fine_labels: no image kept after the uncertainty filter — raise keep_percent")
+    metrics.update({"fine_pseudo_classes": n_fine, **filter_purity(keep.numpy(), found["correct"].numpy())})
+    ctx.notes.update({"min_cluster_size": {str(k): v for k, v in found["min_cluster_size"].items()},
+                      "cluster_backends": found["backends"]})
+    truth = _true_fine(data)
+    if truth is not None:
+        metrics.update(recovery_scores(data.train.labels.numpy(), keep.numpy(), fine.numpy(), truth))
+        _plot(ctx, data, found, truth)
+    else:
+        metrics["filtered_share"] = 100 * float(1 - keep.float().mean())
+
+    kept = torch.nonzero(keep).flatten()
+    kept_images, kept_index = data.train.images[kept], [data.train.index[i] for i in kept.tolist()]
+
+    # 4. train with the pseudo-labels
+    if strategy in ("two_stage", "stacked"):
+        def fine_stage():
+            model = ctx.create_model(n_fine)
+            ctx.fit(model, _with_train(data, kept_images, fine[kept], kept_index, keep_eval=False), phase="fine")
+            return {"state_dict": _state(model)}
+        fine_model = ctx.create_model(n_fine)
+        fine_model.load_state_dict(ctx.stage("fine_labels_fine", fine_stage,
+                                             {**discovery_inputs, "n_fine": n_fine})["state_dict"])
+        if strategy == "two_stage":
+            fine_model.reset_classifier(data.num_classes)  # the code: replace the head
+            model = fine_model
+        else:
+            torch.manual_seed(ctx.seed)
+            model = Stacked(fine_model, n_fine, data.num_classes)
+        result = ctx.fit(model, data, phase="coarse_finetune")
+    else:
+        alpha = p["alpha"]
+        torch.manual_seed(ctx.seed)
+        model = MultiHead(ctx.create_model(data.num_classes), n_fine)
+        smoothing = ctx.recipe.label_smoothing
+
+        def criterion(out, y):
+            coarse_logits, fine_logits = out
+            return (alpha * F.cross_entropy(coarse_logits.float(), y[:, 0], label_smoothing=smoothing)
+                    + (1 - alpha) * F.cross_entropy(fine_logits.float(), y[:, 1], ignore_index=-1,
+                                                    label_smoothing=smoothing))
+        if p["multi_head_images"] == "kept":
+            train = _with_train(data, kept_images, torch.stack([data.train.labels[kept], fine[kept]], 1),
+                                kept_index, keep_eval=True)
+        elif p["multi_head_images"] == "all":  # removed images: coarse loss only
+            train = _with_train(data, data.train.images, torch.stack([data.train.labels, fine], 1),
+                                data.train.index, keep_eval=True)
+        else:
+            raise UserError(f"fine_labels multi_head_images: {p['multi_head_images']!r} — use kept or all")
+        result = ctx.fit(model, train, criterion=criterion, output_fn=lambda out: out[0], phase="multi_head")
+    metrics.update(result.metrics)
+    metrics["delta_vs_coarse_only"] = result.metrics["top1"] - coarse["metrics"]["top1"]
+    return metrics
+
+
+def _true_fine(data) -> np.ndarray | None:
+    meta = data.source.train.meta if data.source is not None else {}
+    if "fine_label" not in meta:
+        return None
+    return np.asarray([meta["fine_label"][i] for i in data.train.index])
+
+
+def _plot(ctx: RunContext, data, found: dict, truth: np.ndarray) -> None:
+    """UMAP of the coarse class with the most true fine classes: found vs true."""
+    keep, fine = found["keep"].numpy(), found["fine"].numpy()
+    coarse = data.train.labels.numpy()
+    best, best_k = None, 0
+    for c, emb in found["embeddings"].items():
+        k = len(np.unique(truth[(coarse == c) & keep]))
+        if k > best_k:
+            best, best_k = c, k
+    if best is None:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = (coarse == best) & keep
+    emb = found["embeddings"][best].numpy()
+    names = data.source.train.info.get("fine_names")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, colour, title in ((axes[0], fine[rows], "found cluster"), (axes[1], truth[rows], "true fine class")):
+        ax.scatter(emb[:, 0], emb[:, 1], c=colour, cmap="tab10" if len(np.unique(colour)) <= 10 else "tab20",
+                   s=12, alpha=0.85, linewidths=0)
+        ax.set_title(f"{data.class_names[best]}: coloured by {title} ({len(np.unique(colour))})")
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+    if names:
+        present = sorted(np.unique(truth[rows]).tolist())
+        axes[1].text(0.01, 0.01, "\n".join(names[i] for i in present[:8]), transform=axes[1].transAxes,
+                     fontsize=7, va="bottom")
+    fig.tight_layout()
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in data.class_names[best])
+    fig.savefig(ctx.artifact_dir / f"umap_{safe}.png", dpi=110)
+    plt.close(fig)
+
+
+FINE_LABELS = Method(
+    name="fine_labels",
+    run=run_fine_labels,
+    description="fine labels discovered by UMAP+HDBSCAN on a coarse task: two-stage / stacked / multi-head",
+    params={"strategy": "two_stage", "alpha": 0.5, "n_aug": 5, "flip_h": 0.8, "flip_v": 0.3, "keep_percent": 90,
+            "umap_neighbors": 30, "umap_min_dist": 0.0, "umap_components": 4, "umap_seed": 42,
+            "min_cluster_size": "auto", "cluster_backend": "auto", "multi_head_images": "kept"},
+    variants={"default": {}, "two_stage": {}, "stacked": {"strategy": "stacked"},
+              "multi_head_0.1": {"strategy": "multi_head", "alpha": 0.1},
+              "multi_head_0.9": {"strategy": "multi_head", "alpha": 0.9},
+              "coarse_only": {"strategy": "coarse_only"}},
+)
+
+
+@hookimpl
+def fgvcbench_methods():
+    return [FINE_LABELS]
