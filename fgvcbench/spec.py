@@ -54,7 +54,16 @@ class RunSpec:
 
 def dataset_label(dataset: dict) -> str:
     """How tables name a run's dataset: its name, and for a dataset *view* (a dataset whose
-    options name the dataset it is built ``of``) the base too, e.g. ``coarse(cub)``."""
+    options name the dataset it is built ``of``) the base too, with the base's level and
+    the view's noise rate where set — e.g. ``coarse(cub)``, ``coarse(aircraft/family)``,
+    ``weak_shot(cub, ρ=0.2)``."""
     name = str(dataset.get("name"))
-    of = (dataset.get("options") or {}).get("of") if isinstance(dataset.get("options"), dict) else None
-    return f"{name}({of})" if isinstance(of, str) and of else name
+    options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
+    of = options.get("of")
+    if not isinstance(of, str) or not of:
+        return name
+    level = (options.get("of_options") or {}).get("level") if isinstance(options.get("of_options"), dict) else None
+    label = f"{of}/{level}" if isinstance(level, str) else of
+    if isinstance(options.get("noise_rate"), (int, float)) and not isinstance(options.get("noise_rate"), bool):
+        label += f", ρ={options['noise_rate']:g}"
+    return f"{name}({label})"

@@ -204,7 +204,8 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
 
     A method with its own objective passes ``criterion(output, labels) -> loss`` (the
     training labels may then be any per-image tensor, e.g. ``[N, 2]`` coarse + fine) and
-    ``output_fn(output) -> logits`` for what validation and test score."""
+    ``output_fn(output) -> logits`` for what validation and test score. A criterion with a
+    ``set_epoch(epoch)`` method is told each epoch's number (1-based) before it starts."""
     if criterion is not None and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0):
         raise ValueError("mixup/cutmix cannot be combined with a method's own criterion")
     if criterion is not None and recipe.pipeline == "classic":
@@ -259,6 +260,8 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     train_seconds, images_seen, step = 0.0, 0, 0
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
     for epoch in range(1, recipe.epochs + 1):
+        if criterion is not None and hasattr(criterion, "set_epoch"):
+            criterion.set_epoch(epoch)  # an objective that changes by epoch (e.g. alternating terms)
         model.train()
         if freeze_backbone:
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference

@@ -1,0 +1,204 @@
+"""The ``weak_shot`` dataset view: base classes with clean labels, novel classes with
+noisy ("web") training data — simulated, seeded and documented, since web data cannot be
+downloaded here.
+
+- Base / novel classes: ``novel`` names a class-list file (one class name per line, e.g.
+  the CUB split of Xian et al. in ``splits/cub_weakshot/testclasses.txt``; a relative path
+  is taken from the view's root), or a list of class names; without it,
+  ``novel_fraction`` of the classes are drawn with ``split_seed``.
+- Noise: in every novel class's training set, ``round(ρ·n)`` images (``noise_rate`` ρ) are
+  replaced — ``ood_share`` of them by out-of-distribution images (``ood_source:
+  synthetic``, the embedded generator, or a folder of images), the rest by training
+  images of *other* classes (base or novel), all keeping the novel class's label. Which
+  images are replaced, and by what, depends on ``noise_seed`` only.
+- ``web_root``: users with real web data point the view at ``web_root/<class name>/*``;
+  those images then are the novel classes' training sets (their clean flag is unknown).
+
+Labels: novel classes first (0..K−1, in the base dataset's order), then base classes.
+The test split holds the novel classes' test images only (the weak-shot protocol).
+Per-image meta: ``novel`` (bool), ``clean`` (bool, or None when unknown) and
+``noise`` (``clean``, ``other_class``, ``ood`` or ``web``); ``info`` has ``num_novel``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
+from fgvcbench.api import SyntheticConfig, load_synthetic_split, materialize_synthetic
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def _novel_classes(names: list[str], o: dict, root: Path | None) -> list[str]:
+    novel = o["novel"]
+    if novel is None:
+        frac = o["novel_fraction"]
+        if not isinstance(frac, (int, float)) or not 0 < frac < 1:
+            raise DataError(f"weak_shot novel_fraction: {frac!r} — use a number in (0, 1)")
+        k = max(1, min(len(names) - 1, int(round(frac * len(names)))))
+        pick = np.random.default_rng(o["split_seed"]).choice(len(names), size=k, replace=False)
+        return [names[i] for i in sorted(pick)]
+    if isinstance(novel, str):
+        path = Path(novel).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        try:
+            listed = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError:
+            raise DataError(f"weak_shot novel class list not found: {path} — give a file with one class name "
+                            f"per line (a relative path is taken from the view's root)") from None
+    elif isinstance(novel, list) and all(isinstance(n, str) for n in novel):
+        listed = novel
+    else:
+        raise DataError("weak_shot novel: give a class-list file path or a list of class names")
+    known = set(names)
+    present = [n for n in listed if n in known]  # a split list may cover classes this copy lacks
+    if not present:
+        raise DataError(f"weak_shot: none of the {len(listed)} novel classes listed is in the dataset "
+                        f"(e.g. {listed[:2]}; the dataset has e.g. {names[:2]})")
+    if len(present) == len(names):
+        raise DataError("weak_shot: every class is novel — at least one base class is needed")
+    return [n for n in names if n in set(present)]
+
+
+def _ood_paths(o: dict, count: int, cache_dir: Path, root: Path | None) -> list[str]:
+    if count <= 0:
+        return []
+    source = o["ood_source"]
+    if source == "synthetic":
+        per_class = math.ceil(count / 16) + 1
+        config = SyntheticConfig(coarse=4, fine=4, train_per_class=per_class, test_per_class=1,
+                                 seed=1000 + int(o["noise_seed"]))
+        paths = load_synthetic_split(materialize_synthetic(config, cache_dir), "train")["paths"]
+    else:
+        folder = Path(source).expanduser()
+        if not folder.is_absolute() and root is not None:
+            folder = root / folder
+        if not folder.is_dir():
+            raise DataError(f"weak_shot ood_source: {folder} is not a folder — use synthetic or a folder of images")
+        paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise DataError(f"weak_shot ood_source: no images under {folder}")
+    rng = np.random.default_rng(int(o["noise_seed"]) + 17)
+    return [paths[i] for i in rng.choice(len(paths), size=count, replace=len(paths) < count)]
+
+
+def simulate_noise(train: ImageList, novel: list[int], rate: float, ood_share: float, seed: int,
+                   ood_paths_for) -> tuple[list[str], list[int], list[str], list]:
+    """The novel classes' noisy training lists: per novel class, ``round(rate·n)`` of its
+    images are replaced (``round(ood_share·m)`` by OOD images, the rest by other classes'
+    images). Returns paths, labels (the novel class), noise kinds and boxes (an OOD image
+    has none)."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(train.labels):
+        by_class.setdefault(label, []).append(i)
+    plan, ood_needed = [], 0
+    for c in novel:
+        rows = by_class.get(c, [])
+        m = int(round(rate * len(rows)))
+        replaced = set(rng.choice(len(rows), size=m, replace=False).tolist()) if m else set()
+        n_ood = int(round(ood_share * m))
+        kinds = {}
+        for k, pos in enumerate(sorted(replaced)):
+            kinds[pos] = "ood" if k < n_ood else "other_class"
+        plan.append((c, rows, kinds))
+        ood_needed += n_ood
+    ood = iter(ood_paths_for(ood_needed))
+    paths, labels, noise, boxes = [], [], [], []
+    for c, rows, kinds in plan:
+        others = [i for i, label in enumerate(train.labels) if label != c]
+        for pos, i in enumerate(rows):
+            kind = kinds.get(pos, "clean")
+            if kind == "clean":
+                paths.append(train.paths[i])
+                boxes.append(train.boxes[i] if train.boxes is not None else None)
+            elif kind == "ood":
+                paths.append(next(ood))
+                boxes.append(None)
+            else:
+                j = others[int(rng.integers(len(others)))]
+                paths.append(train.paths[j])
+                boxes.append(train.boxes[j] if train.boxes is not None else None)
+            labels.append(c)
+            noise.append(kind)
+    return paths, labels, noise, boxes
+
+
+def _web_images(web_root: Path, novel_names: list[str]) -> tuple[list[str], list[int]]:
+    paths, labels = [], []
+    for k, name in enumerate(novel_names):
+        folder = web_root / name
+        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            raise DataError(f"weak_shot web_root: no images in {folder} — expected {web_root}/<novel class>/*.jpg")
+        paths += [str(p) for p in files]
+        labels += [k] * len(files)
+    return paths, labels
+
+
+def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
+    o = dict(request.options)
+    for key, lo, hi in (("noise_rate", 0.0, 1.0), ("ood_share", 0.0, 1.0)):
+        if isinstance(o[key], bool) or not isinstance(o[key], (int, float)) or not lo <= o[key] <= hi:
+            raise DataError(f"weak_shot {key}: {o[key]!r} — use a number in [{lo}, {hi}]")
+    for key in ("noise_seed", "split_seed"):
+        if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 0:
+            raise DataError(f"weak_shot {key}: {o[key]!r} — use a non-negative integer")
+    if not isinstance(o["of_options"], dict):
+        raise DataError("weak_shot of_options must be a mapping of the base dataset's options")
+    base = request.load_dataset(o["of"], o["of_options"], request.root)
+    train, test = base.train, base.test
+    if base.val is not None:  # an official validation split joins train; the core carves its own
+        train = ImageList(train.paths + base.val.paths, train.labels + base.val.labels, train.class_names,
+                          train.boxes + base.val.boxes if train.boxes and base.val.boxes else None,
+                          trim_bottom=train.trim_bottom)
+    names = list(train.class_names)
+    novel_names = _novel_classes(names, o, request.root)
+    novel_ids = [names.index(n) for n in novel_names]
+    base_ids = [i for i in range(len(names)) if i not in set(novel_ids)]
+    new_id = {old: k for k, old in enumerate(novel_ids + base_ids)}
+    order = novel_names + [names[i] for i in base_ids]
+
+    if o["web_root"]:
+        web = Path(o["web_root"]).expanduser()
+        web = web if web.is_absolute() or request.root is None else request.root / web
+        n_paths, n_labels = _web_images(web, novel_names)
+        n_noise, n_boxes = ["web"] * len(n_paths), [None] * len(n_paths)
+        n_labels = [novel_ids[k] for k in n_labels]
+    else:
+        n_paths, n_labels, n_noise, n_boxes = simulate_noise(
+            train, novel_ids, float(o["noise_rate"]), float(o["ood_share"]), o["noise_seed"],
+            lambda count: _ood_paths(o, count, request.cache_dir, request.root))
+    base_rows = [i for i, label in enumerate(train.labels) if label in set(base_ids)]
+    paths = n_paths + [train.paths[i] for i in base_rows]
+    labels = [new_id[c] for c in n_labels] + [new_id[train.labels[i]] for i in base_rows]
+    noise = n_noise + ["clean"] * len(base_rows)
+    use_boxes = base.crop_to_boxes and train.boxes is not None
+    boxes = None
+    if use_boxes:  # replaced images have no box of their own: the whole image is its "box"
+        boxes = [b if b is not None else (0.0, 0.0, 1e9, 1e9) for b in n_boxes] + [train.boxes[i] for i in base_rows]
+    info = {"num_novel": len(novel_ids), "view_of": o["of"], "novel_classes": novel_names}
+    train_view = ImageList(paths, labels, order, boxes=boxes, trim_bottom=train.trim_bottom,
+                           meta={"novel": [lab < len(novel_ids) for lab in labels],
+                                 "clean": [None if k == "web" else k == "clean" for k in noise], "noise": noise},
+                           info=info)
+    test_rows = [i for i, label in enumerate(test.labels) if label in set(novel_ids)]
+    test_view = ImageList([test.paths[i] for i in test_rows], [new_id[test.labels[i]] for i in test_rows], order,
+                          boxes=[test.boxes[i] for i in test_rows] if use_boxes and test.boxes else None,
+                          trim_bottom=test.trim_bottom,
+                          meta={"novel": [True] * len(test_rows), "clean": [True] * len(test_rows),
+                                "noise": ["clean"] * len(test_rows)}, info=info)
+    return DatasetSplits(train=train_view, test=test_view, crop_to_boxes=use_boxes)
+
+
+WEAK_SHOT = DatasetSpec(
+    name="weak_shot", load=load_weak_shot, needs_root=False,
+    description="view: clean base classes + novel classes with simulated (or real web) noisy training data",
+    layout="the layout of the dataset named by `of`; give its folder as the view's `root:`",
+    options={"of": "synthetic", "of_options": {}, "novel": None, "novel_fraction": 0.25, "split_seed": 0,
+             "noise_rate": 0.3, "ood_share": 0.5, "ood_source": "synthetic", "noise_seed": 0, "web_root": None})

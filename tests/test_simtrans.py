@@ -1,0 +1,250 @@
+"""SimTrans: pair construction, the weighting formula, g(a) and the graph term, pair F1,
+the class batches, the noise simulator and the weak_shot view, the loss's alternating
+epochs, and every variant end to end at smoke scale."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from fgvcbench.api import DataError, DatasetRequest, ImageList
+from fgvcbench.cli import app
+from fgvcbench.plugins import get_registry
+from fgvcbench_plugins.simtrans import SimTransLoss
+from fgvcbench_plugins.simtrans.data import simulate_noise
+from fgvcbench_plugins.simtrans.simnet import (RelationHead, all_pairs, class_batch, g, graph_loss, pair_f1,
+                                               pair_targets, sample_weights)
+
+from conftest import SHARED_DATA, write_suite
+
+
+def test_all_ordered_pairs_with_self_pairs_in_row_major_order():
+    f = torch.tensor([[1.0], [2.0], [3.0]])
+    pairs = all_pairs(f)
+    assert pairs.shape == (9, 2)
+    assert pairs.tolist() == [[a, b] for a in (1.0, 2.0, 3.0) for b in (1.0, 2.0, 3.0)]
+    assert pair_targets(torch.tensor([0, 1, 0])).tolist() == [1, 0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_relation_head_layers_follow_the_paper():
+    head = RelationHead(8)
+    logits, r = head(torch.randn(6, 16))
+    assert logits.shape == (6, 2) and r.shape == (6, 2048)
+    widths = [m.out_features for m in head.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [4096, 2048, 2048, 2]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules()) == 3
+
+
+def test_sample_weights_average_rows_and_columns_within_a_class_and_normalise():
+    s = torch.tensor([[1.0, 0.8, 0.2, 0.9],
+                      [0.6, 1.0, 0.1, 0.9],
+                      [0.0, 0.4, 1.0, 0.9],
+                      [0.9, 0.9, 0.9, 1.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    w = sample_weights(s, labels)
+    raw = [0.5 * ((1.0 + 0.8 + 0.2) / 3 + (1.0 + 0.6 + 0.0) / 3),
+           0.5 * ((0.6 + 1.0 + 0.1) / 3 + (0.8 + 1.0 + 0.4) / 3),
+           0.5 * ((0.0 + 0.4 + 1.0) / 3 + (0.2 + 0.1 + 1.0) / 3)]
+    mean = sum(raw) / 3
+    assert torch.allclose(w[:3], torch.tensor([r / mean for r in raw]))
+    assert w[3] == pytest.approx(1.0)                 # a class of one: its own mean
+    assert w[:3].mean() == pytest.approx(1.0) and w[2] < w[0]   # the outlier weighs least
+
+
+def test_g_and_the_graph_term():
+    assert float(g(torch.tensor(0.0))) == pytest.approx(0.0)
+    assert float(g(torch.tensor(1.0))) == pytest.approx(1.0)
+    assert float(g(torch.tensor(0.5))) == pytest.approx((math.exp(-2) - 1) / (math.exp(-4) - 1))
+    assert float(g(torch.tensor(0.5))) > 0.5            # μ < 0: concave, mid similarities count early
+    z = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    a = torch.tensor([[1.0, 0.5, 0.0], [0.2, 1.0, 1.0], [0.0, 0.3, 1.0]])
+    expected = sum(float(g(a[i, j])) * float(((z[i] - z[j]) ** 2).sum()) for i in range(3) for j in range(3)) / 9
+    assert float(graph_loss(z, a)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_pair_f1_counts_off_diagonal_pairs():
+    labels = torch.tensor([0, 0, 1])
+    perfect = torch.tensor([[1.0, 0.9, 0.1], [0.9, 1.0, 0.1], [0.1, 0.1, 1.0]])
+    assert pair_f1(perfect, labels)["f1"] == pytest.approx(100)
+    everything_same = torch.ones(3, 3)
+    scores = pair_f1(everything_same, labels)       # 2 true of 6 predicted positives
+    assert scores["precision"] == pytest.approx(100 / 3) and scores["recall"] == pytest.approx(100)
+
+
+def test_class_batch_spreads_images_over_the_chosen_classes():
+    labels = torch.arange(30).repeat_interleave(5)
+    rows = class_batch(labels, 20, 50, torch.Generator().manual_seed(0))
+    counts = Counter(labels[rows].tolist())
+    assert len(rows) == 50 and len(set(rows.tolist())) == 50
+    assert len(counts) == 20 and set(counts.values()) == {2, 3}
+    small = class_batch(torch.tensor([0, 0, 1]), 20, 50, torch.Generator().manual_seed(0))
+    assert sorted(small.tolist()) == [0, 1, 2]      # fewer images than asked: all of them
+
+
+def _toy_train(n_classes=4, per_class=10) -> ImageList:
+    labels = [c for c in range(n_classes) for _ in range(per_class)]
+    return ImageList([f"/img/{c}_{i}.jpg" for i, c in enumerate(labels)], labels, [f"c{c}" for c in range(n_classes)],
+                     boxes=[(float(i), 0.0, 5.0, 5.0) for i in range(len(labels))])
+
+
+def test_noise_simulator_replaces_a_seeded_fraction_per_novel_class():
+    train = _toy_train()
+    ood = lambda n: [f"/ood/{i}.png" for i in range(n)]  # noqa: E731
+    paths, labels, noise, boxes = simulate_noise(train, [0, 2], 0.3, 0.5, 7, ood)
+    assert len(paths) == 20 and labels == [0] * 10 + [2] * 10
+    for c, part in ((0, noise[:10]), (2, noise[10:])):
+        assert part.count("clean") == 7 and part.count("ood") == 2 and part.count("other_class") == 1
+    by_label = {p: lab for p, lab in zip(train.paths, train.labels)}
+    for p, lab, kind in zip(paths, labels, noise):
+        if kind == "clean":
+            assert by_label[p] == lab
+        elif kind == "other_class":
+            assert by_label[p] != lab                     # really another class's image
+        else:
+            assert p.startswith("/ood/")
+    again = simulate_noise(train, [0, 2], 0.3, 0.5, 7, ood)
+    other = simulate_noise(train, [0, 2], 0.3, 0.5, 8, ood)
+    assert again == (paths, labels, noise, boxes) and other[2] != noise
+    assert simulate_noise(train, [0], 0.0, 0.5, 7, ood)[2] == ["clean"] * 10
+
+
+def _view(tmp_path, **options):
+    registry = get_registry()
+    base = {"of": "synthetic", "of_options": {"coarse": 2, "fine": 4, "train_per_class": 10, "test_per_class": 3,
+                                              "image_size": 32}}
+    spec = registry.datasets["weak_shot"]
+    return spec.load(DatasetRequest(root=options.pop("root", None), options={**spec.options, **base, **options},
+                                    cache_dir=tmp_path, datasets=registry.datasets))
+
+
+def test_weak_shot_view_puts_novel_classes_first_and_tests_only_them(tmp_path):
+    splits = _view(tmp_path, novel_fraction=0.25, noise_rate=0.2)
+    k = splits.train.info["num_novel"]
+    assert k == 2 and len(splits.train.class_names) == 8
+    novel = splits.train.meta["novel"]
+    assert novel == [label < k for label in splits.train.labels]
+    assert all(label < k for label in splits.test.labels) and len(splits.test) == 2 * 3
+    noisy = [not c for c, n in zip(splits.train.meta["clean"], novel) if n]
+    assert sum(noisy) == 2 * 2                         # round(0.2 · 10) per novel class
+    assert all(c for c, n in zip(splits.train.meta["clean"], novel) if not n)     # base stays clean
+    ood = [p for p, kind in zip(splits.train.paths, splits.train.meta["noise"]) if kind == "ood"]
+    assert len(ood) == 2 and all(Path(p).exists() for p in ood)
+
+
+def test_weak_shot_view_reads_a_class_list_and_web_folders(tmp_path):
+    names = _view(tmp_path).train.class_names
+    listed = tmp_path / "novel.txt"
+    listed.write_text(f"{names[-1]}\nnot_a_class")
+    splits = _view(tmp_path, novel="novel.txt", root=tmp_path)
+    assert splits.train.info["novel_classes"] == [names[-1]] and splits.train.class_names[0] == names[-1]
+    web = tmp_path / "web" / names[-1]
+    web.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (20, 20), (i * 60, 0, 0)).save(web / f"{i}.jpg")
+    splits = _view(tmp_path, novel="novel.txt", root=tmp_path, web_root="web")
+    novel_noise = [kind for kind, n in zip(splits.train.meta["noise"], splits.train.meta["novel"]) if n]
+    assert novel_noise == ["web"] * 3 and splits.train.meta["clean"][0] is None
+    listed.write_text("nothing_here")
+    with pytest.raises(DataError, match="none of the 1 novel classes"):
+        _view(tmp_path, novel="novel.txt", root=tmp_path)
+    with pytest.raises(DataError, match="noise_rate"):
+        _view(tmp_path, noise_rate=1.5)
+
+
+CUB = SHARED_DATA / "CUB_200_2011_first50"
+SPLIT = SHARED_DATA / "splits" / "cub_weakshot" / "testclasses.txt"
+
+
+@pytest.mark.skipif(not (CUB.is_dir() and SPLIT.exists()), reason=f"real CUB images / split not present at {CUB}")
+def test_weak_shot_view_of_real_cub_uses_the_zero_shot_split():
+    registry = get_registry()
+    spec = registry.datasets["weak_shot"]
+    splits = spec.load(DatasetRequest(root=CUB, options={**spec.options, "of": "cub", "novel":
+                                                         "../splits/cub_weakshot/testclasses.txt"},
+                                      cache_dir=Path("/tmp"), datasets=registry.datasets))
+    k = splits.train.info["num_novel"]
+    assert k == 10 and len(splits.train.class_names) == 50           # 10 novel, 40 base in the first 50
+    listed = set(SPLIT.read_text().split())
+    assert set(splits.train.class_names[:k]) <= listed and not set(splits.train.class_names[k:]) & listed
+    assert all(label < k for label in splits.test.labels) and 250 < len(splits.test) < 320
+
+
+def test_loss_weights_samples_and_adds_the_graph_term_on_even_epochs_only():
+    head = RelationHead(4, hidden=(8, 8, 8)).eval()
+    labels, weights = torch.tensor([0, 1, 0]), torch.tensor([2.0, 0.0, 1.0])
+    loss = SimTransLoss(labels, weights, head, torch.randn(3, 4), alpha=0.1, mu=-4.0, graph=True, smoothing=0.0,
+                        device=torch.device("cpu"))
+    logits = torch.randn(3, 2)
+    z = torch.randn(3, 5) * 10
+    rows = torch.arange(3)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    loss.set_epoch(1)
+    assert float(loss((logits, z), rows)) == pytest.approx(float((weights * ce).mean()), rel=1e-5)
+    loss.set_epoch(2)
+    assert float(loss((logits, z), rows)) > float((weights * ce).mean()) + 1e-3
+
+
+def test_every_variant_end_to_end_and_beta0_matches_weights_graph(tmp_path, runner):
+    get_registry(refresh=True)
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 2, image_size: 32, batch_size: 16}}
+        datasets:
+          - {{name: weak_shot, options: {{of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
+              of_options: {{coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}}}}
+        backbones: [test_resnet]
+        methods:
+          - name: simtrans
+            variants: [ce_noisy, weights, weights_graph, full, beta0]
+            params: {{simnet_hidden: [64, 32, 32], images_per_batch: 16, web_images_per_batch: 8}}
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    records = {json.loads(p.read_text())["spec"]["variant"]: json.loads(p.read_text())
+               for p in (out / "runs").glob("*.json")}
+    assert all(r["status"] == "ok" for r in records.values()), [r["error"] for r in records.values()]
+    assert set(records) == {"ce_noisy", "weights", "weights_graph", "full", "beta0"}
+    assert "weight_auroc" not in records["ce_noisy"]["metrics"]
+    for name in ("weights", "weights_graph", "full", "beta0"):
+        m = records[name]["metrics"]
+        assert 0 <= m["weight_auroc"] <= 100 and 0 <= m["simnet_pair_f1_base"] <= 100
+        assert m["novel_classes"] == 4 and 0 <= m["top1"] <= 100
+    assert records["beta0"]["metrics"]["top1"] == records["weights_graph"]["metrics"]["top1"]
+    assert records["beta0"]["metrics"]["weight_auroc"] == records["weights"]["metrics"]["weight_auroc"]
+    assert len(list((out / "stages").glob("simtrans_simnet-*.pt"))) == 2     # β = 0 and β = 0.1
+    simnet_rows = [h for h in records["full"]["history"] if h.get("phase") == "simnet"]
+    assert simnet_rows and "d_loss" in simnet_rows[0]                      # the adversarial part ran
+
+
+def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}}}]
+        backbones: [test_resnet]
+        methods: [simtrans]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    record = json.loads(next((out / "runs").glob("*.json")).read_text())
+    assert result.exit_code == 1 and record["status"] == "failed" and "weak_shot" in record["error"]
+
+
+def test_tables_name_views_by_their_base_level_and_noise_rate():
+    from fgvcbench.spec import dataset_label
+    assert dataset_label({"name": "cub", "options": {"crop": "bbox"}}) == "cub"
+    assert dataset_label({"name": "coarse", "options": {"of": "cub", "of_options": {}}}) == "coarse(cub)"
+    assert dataset_label({"name": "coarse", "options": {"of": "aircraft", "of_options": {"level": "family"}}}) == \
+        "coarse(aircraft/family)"
+    assert dataset_label({"name": "weak_shot", "options": {"of": "cub", "noise_rate": 0.2}}) == "weak_shot(cub, ρ=0.2)"
