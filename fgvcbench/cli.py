@@ -180,6 +180,30 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
 
 @app.command()
 @friendly
+def report(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
+           out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures."),
+           title: str = typer.Option("fgvcbench report", "--title", help="The report's heading.")) -> None:
+    """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
+    time, per-seed spread and the most-confused class pairs with example images."""
+    from fgvcbench.report.leaderboard import load_records
+    from fgvcbench.report.report import write_report
+    for d in results_dirs:
+        if not d.is_dir():
+            raise UserError(f"results directory not found: {d} — pass a suite's output directory, e.g. results/quickstart")
+    records, warnings = load_records(*results_dirs)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if not records:
+        raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
+    try:
+        path = write_report(records, results_dirs, out, title)
+    except OSError as exc:
+        raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
+    console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)")
+
+
+@app.command()
+@friendly
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List every plugin: where it came from, its hooks, and what it provides."""
     from fgvcbench.plugins import get_registry

@@ -56,6 +56,8 @@ class RunContext:
         self.notes: dict[str, Any] = {}
         self.train_seconds = 0.0
         self.images_seen = 0
+        # the last fit's test predictions: saved as artifacts/<run>/predictions.json (reports)
+        self.last_predictions: dict[str, Any] | None = None
         self._registry, self._store = registry, store
         self._on_epoch, self._on_batch = on_epoch, on_batch
         self._splits: DatasetSplits | None = None
@@ -136,6 +138,9 @@ class RunContext:
                      on_epoch=on_epoch, on_batch=self._on_batch, criterion=criterion, output_fn=output_fn)
         self.train_seconds += result.train_seconds
         self.images_seen += result.images_seen
+        if result.test_predictions is not None and len(data.test):
+            self.last_predictions = {"pred": result.test_predictions.tolist(), "label": data.test.labels.tolist(),
+                                     "class_names": list(data.class_names), "paths": _test_paths(data)}
         return result
 
     def evaluate(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> dict[str, float]:
@@ -176,6 +181,13 @@ class RunContext:
         torch.save(result, tmp)
         os.replace(tmp, path)
         return result
+
+
+def _test_paths(data: TensorData) -> list[str] | None:
+    source = getattr(data, "source", None)
+    if source is None or len(source.test) < len(data.test) or not data.test.index:
+        return None
+    return [str(source.test.paths[i]) for i in data.test.index]
 
 
 def _git_sha() -> str | None:
@@ -243,6 +255,13 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         status = "failed"
         error = f"{exc.__class__.__name__}: {exc}\n" + "".join(traceback.format_exc(limit=8))
     wall = time.perf_counter() - t0
+    if status == "ok" and ctx.last_predictions is not None:
+        try:  # what reports show (most-confused classes); never worth failing a run over
+            from fgvcbench.store import atomic_write_text
+            import json
+            atomic_write_text(store.artifact_dir(spec.run_id) / "predictions.json", json.dumps(ctx.last_predictions))
+        except (OSError, TypeError, ValueError):
+            pass
     cost = {"train_seconds": round(ctx.train_seconds, 3), "wall_seconds": round(wall, 3),
             "images_per_second": round(ctx.images_seen / ctx.train_seconds, 2) if ctx.train_seconds else None,
             "peak_memory_mb": round(_peak_memory_mb(device), 1)}

@@ -151,6 +151,7 @@ class FitResult:
     train_seconds: float = 0.0
     images_seen: int = 0
     model: nn.Module | None = None
+    test_predictions: torch.Tensor | None = None   # the selected model's test-set classes
 
 
 def ema_decay_for(recipe: Recipe, world_size: int = 1) -> float:
@@ -322,10 +323,12 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             break
 
     final = eval_model()
-    last = accuracy_metrics(logits_of(final, "test"), data.test.labels, data.num_classes)
+    test_logits = logits_of(final, "test")
+    last = accuracy_metrics(test_logits, data.test.labels, data.num_classes)
     if best_state is not None and best_epoch != history[-1]["epoch"]:
         final.load_state_dict(best_state)
-        selected = accuracy_metrics(logits_of(final, "test"), data.test.labels, data.num_classes)
+        test_logits = logits_of(final, "test")
+        selected = accuracy_metrics(test_logits, data.test.labels, data.num_classes)
     else:
         selected = last
         best_epoch = best_epoch or history[-1]["epoch"]
@@ -334,4 +337,5 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                "val_top1": best_val if best_val >= 0 else float("nan"),
                "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"]}
     return FitResult(metrics=metrics, history=history, train_seconds=train_seconds,
-                     images_seen=images_seen, model=final)
+                     images_seen=images_seen, model=final,
+                     test_predictions=test_logits.argmax(1) if test_logits.numel() else None)

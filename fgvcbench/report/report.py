@@ -1,0 +1,220 @@
+"""``fgvcbench report``: a Markdown report with PNG figures from run records — the
+leaderboard, each recipe ablation's cumulative chart, accuracy against training time per
+method, the per-seed spread, and per dataset the most-confused class pairs with example
+images (from the ``predictions.json`` a run keeps in its artifacts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
+from fgvcbench.report.leaderboard import build_leaderboard, render
+from fgvcbench.spec import dataset_label
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+def find_ablations(records: list[dict]) -> list[tuple[str, str, str, object]]:
+    """(dataset name, dataset label, backbone, plan) for every recipe ablation in the
+    records: the cumulative order is the step list with the most of its prefixes present;
+    lists of one more step on top of it are the extra rows."""
+    from fgvcbench.suite import AblationPlan
+    groups: dict[tuple, set] = defaultdict(set)
+    extras: dict[tuple, set] = defaultdict(set)
+    names = {}
+    for r in records:
+        s = r["spec"]
+        steps = (s.get("params") or {}).get("steps")
+        if r.get("status") == "ok" and isinstance(steps, list) and all(isinstance(x, str) for x in steps):
+            key = (s["method"], dataset_label(s["dataset"]), s["backbone"]["name"])
+            # a suite labels a step tried on top of the full order "steps:+NAME"
+            (extras if str(s.get("variant", "")).startswith("steps:+") else groups)[key].add(tuple(steps))
+            names[key] = s["dataset"]["name"]
+    out = []
+    for (method, label, backbone), lists in sorted(groups.items()):
+        def prefixes(order):
+            return sum(order[:i] in lists for i in range(1, len(order) + 1))
+        order = max(lists, key=lambda o: (prefixes(o), len(o)))
+        if prefixes(order) < 2:
+            continue  # not an ablation: fewer than two cumulative rows
+        extra = [o[-1] for o in lists | extras[(method, label, backbone)]
+                 if len(o) == len(order) + 1 and o[:-1] == order]
+        out.append((names[(method, label, backbone)], label, backbone,
+                    AblationPlan(method=method, order=list(order), extra=sorted(extra))))
+    return out
+
+
+def _artifacts(results_dirs) -> dict[str, Path]:
+    found = {}
+    for d in results_dirs:
+        for path in Path(d).rglob("artifacts/*/predictions.json"):
+            found[path.parent.name] = path
+    return found
+
+
+def confused_pairs(predictions: list[dict], top: int = 4) -> list[tuple[int, int, int]]:
+    """The class pairs most often confused (either direction), summed over runs:
+    ``(a, b, errors)`` with a < b, most errors first."""
+    counts: Counter = Counter()
+    for p in predictions:
+        for y, yhat in zip(p["label"], p["pred"]):
+            if y != yhat:
+                counts[(min(y, yhat), max(y, yhat))] += 1
+    return [(a, b, n) for (a, b), n in counts.most_common(top)]
+
+
+def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str) -> bool:
+    from PIL import Image
+    plt = _plt()
+    names = predictions[0]["class_names"]
+    cols = 4
+    fig, axes = plt.subplots(len(pairs), cols, figsize=(2.1 * cols, 2.3 * len(pairs)), squeeze=False)
+    for row, (a, b, n) in enumerate(pairs):
+        examples = []
+        for true, wrong in ((a, b), (b, a)):
+            for p in predictions:
+                if p.get("paths") is None:
+                    continue
+                for y, yhat, img in zip(p["label"], p["pred"], p["paths"]):
+                    if y == true and yhat == wrong and len([e for e in examples if e[0] == true]) < 2 \
+                            and img not in [e[2] for e in examples]:
+                        examples.append((true, wrong, img))
+        for col in range(cols):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col < len(examples):
+                true, wrong, img = examples[col]
+                try:
+                    with Image.open(img) as im:
+                        im = im.convert("RGB")
+                        im.thumbnail((160, 160))
+                        ax.imshow(im)
+                except OSError:
+                    ax.text(0.5, 0.5, "image not on\nthis machine", ha="center", va="center", fontsize=7)
+                ax.set_title(f"{names[true][:18]}\n→ {names[wrong][:18]}", fontsize=7)
+        axes[row][0].text(-0.08, 0.5, f"{n} errors", transform=axes[row][0].transAxes, rotation=90,
+                          va="center", ha="right", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _scatter_cost(df, path: Path, devices: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, part in df.groupby("method"):
+        ax.errorbar(part["train_seconds_mean"], part["top1_mean"], yerr=part["top1_std"].fillna(0), fmt="o",
+                    capsize=3, label=method)
+        for r in part.itertuples():
+            ax.annotate(f"{r.variant}", (r.train_seconds_mean, r.top1_mean), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"training seconds per run (mean over seeds; {devices})")
+    ax.set_ylabel("top-1 (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _spread(ok: list[dict], path: Path, dataset: str) -> None:
+    plt = _plt()
+    configs: dict[str, list[float]] = defaultdict(list)
+    for r in ok:
+        s = r["spec"]
+        configs[f"{s['method']}:{s['variant']} · {s['backbone']['name']}"].append(float(r["metrics"]["top1"]))
+    labels = sorted(configs, key=lambda k: -sum(configs[k]) / len(configs[k]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(labels) + 2), 3.8))
+    for i, label in enumerate(labels):
+        values = configs[label]
+        ax.scatter([i] * len(values), values, s=18, alpha=0.8)
+        ax.hlines(sum(values) / len(values), i - 0.25, i + 0.25, color="black", linewidth=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=7)
+    ax.set_ylabel("top-1 (%) per seed")
+    ax.set_title(f"{dataset}: one dot per seed, bar = mean", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report") -> Path:
+    """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in records if r.get("status") == "ok" and isinstance((r.get("metrics") or {}).get("top1"), (int, float))]
+    devices = sorted({(r.get("provenance") or {}).get("device_name") or "?" for r in ok})
+    seeds = sorted({r["spec"].get("seed") for r in ok if isinstance(r["spec"].get("seed"), int)})
+    when = sorted((r.get("provenance") or {}).get("finished") or "" for r in ok)
+    lines = [f"# {title}", "",
+             f"{len(records)} run records ({len(ok)} ok) from {', '.join(str(d) for d in results_dirs)}; "
+             f"devices: {', '.join(devices) or '–'}; seeds: {', '.join(map(str, seeds)) or '–'}; "
+             f"finished {when[0][:10] if when else '–'} … {when[-1][:10] if when else '–'}. "
+             "Accuracies are top-1 % on each dataset's test split, mean ± std over seeds; the epoch is selected "
+             "on a validation split carved from train.", ""]
+    df = build_leaderboard(records)
+    lines += ["## Leaderboard", "", render(df, "github"), ""]
+
+    ablations = find_ablations(ok)
+    if ablations:
+        lines += ["## Recipe ablations", ""]
+    for name, label, backbone, plan in ablations:
+        table = ablation_table([r for r in ok if dataset_label(r["spec"]["dataset"]) == label], plan, name, backbone)
+        chart = f"ablation-{_slug(label)}-{_slug(backbone)}.png"
+        write_ablation_chart(table, out / chart, f"{label} · {backbone}: cumulative top-1")
+        lines += [f"### {label} · {backbone}", "", render_ablation(table), "", f"![cumulative ablation]({chart})", ""]
+
+    if len(df) and df["train_seconds_mean"].notna().any():
+        _scatter_cost(df[df["train_seconds_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
+                      ", ".join(devices))
+        lines += ["## Accuracy against training time", "",
+                  "One point per configuration (mean ± std over seeds), training seconds on a log scale.", "",
+                  "![accuracy vs training seconds](accuracy_vs_time.png)", ""]
+
+    by_dataset: dict[str, list[dict]] = defaultdict(list)
+    for r in ok:
+        by_dataset[dataset_label(r["spec"]["dataset"])].append(r)
+    predictions = _artifacts(results_dirs)
+    for label, runs in sorted(by_dataset.items()):
+        lines += [f"## {label}", ""]
+        spread = f"spread-{_slug(label)}.png"
+        _spread(runs, out / spread, label)
+        lines += ["Per-seed spread:", "", f"![per-seed spread]({spread})", ""]
+        preds = []
+        for r in runs:
+            path = predictions.get(r["run_id"])
+            if path is not None:
+                try:
+                    preds.append(json.loads(path.read_text(encoding="utf-8")))
+                except (OSError, ValueError):
+                    continue
+        preds = [p for p in preds if p.get("class_names") == (preds[0].get("class_names") if preds else None)]
+        pairs = confused_pairs(preds) if preds else []
+        if pairs:
+            names = preds[0]["class_names"]
+            figure = f"confusions-{_slug(label)}.png"
+            _confusion_figure(preds, pairs, out / figure, f"{label}: most-confused class pairs over {len(preds)} runs")
+            lines += [f"Most-confused class pairs (errors summed over {len(preds)} runs' test predictions):", "",
+                      "| class | class | errors |", "|---|---|---|"]
+            lines += [f"| {names[a]} | {names[b]} | {n} |" for a, b, n in pairs]
+            lines += ["", f"![most-confused pairs]({figure})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

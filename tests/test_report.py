@@ -1,0 +1,74 @@
+"""`fgvcbench report`: the Markdown report, its figures, the ablation found from records
+alone, and the most-confused pairs computed from the runs' saved test predictions."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from fgvcbench.cli import app
+from fgvcbench.report.report import confused_pairs, find_ablations
+
+from conftest import TINY_DATASET, write_suite
+
+
+def _record(variant, steps, seed=0, dataset="synthetic"):
+    return {"status": "ok", "run_id": f"{variant}{seed}", "metrics": {"top1": 50.0},
+            "spec": {"method": "recipe", "variant": variant, "seed": seed, "params": {"steps": steps},
+                     "dataset": {"name": dataset, "options": {}}, "backbone": {"name": "b"}}}
+
+
+def test_ablation_plan_is_recovered_from_records():
+    records = [_record("steps:base", ["base"]), _record("steps:cosine", ["base", "cosine"]),
+               _record("steps:ema", ["base", "cosine", "ema"]), _record("steps:+mixup", ["base", "cosine", "ema", "mixup"]),
+               _record("steps:+wd", ["base", "cosine", "ema", "wd"])]
+    [(name, label, backbone, plan)] = find_ablations(records)
+    assert (name, label, backbone) == ("synthetic", "synthetic", "b")
+    assert plan.order == ["base", "cosine", "ema"] and plan.extra == ["mixup", "wd"]
+    assert find_ablations([_record("steps:base", ["base"])]) == []       # one row is not an ablation
+
+
+def test_confused_pairs_count_both_directions():
+    preds = [{"label": [0, 0, 1, 1, 2], "pred": [1, 0, 0, 2, 2]}, {"label": [0, 2], "pred": [1, 1]}]
+    assert confused_pairs(preds) == [(0, 1, 3), (1, 2, 2)]
+
+
+def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0, 1]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets: [{TINY_DATASET}]
+        backbones: [test_resnet]
+        methods: [finetune]
+        ablation: {{method: recipe, steps: [base, cosine], extra: [label_smoothing]}}
+        """)
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    predictions = sorted(out.glob("artifacts/*/predictions.json"))
+    assert len(predictions) == 8                                   # every run keeps its test predictions
+    saved = [json.loads(p.read_text()) for p in predictions]
+    assert all(len(p["pred"]) == len(p["label"]) == len(p["paths"]) == 16 for p in saved)
+
+    result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    for heading in ("## Leaderboard", "## Recipe ablations", "| +label_smoothing", "## Accuracy against training time",
+                    "## synthetic", "Most-confused class pairs"):
+        assert heading in text, heading
+    a, b, n = confused_pairs(saved)[0]
+    names = saved[0]["class_names"]
+    assert f"| {names[a]} | {names[b]} | {n} |" in text
+    for figure in ("ablation-synthetic-test_resnet.png", "accuracy_vs_time.png", "spread-synthetic.png",
+                   "confusions-synthetic.png"):
+        assert f"]({figure})" in text
+        with Image.open(tmp_path / "rep" / figure) as im:
+            assert im.format == "PNG" and im.width > 300 and im.height > 200
+
+
+def test_report_on_a_missing_folder_says_what_to_pass(tmp_path, runner):
+    result = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 2 and "results directory not found" in result.output
+    assert "Traceback" not in result.output
