@@ -202,6 +202,22 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
     console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)")
 
 
+@app.command("new-plugin")
+@friendly
+def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-method."),
+               where: Path = typer.Option(Path("."), "--dir", help="Where to create fgvcbench-NAME/."),
+               force: bool = typer.Option(False, "--force", help="Write into an existing folder.")) -> None:
+    """Scaffold a third-party plugin distribution: pyproject with the entry point, one
+    method using the public API, and a test — it installs and passes out of the box."""
+    from fgvcbench.scaffold import scaffold
+    try:
+        root = scaffold(name, where, force)
+    except OSError as exc:
+        raise UserError(f"cannot write the plugin into {where}: {exc.strerror or exc} — choose another --dir") from None
+    console.print(f"created {root}\n  cd {root}\n  pip install -e \".[test]\"\n  fgvcbench plugins\n  pytest",
+                  highlight=False, markup=False)
+
+
 @app.command()
 @friendly
 def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:

@@ -1,0 +1,38 @@
+"""`fgvcbench new-plugin`: the scaffolded distribution installs, is found through its
+entry point, and passes its own test out of the box; bad names and existing folders
+are one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from fgvcbench.cli import app
+
+
+def test_scaffolded_plugin_installs_and_passes_its_own_test(tmp_path, runner):
+    result = runner.invoke(app, ["new-plugin", "head-warmup", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "fgvcbench-head-warmup"
+    assert (root / "pyproject.toml").read_text().count('fgvcbench_head_warmup = "fgvcbench_head_warmup"') == 1
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(site), str(root)], check=True)
+    env = dict(os.environ, PYTHONPATH=str(site), COLUMNS="200")
+    listed = subprocess.run([sys.executable, "-m", "fgvcbench.cli", "plugins", "--json"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, timeout=300)
+    assert '"head_warmup"' in listed.stdout and "fgvcbench-head-warmup" in listed.stdout
+    test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert test.returncode == 0, test.stdout + test.stderr
+    assert "2 passed" in test.stdout
+
+
+def test_bad_name_and_existing_folder_are_one_line_errors(tmp_path, runner):
+    bad = runner.invoke(app, ["new-plugin", "Bad Name", "--dir", str(tmp_path)])
+    assert bad.exit_code == 2 and "lowercase" in bad.output and "Traceback" not in bad.output
+    assert runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path)]).exit_code == 0
+    again = runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path), "--force"]).exit_code == 0
