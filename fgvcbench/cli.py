@@ -73,6 +73,33 @@ def _warn_plugins(registry) -> None:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: str) -> list[str]:
+    """The device of each worker process for --gpus / --workers, or [] for one process."""
+    if gpus is not None and workers is not None:
+        raise UserError("--gpus and --workers exclude each other — --gpus starts one worker per GPU")
+    if workers is not None:
+        if workers < 1:
+            raise UserError(f"--workers {workers}: use a count >= 1")
+        return [suite_device] * workers if workers > 1 else []
+    if gpus is None:
+        return []
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UserError("--gpus: no CUDA GPU is visible here — drop --gpus, or use --workers N for CPU processes")
+    if gpus.strip() == "all":
+        indices = list(range(count))
+    else:
+        try:
+            indices = [int(x) for x in gpus.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--gpus {gpus!r}: use all or GPU indices such as 0,1") from None
+        bad = [i for i in indices if not 0 <= i < count]
+        if not indices or bad:
+            raise UserError(f"--gpus {gpus!r}: this machine has GPUs 0…{count - 1}")
+    return [f"cuda:{i}" for i in dict.fromkeys(indices)]
+
+
 @app.command()
 @friendly
 def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml."),
@@ -83,9 +110,12 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output)."),
         data_root: Optional[str] = typer.Option(None, "--data-root",
                                                 help="Folder holding the datasets (overrides the suite's data_root)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")) -> None:
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker process per GPU: all, or indices 0,1,…"),
+        workers: Optional[int] = typer.Option(None, "--workers",
+                                              help="N worker processes on the suite's device (e.g. CPU).")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, run_suite
+    from fgvcbench.executors import grid_status, run_suite, run_suite_workers
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store
     from fgvcbench.suite import load_suite
@@ -109,7 +139,13 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         done = sum(s in ("ok", "diverged") for _, s in rows)
         console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run.")
         return
-    outcome = run_suite(suite, registry, console=console, show_progress=progress)
+    devices = _worker_devices(gpus, workers, suite.device)
+    if devices:
+        load_args = {"path": suite_file, "scale": scale, "seeds": _parse_seeds(seeds), "output": output,
+                     "data_root": data_root}
+        outcome = run_suite_workers(suite, devices, load_args, console=console)
+    else:
+        outcome = run_suite(suite, registry, console=console, show_progress=progress)
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if any(Store(suite.output).records()):
@@ -121,7 +157,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                           f"{suite.output}; run the same command again to resume.")
         raise typer.Exit(130)
     n_failed = len(outcome.failed)
-    console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed, {n_failed} failed or diverged "
+    elsewhere = f", {outcome.elsewhere} running in another process" if outcome.elsewhere else ""
+    console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed{elsewhere}, {n_failed} failed or diverged "
                   f"— records in {suite.output}/runs", highlight=False)
     if n_failed:
         for record in outcome.failed:
@@ -317,7 +354,13 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
-    outcome = run_suite(suite, registry, console=console, show_progress=progress)
+    devices = _worker_devices(gpus, workers, suite.device)
+    if devices:
+        load_args = {"path": suite_file, "scale": scale, "seeds": _parse_seeds(seeds), "output": output,
+                     "data_root": data_root}
+        outcome = run_suite_workers(suite, devices, load_args, console=console)
+    else:
+        outcome = run_suite(suite, registry, console=console, show_progress=progress)
     records = list(Store(suite.output).records())
     a = _by_seed(records, plan.method, ds[0]["name"], bb["name"], without)
     b = _by_seed(records, plan.method, ds[0]["name"], bb["name"], with_)

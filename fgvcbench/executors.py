@@ -3,11 +3,22 @@
 Finished runs (a record with status ok or diverged) are skipped. Each run's record is
 written the moment the run ends, so Ctrl-C (or a crash) loses at most the run in
 flight. A failed run is recorded with its error and the suite goes on.
+
+Several processes may work on one output directory at once (``--gpus``, ``--workers``,
+two ``fgvcbench run`` of the same suite, array jobs on a cluster): before a run starts,
+its process *claims* it with an exclusive-create file ``claims/<run_id>.claim``; whoever
+creates it runs it, the others go on to the next pending run. A claim whose process
+died (same host, pid gone) is taken over.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,6 +33,7 @@ from fgvcbench.suite import Suite
 class SuiteOutcome:
     ran: list[dict] = field(default_factory=list)
     skipped: int = 0
+    elsewhere: int = 0          # pending runs another process had claimed
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
 
@@ -34,12 +46,78 @@ def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Claims:
+    """Exclusive claims on runs, shared by every process writing one output directory.
+    ``claims/claimed.log`` gets one line per successful claim (run id, host, pid): the
+    record of who ran what."""
+
+    STALE_UNREADABLE_SECONDS = 60
+
+    def __init__(self, root: str | os.PathLike):
+        self.dir = Path(root) / "claims"
+        self.host, self.pid = socket.gethostname(), os.getpid()
+
+    def _path(self, run_id: str) -> Path:
+        return self.dir / f"{run_id}.claim"
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            owner = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):  # killed while writing the claim: stale once old enough
+            try:
+                return time.time() - path.stat().st_mtime > self.STALE_UNREADABLE_SECONDS
+            except OSError:
+                return True
+        return owner.get("host") == self.host and not _alive(int(owner.get("pid", -1)))
+
+    def try_claim(self, run_id: str) -> bool:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(run_id)
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                try:
+                    os.unlink(path)  # a dead process's claim: take it over
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps({"host": self.host, "pid": self.pid, "time": time.time()}))
+            with open(self.dir / "claimed.log", "a", encoding="utf-8") as log:  # one short O_APPEND write
+                log.write(f"{run_id} {self.host} {self.pid}\n")
+            return True
+        return False
+
+    def release(self, run_id: str) -> None:
+        try:
+            os.unlink(self._path(run_id))
+        except FileNotFoundError:
+            pass
+
+
 def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
               show_progress: bool = True) -> SuiteOutcome:
     console = console or Console()
     store = Store(suite.output)
     device = resolve_device(suite.device)
     todo = pending_runs(suite, store)
+    claims = Claims(suite.output)
+    store.sweep_temporary()
     outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
@@ -47,6 +125,13 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
         epoch_task = progress.add_task("epochs", total=None, visible=False)
         batch_task = progress.add_task("batches", total=None, visible=False)
         for spec in todo:
+            if store.is_finished(spec.run_id):  # another process finished it meanwhile
+                outcome.skipped += 1
+                progress.update(suite_task, advance=1)
+                continue
+            if not claims.try_claim(spec.run_id):  # another live process is running it
+                outcome.elsewhere += 1
+                continue
             progress.update(epoch_task, description=spec.label, completed=0, total=None, visible=True)
 
             def on_epoch(row, _spec=spec):
@@ -60,11 +145,13 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
                 record = execute_run(spec, registry, store, device=device, cache_dir=suite.cache_dir,
                                      on_epoch=on_epoch, on_batch=on_batch)
             except KeyboardInterrupt:
+                claims.release(spec.run_id)
                 outcome.interrupted = True
                 break
             try:
                 store.write(record)
             except OSError as exc:  # disk full, permissions…: say so, keep going, exit non-zero
+                claims.release(spec.run_id)
                 record = dict(record, status="failed",
                               error=f"could not write the record to {store.record_path(spec.run_id)}: {exc}")
                 console.print(f"[red]✗ not saved[/] {spec.label}  [dim]{spec.run_id}[/]: {exc} — free space "
@@ -72,6 +159,7 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
                 outcome.ran.append(record)
                 progress.update(suite_task, advance=1)
                 continue
+            claims.release(spec.run_id)
             outcome.ran.append(record)
             outcome.warnings.extend(registry.notify_run_finished(record))
             status = record["status"]
@@ -97,3 +185,52 @@ def grid_status(suite: Suite) -> list[tuple[object, str]]:
         out.append((spec, record["status"] if record else "pending"))
     return out
 
+
+
+def _worker(load_args: dict, device: str, index: int) -> None:
+    """One worker process: load the suite as the parent did (a Suite holds closures and
+    does not pickle), then the same claim loop as a single ``fgvcbench run``."""
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    registry = get_registry()
+    try:
+        suite = load_suite(registry=registry, **{**load_args, "device": device})
+        run_suite(suite, registry, console=Console(soft_wrap=True), show_progress=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
+                      console: Console | None = None) -> SuiteOutcome:
+    """Run a suite with one worker process per entry of ``devices`` (``cuda:0``,
+    ``cuda:1`` … for ``--gpus``; the suite's device repeated for ``--workers``); each
+    worker loads the suite from ``load_args`` (``load_suite``'s keyword arguments) and
+    takes the next pending run it can claim. Returns what this session finished."""
+    import multiprocessing as mp
+    console = console or Console()
+    store = Store(suite.output)
+    todo = pending_runs(suite, store)
+    outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
+    context = mp.get_context("spawn")  # CUDA cannot be forked; every worker starts clean
+    workers = [context.Process(target=_worker, args=(load_args, device, i), name=f"fgvcbench-worker-{i}")
+               for i, device in enumerate(devices)]
+    console.print(f"{len(todo)} pending runs on {len(workers)} workers: {', '.join(devices)}", highlight=False)
+    for w in workers:
+        w.start()
+    try:
+        for w in workers:
+            w.join()
+    except KeyboardInterrupt:  # the workers got the same SIGINT and stop after saving
+        outcome.interrupted = True
+        for w in workers:
+            w.join()
+    for spec in todo:
+        record = store.get(spec.run_id)
+        if record is not None:
+            outcome.ran.append(record)
+    if any(w.exitcode not in (0, None) for w in workers):
+        codes = ", ".join(f"{w.name}: {w.exitcode}" for w in workers if w.exitcode)
+        outcome.warnings.append(f"worker processes ended abnormally ({codes}); run the same command to resume")
+    if len(outcome.ran) < len(todo) and not outcome.interrupted:
+        outcome.warnings.append(f"{len(todo) - len(outcome.ran)} runs have no record yet — run again to resume")
+    return outcome

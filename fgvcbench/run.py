@@ -129,6 +129,8 @@ class RunContext:
         ``criterion(output, labels)`` and ``output_fn(output) -> logits`` replace the
         cross-entropy and the scored output (see :func:`fgvcbench.engine.train.fit`)."""
         def on_epoch(row: dict) -> None:
+            from fgvcbench.faults import checkpoint
+            checkpoint("epoch")
             row = dict(row, phase=phase) if phase else row
             self.history.append(row)
             if self._on_epoch:
@@ -180,6 +182,8 @@ class RunContext:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(result, tmp)
         os.replace(tmp, path)
+        from fgvcbench.faults import checkpoint
+        checkpoint("stage")
         return result
 
 

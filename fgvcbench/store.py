@@ -23,14 +23,19 @@ SCHEMA = 1
 FINISHED = ("ok", "diverged")   # a failed run is retried on the next `fgvcbench run`
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid is in the name, so a sweep can tell a dead writer's leftover from
+    # another live process's file in progress
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        if fault_point:
+            from fgvcbench.faults import checkpoint
+            checkpoint(fault_point)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -68,8 +73,34 @@ class Store:
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])
-        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable))
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable),
+                          fault_point="record_write")
         return path
+
+    def sweep_temporary(self) -> int:
+        """Remove half-written record files left by processes that died mid-write (their
+        pid, in the file name, is gone). Returns how many were removed."""
+        removed = 0
+        if not self.runs_dir.is_dir():
+            return 0
+        for tmp in self.runs_dir.glob(".*.tmp"):
+            parts = tmp.name.split(".")
+            pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # its writer is alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+        return removed
 
     def records(self) -> Iterator[dict[str, Any]]:
         if not self.runs_dir.is_dir():

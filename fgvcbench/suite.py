@@ -11,6 +11,7 @@ training recipe, lowest first::
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         seeds = list(dict.fromkeys(raw))
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")
+    from_file = device is None
     device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
+    if from_file and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
     env_root = os.environ.get("FGVCBENCH_DATA", "./data")
     data_root = Path(data_root or ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path"))
     data_root = data_root.expanduser()

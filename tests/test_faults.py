@@ -1,0 +1,209 @@
+"""Faults, measured: kill -9 of the suite process at 20 moments (random times, and
+targeted ones inside a record write, between the phases of a multi-phase method and at
+epoch ends), several worker processes on one results directory, and bad data inside a
+suite. The figures in the README's "Faults" section come from these tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fgvcbench.cli import app
+from fgvcbench.report.leaderboard import build_leaderboard, load_records
+
+from conftest import write_suite
+
+TRIALS = int(os.environ.get("FGVCBENCH_KILL_TRIALS", "20"))
+TARGETED = ["record_write:1", "stage:1", "stage:2", "record_write:3", "epoch:3", "stage:3"]
+
+SUITE = """
+    name: faults
+    output: {out}
+    seeds: [0, 1]
+    device: cpu
+    train: {{epochs: 2, image_size: 32, batch_size: 16}}
+    datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+    backbones: [test_resnet]
+    methods:
+      - finetune
+      - {{name: finernet, variants: [code], params: {{phase3_batch: 16}}}}
+    """
+
+
+def _cli(args, env_extra=None, cwd=None):
+    env = dict(os.environ, COLUMNS="200", OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.Popen([sys.executable, "-m", "fgvcbench.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+
+
+def _finished(out: Path) -> dict[str, dict]:
+    """Every record file must parse: a corrupt or partial record fails the test here."""
+    records = {}
+    for path in (out / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert record["run_id"] == path.stem and record["status"] in ("ok", "failed", "diverged")
+        records[record["run_id"]] = record
+    return records
+
+
+def _table(out: Path) -> list[tuple]:
+    df = build_leaderboard(load_records(out)[0])
+    return sorted((r.dataset, r.method, r.variant, r.n, round(r.top1_mean, 6)) for r in df.itertuples())
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_ends_equal(tmp_path):
+    reference = tmp_path / "reference"
+    started = time.perf_counter()
+    proc = _cli(["run", str(write_suite(tmp_path, SUITE.format(out=reference), "ref.yaml")), "--no-progress"])
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()
+    full_time = time.perf_counter() - started
+    expected = _finished(reference)
+    assert len(expected) == 4
+
+    rng = random.Random(20261122)
+    kills = in_run = completed_dirs = attempts = starts = 0
+    out, done = None, {}
+    while kills < TRIALS and attempts < 4 * TRIALS:
+        if out is None:  # a fresh results folder, killed again and again until the suite completes
+            out = tmp_path / f"killed{completed_dirs}"
+            suite = write_suite(tmp_path, SUITE.format(out=out), f"killed{completed_dirs}.yaml")
+            done = {}
+        fault = TARGETED[kills] if kills < len(TARGETED) else None
+        proc = _cli(["run", str(suite), "--no-progress"], {"FGVCBENCH_FAULT": fault} if fault else None)
+        attempts += 1
+        if fault is None:
+            time.sleep(rng.uniform(0.3, 0.8 * full_time))
+            proc.kill()
+        output = proc.communicate(timeout=600)[0]
+        now = _finished(out)
+        for run_id, record in done.items():       # zero finished runs lost or changed
+            assert run_id in now and now[run_id]["metrics"] == record["metrics"], run_id
+        done = {k: v for k, v in now.items() if v["status"] == "ok"}
+        if proc.returncode == -9:
+            kills += 1
+            in_run += bool(list((out / "claims").glob("*.claim")))  # it died holding a run
+        else:
+            assert proc.returncode == 0, output
+        if proc.returncode == 0 or (kills >= TRIALS):
+            final = _cli(["run", str(suite), "--no-progress"])
+            output = final.communicate(timeout=600)[0]
+            assert final.returncode == 0, output
+            assert not list((out / "runs").glob(".*.tmp"))   # dead writers' temporary files are swept
+            after = _finished(out)
+            assert set(after) == set(expected)
+            assert all(after[k]["metrics"]["top1"] == expected[k]["metrics"]["top1"] for k in expected)
+            assert _table(out) == _table(reference)
+            assert not list((out / "claims").glob("*.claim"))  # every claim released or taken over
+            starts += len((out / "claims" / "claimed.log").read_text().splitlines())
+            completed_dirs += 1
+            out = None
+    assert kills == TRIALS and in_run >= TRIALS // 2
+    print(f"\nkill -9: {kills} kills ({in_run} while a run was in progress) over {completed_dirs} resumed suites "
+          f"of {len(expected)} runs; {starts} run starts for {completed_dirs * len(expected)} runs; "
+          f"0 finished runs lost, 0 corrupt records, every leaderboard equal to the uninterrupted one")
+
+
+def test_workers_sharing_a_results_directory_run_each_run_once(tmp_path):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, SUITE.format(out=out).replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    procs = [_cli(["run", str(suite), "--no-progress"]) for _ in range(2)]   # two independent commands …
+    procs.append(_cli(["run", str(suite), "--no-progress", "--workers", "2"]))  # … and a 2-worker one
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    records = _finished(out)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())
+    claims = [line.split()[0] for line in (out / "claims" / "claimed.log").read_text().splitlines()]
+    assert sorted(claims) == sorted(records)        # each run claimed (and run) exactly once
+    assert len({line.split()[2] for line in (out / "claims" / "claimed.log").read_text().splitlines()}) >= 2
+    table = build_leaderboard(load_records(out)[0])
+    assert sorted(table["n"].tolist()) == [3, 3]    # no lost or duplicated rows
+
+
+def test_bad_data_inside_a_suite_is_reported_and_the_suite_goes_on(tmp_path, runner):
+    folder = tmp_path / "folder"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (folder / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (24, 24), (i * 40, 80 if c == "a" else 160, 0)).save(folder / split / c / f"{i}.jpg")
+    corrupt = folder / "train" / "a" / "0.jpg"
+    corrupt.write_bytes(corrupt.read_bytes()[:40])                # a truncated JPEG
+    cub = tmp_path / "cub"
+    (cub / "images").mkdir(parents=True)
+    (cub / "images.txt").write_text("1 x/1.jpg\n")                 # train_test_split.txt etc. missing
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 4}}
+        data_root: {tmp_path}
+        datasets:
+          - {{name: imagefolder, root: folder}}
+          - {{name: cub, root: cub}}
+          - {{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}}}
+        backbones: [test_resnet]
+        methods: [finetune]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    records = {r["spec"]["dataset"]["name"]: r for r in _finished(out).values()}
+    assert records["synthetic"]["status"] == "ok"                 # the good dataset still ran
+    assert records["imagefolder"]["status"] == "failed" and str(corrupt) in records["imagefolder"]["error"]
+    assert records["cub"]["status"] == "failed" and "train_test_split.txt" in records["cub"]["error"]
+    assert records["cub"]["run_id"] in result.output and records["imagefolder"]["run_id"] in result.output
+
+
+MALFORMED = [
+    ("bad yaml", "name: [unclosed\n", "yaml"),
+    ("not a mapping", "- a\n- b\n", "mapping"),
+    ("unknown top key", "name: x\nmethodz: [finetune]\n", "methodz"),
+    ("unknown dataset", "datasets: [cubb]\n", "cubb"),
+    ("unknown backbone", "backbones: [resnet_fifty]\n", "resnet_fifty"),
+    ("unknown method", "methods: [finetun]\n", "finetun"),
+    ("unknown variant", "methods: [{name: finetune, variants: [fast]}]\n", "fast"),
+    ("unknown param", "methods: [{name: finetune, params: {alpha: 1}}]\n", "alpha"),
+    ("unknown step", "ablation: {method: recipe, steps: [base, cosinee]}\n", "cosinee"),
+    ("negative epochs", "train: {epochs: -3}\n", "epochs"),
+    ("epochs as text", "train: {epochs: many}\n", "epochs"),
+    ("bad lr", "train: {lr: -1}\n", "lr"),
+    ("bad scale", "scale: huge\n", "huge"),
+    ("bad seeds", "seeds: [-1]\n", "seed"),
+    ("seeds as text", "seeds: lots\n", "seeds"),
+    ("empty grid", "exclude: [{method: finetune}]\n", "exclude"),
+    ("missing data root", "datasets: [{name: cub, root: /no/such/folder}]\n", "not found"),
+    ("unknown dataset option", "datasets: [{name: synthetic, options: {colour: 3}}]\n", "colour"),
+    ("datasets not a list", "datasets: synthetic\n", "datasets"),
+    ("method entry type", "methods: [3]\n", "methods"),
+    ("duplicate key", "name: a\nname: b\n", "name"),
+    ("unsafe tag", "name: !!python/object/apply:os.system ['true']\n", "tag"),
+    ("bad device", "device: quantum\n", "quantum"),
+    ("unknown backbone key", "backbones: [{name: test_resnet, weights: x}]\n", "weights"),
+]
+
+
+@pytest.mark.parametrize("case,body,needle", MALFORMED, ids=[c for c, _, _ in MALFORMED])
+def test_malformed_suites_exit_2_with_file_line_and_a_fix(tmp_path, runner, case, body, needle):
+    base = {"name": "m", "output": str(tmp_path / "out"), "device": "cpu",
+            "datasets": "[{name: synthetic, options: {coarse: 1, fine: 2, train_per_class: 2, test_per_class: 1}}]",
+            "backbones": "[test_resnet]", "methods": "[finetune]"}
+    keys = {line.split(":")[0] for line in body.splitlines() if ":" in line and not line.startswith(" ")}
+    if case in ("bad yaml", "not a mapping"):
+        text = body
+    else:
+        text = "".join(f"{k}: {v}\n" for k, v in base.items() if k not in keys) + body
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["run", str(path), "--no-progress"])
+    assert result.exit_code == 2, (case, result.output)
+    assert "Traceback" not in result.output and needle.lower() in result.output.lower(), (case, result.output)
+    assert str(path) in result.output or "bad.yaml" in result.output, (case, result.output)
+    assert not (tmp_path / "out" / "runs").exists()                # nothing ran
