@@ -179,13 +179,15 @@ def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_pat
         backbones: [test_resnet]
         methods:
           - name: fine_labels
-            variants: [coarse_only, two_stage, stacked, multi_head_0.1, multi_head_0.9]
+            variants: [coarse_only, coarse_only_2x, two_stage, stacked, multi_head_0.1, multi_head_0.9]
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     records = {json.loads(p.read_text())["spec"]["variant"]: json.loads(p.read_text())
                for p in (out / "runs").glob("*.json")}
-    assert set(records) == {"coarse_only", "two_stage", "stacked", "multi_head_0.1", "multi_head_0.9"}
+    assert set(records) == {"coarse_only", "coarse_only_2x", "two_stage", "stacked", "multi_head_0.1",
+                            "multi_head_0.9"}
+    assert records["coarse_only_2x"]["metrics"]["epochs_run"] == 4                # twice the recipe's 2 epochs
     assert all(r["status"] == "ok" for r in records.values()), [r["error"] for r in records.values()]
     base = records["coarse_only"]["metrics"]["top1"]
     for name in ("two_stage", "stacked", "multi_head_0.1", "multi_head_0.9"):
