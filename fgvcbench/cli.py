@@ -113,7 +113,12 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker process per GPU: all, or indices 0,1,…"),
         workers: Optional[int] = typer.Option(None, "--workers",
-                                              help="N worker processes on the suite's device (e.g. CPU).")) -> None:
+                                              help="N worker processes on the suite's device (e.g. CPU)."),
+        executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or submitit (job array)."),
+        cluster: Optional[List[str]] = typer.Option(None, "--cluster",
+                                                    help="submitit setting KEY=VALUE (partition, time_min, gpus, "
+                                                         "cpus, mem_gb, backend …); repeatable."),
+        wait: bool = typer.Option(False, "--wait", help="With submitit: wait for the jobs, then print the table.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers
     from fgvcbench.plugins import get_registry
@@ -138,6 +143,24 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         console.print(table)
         done = sum(s in ("ok", "diverged") for _, s in rows)
         console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run.")
+        return
+    chosen = executor or suite.executor
+    if chosen not in ("local", "submitit"):
+        raise UserError(f"--executor {chosen!r}: use local or submitit")
+    if chosen == "submitit":
+        from fgvcbench.cluster import parse_cli_settings, submit_suite
+        if gpus is not None or workers is not None:
+            raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
+        load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": _parse_seeds(seeds),
+                     "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
+        submitted = submit_suite(suite, load_args, parse_cli_settings(cluster or []), wait=wait, console=console)
+        if not submitted:
+            console.print("nothing to submit: every run is finished or running", highlight=False)
+        if wait and any(Store(suite.output).records()):
+            _print_leaderboard([suite.output], fmt="table", write_csv=True)
+        elif submitted:
+            console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
+                          f"finished, and the same command submits only what is still missing", highlight=False)
         return
     devices = _worker_devices(gpus, workers, suite.device)
     if devices:
@@ -354,6 +377,24 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
+    chosen = executor or suite.executor
+    if chosen not in ("local", "submitit"):
+        raise UserError(f"--executor {chosen!r}: use local or submitit")
+    if chosen == "submitit":
+        from fgvcbench.cluster import parse_cli_settings, submit_suite
+        if gpus is not None or workers is not None:
+            raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
+        load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": _parse_seeds(seeds),
+                     "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
+        submitted = submit_suite(suite, load_args, parse_cli_settings(cluster or []), wait=wait, console=console)
+        if not submitted:
+            console.print("nothing to submit: every run is finished or running", highlight=False)
+        if wait and any(Store(suite.output).records()):
+            _print_leaderboard([suite.output], fmt="table", write_csv=True)
+        elif submitted:
+            console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
+                          f"finished, and the same command submits only what is still missing", highlight=False)
+        return
     devices = _worker_devices(gpus, workers, suite.device)
     if devices:
         load_args = {"path": suite_file, "scale": scale, "seeds": _parse_seeds(seeds), "output": output,

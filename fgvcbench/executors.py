@@ -103,6 +103,11 @@ class Claims:
             return True
         return False
 
+    def held(self, run_id: str) -> bool:
+        """True while a live process holds the run's claim."""
+        path = self._path(run_id)
+        return path.exists() and not self._stale(path)
+
     def release(self, run_id: str) -> None:
         try:
             os.unlink(self._path(run_id))

@@ -30,11 +30,15 @@ SCALES: dict[str, dict[str, Any]] = {
     "paper": {"recipe": {"epochs": 100, "image_size": 224}, "seeds": [0, 1, 2, 3, 4]},
 }
 TOP_KEYS = {"name", "description", "output", "scale", "seeds", "device", "data_root", "cache_dir",
-            "train", "datasets", "backbones", "methods", "exclude", "ablation"}
+            "train", "datasets", "backbones", "methods", "exclude", "ablation", "executor", "cluster"}
+EXECUTORS = ("local", "submitit")
+# submitit settings (a suite's `cluster:`, a method entry's `cluster:` override, --cluster KEY=VALUE)
+CLUSTER_KEYS = {"backend": str, "partition": str, "time_min": int, "gpus": int, "cpus": int, "mem_gb": int,
+                "array_parallelism": int, "account": str, "qos": str, "constraint": str, "folder": str}
 ABLATION_KEYS = {"method", "steps", "extra"}
 DATASET_KEYS = {"name", "options", "root"}
 BACKBONE_KEYS = {"name", "pretrained"}
-METHOD_KEYS = {"name", "variants", "params", "train"}
+METHOD_KEYS = {"name", "variants", "params", "train", "cluster"}
 EXCLUDE_KEYS = {"dataset", "backbone", "method", "variant", "seed"}
 
 
@@ -122,6 +126,9 @@ class Suite:
     ablation: "AblationPlan | None" = None
     # builds a RunSpec for (dataset, root, backbone, method, variant label, params, seed)
     make_spec: Any = None
+    executor: str = "local"
+    cluster: dict = field(default_factory=dict)          # submitit settings for every run
+    method_cluster: dict = field(default_factory=dict)   # method name → settings overriding them
 
 
 @dataclass
@@ -308,7 +315,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         "give an existing .pth/.pt/.safetensors file, or true/false")
         backbones.append({"name": entry["name"], "pretrained": pretrained})
 
-    methods = []
+    methods, method_cluster = [], {}
+    executor = ck.typed(data.get("executor", "local"), (str,), ("executor",), "local or submitit")
+    if executor not in EXECUTORS:
+        ck.fail(("executor",), f"unknown executor {executor!r}", f"use one of {', '.join(EXECUTORS)}")
+    cluster = _cluster_settings(data.get("cluster") or {}, ck, ("cluster",))
     for i, item in enumerate(ck.typed(data.get("methods", []), (list,), ("methods",), "a list")):
         entry = ck.entry(item, ("methods", i), METHOD_KEYS, "method")
         method = registry.methods.get(entry["name"])
@@ -343,6 +354,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                     _unknown(ck, ("methods", i, "params", "steps", j), "recipe step", str(step),
                              registry.recipe_steps)
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
+        if entry.get("cluster") is not None:
+            method_cluster[method.name] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
         methods.append((method, variants, params, train, ("methods", i)))
 
     exclude = ck.typed(data.get("exclude") or [], (list,), ("exclude",), "a list of mappings")
@@ -390,7 +403,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  data_root=data_root, cache_dir=cache_dir, runs=unique,
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
-                 make_spec=make_spec)
+                 make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster)
 
 
 def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> AblationPlan | None:
@@ -425,6 +438,25 @@ def _backbone_names(registry: Registry) -> list[str]:
     except Exception:  # noqa: BLE001 — suggestions are a nicety
         pass
     return names
+
+
+def _cluster_settings(value, ck: "_Checker", path: tuple) -> dict:
+    value = ck.typed(value, (dict,), path, "a mapping of cluster settings")
+    out = {}
+    for key, item in value.items():
+        if key not in CLUSTER_KEYS:
+            close = suggest(str(key), CLUSTER_KEYS)
+            ck.fail(path + (key,), f"unknown cluster setting {key!r}",
+                    f"did you mean {close!r}?" if close else f"settings: {', '.join(sorted(CLUSTER_KEYS))}")
+        kind = CLUSTER_KEYS[key]
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int) or item < 0):
+            ck.fail(path + (key,), f"cluster {key} must be a non-negative integer, got {item!r}")
+        if kind is str and not isinstance(item, str):
+            ck.fail(path + (key,), f"cluster {key} must be a string, got {item!r}")
+        if key == "backend" and item not in ("slurm", "local", "auto"):
+            ck.fail(path + (key,), f"unknown cluster backend {item!r}", "use slurm, local or auto")
+        out[key] = item
+    return out
 
 
 def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checker, path: tuple) -> Recipe:

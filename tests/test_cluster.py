@@ -1,0 +1,72 @@
+"""`executor: submitit`: pending runs go out as job arrays (submitit's local executor
+here), every job writes into the shared results folder, per-method settings make their
+own array, and a later `fgvcbench run` submits only what is still missing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fgvcbench.cli import app
+
+from conftest import write_suite
+
+pytest.importorskip("submitit")
+
+
+def _suite(tmp_path, extra=""):
+    return write_suite(tmp_path, f"""
+        name: cluster
+        output: {tmp_path / 'out'}
+        seeds: [0, 1]
+        device: cpu
+        executor: submitit
+        cluster: {{backend: local, time_min: 10, gpus: 0, cpus: 1, mem_gb: 2}}
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}}}]
+        backbones: [pixels]
+        methods:
+          - finetune
+          - {{name: recipe, cluster: {{cpus: 2}}}}
+        {extra}
+        """)
+
+
+def _submitted(tmp_path):
+    path = tmp_path / "out" / "submitit" / "submitted.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_submitit_local_arrays_write_the_shared_folder_and_resubmit_only_what_is_missing(tmp_path, runner):
+    suite = _suite(tmp_path)
+    result = runner.invoke(app, ["run", str(suite), "--wait"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("submitted 2 runs as a local job array") == 2   # one array per settings group
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    first = _submitted(tmp_path)
+    assert len(first) == 4 and {r["backend"] for r in first} == {"local"}
+
+    victim = records[0]["run_id"]
+    (tmp_path / "out" / "runs" / f"{victim}.json").unlink()                   # one run lost on the cluster
+    again = runner.invoke(app, ["run", str(suite), "--wait"])
+    assert again.exit_code == 0, again.output
+    resubmitted = _submitted(tmp_path)[len(first):]
+    assert [r["run_id"] for r in resubmitted] == [victim]                      # only the missing one
+    assert (tmp_path / "out" / "runs" / f"{victim}.json").exists()
+    nothing = runner.invoke(app, ["run", str(suite)])
+    assert nothing.exit_code == 0 and "nothing to submit" in nothing.output
+
+
+def test_cluster_settings_are_validated(tmp_path, runner):
+    bad = _suite(tmp_path, "executor: slurmish").read_text().replace("executor: submitit\n", "")
+    (tmp_path / "bad.yaml").write_text(bad)
+    result = runner.invoke(app, ["run", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2 and "unknown executor" in result.output
+    typo = _suite(tmp_path).read_text().replace("time_min: 10", "time_minutes: 10")
+    (tmp_path / "typo.yaml").write_text(typo)
+    result = runner.invoke(app, ["run", str(tmp_path / "typo.yaml")])
+    assert result.exit_code == 2 and "did you mean 'time_min'" in result.output and "typo.yaml" in result.output
+    result = runner.invoke(app, ["run", str(_suite(tmp_path)), "--cluster", "gpus=two"])
+    assert result.exit_code == 2 and "gpus must be an integer" in result.output
