@@ -125,10 +125,24 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     from fgvcbench.store import Store
     from fgvcbench.suite import load_suite
 
+    from fgvcbench import distributed
     registry = get_registry()
     _warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
                        data_root=data_root, check_data=not dry_run)
+    if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
+        if gpus is not None or workers is not None or (executor or suite.executor) != "local":
+            raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
+        outcome = run_suite(suite, registry, console=console, show_progress=False)
+        if distributed.is_main():
+            console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
+                          f"resumed, {len(outcome.failed)} failed or diverged — records in {suite.output}/runs",
+                          highlight=False)
+            _print_leaderboard([suite.output], fmt="table", write_csv=True)
+        distributed.barrier()
+        if outcome.failed:
+            raise typer.Exit(1)
+        return
     if dry_run:
         rows = grid_status(suite)
         table = Table(title=f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}")

@@ -117,12 +117,20 @@ class Claims:
 
 def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
               show_progress: bool = True) -> SuiteOutcome:
+    from fgvcbench import distributed
+    main = distributed.is_main()
     console = console or Console()
+    if not main:  # under torchrun only rank 0 prints and writes
+        console, show_progress = Console(quiet=True), False
     store = Store(suite.output)
-    device = resolve_device(suite.device)
-    todo = pending_runs(suite, store)
+    device = distributed.local_device(resolve_device(suite.device))
+    todo = pending_runs(suite, store) if main else []
+    if distributed.active():  # every rank runs rank 0's list, in rank 0's order
+        wanted = set(distributed.broadcast([s.run_id for s in todo]))
+        todo = [s for s in suite.runs if s.run_id in wanted]
     claims = Claims(suite.output)
-    store.sweep_temporary()
+    if main:
+        store.sweep_temporary()
     outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=not show_progress, transient=False) as progress:
@@ -130,12 +138,13 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
         epoch_task = progress.add_task("epochs", total=None, visible=False)
         batch_task = progress.add_task("batches", total=None, visible=False)
         for spec in todo:
-            if store.is_finished(spec.run_id):  # another process finished it meanwhile
+            finished = distributed.broadcast(store.is_finished(spec.run_id) if main else None)
+            if finished:  # another process finished it meanwhile
                 outcome.skipped += 1
                 progress.update(suite_task, advance=1)
                 continue
-            if not claims.try_claim(spec.run_id):  # another live process is running it
-                outcome.elsewhere += 1
+            if not distributed.broadcast(claims.try_claim(spec.run_id) if main else None):
+                outcome.elsewhere += 1  # another live process is running it
                 continue
             progress.update(epoch_task, description=spec.label, completed=0, total=None, visible=True)
 
@@ -153,10 +162,15 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
                 claims.release(spec.run_id)
                 outcome.interrupted = True
                 break
+            if not main:  # rank 0 writes the record
+                outcome.ran.append(record)
+                distributed.barrier()
+                continue
             try:
                 store.write(record)
             except OSError as exc:  # disk full, permissions…: say so, keep going, exit non-zero
                 claims.release(spec.run_id)
+                distributed.barrier()
                 record = dict(record, status="failed",
                               error=f"could not write the record to {store.record_path(spec.run_id)}: {exc}")
                 console.print(f"[red]✗ not saved[/] {spec.label}  [dim]{spec.run_id}[/]: {exc} — free space "
@@ -165,6 +179,7 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
                 progress.update(suite_task, advance=1)
                 continue
             claims.release(spec.run_id)
+            distributed.barrier()
             outcome.ran.append(record)
             outcome.warnings.extend(registry.notify_run_finished(record))
             status = record["status"]

@@ -170,18 +170,25 @@ class RunContext:
         (``torch.save``, loaded with ``weights_only=True``), so a multi-phase method shares
         phases between variants and an interrupted suite resumes mid-pipeline. ``inputs``
         must be JSON-serialisable and hold everything the stage's result depends on."""
+        from fgvcbench import distributed
         key = hashlib.sha256(canonical_json({"stage": name, "inputs": inputs or {}}).encode()).hexdigest()[:16]
         path = self._store.stage_dir() / f"{name}-{key}.pt"
+        cached = None
         if path.exists():
             try:
-                return torch.load(path, map_location="cpu", weights_only=True)
+                cached = torch.load(path, map_location="cpu", weights_only=True)
             except Exception:  # noqa: BLE001 — a damaged cache entry is recomputed
-                pass
+                cached = None
+        # under torchrun every rank must take the same branch (the stage may train with DDP)
+        if distributed.broadcast(cached is not None):
+            return cached
         result = fn()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(result, tmp)
-        os.replace(tmp, path)
+        if distributed.is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(result, tmp)
+            os.replace(tmp, path)
+        distributed.barrier()
         from fgvcbench.faults import checkpoint
         checkpoint("stage")
         return result
@@ -192,6 +199,11 @@ def _test_paths(data: TensorData) -> list[str] | None:
     if source is None or len(source.test) < len(data.test) or not data.test.index:
         return None
     return [str(source.test.paths[i]) for i in data.test.index]
+
+
+def _world_size() -> int:
+    from fgvcbench import distributed
+    return distributed.world_size()
 
 
 def _git_sha() -> str | None:
@@ -219,6 +231,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
     return {"fgvcbench": fgvcbench.__version__, "git_sha": _git_sha(), "torch": torch.__version__,
             "timm": timm.__version__, "python": platform.python_version(), "device": str(device),
             "device_name": name, "host": platform.node(), "cpu_count": os.cpu_count(),
+            "world_size": _world_size(),
             "torch_threads": torch.get_num_threads()}
 
 

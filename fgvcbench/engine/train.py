@@ -212,7 +212,11 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     if criterion is not None and recipe.pipeline == "classic":
         raise ValueError("pipeline: classic reads the dataset's own labels; a method's own criterion "
                          "needs pipeline: fast")
-    generator = seed_everything(seed)
+    from fgvcbench import distributed
+    world, rank = distributed.world_size(), distributed.rank()
+    generator = seed_everything(seed)   # the epoch order: the same on every rank
+    # augmentation draws: the single-process stream, or one stream per rank under DDP
+    aug_generator = generator if world == 1 else torch.Generator().manual_seed(seed * 7919 + rank + 1)
     train_split = _resident(data.train, device)
     model.to(device)
     if device.type == "cuda" and recipe.channels_last:
@@ -227,11 +231,14 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             p.requires_grad_(True)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(named, recipe)
-    steps_per_epoch = max(1, math.ceil(len(data.train) / recipe.batch_size))
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(data.train) / world) / recipe.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(recipe, steps_per_epoch))
     train_model = torch.compile(model) if recipe.compile else model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
     ema = _ema_model(model, recipe)
-    augmenter = BatchAugmenter(recipe, mean, std, device, generator)
+    augmenter = BatchAugmenter(recipe, mean, std, device, aug_generator)
     autocast = device.type == "cuda" and recipe.amp
     use_soft = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
 
@@ -243,11 +250,12 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                 if len(y) >= 2:
                     yield b, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             return
-        order = epoch_order(len(train_split), recipe.repeated_augment, epoch_generator)
+        order = distributed.shard(epoch_order(len(train_split), recipe.repeated_augment, epoch_generator),
+                                  rank, world)
         for b, start in enumerate(range(0, len(order), recipe.batch_size)):
             idx = order[start:start + recipe.batch_size]
             if len(idx) < 2 and len(order) > 1:
-                continue  # a batch of one breaks BatchNorm; skip the remainder
+                continue  # a batch of one breaks BatchNorm; skip the remainder (the same on every rank)
             yield (b, augmenter.train(train_split.images[idx.to(train_split.images.device)]),
                    train_split.labels[idx].to(device, non_blocking=True))
 
@@ -274,7 +282,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if use_soft:
-                    x, soft = mix_batch(x, y, data.num_classes, recipe, generator)
+                    x, soft = mix_batch(x, y, data.num_classes, recipe, aug_generator)
                     logits = train_model(x)
                     loss = F.cross_entropy(logits.float(), soft, label_smoothing=recipe.label_smoothing)
                 elif criterion is not None:
@@ -296,11 +304,15 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                     ema.n_averaged.fill_(0)
             loss_sum += loss.detach()
             n_batches += 1
-            images_seen += len(y)
+            images_seen += len(y) * world
             if step % 25 == 0 and not torch.isfinite(loss_sum):  # a sync only every 25 steps
                 raise DivergedError(f"training loss is {loss_sum.item()} at epoch {epoch}, step {step}")
             if on_batch is not None:
                 on_batch(b + 1, steps_per_epoch)
+        if world > 1:  # BN statistics: rank 0's for everyone (DDP syncs them only at each forward)
+            import torch.distributed as dist
+            for buffer in list(model.buffers()) + (list(ema.module.buffers()) if ema is not None else []):
+                dist.broadcast(buffer, src=0)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         epoch_seconds = time.perf_counter() - t0
@@ -312,6 +324,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                                "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
         if len(data.val):
             val = accuracy_metrics(logits_of(eval_model(), "val"), data.val.labels, data.num_classes)
+            val["top1"] = distributed.broadcast(val["top1"])  # rank 0 decides selection for every rank
             row["val_top1"] = val["top1"]
             if val["top1"] > best_val:
                 best_val, best_epoch = val["top1"], epoch

@@ -1,0 +1,90 @@
+"""One run on several processes (torchrun, DistributedDataParallel, gloo on CPU): the
+epoch shards, weights kept equal across ranks by the engine, and a suite run under
+torchrun writing each record once from rank 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from fgvcbench.distributed import shard
+
+from conftest import write_suite
+
+
+def test_shards_are_disjoint_equal_and_cover_the_epoch():
+    order = torch.randperm(11, generator=torch.Generator().manual_seed(0))
+    parts = [shard(order, r, 3) for r in range(3)]
+    assert {len(p) for p in parts} == {4}                             # padded to 12, 4 each
+    assert set(torch.cat(parts).tolist()) == set(order.tolist())      # every image seen
+    assert len(set(parts[0].tolist()) & set(parts[1].tolist())) == 0
+    assert torch.equal(shard(order, 0, 1), order)
+
+
+def _torchrun(args, tmp_path, nproc=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                           "--master_port", str(29500 + os.getpid() % 1000), *args],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+def test_ddp_fit_keeps_every_rank_on_the_same_weights(tmp_path):
+    script = tmp_path / "fit_ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch, timm, torch.distributed as dist
+        from fgvcbench import distributed
+        from fgvcbench.data.pipeline import TensorData, TensorSplit
+        from fgvcbench.engine.recipe import Recipe
+        from fgvcbench.engine.train import fit
+        distributed.init_from_env("cpu")
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 255, (40, 3, 20, 20), dtype=torch.uint8, generator=g)
+        labels = torch.arange(4).repeat(10)
+        split = TensorSplit(images, labels, list(range(40)))
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=4)
+        start = {{k: v.clone() for k, v in model.state_dict().items()}}
+        seen = []
+        result = fit(model, TensorData(split, split, split, list("abcd"), 16, None),
+                     Recipe(epochs=2, image_size=16, batch_size=5, lr=0.05), device=torch.device("cpu"), seed=0,
+                     on_batch=lambda done, total: seen.append(total))
+        torch.save({{"state": model.state_dict(), "start": start, "steps": seen[-1],
+                    "images": result.images_seen}}, r"{tmp_path}/rank%d.pt" % distributed.rank())
+        dist.destroy_process_group()
+        """))
+    done = _torchrun([str(script)], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["steps"] == r1["steps"] == 4                  # 40 images / 2 ranks / batch 5
+    assert r0["images"] == 2 * 40                           # 2 epochs of the whole set, counted over ranks
+    changed = [k for k in r0["state"] if r0["state"][k].is_floating_point()
+               and not torch.equal(r0["state"][k], r0["start"][k])]
+    assert changed                                           # it trained
+    for key, value in r0["state"].items():                   # DDP kept the ranks in sync
+        assert torch.allclose(value.float(), r1["state"][key].float(), atol=1e-6), key
+
+
+def test_a_suite_under_torchrun_writes_each_record_once_from_rank_0(tmp_path):
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 2, image_size: 32, batch_size: 8}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 10, test_per_class: 4, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods: [finetune, {{name: finernet, variants: [code], params: {{phase3_batch: 16}}}}]
+        """)
+    done = _torchrun(["-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("2 ran on 2 processes") == 1          # rank 0 alone reports
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert all(r["provenance"]["world_size"] == 2 for r in records)
+    log = (out / "claims" / "claimed.log").read_text().splitlines()
+    assert len(log) == 2 and len({line.split()[2] for line in log}) == 1   # rank 0 claimed both
