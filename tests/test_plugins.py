@@ -19,7 +19,7 @@ def test_builtins_come_from_entry_points():
     assert "synthetic" in registry.datasets and registry.find_backbone("test_resnet") is not None
     assert registry.find_backbone("pixels").name == "pixels"
     assert registry.find_backbone("no_such_model_xyz") is None
-    assert registry.list("methods", "fine*") == ["finernet", "finetune"]
+    assert registry.list("methods", "fine*") == ["fine_labels", "finernet", "finetune"]
     assert registry.list("recipe_steps", "*aug*") == ["autoaugment", "repeated_augmentation", "trivial_augment"]
 
 

@@ -41,6 +41,9 @@ class TensorSplit:
     images: torch.Tensor
     labels: torch.Tensor
     index: list[int] = field(default_factory=list)
+    # images are a view of an on-disk memmap (datasets larger than memory): batches are
+    # read from the page cache, and the split is never copied whole into RAM
+    streamed: bool = False
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -130,12 +133,74 @@ def _fingerprint(paths: Sequence[str], size: int, boxes, trim_bottom: int = 0) -
     return h.hexdigest()[:20]
 
 
+MEMMAP_SHARE = 0.5   # auto: stream from disk when the decoded split needs over half the free memory
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to this process (Linux: MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def use_memmap(nbytes: int, mode: str | None = None, available: int | None = None) -> bool:
+    """Whether to decode into an on-disk memmap: ``FGVCBENCH_DECODE_CACHE`` = ``memory``,
+    ``memmap`` or ``auto`` (default: memmap when ``nbytes`` exceeds half the available memory)."""
+    mode = (mode or os.environ.get("FGVCBENCH_DECODE_CACHE", "auto")).lower()
+    if mode not in ("auto", "memory", "memmap"):
+        raise DataError(f"FGVCBENCH_DECODE_CACHE={mode!r} — use auto, memory or memmap")
+    if mode != "auto":
+        return mode == "memmap"
+    available = available if available is not None else available_memory()
+    return available is not None and nbytes > MEMMAP_SHARE * available
+
+
+def _decode_memmap(images: ImageList, size: int, cache_dir: Path, boxes, workers: int) -> torch.Tensor:
+    """Decode into ``<cache>/decoded/<key>.npy`` row by row (never all in memory) and
+    return a read-only tensor view of the memory-mapped file."""
+    import warnings
+    key = _fingerprint(images.paths, size, boxes, images.trim_bottom)
+    path = Path(cache_dir) / "decoded" / f"{key}.npy"
+    shape = (len(images), 3, size, size)
+    array = None
+    if path.exists():
+        try:
+            array = np.load(path, mmap_mode="r")
+            if array.shape != shape or array.dtype != np.uint8:
+                array = None
+        except (OSError, ValueError):
+            array = None
+    if array is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            rows = pool.map(lambda i: _decode_one(images.paths[i], size, boxes[i] if boxes is not None else None,
+                                                  images.trim_bottom), range(len(images)))
+            for i, row in enumerate(rows):
+                out[i] = row
+        out.flush()
+        del out
+        os.replace(tmp, path)
+        array = np.load(path, mmap_mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch notes the memmap is read-only: it is never written
+        return torch.from_numpy(array)
+
+
 def decode_images(images: ImageList, size: int, cache_dir: Path | None,
-                  use_boxes: bool = False, workers: int | None = None) -> torch.Tensor:
-    """Decode every image of ``images`` to uint8 ``[N, 3, size, size]``, with a disk cache."""
+                  use_boxes: bool = False, workers: int | None = None, streamed: bool = False) -> torch.Tensor:
+    """Decode every image of ``images`` to uint8 ``[N, 3, size, size]``, with a disk cache
+    (with ``streamed``, an on-disk memmap the tensor views instead of a copy in memory)."""
     boxes = images.boxes if use_boxes else None
     if use_boxes and boxes is None:
         raise DataError("crop to bounding boxes was asked for, but this dataset has no boxes")
+    if streamed and cache_dir is not None:
+        return _decode_memmap(images, size, Path(cache_dir), boxes, workers or min(8, os.cpu_count() or 1))
     cache_file = None
     if cache_dir is not None:
         key = _fingerprint(images.paths, size, boxes, images.trim_bottom)
@@ -175,18 +240,30 @@ def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | 
     else:
         train_idx, val_idx = carve_validation(train_list, val_fraction)
         val_source = train_list
-    train_all = decode_images(train_list, load, cache_dir, use_boxes)
-    val_images = train_all[val_idx] if splits.val is None else decode_images(val_source, load, cache_dir, use_boxes)
-    test_images = decode_images(splits.test, load, cache_dir, use_boxes)
-
     def labels(lst: ImageList, idx: list[int]) -> torch.Tensor:
         return torch.tensor([lst.labels[i] for i in idx], dtype=torch.int64)
 
+    total = (len(train_list) + len(splits.test) + (len(splits.val) if splits.val is not None else 0)) * 3 * load * load
+    streamed = cache_dir is not None and use_memmap(total)
+    if streamed:
+        # one file in split order, so train and val are views of it (slices copy nothing)
+        if splits.val is None:
+            both = decode_images(train_list.subset(train_idx + val_idx), load, cache_dir, use_boxes, streamed=True)
+            train_images, val_images = both[:len(train_idx)], both[len(train_idx):]
+        else:
+            train_images = decode_images(train_list, load, cache_dir, use_boxes, streamed=True)
+            val_images = decode_images(val_source, load, cache_dir, use_boxes, streamed=True)
+    else:
+        train_all = decode_images(train_list, load, cache_dir, use_boxes)
+        train_images = train_all[train_idx]
+        val_images = train_all[val_idx] if splits.val is None else decode_images(val_source, load, cache_dir, use_boxes)
+    test_images = decode_images(splits.test, load, cache_dir, use_boxes, streamed=streamed)
+
     return TensorData(
-        train=TensorSplit(train_all[train_idx], labels(train_list, train_idx), train_idx),
-        val=TensorSplit(val_images, labels(val_source, val_idx), val_idx),
+        train=TensorSplit(train_images, labels(train_list, train_idx), train_idx, streamed),
+        val=TensorSplit(val_images, labels(val_source, val_idx), val_idx, streamed),
         test=TensorSplit(test_images, torch.tensor(splits.test.labels, dtype=torch.int64),
-                         list(range(len(splits.test)))),
+                         list(range(len(splits.test))), streamed),
         class_names=list(train_list.class_names),
         image_size=image_size,
         source=splits,

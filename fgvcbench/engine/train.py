@@ -191,8 +191,11 @@ def _resident(split: TensorSplit, device: torch.device) -> TensorSplit:
         return split
     free, _ = torch.cuda.mem_get_info(device)
     nbytes = split.images.numel() * split.images.element_size()
-    images = split.images.to(device) if nbytes <= free // 4 else split.images.pin_memory()
-    return TensorSplit(images, split.labels, split.index)
+    if nbytes <= free // 4:
+        return TensorSplit(split.images.to(device), split.labels, split.index)
+    if split.streamed:  # larger than memory: batches stream from the memmap
+        return split
+    return TensorSplit(split.images.pin_memory(), split.labels, split.index)
 
 
 def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.device, seed: int,
