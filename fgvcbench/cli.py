@@ -391,31 +391,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
-    chosen = executor or suite.executor
-    if chosen not in ("local", "submitit"):
-        raise UserError(f"--executor {chosen!r}: use local or submitit")
-    if chosen == "submitit":
-        from fgvcbench.cluster import parse_cli_settings, submit_suite
-        if gpus is not None or workers is not None:
-            raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
-        load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": _parse_seeds(seeds),
-                     "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
-        submitted = submit_suite(suite, load_args, parse_cli_settings(cluster or []), wait=wait, console=console)
-        if not submitted:
-            console.print("nothing to submit: every run is finished or running", highlight=False)
-        if wait and any(Store(suite.output).records()):
-            _print_leaderboard([suite.output], fmt="table", write_csv=True)
-        elif submitted:
-            console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
-                          f"finished, and the same command submits only what is still missing", highlight=False)
-        return
-    devices = _worker_devices(gpus, workers, suite.device)
-    if devices:
-        load_args = {"path": suite_file, "scale": scale, "seeds": _parse_seeds(seeds), "output": output,
-                     "data_root": data_root}
-        outcome = run_suite_workers(suite, devices, load_args, console=console)
-    else:
-        outcome = run_suite(suite, registry, console=console, show_progress=progress)
+    outcome = run_suite(suite, registry, console=console, show_progress=progress)
     records = list(Store(suite.output).records())
     a = _by_seed(records, plan.method, ds[0]["name"], bb["name"], without)
     b = _by_seed(records, plan.method, ds[0]["name"], bb["name"], with_)
