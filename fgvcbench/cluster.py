@@ -90,11 +90,8 @@ def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait:
                           f"({array[0].job_id.split('_')[0] if array else '-'}): "
                           f"{', '.join(f'{k}={v}' for k, v in sorted(settings.items()))}", highlight=False)
     if submitted:
-        ledger = folder / "submitted.jsonl"
-        ledger.parent.mkdir(parents=True, exist_ok=True)
-        with open(ledger, "a", encoding="utf-8") as fh:
-            for row in submitted:
-                fh.write(json.dumps(row) + "\n")
+        from fgvcbench.store import locked_append
+        locked_append(folder / "submitted.jsonl", "".join(json.dumps(row) + "\n" for row in submitted))
     if wait:
         for job in jobs:
             try:

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import Store
+from fgvcbench.store import Store, locked_append
 from fgvcbench.suite import Suite
 
 
@@ -98,8 +98,7 @@ class Claims:
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(json.dumps({"host": self.host, "pid": self.pid, "time": time.time()}))
-            with open(self.dir / "claimed.log", "a", encoding="utf-8") as log:  # one short O_APPEND write
-                log.write(f"{run_id} {self.host} {self.pid}\n")
+            locked_append(self.dir / "claimed.log", f"{run_id} {self.host} {self.pid}\n")
             return True
         return False
 

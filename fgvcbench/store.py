@@ -45,6 +45,21 @@ def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> 
         raise
 
 
+def locked_append(path: Path, text: str) -> None:
+    """Append ``text`` to a file several processes share (claims log, submission ledger)
+    under an exclusive ``flock``, so lines never interleave, also where O_APPEND alone is
+    not atomic (network filesystems)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        try:
+            import fcntl
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock here: O_APPEND of one short line still holds locally
+            pass
+        fh.write(text)
+        fh.flush()
+
+
 class Store:
     """The run records of one output directory."""
 
