@@ -256,7 +256,9 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
 @friendly
 def report(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
            out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures."),
-           title: str = typer.Option("fgvcbench report", "--title", help="The report's heading.")) -> None:
+           title: str = typer.Option("fgvcbench report", "--title", help="The report's heading."),
+           metrics: Optional[str] = typer.Option(None, "--metrics", help="Extra leaderboard columns, e.g. nmi,ari "
+                                                                         "(mean ± std over seeds).")) -> None:
     """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
     time, per-seed spread and the most-confused class pairs with example images."""
     from fgvcbench.report.leaderboard import load_records
@@ -270,7 +272,8 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
     try:
-        path = write_report(records, results_dirs, out, title)
+        extra = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
+        path = write_report(records, results_dirs, out, title, extra)
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
     console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)")

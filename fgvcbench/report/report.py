@@ -155,7 +155,8 @@ def _spread(ok: list[dict], path: Path, dataset: str) -> None:
     plt.close(fig)
 
 
-def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report") -> Path:
+def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
+                 metrics: tuple[str, ...] = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
              f"finished {when[0][:10] if when else '–'} … {when[-1][:10] if when else '–'}. "
              "Accuracies are top-1 % on each dataset's test split, mean ± std over seeds; the epoch is selected "
              "on a validation split carved from train.", ""]
-    df = build_leaderboard(records)
+    df = build_leaderboard(records, metrics)
     lines += ["## Leaderboard", "", render(df, "github"), ""]
 
     ablations = find_ablations(ok)
