@@ -28,8 +28,8 @@ the recipe's epochs — as many as ``two_stage`` spends in its two phases — so
 ``two_stage`` over ``coarse_only`` can be told apart from a gain of simply training longer.
 
 Beyond the seed, the record scores the clusters against the true fine classes of the
-coarse view (NMI, ARI per coarse class and over all kept images, clusters found vs
-true), the share of images the filter removed, and the coarse model's error rate among
+coarse view (NMI, ARI per coarse class — the recovery figure — and over all kept images,
+which also credits the coarse split the clustering was given; clusters found vs true), the share of images the filter removed, and the coarse model's error rate among
 removed and kept images; ``umap_<class>.png`` in the run's artifacts shows the embedding
 of the coarse class with the most true fine classes, coloured by found cluster and by
 true class. Use it on a ``coarse`` dataset view (``plugins/datasets/views.py``); on a
