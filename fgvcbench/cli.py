@@ -475,7 +475,9 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     if spec.needs_root and root is None:
         root = Path(os.environ.get("FGVCBENCH_DATA", "./data")) / (spec.default_root or spec.name)
     cache = Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
-    report = verify_dataset(spec, root if spec.needs_root else None, options, cache / "datasets")
+    # a generated dataset needs no root; a view takes the root of the dataset it is built of
+    report = verify_dataset(spec, root if spec.needs_root or root is not None else None, options,
+                            cache / "datasets")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:

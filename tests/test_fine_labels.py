@@ -226,3 +226,12 @@ def test_multi_head_criterion_ignores_images_without_a_fine_label():
                  criterion=criterion, output_fn=lambda out: out[0])
     assert seen and all(y.shape[1] == 2 for y in seen) and any((y[:, 1] == -1).any() for y in seen)
     assert 0 <= result.metrics["top1"] <= 100 and result.history[-1]["train_loss"] == result.history[-1]["train_loss"]
+
+
+@pytest.mark.skipif(not CUB.is_dir(), reason=f"real CUB images not present at {CUB}")
+def test_data_verify_checks_a_view_through_its_base_root(runner):
+    result = runner.invoke(app, ["data", "verify", "coarse", "--root", str(CUB), "-o", "of=cub", "-o", "min_fine=2",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["splits"]["train"] and sum(report["splits"]["train"].values()) == 1110
