@@ -18,8 +18,8 @@ from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 from fgvcbench_plugins.simtrans import SimTransLoss
 from fgvcbench_plugins.simtrans.data import simulate_noise
-from fgvcbench_plugins.simtrans.simnet import (RelationHead, all_pairs, class_batch, g, graph_loss, pair_f1,
-                                               pair_targets, sample_weights)
+from fgvcbench_plugins.simtrans.simnet import (RelationHead, all_pairs, class_batch, g, graph_loss, pair_auroc,
+                                               pair_f1, pair_targets, sample_weights)
 
 from conftest import SHARED_DATA, write_suite
 
@@ -75,6 +75,8 @@ def test_pair_f1_counts_off_diagonal_pairs():
     everything_same = torch.ones(3, 3)
     scores = pair_f1(everything_same, labels)       # 2 true of 6 predicted positives
     assert scores["precision"] == pytest.approx(100 / 3) and scores["recall"] == pytest.approx(100)
+    shy = perfect * 0.4                              # ranks pairs perfectly, never above 0.5
+    assert pair_f1(shy, labels)["f1"] == 0 and pair_auroc(shy, labels) == pytest.approx(100)
 
 
 def test_class_batch_spreads_images_over_the_chosen_classes():
@@ -217,6 +219,7 @@ def test_every_variant_end_to_end_and_beta0_matches_weights_graph(tmp_path, runn
     for name in ("weights", "weights_graph", "full", "beta0"):
         m = records[name]["metrics"]
         assert 0 <= m["weight_auroc"] <= 100 and 0 <= m["simnet_pair_f1_base"] <= 100
+        assert 0 <= m["simnet_pair_auroc_novel"] <= 100
         assert m["novel_classes"] == 4 and 0 <= m["top1"] <= 100
     assert records["beta0"]["metrics"]["top1"] == records["weights_graph"]["metrics"]["top1"]
     assert records["beta0"]["metrics"]["weight_auroc"] == records["weights"]["metrics"]["weight_auroc"]

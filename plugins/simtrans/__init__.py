@@ -33,8 +33,10 @@ settings (SGD 5e-3, momentum 0.9, wd 1e-4, lr halved at half the epochs).
 
 Recorded beyond the seed (the view knows which images are noise): ``weight_auroc`` —
 AUROC of the weights for telling clean from noisy novel training images —, mean weight
-of clean and noisy images, and SimNet's pair F1 on held-out base images (the validation
-split carved from train) and on the novel test images.
+of clean and noisy images, and SimNet's pair F1 (at S > 0.5) and pair AUROC (threshold-free:
+with ~5 % same-class pairs in a batch, SimNet's probabilities can rank pairs well while
+rarely crossing 0.5) on held-out base images (the validation split carved from train)
+and on the novel test images.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import torch.nn.functional as F
 from fgvcbench.api import Method, RunContext, TensorData, TensorSplit, UserError, hookimpl
 
 from .data import WEAK_SHOT
-from .simnet import SimNet, graph_loss, pair_f1, same_probability, sample_weights, train_simnet
+from .simnet import SimNet, graph_loss, pair_auroc, pair_f1, same_probability, sample_weights, train_simnet
 
 
 class WithPooled(nn.Module):
@@ -181,8 +183,10 @@ def run_simtrans(ctx: RunContext) -> dict:
                                  ("novel", data.test.images, data.test.labels)):
         if len(labels) >= 2:
             f = _embed(ctx, simnet, images[: p["f1_max_images"]]).to(ctx.device)
-            scores = pair_f1(same_probability(head, f, f), labels[: p["f1_max_images"]])
+            probability = same_probability(head, f, f)
+            scores = pair_f1(probability, labels[: p["f1_max_images"]])
             metrics[f"simnet_pair_f1_{name}"] = scores["f1"]
+            metrics[f"simnet_pair_auroc_{name}"] = pair_auroc(probability, labels[: p["f1_max_images"]])
 
     criterion = SimTransLoss(train.labels, weights, head, feats, alpha=p["alpha"], mu=p["mu"], graph=p["use_graph"],
                              smoothing=ctx.recipe.label_smoothing, device=ctx.device)

@@ -123,6 +123,18 @@ def pair_f1(probability: torch.Tensor, labels: torch.Tensor) -> dict[str, float]
     return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall}
 
 
+def pair_auroc(probability: torch.Tensor, labels: torch.Tensor) -> float:
+    """AUROC (in percent) of S for telling same-class from different-class pairs, over all
+    ordered pairs i ≠ j; NaN when only one kind of pair exists."""
+    from sklearn.metrics import roc_auc_score
+    same = (labels[:, None] == labels[None, :])
+    off = ~torch.eye(len(labels), dtype=torch.bool)
+    truth, score = same[off].numpy(), probability[off].float().numpy()
+    if truth.all() or not truth.any():
+        return float("nan")
+    return 100 * float(roc_auc_score(truth, score))
+
+
 def class_batch(labels: torch.Tensor, n_classes: int, n_images: int, generator: torch.Generator) -> torch.Tensor:
     """A SimTrans batch: ``n_images`` images from ``n_classes`` random classes, spread as
     evenly as the classes allow (rows of ``labels``)."""
