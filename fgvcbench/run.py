@@ -55,6 +55,7 @@ class RunContext:
         # JSON-serialisable facts a method wants in its record (e.g. the recipe it applied)
         self.notes: dict[str, Any] = {}
         self.train_seconds = 0.0
+        self.cached_train_seconds = 0.0   # training time of cached stages this run reused
         self.images_seen = 0
         # the last fit's test predictions: saved as artifacts/<run>/predictions.json (reports)
         self.last_predictions: dict[str, Any] | None = None
@@ -177,16 +178,21 @@ class RunContext:
         if path.exists():
             try:
                 cached = torch.load(path, map_location="cpu", weights_only=True)
+                if not (isinstance(cached, dict) and "result" in cached and "train_seconds" in cached):
+                    cached = None  # an older cache layout: recompute
             except Exception:  # noqa: BLE001 — a damaged cache entry is recomputed
                 cached = None
         # under torchrun every rank must take the same branch (the stage may train with DDP)
         if distributed.broadcast(cached is not None):
-            return cached
+            # the phase's training time counts in this run's total cost, not in its own compute
+            self.cached_train_seconds += float(cached["train_seconds"])
+            return cached["result"]
+        before = self.train_seconds
         result = fn()
         if distributed.is_main():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(result, tmp)
+            torch.save({"result": result, "train_seconds": self.train_seconds - before}, tmp)
             os.replace(tmp, path)
         distributed.barrier()
         from fgvcbench.faults import checkpoint
@@ -280,6 +286,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         except (OSError, TypeError, ValueError):
             pass
     cost = {"train_seconds": round(ctx.train_seconds, 3), "wall_seconds": round(wall, 3),
+            # what the run's result cost in all, cached phases included (reports plot this)
+            "train_seconds_total": round(ctx.train_seconds + ctx.cached_train_seconds, 3),
             "images_per_second": round(ctx.images_seen / ctx.train_seconds, 2) if ctx.train_seconds else None,
             "peak_memory_mb": round(_peak_memory_mb(device), 1)}
     record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),

@@ -199,6 +199,8 @@ def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_pat
     for stage, count in (("fine_labels_coarse", 1), ("fine_labels_discovery", 1), ("fine_labels_fine", 1)):
         assert len(list((out / "stages").glob(f"{stage}-*.pt"))) == count, stage
     assert "coarse_finetune" in {h.get("phase") for h in records["stacked"]["history"]}
+    cost = records["stacked"]["cost"]      # it reused the coarse, discovery and fine stages …
+    assert cost["train_seconds_total"] > cost["train_seconds"] > 0   # … whose training time still counts
     assert "multi_head" in {h.get("phase") for h in records["multi_head_0.1"]["history"]}
 
 

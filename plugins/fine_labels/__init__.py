@@ -135,8 +135,7 @@ def run_fine_labels(ctx: RunContext) -> dict:
         if not isinstance(p["epochs_factor"], (int, float)) or p["epochs_factor"] <= 0:
             raise UserError(f"fine_labels epochs_factor: {p['epochs_factor']!r} — use a positive number")
         longer = ctx.recipe.replace(epochs=max(1, int(round(ctx.recipe.epochs * p["epochs_factor"]))))
-        result = ctx.fit(ctx.create_model(data.num_classes), data, longer, phase="coarse")
-        return {**result.metrics, "coarse_only_top1": result.metrics["top1"]}
+        return dict(ctx.fit(ctx.create_model(data.num_classes), data, longer, phase="coarse").metrics)
     coarse = ctx.stage("fine_labels_coarse", coarse_stage, base)
     metrics = {"coarse_only_top1": coarse["metrics"]["top1"]}
     if strategy == "coarse_only":
