@@ -34,7 +34,9 @@ def run_one(load_args: dict, run_id: str) -> str:
     if not claims.try_claim(run_id):
         return "claimed by another process"
     try:
-        record = execute_run(spec, registry, store, device=resolve_device(suite.device), cache_dir=suite.cache_dir)
+        with claims.heartbeat(run_id):
+            record = execute_run(spec, registry, store, device=resolve_device(suite.device),
+                                 cache_dir=suite.cache_dir)
         store.write(record)
         registry.notify_run_finished(record)
         return record["status"]

@@ -8,7 +8,9 @@ Several processes may work on one output directory at once (``--gpus``, ``--work
 two ``fgvcbench run`` of the same suite, array jobs on a cluster): before a run starts,
 its process *claims* it with an exclusive-create file ``claims/<run_id>.claim``; whoever
 creates it runs it, the others go on to the next pending run. A claim whose process
-died (same host, pid gone) is taken over.
+died is taken over: on the same host when its pid is gone, from another host when its
+heartbeat (the file's mtime, touched every minute while the run executes) is older than
+10 minutes.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ class Claims:
     record of who ran what."""
 
     STALE_UNREADABLE_SECONDS = 60
+    HEARTBEAT_SECONDS = 60   # a running claim's file is touched this often
+    # a claim from another host is stale when its heartbeat is older than this (a job
+    # killed by the scheduler cannot release it); FGVCBENCH_CLAIM_STALE_SECONDS overrides
+    STALE_FOREIGN_SECONDS = 600
 
     def __init__(self, root: str | os.PathLike):
         self.dir = Path(root) / "claims"
@@ -80,7 +86,13 @@ class Claims:
                 return time.time() - path.stat().st_mtime > self.STALE_UNREADABLE_SECONDS
             except OSError:
                 return True
-        return owner.get("host") == self.host and not _alive(int(owner.get("pid", -1)))
+        if owner.get("host") == self.host:
+            return not _alive(int(owner.get("pid", -1)))
+        limit = float(os.environ.get("FGVCBENCH_CLAIM_STALE_SECONDS", self.STALE_FOREIGN_SECONDS))
+        try:
+            return time.time() - path.stat().st_mtime > limit
+        except OSError:
+            return True
 
     def try_claim(self, run_id: str) -> bool:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +113,30 @@ class Claims:
             locked_append(self.dir / "claimed.log", f"{run_id} {self.host} {self.pid}\n")
             return True
         return False
+
+    def heartbeat(self, run_id: str):
+        """A context manager that touches the claim every ``HEARTBEAT_SECONDS`` while the
+        run executes, so other hosts can tell a live claim from a dead job's."""
+        import contextlib
+        import threading
+
+        @contextlib.contextmanager
+        def beating():
+            stop = threading.Event()
+
+            def beat():
+                while not stop.wait(self.HEARTBEAT_SECONDS):
+                    try:
+                        os.utime(self._path(run_id))
+                    except OSError:
+                        pass
+            thread = threading.Thread(target=beat, name=f"claim-{run_id}", daemon=True)
+            thread.start()
+            try:
+                yield
+            finally:
+                stop.set()
+        return beating()
 
     def held(self, run_id: str) -> bool:
         """True while a live process holds the run's claim."""
@@ -155,8 +191,9 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
                 progress.update(batch_task, completed=done, total=total, visible=True)
 
             try:
-                record = execute_run(spec, registry, store, device=device, cache_dir=suite.cache_dir,
-                                     on_epoch=on_epoch, on_batch=on_batch)
+                with claims.heartbeat(spec.run_id):
+                    record = execute_run(spec, registry, store, device=device, cache_dir=suite.cache_dir,
+                                         on_epoch=on_epoch, on_batch=on_batch)
             except KeyboardInterrupt:
                 claims.release(spec.run_id)
                 outcome.interrupted = True

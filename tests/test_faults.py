@@ -214,3 +214,25 @@ def test_malformed_suites_exit_2_with_file_line_and_a_fix(tmp_path, runner, case
     assert "Traceback" not in result.output and needle.lower() in result.output.lower(), (case, result.output)
     assert str(path) in result.output or "bad.yaml" in result.output, (case, result.output)
     assert not (tmp_path / "out" / "runs").exists()                # nothing ran
+
+
+def test_claims_from_dead_processes_are_taken_over_and_live_ones_respected(tmp_path, monkeypatch):
+    from fgvcbench.executors import Claims
+    claims = Claims(tmp_path)
+    assert claims.try_claim("run1") and not claims.try_claim("run1")          # held by a live process (us)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = tmp_path / "claims" / "run2.claim"
+    path.write_text(json.dumps({"host": claims.host, "pid": int(dead.stdout), "time": 0}))
+    assert claims.try_claim("run2")                                          # same host, pid gone: taken over
+    foreign = tmp_path / "claims" / "run3.claim"
+    foreign.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0}))
+    assert not claims.try_claim("run3")                                      # fresh heartbeat: respected
+    monkeypatch.setenv("FGVCBENCH_CLAIM_STALE_SECONDS", "5")
+    old = time.time() - 60
+    os.utime(foreign, (old, old))
+    assert claims.try_claim("run3")                                          # silent for a minute: taken over
+    monkeypatch.setattr(Claims, "HEARTBEAT_SECONDS", 0.05)
+    os.utime(tmp_path / "claims" / "run1.claim", (old, old))
+    with claims.heartbeat("run1"):
+        time.sleep(0.3)
+    assert time.time() - (tmp_path / "claims" / "run1.claim").stat().st_mtime < 5   # the heartbeat touched it
