@@ -123,7 +123,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store
-    from fgvcbench.suite import load_suite
+    from fgvcbench.suite import EXECUTORS, load_suite
 
     from fgvcbench import distributed
     registry = get_registry()
@@ -159,14 +159,15 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run.")
         return
     chosen = executor or suite.executor
-    if chosen not in ("local", "submitit"):
-        raise UserError(f"--executor {chosen!r}: use local or submitit")
+    if chosen not in EXECUTORS:
+        raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
+    # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
+    load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
+                 "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
     if chosen == "submitit":
         from fgvcbench.cluster import parse_cli_settings, submit_suite
         if gpus is not None or workers is not None:
             raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
-        load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": _parse_seeds(seeds),
-                     "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
         submitted = submit_suite(suite, load_args, parse_cli_settings(cluster or []), wait=wait, console=console)
         if not submitted:
             console.print("nothing to submit: every run is finished or running", highlight=False)
@@ -178,8 +179,6 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         return
     devices = _worker_devices(gpus, workers, suite.device)
     if devices:
-        load_args = {"path": suite_file, "scale": scale, "seeds": _parse_seeds(seeds), "output": output,
-                     "data_root": data_root}
         outcome = run_suite_workers(suite, devices, load_args, console=console)
     else:
         outcome = run_suite(suite, registry, console=console, show_progress=progress)

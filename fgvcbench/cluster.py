@@ -17,31 +17,22 @@ DEFAULTS = {"backend": "auto", "time_min": 240, "gpus": 1, "cpus": 8, "mem_gb": 
 
 
 def run_one(load_args: dict, run_id: str) -> str:
-    """The job body: run ``run_id`` of the suite unless it is finished or claimed."""
-    from fgvcbench.executors import Claims
+    """The job body: run ``run_id`` of the suite through the local executor's claim loop
+    (skipped when finished or claimed elsewhere); returns what happened to it."""
+    import dataclasses
+
+    from fgvcbench.executors import run_suite
     from fgvcbench.plugins import get_registry
-    from fgvcbench.run import execute_run, resolve_device
-    from fgvcbench.store import Store
     from fgvcbench.suite import load_suite
     registry = get_registry()
     suite = load_suite(registry=registry, **load_args)
     spec = next((s for s in suite.runs if s.run_id == run_id), None)
     if spec is None:
         return "not in the suite any more"
-    store, claims = Store(suite.output), Claims(suite.output)
-    if store.is_finished(run_id):
-        return "already finished"
-    if not claims.try_claim(run_id):
-        return "claimed by another process"
-    try:
-        with claims.heartbeat(run_id):
-            record = execute_run(spec, registry, store, device=resolve_device(suite.device),
-                                 cache_dir=suite.cache_dir)
-        store.write(record)
-        registry.notify_run_finished(record)
-        return record["status"]
-    finally:
-        claims.release(run_id)
+    outcome = run_suite(dataclasses.replace(suite, runs=[spec]), registry, show_progress=False)
+    if outcome.ran:
+        return outcome.ran[0]["status"]
+    return "claimed by another process" if outcome.elsewhere else "already finished"
 
 
 def _executor(settings: dict, folder: Path):

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import Store, locked_append
+from fgvcbench.store import Store, locked_append, pid_alive
 from fgvcbench.suite import Suite
 
 
@@ -46,16 +46,6 @@ class SuiteOutcome:
 
 def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Claims:
@@ -87,7 +77,7 @@ class Claims:
             except OSError:
                 return True
         if owner.get("host") == self.host:
-            return not _alive(int(owner.get("pid", -1)))
+            return not pid_alive(int(owner.get("pid", -1)))
         limit = float(os.environ.get("FGVCBENCH_CLAIM_STALE_SECONDS", self.STALE_FOREIGN_SECONDS))
         try:
             return time.time() - path.stat().st_mtime > limit
@@ -242,8 +232,7 @@ def grid_status(suite: Suite) -> list[tuple[object, str]]:
     return out
 
 
-
-def _worker(load_args: dict, device: str, index: int) -> None:
+def _worker(load_args: dict, device: str) -> None:
     """One worker process: load the suite as the parent did (a Suite holds closures and
     does not pickle), then the same claim loop as a single ``fgvcbench run``."""
     from fgvcbench.plugins import get_registry
@@ -268,7 +257,7 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
     todo = pending_runs(suite, store)
     outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
     context = mp.get_context("spawn")  # CUDA cannot be forked; every worker starts clean
-    workers = [context.Process(target=_worker, args=(load_args, device, i), name=f"fgvcbench-worker-{i}")
+    workers = [context.Process(target=_worker, args=(load_args, device), name=f"fgvcbench-worker-{i}")
                for i, device in enumerate(devices)]
     console.print(f"{len(todo)} pending runs on {len(workers)} workers: {', '.join(devices)}", highlight=False)
     for w in workers:

@@ -18,7 +18,7 @@ import torch
 
 import fgvcbench
 from fgvcbench.data.base import DatasetRequest, DatasetSplits
-from fgvcbench.data.pipeline import TensorData, build_tensor_data
+from fgvcbench.data.pipeline import TensorData, TensorSplit, build_tensor_data
 from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
 from fgvcbench.errors import DataError, DivergedError, UserError
@@ -156,15 +156,17 @@ class RunContext:
         generator = torch.Generator().manual_seed(self.seed * 1000 + seed_offset)
         return BatchAugmenter(recipe or self.recipe, self._mean, self._std, self.device, generator)
 
-    def predict(self, model: torch.nn.Module, data: TensorData, split: str = "test",
+    def predict(self, model: torch.nn.Module, data: TensorData | TensorSplit, split: str = "test",
                 output_fn=None) -> torch.Tensor:
-        """Logits of a split's test-time view."""
-        return predict(model, getattr(data, split), self.augmenter(), self.recipe, self.device,
-                       output_fn=output_fn)
+        """Logits of a split's test-time view (``data`` may also be one TensorSplit)."""
+        part = data if isinstance(data, TensorSplit) else getattr(data, split)
+        return predict(model, part, self.augmenter(), self.recipe, self.device, output_fn=output_fn)
 
-    def features(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> torch.Tensor:
-        """Pooled backbone features (timm ``pre_logits``) of a split's test-time view."""
-        return predict(model, getattr(data, split), self.augmenter(), self.recipe, self.device, pre_logits=True)
+    def features(self, model: torch.nn.Module, data: TensorData | TensorSplit, split: str = "test") -> torch.Tensor:
+        """Pooled backbone features (timm ``pre_logits``) of a split's test-time view
+        (``data`` may also be one TensorSplit)."""
+        part = data if isinstance(data, TensorSplit) else getattr(data, split)
+        return predict(model, part, self.augmenter(), self.recipe, self.device, pre_logits=True)
 
     def stage(self, name: str, fn: Callable[[], Any], inputs: Mapping[str, Any] | None = None) -> Any:
         """Run ``fn`` once per (name, inputs): its result is cached in the output directory

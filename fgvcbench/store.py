@@ -45,6 +45,17 @@ def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> 
         raise
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def locked_append(path: Path, text: str) -> None:
     """Append ``text`` to a file several processes share (claims log, submission ledger)
     under an exclusive ``flock``, so lines never interleave, also where O_APPEND alone is
@@ -101,14 +112,7 @@ class Store:
         for tmp in self.runs_dir.glob(".*.tmp"):
             parts = tmp.name.split(".")
             pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
-            if pid is None:
-                continue
-            try:
-                os.kill(pid, 0)
-                continue  # its writer is alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
+            if pid is None or pid_alive(pid):  # its writer is alive
                 continue
             try:
                 tmp.unlink()

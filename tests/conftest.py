@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def registry_with(monkeypatch):
 
 
 TINY_DATASET = "{name: synthetic, options: {coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}"
+
+
+def records_by_variant(out: Path) -> dict[str, dict]:
+    """The run records under ``out/runs``, keyed by variant (suites with one run per variant)."""
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    return {r["spec"]["variant"]: r for r in records}
 
 
 def write_suite(tmp_path: Path, body: str, name: str = "suite.yaml") -> Path:

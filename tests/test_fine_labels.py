@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
+from fgvcbench.api import DataError, DatasetRequest, DatasetSplits, ImageList
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 from fgvcbench_plugins.datasets.views import coarse_view
@@ -20,7 +20,7 @@ from fgvcbench_plugins.fine_labels.discovery import (auto_min_cluster_size, clus
                                                      global_fine_labels, keep_most_certain, recovery_scores,
                                                      uncertainty)
 
-from conftest import SHARED_DATA, write_suite
+from conftest import SHARED_DATA, records_by_variant, write_suite
 
 
 def test_uncertainty_is_one_minus_pmax_when_right_and_one_plus_pmax_when_wrong():
@@ -183,8 +183,7 @@ def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_pat
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
-    records = {json.loads(p.read_text())["spec"]["variant"]: json.loads(p.read_text())
-               for p in (out / "runs").glob("*.json")}
+    records = records_by_variant(out)
     assert set(records) == {"coarse_only", "coarse_only_2x", "two_stage", "stacked", "multi_head_0.1",
                             "multi_head_0.9"}
     assert records["coarse_only_2x"]["metrics"]["epochs_run"] == 4                # twice the recipe's 2 epochs

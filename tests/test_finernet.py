@@ -3,7 +3,6 @@ phase-4 backbone, and the whole pipeline end to end at smoke scale."""
 
 from __future__ import annotations
 
-import json
 
 import torch
 
@@ -12,7 +11,7 @@ from fgvcbench.plugins import get_registry
 from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, pair_rules
 from fgvcbench_plugins.finernet.siamese import PairHead, interpolate_backbones
 
-from conftest import write_suite
+from conftest import records_by_variant, write_suite
 
 # image 0 of class 0; each class's training images, nearest to image 0 first
 NEIGHBOURS = {0: [0, 11, 12, 13, 14, 15, 16, 17, 18], 1: [21, 22, 23, 24, 25, 26, 27, 28],
@@ -91,8 +90,7 @@ def test_finernet_end_to_end_shares_phase1_and_freezes_the_phase4_backbone(tmp_p
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
-    records = {json.loads(p.read_text())["spec"]["variant"]: json.loads(p.read_text())
-               for p in (tmp_path / "out" / "runs").glob("*.json")}
+    records = records_by_variant(tmp_path / "out")
     assert set(records) == {"single_step", "code", "readme", "alpha_0.0"}
     assert all(r["status"] == "ok" for r in records.values())
     phase1 = records["single_step"]["metrics"]["top1"]

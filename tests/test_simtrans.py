@@ -21,7 +21,7 @@ from fgvcbench_plugins.simtrans.data import simulate_noise
 from fgvcbench_plugins.simtrans.simnet import (RelationHead, all_pairs, class_batch, g, graph_loss, pair_auroc,
                                                pair_f1, pair_targets, sample_weights)
 
-from conftest import SHARED_DATA, write_suite
+from conftest import SHARED_DATA, records_by_variant, write_suite
 
 
 def test_all_ordered_pairs_with_self_pairs_in_row_major_order():
@@ -211,8 +211,7 @@ def test_every_variant_end_to_end_and_beta0_matches_weights_graph(tmp_path, runn
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
-    records = {json.loads(p.read_text())["spec"]["variant"]: json.loads(p.read_text())
-               for p in (out / "runs").glob("*.json")}
+    records = records_by_variant(out)
     assert all(r["status"] == "ok" for r in records.values()), [r["error"] for r in records.values()]
     assert set(records) == {"ce_noisy", "weights", "weights_graph", "full", "beta0"}
     assert "weight_auroc" not in records["ce_noisy"]["metrics"]

@@ -6,7 +6,6 @@ images (from the ``predictions.json`` a run keeps in its artifacts)."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter, defaultdict

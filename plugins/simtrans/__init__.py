@@ -99,15 +99,6 @@ def _split(split: TensorSplit, rows: torch.Tensor, labels: torch.Tensor | None =
                        [split.index[i] for i in rows.tolist()])
 
 
-@torch.no_grad()
-def _embed(ctx: RunContext, simnet: SimNet, images: torch.Tensor) -> torch.Tensor:
-    simnet.to(ctx.device).eval()
-    augment = ctx.augmenter()
-    out = [simnet.embed(augment.eval(images[s:s + ctx.recipe.eval_batch_size])).float().cpu()
-           for s in range(0, len(images), ctx.recipe.eval_batch_size)]
-    return torch.cat(out) if out else torch.empty(0, simnet.backbone.num_features)
-
-
 def run_simtrans(ctx: RunContext) -> dict:
     p = ctx.params
     if p["selection"] not in ("val", "test"):
@@ -162,7 +153,7 @@ def run_simtrans(ctx: RunContext) -> dict:
     simnet.load_state_dict(ctx.stage("simtrans_simnet", train_stage, simnet_inputs)["state_dict"])
     simnet.to(ctx.device).eval()
 
-    feats = _embed(ctx, simnet, train.images)
+    feats = ctx.features(simnet.backbone, train)   # SimNet's embedding: its backbone's pooled features
     head = simnet.head
     weights = torch.ones(len(train))
     if p["use_weights"]:
@@ -179,14 +170,14 @@ def run_simtrans(ctx: RunContext) -> dict:
             if flags.any() and (~flags).any():
                 from sklearn.metrics import roc_auc_score
                 metrics["weight_auroc"] = 100 * float(roc_auc_score(flags.numpy(), weights.numpy()))
-    for name, images, labels in (("base", data.val.images[base_val], data.val.labels[base_val]),
-                                 ("novel", data.test.images, data.test.labels)):
-        if len(labels) >= 2:
-            f = _embed(ctx, simnet, images[: p["f1_max_images"]]).to(ctx.device)
+    cap = torch.arange(p["f1_max_images"])
+    for name, part in (("base", _split(data.val, base_val[: p["f1_max_images"]])),
+                       ("novel", _split(data.test, cap[: len(data.test)]))):
+        if len(part) >= 2:
+            f = ctx.features(simnet.backbone, part).to(ctx.device)
             probability = same_probability(head, f, f)
-            scores = pair_f1(probability, labels[: p["f1_max_images"]])
-            metrics[f"simnet_pair_f1_{name}"] = scores["f1"]
-            metrics[f"simnet_pair_auroc_{name}"] = pair_auroc(probability, labels[: p["f1_max_images"]])
+            metrics[f"simnet_pair_f1_{name}"] = pair_f1(probability, part.labels)["f1"]
+            metrics[f"simnet_pair_auroc_{name}"] = pair_auroc(probability, part.labels)
 
     criterion = SimTransLoss(train.labels, weights, head, feats, alpha=p["alpha"], mu=p["mu"], graph=p["use_graph"],
                              smoothing=ctx.recipe.label_smoothing, device=ctx.device)
