@@ -4,7 +4,9 @@ One run measures, for one backbone / resolution / batch: (1) model-only train st
 random tensors already on the device (the ceiling, as timm's ``benchmark.py`` does),
 (2) end-to-end train steps fed by the fast pipeline (decoded-once uint8 tensors, batched
 augmentation on the device), (3) end-to-end with the classic DataLoader pipeline, and the
-ratios. Each row is appended to ``<output>/throughput.csv`` with the machine and versions.
+ratios. On CUDA each row also counts how often one step makes the host wait for the GPU
+(``syncs_per_step``, from CUDA's sync debug mode): the fast pipeline's should be 0. Each
+row is appended to ``<output>/throughput.csv`` with the machine and versions.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fgvcbench.errors import UserError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs model throughput.")
 FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "batch", "compile", "augment", "mode",
-          "images_per_second", "steps", "workers", "git_sha"]
+          "images_per_second", "syncs_per_step", "steps", "workers", "git_sha"]
 
 
 def _train_step(model, opt, x, y, device):
@@ -49,6 +51,23 @@ def _timed(step_fn, steps: int, warmup: int, device) -> float:
     return time.perf_counter() - t0
 
 
+def count_syncs(step_fn, device) -> int | None:
+    """How many times one call of ``step_fn`` makes the host wait for the GPU (blocking
+    copies, ``.item()``, ``nonzero`` …), from CUDA's sync debug mode; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    import warnings
+    torch.cuda.synchronize(device)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step_fn()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
 def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, warmup: int = 5,
                        device: str = "auto", compile: bool = False, dataset: str = "synthetic",
                        root: Optional[str] = None, workers: Optional[int] = None,
@@ -59,6 +78,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     from fgvcbench.data.pipeline import decode_images, load_size_for
     from fgvcbench.engine.augment import BatchAugmenter
     from fgvcbench.engine.recipe import Recipe
+    from fgvcbench.engine.transfer import to_device
     from fgvcbench.models.pretrained import create_timm_model
     from fgvcbench.plugins import get_registry
     from fgvcbench.run import resolve_device
@@ -89,8 +109,10 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
 
     x_rand = torch.randn(batch, 3, res, res, device=dev)
     y_rand = torch.randint(len(images.class_names), (batch,), device=dev)
-    seconds = _timed(lambda: _train_step(run_model, opt, x_rand, y_rand, dev), steps, warmup, dev)
-    rows.append({"mode": "model_only", "images_per_second": steps * batch / seconds})
+    model_step = lambda: _train_step(run_model, opt, x_rand, y_rand, dev)  # noqa: E731
+    seconds = _timed(model_step, steps, warmup, dev)
+    rows.append({"mode": "model_only", "images_per_second": steps * batch / seconds,
+                 "syncs_per_step": count_syncs(model_step, dev)})
 
     stored = decode_images(images, load_size_for(res), cache)
     stored = stored.to(dev) if dev.type == "cuda" else stored
@@ -99,10 +121,11 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     g = torch.Generator().manual_seed(0)
 
     def fast_step():
-        idx = torch.randint(len(stored), (batch,), generator=g).to(stored.device)
+        idx = to_device(torch.randint(len(stored), (batch,), generator=g), stored.device)
         _train_step(run_model, opt, aug.train(stored[idx]), labels[idx], dev)
     seconds = _timed(fast_step, steps, warmup, dev)
-    rows.append({"mode": "fast", "images_per_second": steps * batch / seconds})
+    rows.append({"mode": "fast", "images_per_second": steps * batch / seconds,
+                 "syncs_per_step": count_syncs(fast_step, dev)})
 
     loader = classic_loader(images, recipe, cfg["mean"], cfg["std"], train=True, workers=workers)
     batches = iter(())
@@ -153,11 +176,12 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                               dataset=dataset, root=root, workers=workers, augment=augment)
     table = Table(title=f"{backbone} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
                         f"{rows[0]['device_name']}")
-    for col in ("mode", "images/s", "× model-only", "× classic"):
+    for col in ("mode", "images/s", "× model-only", "× classic", "host waits / step"):
         table.add_column(col, justify="right" if col != "mode" else "left")
     for r in rows:
         table.add_row(r["mode"], f"{r['images_per_second']:.0f}", f"{r['ratio_to_model_only']:.2f}",
-                      f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "")
+                      f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "",
+                      "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
     Console().print(table)
     output.mkdir(parents=True, exist_ok=True)
     path = output / "throughput.csv"

@@ -1,5 +1,5 @@
-"""Batched TrivialAugmentWide: each op equals torchvision's functional op on uint8 images,
-parameters are drawn per sample with torchvision's distribution."""
+"""Batched TrivialAugmentWide and AutoAugment: each op equals torchvision's functional op on
+uint8 images, parameters are drawn per sample with torchvision's distribution."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from fgvcbench.engine.batch_policies import NUM_BINS, OPS, _bins, apply_ops, sample_params, trivial_augment_wide
+from fgvcbench.engine.batch_policies import (ALL_OPS, NUM_BINS, OPS, _bins, apply_ops, auto_augment,
+                                             autoaugment_params, autoaugment_table, sample_params,
+                                             trivial_augment_wide)
 
 
 def reference(img: torch.Tensor, op: str, m: float) -> torch.Tensor:
@@ -81,3 +83,55 @@ def test_a_batch_of_copies_gets_different_augmentations():
     out = trivial_augment_wide(image.expand(32, -1, -1, -1).clone(), torch.Generator().manual_seed(2))
     distinct = {tuple(o.flatten()[:200].tolist()) for o in out}
     assert len(distinct) > 10 and out.dtype == torch.uint8 and out.shape == (32, 3, 32, 32)
+
+
+def test_invert_matches_torchvision():
+    images = torch.randint(0, 256, (3, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    out = apply_ops(images, torch.full((3,), ALL_OPS.index("Invert")), torch.zeros(3))
+    assert torch.equal(out, TF.invert(images))
+
+
+def test_autoaugment_table_is_torchvisions_imagenet_policy():
+    from torchvision.transforms import v2
+    tv = v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
+    op, prob, mag, signed = autoaugment_table("imagenet", 64, 64)
+    assert op.shape == (25, 2) == prob.shape
+    assert [ALL_OPS[o] for o in op[0].tolist()] == ["Posterize", "Rotate"] and prob[0].tolist() == [0.4, 0.6]
+    assert mag[0].tolist() == pytest.approx([4.0, 30.0])       # Posterize bin 8 → 4 bits; Rotate bin 9 → 30°
+    assert signed[0].tolist() == [False, True]
+    for p, sub_policy in enumerate(tv._policies):
+        assert [ALL_OPS[o] for o in op[p].tolist()] == [name for name, _, _ in sub_policy]
+        assert prob[p].tolist() == pytest.approx([q for _, q, _ in sub_policy])
+
+
+def test_autoaugment_draws_per_sample_as_torchvision_does():
+    b = 40000
+    (op1, mag1), (op2, mag2) = autoaugment_params(b, 64, 64, torch.Generator().manual_seed(0))
+    table_op, table_prob, table_mag, _ = autoaugment_table("imagenet", 64, 64)
+    # sub-policy 12 is (Equalize 0.0, Equalize 0.8): its first op never runs. Over the batch,
+    # each pass applies its op with the policy's mean probability.
+    assert (op1 != 0).float().mean() == pytest.approx(table_prob[:, 0].mean().item(), abs=0.01)
+    assert (op2 != 0).float().mean() == pytest.approx(table_prob[:, 1].mean().item(), abs=0.01)
+    rotate = torch.cat([mag1[op1 == ALL_OPS.index("Rotate")], mag2[op2 == ALL_OPS.index("Rotate")]])
+    assert (rotate < 0).float().mean() == pytest.approx(0.5, abs=0.03)              # signed: ± with p ½
+    assert set(rotate.abs().unique().tolist()) <= set(table_mag[table_op == ALL_OPS.index("Rotate")].tolist())
+    solarize = mag1[op1 == ALL_OPS.index("Solarize")]
+    assert (solarize >= 0).all() and len(solarize)                                  # unsigned
+    assert ALL_OPS.index("Invert") in op1.tolist()                                  # Invert occurs
+
+
+def test_autoaugment_applies_each_samples_two_ops_in_order():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (48, 3, 24, 24), generator=g, dtype=torch.uint8)
+    images[:, :, 6:18, 4:20] = 180
+    passes = autoaugment_params(48, 24, 24, torch.Generator().manual_seed(5))
+    out = auto_augment(images, torch.Generator().manual_seed(5))
+    for i in range(48):
+        expected = images[i]
+        for op, mag in passes:
+            name = ALL_OPS[int(op[i])]
+            expected = TF.invert(expected) if name == "Invert" else reference(expected, name, float(mag[i]))
+        mismatch = (out[i].int() - expected.int()).abs()
+        assert (mismatch > 1).float().mean() < 0.01, (i, [(ALL_OPS[int(o[i])], float(m[i])) for o, m in passes])
+    distinct = {tuple(o.flatten()[:300].tolist()) for o in out}
+    assert len(distinct) > 20 and out.dtype == torch.uint8

@@ -10,7 +10,8 @@ import torch
 
 from fgvcbench.data.base import ImageList
 from fgvcbench.data.pipeline import TensorData, TensorSplit, carve_validation
-from fgvcbench.engine.augment import center_crop, mix_batch, random_erasing, random_resized_crop_flip
+from fgvcbench.engine.augment import (BatchAugmenter, center_crop, mix_batch, random_erasing,
+                                      random_resized_crop_flip)
 from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.train import accuracy_metrics, fit, lr_multiplier
 
@@ -62,10 +63,32 @@ def test_random_erasing_and_mixing():
     assert changed.all()
     frac = (erased != 0).float().mean((1, 2, 3))
     assert (frac >= 0.02 - 1e-6).all() and (frac <= 0.34).all()
+    # p = 0.5: about half the samples get exactly one rectangle; the others are untouched
+    x = torch.zeros(400, 3, 12, 16)
+    erased = random_erasing(x, 0.5, torch.Generator().manual_seed(1))
+    changed = (erased != 0).flatten(1).any(1)
+    assert 0.4 < changed.float().mean() < 0.6
+    for sample in erased[changed]:
+        rows, cols = (sample != 0).any(0).any(1).nonzero(), (sample != 0).any(0).any(0).nonzero()
+        box = sample[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert (box != 0).float().mean() > 0.99                     # one filled rectangle, noise inside
+    assert torch.equal(erased, random_erasing(x, 0.5, torch.Generator().manual_seed(1)))
     y = torch.arange(8) % 4
     for recipe in (Recipe(mixup_alpha=0.2), Recipe(cutmix_alpha=1.0)):
         mixed, soft = mix_batch(torch.rand(8, 3, 16, 16), y, 4, recipe, torch.Generator().manual_seed(3))
         assert mixed.shape == (8, 3, 16, 16) and torch.allclose(soft.sum(1), torch.ones(8))
+
+
+@pytest.mark.parametrize("augment", ["none", "flip", "standard", "trivial_augment", "autoaugment"])
+def test_batch_augmenter_policies_are_deterministic_per_seed(augment):
+    recipe = Recipe(augment=augment, image_size=32, policy_p=0.5, random_erasing=0.25)
+    images = torch.randint(0, 256, (16, 3, 37, 37), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    run = lambda seed: BatchAugmenter(recipe, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"),  # noqa: E731
+                                      torch.Generator().manual_seed(seed)).train(images)
+    a, b, c = run(0), run(0), run(1)
+    assert a.shape == (16, 3, 32, 32) and a.dtype == torch.float32 and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len({tuple(x.flatten()[:100].tolist()) for x in a}) == 16   # every sample its own view
 
 
 def test_accuracy_metrics_by_hand():

@@ -3,9 +3,13 @@
 The geometric part (RandomResizedCrop + horizontal flip) is one affine ``grid_sample``
 for the whole batch: each sample gets its own crop box and flip — torchvision's v2
 RandomResizedCrop draws one box per call, kornia is not a dependency, so this fills the
-gap. TrivialAugmentWide runs batched with per-sample ops (``batch_policies``); AutoAugment
-is torchvision's transform called once per sample on uint8.
-Random erasing and mixup/cutmix are vectorised.
+gap. TrivialAugmentWide and AutoAugment run batched with per-sample ops
+(``batch_policies``). Random erasing and mixup/cutmix are vectorised.
+
+Random parameters are drawn on the host from the run's CPU generator, so a seed gives the
+same crops, flips and ops on every device, and reach the device in one asynchronous copy
+(``transfer.to_device``); only random erasing's noise is drawn on the device, from a
+generator seeded by the host stream.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.transfer import to_device
 
 
 def test_view(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -43,8 +48,8 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
                              flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Per-sample RandomResizedCrop(scale=(scale_min, 1), ratio=(3/4, 4/3)) and flip,
     as a single batched bilinear resample. ``images`` float ``[B, C, S, S]``."""
-    b, device = images.shape[0], images.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
+    b = images.shape[0]
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     area = scale_min + (1 - scale_min) * rand(b)
     log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * rand(b)
     ratio = torch.exp(log_ratio)
@@ -52,31 +57,25 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
     h = torch.sqrt(area / ratio).clamp(max=1.0)
     cx = (rand(b) * 2 - 1) * (1 - w)               # centre in [-1, 1] keeping the box inside
     cy = (rand(b) * 2 - 1) * (1 - h)
-    sign = torch.ones(b, device=device)
+    sign = torch.ones(b)
     if flip:
         sign = torch.where(rand(b) < 0.5, -sign, sign)
-    theta = torch.zeros(b, 2, 3, device=device)
+    theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = w * sign
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    grid = F.affine_grid(to_device(theta, images.device), [b, images.shape[1], size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def _policy_transform(policy: str):
-    from torchvision.transforms import v2
-    if policy == "autoaugment":
-        return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
-    return None
 
 
 def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Erase one random rectangle (area 2–33 %, ratio 0.3–3.3) per sample with prob. p,
-    filled with normal noise, as torchvision's RandomErasing(value='random')."""
+    filled with normal noise, as torchvision's RandomErasing(value='random'). Boxes are
+    drawn on the host; the noise, for the erased samples only, on the images' device."""
     b, _, hgt, wid = images.shape
     device = images.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     apply = rand(b) < p
     area = (0.02 + (0.33 - 0.02) * rand(b)) * hgt * wid
     ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(b))
@@ -84,12 +83,21 @@ def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator) -
     ew = torch.sqrt(area / ratio).clamp(1, wid).long()
     y0 = (rand(b) * (hgt - eh + 1)).long()
     x0 = (rand(b) * (wid - ew + 1)).long()
+    erased = apply.nonzero().squeeze(1)
+    if not len(erased):
+        return images
+    noise_seed = int(torch.randint(2**62, (1,), generator=generator))
+    rows = to_device(erased, device)
+    y0, y1, x0, x1 = to_device(torch.stack([y0, y0 + eh, x0, x0 + ew])[:, erased], device).view(4, -1, 1, 1)
     ys = torch.arange(hgt, device=device).view(1, hgt, 1)
     xs = torch.arange(wid, device=device).view(1, 1, wid)
-    mask = ((ys >= y0.view(-1, 1, 1)) & (ys < (y0 + eh).view(-1, 1, 1)) &
-            (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + ew).view(-1, 1, 1)) & apply.view(-1, 1, 1))
-    noise = torch.randn(images.shape, generator=generator).to(device=device, dtype=images.dtype)
-    return torch.where(mask.unsqueeze(1), noise, images)
+    mask = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
+    noise_generator = torch.Generator(device=device).manual_seed(noise_seed)
+    noise = torch.randn((len(erased),) + tuple(images.shape[1:]), generator=noise_generator, device=device,
+                        dtype=images.dtype)
+    out = images.clone()
+    out[rows] = torch.where(mask.unsqueeze(1), noise, images[rows])
+    return out
 
 
 def mix_batch(images: torch.Tensor, targets: torch.Tensor, num_classes: int, recipe: Recipe,
@@ -103,7 +111,7 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, num_classes: int, rec
     kind = choices[int(torch.randint(len(choices), (1,), generator=generator))]
     alpha = recipe.mixup_alpha if kind == "mixup" else recipe.cutmix_alpha
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    perm = torch.randperm(images.shape[0], generator=generator).to(images.device)
+    perm = to_device(torch.randperm(images.shape[0], generator=generator), images.device)
     if kind == "mixup":
         mixed = lam * images + (1 - lam) * images[perm]
     else:
@@ -126,22 +134,18 @@ class BatchAugmenter:
         self.recipe, self.device, self.generator = recipe, device, generator
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
-        self.policy = _policy_transform(recipe.augment)
 
     def train(self, images_u8: torch.Tensor) -> torch.Tensor:
         r = self.recipe
-        if r.augment == "trivial_augment":  # batched, per-sample ops and magnitudes, on the device
-            from fgvcbench.engine.batch_policies import trivial_augment_wide
+        if r.augment in ("trivial_augment", "autoaugment"):  # batched, per-sample ops, on the device
+            from fgvcbench.engine.batch_policies import auto_augment, trivial_augment_wide
+            policy = trivial_augment_wide if r.augment == "trivial_augment" else auto_augment
             images_u8 = images_u8.to(self.device, non_blocking=True)
-            augmented = trivial_augment_wide(images_u8, self.generator)
+            augmented = policy(images_u8, self.generator)
             if r.policy_p < 1.0:  # RandomApply(policy, p): each sample on its own coin
-                keep = (torch.rand(len(images_u8), generator=self.generator) < r.policy_p).to(self.device)
+                keep = to_device(torch.rand(len(images_u8), generator=self.generator) < r.policy_p, self.device)
                 augmented = torch.where(keep.view(-1, 1, 1, 1), augmented, images_u8)
             images_u8 = augmented
-        elif self.policy is not None:  # AutoAugment: torchvision's transform, one call per sample
-            torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
-            coins = torch.rand(len(images_u8), generator=self.generator) < r.policy_p
-            images_u8 = torch.stack([self.policy(img) if c else img for img, c in zip(images_u8, coins)])
         if r.augment == "none":  # the test-time view
             x = test_view(images_u8.to(self.device, non_blocking=True), r.image_size)
         else:

@@ -1,5 +1,5 @@
-"""TrivialAugmentWide for a whole batch at once, each sample with its own operation and
-magnitude, on whatever device the batch lives on.
+"""TrivialAugmentWide and AutoAugment for a whole batch at once, each sample with its own
+operation and magnitude, on whatever device the batch lives on.
 
 torchvision's ``TrivialAugmentWide`` draws one operation and one magnitude per *call*, so
 applied to a batch every image gets the same augmentation; calling it once per image is
@@ -10,19 +10,31 @@ each op to the samples that drew it — all geometric ops together as one batche
 ``grid_sample`` (nearest, zero fill, torchvision's affine-grid convention), each colour op
 as one batched kernel with per-sample factors. Every op reproduces
 ``torchvision.transforms.v2.functional`` on uint8 images (tests compare them op by op).
+AutoAugment takes its sub-policies and magnitude space from torchvision's own
+``v2.AutoAugment`` and applies each sample's two ops as two such batched passes.
+
+Parameters are drawn on the host from a CPU generator (so a seed gives the same
+augmentation on every device) and reach the device in one asynchronous copy each: no
+step of a batch waits for the GPU.
 """
 
 from __future__ import annotations
 
 import math
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
+
+from fgvcbench.engine.transfer import to_device
 
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
        "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
 NUM_BINS = 31
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+# every op ``apply_ops`` knows: TrivialAugmentWide's 14 (drawn from) and AutoAugment's Invert
+ALL_OPS = OPS + ("Invert",)
 
 
 def _bins(op: str) -> torch.Tensor | None:
@@ -71,9 +83,9 @@ def _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y) -> torch.Tensor:
 def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor) -> torch.Tensor:
     b, _, h, w = images.shape
     dev = images.device
-    zero = torch.zeros(b, device=dev)
-    m = magnitude.to(dev)
-    kind = {name: torch.tensor([o == name for o in ops], device=dev) for name in GEOMETRIC}
+    zero = torch.zeros(b)
+    m = magnitude.float()  # host: every per-sample parameter is worked out there
+    kind = {name: torch.tensor([o == name for o in ops]) for name in GEOMETRIC}
     shear_deg = torch.rad2deg(torch.atan(m))
     # shears turn around the top-left corner (center=[0, 0] → -w/2, -h/2 in centred coordinates)
     corner = kind["ShearX"] | kind["ShearY"]
@@ -83,21 +95,20 @@ def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor) ->
     ty = torch.where(kind["TranslateY"], torch.trunc(m), zero)
     theta = _inverse_affine(cx, cy, angle, tx, ty, torch.where(kind["ShearX"], shear_deg, zero),
                             torch.where(kind["ShearY"], shear_deg, zero))
+    scaled = to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), dev)
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=dev)
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=dev)
     base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)], -1)
-    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=dev)
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
     out = F.grid_sample(images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     out = out.round_().to(torch.uint8)
     # torchvision's exact fast paths for right angles (and 0) when rotating square images
-    if h == w:
-        for k, deg in ((1, 90.0), (2, 180.0), (3, 270.0)):
-            pick = kind["Rotate"] & ((m % 360) == deg)
-            if pick.any():
-                out[pick] = torch.rot90(images[pick], k=k, dims=(-2, -1))
-    pick = kind["Rotate"] & ((m % 360) == 0)
-    out[pick] = images[pick]
+    turns = ((1, 90.0), (2, 180.0), (3, 270.0)) if h == w else ()
+    for k, deg in turns + ((0, 0.0),):
+        pick = (kind["Rotate"] & ((m % 360) == deg)).nonzero().squeeze(1)
+        if len(pick):
+            rows = to_device(pick, dev)
+            out[rows] = torch.rot90(images[rows], k=k, dims=(-2, -1)) if k else images[rows]
     return out
 
 
@@ -112,7 +123,7 @@ def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.T
 
 def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Tensor:
     x = images.float()
-    factor = (1.0 + magnitude).to(images.device)
+    factor = to_device(1.0 + magnitude, images.device)
     if op == "Brightness":
         return (x * factor.view(-1, 1, 1, 1)).clamp_(0, 255).to(torch.uint8)
     if op == "Color":
@@ -122,7 +133,9 @@ def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Ten
     if op == "Sharpness":
         if x.shape[-1] <= 2 or x.shape[-2] <= 2:
             return images
-        kernel = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]], device=x.device) / 13.0
+        kernel = torch.ones(3, 3, device=x.device)
+        kernel[1, 1] = 5.0
+        kernel = kernel / 13.0
         blurred = F.conv2d(x, kernel.expand(3, 1, 3, 3), groups=3).round_()
         out = x.clone()
         view = out[..., 1:-1, 1:-1]
@@ -130,35 +143,43 @@ def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Ten
         return out.clamp_(0, 255).to(torch.uint8)
     if op == "Posterize":
         bits = magnitude.to(torch.int64)
-        mask = (((1 << bits) - 1) << (8 - bits)).clamp(max=255).to(torch.uint8).to(images.device)
+        mask = to_device((((1 << bits) - 1) << (8 - bits)).clamp(max=255).to(torch.uint8), images.device)
         return images & mask.view(-1, 1, 1, 1)
     if op == "Solarize":
-        threshold = (255.0 * magnitude).to(images.device).view(-1, 1, 1, 1)
+        threshold = to_device(255.0 * magnitude, images.device).view(-1, 1, 1, 1)
         return torch.where(x >= threshold, images.bitwise_not(), images)
+    if op == "AutoContrast":  # torchvision's autocontrast, with where() for its masked stores (no sync)
+        low, high = x.amin(dim=(-2, -1), keepdim=True), x.amax(dim=(-2, -1), keepdim=True)
+        flat = high == low
+        scale = torch.where(flat, 1.0, (high - low) * (1.0 / 255))
+        return (x - torch.where(flat, 0.0, low)).div_(scale).clamp_(0, 255).to(torch.uint8)
     from torchvision.transforms.v2 import functional as TF
-    if op == "AutoContrast":
-        return TF.autocontrast(images)
     if op == "Equalize":
         return TF.equalize(images)
+    if op == "Invert":
+        return images.bitwise_not()
     return images
 
 
 def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
-    """Apply op ``OPS[op[i]]`` with ``magnitude[i]`` to sample ``i`` of a uint8 batch."""
+    """Apply op ``ALL_OPS[op[i]]`` with ``magnitude[i]`` to sample ``i`` of a uint8 batch
+    (``op`` and ``magnitude`` on the host; ``images`` on any device)."""
+    names = [ALL_OPS[i] for i in op.tolist()]
+    if all(n == "Identity" for n in names):
+        return images
     out = images.clone()
-    names = [OPS[i] for i in op.tolist()]
-    geo = torch.tensor([n in GEOMETRIC for n in names])
-    if geo.any():
-        idx = geo.nonzero().squeeze(1)
-        out[idx.to(images.device)] = _geometric(images[idx.to(images.device)], [names[i] for i in idx.tolist()],
-                                                magnitude[idx])
-    for name in OPS:
+    dev = images.device
+    geo = torch.tensor([n in GEOMETRIC for n in names]).nonzero().squeeze(1)
+    if len(geo):
+        rows = to_device(geo, dev)
+        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo])
+    for name in ALL_OPS:
         if name == "Identity" or name in GEOMETRIC:
             continue
         idx = torch.tensor([i for i, n in enumerate(names) if n == name], dtype=torch.long)
         if len(idx):
-            dev_idx = idx.to(images.device)
-            out[dev_idx] = _colour(images[dev_idx], name, magnitude[idx])
+            rows = to_device(idx, dev)
+            out[rows] = _colour(images[rows], name, magnitude[idx])
     return out
 
 
@@ -166,3 +187,47 @@ def trivial_augment_wide(images: torch.Tensor, generator: torch.Generator) -> to
     """TrivialAugmentWide on a uint8 batch ``[B, 3, H, W]`` with per-sample parameters."""
     op, magnitude = sample_params(images.shape[0], generator)
     return apply_ops(images, op, magnitude)
+
+
+@lru_cache(maxsize=None)
+def autoaugment_table(policy: str, height: int, width: int) -> tuple[torch.Tensor, ...]:
+    """torchvision ``v2.AutoAugment``'s sub-policies as tensors ``[P, 2]``: op index into
+    ``ALL_OPS``, probability (float64, compared with a float32 draw as torchvision does),
+    magnitude (from its 10-bin space at this image size; 0 where the op has none) and
+    whether the magnitude's sign is random."""
+    from torchvision.transforms import v2
+    tv = v2.AutoAugment(v2.AutoAugmentPolicy(policy))
+    op, prob, mag, signed = (torch.zeros(len(tv._policies), 2, dtype=dt)
+                             for dt in (torch.long, torch.float64, torch.float, torch.bool))
+    for p, sub_policy in enumerate(tv._policies):
+        for s, (name, probability, level) in enumerate(sub_policy):
+            space, is_signed = tv._AUGMENTATION_SPACE[name]
+            bins = space(10, height, width)
+            op[p, s], prob[p, s], signed[p, s] = ALL_OPS.index(name), probability, is_signed
+            mag[p, s] = float(bins[level]) if bins is not None else 0.0
+    return op, prob, mag, signed
+
+
+def autoaugment_params(batch: int, height: int, width: int, generator: torch.Generator,
+                       policy: str = "imagenet") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per sample, as torchvision's ``AutoAugment.forward`` draws them: a sub-policy
+    uniformly; for each of its two ops a coin against the op's probability (Identity when
+    it fails) and, for signed ops, a sign ± with probability ½. Returns the two passes'
+    ``(op, magnitude)``."""
+    op, prob, mag, signed = autoaugment_table(policy, height, width)
+    choice = torch.randint(len(op), (batch,), generator=generator)
+    passes = []
+    for s in range(2):
+        applied = torch.rand(batch, generator=generator) <= prob[choice, s]
+        negative = signed[choice, s] & (torch.rand(batch, generator=generator) <= 0.5)
+        passes.append((torch.where(applied, op[choice, s], 0),
+                       torch.where(negative, -mag[choice, s], mag[choice, s])))
+    return passes
+
+
+def auto_augment(images: torch.Tensor, generator: torch.Generator, policy: str = "imagenet") -> torch.Tensor:
+    """AutoAugment (torchvision's policy, ImageNet by default) on a uint8 batch with
+    per-sample sub-policies, coins and signs."""
+    for op, magnitude in autoaugment_params(images.shape[0], images.shape[-2], images.shape[-1], generator, policy):
+        images = apply_ops(images, op, magnitude)
+    return images

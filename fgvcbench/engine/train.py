@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from fgvcbench.data.pipeline import TensorData, TensorSplit
 from fgvcbench.engine.augment import BatchAugmenter, mix_batch
 from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.transfer import gather_rows, to_device
 from fgvcbench.errors import DivergedError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -185,17 +186,16 @@ def epoch_order(n: int, repeats: int, generator: torch.Generator) -> torch.Tenso
 
 def _resident(split: TensorSplit, device: torch.device) -> TensorSplit:
     """Keep a split's uint8 images on the GPU when they take at most a quarter of its free
-    memory (one copy, no per-batch host→device traffic); else in pinned host memory so
-    batches copy asynchronously."""
+    memory (one copy, no per-batch host→device traffic). Otherwise they stay on the host
+    (in memory, or an on-disk memmap) and each batch is gathered into pinned memory and
+    copied asynchronously (``transfer.gather_rows``)."""
     if device.type != "cuda" or split.images.device.type == "cuda":
         return split
     free, _ = torch.cuda.mem_get_info(device)
     nbytes = split.images.numel() * split.images.element_size()
     if nbytes <= free // 4:
         return TensorSplit(split.images.to(device), split.labels, split.index)
-    if split.streamed:  # larger than memory: batches stream from the memmap
-        return split
-    return TensorSplit(split.images.pin_memory(), split.labels, split.index)
+    return split
 
 
 def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.device, seed: int,
@@ -221,6 +221,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     # augmentation draws: the single-process stream, or one stream per rank under DDP
     aug_generator = generator if world == 1 else torch.Generator().manual_seed(seed * 7919 + rank + 1)
     train_split = _resident(data.train, device)
+    train_labels = to_device(train_split.labels, device)
     model.to(device)
     if device.type == "cuda" and recipe.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -255,12 +256,14 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             return
         order = distributed.shard(epoch_order(len(train_split), recipe.repeated_augment, epoch_generator),
                                   rank, world)
+        # one copy of the epoch's order per device, not one per batch
+        rows_on_images, rows_on_device = to_device(order, train_split.images.device), to_device(order, device)
         for b, start in enumerate(range(0, len(order), recipe.batch_size)):
-            idx = order[start:start + recipe.batch_size]
-            if len(idx) < 2 and len(order) > 1:
+            end = min(start + recipe.batch_size, len(order))
+            if end - start < 2 and len(order) > 1:
                 continue  # a batch of one breaks BatchNorm; skip the remainder (the same on every rank)
-            yield (b, augmenter.train(train_split.images[idx.to(train_split.images.device)]),
-                   train_split.labels[idx].to(device, non_blocking=True))
+            yield (b, augmenter.train(gather_rows(train_split.images, rows_on_images[start:end], device)),
+                   train_labels[rows_on_device[start:end]])
 
     def logits_of(net: nn.Module, split: str) -> torch.Tensor:
         if loaders is not None:

@@ -1,0 +1,58 @@
+"""What only a CUDA device can show: a training step's data path never makes the host wait
+for the GPU, and host-held images reach it through pinned memory with the same result.
+Skipped without a GPU; on the device machine: ``pytest tests/test_cuda.py``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fgvcbench.engine.augment import BatchAugmenter, mix_batch
+from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.transfer import gather_rows, to_device
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the GPU machine)")
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.mark.parametrize("augment", ["standard", "trivial_augment", "autoaugment"])
+def test_the_augmented_batch_never_waits_for_the_gpu(augment):
+    dev = torch.device("cuda")
+    images = torch.randint(0, 256, (96, 3, 73, 73), dtype=torch.uint8).to(dev)
+    recipe = Recipe(augment=augment, image_size=64, policy_p=0.5, random_erasing=0.5, mixup_alpha=0.2,
+                    cutmix_alpha=1.0)
+    aug = BatchAugmenter(recipe, MEAN, STD, dev, torch.Generator().manual_seed(0))
+    labels = torch.randint(10, (96,)).to(dev)
+    order = torch.randperm(96)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")   # any host wait raises
+    try:
+        for start in range(0, 96, 32):
+            rows = to_device(order[start:start + 32], dev)
+            x, soft = mix_batch(aug.train(images[rows]), labels[rows], 10, recipe, aug.generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.shape == (32, 3, 64, 64) and torch.isfinite(x).all() and soft.shape == (32, 10)
+
+
+def test_host_images_gathered_through_pinned_memory_give_the_same_batch():
+    dev = torch.device("cuda")
+    host = torch.randint(0, 256, (40, 3, 37, 37), dtype=torch.uint8)
+    rows = torch.randperm(40)[:16]
+    gathered = gather_rows(host, rows, dev)
+    assert gathered.is_pinned() and torch.equal(gathered, host[rows])
+    recipe = Recipe(augment="trivial_augment", image_size=32, random_erasing=0.3)
+    a = BatchAugmenter(recipe, MEAN, STD, dev, torch.Generator().manual_seed(1)).train(gathered)
+    b = BatchAugmenter(recipe, MEAN, STD, dev, torch.Generator().manual_seed(1)).train(host.to(dev)[rows.to(dev)])
+    assert torch.equal(a, b)
+
+
+def test_same_seed_same_augmentation_parameters_on_cpu_and_gpu():
+    """Parameters come from the host generator, so the geometry agrees across devices (up to
+    float rounding of the resampling)."""
+    images = torch.randint(0, 256, (8, 3, 37, 37), dtype=torch.uint8)
+    recipe = Recipe(augment="standard", image_size=32)
+    cpu = BatchAugmenter(recipe, MEAN, STD, torch.device("cpu"), torch.Generator().manual_seed(2)).train(images)
+    gpu = BatchAugmenter(recipe, MEAN, STD, torch.device("cuda"), torch.Generator().manual_seed(2)).train(images)
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-3)
