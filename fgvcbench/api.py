@@ -23,7 +23,8 @@ from fgvcbench.backbones import BackboneSpec
 from fgvcbench.data.base import DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 from fgvcbench.data.pipeline import TensorData, TensorSplit
 from fgvcbench.engine.recipe import Recipe, RecipeStep
-from fgvcbench.engine.train import FitResult, accuracy_metrics
+from fgvcbench.engine.train import FitResult, RunningLoss, accuracy_metrics
+from fgvcbench.engine.transfer import gather_rows, resident, to_device
 from fgvcbench.errors import DataError, DivergedError, UserError
 from fgvcbench.knn import knn_search
 from fgvcbench.method import Method
@@ -35,8 +36,8 @@ hookimpl = pluggy.HookimplMarker("fgvcbench")
 __all__ = [
     "BackboneSpec", "DataError", "DatasetRequest", "DatasetSpec", "DatasetSplits", "DivergedError",
     "FitResult", "ImageList", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
-    "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "create_timm_model", "hookimpl", "knn_search",
-    "pretrained_data_config",
+    "RunningLoss", "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "create_timm_model",
+    "gather_rows", "hookimpl", "knn_search", "pretrained_data_config", "resident", "to_device",
 ]
 
 # The embedded synthetic dataset's generator (registered by the built-in datasets plugin).

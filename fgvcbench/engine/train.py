@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from fgvcbench.data.pipeline import TensorData, TensorSplit
 from fgvcbench.engine.augment import BatchAugmenter, mix_batch
 from fgvcbench.engine.recipe import Recipe
-from fgvcbench.engine.transfer import gather_rows, to_device
+from fgvcbench.engine.transfer import gather_rows, resident, to_device
 from fgvcbench.errors import DivergedError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,6 +145,30 @@ def _classic_loaders(data: TensorData, recipe: Recipe, mean, std, seed: int) -> 
             for name, images in lists.items() if len(images)}
 
 
+class RunningLoss:
+    """A training loop's loss, summed on the device: reading it every step (``.item()``)
+    would make the host wait for the GPU each time. ``add`` looks for NaN/inf every
+    ``every`` steps (one wait) and ``mean`` reads the sum once, at the end of an epoch;
+    either raises :class:`DivergedError` naming ``what`` and ``where``."""
+
+    def __init__(self, device: torch.device, what: str = "training loss", where: str = "", every: int = 25):
+        self.total = torch.zeros((), device=device)
+        self.weight, self.steps, self.what, self.where, self.every = 0.0, 0, what, where, every
+
+    def add(self, loss: torch.Tensor, weight: float = 1.0) -> None:
+        self.total += loss.detach().float() * weight
+        self.weight += weight
+        self.steps += 1
+        if self.steps % self.every == 0 and not torch.isfinite(self.total):
+            raise DivergedError(f"{self.what} is {self.total.item()} {self.where}, step {self.steps}".strip())
+
+    def mean(self) -> float:
+        value = (self.total / max(self.weight, 1.0)).item()
+        if not math.isfinite(value):
+            raise DivergedError(f"{self.what} is {value} {self.where}".strip())
+        return value
+
+
 @dataclass
 class FitResult:
     metrics: dict[str, Any]
@@ -184,20 +208,6 @@ def epoch_order(n: int, repeats: int, generator: torch.Generator) -> torch.Tenso
     return order
 
 
-def _resident(split: TensorSplit, device: torch.device) -> TensorSplit:
-    """Keep a split's uint8 images on the GPU when they take at most a quarter of its free
-    memory (one copy, no per-batch host→device traffic). Otherwise they stay on the host
-    (in memory, or an on-disk memmap) and each batch is gathered into pinned memory and
-    copied asynchronously (``transfer.gather_rows``)."""
-    if device.type != "cuda" or split.images.device.type == "cuda":
-        return split
-    free, _ = torch.cuda.mem_get_info(device)
-    nbytes = split.images.numel() * split.images.element_size()
-    if nbytes <= free // 4:
-        return TensorSplit(split.images.to(device), split.labels, split.index)
-    return split
-
-
 def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.device, seed: int,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, freeze_backbone: bool = False,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -220,9 +230,12 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     generator = seed_everything(seed)   # the epoch order: the same on every rank
     # augmentation draws: the single-process stream, or one stream per rank under DDP
     aug_generator = generator if world == 1 else torch.Generator().manual_seed(seed * 7919 + rank + 1)
-    train_split = _resident(data.train, device)
+    # on the GPU when it fits (else batches are gathered on the host into pinned memory)
+    train_split = TensorSplit(resident(data.train.images, device), data.train.labels, data.train.index)
     train_labels = to_device(train_split.labels, device)
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels, as timm's train.py
     if device.type == "cuda" and recipe.channels_last:
         model.to(memory_format=torch.channels_last)
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
@@ -272,7 +285,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
 
     history: list[dict[str, Any]] = []
     best_val, best_epoch, best_state = -1.0, 0, None
-    train_seconds, images_seen, step = 0.0, 0, 0
+    train_seconds, images_seen = 0.0, 0
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
     for epoch in range(1, recipe.epochs + 1):
         if criterion is not None and hasattr(criterion, "set_epoch"):
@@ -281,8 +294,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         if freeze_backbone:
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        n_batches = 0
+        running = RunningLoss(device, "training loss", f"at epoch {epoch}")
         for b, x, y in train_batches(generator):
             if device.type == "cuda" and recipe.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -302,30 +314,22 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                 torch.nn.utils.clip_grad_norm_([p for _, p in named], recipe.grad_clip)
             optimizer.step()
             scheduler.step()
-            step += 1
             if ema is not None and b % recipe.ema_steps == 0:  # torchvision: batch index i % steps == 0
                 ema.update_parameters(model)
                 if epoch <= recipe.warmup_epochs:
                     # torchvision resets the average during warmup: the EMA copies the weights
                     ema.n_averaged.fill_(0)
-            loss_sum += loss.detach()
-            n_batches += 1
+            running.add(loss)   # read back only every 25 steps and at the epoch's end
             images_seen += len(y) * world
-            if step % 25 == 0 and not torch.isfinite(loss_sum):  # a sync only every 25 steps
-                raise DivergedError(f"training loss is {loss_sum.item()} at epoch {epoch}, step {step}")
             if on_batch is not None:
                 on_batch(b + 1, steps_per_epoch)
         if world > 1:  # BN statistics: rank 0's for everyone (DDP syncs them only at each forward)
             import torch.distributed as dist
             for buffer in list(model.buffers()) + (list(ema.module.buffers()) if ema is not None else []):
                 dist.broadcast(buffer, src=0)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        train_loss = running.mean()   # waits for the epoch's last step
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
-        train_loss = (loss_sum / max(n_batches, 1)).item()
-        if not math.isfinite(train_loss):
-            raise DivergedError(f"training loss is {train_loss} at epoch {epoch}")
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
                                "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
         if len(data.val):

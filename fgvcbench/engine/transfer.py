@@ -31,3 +31,15 @@ def gather_rows(images: torch.Tensor, rows: torch.Tensor, device: torch.device) 
     out = torch.empty((len(rows),) + tuple(images.shape[1:]), dtype=images.dtype, pin_memory=True)
     torch.index_select(images, 0, rows, out=out)
     return out
+
+
+def resident(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Training images where batches are cheapest to cut from: on the GPU when they take
+    at most a quarter of its free memory (one copy, no per-batch host→device traffic);
+    otherwise where they are (host memory or an on-disk memmap), for ``gather_rows``."""
+    if device.type != "cuda" or images.device.type == "cuda":
+        return images
+    free, _ = torch.cuda.mem_get_info(device)
+    if images.numel() * images.element_size() <= free // 4:
+        return images.to(device)
+    return images

@@ -3,13 +3,11 @@ trained end to end (backbone included) on the mined pairs."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgvcbench.api import DivergedError
+from fgvcbench.api import RunningLoss, gather_rows, resident, to_device
 
 
 class PairHead(nn.Module):
@@ -49,30 +47,32 @@ def train_siamese(siamese: Siamese, images: torch.Tensor, pairs: torch.Tensor, a
     opt = torch.optim.SGD(siamese.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     autocast = device.type == "cuda"
+    images = resident(images, device)
     history = []
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(pairs), generator=generator)
-        total, correct, seen = 0.0, 0, 0
+        running = RunningLoss(device, "Siamese loss", f"at epoch {epoch}")
+        correct, seen = torch.zeros((), device=device), 0   # summed on the device: no per-step wait
         for start in range(0, len(order), batch_size):
             batch = pairs[order[start:start + batch_size]]
             if len(batch) < 2:
                 continue  # BatchNorm needs two samples
-            xq = augmenter.train(images[batch[:, 0].to(images.device)])
-            xn = augmenter.train(images[batch[:, 1].to(images.device)])
-            target = batch[:, 2].float().to(device)
+            rows = to_device(batch[:, :2].T.contiguous(), images.device)
+            xq = augmenter.train(gather_rows(images, rows[0], device))
+            xn = augmenter.train(gather_rows(images, rows[1], device))
+            target = to_device(batch[:, 2].float(), device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 logits = siamese(xq, xn).float()
             loss = F.binary_cross_entropy_with_logits(logits, target)
-            if not math.isfinite(loss.item()):
-                raise DivergedError(f"Siamese loss is {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(batch)
-            correct += int(((logits > 0).float() == target).sum())
+            running.add(loss, len(batch))
+            correct += ((logits > 0).float() == target).sum()
             seen += len(batch)
-        row = {"phase": "3", "epoch": epoch, "train_loss": total / max(seen, 1),
-               "pair_accuracy": 100.0 * correct / max(seen, 1), "lr": lr}
+        train_loss = running.mean()
+        row = {"phase": "3", "epoch": epoch, "train_loss": train_loss,
+               "pair_accuracy": 100.0 * correct.item() / max(seen, 1), "lr": lr}
         history.append(row)
         if on_epoch:
             on_epoch(row)

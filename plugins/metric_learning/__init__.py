@@ -21,14 +21,14 @@ against itself. The epoch is selected on validation precision@1.
 from __future__ import annotations
 
 import copy
-import math
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgvcbench.api import DivergedError, Method, RunContext, UserError, hookimpl
+from fgvcbench.api import (Method, RunContext, RunningLoss, UserError, gather_rows, hookimpl, resident,
+                           to_device)
 
 from .evaluate import cosine_similarities, knn_accuracy, nearest_class_mean_accuracy, retrieval_metrics, tsne_plot
 
@@ -66,8 +66,16 @@ def build_loss_and_miner(params: dict):
 def embed_split(ctx: RunContext, net: EmbeddingNet, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
     net.eval()
     aug = ctx.augmenter()
-    out = [net(aug.eval(images[i:i + batch]))[0].float().cpu() for i in range(0, len(images), batch)]
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda" and ctx.recipe.amp):
+        out = [net(_layout(aug.eval(images[i:i + batch]), ctx))[0].float().cpu() for i in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.empty(0)
+
+
+def _layout(x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
+    """channels_last on CUDA, as the engine feeds its models."""
+    if ctx.device.type == "cuda" and ctx.recipe.channels_last:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
 
 
 def run_metric_learning(ctx: RunContext) -> dict:
@@ -91,30 +99,35 @@ def run_metric_learning(ctx: RunContext) -> dict:
                                 nesterov=recipe.nesterov and recipe.momentum > 0))
     aug = ctx.augmenter(recipe, seed_offset=7)
     torch.manual_seed(ctx.seed)   # MPerClassSampler draws from the global generator
+    if ctx.device.type == "cuda" and recipe.channels_last:
+        net.to(memory_format=torch.channels_last)
+    autocast = ctx.device.type == "cuda" and recipe.amp
+    train_images, train_labels = resident(data.train.images, ctx.device), to_device(labels, ctx.device)
     best, best_state = -1.0, None
     for epoch in range(1, recipe.epochs + 1):
         net.train()
         started = time.perf_counter()
         order = torch.tensor(list(iter(sampler)))
-        total, steps = 0.0, 0
+        # the epoch's order copied once to each device; losses summed there (no per-step wait)
+        rows_on_images, rows_on_device = to_device(order, train_images.device), to_device(order, ctx.device)
+        running = RunningLoss(ctx.device, "metric-learning loss", f"at epoch {epoch}")
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            idx = order[start:start + batch_size]
-            x = aug.train(data.train.images[idx.to(data.train.images.device)])
-            y = labels[idx].to(ctx.device)
-            emb, logits = net(x)
+            end = start + batch_size
+            x = _layout(aug.train(gather_rows(train_images, rows_on_images[start:end], ctx.device)), ctx)
+            y = train_labels[rows_on_device[start:end]]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                emb, logits = net(x)
             triplet = loss_fn(emb.float(), y, miner(emb.float(), y) if miner is not None else None)
             loss = p["triplet_weight"] * triplet
             if p["ce_weight"] > 0:
                 loss = loss + p["ce_weight"] * F.cross_entropy(logits.float(), y)
-            if not math.isfinite(loss.item()):
-                raise DivergedError(f"metric-learning loss is {loss.item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, steps = total + loss.item(), steps + 1
-            ctx.images_seen += len(idx)
+            running.add(loss)
+            ctx.images_seen += batch_size
+        row = {"epoch": epoch, "train_loss": running.mean(), "lr": recipe.lr}   # waits for the last step
         ctx.train_seconds += time.perf_counter() - started
-        row = {"epoch": epoch, "train_loss": total / max(steps, 1), "lr": recipe.lr}
         if len(data.val) > 1:
             row["val_precision_at_1"] = retrieval_metrics(embed_split(ctx, net, data.val.images),
                                                           data.val.labels)["precision_at_1"]

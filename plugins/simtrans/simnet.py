@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fgvcbench.api import RunningLoss, gather_rows, resident, to_device
+
 
 def all_pairs(features: torch.Tensor) -> torch.Tensor:
     """Every ordered pair of a batch, self-pairs included: row ``i·B + j`` is
@@ -169,25 +171,34 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
     step_size = max(1, epochs // 2)
     steps = max(1, len(base_labels) // images_per_batch)
     autocast = device.type == "cuda" and amp
+    base_images = resident(base_images, device)
+    web_images = resident(web_images, device) if adversarial else web_images
+
+    def batch_of(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return augment.train(gather_rows(images, to_device(rows, images.device), device))
+
     history = []
     for epoch in range(1, epochs + 1):
         factor = 0.5 ** ((epoch - 1) // step_size)
         for group in opt.param_groups + (opt_d.param_groups if opt_d else []):
             group["lr"] = lr * factor
         simnet.train()
-        sums = {"sim_loss": 0.0, "pair_accuracy": 0.0, "d_loss": 0.0}
+        # summed on the device and read once per epoch (no per-step wait for the GPU)
+        sim_loss = RunningLoss(device, "SimNet loss", f"at epoch {epoch}")
+        d_loss_sum = RunningLoss(device, "discriminator loss", f"at epoch {epoch}")
+        correct = torch.zeros((), device=device)
         for _ in range(steps):
             rows = class_batch(base_labels, classes_per_batch, images_per_batch, generator)
-            x = augment.train(base_images[rows])
-            y = pair_targets(base_labels[rows]).to(device)
+            x = batch_of(base_images, rows)
+            y = to_device(pair_targets(base_labels[rows]), device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 logits, r = simnet(x)
                 loss = F.cross_entropy(logits.float(), y)
                 if disc is not None:
                     web_rows = class_batch(web_labels, web_classes_per_batch, web_images_per_batch, generator)
-                    _, r_web = simnet(augment.train(web_images[web_rows]))
+                    _, r_web = simnet(batch_of(web_images, web_rows))
                     r_all = torch.cat([r, r_web])
-                    domain = torch.cat([torch.zeros(len(r)), torch.ones(len(r_web))]).long().to(device)
+                    domain = to_device(torch.cat([torch.zeros(len(r)), torch.ones(len(r_web))]).long(), device)
                     loss = loss - beta * F.cross_entropy(disc(r_all).float(), domain)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -198,12 +209,12 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
-                sums["d_loss"] += d_loss.item()
-            sums["sim_loss"] += loss.item()
-            sums["pair_accuracy"] += (logits.argmax(1) == y).float().mean().item()
-        if not math.isfinite(sums["sim_loss"]):
-            from fgvcbench.api import DivergedError
-            raise DivergedError(f"SimNet loss is {sums['sim_loss']} at epoch {epoch}")
-        history.append({"epoch": epoch, "phase": "simnet", "lr": lr * factor,
-                        **{k: v / steps for k, v in sums.items() if k != "d_loss" or disc is not None}})
+                d_loss_sum.add(d_loss)
+            sim_loss.add(loss)
+            correct += (logits.argmax(1) == y).float().mean()
+        row = {"epoch": epoch, "phase": "simnet", "lr": lr * factor, "sim_loss": sim_loss.mean(),
+               "pair_accuracy": correct.item() / steps}
+        if disc is not None:
+            row["d_loss"] = d_loss_sum.mean()
+        history.append(row)
     return history
