@@ -193,3 +193,59 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
             writer.writeheader()
         writer.writerows(rows)
     Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")
+
+
+KNN_FIELDS = ["date", "host", "device_name", "torch", "n", "dim", "classes", "k", "backend", "seconds", "git_sha"]
+
+
+def measure_knn(n: int, dim: int, classes: int, k: int = 8, *, device: str = "auto", repeats: int = 3,
+                seed: int = 0) -> list[dict]:
+    """Seconds of FineRNet's phase-2 neighbour search (every image against each class's
+    images, inner product) per kNN engine, on random features of a whole training set's
+    size: the cost depends on the sizes, not on the values."""
+    from fgvcbench.knn import engine_seconds
+    from fgvcbench.run import _cpu_name, _git_sha, resolve_device
+
+    if n < 2 or dim < 1 or not 1 <= classes <= n or k < 1 or repeats < 1:
+        raise UserError(f"--n {n} --dim {dim} --classes {classes} --k {k} --repeats {repeats}: "
+                        f"need n >= 2, dim >= 1, 1 <= classes <= n, k >= 1, repeats >= 1")
+    dev = resolve_device(device)
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, dim, generator=g).to(dev)
+    labels = torch.arange(n) % classes
+    engine_seconds(features[: min(n, 64)], labels[: min(n, 64)], k, repeats=1)   # warm-up (CUDA context, cuBLAS)
+    seconds = engine_seconds(features, labels, k, repeats=repeats)
+    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+            "torch": torch.__version__, "n": n, "dim": dim, "classes": classes, "k": k, "git_sha": _git_sha()}
+    return [{**meta, "backend": backend, "seconds": s} for backend, s in seconds.items()]
+
+
+@bench_app.command("knn")
+def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training set)."),
+        dim: int = typer.Option(2048, help="Feature size (2048: ResNet-50's pooled output)."),
+        classes: int = typer.Option(200, help="Classes (each image is searched against every class)."),
+        k: int = typer.Option(8, help="Neighbours per class (FineRNet: top-7 + the image itself)."),
+        repeats: int = typer.Option(3, help="Timed repeats; the best is kept."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (where the torch engine searches)."),
+        output: Path = typer.Option(Path("results/bench"), help="Folder for knn.csv.")) -> None:
+    """FineRNet's pair-mining search: seconds per kNN engine (torch on the device, FAISS)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = measure_knn(n, dim, classes, k, device=device, repeats=repeats)
+    table = Table(title=f"kNN within classes · {n} × {dim} · {classes} classes · k {k} · {rows[0]['device_name']}")
+    table.add_column("engine")
+    table.add_column("seconds", justify="right")
+    for r in rows:
+        table.add_row(r["backend"], "not installed" if r["seconds"] != r["seconds"] else f"{r['seconds']:.3f}")
+    Console().print(table)
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "knn.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=KNN_FIELDS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")

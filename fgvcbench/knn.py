@@ -78,3 +78,42 @@ def knn_search(queries: torch.Tensor, database: torch.Tensor, k: int, metric: st
     if backend == "faiss" or (backend == "auto" and faiss_available()):
         return _faiss_search(q, db, k, metric)
     return _torch_search(q, db.to(q.device), k, metric)
+
+
+def knn_within_classes(features: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int | None = None,
+                       metric: str = "ip", backend: str = "auto") -> dict[int, torch.Tensor]:
+    """For each class c: ``[N, ≤k]`` global indices of c's rows nearest to every row of
+    ``features`` (FineRNet's phase-2 search; the torch engine runs on the features'
+    device). A class with no rows maps to an ``[N, 0]`` tensor."""
+    labels = labels.cpu()
+    classes = range(num_classes) if num_classes is not None else sorted(set(labels.tolist()))
+    out = {}
+    for c in classes:
+        members = (labels == c).nonzero().squeeze(1)
+        if len(members) == 0:
+            out[c] = torch.empty((len(features), 0), dtype=torch.long)
+            continue
+        _, local = knn_search(features, features[members.to(features.device)], min(k, len(members)),
+                              metric=metric, backend=backend)
+        out[c] = members[local.cpu()]
+    return out
+
+
+def engine_seconds(features: torch.Tensor, labels: torch.Tensor, k: int, repeats: int = 2,
+                   backends: tuple[str, ...] = ("torch", "faiss")) -> dict[str, float]:
+    """Wall seconds of :func:`knn_within_classes` per engine (best of ``repeats``; NaN for
+    an engine that is not installed). Each search ends with its indices on the host, so
+    the GPU's work is inside the time."""
+    import time
+    out = {}
+    for backend in backends:
+        if backend == "faiss" and not faiss_available():
+            out[backend] = float("nan")
+            continue
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            knn_within_classes(features, labels, k, backend=backend)
+            best = min(best, time.perf_counter() - started)
+        out[backend] = best
+    return out

@@ -98,6 +98,7 @@ def test_finernet_end_to_end_shares_phase1_and_freezes_the_phase4_backbone(tmp_p
         m = records[variant]["metrics"]
         assert m["phase1_top1"] == phase1                     # one phase 1 for all variants
         assert m["pairs_pairs"] > 0 and 0 <= m["pairs_positive_share"] <= 1
+        assert m["pairs_mining_seconds"] > 0 and m["pairs_knn_seconds_torch"] > 0   # mining timed per engine
         assert m["delta_vs_single_step"] == m["top1"] - phase1
     assert len(list((tmp_path / "out" / "stages").glob("finernet_phase1-*.pt"))) == 1
     assert len(list((tmp_path / "out" / "stages").glob("finernet_phase3-*.pt"))) == 1

@@ -1,11 +1,18 @@
-"""kNN: the FAISS and torch engines return the same neighbours, and both equal brute force."""
+"""kNN: the FAISS and torch engines return the same neighbours, and both equal brute force;
+the per-class search FineRNet mines with; `fgvcbench bench knn`."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
-from fgvcbench.knn import faiss_available, knn_search
+import csv
+
+import fgvcbench.knn as knn_mod
+from fgvcbench.cli import app
+from fgvcbench.knn import engine_seconds, faiss_available, knn_search, knn_within_classes
 
 
 def brute_force(q, db, k, metric):
@@ -46,3 +53,33 @@ def test_shapes_and_errors():
         knn_search(torch.randn(3, 4), torch.randn(2, 5), k=1)
     with pytest.raises(ValueError, match="metric"):
         knn_search(torch.randn(3, 4), torch.randn(2, 4), k=1, metric="hamming")
+
+
+def test_within_classes_equals_brute_force_per_class():
+    g = torch.Generator().manual_seed(2)
+    feats, labels = torch.randn(60, 8, generator=g), torch.arange(60) % 4
+    labels[labels == 3] = 5                                   # class 3 absent, class 5 present
+    table = knn_within_classes(feats, labels, 3, num_classes=6, backend="torch")
+    assert table[3].shape == (60, 0) and table[4].shape == (60, 0)
+    for c in (0, 1, 2, 5):
+        members = (labels == c).nonzero().squeeze(1)
+        expected = members[(feats @ feats[members].T).topk(3, dim=1).indices]
+        assert torch.equal(table[c], expected)
+        assert (labels[table[c]] == c).all()
+    assert set(knn_within_classes(feats, labels, 2, backend="torch")) == {0, 1, 2, 5}
+
+
+def test_engine_seconds_and_the_bench(tmp_path, runner, monkeypatch):
+    feats, labels = torch.randn(80, 16), torch.arange(80) % 5
+    seconds = engine_seconds(feats, labels, 4, repeats=1)
+    assert set(seconds) == {"torch", "faiss"} and seconds["torch"] > 0
+    monkeypatch.setattr(knn_mod, "faiss_available", lambda: False)
+    assert math.isnan(engine_seconds(feats, labels, 4, repeats=1)["faiss"])     # not installed: NaN, not 0
+    result = runner.invoke(app, ["bench", "knn", "--n", "300", "--dim", "32", "--classes", "10", "--repeats", "1",
+                                 "--device", "cpu", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "knn.csv")))
+    assert [r["backend"] for r in rows] == ["torch", "faiss"] and float(rows[0]["seconds"]) > 0
+    assert rows[1]["seconds"] == "nan" and "not installed" in result.output
+    bad = runner.invoke(app, ["bench", "knn", "--classes", "0"])
+    assert bad.exit_code == 2 and "classes" in bad.output and "Traceback" not in bad.output

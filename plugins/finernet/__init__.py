@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from fgvcbench.api import Method, RunContext, UserError, hookimpl
+from fgvcbench.api import Method, RunContext, UserError, engine_seconds, hookimpl
 
 from .pairs import mine_hard_pairs
 from .siamese import Siamese, interpolate_backbones, train_siamese
@@ -74,9 +74,14 @@ def run_finernet(ctx: RunContext) -> dict:
     alpha_d, lr_d, epochs_d = DATASET_DEFAULTS.get(dataset, FALLBACK)
 
     def mine():
-        feats = ctx.features(model1, data, "train")
+        feats = ctx.features(model1, data, "train").to(ctx.device)   # the torch kNN searches on the device
         logits = ctx.predict(model1, data, "train")
+        started = time.perf_counter()
         pairs, stats = mine_hard_pairs(feats, data.train.labels, logits, k=p["k"], backend=p["knn_backend"])
+        stats["mining_seconds"] = time.perf_counter() - started   # search + pair rules, the chosen engine
+        # the neighbour search alone, per kNN engine, on the whole training set's features
+        for backend, seconds in engine_seconds(feats, data.train.labels, p["k"] + 1).items():
+            stats[f"knn_seconds_{backend}"] = seconds
         return {"pairs": pairs, "stats": stats}
     mined = ctx.stage("finernet_pairs", mine, {**inputs1, "k": p["k"]})
     ctx.notes["pairs"] = mined["stats"]

@@ -10,7 +10,7 @@ true class y and the phase-1 classifier's top-k classes c1..ck (k = 7):
 - a pair of an image with itself is dropped.
 
 Neighbours are by inner product of the phase-1 pooled features, not L2-normalised,
-searched within each class (FAISS or torch, see ``knn_search``).
+searched within each class (FAISS or torch, ``fgvcbench.api.knn_within_classes``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from fgvcbench.api import knn_search
+from fgvcbench.api import knn_within_classes
 
 
 def pair_rules(i: int, y: int, top: Sequence[int], neighbours: Callable[[int], Sequence[int]],
@@ -41,32 +41,19 @@ def pair_rules(i: int, y: int, top: Sequence[int], neighbours: Callable[[int], S
     return [p for p in pairs if p[0] != p[1]]
 
 
-def class_neighbours(features: torch.Tensor, labels: torch.Tensor, num_classes: int, depth: int,
-                     backend: str = "auto") -> dict[int, torch.Tensor]:
-    """For each class c: ``[N, ≤depth]`` global indices of c's images nearest to every image."""
-    out = {}
-    for c in range(num_classes):
-        members = (labels == c).nonzero().squeeze(1)
-        if len(members) == 0:
-            out[c] = torch.empty((len(features), 0), dtype=torch.long)
-            continue
-        _, local = knn_search(features, features[members], min(depth, len(members)), metric="ip", backend=backend)
-        out[c] = members[local.cpu()]
-    return out
-
-
 def mine_hard_pairs(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, k: int = 7,
                     backend: str = "auto") -> tuple[torch.Tensor, dict]:
-    """All pairs ``[P, 3]`` (i, j, same_class) and their statistics."""
+    """All pairs ``[P, 3]`` (i, j, same_class) and their statistics. ``features`` may live
+    on the GPU: the torch kNN engine then searches there."""
     num_classes = logits.shape[1]
-    top = logits.topk(min(k, num_classes), dim=1).indices
-    table = class_neighbours(features.float().cpu(), labels.cpu(), num_classes, k + 1, backend)
+    top = logits.topk(min(k, num_classes), dim=1).indices.cpu()
+    table = knn_within_classes(features.float(), labels, k + 1, num_classes, backend=backend)
     pairs = []
     for i in range(len(labels)):
         y = int(labels[i])
         pairs += pair_rules(i, y, top[i].tolist(), lambda c, i=i: table[c][i].tolist(), k)
     tensor = torch.tensor(pairs, dtype=torch.long).view(-1, 3)
-    return tensor, pair_statistics(tensor, features)
+    return tensor, pair_statistics(tensor, features.cpu())
 
 
 def pair_statistics(pairs: torch.Tensor, features: torch.Tensor) -> dict:
