@@ -26,7 +26,8 @@ import typer
 from fgvcbench.errors import UserError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs model throughput.")
-FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "batch", "compile", "augment", "mode",
+FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "batch", "compile", "augment",
+          "random_erasing", "mode",
           "images_per_second", "syncs_per_step", "steps", "workers", "git_sha"]
 
 
@@ -71,7 +72,8 @@ def count_syncs(step_fn, device) -> int | None:
 def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, warmup: int = 5,
                        device: str = "auto", compile: bool = False, dataset: str = "synthetic",
                        root: Optional[str] = None, workers: Optional[int] = None,
-                       augment: str = "trivial_augment", cache_dir: Optional[Path] = None) -> list[dict]:
+                       augment: str = "trivial_augment", random_erasing: float = 0.1,
+                       cache_dir: Optional[Path] = None) -> list[dict]:
     """Images/s of the three modes (rows: mode, images_per_second)."""
     from fgvcbench.data.base import DatasetRequest
     from fgvcbench.data.classic import classic_loader
@@ -85,6 +87,11 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
 
     if res < 16 or batch < 2 or steps < 1:
         raise UserError(f"--res {res} --batch {batch} --steps {steps}: need res >= 16, batch >= 2, steps >= 1")
+    recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01, random_erasing=random_erasing)
+    problems = recipe.validate()
+    if problems:
+        key, what = problems[0]
+        raise UserError(f"--{key.replace('_', '-')}: {what}")
     dev = resolve_device(device)
     registry = get_registry()
     spec = registry.datasets.get(dataset)
@@ -98,7 +105,6 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
         options.update(image_size=max(64, load_size_for(res)), train_per_class=max(8, batch // 4))
     images = spec.load(DatasetRequest(root=Path(root) if root else None, options=options,
                                       cache_dir=cache / "datasets")).train
-    recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01)
     model = create_timm_model(backbone, num_classes=len(images.class_names)).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -150,7 +156,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
             "torch": torch.__version__, "timm": timm.__version__, "backbone": backbone, "res": res, "batch": batch,
-            "compile": compile, "augment": augment, "steps": steps,
+            "compile": compile, "augment": augment, "random_erasing": random_erasing, "steps": steps,
             "workers": loader.num_workers, "git_sha": _git_sha()}
     return [{**meta, **row} for row in rows]
 
@@ -167,13 +173,15 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets)."),
                workers: Optional[int] = typer.Option(None, help="Classic DataLoader workers (default: min(8, cores))."),
                augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
+               random_erasing: float = typer.Option(0.1, help="RandomErasing probability in both pipelines."),
                output: Path = typer.Option(Path("results/bench"), help="Folder for throughput.csv.")) -> None:
     """Model-only vs fast-pipeline vs classic-pipeline images/s, and their ratios."""
     from rich.console import Console
     from rich.table import Table
 
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
-                              dataset=dataset, root=root, workers=workers, augment=augment)
+                              dataset=dataset, root=root, workers=workers, augment=augment,
+                              random_erasing=random_erasing)
     table = Table(title=f"{backbone} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
                         f"{rows[0]['device_name']}")
     for col in ("mode", "images/s", "× model-only", "× classic", "host waits / step"):

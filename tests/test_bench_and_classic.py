@@ -31,8 +31,11 @@ def test_bench_throughput_writes_three_modes(tmp_path, runner):
     assert [r["mode"] for r in rows] == ["model_only", "fast", "classic"]
     assert all(float(r["images_per_second"]) > 0 for r in rows) and rows[0]["ratio_to_model_only"] == "1.0"
     assert float(rows[1]["ratio_to_classic"]) > 0 and rows[1]["backbone"] == "test_resnet"
+    assert rows[1]["random_erasing"] == "0.1"                      # the classic pipeline's RandomErasing too
     bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub", "--root", str(tmp_path / "none")])
     assert bad.exit_code == 2 and "needs --root" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["bench", "throughput", "--augment", "randaugment"])
+    assert bad.exit_code == 2 and "--augment" in bad.output and "trivial_augment" in bad.output
 
 
 def test_classic_and_fast_test_views_agree(tmp_path):
