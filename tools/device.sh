@@ -3,6 +3,8 @@
 # command, in the repository root:   bash tools/device.sh STEP [STEP ...]
 #
 #   check        pytest tests/test_cuda.py (the data path never waits for the GPU)
+#   speed        pytest benchmarks: batched augmentation vs torchvision per image, CPU and GPU
+#                                                                      → $OUT/augment_speed.json
 #   bench        bench throughput: tf_efficientnet_lite0 and resnet50, 224 px, batch 256,
 #                eager and compiled, on the real CUB JPEGs          → $OUT/throughput.csv
 #   knn          bench knn at CUB-200 and Stanford Cars sizes          → $OUT/knn.csv
@@ -60,6 +62,10 @@ for step in "$@"; do
     case $step in
         check)
             python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 25 | tee "$OUT/check.txt"
+            ;;
+        speed)
+            python -m pytest -q -p no:cacheprovider benchmarks --benchmark-only \
+                --benchmark-columns=mean,stddev,rounds --benchmark-json "$OUT/augment_speed.json" 2>&1 | tail -n 25
             ;;
         bench)
             for backbone in $BENCH_BACKBONES; do
