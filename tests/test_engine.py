@@ -91,6 +91,29 @@ def test_batch_augmenter_policies_are_deterministic_per_seed(augment):
     assert len({tuple(x.flatten()[:100].tolist()) for x in a}) == 16   # every sample its own view
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_the_policy_runs_after_the_crop_unless_asked_before(monkeypatch, before):
+    import fgvcbench.engine.batch_policies as policies
+    seen = []
+    real = policies.trivial_augment_wide
+    monkeypatch.setattr(policies, "trivial_augment_wide", lambda x, g: seen.append(tuple(x.shape)) or real(x, g))
+    recipe = Recipe(augment="trivial_augment", image_size=32, policy_before_crop=before)
+    images = torch.randint(0, 256, (4, 3, 37, 37), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    out = BatchAugmenter(recipe, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator()).train(images)
+    assert seen == [(4, 3, 37, 37) if before else (4, 3, 32, 32)] and out.shape == (4, 3, 32, 32)
+
+
+def test_classic_pipeline_orders_the_policy_the_same_way():
+    from torchvision import transforms as T
+
+    from fgvcbench.data.classic import classic_transform
+    for before in (False, True):
+        names = [type(t).__name__ for t in classic_transform(
+            Recipe(augment="trivial_augment", policy_before_crop=before), (0.5,) * 3, (0.25,) * 3, True).transforms]
+        policy_at = names.index(T.TrivialAugmentWide.__name__)
+        assert (policy_at < names.index("RandomResizedCrop")) == before
+
+
 def test_accuracy_metrics_by_hand():
     logits = torch.tensor([[3., 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])
     labels = torch.tensor([0, 2, 2, 1])

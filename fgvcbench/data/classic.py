@@ -1,8 +1,9 @@
 """The classic per-sample pipeline, kept as the reference (``pipeline: classic``).
 
 torchvision transforms in DataLoader workers, one image at a time: decode JPEG (crop to
-the box when asked) → RandomResizedCrop → flip → TrivialAugmentWide / AutoAugment →
-to tensor, normalise → RandomErasing; test: resize to size/0.875 → centre crop. This is
+the box when asked) → RandomResizedCrop → flip → TrivialAugmentWide / AutoAugment (or the
+policy first, with ``policy_before_crop``) → to tensor, normalise → RandomErasing; test:
+resize to size/0.875 → centre crop. This is
 what most FGVC repositories do, and what the fast pipeline is measured against.
 """
 
@@ -29,7 +30,8 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
              T.RandomHorizontalFlip()]
     policy = {"trivial_augment": T.TrivialAugmentWide, "autoaugment": T.AutoAugment}.get(recipe.augment)
     if policy is not None:
-        steps.append(T.RandomApply([policy()], p=recipe.policy_p) if recipe.policy_p < 1 else policy())
+        policy = T.RandomApply([policy()], p=recipe.policy_p) if recipe.policy_p < 1 else policy()
+        steps = [policy] + steps if recipe.policy_before_crop else steps + [policy]
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if recipe.random_erasing > 0:
         steps.append(T.RandomErasing(p=recipe.random_erasing, value="random"))

@@ -4,7 +4,9 @@ The geometric part (RandomResizedCrop + horizontal flip) is one affine ``grid_sa
 for the whole batch: each sample gets its own crop box and flip — torchvision's v2
 RandomResizedCrop draws one box per call, kornia is not a dependency, so this fills the
 gap. TrivialAugmentWide and AutoAugment run batched with per-sample ops
-(``batch_policies``). Random erasing and mixup/cutmix are vectorised.
+(``batch_policies``) on the crops, in torchvision's reference order (crop, flip, policy),
+or on the whole stored image before the crop (``policy_before_crop``, FineRNet's code).
+Random erasing and mixup/cutmix are vectorised.
 
 Random parameters are drawn on the host from the run's CPU generator, so a seed gives the
 same crops, flips and ops on every device, and reach the device in one asynchronous copy
@@ -137,25 +139,33 @@ class BatchAugmenter:
 
     def train(self, images_u8: torch.Tensor) -> torch.Tensor:
         r = self.recipe
-        if r.augment in ("trivial_augment", "autoaugment"):  # batched, per-sample ops, on the device
-            from fgvcbench.engine.batch_policies import auto_augment, trivial_augment_wide
-            policy = trivial_augment_wide if r.augment == "trivial_augment" else auto_augment
-            images_u8 = images_u8.to(self.device, non_blocking=True)
-            augmented = policy(images_u8, self.generator)
-            if r.policy_p < 1.0:  # RandomApply(policy, p): each sample on its own coin
-                keep = to_device(torch.rand(len(images_u8), generator=self.generator) < r.policy_p, self.device)
-                augmented = torch.where(keep.view(-1, 1, 1, 1), augmented, images_u8)
-            images_u8 = augmented
+        images_u8 = images_u8.to(self.device, non_blocking=True)
+        policy = r.augment in ("trivial_augment", "autoaugment")
+        if policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
+            images_u8 = self._policy(images_u8)
         if r.augment == "none":  # the test-time view
-            x = test_view(images_u8.to(self.device, non_blocking=True), r.image_size)
+            x = test_view(images_u8, r.image_size)
         else:
-            x = images_u8.to(self.device, non_blocking=True).float()
             scale_min = r.crop_scale_min if r.augment != "flip" else 1.0
-            x = random_resized_crop_flip(x, r.image_size, scale_min, flip=True, generator=self.generator)
+            x = random_resized_crop_flip(images_u8.float(), r.image_size, scale_min, flip=True,
+                                         generator=self.generator)
+            if policy and not r.policy_before_crop:   # torchvision's order: crop, flip, then the policy
+                x = self._policy(x.round_().clamp_(0, 255).to(torch.uint8)).float()
         x = (x - self.mean) / self.std
         if r.random_erasing > 0:
             x = random_erasing(x, r.random_erasing, self.generator)
         return x
+
+    def _policy(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """TrivialAugmentWide or AutoAugment, batched with per-sample ops on the device;
+        with ``policy_p`` < 1 each sample gets it on its own coin (RandomApply)."""
+        from fgvcbench.engine.batch_policies import auto_augment, trivial_augment_wide
+        policy = trivial_augment_wide if self.recipe.augment == "trivial_augment" else auto_augment
+        augmented = policy(images_u8, self.generator)
+        if self.recipe.policy_p < 1.0:
+            keep = to_device(torch.rand(len(images_u8), generator=self.generator) < self.recipe.policy_p, self.device)
+            augmented = torch.where(keep.view(-1, 1, 1, 1), augmented, images_u8)
+        return augmented
 
     def eval(self, images_u8: torch.Tensor) -> torch.Tensor:
         size = self.recipe.eval_image_size or self.recipe.image_size

@@ -40,6 +40,8 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: str = "standard"
     policy_p: float = 1.0             # probability a sample gets the augment policy (FineRNet: 0.5)
+    policy_before_crop: bool = False  # policy on the whole image, then crop (FineRNet's code); else after
+                                      # RandomResizedCrop + flip, as torchvision's reference recipe
     crop_scale_min: float = 0.25      # RandomResizedCrop lower scale bound
     random_erasing: float = 0.0       # probability
     mixup_alpha: float = 0.0

@@ -151,7 +151,8 @@ FINERNET = Method(
     # phase 1 as the code trains it: SGD momentum 0.9, wd 1e-3, no schedule, batch 128,
     # TrivialAugmentWide with p 0.5 → RandomResizedCrop → flip
     recipe={"optimizer": "sgd", "nesterov": False, "momentum": 0.9, "weight_decay": 1e-3, "scheduler": "none",
-            "batch_size": 128, "augment": "trivial_augment", "policy_p": 0.5, "lr": 0.01},
+            "batch_size": 128, "augment": "trivial_augment", "policy_p": 0.5,
+            "policy_before_crop": True, "lr": 0.01},
     scales={"paper": {"epochs": 100, "image_size": 224}},
 )
 
