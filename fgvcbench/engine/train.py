@@ -97,10 +97,10 @@ def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, rec
                 y = model(x)
                 if output_fn is not None:
                     y = output_fn(y)
-        out.append(y.float().cpu())
+        out.append(y.float())   # kept on the device: one copy to the host at the end, not one per batch
     if not out:
         return torch.empty(0)
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
 def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -278,10 +278,14 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             yield (b, augmenter.train(gather_rows(train_split.images, rows_on_images[start:end], device)),
                    train_labels[rows_on_device[start:end]])
 
+    # validation runs every epoch: its images stay on the GPU too when they fit
+    eval_splits = {"val": TensorSplit(resident(data.val.images, device), data.val.labels, data.val.index),
+                   "test": data.test}
+
     def logits_of(net: nn.Module, split: str) -> torch.Tensor:
         if loaders is not None:
             return predict_loader(net, loaders[split], recipe, device)
-        return predict(net, getattr(data, split), augmenter, recipe, device, output_fn=output_fn)
+        return predict(net, eval_splits[split], augmenter, recipe, device, output_fn=output_fn)
 
     history: list[dict[str, Any]] = []
     best_val, best_epoch, best_state = -1.0, 0, None
