@@ -189,8 +189,9 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if suite.ablation is not None:
             _print_ablation_tables(suite)
     if outcome.interrupted:
-        err_console.print(f"[yellow]interrupted[/] — {len(outcome.ran)} runs finished in this session are saved in "
-                          f"{suite.output}; run the same command again to resume.")
+        n = len(outcome.ran)
+        err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
+                          f"{'are' if n != 1 else 'is'} saved in {suite.output}; run the same command again to resume.")
         raise typer.Exit(130)
     n_failed = len(outcome.failed)
     elsewhere = f", {outcome.elsewhere} running in another process" if outcome.elsewhere else ""

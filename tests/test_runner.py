@@ -119,7 +119,7 @@ def test_ctrl_c_keeps_finished_records_and_resumes(runner, tmp_path, registry_wi
     suite = tiny_suite(tmp_path, methods="[quick]", backbones="[pixels]", seeds="[0, 1, 2]")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 130, result.output
-    assert "resume" in result.output
+    assert "resume" in result.output and "1 run finished in this session is saved" in result.output
     assert [r["spec"]["seed"] for r in records(tmp_path / "out").values()] == [0]
     assert not list((tmp_path / "out" / "runs").glob("*.tmp"))
     flag.touch()
