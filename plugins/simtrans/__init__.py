@@ -89,7 +89,7 @@ class SimTransLoss:
         loss = (self.weights[rows] * ce).mean()
         if self.graph and self.epoch % 2 == 0:
             with torch.no_grad():
-                adjacency = same_probability(self.head, self.feats[rows], self.feats[rows]).to(z.device)
+                adjacency = same_probability(self.head, self.feats[rows], self.feats[rows], device=z.device)
             loss = loss + self.alpha * graph_loss(z, adjacency, self.mu)
         return loss
 

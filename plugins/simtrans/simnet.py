@@ -73,17 +73,18 @@ class SimNet(nn.Module):
 
 @torch.no_grad()
 def same_probability(head: RelationHead, feats_a: torch.Tensor, feats_b: torch.Tensor,
-                     chunk: int = 4096) -> torch.Tensor:
-    """S[i, j] = softmax(head([a_i, b_j]))[same] for every i, j (``head`` in eval mode)."""
+                     chunk: int = 4096, device: torch.device | str = "cpu") -> torch.Tensor:
+    """S[i, j] = softmax(head([a_i, b_j]))[same] for every i, j (``head`` in eval mode),
+    returned on ``device`` (the features' device keeps a training step free of copies)."""
     head.eval()
     na, nb = feats_a.shape[0], feats_b.shape[0]
-    out = torch.empty(na, nb)
+    out = torch.empty(na, nb, device=device)
     rows = max(1, chunk // max(nb, 1))
     for start in range(0, na, rows):
         a = feats_a[start:start + rows]
         pairs = torch.cat([a.unsqueeze(1).expand(-1, nb, -1), feats_b.unsqueeze(0).expand(a.shape[0], -1, -1)], 2)
         logits, _ = head(pairs.reshape(-1, pairs.shape[-1]))
-        out[start:start + rows] = torch.softmax(logits.float(), 1)[:, 1].reshape(a.shape[0], nb).cpu()
+        out[start:start + rows] = torch.softmax(logits.float(), 1)[:, 1].reshape(a.shape[0], nb).to(out.device)
     return out
 
 
