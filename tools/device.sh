@@ -13,10 +13,11 @@
 #                $BUDGET seconds; its records come back as $OUT/<suite>.tgz
 #
 # Each call starts on a fresh machine (an idle one is given back after 30 s), so the call
-# brings what it needs as carried, git-ignored paths: .whl/ (wheels the machine lacks),
-# .data/ (CUB_200_2011_first50 and splits/) and, to resume, results/<suite>/ unpacked from
-# an earlier call's tgz. A run cut off by the budget is redone by the next call; finished
-# runs are kept (records are written atomically).
+# brings what it needs as carried, git-ignored paths: .whl/ (wheels the machine lacks; .whl2/
+# too when present: hdbscan, for fine_labels only), .data/ (CUB_200_2011_first50 and
+# splits/) and, to resume, results/<suite>/ unpacked from an earlier call's tgz. A run cut
+# off by the budget is redone by the next call; finished runs are kept (records are written
+# atomically).
 #
 # Environment: BUDGET (seconds for the suites of this call, default 520), RUN_ARGS (more
 # `fgvcbench run` options, e.g. "--seeds 1"), BENCH_DATA (default .data/CUB_200_2011_first50),
@@ -34,14 +35,22 @@ BENCH_COMPILE=${BENCH_COMPILE:-eager compiled}
 START=$(date +%s)
 mkdir -p "$OUT"
 
-export PYTHONPATH=/tmp/fgvcbench-site${PYTHONPATH:+:$PYTHONPATH}
-if compgen -G ".whl/*.whl" >/dev/null; then
-    pip install -q --no-deps --target /tmp/fgvcbench-site .whl/*.whl
+export PYTHONPATH=/tmp/fgvcbench-site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+wheels=$(compgen -G ".whl/*.whl"; compgen -G ".whl2/*.whl")
+if [ -n "$wheels" ]; then
+    # shellcheck disable=SC2086
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/fgvcbench-site $wheels || { echo "installing the carried wheels failed"; exit 1; }
 fi
-pip install -q --no-deps -e . >/dev/null || { echo "pip install -e . failed"; exit 1; }
+# the project itself, editable, without touching the machine's torch (no network: build with
+# the setuptools that is there)
+$PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
+    || $PY -m pip install -q --no-deps -e . >/dev/null || { echo "pip install -e . failed"; exit 1; }
+fgvcbench() { $PY -m fgvcbench.cli "$@"; }   # whether or not pip's scripts folder is on PATH
 {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    python -c "import platform, torch, timm; print('python', platform.python_version(), '· torch', torch.__version__, '· timm', timm.__version__)"
+    $PY -c "import platform, torch, timm; print('python', platform.python_version(), '· torch', torch.__version__, '· timm', timm.__version__)"
     date -u +%FT%TZ
     echo "git $(git rev-parse --short HEAD 2>/dev/null)"
 } | tee "$OUT/machine.txt"
@@ -61,10 +70,10 @@ status=0
 for step in "$@"; do
     case $step in
         check)
-            python -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 25 | tee "$OUT/check.txt"
+            $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 25 | tee "$OUT/check.txt"
             ;;
         speed)
-            python -m pytest -q -p no:cacheprovider benchmarks --benchmark-only \
+            $PY -m pytest -q -p no:cacheprovider benchmarks --benchmark-only \
                 --benchmark-columns=mean,stddev,rounds --benchmark-json "$OUT/augment_speed.json" 2>&1 | tail -n 25
             ;;
         bench)
@@ -72,7 +81,7 @@ for step in "$@"; do
                 for mode in $BENCH_COMPILE; do
                     compiled=""; [ "$mode" = compiled ] && compiled="--compile"
                     # shellcheck disable=SC2086
-                    timeout -s INT 240 fgvcbench bench throughput --backbone "$backbone" $BENCH_ARGS $compiled \
+                    timeout -s INT 240 $PY -m fgvcbench.cli bench throughput --backbone "$backbone" $BENCH_ARGS $compiled \
                         --dataset cub --root "$BENCH_DATA" --workers "$(nproc)" || status=1
                 done
             done
@@ -91,7 +100,7 @@ for step in "$@"; do
             fi
             # SIGINT at the budget: the CLI stops like Ctrl-C, keeping every finished record
             # shellcheck disable=SC2086
-            timeout -s INT "$left" fgvcbench run "suites/$name.yaml" --data-root .data --no-progress $RUN_ARGS \
+            timeout -s INT "$left" $PY -m fgvcbench.cli run "suites/$name.yaml" --data-root .data --no-progress $RUN_ARGS \
                 > "$OUT/$name.log" 2>&1
             echo "$name: exit $? after $(( $(date +%s) - START )) s"
             tail -n 45 "$OUT/$name.log"
