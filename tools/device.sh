@@ -70,11 +70,13 @@ status=0
 for step in "$@"; do
     case $step in
         check)
-            $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 25 | tee "$OUT/check.txt"
+            $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -n 25 | tee "$OUT/check.txt" \
+                || status=1
             ;;
         speed)
             $PY -m pytest -q -p no:cacheprovider benchmarks --benchmark-only \
-                --benchmark-columns=mean,stddev,rounds --benchmark-json "$OUT/augment_speed.json" 2>&1 | tail -n 25
+                --benchmark-columns=mean,stddev,rounds --benchmark-json "$OUT/augment_speed.json" 2>&1 | tail -n 25 \
+                || status=1
             ;;
         bench)
             for backbone in $BENCH_BACKBONES; do
