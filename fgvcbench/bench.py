@@ -31,6 +31,27 @@ FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "ba
           "images_per_second", "syncs_per_step", "steps", "workers", "git_sha"]
 
 
+def _machine(dev: torch.device) -> dict:
+    """Where and when a benchmark row was measured."""
+    from fgvcbench.run import _cpu_name, _git_sha
+    return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+            "torch": torch.__version__, "git_sha": _git_sha()}
+
+
+def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to a CSV (header first when the file is new) and say so."""
+    from rich.console import Console
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")
+
+
 def _train_step(model, opt, x, y, device):
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss = F.cross_entropy(model(x).float(), y)
@@ -152,12 +173,9 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
         row["ratio_to_model_only"] = row["images_per_second"] / model_only
     rows[1]["ratio_to_classic"] = rows[1]["images_per_second"] / rows[2]["images_per_second"]
     import timm
-    from fgvcbench.run import _cpu_name, _git_sha
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
-            "torch": torch.__version__, "timm": timm.__version__, "backbone": backbone, "res": res, "batch": batch,
+    meta = {**_machine(dev), "timm": timm.__version__, "backbone": backbone, "res": res, "batch": batch,
             "compile": compile, "augment": augment, "random_erasing": random_erasing, "steps": steps,
-            "workers": loader.num_workers, "git_sha": _git_sha()}
+            "workers": loader.num_workers}
     return [{**meta, **row} for row in rows]
 
 
@@ -191,16 +209,7 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                       f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "",
                       "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
     Console().print(table)
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / "throughput.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS + ["ratio_to_model_only", "ratio_to_classic"],
-                                extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")
+    _append_csv(output / "throughput.csv", FIELDS + ["ratio_to_model_only", "ratio_to_classic"], rows)
 
 
 KNN_FIELDS = ["date", "host", "device_name", "torch", "n", "dim", "classes", "k", "backend", "seconds", "git_sha"]
@@ -212,7 +221,7 @@ def measure_knn(n: int, dim: int, classes: int, k: int = 8, *, device: str = "au
     images, inner product) per kNN engine, on random features of a whole training set's
     size: the cost depends on the sizes, not on the values."""
     from fgvcbench.knn import engine_seconds
-    from fgvcbench.run import _cpu_name, _git_sha, resolve_device
+    from fgvcbench.run import resolve_device
 
     if n < 2 or dim < 1 or not 1 <= classes <= n or k < 1 or repeats < 1:
         raise UserError(f"--n {n} --dim {dim} --classes {classes} --k {k} --repeats {repeats}: "
@@ -223,9 +232,7 @@ def measure_knn(n: int, dim: int, classes: int, k: int = 8, *, device: str = "au
     labels = torch.arange(n) % classes
     engine_seconds(features[: min(n, 64)], labels[: min(n, 64)], k, repeats=1)   # warm-up (CUDA context, cuBLAS)
     seconds = engine_seconds(features, labels, k, repeats=repeats)
-    meta = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
-            "torch": torch.__version__, "n": n, "dim": dim, "classes": classes, "k": k, "git_sha": _git_sha()}
+    meta = {**_machine(dev), "n": n, "dim": dim, "classes": classes, "k": k}
     return [{**meta, "backend": backend, "seconds": s} for backend, s in seconds.items()]
 
 
@@ -248,12 +255,4 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
     for r in rows:
         table.add_row(r["backend"], "not installed" if r["seconds"] != r["seconds"] else f"{r['seconds']:.3f}")
     Console().print(table)
-    output.mkdir(parents=True, exist_ok=True)
-    path = output / "knn.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=KNN_FIELDS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")
+    _append_csv(output / "knn.csv", KNN_FIELDS, rows)

@@ -21,7 +21,6 @@ import colorsys
 import csv
 import hashlib
 import json
-import math
 import os
 import shutil
 from dataclasses import asdict, dataclass

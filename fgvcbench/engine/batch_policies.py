@@ -20,7 +20,6 @@ step of a batch waits for the GPU.
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import torch

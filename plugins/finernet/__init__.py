@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import torch
-
 from fgvcbench.api import Method, RunContext, UserError, engine_seconds, hookimpl
 
 from .pairs import mine_hard_pairs
