@@ -140,8 +140,8 @@ class BatchAugmenter:
     def train(self, images_u8: torch.Tensor) -> torch.Tensor:
         r = self.recipe
         images_u8 = images_u8.to(self.device, non_blocking=True)
-        policy = r.augment in ("trivial_augment", "autoaugment")
-        if policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
+        has_policy = r.augment in ("trivial_augment", "autoaugment")
+        if has_policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
             images_u8 = self._policy(images_u8)
         if r.augment == "none":  # the test-time view
             x = test_view(images_u8, r.image_size)
@@ -149,7 +149,7 @@ class BatchAugmenter:
             scale_min = r.crop_scale_min if r.augment != "flip" else 1.0
             x = random_resized_crop_flip(images_u8.float(), r.image_size, scale_min, flip=True,
                                          generator=self.generator)
-            if policy and not r.policy_before_crop:   # torchvision's order: crop, flip, then the policy
+            if has_policy and not r.policy_before_crop:   # torchvision's order: crop, flip, then the policy
                 x = self._policy(x.round_().clamp_(0, 255).to(torch.uint8)).float()
         x = (x - self.mean) / self.std
         if r.random_erasing > 0:

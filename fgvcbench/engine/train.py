@@ -77,6 +77,13 @@ def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]],
                            nesterov=recipe.nesterov and recipe.momentum > 0)
 
 
+def model_layout(x: torch.Tensor, recipe: Recipe, device: torch.device) -> torch.Tensor:
+    """A batch in the memory layout the model was put in: channels_last on CUDA (``recipe.channels_last``)."""
+    if device.type == "cuda" and recipe.channels_last:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, recipe: Recipe,
             device: torch.device, pre_logits: bool = False,
@@ -88,8 +95,7 @@ def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, rec
     autocast = device.type == "cuda" and recipe.amp
     for start in range(0, len(split), recipe.eval_batch_size):
         x = augmenter.eval(split.images[start:start + recipe.eval_batch_size])
-        if device.type == "cuda" and recipe.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_layout(x, recipe, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             if pre_logits:
                 y = model.forward_head(model.forward_features(x), pre_logits=True)
@@ -124,8 +130,7 @@ def predict_loader(model: nn.Module, loader, recipe: Recipe, device: torch.devic
     out = []
     for x, _ in loader:
         x = x.to(device, non_blocking=True)
-        if device.type == "cuda" and recipe.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_layout(x, recipe, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and recipe.amp):
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
@@ -230,9 +235,6 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     generator = seed_everything(seed)   # the epoch order: the same on every rank
     # augmentation draws: the single-process stream, or one stream per rank under DDP
     aug_generator = generator if world == 1 else torch.Generator().manual_seed(seed * 7919 + rank + 1)
-    # on the GPU when it fits (else batches are gathered on the host into pinned memory)
-    train_split = TensorSplit(resident(data.train.images, device), data.train.labels, data.train.index)
-    train_labels = to_device(train_split.labels, device)
     model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels, as timm's train.py
@@ -260,6 +262,12 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     use_soft = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
 
     loaders = _classic_loaders(data, recipe, mean, std, seed) if recipe.pipeline == "classic" else None
+    if loaders is None:
+        # the fast pipeline's images on the GPU when they fit (else batches are gathered on the
+        # host into pinned memory); validation runs every epoch, so its images too
+        train_images, train_labels = resident(data.train.images, device), to_device(data.train.labels, device)
+        eval_splits = {"val": TensorSplit(resident(data.val.images, device), data.val.labels, data.val.index),
+                       "test": data.test}
 
     def train_batches(epoch_generator):
         if loaders is not None:  # the classic reference: per-sample transforms in workers
@@ -267,20 +275,16 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                 if len(y) >= 2:
                     yield b, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             return
-        order = distributed.shard(epoch_order(len(train_split), recipe.repeated_augment, epoch_generator),
+        order = distributed.shard(epoch_order(len(data.train), recipe.repeated_augment, epoch_generator),
                                   rank, world)
         # one copy of the epoch's order per device, not one per batch
-        rows_on_images, rows_on_device = to_device(order, train_split.images.device), to_device(order, device)
+        rows_on_images, rows_on_device = to_device(order, train_images.device), to_device(order, device)
         for b, start in enumerate(range(0, len(order), recipe.batch_size)):
             end = min(start + recipe.batch_size, len(order))
             if end - start < 2 and len(order) > 1:
                 continue  # a batch of one breaks BatchNorm; skip the remainder (the same on every rank)
-            yield (b, augmenter.train(gather_rows(train_split.images, rows_on_images[start:end], device)),
+            yield (b, augmenter.train(gather_rows(train_images, rows_on_images[start:end], device)),
                    train_labels[rows_on_device[start:end]])
-
-    # validation runs every epoch: its images stay on the GPU too when they fit
-    eval_splits = {"val": TensorSplit(resident(data.val.images, device), data.val.labels, data.val.index),
-                   "test": data.test}
 
     def logits_of(net: nn.Module, split: str) -> torch.Tensor:
         if loaders is not None:
@@ -300,8 +304,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         t0 = time.perf_counter()
         running = RunningLoss(device, "training loss", f"at epoch {epoch}")
         for b, x, y in train_batches(generator):
-            if device.type == "cuda" and recipe.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = model_layout(x, recipe, device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if use_soft:
                     x, soft = mix_batch(x, y, data.num_classes, recipe, aug_generator)

@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgvcbench.api import (Method, RunContext, RunningLoss, UserError, gather_rows, hookimpl, resident,
-                           to_device)
+from fgvcbench.api import (Method, RunContext, RunningLoss, UserError, gather_rows, hookimpl, model_layout,
+                           resident, to_device)
 
 from .evaluate import cosine_similarities, knn_accuracy, nearest_class_mean_accuracy, retrieval_metrics, tsne_plot
 
@@ -67,15 +67,9 @@ def embed_split(ctx: RunContext, net: EmbeddingNet, images: torch.Tensor, batch:
     net.eval()
     aug = ctx.augmenter()
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda" and ctx.recipe.amp):
-        out = [net(_layout(aug.eval(images[i:i + batch]), ctx))[0].float().cpu() for i in range(0, len(images), batch)]
+        out = [net(model_layout(aug.eval(images[i:i + batch]), ctx.recipe, ctx.device))[0].float().cpu()
+               for i in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.empty(0)
-
-
-def _layout(x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
-    """channels_last on CUDA, as the engine feeds its models."""
-    if ctx.device.type == "cuda" and ctx.recipe.channels_last:
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 def run_metric_learning(ctx: RunContext) -> dict:
@@ -113,7 +107,8 @@ def run_metric_learning(ctx: RunContext) -> dict:
         running = RunningLoss(ctx.device, "metric-learning loss", f"at epoch {epoch}")
         for start in range(0, len(order) - batch_size + 1, batch_size):
             end = start + batch_size
-            x = _layout(aug.train(gather_rows(train_images, rows_on_images[start:end], ctx.device)), ctx)
+            x = model_layout(aug.train(gather_rows(train_images, rows_on_images[start:end], ctx.device)), recipe,
+                             ctx.device)
             y = train_labels[rows_on_device[start:end]]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 emb, logits = net(x)
