@@ -124,8 +124,8 @@ class RunContext:
         return recipe
 
     def fit(self, model: torch.nn.Module, data: TensorData, recipe: Recipe | None = None, *,
-            freeze_backbone: bool = False, phase: str | None = None, criterion=None,
-            output_fn=None) -> FitResult:
+            freeze_backbone: bool = False, freeze_bn: bool = True, phase: str | None = None,
+            criterion=None, output_fn=None) -> FitResult:
         """Train with the shared engine; the epochs are added to this run's history.
         ``criterion(output, labels)`` and ``output_fn(output) -> logits`` replace the
         cross-entropy and the scored output (see :func:`fgvcbench.engine.train.fit`)."""
@@ -138,7 +138,7 @@ class RunContext:
                 self._on_epoch(row)
         result = fit(model, data, recipe or self.recipe, device=self.device, seed=self.seed,
                      mean=self._mean, std=self._std, freeze_backbone=freeze_backbone,
-                     on_epoch=on_epoch, on_batch=self._on_batch, criterion=criterion, output_fn=output_fn)
+                     freeze_bn=freeze_bn, on_epoch=on_epoch, on_batch=self._on_batch, criterion=criterion, output_fn=output_fn)
         self.train_seconds += result.train_seconds
         self.images_seen += result.images_seen
         if result.test_predictions is not None and len(data.test):

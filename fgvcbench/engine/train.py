@@ -77,6 +77,15 @@ def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]],
                            nesterov=recipe.nesterov and recipe.momentum > 0)
 
 
+def place_model(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device`` in the layout the engine feeds it: channels_last on
+    CUDA (``recipe.channels_last``). Idempotent, so every entry point can call it."""
+    model.to(device)
+    if device.type == "cuda" and recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def model_layout(x: torch.Tensor, recipe: Recipe, device: torch.device) -> torch.Tensor:
     """A batch in the memory layout the model was put in: channels_last on CUDA (``recipe.channels_last``)."""
     if device.type == "cuda" and recipe.channels_last:
@@ -89,7 +98,9 @@ def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, rec
             device: torch.device, pre_logits: bool = False,
             output_fn: Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
     """Logits (or pooled features with ``pre_logits``) of a split's test-time view.
-    ``output_fn`` maps a model's raw output to the logits that count (a multi-head model)."""
+    ``output_fn`` maps a model's raw output to the logits that count (a multi-head model).
+    The model is moved to ``device`` first (a plugin may hand over a model it just built)."""
+    place_model(model, recipe, device)
     model.eval()
     out = []
     autocast = device.type == "cuda" and recipe.amp
@@ -126,6 +137,7 @@ def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
 @torch.no_grad()
 def predict_loader(model: nn.Module, loader, recipe: Recipe, device: torch.device) -> torch.Tensor:
     """Logits over a classic DataLoader (the reference pipeline)."""
+    place_model(model, recipe, device)
     model.eval()
     out = []
     for x, _ in loader:
@@ -214,7 +226,7 @@ def epoch_order(n: int, repeats: int, generator: torch.Generator) -> torch.Tenso
 
 
 def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.device, seed: int,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, freeze_backbone: bool = False,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, freeze_backbone: bool = False, freeze_bn: bool = True,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
         criterion: Callable[[Any, torch.Tensor], torch.Tensor] | None = None,
@@ -224,7 +236,13 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     A method with its own objective passes ``criterion(output, labels) -> loss`` (the
     training labels may then be any per-image tensor, e.g. ``[N, 2]`` coarse + fine) and
     ``output_fn(output) -> logits`` for what validation and test score. A criterion with a
-    ``set_epoch(epoch)`` method is told each epoch's number (1-based) before it starts."""
+    ``set_epoch(epoch)`` method is told each epoch's number (1-based) before it starts.
+
+    ``freeze_backbone`` trains the classifier alone. With ``freeze_bn`` (default) the
+    backbone also runs in eval mode, so its BatchNorm statistics stay as they are; with
+    ``freeze_bn=False`` it stays in train mode, as a model whose weights are frozen only
+    through ``requires_grad``: BatchNorm normalises with batch statistics and re-estimates
+    its running statistics on the new data (FineRNet's released linear probe)."""
     if criterion is not None and (recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0):
         raise ValueError("mixup/cutmix cannot be combined with a method's own criterion")
     if criterion is not None and recipe.pipeline == "classic":
@@ -235,11 +253,9 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     generator = seed_everything(seed)   # the epoch order: the same on every rank
     # augmentation draws: the single-process stream, or one stream per rank under DDP
     aug_generator = generator if world == 1 else torch.Generator().manual_seed(seed * 7919 + rank + 1)
-    model.to(device)
+    place_model(model, recipe, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed shapes: let cuDNN pick its fastest kernels, as timm's train.py
-    if device.type == "cuda" and recipe.channels_last:
-        model.to(memory_format=torch.channels_last)
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     if freeze_backbone:
         for p in model.parameters():
@@ -299,7 +315,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         if criterion is not None and hasattr(criterion, "set_epoch"):
             criterion.set_epoch(epoch)  # an objective that changes by epoch (e.g. alternating terms)
         model.train()
-        if freeze_backbone:
+        if freeze_backbone and freeze_bn:
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference
         t0 = time.perf_counter()
         running = RunningLoss(device, "training loss", f"at epoch {epoch}")
