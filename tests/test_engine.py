@@ -10,8 +10,8 @@ import torch
 
 from fgvcbench.data.base import ImageList
 from fgvcbench.data.pipeline import TensorData, TensorSplit, carve_validation
-from fgvcbench.engine.augment import (BatchAugmenter, center_crop, mix_batch, random_erasing,
-                                      random_resized_crop_flip)
+from fgvcbench.engine.augment import (BatchAugmenter, center_crop, crop_boxes, erasing_boxes, mix_batch,
+                                      random_erasing, random_resized_crop_flip)
 from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.train import accuracy_metrics, fit, lr_multiplier
 
@@ -55,28 +55,57 @@ def test_random_resized_crop_is_deterministic_per_generator():
 
 
 def test_random_erasing_and_mixing():
-    x = torch.zeros(8, 3, 16, 16)
+    x = torch.ones(8, 3, 16, 16)
     g = torch.Generator().manual_seed(0)
     assert torch.equal(random_erasing(x, 0.0, g), x)
-    erased = random_erasing(x, 1.0, g)
-    changed = (erased != 0).flatten(1).any(1)
+    erased = random_erasing(x, 1.0, torch.Generator().manual_seed(0))
+    changed = (erased != 1).flatten(1).any(1)
     assert changed.all()
-    frac = (erased != 0).float().mean((1, 2, 3))
+    assert (erased[erased != 1] == 0).all()                          # torchvision's default fill: value 0
+    frac = (erased != 1).float().mean((1, 2, 3))
     assert (frac >= 0.02 - 1e-6).all() and (frac <= 0.34).all()
+    noisy = random_erasing(x, 1.0, torch.Generator().manual_seed(0), value="random")
+    assert ((noisy != 1) == (erased != 1)).all()                     # same boxes from the same stream …
+    assert noisy[noisy != 1].std() > 0.5                             # … filled with normal noise
     # p = 0.5: about half the samples get exactly one rectangle; the others are untouched
-    x = torch.zeros(400, 3, 12, 16)
+    x = torch.ones(400, 3, 12, 16)
     erased = random_erasing(x, 0.5, torch.Generator().manual_seed(1))
-    changed = (erased != 0).flatten(1).any(1)
+    changed = (erased != 1).flatten(1).any(1)
     assert 0.4 < changed.float().mean() < 0.6
     for sample in erased[changed]:
-        rows, cols = (sample != 0).any(0).any(1).nonzero(), (sample != 0).any(0).any(0).nonzero()
+        rows, cols = (sample != 1).any(0).any(1).nonzero(), (sample != 1).any(0).any(0).nonzero()
         box = sample[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        assert (box != 0).float().mean() > 0.99                     # one filled rectangle, noise inside
+        assert (box == 0).all()                                      # one filled rectangle
     assert torch.equal(erased, random_erasing(x, 0.5, torch.Generator().manual_seed(1)))
     y = torch.arange(8) % 4
     for recipe in (Recipe(mixup_alpha=0.2), Recipe(cutmix_alpha=1.0)):
         mixed, soft = mix_batch(torch.rand(8, 3, 16, 16), y, 4, recipe, torch.Generator().manual_seed(3))
         assert mixed.shape == (8, 3, 16, 16) and torch.allclose(soft.sum(1), torch.ones(8))
+
+
+def test_crop_and_erasing_boxes_follow_torchvision_get_params():
+    """The batched draws have the distributions of torchvision's own ``get_params``: area
+    and aspect of RandomResizedCrop boxes (10 tries, whole-image fallback), and of
+    RandomErasing boxes (10 tries, untouched when none fits)."""
+    import numpy as np
+    from torchvision.transforms import RandomErasing, RandomResizedCrop
+    torch.manual_seed(0)
+    n, side = 3000, 40
+    ref = np.array([RandomResizedCrop.get_params(torch.empty(3, side, side), [0.08, 1.0], [3 / 4, 4 / 3])[2:]
+                    for _ in range(n)], dtype=float)
+    w, h = crop_boxes(n, side, 0.08, torch.Generator().manual_seed(0))
+    ours = torch.stack([h, w], 1).numpy() * side
+    assert abs((ours[:, 0] * ours[:, 1]).mean() - (ref[:, 0] * ref[:, 1]).mean()) < 0.03 * side * side
+    assert abs(np.log(ours[:, 1] / ours[:, 0]).mean() - np.log(ref[:, 1] / ref[:, 0]).mean()) < 0.03
+    assert ((ours >= 1) & (ours <= side)).all() and (ours == np.round(ours)).all()   # whole pixels, inside
+    # a tiny image: RandomErasing often finds no box that fits, and then erases nothing
+    hgt = wid = 4
+    img = torch.empty(3, hgt, wid)
+    ref_none = np.mean([RandomErasing.get_params(img, (0.02, 0.33), (0.3, 3.3), [0])[2] == hgt
+                        for _ in range(n)])
+    found, y0, x0, eh, ew = erasing_boxes(n, hgt, wid, torch.Generator().manual_seed(0))
+    assert abs((~found).float().mean().item() - ref_none) < 0.03
+    assert ((eh < hgt) & (ew < wid))[found].all() and (y0 + eh <= hgt).all() and (x0 + ew <= wid).all()
 
 
 @pytest.mark.parametrize("augment", ["none", "flip", "standard", "trivial_augment", "autoaugment"])
@@ -175,6 +204,34 @@ def test_frozen_backbone_only_moves_the_head():
     moved = {k for k, v in model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])}
     assert moved and moved <= head | {k for k in moved if "head" in k or "fc" in k}
     assert not any("running_mean" in k for k in moved)
+
+
+def test_frozen_backbone_with_bn_in_train_mode_reestimates_statistics_only():
+    """freeze_bn=False (FineRNet's linear probe): weights frozen through requires_grad, the
+    backbone left in train mode, so BatchNorm's running statistics follow the new data."""
+    data = toy_data()
+    model = small_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(model, data, Recipe(epochs=1, image_size=16, batch_size=8, lr=0.1), device=torch.device("cpu"),
+        seed=0, freeze_backbone=True, freeze_bn=False)
+    changed = {k for k, v in model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])}
+    head = {"fc.weight", "fc.bias"} if hasattr(model, "fc") else {"head.fc.weight", "head.fc.bias"}
+    params = {k for k, _ in model.named_parameters()}
+    assert changed & params <= head                                  # no backbone weight moved …
+    assert any("running_mean" in k for k in changed)                 # … but BN statistics did
+
+
+def test_fit_records_what_the_ema_did():
+    """The effective decay (torchvision's adjustment) and the number of EMA updates: with
+    fewer steps per epoch than ema_steps the update fires once per epoch (batch index 0)."""
+    from fgvcbench.engine.train import ema_decay_for
+    data = toy_data()
+    recipe = Recipe(epochs=3, image_size=16, batch_size=8, lr=0.05, augment="flip", ema_steps=32, ema_decay=0.99)
+    result = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=0)
+    assert result.metrics["ema_updates"] == 3
+    assert result.metrics["ema_decay_effective"] == pytest.approx(ema_decay_for(recipe))
+    assert "ema_updates" not in fit(small_model(), data, recipe.replace(ema_steps=0), device=torch.device("cpu"),
+                                    seed=0).metrics
 
 
 def test_recipe_validation_lists_problems():

@@ -42,7 +42,7 @@ EXPECTED = {
     "adamw": dict(optimizer="adamw", lr=1e-3, weight_decay=0.05),
     "long_training": dict(epochs=360),
     "repeated_augmentation": dict(repeated_augment=4),
-    "fixres": dict(image_size=176, eval_image_size=232),
+    "fixres": dict(image_size=176, eval_image_size=224, eval_resize_size=232),
     "no_decay_norm": dict(weight_decay=1e-3, no_decay_norm=True),
     "ema_torchvision": dict(ema_steps=32, ema_decay=0.99998, ema_adjust=True),
 }
@@ -179,3 +179,41 @@ def test_unknown_step_in_a_suite_is_a_suite_error(tmp_path, runner):
         """)
     result = runner.invoke(app, ["run", str(suite), "--dry-run"])
     assert result.exit_code == 2 and ":3:" in result.output and "did you mean 'cosine'" in result.output
+
+
+def test_no_decay_norm_exempts_only_normalisation_layers_as_torchvision():
+    """torchvision's ``--norm-weight-decay 0`` (split_normalization_params): BatchNorm /
+    LayerNorm / GroupNorm weights and biases get no decay; conv and linear biases keep it."""
+    import torch.nn as nn
+
+    from fgvcbench.engine.train import build_optimizer
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 4 * 4),
+                          nn.Linear(64, 2))
+    opt = build_optimizer(list(model.named_parameters()), Recipe(weight_decay=1e-3, no_decay_norm=True), model)
+    decay, no_decay = ({id(p) for p in g["params"]} for g in opt.param_groups)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0]
+    norm = {id(p) for m in (model[1], model[3]) for p in m.parameters()}
+    assert no_decay == norm
+    assert {id(model[0].bias), id(model[4].bias), id(model[0].weight), id(model[4].weight)} == decay
+    plain = build_optimizer(list(model.named_parameters()), Recipe(weight_decay=1e-3), model)
+    assert len(plain.param_groups) == 1 and plain.param_groups[0]["weight_decay"] == 1e-3
+
+
+def test_fixres_tests_at_the_size_after_torchvisions_val_resize():
+    """FixRes as torchvision runs it: train crops at 176/224 of the size; the test view
+    resizes to 232/224 of it and centre-crops the size; the stored images serve both."""
+    from fgvcbench.data.pipeline import load_size_for
+    from fgvcbench.engine.augment import BatchAugmenter
+    r = get_registry().recipe_steps["fixres"].apply(Recipe(image_size=224))
+    assert (r.image_size, r.eval_image_size, r.eval_resize_size) == (176, 224, 232)
+    assert load_size_for(r.data_size) >= 232
+    seen = []
+    import fgvcbench.engine.augment as augment
+    real = augment.F.interpolate
+    try:
+        augment.F.interpolate = lambda x, size, **kw: seen.append(size) or real(x, size=size, **kw)
+        out = BatchAugmenter(r, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator()).eval(
+            torch.zeros(2, 3, 256, 256, dtype=torch.uint8))
+    finally:
+        augment.F.interpolate = real
+    assert seen == [(232, 232)] and out.shape == (2, 3, 224, 224)

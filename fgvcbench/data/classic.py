@@ -24,7 +24,8 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
     from torchvision import transforms as T
     if not train or recipe.augment == "none":
         size = recipe.image_size if train else (recipe.eval_image_size or recipe.image_size)
-        return T.Compose([T.Resize(load_size_for(size)), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+        resize = (None if train else recipe.eval_resize_size) or load_size_for(size)
+        return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
     steps = [T.RandomResizedCrop(recipe.image_size,
                                  scale=(recipe.crop_scale_min if recipe.augment != "flip" else 1.0, 1.0)),
              T.RandomHorizontalFlip()]
@@ -34,7 +35,8 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
         steps = [policy] + steps if recipe.policy_before_crop else steps + [policy]
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if recipe.random_erasing > 0:
-        steps.append(T.RandomErasing(p=recipe.random_erasing, value="random"))
+        steps.append(T.RandomErasing(p=recipe.random_erasing,
+                                     value="random" if recipe.random_erasing_value == "random" else 0))
     return T.Compose(steps)
 
 

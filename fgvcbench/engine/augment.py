@@ -25,12 +25,13 @@ from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.transfer import to_device
 
 
-def test_view(images: torch.Tensor, size: int) -> torch.Tensor:
-    """The evaluation view: resize to ``size / 0.875`` (e.g. 256 for 224), centre-crop
-    ``size``. Stored images already at that size are only cropped; otherwise (FixRes:
-    testing at another resolution than training) they are resized first."""
+def test_view(images: torch.Tensor, size: int, resize: int | None = None) -> torch.Tensor:
+    """The evaluation view: resize to ``resize`` (default ``size / 0.875``, e.g. 256 for
+    224), centre-crop ``size``. Stored images already at that size are only cropped;
+    otherwise (FixRes: torchvision's val resize 232 → crop 224 after training at 176)
+    they are resized first."""
     from fgvcbench.data.pipeline import load_size_for
-    target = load_size_for(size)
+    target = resize or load_size_for(size)
     x = images.float()
     if x.shape[-1] != target:
         x = F.interpolate(x, size=(target, target), mode="bilinear", antialias=True, align_corners=False)
@@ -46,17 +47,33 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., off:off + size, off:off + size]
 
 
+def crop_boxes(b: int, side: int, scale_min: float, generator: torch.Generator,
+               attempts: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """RandomResizedCrop's box sizes as torchvision's ``get_params`` draws them, for a batch
+    of square ``side`` images: up to 10 tries of area ~ U(scale_min, 1), log-ratio ~
+    U(log 3/4, log 4/3), rounded to pixels, keeping the first that fits; a sample with no
+    fit takes the whole image (torchvision's fallback for a square image). Returns widths
+    and heights as fractions of the side."""
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    area = (scale_min + (1 - scale_min) * rand(b, attempts)) * side * side
+    ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * rand(b, attempts))
+    w = torch.sqrt(area * ratio).round()
+    h = torch.sqrt(area / ratio).round()
+    fits = (w > 0) & (w <= side) & (h > 0) & (h <= side)
+    first = fits.float().argmax(1)                 # the first attempt that fits (0 when none does)
+    rows = torch.arange(b)
+    w = torch.where(fits.any(1), w[rows, first], torch.full((b,), float(side)))
+    h = torch.where(fits.any(1), h[rows, first], torch.full((b,), float(side)))
+    return w / side, h / side
+
+
 def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
                              flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Per-sample RandomResizedCrop(scale=(scale_min, 1), ratio=(3/4, 4/3)) and flip,
     as a single batched bilinear resample. ``images`` float ``[B, C, S, S]``."""
     b = images.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    area = scale_min + (1 - scale_min) * rand(b)
-    log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * rand(b)
-    ratio = torch.exp(log_ratio)
-    w = torch.sqrt(area * ratio).clamp(max=1.0)   # fraction of the source width
-    h = torch.sqrt(area / ratio).clamp(max=1.0)
+    w, h = crop_boxes(b, images.shape[-1], scale_min, generator)   # fractions of the source side
     cx = (rand(b) * 2 - 1) * (1 - w)               # centre in [-1, 1] keeping the box inside
     cy = (rand(b) * 2 - 1) * (1 - h)
     sign = torch.ones(b)
@@ -71,34 +88,54 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Erase one random rectangle (area 2–33 %, ratio 0.3–3.3) per sample with prob. p,
-    filled with normal noise, as torchvision's RandomErasing(value='random'). Boxes are
-    drawn on the host; the noise, for the erased samples only, on the images' device."""
-    b, _, hgt, wid = images.shape
-    device = images.device
+def erasing_boxes(b: int, hgt: int, wid: int, generator: torch.Generator,
+                  attempts: int = 10) -> tuple[torch.Tensor, ...]:
+    """RandomErasing's rectangles as torchvision's ``get_params`` draws them: up to 10
+    tries of area ~ U(0.02, 0.33)·H·W and log-ratio ~ U(log 0.3, log 3.3), rounded to
+    pixels, keeping the first with h < H and w < W; then the corner uniformly where the
+    box fits. Returns ``(found, y0, x0, eh, ew)``; a sample with no fit is left as is."""
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    apply = rand(b) < p
-    area = (0.02 + (0.33 - 0.02) * rand(b)) * hgt * wid
-    ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(b))
-    eh = torch.sqrt(area * ratio).clamp(1, hgt).long()
-    ew = torch.sqrt(area / ratio).clamp(1, wid).long()
+    area = (0.02 + (0.33 - 0.02) * rand(b, attempts)) * hgt * wid
+    ratio = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * rand(b, attempts))
+    eh = torch.sqrt(area * ratio).round().long()
+    ew = torch.sqrt(area / ratio).round().long()
+    fits = (eh < hgt) & (ew < wid) & (eh > 0) & (ew > 0)
+    first = fits.float().argmax(1)
+    rows = torch.arange(b)
+    found, eh, ew = fits.any(1), eh[rows, first], ew[rows, first]
     y0 = (rand(b) * (hgt - eh + 1)).long()
     x0 = (rand(b) * (wid - ew + 1)).long()
-    erased = apply.nonzero().squeeze(1)
+    return found, y0, x0, eh, ew
+
+
+def random_erasing(images: torch.Tensor, p: float, generator: torch.Generator,
+                   value: str = "zero") -> torch.Tensor:
+    """Erase one random rectangle (area 2–33 %, ratio 0.3–3.3; :func:`erasing_boxes`) per
+    sample with probability p, on the normalised batch, as torchvision's RandomErasing:
+    ``value`` "zero" fills 0 (its default and its reference recipe's), "random" normal
+    noise (``value='random'``). Boxes are drawn on the host; noise, for the erased samples
+    only, on the images' device."""
+    b, _, hgt, wid = images.shape
+    device = images.device
+    apply = torch.rand(b, generator=generator) < p
+    found, y0, x0, eh, ew = erasing_boxes(b, hgt, wid, generator)
+    erased = (apply & found).nonzero().squeeze(1)
+    noise_seed = int(torch.randint(2**62, (1,), generator=generator))
     if not len(erased):
         return images
-    noise_seed = int(torch.randint(2**62, (1,), generator=generator))
     rows = to_device(erased, device)
     y0, y1, x0, x1 = to_device(torch.stack([y0, y0 + eh, x0, x0 + ew])[:, erased], device).view(4, -1, 1, 1)
     ys = torch.arange(hgt, device=device).view(1, hgt, 1)
     xs = torch.arange(wid, device=device).view(1, 1, wid)
     mask = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)
-    noise_generator = torch.Generator(device=device).manual_seed(noise_seed)
-    noise = torch.randn((len(erased),) + tuple(images.shape[1:]), generator=noise_generator, device=device,
-                        dtype=images.dtype)
+    if value == "random":
+        noise_generator = torch.Generator(device=device).manual_seed(noise_seed)
+        fill = torch.randn((len(erased),) + tuple(images.shape[1:]), generator=noise_generator, device=device,
+                           dtype=images.dtype)
+    else:
+        fill = torch.zeros((), device=device, dtype=images.dtype)
     out = images.clone()
-    out[rows] = torch.where(mask.unsqueeze(1), noise, images[rows])
+    out[rows] = torch.where(mask.unsqueeze(1), fill, images[rows])
     return out
 
 
@@ -153,7 +190,7 @@ class BatchAugmenter:
                 x = self._policy(x.round_().clamp_(0, 255).to(torch.uint8)).float()
         x = (x - self.mean) / self.std
         if r.random_erasing > 0:
-            x = random_erasing(x, r.random_erasing, self.generator)
+            x = random_erasing(x, r.random_erasing, self.generator, r.random_erasing_value)
         return x
 
     def _policy(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -169,5 +206,5 @@ class BatchAugmenter:
 
     def eval(self, images_u8: torch.Tensor) -> torch.Tensor:
         size = self.recipe.eval_image_size or self.recipe.image_size
-        x = test_view(images_u8.to(self.device, non_blocking=True), size)
+        x = test_view(images_u8.to(self.device, non_blocking=True), size, self.recipe.eval_resize_size)
         return (x - self.mean) / self.std

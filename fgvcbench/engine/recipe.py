@@ -10,6 +10,7 @@ AUGMENT_POLICIES = ("none", "flip", "standard", "trivial_augment", "autoaugment"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
 PIPELINES = ("fast", "classic")
+ERASING_VALUES = ("zero", "random")
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,18 @@ class Recipe:
     policy_p: float = 1.0             # probability a sample gets the augment policy (FineRNet: 0.5)
     policy_before_crop: bool = False  # policy on the whole image, then crop (FineRNet's code); else after
                                       # RandomResizedCrop + flip, as torchvision's reference recipe
-    crop_scale_min: float = 0.25      # RandomResizedCrop lower scale bound
+    crop_scale_min: float = 0.08      # RandomResizedCrop lower scale bound (torchvision's default)
     random_erasing: float = 0.0       # probability
+    random_erasing_value: str = "zero"  # zero: torchvision's RandomErasing(value=0), as its reference recipe;
+                                        # random: per-pixel normal noise (value='random', timm's re_mode='pixel')
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     ema_steps: int = 0                # update EMA every N optimizer steps (0 = off)
     ema_decay: float = 0.0
     ema_adjust: bool = True           # torchvision reference: scale (1 - decay) by batch·steps/epochs
     repeated_augment: int = 1         # RASampler repeats: each drawn image k times per epoch
-    eval_image_size: int | None = None  # FixRes: test at another resolution (None = image_size)
+    eval_image_size: int | None = None  # test centre-crop size (None = image_size); FixRes tests larger
+    eval_resize_size: int | None = None  # resize before that crop (None = crop / 0.875, e.g. 256 for 224)
     patience: int | None = None
     val_fraction: float = 0.1
     pipeline: str = "fast"            # fast: decode once, augment batches on the device; classic: DataLoader
@@ -65,6 +69,15 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def data_size(self) -> int:
+        """The crop size the stored images must serve: training crops and the test view's
+        resize (``load_size_for`` of this is the cached image size)."""
+        from fgvcbench.data.pipeline import CROP_RATIO
+        eval_crop = self.eval_image_size or self.image_size
+        resize = self.eval_resize_size or 0
+        return max(self.image_size, eval_crop, int(round(resize * CROP_RATIO)))
 
     def validate(self) -> list[tuple[str, str]]:
         """Return ``(field, problem)`` pairs; empty when the recipe is usable."""
@@ -90,12 +103,18 @@ class Recipe:
                 problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
         if self.repeated_augment < 1:
             problems.append(("repeated_augment", f"must be >= 1, got {self.repeated_augment}"))
-        if self.eval_image_size is not None and self.eval_image_size < 16:
-            problems.append(("eval_image_size", f"must be >= 16 pixels or null, got {self.eval_image_size}"))
+        for name in ("eval_image_size", "eval_resize_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 16:
+                problems.append((name, f"must be >= 16 pixels or null, got {getattr(self, name)}"))
+        if (self.eval_resize_size is not None
+                and self.eval_resize_size < (self.eval_image_size or self.image_size)):
+            problems.append(("eval_resize_size", f"must be >= the test crop {self.eval_image_size or self.image_size}, "
+                                                 f"got {self.eval_resize_size}"))
         if self.patience is not None and self.patience < 1:
             problems.append(("patience", f"must be >= 1 or null, got {self.patience}"))
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
-                              ("scheduler", SCHEDULERS), ("pipeline", PIPELINES)):
+                              ("scheduler", SCHEDULERS), ("pipeline", PIPELINES),
+                              ("random_erasing_value", ERASING_VALUES)):
             if getattr(self, name) not in allowed:
                 problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
         return problems
@@ -107,7 +126,7 @@ RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 def coerce_recipe_value(name: str, value: Any) -> Any:
     """Check a YAML value's type against the field; ints are accepted for floats."""
     default = RECIPE_FIELDS[name].default
-    if name in ("patience", "grad_clip", "eval_image_size") and value is None:
+    if name in ("patience", "grad_clip", "eval_image_size", "eval_resize_size") and value is None:
         return None
     expected = type(default) if default is not None else (float if name == "grad_clip" else int)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):

@@ -61,16 +61,28 @@ def lr_multiplier(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float
     return factor
 
 
-def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]], recipe: Recipe):
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+               nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+
+
+def norm_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters of normalisation layers (torchvision's
+    ``split_normalization_params``: BatchNorm, LayerNorm, GroupNorm, InstanceNorm, LRN)."""
+    return {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+
+
+def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]], recipe: Recipe,
+                    model: nn.Module | None = None):
+    """SGD (Nesterov) or AdamW. With ``no_decay_norm`` and ``model`` given, the parameters of
+    normalisation layers get no weight decay (torchvision's ``--norm-weight-decay 0``)."""
     named = [p for p in params]
-    if recipe.no_decay_norm and named and isinstance(named[0], tuple):
-        decay = [p for n, p in named if p.ndim > 1]
-        no_decay = [p for n, p in named if p.ndim <= 1]  # norm weights and biases
-        groups = [{"params": decay, "weight_decay": recipe.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+    plain = [p[1] if isinstance(p, tuple) else p for p in named]
+    if recipe.no_decay_norm and model is not None:
+        norm = norm_parameters(model)
+        groups = [{"params": [p for p in plain if id(p) not in norm], "weight_decay": recipe.weight_decay},
+                  {"params": [p for p in plain if id(p) in norm], "weight_decay": 0.0}]
     else:
-        groups = [{"params": [p[1] if isinstance(p, tuple) else p for p in named],
-                   "weight_decay": recipe.weight_decay}]
+        groups = [{"params": plain, "weight_decay": recipe.weight_decay}]
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=recipe.lr)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
@@ -207,11 +219,12 @@ def ema_decay_for(recipe: Recipe, world_size: int = 1) -> float:
     return 1.0 - alpha
 
 
-def _ema_model(model: nn.Module, recipe: Recipe):
+def _ema_model(model: nn.Module, recipe: Recipe, world_size: int = 1):
     if recipe.ema_steps <= 0:
         return None
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay_for(recipe)), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay_for(recipe, world_size)),
+                         use_buffers=True)
 
 
 def epoch_order(n: int, repeats: int, generator: torch.Generator) -> torch.Tensor:
@@ -265,14 +278,15 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         for p in head.parameters():
             p.requires_grad_(True)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = build_optimizer(named, recipe)
+    optimizer = build_optimizer(named, recipe, model)
     steps_per_epoch = max(1, math.ceil(math.ceil(len(data.train) / world) / recipe.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(recipe, steps_per_epoch))
     train_model = torch.compile(model) if recipe.compile else model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
-    ema = _ema_model(model, recipe)
+    ema = _ema_model(model, recipe, world)
+    ema_updates = 0
     augmenter = BatchAugmenter(recipe, mean, std, device, aug_generator)
     autocast = device.type == "cuda" and recipe.amp
     use_soft = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
@@ -339,6 +353,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             scheduler.step()
             if ema is not None and b % recipe.ema_steps == 0:  # torchvision: batch index i % steps == 0
                 ema.update_parameters(model)
+                ema_updates += 1
                 if epoch <= recipe.warmup_epochs:
                     # torchvision resets the average during warmup: the EMA copies the weights
                     ema.n_averaged.fill_(0)
@@ -382,6 +397,8 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                "mean_class_acc": selected["mean_class_acc"], "top1_last": last["top1"],
                "val_top1": best_val if best_val >= 0 else float("nan"),
                "best_epoch": best_epoch, "epochs_run": history[-1]["epoch"]}
+    if ema is not None:   # what the EMA really did: its per-update decay and how often it ran
+        metrics.update(ema_decay_effective=ema_decay_for(recipe, world), ema_updates=ema_updates)
     return FitResult(metrics=metrics, history=history, train_seconds=train_seconds,
                      images_seen=images_seen, model=final,
                      test_predictions=test_logits.argmax(1) if test_logits.numel() else None)

@@ -26,15 +26,33 @@ def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, step
     return out
 
 
+def run_seconds(record: dict) -> float:
+    """What a run cost its devices: ``device_seconds`` (wall × devices: GPU-seconds on
+    CUDA), or the wall seconds of records written before that field existed."""
+    cost = record.get("cost", {})
+    value = cost.get("device_seconds") or cost.get("wall_seconds")
+    return float(value) if value else math.nan
+
+
+def seconds_label(devices) -> str:
+    """The cost column's name: GPU-seconds when every run ran on CUDA."""
+    devices = [d for d in devices if d]
+    if devices and all(d.startswith("cuda") for d in devices):
+        return "GPU s / run"
+    return "CPU s / run" if devices and all(d == "cpu" for d in devices) else "device s / run"
+
+
 def compare_sides(without: dict[int, dict], with_: dict[int, dict]) -> dict[str, Any]:
     """Paired Δ top-1 (with − without) over the seeds both sides finished."""
     seeds = sorted(set(without) & set(with_))
     a = [without[s]["metrics"]["top1"] for s in seeds]
     b = [with_[s]["metrics"]["top1"] for s in seeds]
     paired = paired_difference(a, b) if seeds else None
-    cost = lambda side: mean_std_ci([side[s]["cost"].get("train_seconds") or math.nan for s in seeds]).mean  # noqa: E731
+    cost = lambda side: mean_std_ci([run_seconds(side[s]) for s in seeds]).mean  # noqa: E731
+    devices = [side[s].get("provenance", {}).get("device", "") for side in (without, with_) for s in seeds]
     return {"seeds": seeds, "without": mean_std_ci(a), "with": mean_std_ci(b), "paired": paired,
-            "cost_without": cost(without) if seeds else math.nan, "cost_with": cost(with_) if seeds else math.nan}
+            "cost_without": cost(without) if seeds else math.nan, "cost_with": cost(with_) if seeds else math.nan,
+            "cost_label": seconds_label(devices)}
 
 
 def ablation_table(records: list[dict], plan, dataset: str, backbone: str) -> pd.DataFrame:
@@ -47,6 +65,7 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str) -> pd
         inc = compare_sides(reference, runs) if reference is not None else None
         absolute = compare_sides(first, runs) if first is not None else None
         seconds = [r["cost"].get("train_seconds") for r in runs.values() if r["cost"].get("train_seconds")]
+        device_seconds = [v for v in (run_seconds(r) for r in runs.values()) if not math.isnan(v)]
         devices = {r["provenance"].get("device", "") for r in runs.values()}
         rows.append({
             "step": label, "n": acc.n, "top1_mean": acc.mean, "top1_std": acc.std,
@@ -55,6 +74,7 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str) -> pd
             "incremental_p": inc["paired"].p_value if inc and inc["paired"] else math.nan,
             "absolute": absolute["paired"].mean_delta if absolute and absolute["paired"] else math.nan,
             "train_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
+            "device_seconds": sum(device_seconds) / len(device_seconds) if device_seconds else math.nan,
             "device": ",".join(sorted(d for d in devices if d)), "steps": " → ".join(steps),
         })
         if first is None:
@@ -72,9 +92,11 @@ def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
     from tabulate import tabulate
     rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})",
              _f(r.incremental, "+.2f") + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
-             _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), _f(r.train_seconds, ".0f")]
+             _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), _f(r.device_seconds, ".0f")]
             for r in df.itertuples(index=False)]
-    headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)", "train s / run"]
+    devices = [d for value in df["device"] for d in str(value).split(",")] if "device" in df else []
+    headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)",
+               seconds_label(devices)]
     return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
 
 

@@ -17,7 +17,8 @@ Where the article is silent we follow torchvision's reference ``train.py``, on w
 recipe is built: EMA decay is adjusted by batch size, EMA steps and epochs
 (``ema_adjust``); mixup α 0.2 / cutmix α 1.0, one of the two per batch with equal
 probability. Steps never touch ``epochs`` or ``image_size`` except ``long_training``
-(×4 epochs) and ``fixres`` (train at 176/224, test at 232/224 of the size), so a scale
+(×4 epochs) and ``fixres`` (train at 176/224 of the size; test: resize 232/224, crop the
+size), so a scale
 preset keeps its budget.
 """
 
@@ -36,7 +37,8 @@ def base(r: Recipe) -> Recipe:
     return r.replace(optimizer="sgd", nesterov=True, lr=0.01, momentum=0.9, batch_size=32, weight_decay=0.0,
                      scheduler="none", warmup_epochs=0, label_smoothing=0.0, augment="standard",
                      random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, ema_steps=0, ema_decay=0.0,
-                     repeated_augment=1, eval_image_size=None, no_decay_norm=False)
+                     repeated_augment=1, eval_image_size=None, eval_resize_size=None,
+                     no_decay_norm=False)
 
 
 def large_batch_warmup(r: Recipe) -> Recipe:
@@ -102,14 +104,17 @@ def repeated_augmentation(r: Recipe) -> Recipe:
 
 
 def fixres(r: Recipe) -> Recipe:
-    """FixRes mitigation: train at 176/224 of the size, test at 232/224 of it (the blog's
-    176 px train / 232 px test for 224)."""
+    """FixRes mitigation as torchvision's recipe runs it (``--train-crop-size 176
+    --val-resize-size 232``, val crop 224): train at 176/224 of the size; test by resizing
+    to 232/224 of it and centre-cropping the size itself."""
     size = r.image_size
-    return r.replace(image_size=max(16, round(size * 176 / 224)), eval_image_size=round(size * 232 / 224))
+    return r.replace(image_size=max(16, round(size * 176 / 224)), eval_image_size=size,
+                     eval_resize_size=round(size * 232 / 224))
 
 
 def no_decay_norm(r: Recipe) -> Recipe:
-    """Weight decay 2e-5 with none on normalisation layers and biases (the blog's tuning)."""
+    """Weight decay 2e-5 with none on normalisation layers (the blog's tuning:
+    ``--wd 2e-5 --norm-weight-decay 0``; other biases keep their decay, as there)."""
     return r.replace(weight_decay=r.weight_decay or 2e-5, no_decay_norm=True)
 
 
@@ -128,7 +133,7 @@ def run_recipe(ctx: RunContext) -> dict:
     """Apply the steps in order to the suite's recipe, then fine-tune the backbone."""
     recipe = ctx.apply_steps(ctx.recipe, ctx.params["steps"])
     ctx.notes["applied_recipe"] = recipe.to_dict()
-    data = ctx.load_data(image_size=max(recipe.image_size, recipe.eval_image_size or 0))
+    data = ctx.load_data(image_size=recipe.data_size)
     model = ctx.create_model(data.num_classes)
     return ctx.fit(model, data, recipe).metrics
 
