@@ -67,6 +67,60 @@ def test_knn_ncm_and_cosines_by_hand(embeddings):
     assert cos["intra_cosine"] > cos["inter_cosine"]
 
 
+def test_knn_majority_vote_by_hand():
+    """k = 3 over hand-placed references: a clear majority wins over the nearest; a tie
+    goes to the class of the nearer neighbour."""
+    ref = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.0, 1.0]])
+    query = torch.tensor([[1.0, 0.0]])                        # neighbours in order: 0, 1, 2
+    got = knn_accuracy(query, torch.tensor([1]), ref, torch.tensor([0, 1, 1, 2, 3]), k=3)
+    assert got == {"knn1_accuracy": 0.0, "knn3_accuracy": 100.0}     # nearest is 0, the vote 1 (two of three)
+    got = knn_accuracy(query, torch.tensor([0]), ref, torch.tensor([0, 1, 2, 2, 3]), k=2)
+    assert got == {"knn1_accuracy": 100.0, "knn2_accuracy": 100.0}   # 0 vs 1, one each: the nearer, 0
+
+
+def test_losses_use_the_normalize_and_soft_margin_settings():
+    from fgvcbench_plugins.metric_learning import METRIC_LEARNING, build_loss_and_miner
+    g = torch.Generator().manual_seed(0)
+    emb, labels = torch.randn(16, 8, generator=g), torch.arange(4).repeat_interleave(4)
+    params = dict(METRIC_LEARNING.params, miner="none")
+    normalized, _ = build_loss_and_miner(dict(params, normalize=True))
+    raw, _ = build_loss_and_miner(dict(params, normalize=False))
+    assert normalized(emb, labels) == pytest.approx(normalized(10 * emb, labels).item(), rel=1e-5)  # scale-free
+    assert raw(10 * emb, labels) > 2 * raw(emb, labels)                                            # distances scale
+    soft, _ = build_loss_and_miner(dict(params, soft_margin=True))
+    d = torch.cdist(F.normalize(emb), F.normalize(emb))
+    same = labels[:, None] == labels[None, :]
+    expected = [F.softplus(d[a, p] - d[a, n]) for a in range(16) for p in range(16) for n in range(16)
+                if same[a, p] and a != p and not same[a, n]]
+    assert soft(emb, labels).item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-4)   # no margin
+
+
+def test_same_seed_same_batches_and_the_schedule_is_followed(tmp_path, runner):
+    """MPerClassSampler draws from NumPy: seeded per run, two runs of a seed agree even when
+    the global NumPy stream was used in between; the cosine schedule moves the lr."""
+    import numpy as np
+    get_registry(refresh=True)
+    histories = []
+    for attempt in range(2):
+        np.random.seed(attempt)   # whatever ran before must not matter
+        (tmp_path / str(attempt)).mkdir()
+        suite = write_suite(tmp_path / str(attempt), f"""
+            output: {tmp_path / str(attempt) / 'out'}
+            seeds: [0]
+            device: cpu
+            train: {{epochs: 2, image_size: 32, batch_size: 16, scheduler: cosine}}
+            datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+            backbones: [test_resnet]
+            methods: [{{name: metric_learning, params: {{tsne: false}}}}]
+            """)
+        result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+        assert result.exit_code == 0, result.output
+        record = json.loads(next((tmp_path / str(attempt) / "out" / "runs").glob("*.json")).read_text())
+        histories.append(record["history"])
+    assert [h["train_loss"] for h in histories[0]] == [h["train_loss"] for h in histories[1]]
+    assert histories[0][0]["lr"] < 0.01 and histories[0][1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_all_variants_run_end_to_end(tmp_path, runner):
     get_registry(refresh=True)
     suite = write_suite(tmp_path, f"""
@@ -108,3 +162,17 @@ def test_unknown_miner_fails_the_run_with_a_clear_error(tmp_path, runner):
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 1 and "miner: 'hardest'" in result.output
+
+
+def test_recipe_knobs_the_triplet_loop_cannot_honour_are_refused(tmp_path, runner):
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16, mixup_alpha: 0.2}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods: [{{name: metric_learning, params: {{tsne: false}}}}]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "mixup_alpha" in result.output and "not supported" in result.output

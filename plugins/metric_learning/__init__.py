@@ -10,8 +10,21 @@ Variants:
 - ``batch_hard`` (default): ``BatchHardMiner``, the hardest positive and negative per anchor;
 - ``semihard``: ``TripletMarginMiner(type_of_triplets="semihard")``;
 - ``report``: the seed report's setting — margin 0.2, hard negatives, SGD lr 1e-4,
-  weight decay 0.05, batch 16, 10 epochs;
+  weight decay 0.05, batch 16, 10 epochs, constant lr. The report states no momentum;
+  we use 0.9 without Nesterov (plain ``torch.optim.SGD`` would be 0: our choice, stated);
 - ``joint``: cross-entropy on the backbone's classifier + λ·triplet on the embedding.
+
+Distances are Euclidean on the embeddings, L2-normalised first when ``normalize`` is true
+(pytorch-metric-learning's ``LpDistance(normalize_embeddings=...)`` for the loss and the
+miners). ``soft_margin: true`` is the soft-margin triplet loss of Hermans et al.,
+softplus(d_ap − d_an), i.e. ``smooth_loss`` with the margin set to 0.
+
+The training loop follows the suite's recipe: optimizer (SGD/Nesterov or AdamW, with
+``no_decay_norm``), lr schedule with warmup (stepped per iteration, as the engine), label
+smoothing of the joint variant's cross-entropy; recipe knobs a triplet loop cannot honour
+(mixup/cutmix, EMA, repeated augmentation, the classic pipeline) are refused with a message.
+The P×K sampler (pytorch-metric-learning's ``MPerClassSampler``, which draws from NumPy)
+is driven by a NumPy generator seeded from the run's seed, so a seed gives the same batches.
 
 ``top1`` in the record is 1-NN classification accuracy of test embeddings against the
 training embeddings; retrieval metrics (precision@1, R-precision, MAP@R) rank the test set
@@ -20,6 +33,7 @@ against itself. The epoch is selected on validation precision@1.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -27,8 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgvcbench.api import (Method, RunContext, RunningLoss, UserError, gather_rows, hookimpl, model_layout,
-                           resident, to_device)
+from fgvcbench.api import (Method, RunContext, RunningLoss, UserError, build_optimizer, gather_rows, hookimpl,
+                           lr_multiplier, model_layout, place_model, resident, to_device)
 
 from .evaluate import cosine_similarities, knn_accuracy, nearest_class_mean_accuracy, retrieval_metrics, tsne_plot
 
@@ -54,12 +68,39 @@ def build_loss_and_miner(params: dict):
     from pytorch_metric_learning import losses, miners
     if params["miner"] not in MINERS:
         raise UserError(f"metric_learning miner: {params['miner']!r} — use one of {', '.join(MINERS)}")
-    loss = losses.TripletMarginLoss(margin=params["margin"], smooth_loss=params["soft_margin"])
+    from pytorch_metric_learning.distances import LpDistance
+    distance = lambda: LpDistance(normalize_embeddings=params["normalize"])  # noqa: E731
+    # soft margin (Hermans et al.): softplus(d_ap - d_an), no margin term
+    margin = 0.0 if params["soft_margin"] else params["margin"]
+    loss = losses.TripletMarginLoss(margin=margin, smooth_loss=params["soft_margin"], distance=distance())
     if params["miner"] == "none":
         return loss, None
     if params["miner"] == "batch_hard":
-        return loss, miners.BatchHardMiner()
-    return loss, miners.TripletMarginMiner(margin=params["margin"], type_of_triplets=params["miner"])
+        return loss, miners.BatchHardMiner(distance=distance())
+    return loss, miners.TripletMarginMiner(margin=params["margin"], type_of_triplets=params["miner"],
+                                           distance=distance())
+
+
+@contextlib.contextmanager
+def numpy_stream(rng):
+    """Run pytorch-metric-learning's NumPy draws (``MPerClassSampler``) from ``rng``, then
+    put its module-level generator back."""
+    from pytorch_metric_learning.utils import common_functions as c_f
+    saved, c_f.NUMPY_RANDOM = c_f.NUMPY_RANDOM, rng
+    try:
+        yield
+    finally:
+        c_f.NUMPY_RANDOM = saved
+
+
+UNSUPPORTED = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_steps": 0, "repeated_augment": 1, "pipeline": "fast"}
+
+
+def check_recipe(recipe) -> None:
+    for name, plain in UNSUPPORTED.items():
+        if getattr(recipe, name) != plain:
+            raise UserError(f"metric_learning: recipe {name}: {getattr(recipe, name)!r} is not supported by the "
+                            f"triplet loop — set {name}: {plain!r} for this method (a per-method `train:` in the suite)")
 
 
 @torch.no_grad()
@@ -76,9 +117,10 @@ def run_metric_learning(ctx: RunContext) -> dict:
     from pytorch_metric_learning import samplers
     p = ctx.params
     recipe = ctx.recipe.replace(**p["recipe_overrides"]) if p["recipe_overrides"] else ctx.recipe
-    data = ctx.load_data(image_size=recipe.image_size)
+    check_recipe(recipe)
+    data = ctx.load_data(image_size=recipe.data_size)
     backbone = ctx.create_model(data.num_classes)
-    net = EmbeddingNet(backbone, p["embedding_dim"], p["normalize"]).to(ctx.device)
+    net = place_model(EmbeddingNet(backbone, p["embedding_dim"], p["normalize"]), recipe, ctx.device)
     loss_fn, miner = build_loss_and_miner(p)
     before = embed_split(ctx, net, data.test.images)
 
@@ -87,21 +129,20 @@ def run_metric_learning(ctx: RunContext) -> dict:
     batch_size = max(k * 2, recipe.batch_size - recipe.batch_size % k)   # P×K: a multiple of K
     sampler = samplers.MPerClassSampler(labels.tolist(), m=k, batch_size=batch_size,
                                         length_before_new_iter=max(len(labels), batch_size))
-    params = [q for q in net.parameters() if q.requires_grad]
-    opt = (torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay) if recipe.optimizer == "adamw"
-           else torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                                nesterov=recipe.nesterov and recipe.momentum > 0))
+    opt = build_optimizer([(n, q) for n, q in net.named_parameters() if q.requires_grad], recipe, net)
+    steps_per_epoch = max(1, len(sampler) // batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(recipe, steps_per_epoch))
     aug = ctx.augmenter(recipe, seed_offset=7)
-    torch.manual_seed(ctx.seed)   # MPerClassSampler draws from the global generator
-    if ctx.device.type == "cuda" and recipe.channels_last:
-        net.to(memory_format=torch.channels_last)
+    import numpy as np
+    sampler_rng = np.random.RandomState(ctx.seed % 2**32)   # MPerClassSampler's draws, seeded per run
     autocast = ctx.device.type == "cuda" and recipe.amp
     train_images, train_labels = resident(data.train.images, ctx.device), to_device(labels, ctx.device)
     best, best_state = -1.0, None
     for epoch in range(1, recipe.epochs + 1):
         net.train()
         started = time.perf_counter()
-        order = torch.tensor(list(iter(sampler)))
+        with numpy_stream(sampler_rng):
+            order = torch.tensor(list(iter(sampler)))
         # the epoch's order copied once to each device; losses summed there (no per-step wait)
         rows_on_images, rows_on_device = to_device(order, train_images.device), to_device(order, ctx.device)
         running = RunningLoss(ctx.device, "metric-learning loss", f"at epoch {epoch}")
@@ -115,13 +156,18 @@ def run_metric_learning(ctx: RunContext) -> dict:
             triplet = loss_fn(emb.float(), y, miner(emb.float(), y) if miner is not None else None)
             loss = p["triplet_weight"] * triplet
             if p["ce_weight"] > 0:
-                loss = loss + p["ce_weight"] * F.cross_entropy(logits.float(), y)
+                loss = loss + p["ce_weight"] * F.cross_entropy(logits.float(), y,
+                                                               label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if recipe.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
             opt.step()
+            schedule.step()
             running.add(loss)
             ctx.images_seen += batch_size
-        row = {"epoch": epoch, "train_loss": running.mean(), "lr": recipe.lr}   # waits for the last step
+        row = {"epoch": epoch, "train_loss": running.mean(),   # waits for the last step
+               "lr": opt.param_groups[0]["lr"]}
         ctx.train_seconds += time.perf_counter() - started
         if len(data.val) > 1:
             row["val_precision_at_1"] = retrieval_metrics(embed_split(ctx, net, data.val.images),
@@ -158,8 +204,9 @@ METRIC_LEARNING = Method(
             "recipe_overrides": {}},
     variants={"default": {}, "batch_hard": {}, "batch_all": {"miner": "none"}, "semihard": {"miner": "semihard"},
               "report": {"miner": "batch_hard", "margin": 0.2,
-                         "recipe_overrides": {"optimizer": "sgd", "lr": 1e-4, "weight_decay": 0.05,
-                                              "batch_size": 16, "epochs": 10}},
+                         "recipe_overrides": {"optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "nesterov": False,
+                                              "weight_decay": 0.05, "batch_size": 16, "epochs": 10,
+                                              "scheduler": "none", "warmup_epochs": 0}},
               "joint": {"ce_weight": 1.0, "triplet_weight": 1.0}},
 )
 
