@@ -21,7 +21,7 @@ import pluggy
 
 from fgvcbench.backbones import BackboneSpec
 from fgvcbench.data.base import DatasetRequest, DatasetSpec, DatasetSplits, ImageList
-from fgvcbench.data.pipeline import TensorData, TensorSplit
+from fgvcbench.data.pipeline import TensorData, TensorSplit, stratified_split
 from fgvcbench.engine.recipe import Recipe, RecipeStep
 from fgvcbench.engine.train import (FitResult, RunningLoss, accuracy_metrics, build_optimizer, lr_multiplier,
                                     model_layout, place_model)
@@ -41,7 +41,7 @@ __all__ = [
     "create_timm_model",
     "engine_seconds", "faiss_available", "gather_rows", "hookimpl", "knn_search", "knn_within_classes",
     "lr_multiplier",
-    "model_layout", "place_model", "pretrained_data_config", "resident", "to_device",
+    "model_layout", "place_model", "pretrained_data_config", "resident", "stratified_split", "to_device",
 ]
 
 # The embedded synthetic dataset's generator (registered by the built-in datasets plugin).

@@ -124,8 +124,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     options = dict(spec.options)
     if dataset == "synthetic":
         options.update(image_size=max(64, load_size_for(res)), train_per_class=max(8, batch // 4))
-    images = spec.load(DatasetRequest(root=Path(root) if root else None, options=options,
-                                      cache_dir=cache / "datasets")).train
+    images = spec.load_checked(DatasetRequest(root=Path(root) if root else None, options=options,
+                                              cache_dir=cache / "datasets")).train
     model = create_timm_model(backbone, num_classes=len(images.class_names)).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

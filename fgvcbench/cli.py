@@ -401,7 +401,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     result = compare_sides(a, b)
     p = result["paired"]
     table = Table(title=f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}")
-    for col in ("side", "steps", "top-1 % mean ± std", "n", "train s / run"):
+    for col in ("side", "steps", "top-1 % mean ± std", "n", result["cost_label"]):
         table.add_column(col)
     from fgvcbench.report.stats import format_mean_std
     for side, steps, summary, cost in (("without", without, result["without"], result["cost_without"]),
@@ -451,12 +451,19 @@ def _parse_options(pairs: list[str]) -> dict:
 @data_app.command("verify")
 @friendly
 def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (see `fgvcbench plugins`)."),
-                root: Optional[Path] = typer.Option(None, help="Dataset folder (default: $FGVCBENCH_DATA/<name's folder>)."),
+                root: Optional[Path] = typer.Option(None, help="Dataset folder (default: the suite's entry, else "
+                                                          "<data root>/<name's folder>)."),
                 option: List[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE (repeatable)."),
+                suite: Optional[Path] = typer.Option(None, "--suite", help="Take the root and options from the "
+                                                     "suite's first `datasets:` entry named NAME."),
+                data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder that relative dataset "
+                                                        "roots are under (default: the suite's data_root, "
+                                                        "$FGVCBENCH_DATA, ./data)."),
                 per_class: bool = typer.Option(False, "--per-class", help="Also list images per class and split."),
                 as_json: bool = typer.Option(False, "--json", help="Machine-readable report.")) -> None:
-    """Images per split and class, missing and corrupt files, train/test duplicates.
-    Exit 0: clean · 1: problems (each with a one-line fix) · 2: the layout itself is wrong."""
+    """Images per split and class, missing and corrupt files, duplicates across splits.
+    Exit 0: clean (notes such as same-class duplicates inside one split do not fail) ·
+    1: problems (each with a one-line fix) · 2: the layout or its metadata is wrong."""
     import os
 
     from fgvcbench.data.verify import verify_dataset
@@ -472,8 +479,20 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise UserError(f"dataset {name!r} has no option {unknown[0]!r} — options: {', '.join(spec.options) or 'none'}")
+    if suite is not None:
+        from fgvcbench.suite import load_suite
+        # the suite's own resolution: --data-root > suite data_root > $FGVCBENCH_DATA > ./data
+        loaded = load_suite(suite, registry, data_root=data_root, check_data=False)
+        entry = next(((d, r) for d, r, *_ in loaded.datasets if d["name"] == name), None)
+        if entry is None:
+            listed = sorted({d["name"] for d, *_ in loaded.datasets})
+            raise UserError(f"{suite}: no `datasets:` entry named {name!r} — it has: {', '.join(listed) or 'none'}")
+        options = {**entry[0]["options"], **options}
+        if root is None and entry[1] is not None:
+            root = Path(entry[1])
     if spec.needs_root and root is None:
-        root = Path(os.environ.get("FGVCBENCH_DATA", "./data")) / (spec.default_root or spec.name)
+        base = data_root or os.environ.get("FGVCBENCH_DATA", "./data")
+        root = Path(base).expanduser() / (spec.default_root or spec.name)
     cache = Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
     # a generated dataset needs no root; a view takes the root of the dataset it is built of
     report = verify_dataset(spec, root if spec.needs_root or root is not None else None, options,
@@ -500,7 +519,12 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         for problem in report.problems:
             console.print(f"[red]{problem.kind}[/]: {problem.path} — {problem.detail}; [bold]fix:[/] {problem.fix}",
                           highlight=False)
-        console.print("[green]no problems found[/]" if report.ok else f"{len(report.problems)} problems found")
+        for note in report.notes:
+            console.print(f"[yellow]note[/]: {note.kind}: {note.path} — {note.detail}; {note.fix}",
+                          highlight=False)
+        notes = f" ({len(report.notes)} notes)" if report.notes else ""
+        console.print(("[green]no problems found[/]" if report.ok else f"{len(report.problems)} problems found")
+                      + notes)
     if not report.ok:
         raise typer.Exit(1)
 

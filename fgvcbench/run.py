@@ -82,13 +82,13 @@ class RunContext:
                                 f"--data-root or FGVCBENCH_DATA. Expected layout: {spec.layout or 'see the docs'}")
             request = DatasetRequest(root=root, options=dict(self.spec.dataset["options"]),
                                      cache_dir=self.cache_dir / "datasets", datasets=self._registry.datasets)
-            self._splits = spec.load(request)
+            self._splits = spec.load_checked(request)
         return self._splits
 
     def load_data(self, image_size: int | None = None, use_boxes: bool = False) -> TensorData:
         """Decoded tensors (cached) for train / val (carved from train) / test."""
-        # decode at the larger of the train and test resolutions (FixRes tests above train)
-        size = image_size or max(self.recipe.image_size, self.recipe.eval_image_size or 0)
+        # decode for the larger of the train and test views (FixRes tests above train)
+        size = image_size or self.recipe.data_size
         key = (size, use_boxes, self.recipe.val_fraction)
         if key not in self._data:
             self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir,
@@ -288,6 +288,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         except (OSError, TypeError, ValueError):
             pass
     cost = {"train_seconds": round(ctx.train_seconds, 3), "wall_seconds": round(wall, 3),
+            # the whole run (data, training, every evaluation) times the devices it held: GPU-seconds on CUDA
+            "device_seconds": round(wall * _world_size(), 3),
             # what the run's result cost in all, cached phases included (reports plot this)
             "train_seconds_total": round(ctx.train_seconds + ctx.cached_train_seconds, 3),
             "images_per_second": round(ctx.images_seen / ctx.train_seconds, 2) if ctx.train_seconds else None,

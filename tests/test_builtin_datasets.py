@@ -37,6 +37,23 @@ def test_imagefolder_lists_classes_and_splits(tmp_path):
     assert all(p.endswith(".png") for p in splits.train.paths)
 
 
+def test_imagefolder_skips_hidden_folders_and_finds_nested_images(tmp_path):
+    import os
+    root = make_tree(tmp_path / "d", {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}})
+    make_tree(root / "train" / "a", {"2019": {"x": 1}})                     # train/a/2019/x/0.png
+    make_tree(root / "train" / ".ipynb_checkpoints", {"sub": {"y": 1}})     # hidden: not a class
+    make_tree(root / "test" / ".cache", {"z": {"q": 1}})                    # hidden in test: not an extra class
+    make_tree(root / "train" / "b" / ".thumbs", {"s": {"t": 1}})            # hidden inside a class: skipped
+    (root / "train" / "b" / "._0.png").write_bytes(b"resource fork")        # macOS metadata file
+    linked = make_tree(tmp_path / "elsewhere", {"more": {"m": 2}})
+    os.symlink(linked / "more" / "m", root / "train" / "b" / "linked")      # followed, as ImageFolder does
+    splits = load("imagefolder", root)
+    assert splits.train.class_names == ["a", "b"]
+    rel = [os.path.relpath(p, root / "train") for p in splits.train.paths]
+    assert rel == ["a/0.png", "a/2019/x/0.png", "b/0.png", "b/linked/0.png", "b/linked/1.png"]
+    assert splits.train.labels == [0, 0, 1, 1, 1] and load("imagefolder", root).train.paths == splits.train.paths
+
+
 def test_imagefolder_errors_say_the_layout(tmp_path):
     with pytest.raises(DataError, match="ROOT/train/<class>"):
         load("imagefolder", make_tree(tmp_path / "x", {"train": {"a": 1}}))

@@ -1,15 +1,22 @@
-"""`fgvcbench data verify` catches planted corruption and train/test duplicates."""
+"""`fgvcbench data verify` catches planted corruption and duplicates across (and inside)
+splits; malformed metadata of any adapter is one line and exit 2."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
 
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 
 from conftest import SHARED_DATA
-from test_dataset_formats import make_cub
+from test_dataset_formats import cars_unlabelled_test_annos, make_aircraft, make_cars, make_cub, make_dogs, make_flowers
 
 
 def test_clean_dataset_passes_and_reports_counts(tmp_path, runner):
@@ -61,3 +68,171 @@ def test_real_cub_subset_verifies(runner):
     report = json.loads(result.stdout)
     assert sum(report["splits"]["train"].values()) == 1500 and sum(report["splits"]["test"].values()) == 1389
     assert result.exit_code == (1 if report["problems"] else 0)
+
+
+def _rewrite_lines(path: Path, row: int, line: str) -> None:
+    rows = path.read_text().splitlines()
+    rows[row] = line
+    path.write_text("\n".join(rows) + "\n")
+
+
+def _cub_class_unnamed(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    _rewrite_lines(root / "classes.txt", 1, "8 008.Rhinoceros_Auklet")
+    return "cub", root, "KeyError"
+
+
+def _cub_box_not_a_number(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    _rewrite_lines(root / "bounding_boxes.txt", 0, "10 2.0 three 20.0 15.0")
+    return "cub", root, "ValueError"
+
+
+def _cub_split_value(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    _rewrite_lines(root / "train_test_split.txt", 2, "20 2")
+    return "cub", root, "train_test_split.txt:3: split value '2'"
+
+
+def _flowers_without_valid(tmp_path):
+    root = make_flowers(tmp_path / "flowers", {"trnid": np.array([[1, 2]]), "tstid": np.array([[5, 6]])})
+    return "flowers102", root, "KeyError: 'valid'"
+
+
+def _cars_meta_without_class_names(tmp_path):
+    root = make_cars(tmp_path / "cars")
+    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"names": np.array(["x"], dtype=object)})
+    return "cars", root, "KeyError: 'class_names'"
+
+
+def _cars_unlabelled_test_annos(tmp_path):
+    root = make_cars(tmp_path / "cars")
+    cars_unlabelled_test_annos(root / "cars_test_annos_withlabels.mat")
+    return "cars", root, "use cars_test_annos_withlabels.mat"
+
+
+def _dogs_without_file_list(tmp_path):
+    root = make_dogs(tmp_path / "dogs")
+    scipy.io.savemat(root / "train_list.mat", {"labels": np.array([[1]])})
+    return "dogs", root, "KeyError: 'file_list'"
+
+
+def _dogs_without_labels(tmp_path):
+    root = make_dogs(tmp_path / "dogs")
+    scipy.io.savemat(root / "test_list.mat", {"file_list": np.array(["x/y.jpg"], dtype=object)})
+    return "dogs", root, "KeyError: 'labels'"
+
+
+def _aircraft_unreadable_txt(tmp_path):
+    root = make_aircraft(tmp_path / "aircraft")
+    (root / "data" / "images_variant_test.txt").write_bytes(b"0004 \xff\xfe\n")
+    return "aircraft", root, "images_variant_test.txt is not a UTF-8 text file"
+
+
+@pytest.mark.parametrize("case", [_cub_class_unnamed, _cub_box_not_a_number, _cub_split_value, _flowers_without_valid,
+                                  _cars_meta_without_class_names, _cars_unlabelled_test_annos, _dogs_without_file_list,
+                                  _dogs_without_labels, _aircraft_unreadable_txt])
+def test_malformed_metadata_is_one_line_and_exit_2(tmp_path, runner, case):
+    get_registry(refresh=True)
+    name, root, needle = case(tmp_path)
+    result = runner.invoke(app, ["data", "verify", name, "--root", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert needle in result.output and str(root) in result.output
+    assert result.output.strip().startswith("error:") and result.output.count("error:") == 1
+
+
+def test_malformed_metadata_fails_the_run_without_a_traceback(tmp_path, runner):
+    get_registry(refresh=True)
+    _, root, _ = _cub_class_unnamed(tmp_path)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"output: {tmp_path / 'out'}\ndevice: cpu\nseeds: [0]\ndatasets: [{{name: cub, root: {root}}}]\n"
+                     "backbones: [pixels]\nmethods: [finetune]\n")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    assert record["status"] == "failed" and record["error"].startswith("cub: malformed metadata under ")
+    assert "KeyError: '7'" in record["error"] and "Traceback" not in record["error"]
+
+
+def test_val_test_duplicate_is_a_leak(tmp_path, runner):
+    get_registry(refresh=True)
+    root = make_aircraft(tmp_path / "aircraft")
+    images = sorted((root / "data" / "images").glob("*.jpg"))
+    for i, path in enumerate(images):                            # the fixture's images are all alike
+        Image.new("RGB", (40, 60), (40 * i, 200 - 30 * i, 90)).save(path, quality=90)
+    shutil.copyfile(root / "data" / "images" / "0003.jpg", root / "data" / "images" / "0004.jpg")   # val → test
+    result = runner.invoke(app, ["data", "verify", "aircraft", "--root", str(root), "-o", "train_split=train",
+                                 "--json"])
+    assert result.exit_code == 1, result.output
+    problems = json.loads(result.stdout)["problems"]
+    assert [(p["kind"], Path(p["path"]).name) for p in problems] == [("duplicate", "0004.jpg")]
+    assert "0003.jpg" in problems[0]["detail"] and "val/test leak" in problems[0]["fix"]
+    # trained on train+val (the default), the same copy is a train/test leak
+    trainval = json.loads(runner.invoke(app, ["data", "verify", "aircraft", "--root", str(root), "--json"]).stdout)
+    assert [p["fix"] for p in trainval["problems"]] == ["remove one of the two copies (a train/test leak)"]
+
+
+def test_duplicates_within_a_split_are_notes_unless_labels_differ(tmp_path, runner):
+    get_registry(refresh=True)
+    root = make_cub(tmp_path / "cub")
+    images = sorted((root / "images").rglob("*.jpg"))           # per class: _0, _1 train; _2 test
+    shutil.copyfile(images[0], images[1])                        # same class, both train
+    result = runner.invoke(app, ["data", "verify", "cub", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "note: duplicate_within" in result.output and str(images[1]) in result.output
+    assert "no problems found (1 notes)" in result.output
+    shutil.copyfile(images[0], images[3])                        # another class's train image
+    report = json.loads(runner.invoke(app, ["data", "verify", "cub", "--root", str(root), "--json"]).stdout)
+    assert [p["kind"] for p in report["problems"]] == ["duplicate_within"] and len(report["notes"]) == 1
+    assert "labelled 007.Parakeet_Auklet vs 003.Sooty_Albatross" in report["problems"][0]["detail"]
+
+
+def test_corrupt_detail_keeps_the_whole_path(tmp_path, runner):
+    get_registry(refresh=True)
+    root = make_cub(tmp_path / ("a_rather_long_folder_name_" * 4) / "cub")
+    bad = sorted((root / "images").rglob("*.jpg"))[0]
+    bad.write_bytes(b"not an image at all")
+    report = json.loads(runner.invoke(app, ["data", "verify", "cub", "--root", str(root), "--json"]).stdout)
+    corrupt = [p for p in report["problems"] if p["kind"] == "corrupt"]
+    assert len(str(bad)) > 80 and len(corrupt) == 1 and str(bad) in corrupt[0]["detail"]
+
+
+def test_suite_gives_root_and_options(tmp_path, runner, monkeypatch):
+    get_registry(refresh=True)
+    make_cub(tmp_path / "data" / "birds")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"data_root: {tmp_path / 'nowhere'}\ndevice: cpu\n"
+                     "datasets: [synthetic, {name: cub, root: birds, options: {crop: bbox}}]\n"
+                     "backbones: [pixels]\nmethods: [finetune]\n")
+    # the suite's data_root does not hold it: exit 2 naming the resolved folder
+    missing = runner.invoke(app, ["data", "verify", "cub", "--suite", str(suite)])
+    assert missing.exit_code == 2 and str(tmp_path / "nowhere" / "birds") in missing.output
+    # --data-root overrides the suite's data_root, as for `run`
+    result = runner.invoke(app, ["data", "verify", "cub", "--suite", str(suite), "--data-root", str(tmp_path / "data"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["root"] == str(tmp_path / "data" / "birds")
+    # the suite's data_root is used when it is right; --root beats everything
+    suite.write_text(suite.read_text().replace(str(tmp_path / "nowhere"), str(tmp_path / "data")))
+    assert runner.invoke(app, ["data", "verify", "cub", "--suite", str(suite)]).exit_code == 0
+    other = make_cub(tmp_path / "other")
+    report = json.loads(runner.invoke(app, ["data", "verify", "cub", "--suite", str(suite), "--root", str(other),
+                                            "--json"]).stdout)
+    assert report["root"] == str(other)
+    unknown = runner.invoke(app, ["data", "verify", "dogs", "--suite", str(suite)])
+    assert unknown.exit_code == 2 and "no `datasets:` entry named 'dogs'" in unknown.output and "cub" in unknown.output
+
+
+def test_suite_options_reach_the_adapter(tmp_path, runner):
+    get_registry(refresh=True)
+    make_aircraft(tmp_path / "fgvc-aircraft-2013b")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"data_root: {tmp_path}\ndevice: cpu\n"
+                     "datasets: [{name: aircraft, options: {train_split: train}}]\n"
+                     "backbones: [pixels]\nmethods: [finetune]\n")
+    report = json.loads(runner.invoke(app, ["data", "verify", "aircraft", "--suite", str(suite), "--json"]).stdout)
+    assert set(report["splits"]) == {"train", "val", "test"}           # the official val split is kept
+    cli = json.loads(runner.invoke(app, ["data", "verify", "aircraft", "--suite", str(suite), "-o",
+                                         "train_split=trainval", "--json"]).stdout)
+    assert set(cli["splits"]) == {"train", "test"}                     # -o beats the suite

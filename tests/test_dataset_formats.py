@@ -1,5 +1,10 @@
 """Each dataset adapter on a tiny fixture in its exact published on-disk format, and on
-the real CUB images in ../shared/data when they are present."""
+the real CUB images in ../shared/data when they are present.
+
+Box conventions as published: CUB gives ``x y w h`` (0-based, used as is); FGVC-Aircraft,
+the Stanford Cars devkit and Stanford Dogs (PASCAL VOC) give 1-based inclusive
+``xmin ymin xmax ymax`` (top-left pixel (1, 1)), which become ``x = xmin - 1``,
+``w = xmax - xmin + 1``."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ def jpeg(path: Path, size=(40, 30), colour=(120, 60, 30)) -> None:
 
 def load(name: str, root: Path | None, **options):
     spec = get_registry(refresh=True).datasets[name]
-    return spec.load(DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=Path("/tmp")))
+    return spec.load_checked(DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=Path("/tmp")))
 
 
 def make_cub(root: Path) -> Path:
@@ -64,6 +69,28 @@ def test_cub(tmp_path):
         load("cub", tmp_path / "empty_missing")
 
 
+def test_cub_coarse_groups_are_words_not_taxa():
+    from fgvcbench_plugins.datasets.cub import bird_group
+    assert bird_group("022.Chuck_will_Widow") == "Widow"
+    assert bird_group("018.Spotted_Catbird") == bird_group("019.Gray_Catbird") == "Catbird"
+    assert bird_group("047.American_Goldfinch") != bird_group("035.Purple_Finch")
+
+
+@pytest.mark.parametrize("fname, row, line, message", [
+    ("train_test_split.txt", 0, "10 2", r"train_test_split.txt:1: split value '2'"),
+    ("train_test_split.txt", 1, "15 yes", r"train_test_split.txt:2: split value 'yes'"),
+    ("classes.txt", 1, "8 008.Rhinoceros_Auklet", r"malformed metadata .*KeyError: '7'"),   # class 7 unnamed
+    ("bounding_boxes.txt", 0, "10 2.0 three 20.0 15.0", r"malformed metadata .*ValueError"),
+])
+def test_cub_malformed_metadata_is_one_data_error(tmp_path, fname, row, line, message):
+    root = make_cub(tmp_path)
+    rows = (root / fname).read_text().splitlines()
+    rows[row] = line
+    (root / fname).write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=message):
+        load("cub", root)
+
+
 def _cars_struct(rows):
     dtype = [(k, "O") for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")]
     return np.array([tuple(r) for r in rows], dtype=dtype)
@@ -84,16 +111,41 @@ def make_cars(root: Path) -> Path:
     return root
 
 
+def cars_unlabelled_test_annos(path: Path) -> None:
+    """The devkit's own cars_test_annos.mat: the same struct without the ``class`` field."""
+    dtype = [(k, "O") for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "fname")]
+    rows = np.array([(1, 1, 10, 10, "00001.jpg"), (1, 1, 10, 10, "00002.jpg")], dtype=dtype)
+    scipy.io.savemat(path, {"annotations": rows.reshape(1, -1)})
+
+
 def test_cars(tmp_path):
     make_cars(tmp_path / "stanford_cars")
     splits = load("cars", tmp_path)                               # the parent folder works too
     assert splits.train.labels == [0, 1, 2, 2] and splits.test.labels == [1, 0]
-    assert splits.train.boxes[0] == (1.0, 2.0, 29.0, 18.0)
+    # devkit bbox_x1..y2 = 1, 2, 30, 20 are MATLAB 1-based inclusive pixels: x 0..30, y 1..20
+    assert splits.train.boxes[0] == (0.0, 1.0, 30.0, 19.0)
     assert splits.train.coarse_names == ["AM General", "Acura"] and splits.train.coarse_labels == [0, 1, 1, 1]
     makes = load("cars", tmp_path, level="make")
     assert makes.train.class_names == ["AM General", "Acura"] and makes.test.labels == [1, 0]
     with pytest.raises(DataError, match="level"):
         load("cars", tmp_path, level="colour")
+
+
+def test_cars_test_annotations_in_devkit_and_the_unlabelled_file(tmp_path):
+    root = make_cars(tmp_path / "cars")
+    (root / "cars_test_annos_withlabels.mat").rename(root / "devkit" / "cars_test_annos_withlabels.mat")
+    assert load("cars", root).test.labels == [1, 0]                   # mmpretrain's devkit/ place
+    cars_unlabelled_test_annos(root / "cars_test_annos_withlabels.mat")  # the unlabelled file, misnamed
+    with pytest.raises(DataError, match="no 'class' field.*use cars_test_annos_withlabels.mat"):
+        load("cars", root)
+    scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"names": np.array(["x"], dtype=object)})
+    with pytest.raises(DataError, match="malformed metadata .*KeyError: 'class_names'"):
+        load("cars", root)
+    old = tmp_path / "old"
+    (old / "car_ims").mkdir(parents=True)
+    (old / "cars_annos.mat").write_bytes(b"")
+    with pytest.raises(DataError, match="cars_annos.mat \\+ car_ims/ release, which is not read"):
+        load("cars", old)
 
 
 def make_aircraft(root: Path) -> Path:
@@ -110,7 +162,9 @@ def make_aircraft(root: Path) -> Path:
     (data / "variants.txt").write_text("707-320\nA300B4\n")
     (data / "families.txt").write_text("A300\nBoeing 707\n")
     (data / "manufacturers.txt").write_text("Airbus\nBoeing\n")
-    (data / "images_box.txt").write_text("\n".join(f"000{i} 1 2 30 40" for i in range(1, 6)) + "\n")
+    # official README: xmin ymin xmax ymax, top-left pixel (1, 1); 0001's box is the whole 40×60 image
+    boxes = ["0001 1 1 40 60"] + [f"000{i} 1 2 30 40" for i in range(2, 6)]
+    (data / "images_box.txt").write_text("\n".join(boxes) + "\n")
     return root
 
 
@@ -120,7 +174,8 @@ def test_aircraft(tmp_path):
     assert len(splits.train) == 3 and splits.val is None and splits.train.trim_bottom == 20
     assert splits.train.labels == [0, 1, 0] and splits.test.labels == [1, 0]
     assert splits.train.coarse_names == ["A300", "Boeing 707"] and splits.train.coarse_labels == [1, 0, 1]
-    assert splits.train.boxes[0] == (1.0, 2.0, 29.0, 38.0)
+    assert splits.train.boxes[0] == (0.0, 0.0, 40.0, 60.0)               # exactly the image
+    assert splits.train.boxes[1] == (0.0, 1.0, 30.0, 39.0)
     fam = load("aircraft", root, level="family", train_split="train")
     assert fam.train.class_names == ["A300", "Boeing 707"] and len(fam.val) == 1
     assert fam.train.coarse_names == ["Airbus", "Boeing"]
@@ -132,36 +187,89 @@ def test_aircraft(tmp_path):
     assert data.train.images[0, 0].float().mean() < 40 or data.val.images[0, 0].float().mean() < 40
 
 
-def test_flowers(tmp_path):
+@pytest.mark.parametrize("where", ["data", "fgvc-aircraft-2013b", "parent"])
+def test_aircraft_roots_like_torchvision(tmp_path, where):
+    make_aircraft(tmp_path / "fgvc-aircraft-2013b")
+    root = {"data": tmp_path / "fgvc-aircraft-2013b" / "data", "fgvc-aircraft-2013b": tmp_path / "fgvc-aircraft-2013b",
+            "parent": tmp_path}[where]
+    assert len(load("aircraft", root).test) == 2
+
+
+def test_aircraft_unreadable_txt_is_a_data_error(tmp_path):
+    root = make_aircraft(tmp_path)
+    (root / "data" / "variants.txt").write_bytes(b"\xff\xfe707-320\n")
+    with pytest.raises(DataError, match="variants.txt is not a UTF-8 text file"):
+        load("aircraft", root)
+
+
+def make_flowers(root: Path, setid: dict | None = None) -> Path:
     for i in range(1, 7):
-        jpeg(tmp_path / "jpg" / f"image_{i:05d}.jpg")
-    scipy.io.savemat(tmp_path / "imagelabels.mat", {"labels": np.array([[1, 2, 1, 2, 1, 2]])})
-    scipy.io.savemat(tmp_path / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]),
-                                              "tstid": np.array([[5, 6]])})
+        jpeg(root / "jpg" / f"image_{i:05d}.jpg")
+    scipy.io.savemat(root / "imagelabels.mat", {"labels": np.array([[1, 2, 1, 2, 1, 2]])})
+    scipy.io.savemat(root / "setid.mat", setid or {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]),
+                                                   "tstid": np.array([[5, 6]])})
+    return root
+
+
+def test_flowers(tmp_path):
+    make_flowers(tmp_path)
     splits = load("flowers102", tmp_path)
     assert len(splits.train) == 4 and splits.test.labels == [0, 1] and splits.val is None
+    assert splits.train.class_names == ["pink primrose", "hard-leaved pocket orchid"]
     official = load("flowers102", tmp_path, train_split="train")
     assert official.val.paths[0].endswith("image_00003.jpg")
+    from fgvcbench_plugins.datasets.flowers import NAMES
+    assert len(NAMES) == len(set(NAMES)) == 102 and NAMES[-1] == "blackberry lily"
 
 
-def test_dogs(tmp_path):
+def test_flowers_root_like_torchvision(tmp_path):
+    make_flowers(tmp_path / "flowers-102")
+    assert len(load("flowers102", tmp_path).test) == 2
+    scipy.io.savemat(tmp_path / "flowers-102" / "setid.mat", {"trnid": np.array([[1, 2]]), "tstid": np.array([[5, 6]])})
+    with pytest.raises(DataError, match="malformed metadata .*KeyError: 'valid'"):
+        load("flowers102", tmp_path)
+
+
+def make_dogs(root: Path, lists: str = "") -> Path:
+    """Images.tar, annotation.tar and lists.tar extracted into ``root``: lists.tar puts
+    train_list.mat, test_list.mat and file_list.mat straight into it (``lists`` names a
+    sub-folder to put them in instead)."""
     folders = ["n02085620-Chihuahua", "n02085782-Japanese_spaniel"]
     files = {"train": [f"{folders[0]}/a.jpg", f"{folders[1]}/b.jpg"], "test": [f"{folders[1]}/c.jpg"]}
+    mats = root / lists
+    mats.mkdir(parents=True, exist_ok=True)
     for split, fs in files.items():
         for f in fs:
-            jpeg(tmp_path / "Images" / f)
-            xml = tmp_path / "Annotation" / Path(f).with_suffix("")
+            jpeg(root / "Images" / f)
+            xml = root / "Annotation" / Path(f).with_suffix("")
             xml.parent.mkdir(parents=True, exist_ok=True)
+            # PASCAL VOC: 1-based inclusive pixels; two dogs, their union is x 1..20, y 1..12
             xml.write_text("<annotation><object><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>10</xmax><ymax>12</ymax>"
                            "</bndbox></object><object><bndbox><xmin>5</xmin><ymin>1</ymin><xmax>20</xmax>"
                            "<ymax>8</ymax></bndbox></object></annotation>")
-        (tmp_path / "lists").mkdir(exist_ok=True)
         labels = [folders.index(f.split("/")[0]) + 1 for f in fs]
-        scipy.io.savemat(tmp_path / "lists" / f"{split}_list.mat",
-                         {"file_list": np.array(fs, dtype=object).reshape(-1, 1), "labels": np.array(labels).reshape(-1, 1)})
-    splits = load("dogs", tmp_path, crop="bbox")
+        scipy.io.savemat(mats / f"{split}_list.mat", {"file_list": np.array(fs, dtype=object).reshape(-1, 1),
+                                                      "labels": np.array(labels).reshape(-1, 1)})
+    every = files["train"] + files["test"]
+    scipy.io.savemat(mats / "file_list.mat", {"file_list": np.array(every, dtype=object).reshape(-1, 1)})
+    return root
+
+
+def test_dogs_official_layout(tmp_path):
+    splits = load("dogs", make_dogs(tmp_path), crop="bbox")
     assert splits.train.class_names == ["Chihuahua", "Japanese_spaniel"] and splits.train.labels == [0, 1]
-    assert splits.train.boxes[0] == (1.0, 1.0, 19.0, 11.0)                 # the union of both dogs
+    assert splits.train.boxes[0] == (0.0, 0.0, 20.0, 12.0)                 # the union of both dogs, 0-based
+    assert len(splits.test) == 1
+
+
+def test_dogs_lists_folder_and_malformed_mat(tmp_path):
+    root = make_dogs(tmp_path, lists="lists")
+    assert load("dogs", root).train.labels == [0, 1]
+    scipy.io.savemat(root / "lists" / "test_list.mat", {"labels": np.array([[2]])})
+    with pytest.raises(DataError, match="malformed metadata .*KeyError: 'file_list'"):
+        load("dogs", root)
+    with pytest.raises(DataError, match="train_list.mat not found"):
+        load("dogs", make_dogs(tmp_path / "none", lists="elsewhere"))
 
 
 def test_dtd(tmp_path):
@@ -179,6 +287,23 @@ def test_dtd(tmp_path):
         load("dtd", tmp_path, split=11)
 
 
+def make_dtd(root: Path) -> Path:
+    for cls in ("banded", "zigzagged"):
+        for i in range(3):
+            jpeg(root / "images" / cls / f"{cls}_{i}.jpg")
+    (root / "labels").mkdir()
+    for name, idx in (("train", 0), ("val", 1), ("test", 2)):
+        (root / "labels" / f"{name}1.txt").write_text(f"banded/banded_{idx}.jpg\nzigzagged/zigzagged_{idx}.jpg\n")
+    return root
+
+
+def test_dtd_roots_like_torchvision(tmp_path):
+    make_dtd(tmp_path / "tv" / "dtd" / "dtd")                       # torchvision: root/dtd/dtd
+    make_dtd(tmp_path / "archive" / "dtd")                          # the folder containing the archive's dtd/
+    for root in (tmp_path / "tv", tmp_path / "tv" / "dtd", tmp_path / "archive", tmp_path / "archive" / "dtd"):
+        assert load("dtd", root).test.labels == [0, 1], root
+
+
 def test_pets(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\nbeagle_1 2 2 1\n")
@@ -188,6 +313,16 @@ def test_pets(tmp_path):
     splits = load("pets", tmp_path)
     assert splits.train.class_names == ["Abyssinian", "beagle"] and splits.train.coarse_labels == [0, 1]
     assert load("pets", tmp_path, level="species").test.class_names == ["cat", "dog"]
+
+
+def test_pets_root_like_torchvision(tmp_path):
+    pets = tmp_path / "oxford-iiit-pet"
+    (pets / "annotations").mkdir(parents=True)
+    (pets / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\n")
+    (pets / "annotations" / "test.txt").write_text("Abyssinian_2 1 1 1\n")
+    for n in ("Abyssinian_1", "Abyssinian_2"):
+        jpeg(pets / "images" / f"{n}.jpg")
+    assert load("pets", tmp_path).train.paths[0] == str(pets / "images" / "Abyssinian_1.jpg")
 
 
 REAL_CUB = SHARED_DATA / "CUB_200_2011_first50"

@@ -203,6 +203,25 @@ def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_pat
     assert "multi_head" in {h.get("phase") for h in records["multi_head_0.1"]["history"]}
 
 
+def test_fine_phase_holds_out_pseudo_labelled_validation_with_the_fine_class_count():
+    """The code's sub-class phase selects its checkpoint on held-out pseudo-labelled images;
+    its data has as many classes as clusters were found (mixup's one-hot needs it)."""
+    from fgvcbench.api import TensorData, TensorSplit, Recipe
+    from fgvcbench.engine.augment import mix_batch
+    from fgvcbench_plugins.fine_labels import _pseudo_label_data
+    images = torch.zeros(40, 3, 8, 8, dtype=torch.uint8)
+    coarse = TensorSplit(images, torch.zeros(40, dtype=torch.long), list(range(40)))
+    data = TensorData(train=coarse, val=coarse, test=coarse, class_names=["a", "b"], image_size=8, source=None)
+    fine = torch.arange(5).repeat_interleave(8)
+    out = _pseudo_label_data(data, images, fine, list(range(100, 140)), 5, 0.25)
+    assert out.num_classes == 5 and len(out.test) == 0
+    assert len(out.val) == 10 and sorted(out.val.labels.tolist()) == sorted(list(range(5)) * 2)   # 2 per class
+    assert not set(out.val.index) & set(out.train.index) and len(out.train) + len(out.val) == 40
+    _, soft = mix_batch(torch.zeros(4, 3, 8, 8), out.train.labels[:4], out.num_classes, Recipe(mixup_alpha=0.2),
+                        torch.Generator())
+    assert soft.shape == (4, 5)
+
+
 def test_multi_head_criterion_ignores_images_without_a_fine_label():
     import timm
     from fgvcbench.data.pipeline import TensorData, TensorSplit

@@ -90,9 +90,9 @@ class DatasetRequest:
         if spec.needs_root and (root is None or not Path(root).is_dir()):
             raise DataError(f"data root for {name!r} not found: {root} — give the view a `root:`; "
                             f"expected layout: {spec.layout or 'see the docs'}")
-        return spec.load(DatasetRequest(root=Path(root) if root is not None else None,
-                                        options={**spec.options, **options},
-                                        cache_dir=self.cache_dir, datasets=datasets))
+        return spec.load_checked(DatasetRequest(root=Path(root) if root is not None else None,
+                                                options={**spec.options, **options},
+                                                cache_dir=self.cache_dir, datasets=datasets))
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,17 @@ class DatasetSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     needs_root: bool = True
     default_root: str | None = None
+
+    def load_checked(self, request: DatasetRequest) -> DatasetSplits:
+        """``load``, with malformed metadata reported as one DataError: a KeyError,
+        ValueError, IndexError or TypeError raised inside the adapter (a class id missing
+        from its name list, a non-numeric box, a .mat file without an expected field) names
+        the dataset, its root, the exception and the expected layout. Every caller (runs,
+        ``bench``, ``data verify``, dataset views) loads through this."""
+        from fgvcbench.errors import DataError
+        try:
+            return self.load(request)
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            raise DataError(f"{self.name}: malformed metadata under {request.root} "
+                            f"({exc.__class__.__name__}: {exc}) — expected layout: "
+                            f"{self.layout or 'see the docs'}") from exc

@@ -72,11 +72,18 @@ def carve_validation(train: ImageList, fraction: float, seed: int = 0) -> tuple[
     epochs on the same validation images. A class with a single image keeps it in train.
     Test images are never used for selection.
     """
+    return stratified_split(train.labels, fraction, seed)
+
+
+def stratified_split(labels, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """(keep, held-out) positions of ``labels``: ``fraction`` of each class held out (at
+    least one, never a class's only image), the same for the same labels and seed."""
+    labels = [int(v) for v in labels]
     if fraction <= 0:
-        return list(range(len(train))), []
+        return list(range(len(labels))), []
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(train.labels):
+    for i, label in enumerate(labels):
         by_class.setdefault(label, []).append(i)
     keep, val = [], []
     for label in sorted(by_class):

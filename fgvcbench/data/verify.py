@@ -3,7 +3,20 @@
 Loads the dataset through its adapter (so the check sees exactly what a run would), then
 for every image: does the file exist, does it decode completely (a truncated JPEG passes
 ``Image.verify`` but fails ``load``), and is the same file (by SHA-256 of its bytes) in
-both the training and the test split — a leak that inflates test accuracy.
+two splits — train and test, train and val, or val and test: a leak that inflates the
+score of the split that holds the copy.
+
+Problems (exit 1): ``missing``, ``corrupt``, ``duplicate`` (across splits),
+``empty_class``, and ``duplicate_within`` when the two copies inside one split carry
+*different* labels. Notes (reported, exit stays 0): ``duplicate_within`` with the same
+label — a repeated image inside one split leaks nothing and the official CUB-200-2011
+is reported to contain a few, so failing on it would fail the unmodified dataset (the
+first-50-class subset in ../shared/data has none).
+
+Limits: only *exact* byte copies are duplicates (a re-encoded or resized copy is not
+found). A JPEG whose entropy-coded data has garbage in the middle can decode without an
+error (libjpeg only warns and PIL returns the damaged pixels), so such corruption is not
+caught; only a file that fails to open or to decode to the end is.
 """
 
 from __future__ import annotations
@@ -19,10 +32,12 @@ from PIL import Image
 
 from fgvcbench.data.base import DatasetRequest, DatasetSpec, DatasetSplits
 
+DETAIL_CHARS = 80   # an exception's own text is shortened to this; paths in it are kept whole
+
 
 @dataclass
 class Problem:
-    kind: str      # missing | corrupt | duplicate | empty_class
+    kind: str      # missing | corrupt | duplicate | duplicate_within | empty_class
     path: str
     detail: str
     fix: str
@@ -37,6 +52,7 @@ class VerifyReport:
     root: str | None
     splits: dict[str, dict[str, int]] = field(default_factory=dict)   # split -> class -> images
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)                # informational: do not fail
 
     @property
     def ok(self) -> bool:
@@ -44,7 +60,14 @@ class VerifyReport:
 
     def as_dict(self) -> dict:
         return {"dataset": self.dataset, "root": self.root, "splits": self.splits,
-                "problems": [p.__dict__ for p in self.problems]}
+                "problems": [p.__dict__ for p in self.problems], "notes": [n.__dict__ for n in self.notes]}
+
+
+def _shorten(text: str, path: str, limit: int = DETAIL_CHARS) -> str:
+    """``text`` with every piece around the path cut to ``limit`` characters — the path
+    itself is never cut."""
+    cut = lambda piece: piece if len(piece) <= limit else piece[:limit - 1] + "…"  # noqa: E731
+    return path.join(cut(piece) for piece in text.split(path)) if path else cut(text)
 
 
 def _check_file(path: str) -> tuple[str, str | None, str | None]:
@@ -60,7 +83,7 @@ def _check_file(path: str) -> tuple[str, str | None, str | None]:
         with Image.open(path) as img:
             img.load()   # decodes every byte: truncated files fail here
     except Exception as exc:  # noqa: BLE001 — any decoder error is a corrupt image
-        return path, digest, f"corrupt: {exc.__class__.__name__}: {str(exc)[:80]}"
+        return path, digest, f"corrupt: {exc.__class__.__name__}: {_shorten(str(exc), path)}"
     return path, digest, None
 
 
@@ -69,37 +92,55 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
     named = {"train": splits.train, "test": splits.test}
     if splits.val is not None:
         named["val"] = splits.val
-    digests: dict[str, dict[str, str]] = {}
+    digests: dict[str, dict[str, tuple[str, int]]] = {}    # split -> sha256 -> (first path, label)
     workers = workers or min(8, os.cpu_count() or 1)
     for split, images in named.items():
         counts = Counter(images.labels)
         report.splits[split] = {images.class_names[c]: counts.get(c, 0) for c in range(len(images.class_names))}
         digests[split] = {}
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for path, digest, error in pool.map(_check_file, images.paths):
+            checked = pool.map(_check_file, images.paths)
+            for (path, digest, error), label in zip(checked, images.labels):
                 if error == "missing":
                     report.problems.append(Problem("missing", path, f"listed in the {split} split but absent",
                                                    "restore the file from the original archive"))
                 elif error:
                     report.problems.append(Problem("corrupt", path, error,
                                                    "replace it with the original file, or delete it and its line"))
-                if digest:
-                    digests[split].setdefault(digest, path)
+                if not digest:
+                    continue
+                if digest not in digests[split]:
+                    digests[split][digest] = (path, label)
+                    continue
+                first, first_label = digests[split][digest]
+                if first_label == label:
+                    report.notes.append(Problem(
+                        "duplicate_within", path, f"the same file as {split} image {first} (same class)",
+                        "none needed (it leaks nothing); remove one copy to count each image once"))
+                else:
+                    names = images.class_names
+                    report.problems.append(Problem(
+                        "duplicate_within", path,
+                        f"the same file as {split} image {first}, but labelled {names[label]} vs {names[first_label]}",
+                        "keep the copy with the right label and remove the other"))
     for c, n in report.splits["train"].items():
         if n == 0 and report.splits["test"].get(c, 0) > 0:
             report.problems.append(Problem("empty_class", c, "has test images but no training images",
                                            "add training images for it or remove its test images"))
-    train_hashes = digests["train"]
-    for split in ("test", "val"):
-        for digest, path in digests.get(split, {}).items():
-            if digest in train_hashes:
+    for earlier, later in (("train", "test"), ("train", "val"), ("val", "test")):
+        if earlier not in digests or later not in digests:
+            continue
+        seen = digests[earlier]
+        for digest, (path, _) in digests[later].items():
+            if digest in seen:
                 report.problems.append(Problem(
-                    "duplicate", path, f"the same file as training image {train_hashes[digest]}",
-                    f"remove one of the two copies (a train/{split} leak)"))
+                    "duplicate", path, f"the same file as {earlier} image {seen[digest][0]}",
+                    f"remove one of the two copies (a {earlier}/{later} leak)"))
     return report
 
 
 def verify_dataset(spec: DatasetSpec, root: Path | None, options: dict, cache_dir: Path) -> VerifyReport:
-    """Load through the adapter (a DataError propagates: the layout itself is wrong) and verify."""
+    """Load through the adapter (a DataError propagates: the layout itself is wrong, or its
+    metadata is malformed) and verify."""
     request = DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=cache_dir)
-    return verify_splits(spec.name, root, spec.load(request))
+    return verify_splits(spec.name, root, spec.load_checked(request))

@@ -4,12 +4,12 @@ downloading), plus the embedded ``synthetic`` generator.
 | name | format | coarse level |
 |---|---|---|
 | ``synthetic`` | generated | its groups |
-| ``imagefolder`` | ``train/<class>/*``, ``test/<class>/*`` | – |
+| ``imagefolder`` | ``train/<class>/**``, ``test/<class>/**`` | – |
 | ``cub`` | CUB-200-2011 official text files | bird group word (derived) |
 | ``cars`` | Stanford Cars devkit ``.mat`` | make (derived) |
 | ``aircraft`` | FGVC-Aircraft ``images_*_{train,val,test}.txt`` | family / manufacturer |
 | ``flowers102`` | ``imagelabels.mat``, ``setid.mat`` | – |
-| ``dogs`` | Stanford Dogs ``lists/*.mat``, ``Annotation/`` | – |
+| ``dogs`` | Stanford Dogs ``{train,test}_list.mat`` (or ``lists/``), ``Annotation/`` | – |
 | ``dtd`` | ``labels/{train,val,test}<k>.txt`` | – |
 | ``pets`` | Oxford-IIIT Pets ``annotations/*.txt`` | species |
 | ``coarse`` | a view of any of the above | – (its labels *are* the coarse level) |

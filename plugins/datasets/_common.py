@@ -20,22 +20,53 @@ def require(root: Path, relative: Iterable[str], layout: str) -> None:
             raise DataError(f"{root / rel} not found — expected layout: {layout}")
 
 
-def read_columns(path: Path, min_columns: int, layout: str) -> list[list[str]]:
-    """Whitespace-separated rows of a text file, each with at least ``min_columns``."""
-    rows = []
+def descend(root: Path | None, *candidates: str) -> Path | None:
+    """Step into the first candidate sub-folder of ``root`` that exists (e.g. the dataset
+    folder inside torchvision's root); ``root`` itself when none does."""
+    if root is None:
+        return None
+    for rel in candidates:
+        if (root / rel).is_dir():
+            return root / rel
+    return root
+
+
+def read_text(path: Path, layout: str) -> str:
+    """A UTF-8 text file; an unreadable or non-text file is a DataError naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror} — expected layout: {layout}") from None
-    for n, line in enumerate(text.splitlines(), start=1):
+        raise DataError(f"cannot read {path}: {exc.strerror or exc} — expected layout: {layout}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a UTF-8 text file (byte {exc.start}: {exc.reason}) — "
+                        f"is this the official file? Expected layout: {layout}") from None
+
+
+def numbered_rows(path: Path, min_columns: int, layout: str) -> list[tuple[int, list[str]]]:
+    """(line number, whitespace-separated fields) of every non-blank line, each with at
+    least ``min_columns`` fields."""
+    rows = []
+    for n, line in enumerate(read_text(path, layout).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) < min_columns:
             raise DataError(f"{path}:{n}: expected {min_columns} columns, got {len(parts)} — "
                             f"is this the official file?")
-        rows.append(parts)
+        rows.append((n, parts))
     return rows
+
+
+def read_columns(path: Path, min_columns: int, layout: str) -> list[list[str]]:
+    """Whitespace-separated rows of a text file, each with at least ``min_columns``."""
+    return [parts for _, parts in numbered_rows(path, min_columns, layout)]
+
+
+def one_based_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:
+    """A 1-based inclusive pixel box (top-left pixel (1, 1), ``xmax`` the last pixel
+    inside: MATLAB, PASCAL VOC, FGVC-Aircraft) as our 0-based continuous ``(x, y, w, h)``:
+    pixel ``i`` (1-based) spans ``[i - 1, i)``, so ``x = xmin - 1`` and ``w = xmax - xmin + 1``."""
+    return (xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0)
 
 
 def option(request: DatasetRequest, name: str, choices: tuple) -> str:

@@ -3,7 +3,12 @@
 ``images_{variant,family,manufacturer}_{train,val,test}.txt`` (``<image id> <label with
 spaces>``), ``variants.txt`` / ``families.txt`` / ``manufacturers.txt``, ``images_box.txt``
 (``id xmin ymin xmax ymax``), ``images/<id>.jpg``. The bottom 20 pixels of every image
-hold a copyright banner and are cut, as the official protocol does.
+hold a copyright banner and are cut, as the official protocol does. ROOT may be that
+``data/`` folder, ``fgvc-aircraft-2013b/`` or the folder containing it (torchvision's root).
+
+Boxes: the official README gives ``xmin ymin xmax ymax`` with the top-left pixel at
+(1, 1), inclusive; they become our 0-based continuous ``(x, y, w, h)`` as ``x = xmin - 1``,
+``y = ymin - 1``, ``w = xmax - xmin + 1``, ``h = ymax - ymin + 1``.
 
 Options: ``level`` (variant | family | manufacturer), ``train_split`` (trainval: train on
 train+val as the papers do, the core carves its own validation split; train: train only,
@@ -14,10 +19,11 @@ from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import CROP_CHOICES, option, read_columns, require
+from ._common import CROP_CHOICES, descend, one_based_box, option, read_columns, read_text, require
 
 LAYOUT = ("ROOT/images/<id>.jpg, ROOT/images_variant_{train,val,test}.txt (and _family_, _manufacturer_), "
-          "ROOT/variants.txt, families.txt, manufacturers.txt, images_box.txt (fgvc-aircraft-2013b/data)")
+          "ROOT/variants.txt, families.txt, manufacturers.txt, images_box.txt (fgvc-aircraft-2013b/data; "
+          "ROOT may also be fgvc-aircraft-2013b/ or the folder containing it)")
 BANNER_PX = 20
 LEVELS = ("variant", "family", "manufacturer")
 PLURAL = {"variant": "variants", "family": "families", "manufacturer": "manufacturers"}
@@ -25,7 +31,7 @@ PLURAL = {"variant": "variants", "family": "families", "manufacturer": "manufact
 
 def _labelled(path):
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, LAYOUT).splitlines():
         if line.strip():
             image_id, _, label = line.strip().partition(" ")
             rows.append((image_id, label))
@@ -33,18 +39,15 @@ def _labelled(path):
 
 
 def load_aircraft(request: DatasetRequest) -> DatasetSplits:
-    root = request.root
-    if root is not None and (root / "data" / "images").is_dir():
-        root = root / "data"
+    root = descend(request.root, "fgvc-aircraft-2013b/data", "data")
     level = option(request, "level", LEVELS)
     train_split = option(request, "train_split", ("trainval", "train"))
     crop = option(request, "crop", CROP_CHOICES)
     require(root, ["images", "images_box.txt", f"{PLURAL[level]}.txt"]
             + [f"images_{level}_{s}.txt" for s in ("train", "val", "test")], LAYOUT)
-    names = [n.strip() for n in (root / f"{PLURAL[level]}.txt").read_text(encoding="utf-8").splitlines() if n.strip()]
+    names = [n.strip() for n in read_text(root / f"{PLURAL[level]}.txt", LAYOUT).splitlines() if n.strip()]
     index = {n: i for i, n in enumerate(names)}
-    boxes = {r[0]: (float(r[1]), float(r[2]), float(r[3]) - float(r[1]), float(r[4]) - float(r[2]))
-             for r in read_columns(root / "images_box.txt", 5, LAYOUT)}
+    boxes = {r[0]: one_based_box(*(float(v) for v in r[1:5])) for r in read_columns(root / "images_box.txt", 5, LAYOUT)}
     coarse_level = {"variant": "family", "family": "manufacturer"}.get(level)
     coarse_of: dict[str, str] = {}
     coarse_names = None

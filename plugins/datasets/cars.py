@@ -3,7 +3,15 @@
 ``ROOT/devkit/cars_meta.mat`` (``class_names``), ``ROOT/devkit/cars_train_annos.mat`` and
 ``ROOT/cars_test_annos_withlabels.mat`` (``annotations``: bbox_x1, bbox_y1, bbox_x2,
 bbox_y2, class [1-based], fname), images in ``ROOT/cars_train/`` and ``ROOT/cars_test/``.
-ROOT may also be the folder that contains ``stanford_cars/``.
+``ROOT/devkit/cars_test_annos_withlabels.mat`` (mmpretrain's layout) is read when the
+file is not directly in ROOT. ROOT may also be the folder that contains ``stanford_cars/``.
+The devkit's own ``cars_test_annos.mat`` has no ``class`` field (test labels were released
+later) and is refused with a pointer to the labelled file. The older all-in-one
+``cars_annos.mat`` + ``car_ims/`` release is not read.
+
+Boxes: the devkit's ``bbox_x1..bbox_y2`` are MATLAB pixel indices, 1-based and inclusive;
+they become our 0-based continuous ``(x, y, w, h)`` as ``x = x1 - 1``, ``y = y1 - 1``,
+``w = x2 - x1 + 1``, ``h = y2 - y1 + 1``.
 
 Coarse level (derived, documented): the car *make*, the first word of the class name,
 except the multi-word makes "AM General", "Aston Martin" and "Land Rover".
@@ -13,11 +21,14 @@ from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import CROP_CHOICES, as_list, loadmat, option, require
+from ._common import CROP_CHOICES, as_list, descend, loadmat, one_based_box, option, require
 
-LAYOUT = ("ROOT/devkit/cars_meta.mat, ROOT/devkit/cars_train_annos.mat, ROOT/cars_test_annos_withlabels.mat, "
-          "ROOT/cars_train/*.jpg, ROOT/cars_test/*.jpg (torchvision's StanfordCars layout)")
+LAYOUT = ("ROOT/devkit/cars_meta.mat, ROOT/devkit/cars_train_annos.mat, ROOT/cars_test_annos_withlabels.mat "
+          "(or ROOT/devkit/), ROOT/cars_train/*.jpg, ROOT/cars_test/*.jpg (torchvision's StanfordCars layout; "
+          "the all-in-one cars_annos.mat + car_ims/ release is not read)")
 MULTI_WORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
+FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+TEST_ANNOS = ("cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat")
 
 
 def car_make(class_name: str) -> str:
@@ -31,19 +42,30 @@ def _annotations(path, layout):
     mat = loadmat(path, layout)
     if "annotations" not in mat:
         raise DataError(f"{path} has no 'annotations' — use cars_test_annos_withlabels.mat for the test split")
+    fields = mat["annotations"].dtype.names or ()
+    if "class" not in fields:
+        raise DataError(f"{path}: its annotations have no 'class' field (the devkit's unlabelled "
+                        f"cars_test_annos.mat?) — use cars_test_annos_withlabels.mat; expected layout: {layout}")
+    missing = [f for f in FIELDS if f not in fields]
+    if missing:
+        raise DataError(f"{path}: its annotations lack {', '.join(missing)} — expected layout: {layout}")
     rows = []
     for a in as_list(mat["annotations"]):
         x1, y1, x2, y2 = (float(a[k]) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2"))
-        rows.append((str(a["fname"]), int(a["class"]) - 1, (x1, y1, x2 - x1, y2 - y1)))
+        rows.append((str(a["fname"]), int(a["class"]) - 1, one_based_box(x1, y1, x2, y2)))
     return rows
 
 
 def load_cars(request: DatasetRequest) -> DatasetSplits:
-    root = request.root
-    if root is not None and (root / "stanford_cars").is_dir():
-        root = root / "stanford_cars"
-    require(root, ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_test_annos_withlabels.mat",
-                   "cars_train", "cars_test"), LAYOUT)
+    root = descend(request.root, "stanford_cars")
+    if root is not None and not (root / "devkit").is_dir() and (
+            (root / "cars_annos.mat").is_file() or (root / "car_ims").is_dir()):
+        raise DataError(f"{root} holds the all-in-one cars_annos.mat + car_ims/ release, which is not read — "
+                        f"use the devkit layout: {LAYOUT}")
+    require(root, ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test"), LAYOUT)
+    test_annos = next((root / rel for rel in TEST_ANNOS if (root / rel).is_file()), None)
+    if test_annos is None:
+        raise DataError(f"{root / TEST_ANNOS[0]} not found (nor {root / TEST_ANNOS[1]}) — expected layout: {LAYOUT}")
     crop = option(request, "crop", CROP_CHOICES)
     level = option(request, "level", ("model", "make"))
     class_names = [str(n) for n in as_list(loadmat(root / "devkit" / "cars_meta.mat", LAYOUT)["class_names"])]
@@ -63,7 +85,7 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
                          coarse_names=None if level == "make" else makes)
 
     return DatasetSplits(train=split(root / "devkit" / "cars_train_annos.mat", "cars_train"),
-                         test=split(root / "cars_test_annos_withlabels.mat", "cars_test"),
+                         test=split(test_annos, "cars_test"),
                          crop_to_boxes=crop == "bbox")
 
 

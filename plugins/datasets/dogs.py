@@ -1,8 +1,14 @@
 """Stanford Dogs (Khosla et al., 2011): ``Images/<wnid-breed>/<file>.jpg``,
-``lists/train_list.mat`` and ``lists/test_list.mat`` (``file_list``, ``labels`` 1-based),
-and ``Annotation/<wnid-breed>/<file stem>`` (PASCAL VOC XML; with several dogs in one
-image the box is their union). Class names drop the WordNet id: ``n02085620-Chihuahua``
-→ ``Chihuahua``."""
+``train_list.mat`` and ``test_list.mat`` (``file_list``, ``labels`` 1-based) — the official
+``lists.tar`` extracts them (with ``file_list.mat``) straight into the dataset folder;
+``ROOT/lists/*.mat`` is read when they are not in ROOT — and
+``Annotation/<wnid-breed>/<file stem>`` (PASCAL VOC XML; with several dogs in one image
+the box is their union). Class names drop the WordNet id: ``n02085620-Chihuahua`` →
+``Chihuahua``.
+
+Boxes: PASCAL VOC pixel coordinates are 1-based and inclusive; the union
+``xmin..xmax``, ``ymin..ymax`` becomes our 0-based continuous ``(x, y, w, h)`` as
+``x = xmin - 1``, ``y = ymin - 1``, ``w = xmax - xmin + 1``, ``h = ymax - ymin + 1``."""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ from pathlib import Path
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import CROP_CHOICES, as_list, loadmat, option, require
+from ._common import CROP_CHOICES, as_list, loadmat, one_based_box, option, require
 
-LAYOUT = "ROOT/Images/<wnid-breed>/*.jpg, ROOT/lists/{train,test}_list.mat, ROOT/Annotation/<wnid-breed>/<stem>"
+LAYOUT = ("ROOT/Images/<wnid-breed>/*.jpg, ROOT/{train,test}_list.mat (as lists.tar extracts them; "
+          "ROOT/lists/ also read), ROOT/Annotation/<wnid-breed>/<stem>")
 
 
 def union_box(xml_path: Path) -> tuple[float, float, float, float]:
@@ -25,20 +32,21 @@ def union_box(xml_path: Path) -> tuple[float, float, float, float]:
     boxes = [[float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")] for b in tree.iter("bndbox")]
     if not boxes:
         raise DataError(f"{xml_path} has no <bndbox>")
-    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    return (x0, y0, x1 - x0, y1 - y0)
+    return one_based_box(min(b[0] for b in boxes), min(b[1] for b in boxes),
+                         max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def load_dogs(request: DatasetRequest) -> DatasetSplits:
     root = request.root
-    require(root, ("Images", "lists/train_list.mat", "lists/test_list.mat"), LAYOUT)
+    require(root, ("Images",), LAYOUT)
+    lists = root if (root / "train_list.mat").is_file() or not (root / "lists").is_dir() else root / "lists"
+    require(root, [str((lists / f"{s}_list.mat").relative_to(root)) for s in ("train", "test")], LAYOUT)
     crop = option(request, "crop", CROP_CHOICES)
     folders = sorted(p.name for p in (root / "Images").iterdir() if p.is_dir())
     names = [f.split("-", 1)[-1] for f in folders]
 
     def split(name: str) -> ImageList:
-        mat = loadmat(root / "lists" / f"{name}_list.mat", LAYOUT)
+        mat = loadmat(lists / f"{name}_list.mat", LAYOUT)
         files = [str(f) for f in as_list(mat["file_list"])]
         labels = [int(v) - 1 for v in as_list(mat["labels"])]
         for f, label in zip(files, labels):
@@ -55,4 +63,5 @@ def load_dogs(request: DatasetRequest) -> DatasetSplits:
 
 
 SPEC = DatasetSpec(name="dogs", load=load_dogs, layout=LAYOUT, default_root="stanford_dogs",
-                   description="Stanford Dogs, 120 breeds (lists/*.mat; Annotation/ boxes)", options={"crop": "none"})
+                   description="Stanford Dogs, 120 breeds ({train,test}_list.mat; Annotation/ boxes)",
+                   options={"crop": "none"})

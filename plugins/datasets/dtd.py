@@ -1,19 +1,21 @@
 """Describable Textures (Cimpoi et al., 2014): ``images/<class>/<file>.jpg`` and the ten
 official splits ``labels/{train,val,test}<k>.txt`` (lines ``banded/banded_0002.jpg``).
 Option ``split`` picks k (1–10, default 1); ``train_split: trainval`` (default) trains on
-train+val, ``train`` keeps val for selecting epochs."""
+train+val, ``train`` keeps val for selecting epochs. ROOT may be the archive's ``dtd/``
+folder or the folder containing it (torchvision's root, which holds ``dtd/dtd/``)."""
 
 from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import option, require
+from ._common import descend, option, read_text, require
 
-LAYOUT = "ROOT/images/<class>/*.jpg and ROOT/labels/{train,val,test}<1-10>.txt (dtd/ of the official archive)"
+LAYOUT = ("ROOT/images/<class>/*.jpg and ROOT/labels/{train,val,test}<1-10>.txt (dtd/ of the official archive; "
+          "ROOT may also be the folder containing dtd/)")
 
 
 def load_dtd(request: DatasetRequest) -> DatasetSplits:
-    root = request.root
+    root = descend(request.root, "dtd/dtd", "dtd")
     k = request.options.get("split")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 10:
         raise DataError(f"dataset option split: {k!r} — use an official split number 1 to 10")
@@ -23,7 +25,7 @@ def load_dtd(request: DatasetRequest) -> DatasetSplits:
     index = {n: i for i, n in enumerate(names)}
 
     def split(*parts: str) -> ImageList:
-        rels = [line.strip() for p in parts for line in (root / "labels" / f"{p}{k}.txt").read_text().splitlines()
+        rels = [line.strip() for p in parts for line in read_text(root / "labels" / f"{p}{k}.txt", LAYOUT).splitlines()
                 if line.strip()]
         labels = []
         for rel in rels:

@@ -1,22 +1,47 @@
 """Plain class folders: ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` (the FineRNet
-repository's layout, and what most custom datasets look like)."""
+repository's layout, and what most custom datasets look like).
+
+As torchvision's ``ImageFolder``: images in nested sub-folders of a class folder belong to
+that class (found with ``os.walk``, following symlinks, in sorted order so the lists are
+deterministic). Hidden entries — names starting with ``.`` (``.ipynb_checkpoints``,
+``.DS_Store``, macOS ``._*.jpg`` resource forks) — are skipped, as classes and inside them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-LAYOUT = "ROOT/train/<class>/<image> and ROOT/test/<class>/<image> (the same class folders in both)"
+LAYOUT = ("ROOT/train/<class>/<image> and ROOT/test/<class>/<image> (the same class folders in both; "
+          "images in sub-folders of a class folder count for that class)")
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[str]:
+    found, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:          # a symlink back up the tree: walk each real folder once
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))   # pruned and walked in order
+        found += [os.path.join(dirpath, f) for f in filenames
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+    return sorted(found)
 
 
 def _list_folder(split_dir: Path, class_names: list[str]) -> ImageList:
     paths, labels = [], []
     for label, name in enumerate(class_names):
         folder = split_dir / name
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
-        paths += [str(p) for p in files]
+        files = _images_under(folder) if folder.is_dir() else []
+        paths += files
         labels += [label] * len(files)
     return ImageList(paths, labels, class_names)
 
@@ -27,10 +52,10 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
     for d in (train_dir, test_dir):
         if not d.is_dir():
             raise DataError(f"{d} not found — expected {LAYOUT}")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    classes = _class_dirs(train_dir)
     if not classes:
         raise DataError(f"no class folders in {train_dir} — expected {LAYOUT}")
-    extra = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(classes))
+    extra = sorted(set(_class_dirs(test_dir)) - set(classes))
     if extra:
         raise DataError(f"test classes without training folders: {', '.join(extra[:5])} — "
                         f"add them under {train_dir} or remove them from {test_dir}")

@@ -1,20 +1,26 @@
 """Oxford-IIIT Pets (Parkhi et al., 2012): ``images/<Breed_name>_<n>.jpg`` and
 ``annotations/{trainval,test}.txt`` (lines ``Abyssinian_100 1 1 1``: image, class id
 1–37, species 1 = cat / 2 = dog, breed id). Coarse level: the species. ``level: species``
-makes the two-way task."""
+makes the two-way task. ROOT may be ``oxford-iiit-pet/`` or the folder containing it
+(torchvision's root).
+
+No boxes are exposed (``crop: bbox`` is not offered): the only boxes in the release,
+``annotations/xmls/``, are *head* boxes, not the pet's body, and exist for the trainval
+images only — cropping to them would change the task and could not be applied to test."""
 
 from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import option, read_columns, require
+from ._common import descend, option, read_columns, require
 
-LAYOUT = "ROOT/images/*.jpg and ROOT/annotations/{trainval,test}.txt (the official oxford-iiit-pet archives)"
+LAYOUT = ("ROOT/images/*.jpg and ROOT/annotations/{trainval,test}.txt (the official oxford-iiit-pet archives; "
+          "ROOT may also be the folder containing oxford-iiit-pet/)")
 SPECIES = ["cat", "dog"]
 
 
 def load_pets(request: DatasetRequest) -> DatasetSplits:
-    root = request.root
+    root = descend(request.root, "oxford-iiit-pet")
     require(root, ("images", "annotations/trainval.txt", "annotations/test.txt"), LAYOUT)
     level = option(request, "level", ("breed", "species"))
     rows = {s: [r for r in read_columns(root / "annotations" / f"{s}.txt", 3, LAYOUT) if not r[0].startswith("#")]

@@ -15,9 +15,12 @@ fine-grained-labels; what its *code* does is the default.)
    class: 4 % of its kept images, at least 5 (the seed's 100 was 4 % of a CIFAR-100
    superclass); an integer fixes it.
 4. ``two_stage`` (default, the code): a fresh ImageNet-initialised model trains on the fine
-   pseudo-labels (kept images, no selection: there is no labelled validation set for
-   pseudo-labels), then its head is replaced by a coarse head and everything fine-tunes
-   on the coarse labels of the full training set. ``stacked`` (the README's diagrams): a
+   pseudo-labels of the kept images — ``val_fraction`` of them (stratified by pseudo-label)
+   held out with their pseudo-labels to select the epoch, as the code's sub-class phase
+   keeps its best validation-accuracy checkpoint (the code also stops early on the
+   validation loss with patience 4; we stop on the recipe's ``patience``, on accuracy) —,
+   then its head is replaced by a coarse head and everything fine-tunes on the coarse
+   labels of the full training set. ``stacked`` (the README's diagrams): a
    coarse linear layer is stacked on the fine head instead of replacing it.
    ``multi_head_0.1`` / ``multi_head_0.9``: one fresh trunk, a coarse and a fine head, loss
    α·CE_coarse + (1−α)·CE_fine on the pseudo-labelled (kept) images, as the code's
@@ -32,7 +35,8 @@ coarse view (NMI, ARI per coarse class — the recovery figure — and over all 
 which also credits the coarse split the clustering was given; clusters found vs true), the share of images the filter removed, and the coarse model's error rate among
 removed and kept images; ``umap_<class>.png`` in the run's artifacts shows the embedding
 of the coarse class with the most true fine classes, coloured by found cluster and by
-true class. Use it on a ``coarse`` dataset view (``plugins/datasets/views.py``); on a
+true class — a 2-D UMAP of that class's kept features with the clustering's parameters
+(the clustering itself runs on the 4-D one). Use it on a ``coarse`` dataset view (``plugins/datasets/views.py``); on a
 dataset without true fine labels the recovery columns are left out.
 """
 
@@ -45,10 +49,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fgvcbench.api import DataError, Method, RunContext, TensorSplit, UserError, hookimpl
+from fgvcbench.api import DataError, Method, RunContext, TensorSplit, UserError, hookimpl, stratified_split
 
 from .discovery import (cluster_features, filter_purity, flip_passes_probs, global_fine_labels, keep_most_certain,
-                        recovery_scores, uncertainty)
+                        recovery_scores, uncertainty, umap_embedding)
 
 STRATEGIES = ("coarse_only", "two_stage", "stacked", "multi_head")
 
@@ -94,6 +98,18 @@ def _with_train(data, images: torch.Tensor, labels: torch.Tensor, index: list[in
     empty = TensorSplit(images[:0], labels[:0] if labels.ndim == 1 else labels[:0, 0], [])
     return dataclasses.replace(data, train=TensorSplit(images, labels, index),
                                val=data.val if keep_eval else empty, test=data.test if keep_eval else empty)
+
+
+def _pseudo_label_data(data, images: torch.Tensor, fine: torch.Tensor, index: list[int], n_fine: int,
+                       val_fraction: float):
+    """The fine phase's data: the kept images with their pseudo-labels, ``val_fraction``
+    of them (per pseudo-class, fixed seed) held out for selecting the epoch; no test set;
+    ``n_fine`` classes."""
+    keep, val = stratified_split(fine.tolist(), val_fraction)
+    split = lambda rows: TensorSplit(images[rows], fine[rows], [index[i] for i in rows])  # noqa: E731
+    empty = TensorSplit(images[:0], fine[:0], [])
+    return dataclasses.replace(data, train=split(keep), val=split(val) if val else empty, test=empty,
+                               class_names=[f"pseudo_{k}" for k in range(n_fine)])
 
 
 @torch.no_grad()
@@ -183,7 +199,7 @@ def run_fine_labels(ctx: RunContext) -> dict:
     truth = _true_fine(data)
     if truth is not None:
         metrics.update(recovery_scores(data.train.labels.numpy(), keep.numpy(), fine.numpy(), truth))
-        _plot(ctx, data, found, truth)
+        _plot(ctx, data, found, truth, coarse_model)
     else:
         metrics["filtered_share"] = 100 * float(1 - keep.float().mean())
 
@@ -194,8 +210,9 @@ def run_fine_labels(ctx: RunContext) -> dict:
     if strategy in ("two_stage", "stacked"):
         def fine_stage():
             model = ctx.create_model(n_fine)
-            ctx.fit(model, _with_train(data, kept_images, fine[kept], kept_index, keep_eval=False), phase="fine")
-            return {"state_dict": _state(model)}
+            result = ctx.fit(model, _pseudo_label_data(data, kept_images, fine[kept], kept_index, n_fine,
+                                                       ctx.recipe.val_fraction), phase="fine")
+            return {"state_dict": _state(result.model)}
         fine_model = ctx.create_model(n_fine)
         fine_model.load_state_dict(ctx.stage("fine_labels_fine", fine_stage,
                                              {**discovery_inputs, "n_fine": n_fine})["state_dict"])
@@ -238,8 +255,9 @@ def _true_fine(data) -> np.ndarray | None:
     return np.asarray([meta["fine_label"][i] for i in data.train.index])
 
 
-def _plot(ctx: RunContext, data, found: dict, truth: np.ndarray) -> None:
-    """UMAP of the coarse class with the most true fine classes: found vs true."""
+def _plot(ctx: RunContext, data, found: dict, truth: np.ndarray, coarse_model: nn.Module) -> None:
+    """A 2-D UMAP (the clustering's parameters otherwise) of the kept features of the coarse
+    class with the most true fine classes, coloured by found cluster and by true class."""
     keep, fine = found["keep"].numpy(), found["fine"].numpy()
     coarse = data.train.labels.numpy()
     best, best_k = None, 0
@@ -253,7 +271,12 @@ def _plot(ctx: RunContext, data, found: dict, truth: np.ndarray) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = (coarse == best) & keep
-    emb = found["embeddings"][best].numpy()
+    p = ctx.params
+    picked = torch.from_numpy(np.nonzero(rows)[0])
+    feats = ctx.features(coarse_model, TensorSplit(data.train.images[picked], data.train.labels[picked],
+                                                   picked.tolist())).numpy()
+    emb = umap_embedding(feats, n_neighbors=p["umap_neighbors"], min_dist=p["umap_min_dist"], n_components=2,
+                         random_state=p["umap_seed"])
     names = data.source.train.info.get("fine_names")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, colour, title, named in ((axes[0], fine[rows], "found cluster", False),

@@ -88,6 +88,17 @@ def _hdbscan_soft(embedding: np.ndarray, min_cluster_size: int, backend: str) ->
     return labels, "sklearn"
 
 
+def umap_embedding(features: np.ndarray, *, n_neighbors: int = 30, min_dist: float = 0.0, n_components: int = 4,
+                   random_state: int = 42) -> np.ndarray:
+    """umap-learn's UMAP of ``features`` (``n_neighbors`` capped at n − 1)."""
+    import umap
+    x = np.asarray(features, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs overridden by random_state; spectral-init notes
+        return umap.UMAP(n_neighbors=min(n_neighbors, len(x) - 1), min_dist=min_dist, n_components=n_components,
+                         random_state=random_state).fit_transform(x)
+
+
 def cluster_features(features: np.ndarray, *, n_neighbors: int = 30, min_dist: float = 0.0,
                      n_components: int = 4, random_state: int = 42, min_cluster_size: int | str = "auto",
                      backend: str = "auto") -> dict[str, Any]:
@@ -102,11 +113,8 @@ def cluster_features(features: np.ndarray, *, n_neighbors: int = 30, min_dist: f
     if n < max(2 * mcs, n_components + 3):  # cannot hold two clusters of the minimum size
         return {"labels": np.zeros(n, dtype=np.int64), "embedding": None, "min_cluster_size": mcs,
                 "backend": "too_small"}
-    import umap
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # n_jobs overridden by random_state; spectral-init notes
-        embedding = umap.UMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, n_components=n_components,
-                              random_state=random_state).fit_transform(x)
+    embedding = umap_embedding(x, n_neighbors=n_neighbors, min_dist=min_dist, n_components=n_components,
+                               random_state=random_state)
     labels, used = _hdbscan_soft(np.asarray(embedding, dtype=np.float64), mcs, backend)
     _, labels = np.unique(labels, return_inverse=True)  # contiguous ids
     return {"labels": labels.astype(np.int64), "embedding": np.asarray(embedding, dtype=np.float32),
