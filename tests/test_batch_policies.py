@@ -66,6 +66,20 @@ def test_each_op_matches_torchvision(op):
         assert (mismatch > 1).float().mean() < 0.01, (op, float(mags[i]), (mismatch > 1).float().mean())
 
 
+def test_trivial_augment_space_is_torchvisions_own():
+    """Our op list, magnitude bins and signed-ness equal torchvision's
+    ``TrivialAugmentWide._AUGMENTATION_SPACE`` (read from the installed torchvision)."""
+    from torchvision.transforms.v2 import TrivialAugmentWide
+    space = TrivialAugmentWide._AUGMENTATION_SPACE
+    assert list(OPS) == list(space)
+    for op, (bins_fn, _signed) in space.items():
+        theirs, ours = bins_fn(NUM_BINS, 224, 224), _bins(op)
+        if theirs is None or theirs.ndim == 0:
+            assert ours is None or ours.ndim == 0 or theirs is None, op
+            continue
+        assert torch.allclose(ours.float(), theirs.float()), op
+
+
 def test_parameters_are_drawn_per_sample_with_torchvisions_distribution():
     op, magnitude = sample_params(20000, torch.Generator().manual_seed(0))
     counts = torch.bincount(op, minlength=len(OPS)).float() / len(op)
