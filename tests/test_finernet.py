@@ -1,15 +1,19 @@
-"""FineRNet: the pair rules on hand-made neighbour lists, α-interpolation, the frozen
-phase-4 backbone, and the whole pipeline end to end at smoke scale."""
+"""FineRNet: the pair rules on hand-made neighbour lists, the mining views, the code's
+settings per backbone family and dataset, the Siamese head and its checkpoint rule,
+α-interpolation, the phase-4 backbone (weights frozen, BN in train mode unless
+``frozen_bn``), and the whole pipeline end to end at smoke scale."""
 
 from __future__ import annotations
 
-
+import timm
 import torch
 
+import fgvcbench_plugins.finernet as finernet
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
-from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, pair_rules
-from fgvcbench_plugins.finernet.siamese import PairHead, interpolate_backbones
+from fgvcbench_plugins.finernet import FINERNET, phase4_plan, resolve_settings, settings_for
+from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, neighbour_table, pair_rules
+from fgvcbench_plugins.finernet.siamese import PairHead, Siamese, head_config, interpolate_backbones, train_siamese
 
 from conftest import records_by_variant, write_suite
 
@@ -66,16 +70,123 @@ def test_alpha_interpolation_includes_bn_buffers_and_skips_the_head():
     assert torch.equal(interpolate_backbones(w1, w3, 1.0, "fc.")["conv.weight"], w1["conv.weight"])
 
 
-def test_pair_head_shape_and_zero_blocks():
-    head = PairHead(5).eval()
+def test_mining_with_a_separate_query_view_ranks_index_rows_by_query_inner_product():
+    torch.manual_seed(1)
+    labels = torch.arange(3).repeat_interleave(6)
+    index, queries = torch.randn(18, 5), torch.randn(18, 5)
+    table = neighbour_table(index, labels, 4, 3, queries=queries, backend="torch")
+    for c in range(3):
+        members = (labels == c).nonzero().squeeze(1)
+        expected = members[(queries @ index[members].T).argsort(dim=1, descending=True)[:, :4]]
+        assert torch.equal(table[c], expected)
+    same = neighbour_table(index, labels, 4, 3, backend="torch")             # one view for both
+    assert torch.equal(same[0], neighbour_table(index, labels, 4, 3, queries=index, backend="torch")[0])
+
+
+def test_the_codes_settings_per_dataset_and_backbone_family():
+    cub = settings_for("resnet50", "cub")
+    assert (cub["alpha"], cub["phase4_lr"], cub["phase4_full"], cub["phase3_epochs"], cub["k"]) == \
+        (0.2, 1e-3, False, 100, 7)
+    flowers = settings_for("resnet50", "flowers102")
+    assert flowers["alpha"] is None and flowers["phase4_full"] and flowers["phase4_lr"] == 1e-3 and flowers["k"] == 5
+    assert settings_for("resnet50", "cars")["phase4_lr"] == 1e-2 and settings_for("resnet50", "dogs")["alpha"] == 0.6
+    vit_cub = settings_for("vit_base_patch16_224", "cub")
+    assert vit_cub["phase3_lr"] == 1e-6 and vit_cub["phase3_epochs"] == 40 and vit_cub["alpha"] == 0.2  # ResNet phase 4
+    vit_dtd = settings_for("vit_base_patch16_224", "dtd")
+    assert (vit_dtd["alpha"], vit_dtd["phase4_lr"], vit_dtd["phase4_full"], vit_dtd["phase3_batch"]) == \
+        (1.0, 5e-4, True, 64)
+    vit384 = settings_for("vit_base_patch16_384", "cub")
+    assert (vit384["alpha"], vit384["phase3_epochs"], vit384["phase3_batch"], vit384["phase4_batch"]) == \
+        (0.7, 5, 64, 64)
+    assert settings_for("vit_base_patch16_224", "dogs")["source"] == "default+resnet"    # no ViT config: ResNet's
+    other = settings_for("test_resnet", "synthetic")
+    assert (other["alpha"], other["phase3_epochs"], other["phase3_lr"], other["k"]) == (0.2, None, 4e-4, 7)
+    assert resolve_settings({"k": 3, "phase3_lr": None}, "resnet50", "flowers102")["k"] == 3
+    assert FINERNET.recipe["lr"] == 1e-3 and FINERNET.recipe["crop_scale_min"] == 0.08
+
+
+def test_phase4_plan_sweeps_alpha_on_flowers_and_keeps_the_codes_modes():
+    flowers = settings_for("resnet50", "flowers102")
+    assert phase4_plan("code", None, flowers, 1e-3) == \
+        {"alpha": 0.0, "full": True, "lr": 1e-3, "mode": "finetune_phase3"}
+    swept = phase4_plan("code", 0.4, flowers, 1e-3)                          # the α sweep really mixes
+    assert swept["alpha"] == 0.4 and not swept["full"] and swept["mode"] == "mix_probe"
+    cub = phase4_plan("code", None, settings_for("resnet50", "cub"), 1e-3)
+    assert (cub["alpha"], cub["full"], cub["lr"]) == (0.2, False, 1e-3)
+    vit_dtd = phase4_plan("code", 0.6, settings_for("vit_base_patch16_224", "dtd"), 1e-3)
+    assert (vit_dtd["alpha"], vit_dtd["full"], vit_dtd["lr"]) == (0.6, True, 5e-4)
+    readme = phase4_plan("readme", None, settings_for("resnet50", "cars"), 1e-3)
+    assert (readme["alpha"], readme["full"], readme["lr"]) == (0.0, True, 1e-3)
+
+
+def test_pair_head_matches_the_code():
+    head = PairHead(5).eval()                                                # CNN: hidden 32, Xavier
     q, n = torch.randn(4, 5), torch.randn(4, 5)
     assert head(q, n).shape == (4,)
-    first = head.mlp[0]
-    assert first.in_features == 20   # [0, f_q, 0, f_n]
+    linears = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(12, 192), (192, 32), (32, 2), (2, 1)]  # 2d + 2
+    assert [type(m).__name__ for m in head.mlp] == ["Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU",
+                                                    "Linear", "Linear"]
+    zero = torch.zeros(4, 1)
+    assert torch.allclose(head(q, n), head.mlp(torch.cat([zero, q, zero, n], 1)).squeeze(1))   # scalar separators
+    assert head_config("vit_base_patch16_224") == {"hidden": 192, "xavier": False}
+    assert head_config("resnet50") == {"hidden": 32, "xavier": True}
+    torch.manual_seed(0)
+    wide = PairHead(2000)                                  # Xavier normal: std √(2/(fan_in+fan_out))
+    std = wide.mlp[0].weight.std().item()
+    assert abs(std - (2 / (4002 + 192)) ** 0.5) < 0.05 * std
 
 
-def test_finernet_end_to_end_shares_phase1_and_freezes_the_phase4_backbone(tmp_path, runner):
+def test_siamese_runs_query_and_neighbour_in_separate_backbone_passes():
+    torch.manual_seed(0)
+    siamese = Siamese(timm.create_model("test_resnet", num_classes=3)).train()
+    sizes = []
+    handle = siamese.backbone.conv1.register_forward_hook(lambda m, args, out: sizes.append(len(args[0])))
+    q, n = torch.randn(3, 3, 16, 16), torch.randn(3, 3, 16, 16) * 3 + 1
+    out = siamese(q, n)
+    handle.remove()
+    assert sizes == [3, 3] and out.shape == (3,)
+    # train-mode BN: each pass normalises with its own batch statistics, unlike one 2B batch
+    assert torch.allclose(out, siamese.head(siamese.embed(q), siamese.embed(n)))
+    joint = siamese.head(*siamese.embed(torch.cat([q, n])).split(3))
+    assert not torch.allclose(out, joint)
+
+
+def test_phase3_keeps_the_epoch_with_the_best_training_pair_f1():
+    from fgvcbench.engine.augment import BatchAugmenter
+    from fgvcbench.engine.recipe import Recipe
+    torch.manual_seed(0)
+    images = torch.randint(0, 255, (12, 3, 20, 20), dtype=torch.uint8)
+    pairs = torch.tensor([[i, (i + 1) % 12, i % 2] for i in range(12)] * 2)
+    siamese = Siamese(timm.create_model("test_resnet", num_classes=3))
+    recipe = Recipe(image_size=16, augment="flip")
+    augmenter = BatchAugmenter(recipe, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu"),
+                               torch.Generator().manual_seed(0))
+    states = {}
+    history, best = train_siamese(siamese, images, pairs, augmenter, epochs=4, lr=0.05, momentum=0.9,
+                                  weight_decay=0.0, batch_size=8, device=torch.device("cpu"), seed=0,
+                                  on_epoch=lambda row: states.setdefault(row["epoch"], {
+                                      k: v.clone() for k, v in siamese.backbone.state_dict().items()}))
+    f1 = [row["pair_f1"] for row in history]
+    assert best["epoch"] == 1 + f1.index(max(f1)) and best["pair_f1"] == max(f1)
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in states[best["epoch"]].items())
+    assert all(row["pairs_seen"] == 24 for row in history)                  # full batches only (drop_last)
+
+
+def test_finernet_end_to_end_shares_phase1_and_mixes_the_phase4_backbone(tmp_path, runner, monkeypatch):
     get_registry(refresh=True)
+    seen = {}
+    real = finernet._fit_phase4
+
+    def watch(ctx, model, data, recipe, *, full, frozen_bn):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        buffers = {n: b.detach().clone() for n, b in model.named_buffers() if "running" in n}
+        result = real(ctx, model, data, recipe, full=full, frozen_bn=frozen_bn)
+        seen[ctx.spec.variant] = {"alpha": ctx.notes["alpha"], "full": full, "before": before, "buffers": buffers,
+                                  "after": dict(result.model.named_parameters()),
+                                  "after_buffers": dict(result.model.named_buffers())}
+        return result
+    monkeypatch.setattr(finernet, "_fit_phase4", watch)
     suite = write_suite(tmp_path, f"""
         output: {tmp_path / 'out'}
         seeds: [0]
@@ -85,40 +196,71 @@ def test_finernet_end_to_end_shares_phase1_and_freezes_the_phase4_backbone(tmp_p
         backbones: [test_resnet]
         methods:
           - name: finernet
-            variants: [single_step, code, readme, alpha_0.0]
+            variants: [single_step, code, readme, alpha_0.0, frozen_bn, mining_test_view]
             params: {{phase3_batch: 16}}
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     records = records_by_variant(tmp_path / "out")
-    assert set(records) == {"single_step", "code", "readme", "alpha_0.0"}
-    assert all(r["status"] == "ok" for r in records.values())
+    assert set(records) == {"single_step", "code", "readme", "alpha_0.0", "frozen_bn", "mining_test_view"}
+    assert all(r["status"] == "ok" for r in records.values()), [r.get("error") for r in records.values()]
     phase1 = records["single_step"]["metrics"]["top1"]
-    for variant in ("code", "readme", "alpha_0.0"):
+    for variant in ("code", "readme", "alpha_0.0", "frozen_bn", "mining_test_view"):
         m = records[variant]["metrics"]
         assert m["phase1_top1"] == phase1                     # one phase 1 for all variants
         assert m["pairs_pairs"] > 0 and 0 <= m["pairs_positive_share"] <= 1
         assert m["pairs_mining_seconds"] > 0 and m["pairs_knn_seconds_torch"] > 0   # mining timed per engine
         assert m["delta_vs_single_step"] == m["top1"] - phase1
-    assert len(list((tmp_path / "out" / "stages").glob("finernet_phase1-*.pt"))) == 1
-    assert len(list((tmp_path / "out" / "stages").glob("finernet_phase3-*.pt"))) == 1
+        assert 1 <= m["phase3_best_epoch"] <= 2 and 0 <= m["phase3_pair_f1"] <= 1
+    stages = tmp_path / "out" / "stages"
+    assert len(list(stages.glob("finernet_phase1-*.pt"))) == 1
+    assert len(list(stages.glob("finernet_pairs-*.pt"))) == 2       # train view (default) and test view
+    assert len(list(stages.glob("finernet_phase3-*.pt"))) == 2
+    assert records["code"]["notes"]["mining_view"] == "train"
+    assert records["mining_test_view"]["notes"]["mining_view"] == "test"
     phases = {h.get("phase") for h in records["code"]["history"]}
     assert "4" in phases
+    assert "pair_f1" in next(h for h in records["code"]["history"] if h.get("phase") == "3")
     assert records["code"]["notes"]["alpha"] == 0.2 and records["alpha_0.0"]["notes"]["alpha"] == 0.0
+    assert records["code"]["notes"]["phase4_bn"] == "train mode"
+    assert records["frozen_bn"]["notes"]["phase4_bn"] == "frozen"
+
+    # the plugin's phase-4 backbone: α·W1 + (1−α)·W3 (parameters), unchanged by phase 4
+    load = lambda path: torch.load(path, weights_only=True)["result"]["state_dict"]  # noqa: E731
+    w1 = load(next(stages.glob("finernet_phase1-*.pt")))
+    w3s = [load(path) for path in stages.glob("finernet_phase3-*.pt")]
+    assert all(any(not torch.equal(w1[n], w3[n]) for n in w1 if n.endswith("weight")) for w3 in w3s)  # phase 3 moved it
+    for variant in ("code", "alpha_0.0", "frozen_bn"):
+        run = seen[variant]
+        assert not run["full"]
+        backbone = [n for n in run["before"] if not n.startswith("fc.")]
+
+        def mixed(w3, a=run["alpha"]):
+            return all(torch.allclose(run["before"][n], a * w1[n] + (1 - a) * w3[n], rtol=0, atol=1e-6)
+                       for n in backbone)
+        assert any(mixed(w3) for w3 in w3s), variant
+        assert all(torch.equal(run["after"][n], run["before"][n]) for n in backbone), variant   # weights frozen
+        assert not torch.equal(run["after"]["fc.weight"], run["before"]["fc.weight"])           # the head trained
+        moved = any(not torch.equal(run["after_buffers"][n], v) for n, v in run["buffers"].items())
+        assert moved == (variant != "frozen_bn"), variant    # BN re-estimated in train mode; frozen_bn keeps it
+    assert seen["readme"]["full"]
 
 
-def test_phase4_backbone_is_frozen():
+def test_phase4_backbone_weights_are_frozen_and_bn_follows_freeze_bn():
     from fgvcbench.data.pipeline import TensorData, TensorSplit
     from fgvcbench.engine.recipe import Recipe
     from fgvcbench.engine.train import fit
-    import timm
-    model = timm.create_model("test_resnet", num_classes=3)
     images = torch.randint(0, 255, (12, 3, 20, 20), dtype=torch.uint8)
     labels = torch.arange(3).repeat(4)
     split = TensorSplit(images, labels, list(range(12)))
     data = TensorData(split, split, split, ["a", "b", "c"], 16, None)
-    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    fit(model, data, Recipe(epochs=2, image_size=16, batch_size=6, lr=0.5), device=torch.device("cpu"), seed=0,
-        freeze_backbone=True)
-    after = model.state_dict()
-    assert all(torch.equal(after[k], v) for k, v in before.items())   # weights and BN statistics
+    for freeze_bn in (False, True):        # False: the code's linear probe (default); True: variant frozen_bn
+        model = timm.create_model("test_resnet", num_classes=3)
+        params = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("fc.")}
+        stats = {n: b.clone() for n, b in model.named_buffers() if "running" in n}
+        fit(model, data, Recipe(epochs=2, image_size=16, batch_size=6, lr=0.5), device=torch.device("cpu"), seed=0,
+            freeze_backbone=True, freeze_bn=freeze_bn)
+        assert all(torch.equal(dict(model.named_parameters())[n], v) for n, v in params.items())   # weights
+        buffers = dict(model.named_buffers())
+        unchanged = all(torch.equal(buffers[n], v) for n, v in stats.items())
+        assert unchanged == freeze_bn      # train mode re-estimates the running statistics

@@ -2,21 +2,70 @@
 Discrimination" (repo danhugo/finernet), as its *code* does it:
 
 1. fine-tune with cross-entropy (the single-step baseline; cached stage, shared by every
-   FineRNet variant of a suite);
-2. mine ≈13 pairs per training image from the phase-1 classifier's top-7 classes and
-   within-class neighbours of its pooled features (``pairs.py``);
-3. train a Siamese same-class network on them, backbone included (``siamese.py``);
-4. backbone = α·W₁ + (1−α)·W₃ (BN buffers too), frozen; train a new linear head.
+   FineRNet variant of a suite): SGD lr 1e-3 (``configs.py``'s ``CLASS.LR``), momentum
+   0.9, wd 1e-3, no schedule, batch 128, TrivialAugmentWide (p 0.5) → RandomResizedCrop
+   (scale 0.08–1, torchvision's default, which the code uses) → flip;
+2. mine ≈13 pairs per training image from the phase-1 classifier's top-k classes and
+   within-class neighbours of its pooled features (``pairs.py``); k = 7, 5 on Flowers.
+   Index and queries are embedded with the *training* augmentation, two independent
+   draws, model in eval mode (``mining_view: train``, the code's
+   ``data/binary_data_finernet.py``); ``mining_view: test`` (variant
+   ``mining_test_view``) uses the centre-crop test view for both;
+3. train a Siamese same-class network on them, backbone included, two backbone passes
+   per pair, head input [0, f_q, 0, f_n] with scalar zero separators (``siamese.py``); the
+   checkpoint kept is the epoch with the best training pair F1, as
+   ``src/model_training.py`` keeps it (no held-out data);
+4. backbone = α·W₁ + (1−α)·W₃ (BN buffers too), weights frozen through
+   ``requires_grad`` while the model stays in train mode, so BatchNorm normalises with
+   batch statistics and re-estimates its running statistics on the mixed backbone
+   (``src/linear_probe.py``); a new linear head is trained. Variant ``frozen_bn`` keeps
+   the backbone in eval mode instead (BN statistics as interpolated). Where the code's
+   config fine-tunes the whole network in phase 4 (ResNet Flowers-102: the phase-3
+   backbone, no interpolation; ViT DTD: α-mixed) we do the same.
+
+Per-dataset and per-backbone-family settings (``settings_for``: tables ``RESNET``,
+``VIT_224``, ``VIT_384``, from the code's ``experiments/*.yaml`` with ``configs.py``'s
+defaults where a file is silent) — the ResNet table, used for every non-ViT backbone:
+
+=========== ====== ========== =========== ========== ========= ========= ===
+dataset     α      phase-4 lr phase 4     p3 epochs  p3 lr     p3 batch  k
+=========== ====== ========== =========== ========== ========= ========= ===
+cub         0.2    1e-3       frozen      100        4e-4      128       7
+cars        0.2    1e-2       frozen      40         4e-4      128       7
+dogs        0.6    1e-3       frozen      30         4e-4      128       7
+flowers102  —      1e-3       full (W₃)   30         4e-4      128       5
+dtd         1.0    5e-4       frozen      20         4e-4      128       7
+other       0.2    1e-3       frozen      recipe     4e-4      128       7
+=========== ====== ========== =========== ========== ========= ========= ===
+
+ViT (``'vit' in`` the backbone name, the code's own test), from
+``vit_base_patch16_224_{cub,dtd}.yaml``: CUB phase 3 = 40 epochs, lr 1e-6, batch 128
+(its phase-4 block is an ImageNet linear probe, not FineRNet's, so phase 4 keeps the
+ResNet CUB values); DTD phase 3 = 20 epochs, lr 4e-4, batch 64, phase 4 = full
+fine-tune of the α = 1.0 mix at lr 5e-4. ViT at 384 px (``384`` in the name), from
+``vit_base_patch16_384_{cub,car}.yaml``: CUB α 0.7, lr 1e-3, phase-4 batch 64, phase 3
+= 5 epochs, batch 64; Cars α 0.2, lr 2e-3, phase-4 batch 64, phase 3 = 20 epochs, batch
+64. Every ViT dataset without a config (Cars/Dogs/Flowers at 224; Dogs/Flowers/DTD at
+384 fall back to the 224 table first) takes the ResNet values. Phase-3 epochs apply at
+``paper`` scale (otherwise the recipe's epochs); every other setting at every scale;
+a suite's params override any of them. Phase 1 is the same recipe for every backbone.
 
 Variants: ``code`` (default, the above); ``readme`` (phase 4 as the paper's README puts
-it: re-train the whole multi-class model from the phase-3 weights); ``single_step``
-(phase 1 alone: the baseline); ``alpha_0.0`` … ``alpha_1.0`` (an α sweep of ``code``).
-``selection: val`` (default) selects every phase-1/4 epoch on the validation split carved
-from train; ``selection: test`` selects on the test set, as the released code does — for
-comparison with the paper only. Where the issue is silent: phase-1 lr 0.01 (no schedule),
-phase 3 trains a fixed number of epochs with no selection, and the phase-4 head trains for
-the recipe's epochs. On Flowers-102 the code's phase 4 is a full fine-tune from the
-phase-3 backbone, i.e. the ``readme`` pipeline.
+it: re-train the whole multi-class model from the phase-3 weights, at the recipe's lr);
+``single_step`` (phase 1 alone: the baseline); ``frozen_bn``; ``mining_test_view``;
+``alpha_0.0`` … ``alpha_1.0`` (an α sweep of ``code``: a given α always interpolates,
+so on Flowers-102 — whose code fine-tunes the unmixed phase-3 backbone — the sweep
+trains a head on the frozen mix at the table's lr 1e-3; on ViT DTD it keeps the full
+fine-tune). ``selection: val`` (default) selects every phase-1/4 epoch on the validation
+split carved from train; ``selection: test`` (variant ``selection_test``) selects on the
+test set, as the released code does — for comparison with the paper only.
+
+Our choices where the code differs or is silent: bf16 autocast instead of fp16 +
+GradScaler; the code's phase-3 checkpoint rule (strict ``>`` on F1 from 0) saves nothing
+if the F1 stays 0 — we then keep epoch 1; with fewer pairs than one batch we train on
+that one partial batch (the code would train on none); integer BN buffers
+(``num_batches_tracked``) come from the side with the larger α weight; the CNN head is
+used for every non-ViT backbone.
 """
 
 from __future__ import annotations
@@ -26,13 +75,67 @@ import time
 
 from fgvcbench.api import Method, RunContext, UserError, engine_seconds, hookimpl
 
-from .pairs import mine_hard_pairs
-from .siamese import Siamese, interpolate_backbones, train_siamese
+from .pairs import mine_hard_pairs, train_view_embeddings
+from .siamese import Siamese, head_config, interpolate_backbones, train_siamese
 
-# The code's per-dataset settings for ResNet: (α, phase-4 lr, phase-3 epochs).
-DATASET_DEFAULTS = {"cub": (0.2, 1e-3, 100), "cars": (0.2, 1e-2, 40), "dogs": (0.6, 1e-3, 30),
-                    "flowers102": (None, None, 30), "dtd": (1.0, 5e-4, 20)}
-FALLBACK = (0.2, 1e-3, None)
+# The code's settings. phase4_full: the whole network trains in phase 4 (else the
+# backbone is frozen); alpha None: no interpolation, the phase-3 backbone as it is.
+BASE = {"alpha": 0.2, "phase4_lr": 1e-3, "phase4_full": False, "phase4_batch": None,
+        "phase3_epochs": None, "phase3_lr": 4e-4, "phase3_batch": 128, "k": 7}
+RESNET = {"cub": {"alpha": 0.2, "phase4_lr": 1e-3, "phase3_epochs": 100},
+          "cars": {"alpha": 0.2, "phase4_lr": 1e-2, "phase3_epochs": 40},
+          "dogs": {"alpha": 0.6, "phase4_lr": 1e-3, "phase3_epochs": 30},
+          "flowers102": {"alpha": None, "phase4_lr": 1e-3, "phase4_full": True, "phase3_epochs": 30, "k": 5},
+          "dtd": {"alpha": 1.0, "phase4_lr": 5e-4, "phase3_epochs": 20}}
+VIT_224 = {"cub": {"phase3_epochs": 40, "phase3_lr": 1e-6, "phase3_batch": 128},
+           "dtd": {"alpha": 1.0, "phase4_lr": 5e-4, "phase4_full": True,
+                   "phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64}}
+VIT_384 = {"cub": {"alpha": 0.7, "phase4_lr": 1e-3, "phase4_full": False, "phase4_batch": 64,
+                   "phase3_epochs": 5, "phase3_lr": 4e-4, "phase3_batch": 64},
+           "cars": {"alpha": 0.2, "phase4_lr": 2e-3, "phase4_full": False, "phase4_batch": 64,
+                    "phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64}}
+# the settings a suite's params may set (α is the ``alpha`` param, read by phase4_plan)
+PARAM_KEYS = ("phase4_lr", "phase4_batch", "phase3_epochs", "phase3_lr", "phase3_batch", "k")
+
+
+def settings_for(backbone: str, dataset: str) -> dict:
+    """The code's settings for a backbone and dataset: the ResNet table, then the ViT
+    224 table and the ViT 384 table on top where they have the dataset. ``source``
+    names the tables that contributed."""
+    out, source = dict(BASE), ["default"]
+    layers = [("resnet", RESNET)]
+    if "vit" in backbone.lower():
+        layers.append(("vit_224", VIT_224))
+        if "384" in backbone:
+            layers.append(("vit_384", VIT_384))
+    for name, table in layers:
+        if dataset in table:
+            out.update(table[dataset])
+            source.append(name)
+    out["source"] = "+".join(source)
+    return out
+
+
+def resolve_settings(params: dict, backbone: str, dataset: str) -> dict:
+    """The table's settings with the suite's explicit (non-null) params on top."""
+    out = settings_for(backbone, dataset)
+    for key in PARAM_KEYS:
+        if key in params and params[key] is not None:
+            out[key] = params[key]
+    return out
+
+
+def phase4_plan(pipeline: str, alpha_param, s: dict, recipe_lr: float) -> dict:
+    """How phase 4 starts and trains: ``alpha`` (α of W₁ in the mix; 0.0 = the phase-3
+    backbone), ``full`` (the whole network trains; else the backbone is frozen), ``lr``."""
+    if pipeline == "readme":   # the README: re-train the multi-class model from phase-3 weights
+        return {"alpha": 0.0, "full": True, "lr": recipe_lr, "mode": "readme"}
+    if alpha_param is None and s["alpha"] is None:   # the code's Flowers-102: phase-3 backbone, full fine-tune
+        return {"alpha": 0.0, "full": True, "lr": s["phase4_lr"], "mode": "finetune_phase3"}
+    alpha = alpha_param if alpha_param is not None else s["alpha"]
+    # a given α on a dataset whose code does not interpolate: the code's generic mixed probe
+    full = bool(s["phase4_full"]) and s["alpha"] is not None
+    return {"alpha": float(alpha), "full": full, "lr": s["phase4_lr"], "mode": "mix_finetune" if full else "mix_probe"}
 
 
 def _with_selection(data, selection: str):
@@ -59,69 +162,100 @@ def _phase1(ctx: RunContext, data):
     return model, out["metrics"], inputs
 
 
+# seed offsets of the augmentation streams (run seed · 1000 + offset)
+INDEX_VIEW_OFFSET, QUERY_VIEW_OFFSET, PHASE3_OFFSET = 21, 22, 3
+
+
+def _mining_inputs(ctx: RunContext, model1, data, view: str):
+    """(index features, query features or None, query logits), on the run's device."""
+    if view == "train":
+        return train_view_embeddings(model1, data.train.images, ctx.augmenter(seed_offset=INDEX_VIEW_OFFSET),
+                                     ctx.augmenter(seed_offset=QUERY_VIEW_OFFSET), ctx.recipe, ctx.device)
+    feats = ctx.features(model1, data, "train").to(ctx.device)   # the torch kNN searches on the device
+    return feats, None, ctx.predict(model1, data, "train")
+
+
+def _fit_phase4(ctx: RunContext, model, data, recipe, *, full: bool, frozen_bn: bool):
+    """Phase 4's training (a module-level hook, so a test can watch the backbone)."""
+    if full:
+        return ctx.fit(model, data, recipe, phase="4")
+    return ctx.fit(model, data, recipe, freeze_backbone=True, freeze_bn=frozen_bn, phase="4")
+
+
 def run_finernet(ctx: RunContext) -> dict:
     p = ctx.params
     if p["selection"] not in ("val", "test"):
         raise UserError(f"finernet selection: {p['selection']!r} — use val or test")
+    if p["mining_view"] not in ("train", "test"):
+        raise UserError(f"finernet mining_view: {p['mining_view']!r} — use train (the code's) or test")
     data = ctx.load_data()
     model1, m1, inputs1 = _phase1(ctx, data)
     metrics = {"phase1_top1": m1["top1"]}
     if p["pipeline"] == "single_step":
         return {**m1, **metrics}
-    dataset = ctx.spec.dataset["name"]
-    alpha_d, lr_d, epochs_d = DATASET_DEFAULTS.get(dataset, FALLBACK)
+    if p["pipeline"] not in ("code", "readme"):
+        raise UserError(f"finernet pipeline: {p['pipeline']!r} — use code, readme or single_step")
+    backbone, dataset = ctx.spec.backbone["name"], ctx.spec.dataset["name"]
+    s = resolve_settings(p, backbone, dataset)
+    ctx.notes["settings"] = s
+    k = int(s["k"])
+
+    mining_inputs = {**inputs1, "k": k, "mining_view": p["mining_view"], "knn_backend": p["knn_backend"],
+                     "view_offsets": [INDEX_VIEW_OFFSET, QUERY_VIEW_OFFSET]}
 
     def mine():
-        feats = ctx.features(model1, data, "train").to(ctx.device)   # the torch kNN searches on the device
-        logits = ctx.predict(model1, data, "train")
+        index, queries, logits = _mining_inputs(ctx, model1, data, p["mining_view"])
         started = time.perf_counter()
-        pairs, stats = mine_hard_pairs(feats, data.train.labels, logits, k=p["k"], backend=p["knn_backend"])
+        pairs, stats = mine_hard_pairs(index, data.train.labels, logits, k=k, backend=p["knn_backend"],
+                                       queries=queries)
         stats["mining_seconds"] = time.perf_counter() - started   # search + pair rules, the chosen engine
         # the neighbour search alone, per kNN engine, on the whole training set's features
-        for backend, seconds in engine_seconds(feats, data.train.labels, p["k"] + 1).items():
-            stats[f"knn_seconds_{backend}"] = seconds
+        for engine, seconds in engine_seconds(index, data.train.labels, k + 1).items():
+            stats[f"knn_seconds_{engine}"] = seconds
         return {"pairs": pairs, "stats": stats}
-    mined = ctx.stage("finernet_pairs", mine, {**inputs1, "k": p["k"]})
+    mined = ctx.stage("finernet_pairs", mine, mining_inputs)
     ctx.notes["pairs"] = mined["stats"]
-    metrics.update({f"pairs_{k}": v for k, v in mined["stats"].items()})
+    ctx.notes["mining_view"] = p["mining_view"]
+    metrics.update({f"pairs_{name}": v for name, v in mined["stats"].items()})
 
-    phase3_epochs = p["phase3_epochs"] or (epochs_d if ctx.spec.scale == "paper" and epochs_d else ctx.recipe.epochs)
-    phase3_inputs = {**inputs1, "k": p["k"], "epochs": phase3_epochs, "lr": p["phase3_lr"],
-                     "momentum": p["phase3_momentum"], "wd": p["phase3_weight_decay"], "batch": p["phase3_batch"]}
+    phase3_epochs = s["phase3_epochs"] if p["phase3_epochs"] is not None or ctx.spec.scale == "paper" else None
+    phase3_epochs = int(phase3_epochs or ctx.recipe.epochs)
+    head = head_config(backbone)
+    phase3_inputs = {**mining_inputs, "epochs": phase3_epochs, "lr": s["phase3_lr"], "momentum": p["phase3_momentum"],
+                     "wd": p["phase3_weight_decay"], "batch": int(s["phase3_batch"]), "head": head,
+                     "checkpoint": "best_train_pair_f1", "aug_offset": PHASE3_OFFSET}
 
     def phase3():
-        siamese = Siamese(ctx.create_model(data.num_classes))
+        siamese = Siamese(ctx.create_model(data.num_classes), **head)
         siamese.backbone.load_state_dict(model1.state_dict())
         started = time.perf_counter()
-        history = train_siamese(siamese, data.train.images, mined["pairs"], ctx.augmenter(seed_offset=3),
-                                epochs=phase3_epochs, lr=p["phase3_lr"], momentum=p["phase3_momentum"],
-                                weight_decay=p["phase3_weight_decay"], batch_size=p["phase3_batch"],
-                                device=ctx.device, seed=ctx.seed)
+        history, best = train_siamese(siamese, data.train.images, mined["pairs"],
+                                      ctx.augmenter(seed_offset=PHASE3_OFFSET), epochs=phase3_epochs,
+                                      lr=s["phase3_lr"], momentum=p["phase3_momentum"],
+                                      weight_decay=p["phase3_weight_decay"], batch_size=int(s["phase3_batch"]),
+                                      device=ctx.device, seed=ctx.seed)
         ctx.train_seconds += time.perf_counter() - started
-        ctx.images_seen += 2 * len(mined["pairs"]) * phase3_epochs
+        ctx.images_seen += 2 * sum(row["pairs_seen"] for row in history)
         ctx.history.extend(history)
-        return {"state_dict": {k: v.detach().cpu() for k, v in siamese.backbone.state_dict().items()},
-                "pair_accuracy": history[-1]["pair_accuracy"] if history else float("nan")}
+        return {"state_dict": best["state_dict"], "pair_accuracy": best["pair_accuracy"],
+                "pair_f1": best["pair_f1"], "best_epoch": best["epoch"]}
     w3 = ctx.stage("finernet_phase3", phase3, phase3_inputs)
-    metrics["phase3_pair_accuracy"] = w3["pair_accuracy"]
+    metrics.update(phase3_pair_accuracy=w3["pair_accuracy"], phase3_pair_f1=w3["pair_f1"],
+                   phase3_best_epoch=w3["best_epoch"])
 
-    selected = _with_selection(data, p["selection"])
-    if p["pipeline"] == "readme" or (p["pipeline"] == "code" and dataset == "flowers102"):
-        model = ctx.create_model(data.num_classes)
-        model.load_state_dict(w3["state_dict"])
-        model.reset_classifier(data.num_classes)  # a new head; the whole network re-trains
-        result = ctx.fit(model, selected, phase="4")
-    else:
-        alpha = p["alpha"] if p["alpha"] is not None else (alpha_d if alpha_d is not None else FALLBACK[0])
-        lr = p["phase4_lr"] if p["phase4_lr"] is not None else (lr_d if lr_d is not None else FALLBACK[1])
-        model = ctx.create_model(data.num_classes)
-        classifier = _classifier_prefix(model)
-        mixed = interpolate_backbones(model1.state_dict(), w3["state_dict"], alpha, classifier)
-        missing, _ = model.load_state_dict(mixed, strict=False)
-        if any(not k.startswith(classifier) for k in missing):
-            raise UserError(f"finernet: backbone tensors missing after interpolation: {missing[:3]}")
-        ctx.notes["alpha"], ctx.notes["phase4_lr"] = alpha, lr
-        result = ctx.fit(model, selected, ctx.recipe.replace(lr=lr), freeze_backbone=True, phase="4")
+    plan = phase4_plan(p["pipeline"], p["alpha"], s, ctx.recipe.lr)
+    model = ctx.create_model(data.num_classes)
+    classifier = _classifier_prefix(model)
+    mixed = interpolate_backbones(model1.state_dict(), w3["state_dict"], plan["alpha"], classifier)
+    missing, _ = model.load_state_dict(mixed, strict=False)
+    if any(not name.startswith(classifier) for name in missing):
+        raise UserError(f"finernet: backbone tensors missing after interpolation: {missing[:3]}")
+    recipe4 = ctx.recipe.replace(lr=plan["lr"], batch_size=int(s["phase4_batch"] or ctx.recipe.batch_size))
+    ctx.notes.update(alpha=plan["alpha"], phase4_lr=plan["lr"], phase4_mode=plan["mode"],
+                     phase4_batch=recipe4.batch_size,
+                     phase4_bn="all trained" if plan["full"] else ("frozen" if p["frozen_bn"] else "train mode"))
+    result = _fit_phase4(ctx, model, _with_selection(data, p["selection"]), recipe4,
+                         full=plan["full"], frozen_bn=bool(p["frozen_bn"]))
     metrics.update(result.metrics)
     metrics["delta_vs_single_step"] = result.metrics["top1"] - m1["top1"]
     return metrics
@@ -140,17 +274,22 @@ FINERNET = Method(
     name="finernet",
     run=run_finernet,
     description="FineRNet: hard-pair Siamese phase, then α-interpolated backbone and a new head",
-    params={"pipeline": "code", "alpha": None, "phase4_lr": None, "k": 7, "selection": "val",
-            "knn_backend": "auto", "phase3_epochs": None, "phase3_lr": 4e-4, "phase3_momentum": 0.95,
-            "phase3_weight_decay": 5e-4, "phase3_batch": 128},
+    # null: the code's value for the backbone family and dataset (settings_for)
+    params={"pipeline": "code", "alpha": None, "phase4_lr": None, "phase4_batch": None, "k": None,
+            "selection": "val", "mining_view": "train", "frozen_bn": False, "knn_backend": "auto",
+            "phase3_epochs": None, "phase3_lr": None, "phase3_momentum": 0.95, "phase3_weight_decay": 5e-4,
+            "phase3_batch": None},
     variants={"default": {}, "code": {}, "readme": {"pipeline": "readme"}, "single_step": {"pipeline": "single_step"},
-              "selection_test": {"selection": "test"},
+              "selection_test": {"selection": "test"}, "frozen_bn": {"frozen_bn": True},
+              "mining_test_view": {"mining_view": "test"},
               **{f"alpha_{a:.1f}": {"alpha": a} for a in ALPHAS}},
-    # phase 1 as the code trains it: SGD momentum 0.9, wd 1e-3, no schedule, batch 128,
-    # TrivialAugmentWide with p 0.5 → RandomResizedCrop → flip
+    # phase 1 as the code trains it (configs.py CLASS defaults, datasets.py transforms):
+    # SGD lr 1e-3, momentum 0.9, wd 1e-3, no schedule, batch 128; TrivialAugmentWide with
+    # p 0.5 on the whole image → RandomResizedCrop(scale 0.08–1) → flip. Phases 2–4 use
+    # the same augmentation.
     recipe={"optimizer": "sgd", "nesterov": False, "momentum": 0.9, "weight_decay": 1e-3, "scheduler": "none",
             "batch_size": 128, "augment": "trivial_augment", "policy_p": 0.5,
-            "policy_before_crop": True, "lr": 0.01},
+            "policy_before_crop": True, "crop_scale_min": 0.08, "lr": 1e-3},
     scales={"paper": {"epochs": 100, "image_size": 224}},
 )
 
