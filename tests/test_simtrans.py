@@ -1,6 +1,7 @@
-"""SimTrans: pair construction, the weighting formula, g(a) and the graph term, pair F1,
-the class batches, the noise simulator and the weak_shot view, the loss's alternating
-epochs, and every variant end to end at smoke scale."""
+"""SimTrans: pair construction, the head's widths, the weighting formulas (savg1, avg1),
+g(a) and the graph term, pair F1, the code's per-epoch class batches, the noise simulator
+and the weak_shot view, the alternating epochs' parity, the stages' cache keys, and every
+variant end to end at smoke scale."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fgvcbench.api import DataError, DatasetRequest, ImageList
+from fgvcbench.api import DataError, DatasetRequest, ImageList, Recipe
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
-from fgvcbench_plugins.simtrans import SimTransLoss
+from fgvcbench.spec import canonical_json
+from fgvcbench_plugins.simtrans import (SIMNET_KEYS, SIMTRANS, SimTransLoss, is_graph_epoch, scaled_epochs,
+                                        stage_inputs)
 from fgvcbench_plugins.simtrans.data import simulate_noise
-from fgvcbench_plugins.simtrans.simnet import (RelationHead, all_pairs, class_batch, g, graph_loss, pair_auroc,
-                                               pair_f1, pair_targets, sample_weights)
+from fgvcbench_plugins.simtrans.simnet import (Discriminator, RelationHead, all_pairs, epoch_batches, g, graph_loss,
+                                               head_widths, pair_auroc, pair_f1, pair_targets, sample_weights)
 
 from conftest import SHARED_DATA, records_by_variant, write_suite
 
@@ -32,13 +35,19 @@ def test_all_ordered_pairs_with_self_pairs_in_row_major_order():
     assert pair_targets(torch.tensor([0, 1, 0])).tolist() == [1, 0, 1, 0, 1, 0, 1, 0, 1]
 
 
-def test_relation_head_layers_follow_the_paper():
+def test_relation_head_widths_scale_with_the_feature_size_as_the_code():
+    assert head_widths(2048) == (4096, 2048, 2048)          # ResNet-50: the paper's 4096/2048/2048
     head = RelationHead(8)
     logits, r = head(torch.randn(6, 16))
-    assert logits.shape == (6, 2) and r.shape == (6, 2048)
+    assert logits.shape == (6, 2) and r.shape == (6, 8) and head.relation_dim == 8
     widths = [m.out_features for m in head.modules() if isinstance(m, torch.nn.Linear)]
-    assert widths == [4096, 2048, 2048, 2]
+    assert widths == [16, 8, 8, 2]                           # 2n, n, n, 2
     assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules()) == 3
+    assert [m.out_features for m in RelationHead(8, (6, 5, 4)).modules() if isinstance(m, torch.nn.Linear)] == \
+        [6, 5, 4, 2]
+    disc = Discriminator(head.relation_dim)
+    assert [m.out_features for m in disc.modules() if isinstance(m, torch.nn.Linear)] == [8, 2]
+    assert disc(r).shape == (6, 2)
 
 
 def test_sample_weights_average_rows_and_columns_within_a_class_and_normalise():
@@ -55,6 +64,21 @@ def test_sample_weights_average_rows_and_columns_within_a_class_and_normalise():
     assert torch.allclose(w[:3], torch.tensor([r / mean for r in raw]))
     assert w[3] == pytest.approx(1.0)                 # a class of one: its own mean
     assert w[:3].mean() == pytest.approx(1.0) and w[2] < w[0]   # the outlier weighs least
+    assert torch.equal(sample_weights(s, labels, "savg1"), w)   # savg1 is the default (train_main.py)
+
+
+def test_avg1_weights_use_the_row_alone():
+    s = torch.tensor([[1.0, 0.8, 0.2],
+                      [0.6, 1.0, 0.1],
+                      [0.0, 0.4, 1.0]])
+    labels = torch.tensor([0, 0, 0])
+    raw = [(1.0 + 0.8 + 0.2) / 3, (0.6 + 1.0 + 0.1) / 3, (0.0 + 0.4 + 1.0) / 3]   # mean_j S_ij
+    avg1 = sample_weights(s, labels, "avg1")
+    assert torch.allclose(avg1, torch.tensor([r / (sum(raw) / 3) for r in raw]))
+    assert not torch.allclose(avg1, sample_weights(s, labels, "savg1"))
+    assert torch.allclose(sample_weights(s.T.contiguous(), labels, "savg1"), sample_weights(s, labels, "savg1"))
+    with pytest.raises(ValueError, match="weight type"):
+        sample_weights(s, labels, "den0.6")
 
 
 def test_g_and_the_graph_term():
@@ -79,14 +103,21 @@ def test_pair_f1_counts_off_diagonal_pairs():
     assert pair_f1(shy, labels)["f1"] == 0 and pair_auroc(shy, labels) == pytest.approx(100)
 
 
-def test_class_batch_spreads_images_over_the_chosen_classes():
-    labels = torch.arange(30).repeat_interleave(5)
-    rows = class_batch(labels, 20, 50, torch.Generator().manual_seed(0))
-    counts = Counter(labels[rows].tolist())
-    assert len(rows) == 50 and len(set(rows.tolist())) == 50
-    assert len(counts) == 20 and set(counts.values()) == {2, 3}
-    small = class_batch(torch.tensor([0, 0, 1]), 20, 50, torch.Generator().manual_seed(0))
-    assert sorted(small.tolist()) == [0, 1, 2]      # fewer images than asked: all of them
+def test_epoch_batches_draw_every_image_at_most_once_from_few_classes():
+    labels = torch.arange(30).repeat_interleave(7)                 # 210 images
+    batches = epoch_batches(labels, 20, 50, torch.Generator().manual_seed(0))
+    assert len(batches) == 210 // 50
+    drawn = torch.cat(batches).tolist()
+    assert len(drawn) == len(set(drawn))                           # without replacement within the epoch
+    for rows in batches:
+        assert len(Counter(labels[rows].tolist())) <= 20
+    assert len(batches[0]) == 50
+    web_labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 3)
+    web = epoch_batches(web_labels, 2, 5, torch.Generator().manual_seed(1))
+    assert len(web) == 12 // 5 and all(len(set(web_labels[b].tolist())) <= 2 for b in web)   # 2 classes a batch
+    short = epoch_batches(torch.tensor([0, 0, 1, 1]), 1, 3, torch.Generator().manual_seed(0))
+    assert len(short) == 1 and len(short[0]) == 2                  # one class of two: the batch ends short
+    assert epoch_batches(torch.tensor([0, 1]), 2, 3, torch.Generator().manual_seed(0)) == []
 
 
 def _toy_train(n_classes=4, per_class=10) -> ImageList:
@@ -177,29 +208,75 @@ def test_weak_shot_view_of_real_cub_uses_the_zero_shot_split():
     assert all(label < k for label in splits.test.labels) and 250 < len(splits.test) < 320
 
 
-def test_loss_weights_samples_and_adds_the_graph_term_on_even_epochs_only():
-    head = RelationHead(4, hidden=(8, 8, 8)).eval()
+def test_graph_term_on_the_codes_even_zero_based_epochs_first_epoch_included():
+    # alternate_with_GCN.py: `if epoch % 2 == c0g1 (1): train_cls else train_gcn`, epochs from 0
+    assert [is_graph_epoch(e) for e in range(5)] == [True, False, True, False, True]
+
+
+def test_loss_weights_samples_and_adds_the_graph_term_when_given_an_adjacency():
     labels, weights = torch.tensor([0, 1, 0]), torch.tensor([2.0, 0.0, 1.0])
-    loss = SimTransLoss(labels, weights, head, torch.randn(3, 4), alpha=0.1, mu=-4.0, graph=True, smoothing=0.0,
-                        device=torch.device("cpu"))
+    loss = SimTransLoss(labels, weights, alpha=0.1, mu=-4.0, smoothing=0.0, device=torch.device("cpu"))
     logits = torch.randn(3, 2)
     z = torch.randn(3, 5) * 10
     rows = torch.arange(3)
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-    loss.set_epoch(1)
-    assert float(loss((logits, z), rows)) == pytest.approx(float((weights * ce).mean()), rel=1e-5)
-    loss.set_epoch(2)
-    assert float(loss((logits, z), rows)) > float((weights * ce).mean()) + 1e-3
+    assert float(loss(logits, rows)) == pytest.approx(float((weights * ce).mean()), rel=1e-5)
+    a = torch.full((3, 3), 0.7)
+    expected = float((weights * ce).mean()) + 0.1 * float(graph_loss(z, a))
+    assert float(loss(logits, rows, z, a)) == pytest.approx(expected, rel=1e-5)
+    assert float(loss(logits[[2, 0]], torch.tensor([2, 0]))) == pytest.approx(float((weights * ce)[[2, 0]].mean()))
 
 
-def test_every_variant_end_to_end_and_beta0_matches_weights_graph(tmp_path, runner):
+def test_stage_epochs_keep_the_codes_proportions():
+    # 3_train.sh: weighted CE 60, alternating 100; 0_pretrain.sh 30; 1_simnet.sh 50
+    assert [scaled_epochs(60, s) for s in ("pretrain", "simnet", "weighted", "graph")] == [30, 50, 60, 100]
+    assert [scaled_epochs(30, s) for s in ("pretrain", "simnet", "weighted", "graph")] == [15, 25, 30, 50]
+    assert [scaled_epochs(1, s) for s in ("pretrain", "simnet", "weighted", "graph")] == [1, 1, 1, 2]
+
+
+def _key(inputs: dict) -> str:
+    return canonical_json(inputs)
+
+
+def test_stage_cache_keys_hold_the_whole_recipe_and_every_param_a_stage_reads():
+    where = {"dataset": {"name": "weak_shot", "options": {}}, "backbone": {"name": "r", "pretrained": True}, "seed": 0}
+    recipe = Recipe().replace(**SIMTRANS.recipe)
+    params = {v: SIMTRANS.resolve_params(v) for v in SIMTRANS.variants}
+    base = stage_inputs(params["full"], recipe, **where)
+    for field, value in (("crop_scale_min", 0.3), ("policy_p", 0.5), ("random_erasing", 0.25), ("amp", False),
+                         ("val_fraction", 0.2), ("image_size", 64), ("augment", "flip"), ("batch_size", 4)):
+        changed = stage_inputs(params["full"], recipe.replace(**{field: value}), **where)
+        assert all(_key(changed[s]) != _key(base[s]) for s in ("pretrain", "simnet", "weighted")), field
+    for key in SIMNET_KEYS:
+        value = {"simnet_web": False, "beta": 0.0, "simnet_hidden": [8, 4, 4], "simnet_init": "backbone"}.get(key, 3)
+        changed = stage_inputs({**params["full"], key: value}, recipe, **where)
+        assert _key(changed["simnet"]) != _key(base["simnet"]) and _key(changed["weighted"]) != _key(base["weighted"])
+        assert _key(changed["pretrain"]) == _key(base["pretrain"]), key
+    for key in ("pretrain_epochs", "pretrain_batch_size"):    # SimNet starts from the pretrained CE model
+        changed = stage_inputs({**params["full"], key: 7}, recipe, **where)
+        assert all(_key(changed[s]) != _key(base[s]) for s in base), key
+    assert _key(stage_inputs({**params["full"], "simnet_epochs": 7}, recipe, **where)["simnet"]) != _key(base["simnet"])
+    on_test = stage_inputs({**params["full"], "selection": "test"}, recipe, **where)
+    assert all(_key(on_test[s]) != _key(base[s]) for s in base)
+    # the graph stage's own params leave the cached stages alone
+    for key, value in (("alpha", 0.5), ("mu", -2.0), ("graph_batch_size", 64), ("graph_epochs", 7)):
+        changed = stage_inputs({**params["full"], key: value}, recipe, **where)
+        assert all(_key(changed[s]) == _key(base[s]) for s in base), key
+    by_variant = {v: stage_inputs(params[v], recipe, **where) for v in ("weights", "weights_graph", "beta0", "full",
+                                                                        "ce_noisy")}
+    assert _key(by_variant["weights"]["weighted"]) == _key(by_variant["weights_graph"]["weighted"])   # shared
+    assert _key(by_variant["beta0"]["simnet"]) != _key(by_variant["weights_graph"]["simnet"])   # joint BN forward
+    assert len({_key(i["pretrain"]) for i in by_variant.values()}) == 1      # one CE model: ce_noisy, SimNet init
+
+
+def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
     get_registry(refresh=True)
     out = tmp_path / "out"
     suite = write_suite(tmp_path, f"""
         output: {out}
         seeds: [0]
         device: cpu
-        train: {{epochs: 2, image_size: 32, batch_size: 16}}
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
         datasets:
           - {{name: weak_shot, options: {{of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
               of_options: {{coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}}}}
@@ -207,7 +284,8 @@ def test_every_variant_end_to_end_and_beta0_matches_weights_graph(tmp_path, runn
         methods:
           - name: simtrans
             variants: [ce_noisy, weights, weights_graph, full, beta0]
-            params: {{simnet_hidden: [64, 32, 32], images_per_batch: 16, web_images_per_batch: 8}}
+            params: {{simnet_hidden: [64, 32, 32], images_per_batch: 12, graph_batch_size: 48,
+                      pretrain_batch_size: 16}}
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -220,11 +298,23 @@ def test_every_variant_end_to_end_and_beta0_matches_weights_graph(tmp_path, runn
         assert 0 <= m["weight_auroc"] <= 100 and 0 <= m["simnet_pair_f1_base"] <= 100
         assert 0 <= m["simnet_pair_auroc_novel"] <= 100
         assert m["novel_classes"] == 4 and 0 <= m["top1"] <= 100
-    assert records["beta0"]["metrics"]["top1"] == records["weights_graph"]["metrics"]["top1"]
-    assert records["beta0"]["metrics"]["weight_auroc"] == records["weights"]["metrics"]["weight_auroc"]
-    assert len(list((out / "stages").glob("simtrans_simnet-*.pt"))) == 2     # β = 0 and β = 0.1
-    simnet_rows = [h for h in records["full"]["history"] if h.get("phase") == "simnet"]
-    assert simnet_rows and "d_loss" in simnet_rows[0]                      # the adversarial part ran
+    for name in ("weights_graph", "full", "beta0"):
+        assert 0 <= records[name]["metrics"]["weight_auroc_avg1"] <= 100
+        graph_rows = [h for h in records[name]["history"] if h.get("phase") == "graph"]
+        # epochs 1 → the alternating stage's 2: the graph term (batch 48) first, then CE alone (batch 16)
+        assert [(h["epoch"], h["graph"], h["batch_size"]) for h in graph_rows] == [(1, True, 48), (2, False, 16)]
+    # one CE model on the noisy data (ce_noisy's row and every SimNet's start), SimNets: base-only
+    # (weights, weights_graph), joint forward with β = 0 (beta0) and β = 0.1 (full); the weighted-CE
+    # stage shared by weights and weights_graph
+    stages = Counter(p.name.split("-")[0] for p in (out / "stages").glob("simtrans_*.pt"))
+    assert stages == {"simtrans_pretrain": 1, "simtrans_simnet": 3, "simtrans_weighted": 3}
+    assert records["weights"]["metrics"]["top1"] == records["weights_graph"]["metrics"]["weighted_top1"]
+    assert records["weights"]["metrics"]["weight_auroc"] == records["weights_graph"]["metrics"]["weight_auroc"]
+    for name, joint in (("full", True), ("beta0", True), ("weights", False)):
+        simnet_rows = [h for h in records[name]["history"] if h.get("phase") == "simnet"]
+        assert simnet_rows and sum(h["steps"] for h in simnet_rows) > 0
+        assert ("d_loss" in simnet_rows[0]) == joint                       # the discriminator trains at β = 0 too
+        assert "select_f1" in simnet_rows[0]                               # selected on base validation pairs
 
 
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):
@@ -233,7 +323,7 @@ def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):
         output: {out}
         seeds: [0]
         device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
         datasets: [{{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}}}]
         backbones: [test_resnet]
         methods: [simtrans]

@@ -1,9 +1,13 @@
 """SimNet and the pieces SimTrans builds on it: ordered pair construction, the relation
-MLP, the adversarial discriminator, sample weights and the graph term's g(a)."""
+MLP, the adversarial discriminator, the code's per-epoch class batches, sample weights
+and the graph term's g(a)."""
 
 from __future__ import annotations
 
+import copy
 import math
+import time
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -30,14 +34,25 @@ def _block(n_in: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU(inplace=True))
 
 
-class RelationHead(nn.Module):
-    """[f_i, f_j] → FC 4096–BN–ReLU → FC 2048–BN–ReLU (relation feature r_ij) →
-    FC 2048–BN–ReLU → FC 2 (different / same)."""
+def head_widths(dim: int) -> tuple[int, int, int]:
+    """The code's head for n-dimensional features (``GANSimilarityHead4``): 2n, n, n —
+    4096, 2048, 2048 for ResNet-50's 2048."""
+    return 2 * dim, dim, dim
 
-    def __init__(self, dim: int, hidden: tuple[int, int, int] = (4096, 2048, 2048)):
+
+class RelationHead(nn.Module):
+    """[f_i, f_j] → FC 2n–BN–ReLU → FC n–BN–ReLU (relation feature r_ij) → FC n–BN–ReLU →
+    FC 2 (different / same); n the backbone's feature size unless ``hidden`` says."""
+
+    def __init__(self, dim: int, hidden: tuple[int, int, int] | None = None):
         super().__init__()
+        hidden = tuple(hidden) if hidden else head_widths(dim)
         self.relation = nn.Sequential(_block(2 * dim, hidden[0]), _block(hidden[0], hidden[1]))
         self.classify = nn.Sequential(_block(hidden[1], hidden[2]), nn.Linear(hidden[2], 2))
+
+    @property
+    def relation_dim(self) -> int:
+        return self.relation[-1][0].out_features
 
     def forward(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.relation(pairs)
@@ -45,12 +60,12 @@ class RelationHead(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """r_ij → FC 2048–LayerNorm–ReLU → FC 2 (base pair = 0, web pair = 1)."""
+    """r_ij → FC d–LayerNorm–ReLU → FC 2 (base pair = 0, web pair = 1), d the relation
+    feature's width (the code's ``DomainClassifier``)."""
 
-    def __init__(self, dim: int = 2048, hidden: int = 2048):
+    def __init__(self, dim: int = 2048):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LayerNorm(hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, 2))
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, 2))
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
         return self.net(r)
@@ -59,7 +74,7 @@ class Discriminator(nn.Module):
 class SimNet(nn.Module):
     """A backbone's pooled features → every ordered pair → the relation head."""
 
-    def __init__(self, backbone: nn.Module, hidden: tuple[int, int, int] = (4096, 2048, 2048)):
+    def __init__(self, backbone: nn.Module, hidden: tuple[int, int, int] | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = RelationHead(backbone.num_features, hidden)
@@ -88,15 +103,23 @@ def same_probability(head: RelationHead, feats_a: torch.Tensor, feats_b: torch.T
     return out
 
 
-def sample_weights(similarity: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """SimTrans's weights: within each class c, w_i = ½(mean_j S_ij + mean_j S_ji) over the
-    class's images j (i included), divided by the class mean of w. ``similarity`` is the
-    full S over the images, ``labels`` their class."""
+WEIGHT_TYPES = ("savg1", "avg1")
+
+
+def sample_weights(similarity: torch.Tensor, labels: torch.Tensor, kind: str = "savg1") -> torch.Tensor:
+    """SimTrans's weights, within each class c over the class's images j (i included), then
+    divided by the class mean: ``savg1`` (the weighted-CE stage, ``train_main.py``)
+    w_i = ½(mean_j S_ij + mean_j S_ji); ``avg1`` (the alternating stage,
+    ``alternate_with_GCN.py``) w_i = mean_j S_ij, the row alone. S_ij is SimNet's
+    probability for the pair [x_i, x_j]. ``similarity`` is the full S over the images,
+    ``labels`` their class."""
+    if kind not in WEIGHT_TYPES:
+        raise ValueError(f"weight type {kind!r}: use one of {', '.join(WEIGHT_TYPES)}")
     w = torch.empty(len(labels))
     for c in torch.unique(labels).tolist():
         rows = torch.nonzero(labels == c).flatten()
         s = similarity[rows][:, rows]
-        wc = 0.5 * (s.mean(dim=1) + s.mean(dim=0))
+        wc = s.mean(dim=1) if kind == "avg1" else 0.5 * (s.mean(dim=1) + s.mean(dim=0))
         w[rows] = wc / wc.mean().clamp_min(1e-12)
     return w
 
@@ -113,7 +136,9 @@ def graph_loss(z: torch.Tensor, adjacency: torch.Tensor, mu: float = -4.0) -> to
 
 
 def pair_f1(probability: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """F1 (in percent) of "same class" predictions (S > 0.5) over all ordered pairs i ≠ j."""
+    """F1 (in percent) of "same class" predictions (S > 0.5) over all ordered pairs i ≠ j
+    of the given images (not the code's protocol: it scores batches of 10 classes × 10
+    images with self-pairs included)."""
     same = labels[:, None] == labels[None, :]
     off = ~torch.eye(len(labels), dtype=torch.bool)
     pred, truth = (probability > 0.5)[off], same[off]
@@ -138,84 +163,131 @@ def pair_auroc(probability: torch.Tensor, labels: torch.Tensor) -> float:
     return 100 * float(roc_auc_score(truth, score))
 
 
-def class_batch(labels: torch.Tensor, n_classes: int, n_images: int, generator: torch.Generator) -> torch.Tensor:
-    """A SimTrans batch: ``n_images`` images from ``n_classes`` random classes, spread as
-    evenly as the classes allow (rows of ``labels``)."""
-    classes = torch.unique(labels)
-    pick = classes[torch.randperm(len(classes), generator=generator)[:n_classes]]
-    pools = [torch.nonzero(labels == c).flatten() for c in pick.tolist()]
-    pools = [p[torch.randperm(len(p), generator=generator)] for p in pools]
-    chosen, taken = [], [0] * len(pools)
-    while len(chosen) < n_images and any(t < len(p) for t, p in zip(taken, pools)):
-        for k, pool in enumerate(pools):
-            if len(chosen) < n_images and taken[k] < len(pool):
-                chosen.append(int(pool[taken[k]]))
-                taken[k] += 1
-    return torch.tensor(chosen, dtype=torch.long)
+def epoch_batches(labels: torch.Tensor, n_classes: int, n_images: int,
+                  generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of SimNet batches as the code's ``RandPairSet`` draws them: ``len // n_images``
+    batches; each picks ``n_classes`` classes among those with images left, then draws
+    ``n_images`` times a random one of them and pops a random image of it (a class that
+    runs out leaves the batch, which may end short). Every image is drawn at most once per
+    epoch. The batches come in random order (the code's shuffled loader)."""
+    pools: dict[int, list[int]] = {}
+    for i, c in enumerate(labels.tolist()):
+        pools.setdefault(c, []).append(i)
+    randint = lambda n: int(torch.randint(n, (1,), generator=generator))  # noqa: E731
+    batches = []
+    for _ in range(len(labels) // max(n_images, 1)):
+        left = [c for c, pool in pools.items() if pool]
+        if not left:
+            break
+        selected = [left[i] for i in torch.randperm(len(left), generator=generator)[:n_classes].tolist()]
+        batch: list[int] = []
+        while selected and len(batch) < n_images:
+            s = randint(len(selected))
+            pool = pools[selected[s]]
+            batch.append(pool.pop(randint(len(pool))))
+            if not pool:
+                selected.pop(s)
+        batches.append(torch.tensor(batch, dtype=torch.long))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def step_factor(epoch: int, interval: int, gamma: float = 0.5) -> float:
+    """The code's schedule: lr · gamma^(epoch // interval), 0-based epochs."""
+    return gamma ** (epoch // max(1, interval))
 
 
 def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.Tensor,
                  web_images: torch.Tensor | None, web_labels: torch.Tensor | None, augment, *,
-                 epochs: int, lr: float, momentum: float, weight_decay: float, beta: float,
+                 epochs: int, lr: float, domain_lr: float, momentum: float, weight_decay: float, beta: float,
                  classes_per_batch: int, images_per_batch: int, web_classes_per_batch: int,
-                 web_images_per_batch: int, device: torch.device, seed: int, amp: bool = True) -> list[dict]:
-    """SimNet on base pairs (2-way CE over all B² ordered pairs); with β > 0 also the
-    adversarial part: a discriminator tells base pairs' relation features from web pairs'
-    (trained on detached features) and SimNet minimises CE_sim − β·CE_D. SGD, lr halved
-    every half of the epochs (the code: every 25 of 50)."""
+                 device: torch.device, seed: int, amp: bool = True,
+                 evaluate: Callable[[SimNet], dict[str, float]] | None = None) -> tuple[list[dict], int]:
+    """SimNet as ``train_GAN_similarity.py`` trains it. Without web images: base batches
+    alone, 2-way CE over their B² ordered pairs. With web images (``web_images`` given,
+    the code's setting whatever β): each step zips a base batch with a web batch (an
+    epoch is as long as the shorter of the two batch lists; a pair of batches of unequal
+    length is skipped), the backbone runs on both at once and the head on both pair sets
+    at once (BatchNorm statistics mix base and web), the CE counts base pairs only and
+    SimNet minimises CE − β·CE_D, CE_D the discriminator's loss on the relation features
+    (base 0, web 1); the discriminator then learns on the detached features (also at
+    β = 0). SGD optimisers are rebuilt every epoch (momentum restarts), lr halved every
+    half of the epochs (the code: every 25 of 50). ``evaluate(simnet)`` after each epoch
+    returns ``{"f1", "auroc"}``; the epoch with the best F1 (AUROC breaks ties) is kept
+    (without ``evaluate``: the last). Returns the history and the kept epoch (1-based)."""
     generator = torch.Generator().manual_seed(seed)
     simnet.to(device)
-    adversarial = beta > 0 and web_images is not None and len(web_images) > 0
-    disc = Discriminator(simnet.head.relation[-1][0].out_features).to(device) if adversarial else None
-    opt = torch.optim.SGD(simnet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    opt_d = torch.optim.SGD(disc.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay) if disc else None
-    step_size = max(1, epochs // 2)
-    steps = max(1, len(base_labels) // images_per_batch)
+    joint = web_images is not None and web_labels is not None and len(web_images) > 0
+    disc = Discriminator(simnet.head.relation_dim).to(device) if joint else None
+    interval = max(1, epochs // 2)
     autocast = device.type == "cuda" and amp
     base_images = resident(base_images, device)
-    web_images = resident(web_images, device) if adversarial else web_images
+    web_images = resident(web_images, device) if joint else web_images
 
     def batch_of(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return augment.train(gather_rows(images, to_device(rows, images.device), device))
 
-    history = []
-    for epoch in range(1, epochs + 1):
-        factor = 0.5 ** ((epoch - 1) // step_size)
-        for group in opt.param_groups + (opt_d.param_groups if opt_d else []):
-            group["lr"] = lr * factor
+    history, best, best_epoch, best_state = [], None, epochs, None
+    for epoch in range(epochs):
+        factor = step_factor(epoch, interval)
+        # the code builds its optimisers anew every epoch
+        opt = torch.optim.SGD(simnet.parameters(), lr=lr * factor, momentum=momentum, weight_decay=weight_decay)
+        opt_d = torch.optim.SGD(disc.parameters(), lr=domain_lr * factor, momentum=momentum,
+                                weight_decay=weight_decay) if disc else None
+        a_batches = epoch_batches(base_labels, classes_per_batch, images_per_batch, generator)
+        b_batches = epoch_batches(web_labels, web_classes_per_batch, images_per_batch, generator) if joint else None
+        steps = list(zip(a_batches, b_batches)) if joint else [(a, None) for a in a_batches]
         simnet.train()
+        t0 = time.perf_counter()
         # summed on the device and read once per epoch (no per-step wait for the GPU)
-        sim_loss = RunningLoss(device, "SimNet loss", f"at epoch {epoch}")
-        d_loss_sum = RunningLoss(device, "discriminator loss", f"at epoch {epoch}")
+        sim_loss = RunningLoss(device, "SimNet loss", f"at epoch {epoch + 1}")
+        d_loss_sum = RunningLoss(device, "discriminator loss", f"at epoch {epoch + 1}")
         correct = torch.zeros((), device=device)
-        for _ in range(steps):
-            rows = class_batch(base_labels, classes_per_batch, images_per_batch, generator)
-            x = batch_of(base_images, rows)
-            y = to_device(pair_targets(base_labels[rows]), device)
+        done = 0
+        for a_rows, b_rows in steps:
+            if b_rows is not None and len(a_rows) != len(b_rows):
+                continue  # the code skips a step whose two batches differ in length
+            y = to_device(pair_targets(base_labels[a_rows]), device)
+            x = batch_of(base_images, a_rows)
+            if b_rows is not None:
+                x = torch.cat([x, batch_of(web_images, b_rows)])
+            n_a = len(a_rows) ** 2
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                logits, r = simnet(x)
-                loss = F.cross_entropy(logits.float(), y)
+                f = simnet.embed(x)
+                pairs = all_pairs(f) if b_rows is None else torch.cat([all_pairs(f[:len(a_rows)]),
+                                                                       all_pairs(f[len(a_rows):])])
+                logits, r = simnet.head(pairs)
+                loss = F.cross_entropy(logits[:n_a].float(), y)
                 if disc is not None:
-                    web_rows = class_batch(web_labels, web_classes_per_batch, web_images_per_batch, generator)
-                    _, r_web = simnet(batch_of(web_images, web_rows))
-                    r_all = torch.cat([r, r_web])
-                    domain = to_device(torch.cat([torch.zeros(len(r)), torch.ones(len(r_web))]).long(), device)
-                    loss = loss - beta * F.cross_entropy(disc(r_all).float(), domain)
+                    domain = to_device(torch.cat([torch.zeros(n_a), torch.ones(len(r) - n_a)]).long(), device)
+                    if beta:
+                        loss = loss - beta * F.cross_entropy(disc(r).float(), domain)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if disc is not None:  # the discriminator learns on detached relation features
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                    d_loss = F.cross_entropy(disc(r_all.detach()).float(), domain)
+                    d_loss = F.cross_entropy(disc(r.detach()).float(), domain)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
                 d_loss_sum.add(d_loss)
             sim_loss.add(loss)
-            correct += (logits.argmax(1) == y).float().mean()
-        row = {"epoch": epoch, "phase": "simnet", "lr": lr * factor, "sim_loss": sim_loss.mean(),
-               "pair_accuracy": correct.item() / steps}
-        if disc is not None:
+            correct += (logits[:n_a].argmax(1) == y).float().mean()
+            done += 1
+        row = {"epoch": epoch + 1, "phase": "simnet", "lr": lr * factor, "steps": done,
+               "skipped_steps": len(steps) - done, "sim_loss": sim_loss.mean() if done else float("nan"),
+               "pair_accuracy": correct.item() / done if done else float("nan"),
+               "seconds": time.perf_counter() - t0}
+        if disc is not None and done:
             row["d_loss"] = d_loss_sum.mean()
+        if evaluate is not None:
+            scores = evaluate(simnet)
+            row.update({f"select_{k}": v for k, v in scores.items()})
+            key = (scores["f1"], -1.0 if scores["auroc"] != scores["auroc"] else scores["auroc"])
+            if best is None or key > best:
+                best, best_epoch = key, epoch + 1
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in simnet.state_dict().items()})
         history.append(row)
-    return history
+    if best_state is not None and best_epoch != epochs:
+        simnet.load_state_dict(best_state)
+    return history, best_epoch
