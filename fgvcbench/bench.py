@@ -108,6 +108,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
 
     if res < 16 or batch < 2 or steps < 1:
         raise UserError(f"--res {res} --batch {batch} --steps {steps}: need res >= 16, batch >= 2, steps >= 1")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers {workers}: use 0 (load in the main process) or more")
     recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01, random_erasing=random_erasing)
     problems = recipe.validate()
     if problems:
@@ -118,8 +120,10 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     spec = registry.datasets.get(dataset)
     if spec is None:
         raise UserError(f"unknown dataset {dataset!r} — `fgvcbench plugins` lists them")
-    if spec.needs_root and (root is None or not Path(root).is_dir()):
-        raise UserError(f"dataset {dataset!r} needs --root: the folder is {root!r}; expected layout: {spec.layout}")
+    if spec.needs_root and root is None:
+        raise UserError(f"dataset {dataset!r} needs --root DIR; expected layout: {spec.layout}")
+    if spec.needs_root and not Path(root).is_dir():
+        raise UserError(f"--root {root}: no such folder — expected layout: {spec.layout}")
     cache = cache_dir or Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
     options = dict(spec.options)
     if dataset == "synthetic":

@@ -6,6 +6,8 @@ traceback) · 130 interrupted (finished runs are kept; run again to resume).
 
 from __future__ import annotations
 
+import os
+
 import functools
 import json
 import sys
@@ -100,6 +102,18 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
     return [f"cuda:{i}" for i in dict.fromkeys(indices)]
 
 
+def _writable_output(out: Path) -> None:
+    """The results folder exists (or is created) and takes files, before any run starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write results to {out}: {exc.strerror or exc} — pass --output DIR with a "
+                        f"writable folder") from None
+
+
 @app.command()
 @friendly
 def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml."),
@@ -130,6 +144,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     _warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
                        data_root=data_root, check_data=not dry_run)
+    if not dry_run:
+        _writable_output(Path(suite.output))
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
         if gpus is not None or workers is not None or (executor or suite.executor) != "local":
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")

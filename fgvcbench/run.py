@@ -268,6 +268,10 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         metrics = dict(method.run(ctx) or {})
         if "top1" not in metrics:
             raise ValueError(f"method {spec.method!r} returned no 'top1' metric")
+        top1 = metrics["top1"]
+        if isinstance(top1, bool) or not isinstance(top1, (int, float)):
+            raise UserError(f"method {spec.method!r} returned top1 = {top1!r}; it must be a number (percent)")
+        metrics["top1"] = float(top1)
         if any(isinstance(v, float) and v != v for k, v in metrics.items() if k.startswith("top1")):
             raise DivergedError("the model's accuracy is NaN")
     except DivergedError as exc:

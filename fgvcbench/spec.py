@@ -56,8 +56,11 @@ def dataset_label(dataset: dict) -> str:
     """How tables name a run's dataset: its name, and for a dataset *view* (a dataset whose
     options name the dataset it is built ``of``) the base too, with the base's level and
     the view's noise rate where set — e.g. ``coarse(cub)``, ``coarse(aircraft/family)``,
-    ``weak_shot(cub, ρ=0.2)``."""
+    ``weak_shot(cub, ρ=0.2)``; a dataset read from another folder than its adapter's
+    default carries the folder's name, ``cub@CUB_200_2011_first50``."""
     name = str(dataset.get("name"))
+    if dataset.get("root_name"):   # a copy in another folder than the adapter's default (e.g. a subset)
+        name = f"{name}@{dataset['root_name']}"
     options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
     of = options.get("of")
     if not isinstance(of, str) or not of:

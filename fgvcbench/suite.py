@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
-from fgvcbench.errors import SuiteError
+from fgvcbench.errors import SuiteError, UserError
 from fgvcbench.plugins import Registry, suggest
 from fgvcbench.spec import RunSpec
 
@@ -74,6 +74,8 @@ def _scalar(node: yaml.Node) -> Any:
     """A scalar (or any node) resolved exactly as ``yaml.safe_load`` would."""
     if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str":
         return node.value
+    if isinstance(node, yaml.ScalarNode):   # int, float, bool, null (an empty value too): the safe constructor
+        return yaml.SafeLoader("").construct_object(node, deep=True)
     return yaml.safe_load(yaml.serialize(node))
 
 
@@ -243,6 +245,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         ck.fail((), "a suite must be a YAML mapping (datasets:, backbones:, methods: …)")
     ck.keys(data, TOP_KEYS, (), "the suite")
     name = ck.typed(data.get("name", file.stem), (str,), ("name",), "a string")
+    if scale is not None and scale not in SCALES:   # from --scale: not the file's fault
+        close = suggest(scale, SCALES)
+        raise UserError(f"--scale {scale!r} is not a scale — " +
+                        (f"did you mean {close!r}?" if close else f"use one of {', '.join(SCALES)}"))
     scale = scale or ck.typed(data.get("scale", "smoke"), (str,), ("scale",), "a string")
     if scale not in SCALES:
         close = suggest(scale, SCALES)
@@ -288,6 +294,12 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 ck.fail(("datasets", i, "options", key), f"unknown option for dataset {spec.name!r}",
                         f"did you mean {close!r}?" if close else
                         f"options: {', '.join(spec.options) or 'none'}")
+            default = spec.options[key]
+            kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+            if kinds and value is not None and (not isinstance(value, kinds)
+                                                or (isinstance(value, bool) and type(default) is not bool)):
+                ck.fail(("datasets", i, "options", key), f"expected {type(default).__name__} like the default "
+                        f"{default!r}, got {type(value).__name__} {value!r}", "fix the value's type")
             options[key] = value
         root = entry.get("root")
         if root is not None:  # a relative root is a folder under data_root
@@ -299,7 +311,15 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
             ck.fail(where, f"data root for {spec.name!r} not found: {root}",
                     f"set 'root:' or data_root, or FGVCBENCH_DATA; expected layout: {spec.layout or 'see the docs'}")
-        datasets.append(({"name": spec.name, "options": options}, root, ("datasets", i)))
+        dataset = {"name": spec.name, "options": options}
+        if spec.needs_root and root is not None and Path(root).name != (spec.default_root or spec.name):
+            # another copy than the usual folder (a subset, a re-split): part of the run's identity,
+            # so two roots of one adapter are two datasets — by folder name, not machine path
+            dataset["root_name"] = Path(root).name
+        if any(d == dataset for d, _, _ in datasets):
+            ck.fail(("datasets", i), f"dataset {spec.name!r} is listed twice with the same options and root",
+                    "remove the repeated entry, or give it another root or options")
+        datasets.append((dataset, root, ("datasets", i)))
 
     backbones = []
     for i, item in enumerate(ck.typed(data.get("backbones", []), (list,), ("backbones", ), "a list")):

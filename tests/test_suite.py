@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fgvcbench.errors import SuiteError
+from fgvcbench.errors import SuiteError, UserError
 from fgvcbench.plugins import get_registry
 from fgvcbench.suite import SCALES, load_suite
 
@@ -128,3 +128,40 @@ def test_missing_data_root_is_caught_before_running(tmp_path, registry):
     assert err.key == "datasets[0].root" and err.line == 1 and "nowhere" in str(err)
     assert "train/<class>" in str(err)                      # the expected layout is shown
     assert load_suite(path, registry, check_data=False).runs  # --dry-run still shows the grid
+
+
+def test_an_empty_value_is_null_and_a_bad_scale_option_blames_the_option(tmp_path, registry):
+    path = tiny_suite(tmp_path, extra="")
+    text = path.read_text().replace("train: {epochs: 1, image_size: 32, batch_size: 8}",
+                                    "train:\n  epochs: 1\n  image_size: 32\n  patience:")
+    path.write_text(text)
+    assert load_suite(path, registry).runs[0].recipe["patience"] is None      # `patience:` = null = off
+    with pytest.raises(UserError) as info:
+        load_suite(path, registry, scale="nonsense")
+    assert str(info.value).startswith("--scale 'nonsense'") and not isinstance(info.value, SuiteError)
+
+
+def test_two_roots_of_one_adapter_are_two_datasets(tmp_path, registry):
+    for name in ("CUB_A", "CUB_B"):
+        (tmp_path / name).mkdir()
+    path = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        data_root: {tmp_path}
+        datasets: [{{name: cub, root: CUB_A}}, {{name: cub, root: CUB_B}}]
+        backbones: [test_resnet]
+        methods: [finetune]
+        """)
+    suite = load_suite(path, registry)
+    assert len({r.run_id for r in suite.runs}) == 2
+    from fgvcbench.spec import dataset_label
+    assert sorted(dataset_label(r.dataset) for r in suite.runs) == ["cub@CUB_A", "cub@CUB_B"]
+
+
+@pytest.mark.parametrize("datasets, key, needle", [
+    ("[{name: synthetic, options: {coarse: two}}]", "datasets[0].options.coarse", "expected int"),
+    (f"[{TINY_DATASET}, {TINY_DATASET}]", "datasets[1]", "listed twice"),
+])
+def test_dataset_option_types_and_repeated_datasets(tmp_path, registry, datasets, key, needle):
+    path = write_suite(tmp_path, f"datasets: {datasets}\nbackbones: [test_resnet]\nmethods: [finetune]\n")
+    err = error_of(path, registry)
+    assert err.key == key and needle in str(err) and err.line == 1

@@ -122,8 +122,13 @@ class DatasetSpec:
         ``bench``, ``data verify``, dataset views) loads through this."""
         from fgvcbench.errors import DataError
         try:
-            return self.load(request)
+            splits = self.load(request)
         except (KeyError, ValueError, IndexError, TypeError) as exc:
             raise DataError(f"{self.name}: malformed metadata under {request.root} "
                             f"({exc.__class__.__name__}: {exc}) — expected layout: "
                             f"{self.layout or 'see the docs'}") from exc
+        for split in ("train", "test"):
+            if not len(getattr(splits, split).paths):
+                raise DataError(f"{self.name}: the {split} split under {request.root} has no images — "
+                                f"check the split files; expected layout: {self.layout or 'see the docs'}")
+        return splits
