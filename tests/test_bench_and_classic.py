@@ -33,6 +33,8 @@ def test_bench_throughput_writes_three_modes(tmp_path, runner):
     assert float(rows[1]["ratio_to_classic"]) > 0 and rows[1]["backbone"] == "test_resnet"
     assert rows[1]["random_erasing"] == "0.1"                      # the classic pipeline's RandomErasing too
     bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub", "--root", str(tmp_path / "none")])
+    assert bad.exit_code == 2 and "no such folder" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub"])
     assert bad.exit_code == 2 and "needs --root" in bad.output and "Traceback" not in bad.output
     bad = runner.invoke(app, ["bench", "throughput", "--augment", "randaugment"])
     assert bad.exit_code == 2 and "--augment" in bad.output and "trivial_augment" in bad.output
