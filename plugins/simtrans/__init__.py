@@ -89,10 +89,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fgvcbench.api import (Method, Recipe, RunContext, RunningLoss, TensorData, TensorSplit, UserError,
-                           accuracy_metrics, gather_rows, hookimpl, model_layout, place_model, resident, to_device)
+                           accuracy_metrics, build_optimizer, gather_rows, hookimpl, lr_multiplier, model_layout,
+                           place_model, resident, to_device)
 
 from .data import WEAK_SHOT
-from .simnet import (SimNet, graph_loss, pair_auroc, pair_f1, same_probability, sample_weights, step_factor,
+from .simnet import (SimNet, graph_loss, pair_auroc, pair_f1, same_probability, sample_weights,
                      train_simnet)
 
 # The code's epochs per training (``_scripts/CUB``); the recipe's epochs stand for the
@@ -178,18 +179,13 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _lr_factor(recipe, epoch: int, epochs: int) -> float:
-    if recipe.scheduler == "step":
-        return step_factor(epoch, recipe.step_size, recipe.gamma)
-    if recipe.scheduler == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
-    return 1.0
+    """The recipe's schedule read per 0-based epoch over ``epochs`` (the code steps per
+    epoch; no warmup): the engine's multiplier with one step an epoch."""
+    return lr_multiplier(recipe.replace(epochs=epochs, warmup_epochs=0), 1)(epoch)
 
 
 def _optimizer(model: nn.Module, recipe, lr: float) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
-                           nesterov=recipe.nesterov and recipe.momentum > 0)
+    return build_optimizer(list(model.named_parameters()), recipe.replace(lr=lr), model)
 
 
 def train_classifier(ctx: RunContext, model: WithPooled, data: TensorData, criterion: SimTransLoss, *, epochs: int,
