@@ -81,19 +81,22 @@ def knn_search(queries: torch.Tensor, database: torch.Tensor, k: int, metric: st
 
 
 def knn_within_classes(features: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int | None = None,
-                       metric: str = "ip", backend: str = "auto") -> dict[int, torch.Tensor]:
-    """For each class c: ``[N, ≤k]`` global indices of c's rows nearest to every row of
-    ``features`` (FineRNet's phase-2 search; the torch engine runs on the features'
-    device). A class with no rows maps to an ``[N, 0]`` tensor."""
+                       metric: str = "ip", backend: str = "auto",
+                       queries: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
+    """For each class c: ``[N, ≤k]`` global indices of c's rows of ``features`` nearest to
+    every query row, nearest first (FineRNet's phase-2 search; the torch engine runs on the
+    features' device). ``queries`` (default: ``features`` themselves) may be another view of
+    the same N images. A class with no rows maps to an ``[N, 0]`` tensor."""
     labels = labels.cpu()
+    queries = features if queries is None else queries
     classes = range(num_classes) if num_classes is not None else sorted(set(labels.tolist()))
     out = {}
     for c in classes:
         members = (labels == c).nonzero().squeeze(1)
         if len(members) == 0:
-            out[c] = torch.empty((len(features), 0), dtype=torch.long)
+            out[c] = torch.empty((len(queries), 0), dtype=torch.long)
             continue
-        _, local = knn_search(features, features[members.to(features.device)], min(k, len(members)),
+        _, local = knn_search(queries, features[members.to(features.device)], min(k, len(members)),
                               metric=metric, backend=backend)
         out[c] = members[local.cpu()]
     return out

@@ -12,7 +12,8 @@ import fgvcbench_plugins.finernet as finernet
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 from fgvcbench_plugins.finernet import FINERNET, phase4_plan, resolve_settings, settings_for
-from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, neighbour_table, pair_rules
+from fgvcbench.api import knn_within_classes
+from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, pair_rules
 from fgvcbench_plugins.finernet.siamese import PairHead, Siamese, head_config, interpolate_backbones, train_siamese
 
 from conftest import records_by_variant, write_suite
@@ -74,13 +75,13 @@ def test_mining_with_a_separate_query_view_ranks_index_rows_by_query_inner_produ
     torch.manual_seed(1)
     labels = torch.arange(3).repeat_interleave(6)
     index, queries = torch.randn(18, 5), torch.randn(18, 5)
-    table = neighbour_table(index, labels, 4, 3, queries=queries, backend="torch")
+    table = knn_within_classes(index, labels, 4, 3, backend="torch", queries=queries)
     for c in range(3):
         members = (labels == c).nonzero().squeeze(1)
         expected = members[(queries @ index[members].T).argsort(dim=1, descending=True)[:, :4]]
         assert torch.equal(table[c], expected)
-    same = neighbour_table(index, labels, 4, 3, backend="torch")             # one view for both
-    assert torch.equal(same[0], neighbour_table(index, labels, 4, 3, queries=index, backend="torch")[0])
+    same = knn_within_classes(index, labels, 4, 3, backend="torch")             # one view for both
+    assert torch.equal(same[0], knn_within_classes(index, labels, 4, 3, backend="torch", queries=index)[0])
 
 
 def test_the_codes_settings_per_dataset_and_backbone_family():

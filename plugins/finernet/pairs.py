@@ -12,7 +12,7 @@ true class y and the phase-1 classifier's top-k classes c1..ck (k = the code's
 - a pair of an image with itself is dropped.
 
 Neighbours are by inner product of the phase-1 pooled features, not L2-normalised,
-searched within each class (FAISS or torch, ``fgvcbench.api.knn_search``). The code
+searched within each class (FAISS or torch, ``fgvcbench.api.knn_within_classes``). The code
 (``data/binary_data_finernet.py``) embeds the index and the queries with its *training*
 transforms — two independent augmented draws of the training set, the model in eval
 mode — and takes the top-k classes from the query draw's logits
@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from fgvcbench.api import knn_search, model_layout, place_model
+from fgvcbench.api import knn_within_classes, model_layout, place_model
 
 
 def pair_rules(i: int, y: int, top: Sequence[int], neighbours: Callable[[int], Sequence[int]],
@@ -49,25 +49,6 @@ def pair_rules(i: int, y: int, top: Sequence[int], neighbours: Callable[[int], S
     return [p for p in pairs if p[0] != p[1]]
 
 
-def neighbour_table(index: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int,
-                    queries: torch.Tensor | None = None, backend: str = "auto") -> dict[int, torch.Tensor]:
-    """For each class c: ``[N, ≤k]`` indices (into the training set) of c's index rows
-    nearest by inner product to every query row, nearest first. ``queries`` defaults to
-    ``index`` (one view for both)."""
-    queries = index if queries is None else queries
-    labels = labels.cpu()
-    table = {}
-    for c in range(num_classes):
-        members = (labels == c).nonzero().squeeze(1)
-        if len(members) == 0:
-            table[c] = torch.empty((len(queries), 0), dtype=torch.long)
-            continue
-        _, local = knn_search(queries, index[members.to(index.device)], min(k, len(members)),
-                              metric="ip", backend=backend)
-        table[c] = members[local.cpu()]
-    return table
-
-
 def mine_hard_pairs(features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, k: int = 7,
                     backend: str = "auto", queries: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """All pairs ``[P, 3]`` (i, j, same_class) and their statistics. ``features`` are the
@@ -76,7 +57,8 @@ def mine_hard_pairs(features: torch.Tensor, labels: torch.Tensor, logits: torch.
     num_classes = logits.shape[1]
     top = logits.topk(min(k, num_classes), dim=1).indices.cpu()
     query_feats = None if queries is None else queries.float()
-    table = neighbour_table(features.float(), labels, k + 1, num_classes, query_feats, backend)
+    table = knn_within_classes(features.float(), labels, k + 1, num_classes, backend=backend,
+                               queries=query_feats)
     pairs = []
     for i in range(len(labels)):
         y = int(labels[i])
