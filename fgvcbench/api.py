@@ -27,6 +27,7 @@ from fgvcbench.engine.train import (FitResult, RunningLoss, accuracy_metrics, bu
                                     model_layout, place_model)
 from fgvcbench.engine.transfer import gather_rows, resident, to_device
 from fgvcbench.errors import DataError, DivergedError, UserError
+from fgvcbench.knn import BACKENDS as KNN_BACKENDS
 from fgvcbench.knn import engine_seconds, faiss_available, knn_search, knn_within_classes
 from fgvcbench.method import Method
 from fgvcbench.models.pretrained import PretrainedWeightsError, create_timm_model, pretrained_data_config
@@ -36,7 +37,7 @@ hookimpl = pluggy.HookimplMarker("fgvcbench")
 
 __all__ = [
     "BackboneSpec", "DataError", "DatasetRequest", "DatasetSpec", "DatasetSplits", "DivergedError",
-    "FitResult", "ImageList", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
+    "FitResult", "ImageList", "KNN_BACKENDS", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
     "RunningLoss", "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "build_optimizer",
     "create_timm_model",
     "engine_seconds", "faiss_available", "gather_rows", "hookimpl", "knn_search", "knn_within_classes",

@@ -222,14 +222,15 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
 
 def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
                        metrics: tuple[str, ...] = ()) -> None:
-    from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_pivot,
-                                              render_rich_table, write_leaderboard_csv)
+    from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
+                                              render_pivot, render_rich_table, write_leaderboard_csv)
     records, warnings = load_records(*dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, dirs))} — run a suite first "
                         f"(fgvcbench run suites/quickstart.yaml)")
+    check_extra_metrics(records, metrics)
     df = build_leaderboard(records, metrics)
     if write_csv:
         path = write_leaderboard_csv(df, dirs[0])
@@ -277,7 +278,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
                                                                          "(mean ± std over seeds).")) -> None:
     """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
     time, per-seed spread and the most-confused class pairs with example images."""
-    from fgvcbench.report.leaderboard import load_records
+    from fgvcbench.report.leaderboard import check_extra_metrics, load_records
     from fgvcbench.report.report import write_report
     for d in results_dirs:
         if not d.is_dir():
@@ -287,8 +288,9 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
+    extra = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
+    check_extra_metrics(records, extra)
     try:
-        extra = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
         path = write_report(records, results_dirs, out, title, extra)
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
@@ -302,9 +304,12 @@ def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-
                force: bool = typer.Option(False, "--force", help="Write into an existing folder.")) -> None:
     """Scaffold a third-party plugin distribution: pyproject with the entry point, one
     method using the public API, and a test — it installs and passes out of the box."""
+    from fgvcbench.plugins import get_registry
     from fgvcbench.scaffold import scaffold
+    registry = get_registry()
+    taken = {m: registry.origin.get(("methods", m), "?") for m in registry.methods}
     try:
-        root = scaffold(name, where, force)
+        root = scaffold(name, where, force, taken)
     except OSError as exc:
         raise UserError(f"cannot write the plugin into {where}: {exc.strerror or exc} — choose another --dir") from None
     console.print(f"created {root}\n  cd {root}\n  pip install -e \".[test]\"\n  fgvcbench plugins\n  pytest",
@@ -545,12 +550,48 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         raise typer.Exit(1)
 
 
+def _click_errors() -> tuple[tuple, tuple, tuple, tuple]:
+    """(NoArgsIsHelpError, UsageError, ClickException, Abort) classes of click and of the click
+    that typer >= 0.2x carries inside itself (``typer._click``), whichever are installed."""
+    found: list[list] = [[], [], [], []]
+    for module in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = __import__(module, fromlist=["UsageError"])
+        except ImportError:
+            continue
+        for slot, name in enumerate(("NoArgsIsHelpError", "UsageError", "ClickException", "Abort")):
+            if hasattr(mod, name):
+                found[slot].append(getattr(mod, name))
+    return tuple(tuple(f) for f in found)  # type: ignore[return-value]
+
+
+def _usage_line(exc: Exception) -> str:
+    """A usage error as one line that says what to do: the problem, then where help is."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "fgvcbench"
+    return f"{message.rstrip('.')} — see '{command} --help'"
+
+
 def main() -> None:
+    no_args, usage, click_error, abort = _click_errors()
     try:
-        app()
+        code = app(standalone_mode=False, prog_name="fgvcbench")
+    except no_args as exc:  # `fgvcbench` (or `fgvcbench data`) alone: its help, exit 2 as click does
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        sys.exit(2)
+    except usage as exc:  # missing argument, unknown option or command, bad value: one line, exit 2
+        err_console.print(f"[bold red]error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click_error as exc:
+        err_console.print(f"[bold red]error:[/] {' '.join(exc.format_message().split())}", highlight=False)
+        sys.exit(exc.exit_code)
+    except abort:
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/] — finished runs are saved; run the same command to resume.")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,30 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
+    from fgvcbench.engine.recipe import Recipe
     from fgvcbench.run import RunContext
+
+NULL = type(None)
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping", NULL: "null"}
+
+
+def _default_types(default: Any) -> tuple | None:
+    """What a suite may give for a parameter, read off its default; None: anything."""
+    for kind in (bool, int, float, str, list, dict):
+        if type(default) is kind:
+            return (kind,)
+    return None
+
+
+def _admits(value: Any, kind: type | None) -> bool:
+    if kind is None or kind is NULL:
+        return value is None
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
 
 
 @dataclass(frozen=True)
@@ -19,6 +42,15 @@ class Method:
     method prefers (applied after the scale preset, before the suite's ``train:``).
     ``run(ctx)`` trains and evaluates and returns a flat dict of metrics; ``top1`` (in
     percent) is the number leaderboards rank by.
+
+    A suite's value for a parameter must have its default's type (a ``float`` default
+    takes integers too; ``bool`` is never a number). ``param_types`` names the types of
+    parameters whose default does not tell, e.g. ``{"k": (int, None)}`` for a ``None``
+    default (``None`` there means null is allowed). ``check(params, recipe)`` raises
+    :class:`~fgvcbench.errors.UserError` for values no run can use (a choice outside its
+    set, a recipe knob the method cannot honour). The suite loader runs both for every
+    variant before any run starts, so a typo fails in a second with the file and line,
+    not hours into a grid; each run checks again before ``run``.
     """
 
     name: str
@@ -29,16 +61,47 @@ class Method:
     recipe: Mapping[str, Any] = field(default_factory=dict)
     # Per-scale recipe overrides, e.g. {"paper": {"epochs": 100}} (a paper's own settings).
     scales: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    param_types: Mapping[str, tuple] = field(default_factory=dict)
+    check: Callable[[Mapping[str, Any], "Recipe"], None] | None = None
 
     def __post_init__(self) -> None:
         if "default" not in self.variants:
             object.__setattr__(self, "variants", {"default": {}, **dict(self.variants)})
+        unknown = set(self.param_types) - set(self.params)
+        if unknown:
+            raise ValueError(f"method {self.name!r} param_types names unknown params {sorted(unknown)}")
+        for key, kinds in self.param_types.items():
+            if not isinstance(kinds, tuple) or not all(k is None or isinstance(k, type) for k in kinds):
+                raise ValueError(f"method {self.name!r} param_types[{key!r}] must be a tuple of types "
+                                 f"(None: null allowed), e.g. (int, None); got {kinds!r}")
         for variant, overrides in self.variants.items():
             unknown = set(overrides) - set(self.params)
             if unknown:
                 raise ValueError(
                     f"method {self.name!r} variant {variant!r} sets unknown params {sorted(unknown)}; "
                     f"declare them in Method.params")
+            for key, value in overrides.items():
+                problem = self.param_type_problem(key, value)
+                if problem:
+                    raise ValueError(f"method {self.name!r} variant {variant!r}: {problem}")
+
+    def param_type_problem(self, key: str, value: Any) -> str | None:
+        """Why ``value`` cannot be parameter ``key`` (by type), or None when it can."""
+        kinds = self.param_types.get(key) or _default_types(self.params.get(key))
+        if kinds is None or any(_admits(value, kind) for kind in kinds):
+            return None
+        words = " or ".join(_TYPE_WORDS.get(NULL if k is None else k, getattr(k, "__name__", str(k))) for k in kinds)
+        return f"{self.name} {key}: expected {words}, got {type(value).__name__} {value!r}"
+
+    def check_params(self, params: Mapping[str, Any], recipe: "Recipe") -> None:
+        """Types, then the method's own ``check``; raises UserError with one line."""
+        from fgvcbench.errors import UserError
+        for key, value in params.items():
+            problem = self.param_type_problem(key, value)
+            if problem:
+                raise UserError(problem)
+        if self.check is not None:
+            self.check(params, recipe)
 
     def resolve_params(self, variant: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """defaults → variant → suite overrides."""

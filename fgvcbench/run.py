@@ -265,6 +265,7 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
     t0 = time.perf_counter()
     try:
         method = registry.methods[spec.method]
+        method.check_params(spec.params, ctx.recipe)  # API callers skip the suite loader's check
         metrics = dict(method.run(ctx) or {})
         if "top1" not in metrics:
             raise ValueError(f"method {spec.method!r} returned no 'top1' metric")

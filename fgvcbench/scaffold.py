@@ -48,10 +48,15 @@ from __future__ import annotations
 from fgvcbench.api import Method, RunContext, UserError, hookimpl
 
 
+def check(params: dict, recipe) -> None:
+    """Values no run can use. The suite loader calls this for every variant before any run
+    starts (types are already checked against the defaults), so a bad value fails at once."""
+    if params["head_warmup_epochs"] < 0:
+        raise UserError(f"{method} head_warmup_epochs: {{params['head_warmup_epochs']!r}} — use an integer >= 0")
+
+
 def run(ctx: RunContext) -> dict:
     warmup = ctx.params["head_warmup_epochs"]
-    if not isinstance(warmup, int) or warmup < 0:
-        raise UserError(f"{method} head_warmup_epochs: {{warmup!r}} — use an integer >= 0")
     data = ctx.load_data()                           # decoded, cached train / val / test tensors
     model = ctx.create_model(data.num_classes)       # the suite's backbone with a fresh head
     metrics = {{}}
@@ -69,8 +74,9 @@ def run(ctx: RunContext) -> dict:
 def fgvcbench_methods():
     return [Method(name="{method}", run=run,
                    description="fine-tuning after a head-only warm-up",
-                   params={{"head_warmup_epochs": 1}},
-                   variants={{"direct": {{"head_warmup_epochs": 0}}}})]
+                   params={{"head_warmup_epochs": 1}},    # every parameter with its default (and type)
+                   variants={{"direct": {{"head_warmup_epochs": 0}}}},
+                   check=check)]
 '''
 
 TEST = '''\
@@ -112,6 +118,19 @@ def test_both_variants_run_through_a_suite(tmp_path):
         assert 0 <= record["metrics"]["top1"] <= 100
     warm = next(r for r in records if r["spec"]["variant"] == "default")
     assert "head_only_top1" in warm["metrics"] and {{h.get("phase") for h in warm["history"]}} == {{"head", "finetune"}}
+
+
+def test_a_bad_value_is_refused_before_any_run(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent(f"""
+        output: {{tmp_path / 'out'}}
+        datasets: [synthetic]
+        backbones: [test_resnet]
+        methods: [{{{{name: {method}, params: {{{{head_warmup_epochs: -1}}}}}}}}]
+        """))
+    result = CliRunner().invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 2 and "head_warmup_epochs: -1" in result.output
+    assert not (tmp_path / "out" / "runs").exists()
 '''
 
 README = '''\
@@ -140,14 +159,18 @@ Layout: `src/{module}/__init__.py` (the method and its hook), `tests/` (its test
 '''
 
 
-def scaffold(name: str, where: Path, force: bool = False) -> Path:
-    """Write the plugin distribution ``fgvcbench-NAME/`` under ``where``; return its path."""
+def scaffold(name: str, where: Path, force: bool = False, taken: dict[str, str] | None = None) -> Path:
+    """Write the plugin distribution ``fgvcbench-NAME/`` under ``where``; return its path.
+    ``taken`` maps method names already registered to the plugin that provides them."""
     if not NAME.match(name):
         raise UserError(f"plugin name {name!r}: use 2–41 lowercase letters, digits, '-' or '_', starting with a "
                         f"letter (e.g. my-method)")
     dist = name.replace("_", "-")
     module = "fgvcbench_" + name.replace("-", "_")
     method = name.replace("-", "_")
+    if method in (taken or {}):
+        raise UserError(f"a method named {method!r} is already registered (plugin {taken[method]!r}); a second one "
+                        f"would be ignored — choose another name, e.g. my-{dist}")
     root = where / f"fgvcbench-{dist}"
     if root.exists() and any(root.iterdir()) and not force:
         raise UserError(f"{root} already exists and is not empty — choose another name or --dir, or pass --force")

@@ -366,6 +366,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 close = suggest(str(key), method.params)
                 ck.fail(("methods", i, "params", key), f"method {method.name!r} has no parameter {key!r}",
                         f"did you mean {close!r}?" if close else f"parameters: {', '.join(method.params) or 'none'}")
+            problem = method.param_type_problem(key, params[key])
+            if problem:
+                ck.fail(("methods", i, "params", key), problem, "fix the value's type")
         steps = params.get("steps")
         if "steps" in params:  # a `steps` parameter is an ordered list of recipe-step names
             ck.typed(steps, (list,), ("methods", i, "params", "steps"), "a list of recipe-step names")
@@ -376,6 +379,13 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
         if entry.get("cluster") is not None:
             method_cluster[method.name] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
+        for variant in variants:  # values no run can use fail now, not hours into the grid
+            recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, ("methods", i))
+            try:
+                method.check_params(method.resolve_params(variant, params), recipe)
+            except UserError as exc:
+                where = ("methods", i, "params") if params else ("methods", i)
+                ck.fail(where, str(exc) if variant == "default" else f"variant {variant!r}: {exc}")
         methods.append((method, variants, params, train, ("methods", i)))
 
     exclude = ck.typed(data.get("exclude") or [], (list,), ("exclude",), "a list of mappings")

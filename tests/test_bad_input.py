@@ -57,3 +57,90 @@ def test_a_dataset_with_an_empty_split_exits_2(tmp_path, runner):
         (root / name).write_text(text + "\n")
     out = _one_line_exit_2(runner.invoke(app, ["data", "verify", "cub", "--root", str(root)]))
     assert "test split" in out and "no images" in out
+
+
+def _main_exit(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
+    """Run the installed entry point (``fgvcbench.cli:main``), as a shell runs it."""
+    import pytest
+    from fgvcbench.cli import main
+    monkeypatch.setattr("sys.argv", ["fgvcbench", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_usage_errors_are_one_line_naming_the_help(monkeypatch, capsys):
+    cases = {("run",): "Missing argument", ("run", "--bogus", "x.yaml"): "No such option: --bogus",
+             ("frob",): "No such command 'frob'",
+             ("bench", "throughput", "--workers", "abc"): "Invalid value for '--workers'"}
+    for argv, expected in cases.items():
+        code, out, err = _main_exit(monkeypatch, capsys, *argv)
+        assert code == 2, (argv, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and "--help" in lines[0], (argv, err)
+        assert "╭" not in err and "Traceback" not in err
+    code, out, err = _main_exit(monkeypatch, capsys, "run", "--bogus", "x.yaml")
+    assert "'fgvcbench run --help'" in err                 # points at the sub-command's help
+
+
+def test_the_entry_point_keeps_exit_codes_and_help(monkeypatch, capsys, tmp_path):
+    code, out, _ = _main_exit(monkeypatch, capsys, "--version")
+    assert code == 0 and out.startswith("fgvcbench ")
+    code, out, _ = _main_exit(monkeypatch, capsys, "run", "--help")
+    assert code == 0 and "SUITE_FILE" in out.upper()
+    code, out, _ = _main_exit(monkeypatch, capsys)         # no command: the help, exit 2 as click does
+    assert code == 2 and "Commands" in out
+    code, _, err = _main_exit(monkeypatch, capsys, "leaderboard", str(tmp_path / "missing"))
+    assert code == 2 and err.startswith("error: results directory not found")
+
+
+def test_a_method_param_of_the_wrong_type_exits_2_before_any_run(tmp_path, runner):
+    suite = tiny_suite(tmp_path, methods="[finetune, {name: finernet, params: {k: 2.5}}]")
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "methods[1].params.k" in out and "expected an integer or null, got float 2.5" in out
+    assert str(suite.name) in out and not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_method_param_outside_its_choices_names_the_variant(tmp_path, runner):
+    suite = tiny_suite(tmp_path, methods="[{name: finernet, variants: [default, readme], params: {knn_backend: gpu}}]")
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    assert "finernet knn_backend: 'gpu'" in out and "auto, faiss, torch" in out
+    suite = tiny_suite(tmp_path, methods="[{name: fine_labels, variants: [stacked, multi_head_0.1], "
+                                         "params: {alpha: 1.5}}]")
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    assert "variant 'multi_head_0.1'" not in out and "fine_labels alpha: 1.5" in out   # the first variant fails
+
+
+def test_param_types_follow_defaults_and_declarations():
+    import pytest
+    method = Method(name="m", run=lambda ctx: {"top1": 0.0},
+                    params={"rate": 0.5, "steps": 3, "flag": False, "name": "a", "k": None, "size": None},
+                    param_types={"k": (int, None)})
+    assert method.param_type_problem("rate", 1) is None                 # an int is a number
+    assert "expected a number" in method.param_type_problem("rate", "high")
+    assert "expected an integer" in method.param_type_problem("steps", 3.0)
+    assert "expected true or false" in method.param_type_problem("flag", 1)
+    assert "expected an integer" in method.param_type_problem("steps", True)   # bool is not a number
+    assert method.param_type_problem("k", None) is None and method.param_type_problem("k", 4) is None
+    assert "expected an integer or null" in method.param_type_problem("k", "4")
+    assert method.param_type_problem("size", [1, 2]) is None           # a null default without a declaration
+    with pytest.raises(ValueError, match="variant 'bad'"):
+        Method(name="m", run=lambda ctx: {}, params={"rate": 0.5}, variants={"bad": {"rate": "x"}})
+    with pytest.raises(ValueError, match="tuple of types"):
+        Method(name="m", run=lambda ctx: {}, params={"k": None}, param_types={"k": "int"})
+
+
+def test_a_run_started_through_the_api_checks_its_params(tmp_path):
+    """Callers that skip the suite loader (execute_run directly) get a failed record, not a crash."""
+    import torch
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.run import execute_run
+    from fgvcbench.store import Store
+    from fgvcbench.suite import load_suite
+    registry = get_registry(refresh=True)
+    spec = load_suite(tiny_suite(tmp_path, methods="[finernet]"), registry).runs[0]
+    bad = spec.__class__(**{**spec.__dict__, "params": {**spec.params, "selection": "latest"}})
+    record = execute_run(bad, registry, Store(tmp_path / "store"), device=torch.device("cpu"),
+                         cache_dir=tmp_path / "cache")
+    assert record["status"] == "failed" and "finernet selection: 'latest'" in record["error"]

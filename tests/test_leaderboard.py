@@ -126,6 +126,18 @@ def test_extra_metric_columns(tmp_path, runner):
     assert df.loc[0, "precision_at_1_mean"] == pytest.approx(62.0)
 
 
+def test_an_extra_metric_no_run_recorded_exits_2_with_the_names(tmp_path, runner):
+    recs = [record("metric_learning", s, v) for s, v in enumerate([70.0, 72.0])]
+    recs[0]["metrics"]["precision_at_1"] = 60.0
+    write(tmp_path, recs)
+    for command in (["leaderboard", str(tmp_path), "--no-write"], ["report", str(tmp_path), "-o", str(tmp_path / "r")]):
+        out = runner.invoke(app, command + ["--metrics", "precison_at_1"])
+        assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+        assert "'precison_at_1'" in out.output and "did you mean 'precision_at_1'?" in out.output
+        assert "mean_class_acc, precision_at_1, top1" in out.output    # what it can ask for
+    assert not (tmp_path / "leaderboard.csv").exists() and not (tmp_path / "r").exists()
+
+
 def expected_cells(values):
     """The human cells for a group of top-1 values, computed here from the inputs."""
     mean, sd = statistics.mean(values), statistics.stdev(values)

@@ -150,7 +150,7 @@ def test_all_variants_run_end_to_end(tmp_path, runner):
     assert len(report["history"]) == 10                     # the report's 10 epochs
 
 
-def test_unknown_miner_fails_the_run_with_a_clear_error(tmp_path, runner):
+def test_unknown_miner_is_refused_when_the_suite_loads(tmp_path, runner):
     get_registry(refresh=True)
     suite = write_suite(tmp_path, f"""
         output: {tmp_path / 'out'}
@@ -161,7 +161,8 @@ def test_unknown_miner_fails_the_run_with_a_clear_error(tmp_path, runner):
         methods: [{{name: metric_learning, params: {{miner: hardest}}}}]
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
-    assert result.exit_code == 1 and "miner: 'hardest'" in result.output
+    assert result.exit_code == 2 and "miner: 'hardest'" in result.output and "batch_hard" in result.output
+    assert not (tmp_path / "out" / "runs").exists()     # refused before any run started
 
 
 def test_recipe_knobs_the_triplet_loop_cannot_honour_are_refused(tmp_path, runner):
@@ -175,4 +176,5 @@ def test_recipe_knobs_the_triplet_loop_cannot_honour_are_refused(tmp_path, runne
         methods: [{{name: metric_learning, params: {{tsne: false}}}}]
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
-    assert result.exit_code == 1 and "mixup_alpha" in result.output and "not supported" in result.output
+    assert result.exit_code == 2 and "mixup_alpha" in result.output and "not supported" in result.output
+    assert not (tmp_path / "out" / "runs").exists()

@@ -26,7 +26,7 @@ def test_scaffolded_plugin_installs_and_passes_its_own_test(tmp_path, runner):
     test = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(root / "tests")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert test.returncode == 0, test.stdout + test.stderr
-    assert "2 passed" in test.stdout
+    assert "3 passed" in test.stdout
 
 
 def test_bad_name_and_existing_folder_are_one_line_errors(tmp_path, runner):
@@ -36,3 +36,12 @@ def test_bad_name_and_existing_folder_are_one_line_errors(tmp_path, runner):
     again = runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path)])
     assert again.exit_code == 2 and "already exists" in again.output
     assert runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path), "--force"]).exit_code == 0
+
+
+def test_a_name_that_clashes_with_a_registered_method_is_refused(tmp_path, runner):
+    """The registry keeps the first of two methods with one name: a second `finetune` would be ignored."""
+    clash = runner.invoke(app, ["new-plugin", "finetune", "--dir", str(tmp_path)])
+    assert clash.exit_code == 2 and "Traceback" not in clash.output
+    assert "'finetune' is already registered (plugin 'baseline')" in clash.output and "my-finetune" in clash.output
+    assert not (tmp_path / "fgvcbench-finetune").exists()
+    assert runner.invoke(app, ["new-plugin", "my-finetune", "--dir", str(tmp_path)]).exit_code == 0

@@ -67,6 +67,24 @@ class Recipe:
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
 
+    def override(self, changes: Mapping[str, Any]) -> "Recipe":
+        """This recipe with ``changes`` from data (a suite, a method's params): names and
+        types are checked and the result validated; ValueError says which field is wrong."""
+        unknown = [k for k in changes if k not in RECIPE_FIELDS]
+        if unknown:
+            raise ValueError(f"no recipe field {unknown[0]!r} (fields: {', '.join(RECIPE_FIELDS)})")
+        coerced = {}
+        for key, value in changes.items():
+            try:
+                coerced[key] = coerce_recipe_value(key, value)
+            except TypeError as exc:
+                raise ValueError(f"recipe {key}: {exc}") from None
+        out = self.replace(**coerced)
+        problems = out.validate()
+        if problems:
+            raise ValueError(f"recipe {problems[0][0]} {problems[0][1]}")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

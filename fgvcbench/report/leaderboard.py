@@ -23,6 +23,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from fgvcbench.errors import UserError
+from fgvcbench.plugins import suggest
 from fgvcbench.report.stats import format_mean_std, mean_std_ci
 from fgvcbench.spec import dataset_label
 
@@ -122,6 +124,27 @@ def _metric(records: list[dict], key: str, section: str = "metrics") -> list[flo
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
             out.append(float(v))
     return out
+
+
+def metric_names(records: Iterable[dict]) -> list[str]:
+    """The numeric metrics that some finished run recorded: what ``--metrics`` can ask for."""
+    names = set()
+    for r in records:
+        if r.get("status") == "ok":
+            names |= {k for k, v in (r.get("metrics") or {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return sorted(names)
+
+
+def check_extra_metrics(records: list[dict], extra: Iterable[str]) -> None:
+    """Refuse a ``--metrics`` name no finished run recorded (it would be an empty column)."""
+    known = metric_names(records)
+    for name in extra:
+        if name not in known:
+            close = suggest(name, known)
+            raise UserError(f"no finished run recorded the metric {name!r} — "
+                            + (f"did you mean {close!r}? " if close else "")
+                            + f"recorded: {', '.join(known) or 'none'}")
 
 
 def _mean(values: list[float]) -> float:

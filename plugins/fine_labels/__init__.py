@@ -130,13 +130,32 @@ def _filter_probs(ctx: RunContext, model: nn.Module, images: torch.Tensor) -> to
     return torch.cat(out) if out else torch.empty(0)
 
 
+def check_params(p: dict, recipe) -> None:
+    """Values no run can use (called by the suite loader before any run starts)."""
+    def choice(key: str, allowed: tuple) -> None:
+        if p[key] not in allowed:
+            raise UserError(f"fine_labels {key}: {p[key]!r} — use one of {', '.join(allowed)}")
+    choice("strategy", STRATEGIES)
+    choice("cluster_backend", ("auto", "hdbscan", "sklearn"))
+    choice("multi_head_images", ("kept", "all"))
+    mcs = p["min_cluster_size"]
+    if mcs != "auto" and not (isinstance(mcs, int) and not isinstance(mcs, bool) and mcs >= 2):
+        raise UserError(f"fine_labels min_cluster_size: {mcs!r} — use auto or an integer >= 2")
+    if p["epochs_factor"] <= 0:
+        raise UserError(f"fine_labels epochs_factor: {p['epochs_factor']!r} — use a positive number")
+    if not 0 < p["keep_percent"] <= 100:
+        raise UserError(f"fine_labels keep_percent: {p['keep_percent']!r} — use a percentage in (0, 100]")
+    for key in ("alpha", "flip_h", "flip_v"):
+        if not 0 <= p[key] <= 1:
+            raise UserError(f"fine_labels {key}: {p[key]!r} — use a number in [0, 1]")
+    for key, low in (("n_aug", 1), ("umap_neighbors", 2), ("umap_components", 1)):
+        if p[key] < low:
+            raise UserError(f"fine_labels {key}: {p[key]!r} — use an integer >= {low}")
+
+
 def run_fine_labels(ctx: RunContext) -> dict:
     p = ctx.params
     strategy = p["strategy"]
-    if strategy not in STRATEGIES:
-        raise UserError(f"fine_labels strategy: {strategy!r} — use one of {', '.join(STRATEGIES)}")
-    if not (isinstance(p["min_cluster_size"], int) and p["min_cluster_size"] >= 2) and p["min_cluster_size"] != "auto":
-        raise UserError(f"fine_labels min_cluster_size: {p['min_cluster_size']!r} — use auto or an integer >= 2")
     data = ctx.load_data()
     base = {"dataset": ctx.spec.dataset, "backbone": ctx.spec.backbone, "recipe": ctx.recipe.to_dict(),
             "seed": ctx.seed}
@@ -148,8 +167,6 @@ def run_fine_labels(ctx: RunContext) -> dict:
         return {"state_dict": _state(result.model), "metrics": result.metrics}
     if strategy == "coarse_only" and p["epochs_factor"] != 1:
         # the compute-matched control: two_stage trains two phases of the recipe's epochs
-        if not isinstance(p["epochs_factor"], (int, float)) or p["epochs_factor"] <= 0:
-            raise UserError(f"fine_labels epochs_factor: {p['epochs_factor']!r} — use a positive number")
         longer = ctx.recipe.replace(epochs=max(1, int(round(ctx.recipe.epochs * p["epochs_factor"]))))
         return dict(ctx.fit(ctx.create_model(data.num_classes), data, longer, phase="coarse").metrics)
     coarse = ctx.stage("fine_labels_coarse", coarse_stage, base)
@@ -237,11 +254,9 @@ def run_fine_labels(ctx: RunContext) -> dict:
         if p["multi_head_images"] == "kept":
             train = _with_train(data, kept_images, torch.stack([data.train.labels[kept], fine[kept]], 1),
                                 kept_index, keep_eval=True)
-        elif p["multi_head_images"] == "all":  # removed images: coarse loss only
+        else:  # "all" (check_params): removed images train the coarse loss only
             train = _with_train(data, data.train.images, torch.stack([data.train.labels, fine], 1),
                                 data.train.index, keep_eval=True)
-        else:
-            raise UserError(f"fine_labels multi_head_images: {p['multi_head_images']!r} — use kept or all")
         result = ctx.fit(model, train, criterion=criterion, output_fn=lambda out: out[0], phase="multi_head")
     metrics.update(result.metrics)
     metrics["delta_vs_coarse_only"] = result.metrics["top1"] - coarse["metrics"]["top1"]
@@ -305,6 +320,8 @@ FINE_LABELS = Method(
             "umap_neighbors": 30, "umap_min_dist": 0.0, "umap_components": 4, "umap_seed": 42,
             "min_cluster_size": "auto", "cluster_backend": "auto", "multi_head_images": "kept",
             "epochs_factor": 1},
+    param_types={"min_cluster_size": (str, int), "keep_percent": (float,), "epochs_factor": (float,)},
+    check=check_params,
     variants={"default": {}, "two_stage": {}, "stacked": {"strategy": "stacked"},
               "multi_head_0.1": {"strategy": "multi_head", "alpha": 0.1},
               "multi_head_0.9": {"strategy": "multi_head", "alpha": 0.9},

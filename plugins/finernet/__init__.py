@@ -73,6 +73,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from fgvcbench.api import KNN_BACKENDS as BACKENDS
 from fgvcbench.api import Method, RunContext, UserError, engine_seconds, hookimpl
 
 from .pairs import mine_hard_pairs, train_view_embeddings
@@ -182,19 +183,33 @@ def _fit_phase4(ctx: RunContext, model, data, recipe, *, full: bool, frozen_bn: 
     return ctx.fit(model, data, recipe, freeze_backbone=True, freeze_bn=frozen_bn, phase="4")
 
 
-def run_finernet(ctx: RunContext) -> dict:
-    p = ctx.params
+def check_params(p: dict, recipe) -> None:
+    """Values no run can use (called by the suite loader before any run starts)."""
+    if p["pipeline"] not in ("code", "readme", "single_step"):
+        raise UserError(f"finernet pipeline: {p['pipeline']!r} — use code, readme or single_step")
     if p["selection"] not in ("val", "test"):
         raise UserError(f"finernet selection: {p['selection']!r} — use val or test")
     if p["mining_view"] not in ("train", "test"):
         raise UserError(f"finernet mining_view: {p['mining_view']!r} — use train (the code's) or test")
+    if p["knn_backend"] not in BACKENDS:
+        raise UserError(f"finernet knn_backend: {p['knn_backend']!r} — use one of {', '.join(BACKENDS)}")
+    if p["alpha"] is not None and not 0 <= p["alpha"] <= 1:
+        raise UserError(f"finernet alpha: {p['alpha']!r} — use a number in [0, 1] (the weight of W₁ in the mix)")
+    for key in ("k", "phase3_epochs", "phase3_batch", "phase4_batch"):
+        if p[key] is not None and p[key] < 1:
+            raise UserError(f"finernet {key}: {p[key]!r} — use a positive integer, or null for the code's value")
+    for key in ("phase3_lr", "phase4_lr"):
+        if p[key] is not None and p[key] <= 0:
+            raise UserError(f"finernet {key}: {p[key]!r} — use a positive number, or null for the code's value")
+
+
+def run_finernet(ctx: RunContext) -> dict:
+    p = ctx.params
     data = ctx.load_data()
     model1, m1, inputs1 = _phase1(ctx, data)
     metrics = {"phase1_top1": m1["top1"]}
     if p["pipeline"] == "single_step":
         return {**m1, **metrics}
-    if p["pipeline"] not in ("code", "readme"):
-        raise UserError(f"finernet pipeline: {p['pipeline']!r} — use code, readme or single_step")
     backbone, dataset = ctx.spec.backbone["name"], ctx.spec.dataset["name"]
     s = resolve_settings(p, backbone, dataset)
     ctx.notes["settings"] = s
@@ -279,6 +294,10 @@ FINERNET = Method(
             "selection": "val", "mining_view": "train", "frozen_bn": False, "knn_backend": "auto",
             "phase3_epochs": None, "phase3_lr": None, "phase3_momentum": 0.95, "phase3_weight_decay": 5e-4,
             "phase3_batch": None},
+    param_types={"alpha": (float, None), "phase4_lr": (float, None), "phase4_batch": (int, None),
+                 "k": (int, None), "phase3_epochs": (int, None), "phase3_lr": (float, None),
+                 "phase3_batch": (int, None)},
+    check=check_params,
     variants={"default": {}, "code": {}, "readme": {"pipeline": "readme"}, "single_step": {"pipeline": "single_step"},
               "selection_test": {"selection": "test"}, "frozen_bn": {"frozen_bn": True},
               "mining_test_view": {"mining_view": "test"},

@@ -66,8 +66,6 @@ class EmbeddingNet(nn.Module):
 
 def build_loss_and_miner(params: dict):
     from pytorch_metric_learning import losses, miners
-    if params["miner"] not in MINERS:
-        raise UserError(f"metric_learning miner: {params['miner']!r} — use one of {', '.join(MINERS)}")
     from pytorch_metric_learning.distances import LpDistance
     distance = lambda: LpDistance(normalize_embeddings=params["normalize"])  # noqa: E731
     # soft margin (Hermans et al.): softplus(d_ap - d_an), no margin term
@@ -113,11 +111,31 @@ def embed_split(ctx: RunContext, net: EmbeddingNet, images: torch.Tensor, batch:
     return torch.cat(out) if out else torch.empty(0)
 
 
+def loop_recipe(p: dict, recipe):
+    """The recipe the triplet loop trains with: the run's, with ``recipe_overrides`` on top."""
+    try:
+        return recipe.override(p["recipe_overrides"])
+    except ValueError as exc:
+        raise UserError(f"metric_learning recipe_overrides: {exc}") from None
+
+
+def check_params(p: dict, recipe) -> None:
+    """Values no run can use (called by the suite loader before any run starts)."""
+    if p["miner"] not in MINERS:
+        raise UserError(f"metric_learning miner: {p['miner']!r} — use one of {', '.join(MINERS)}")
+    for key, low in (("embedding_dim", 1), ("m_per_class", 1), ("knn_k", 1)):
+        if p[key] < low:
+            raise UserError(f"metric_learning {key}: {p[key]!r} — use an integer >= {low}")
+    for key in ("margin", "ce_weight", "triplet_weight"):
+        if p[key] < 0:
+            raise UserError(f"metric_learning {key}: {p[key]!r} — use a number >= 0")
+    check_recipe(loop_recipe(p, recipe))
+
+
 def run_metric_learning(ctx: RunContext) -> dict:
     from pytorch_metric_learning import samplers
     p = ctx.params
-    recipe = ctx.recipe.replace(**p["recipe_overrides"]) if p["recipe_overrides"] else ctx.recipe
-    check_recipe(recipe)
+    recipe = loop_recipe(p, ctx.recipe)
     data = ctx.load_data(image_size=recipe.data_size)
     backbone = ctx.create_model(data.num_classes)
     net = place_model(EmbeddingNet(backbone, p["embedding_dim"], p["normalize"]), recipe, ctx.device)
@@ -202,6 +220,7 @@ METRIC_LEARNING = Method(
     params={"miner": "batch_hard", "margin": 0.2, "soft_margin": False, "embedding_dim": 128, "normalize": True,
             "m_per_class": 4, "ce_weight": 0.0, "triplet_weight": 1.0, "knn_k": 5, "tsne": True,
             "recipe_overrides": {}},
+    check=check_params,
     variants={"default": {}, "batch_hard": {}, "batch_all": {"miner": "none"}, "semihard": {"miner": "semihard"},
               "report": {"miner": "batch_hard", "margin": 0.2,
                          "recipe_overrides": {"optimizer": "sgd", "lr": 1e-4, "momentum": 0.9, "nesterov": False,

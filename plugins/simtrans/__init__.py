@@ -287,15 +287,38 @@ def _weight_metrics(weights: torch.Tensor, clean: list, suffix: str = "") -> dic
     return out
 
 
-def run_simtrans(ctx: RunContext) -> dict:
-    p = ctx.params
+def check_params(p: dict, recipe: Recipe) -> None:
+    """Values no run can use (called by the suite loader before any run starts)."""
     if p["selection"] not in ("val", "test"):
         raise UserError(f"simtrans selection: {p['selection']!r} — use val or test")
     if p["simnet_init"] not in ("pretrain", "backbone"):
         raise UserError(f"simtrans simnet_init: {p['simnet_init']!r} — use pretrain (the code: SimNet starts from "
                         f"the CE model trained on the noisy novel data) or backbone")
+    if p["beta"] < 0 or p["alpha"] < 0:
+        raise UserError(f"simtrans beta {p['beta']!r}, alpha {p['alpha']!r}: loss weights must be >= 0")
     if p["beta"] and not p["simnet_web"]:
         raise UserError("simtrans beta > 0 needs simnet_web: true (the adversarial part trains on web batches)")
+    for key in ("pretrain_epochs", "graph_epochs", "simnet_epochs"):
+        if p[key] is not None and p[key] < 1:
+            raise UserError(f"simtrans {key}: {p[key]!r} — use a positive integer, or null for the scaled default")
+    for key in ("pretrain_batch_size", "graph_batch_size", "classes_per_batch", "images_per_batch",
+                "web_classes_per_batch", "f1_max_images"):
+        if p[key] < 1:
+            raise UserError(f"simtrans {key}: {p[key]!r} — use a positive integer")
+    for key in ("simnet_lr", "simnet_domain_lr"):
+        if p[key] <= 0:
+            raise UserError(f"simtrans {key}: {p[key]!r} — use a positive number")
+    hidden = p["simnet_hidden"]
+    if hidden is not None and not (len(hidden) == 3 and all(isinstance(h, int) and not isinstance(h, bool)
+                                                            and h >= 1 for h in hidden)):
+        raise UserError(f"simtrans simnet_hidden: {hidden!r} — use three positive layer widths, e.g. [1024, 512, "
+                        f"512], or null for the code's 2n/n/n")
+    if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
+        raise UserError("simtrans: mixup/cutmix cannot be combined with its weighted loss — set them to 0")
+
+
+def run_simtrans(ctx: RunContext) -> dict:
+    p = ctx.params
     data = ctx.load_data()
     src = data.source
     if "novel" not in src.train.meta or "num_novel" not in src.train.info:
@@ -427,6 +450,9 @@ SIMTRANS = Method(
             "simnet_epochs": None, "simnet_lr": 5e-3, "simnet_domain_lr": 5e-3, "simnet_momentum": 0.9,
             "simnet_weight_decay": 1e-4, "classes_per_batch": 20, "images_per_batch": 50, "web_classes_per_batch": 2,
             "simnet_hidden": None, "f1_max_images": 2000},
+    param_types={"pretrain_epochs": (int, None), "graph_epochs": (int, None), "simnet_epochs": (int, None),
+                 "simnet_hidden": (list, None)},
+    check=check_params,
     variants={"default": {}, "full": {},
               "ce_noisy": {"use_weights": False, "use_graph": False},
               "weights": {"use_graph": False, "beta": 0.0, "simnet_web": False},
