@@ -31,7 +31,11 @@ def fgvcbench_methods() -> list["Method"]:
 
     A :class:`fgvcbench.api.Method` has a unique ``name`` (the key used in suites, the CLI
     and CSVs), its ``params`` with their defaults, named ``variants`` (each a dict of
-    params that differ from the defaults) and ``run(ctx) -> dict`` of metrics.
+    params that differ from the defaults) and ``run(ctx) -> dict`` of metrics. A suite's
+    param values are type-checked against the defaults (``param_types`` for the params
+    whose default does not tell), and the optional ``check(params, recipe)`` raises
+    :class:`fgvcbench.api.UserError` for values no run can use; both run for every
+    variant when the suite loads, before any run starts.
     """
 
 
