@@ -173,6 +173,10 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         console.print(table)
         done = sum(s in ("ok", "diverged") for _, s in rows)
         console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run.")
+        for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
+            if root is not None and not Path(root).is_dir():
+                err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
+                                  f"— a real run needs it (set root:, --data-root or FGVCBENCH_DATA)", highlight=False)
         return
     chosen = executor or suite.executor
     if chosen not in EXECUTORS:

@@ -144,3 +144,15 @@ def test_a_run_started_through_the_api_checks_its_params(tmp_path):
     record = execute_run(bad, registry, Store(tmp_path / "store"), device=torch.device("cpu"),
                          cache_dir=tmp_path / "cache")
     assert record["status"] == "failed" and "finernet selection: 'latest'" in record["error"]
+
+
+def test_a_dry_run_notes_a_missing_data_root_without_failing(tmp_path, runner):
+    suite = tiny_suite(tmp_path, extra=f"data_root: {tmp_path / 'nowhere'}").read_text()
+    suite = suite.replace("datasets: [", "datasets: [{name: cub}, ")
+    (tmp_path / "s.yaml").write_text(suite)
+    dry = runner.invoke(app, ["run", str(tmp_path / "s.yaml"), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"note: data root for 'cub' not found here: {tmp_path / 'nowhere' / 'CUB_200_2011'}" in dry.output
+    assert "synthetic" not in dry.output.split("note:")[1]                # only the missing one is named
+    real = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "s.yaml"), "--no-progress"]))
+    assert "data root for 'cub' not found" in real                        # a real run refuses it
