@@ -320,12 +320,83 @@ def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-
                   highlight=False, markup=False)
 
 
+def _describe(registry, name: str) -> dict:
+    """What a suite can say about one method, dataset, backbone or recipe step."""
+    from fgvcbench.plugins import suggest
+    kinds = ("methods", "datasets", "backbones", "recipe_steps")
+    for kind in kinds:
+        item = getattr(registry, kind).get(name)
+        if item is None:
+            continue
+        out = {"name": name, "kind": kind[:-1].replace("_", " "), "plugin": registry.origin.get((kind, name)),
+               "description": getattr(item, "description", "")}
+        if kind == "methods":
+            out["params"] = [{"param": k, "default": v, "accepts": item.param_type_words(k)}
+                             for k, v in item.params.items()]
+            out["variants"] = {v: dict(changes) for v, changes in item.variants.items()}
+            out["recipe"] = dict(item.recipe)
+            out["scales"] = {k: dict(v) for k, v in item.scales.items()}
+            out["checks_values"] = item.check is not None
+        elif kind == "datasets":
+            out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
+                       layout=item.layout)
+        return out
+    every = [n for kind in kinds for n in getattr(registry, kind)]
+    close = suggest(name, every)
+    raise UserError(f"no method, dataset, backbone or recipe step named {name!r} — "
+                    + (f"did you mean {close!r}? " if close else "") + "`fgvcbench plugins` lists them all")
+
+
+def _print_description(d: dict) -> None:
+    from rich.markup import escape
+    console.print(f"[bold]{d['name']}[/] — {d['kind']} from plugin {d['plugin']}", highlight=False)
+    if d["description"]:
+        console.print(escape(d["description"]), highlight=False)
+    if d["kind"] == "method":
+        table = Table(title="params (suite: methods: [{name: %s, params: {...}}])" % d["name"])
+        for col in ("param", "default", "accepts"):
+            table.add_column(col)
+        for row in d["params"]:
+            table.add_row(row["param"], escape(json.dumps(row["default"])), row["accepts"])
+        console.print(table)
+        table = Table(title="variants (suite: variants: [...] or all)")
+        table.add_column("variant")
+        table.add_column("changes")
+        for variant, changes in d["variants"].items():
+            table.add_row(variant, escape(", ".join(f"{k}={json.dumps(v)}" for k, v in changes.items()) or "-"))
+        console.print(table)
+        if d["recipe"]:
+            console.print("recipe defaults: " + escape(", ".join(f"{k}={v}" for k, v in d["recipe"].items())),
+                          highlight=False)
+        for scale, changes in d["scales"].items():
+            console.print(f"scale {scale}: " + escape(", ".join(f"{k}={v}" for k, v in changes.items())),
+                          highlight=False)
+    elif d["kind"] == "dataset":
+        if d["options"]:
+            console.print("options: " + escape(", ".join(f"{k}={json.dumps(v)}" for k, v in d["options"].items())),
+                          highlight=False)
+        if d["needs_root"]:
+            console.print(f"root: <data root>/{d['default_root'] or d['name']} unless the suite sets root:",
+                          highlight=False)
+            console.print("layout: " + escape(d["layout"] or "-"), highlight=False)
+
+
 @app.command()
 @friendly
-def plugins(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List every plugin: where it came from, its hooks, and what it provides."""
+def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, backbone or recipe step: "
+                                                            "its params, types, variants or options."),
+            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List every plugin: where it came from, its hooks, and what it provides; with NAME,
+    what a suite can set for that method, dataset, backbone or recipe step."""
     from fgvcbench.plugins import get_registry
     registry = get_registry()
+    if name is not None:
+        described = _describe(registry, name)
+        if as_json:
+            sys.stdout.write(json.dumps(described, indent=2, default=str) + "\n")
+        else:
+            _print_description(described)
+        return
     infos = list(registry.plugins.values())
     if as_json:
         sys.stdout.write(json.dumps({"plugins": [i.as_dict() for i in infos], "warnings": registry.warnings},

@@ -46,7 +46,8 @@ class Method:
     A suite's value for a parameter must have its default's type (a ``float`` default
     takes integers too; ``bool`` is never a number). ``param_types`` names the types of
     parameters whose default does not tell, e.g. ``{"k": (int, None)}`` for a ``None``
-    default (``None`` there means null is allowed). ``check(params, recipe)`` raises
+    default (``None`` there means null is allowed); ``param_choices`` the closed sets,
+    e.g. ``{"selection": ("val", "test")}``. ``check(params, recipe)`` raises
     :class:`~fgvcbench.errors.UserError` for values no run can use (a choice outside its
     set, a recipe knob the method cannot honour). The suite loader runs both for every
     variant before any run starts, so a typo fails in a second with the file and line,
@@ -62,14 +63,20 @@ class Method:
     # Per-scale recipe overrides, e.g. {"paper": {"epochs": 100}} (a paper's own settings).
     scales: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     param_types: Mapping[str, tuple] = field(default_factory=dict)
+    param_choices: Mapping[str, tuple] = field(default_factory=dict)
     check: Callable[[Mapping[str, Any], "Recipe"], None] | None = None
 
     def __post_init__(self) -> None:
         if "default" not in self.variants:
             object.__setattr__(self, "variants", {"default": {}, **dict(self.variants)})
-        unknown = set(self.param_types) - set(self.params)
-        if unknown:
-            raise ValueError(f"method {self.name!r} param_types names unknown params {sorted(unknown)}")
+        for table in ("param_types", "param_choices"):
+            unknown = set(getattr(self, table)) - set(self.params)
+            if unknown:
+                raise ValueError(f"method {self.name!r} {table} names unknown params {sorted(unknown)}")
+        for key, choices in self.param_choices.items():
+            if not isinstance(choices, tuple) or self.params[key] not in choices:
+                raise ValueError(f"method {self.name!r} param_choices[{key!r}] must be a tuple holding the "
+                                 f"default {self.params[key]!r}; got {choices!r}")
         for key, kinds in self.param_types.items():
             if not isinstance(kinds, tuple) or not all(k is None or isinstance(k, type) for k in kinds):
                 raise ValueError(f"method {self.name!r} param_types[{key!r}] must be a tuple of types "
@@ -85,13 +92,21 @@ class Method:
                 if problem:
                     raise ValueError(f"method {self.name!r} variant {variant!r}: {problem}")
 
+    def param_type_words(self, key: str) -> str:
+        """What a suite may give for ``key``, in words: "a number", "an integer or null", "any value"."""
+        if key in self.param_choices:
+            return "one of " + ", ".join(str(c) for c in self.param_choices[key])
+        kinds = self.param_types.get(key) or _default_types(self.params.get(key))
+        if kinds is None:
+            return "any value"
+        return " or ".join(_TYPE_WORDS.get(NULL if k is None else k, getattr(k, "__name__", str(k))) for k in kinds)
+
     def param_type_problem(self, key: str, value: Any) -> str | None:
         """Why ``value`` cannot be parameter ``key`` (by type), or None when it can."""
         kinds = self.param_types.get(key) or _default_types(self.params.get(key))
         if kinds is None or any(_admits(value, kind) for kind in kinds):
             return None
-        words = " or ".join(_TYPE_WORDS.get(NULL if k is None else k, getattr(k, "__name__", str(k))) for k in kinds)
-        return f"{self.name} {key}: expected {words}, got {type(value).__name__} {value!r}"
+        return f"{self.name} {key}: expected {self.param_type_words(key)}, got {type(value).__name__} {value!r}"
 
     def check_params(self, params: Mapping[str, Any], recipe: "Recipe") -> None:
         """Types, then the method's own ``check``; raises UserError with one line."""
@@ -100,6 +115,9 @@ class Method:
             problem = self.param_type_problem(key, value)
             if problem:
                 raise UserError(problem)
+        for key, choices in self.param_choices.items():
+            if key in params and params[key] not in choices:
+                raise UserError(f"{self.name} {key}: {params[key]!r} — use one of {', '.join(map(str, choices))}")
         if self.check is not None:
             self.check(params, recipe)
 

@@ -79,3 +79,34 @@ def test_plugins_command_table_and_json(runner):
     assert "fgvcbench_backbones" in by_name["backbones"]["hooks"]
     result = runner.invoke(app, ["plugins"])
     assert result.exit_code == 0 and "finetune" in result.stdout and "synthetic" in result.stdout
+
+
+def test_plugins_name_shows_what_a_suite_can_set(runner):
+    get_registry(refresh=True)
+    out = runner.invoke(app, ["plugins", "finernet", "--json"])
+    assert out.exit_code == 0, out.output
+    described = json.loads(out.stdout)
+    assert described["kind"] == "method" and described["plugin"] == "finernet" and described["checks_values"]
+    accepts = {row["param"]: row["accepts"] for row in described["params"]}
+    assert accepts["k"] == "an integer or null" and accepts["frozen_bn"] == "true or false"
+    assert accepts["pipeline"] == "one of code, readme, single_step"
+    assert described["variants"]["readme"] == {"pipeline": "readme"} and described["recipe"]["lr"] == 1e-3
+    table = runner.invoke(app, ["plugins", "finernet"])
+    assert table.exit_code == 0 and "alpha_0.4" in table.stdout and "scale paper" in table.stdout
+    cub = json.loads(runner.invoke(app, ["plugins", "cub", "--json"]).stdout)
+    assert cub["kind"] == "dataset" and cub["default_root"] == "CUB_200_2011" and "images.txt" in cub["layout"]
+    step = json.loads(runner.invoke(app, ["plugins", "label_smoothing", "--json"]).stdout)
+    assert step["kind"] == "recipe step" and step["plugin"] == "recipe"
+    typo = runner.invoke(app, ["plugins", "finrnet"])
+    assert typo.exit_code == 2 and "did you mean 'finernet'?" in typo.output and "Traceback" not in typo.output
+
+
+def test_param_choices_are_checked_and_must_hold_the_default():
+    import pytest
+    from fgvcbench.api import Recipe, UserError
+    method = Method(name="m", run=lambda ctx: {"top1": 0.0}, params={"mode": "a"}, param_choices={"mode": ("a", "b")})
+    method.check_params({"mode": "b"}, Recipe())
+    with pytest.raises(UserError, match=r"m mode: 'c' — use one of a, b"):
+        method.check_params({"mode": "c"}, Recipe())
+    with pytest.raises(ValueError, match="holding the default"):
+        Method(name="m", run=lambda ctx: {}, params={"mode": "z"}, param_choices={"mode": ("a", "b")})

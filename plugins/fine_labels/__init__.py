@@ -132,12 +132,6 @@ def _filter_probs(ctx: RunContext, model: nn.Module, images: torch.Tensor) -> to
 
 def check_params(p: dict, recipe) -> None:
     """Values no run can use (called by the suite loader before any run starts)."""
-    def choice(key: str, allowed: tuple) -> None:
-        if p[key] not in allowed:
-            raise UserError(f"fine_labels {key}: {p[key]!r} — use one of {', '.join(allowed)}")
-    choice("strategy", STRATEGIES)
-    choice("cluster_backend", ("auto", "hdbscan", "sklearn"))
-    choice("multi_head_images", ("kept", "all"))
     mcs = p["min_cluster_size"]
     if mcs != "auto" and not (isinstance(mcs, int) and not isinstance(mcs, bool) and mcs >= 2):
         raise UserError(f"fine_labels min_cluster_size: {mcs!r} — use auto or an integer >= 2")
@@ -321,6 +315,8 @@ FINE_LABELS = Method(
             "min_cluster_size": "auto", "cluster_backend": "auto", "multi_head_images": "kept",
             "epochs_factor": 1},
     param_types={"min_cluster_size": (str, int), "keep_percent": (float,), "epochs_factor": (float,)},
+    param_choices={"strategy": STRATEGIES, "cluster_backend": ("auto", "hdbscan", "sklearn"),
+                   "multi_head_images": ("kept", "all")},
     check=check_params,
     variants={"default": {}, "two_stage": {}, "stacked": {"strategy": "stacked"},
               "multi_head_0.1": {"strategy": "multi_head", "alpha": 0.1},

@@ -185,14 +185,6 @@ def _fit_phase4(ctx: RunContext, model, data, recipe, *, full: bool, frozen_bn: 
 
 def check_params(p: dict, recipe) -> None:
     """Values no run can use (called by the suite loader before any run starts)."""
-    if p["pipeline"] not in ("code", "readme", "single_step"):
-        raise UserError(f"finernet pipeline: {p['pipeline']!r} — use code, readme or single_step")
-    if p["selection"] not in ("val", "test"):
-        raise UserError(f"finernet selection: {p['selection']!r} — use val or test")
-    if p["mining_view"] not in ("train", "test"):
-        raise UserError(f"finernet mining_view: {p['mining_view']!r} — use train (the code's) or test")
-    if p["knn_backend"] not in BACKENDS:
-        raise UserError(f"finernet knn_backend: {p['knn_backend']!r} — use one of {', '.join(BACKENDS)}")
     if p["alpha"] is not None and not 0 <= p["alpha"] <= 1:
         raise UserError(f"finernet alpha: {p['alpha']!r} — use a number in [0, 1] (the weight of W₁ in the mix)")
     for key in ("k", "phase3_epochs", "phase3_batch", "phase4_batch"):
@@ -297,6 +289,8 @@ FINERNET = Method(
     param_types={"alpha": (float, None), "phase4_lr": (float, None), "phase4_batch": (int, None),
                  "k": (int, None), "phase3_epochs": (int, None), "phase3_lr": (float, None),
                  "phase3_batch": (int, None)},
+    param_choices={"pipeline": ("code", "readme", "single_step"), "selection": ("val", "test"),
+                   "mining_view": ("train", "test"), "knn_backend": BACKENDS},
     check=check_params,
     variants={"default": {}, "code": {}, "readme": {"pipeline": "readme"}, "single_step": {"pipeline": "single_step"},
               "selection_test": {"selection": "test"}, "frozen_bn": {"frozen_bn": True},

@@ -121,8 +121,6 @@ def loop_recipe(p: dict, recipe):
 
 def check_params(p: dict, recipe) -> None:
     """Values no run can use (called by the suite loader before any run starts)."""
-    if p["miner"] not in MINERS:
-        raise UserError(f"metric_learning miner: {p['miner']!r} — use one of {', '.join(MINERS)}")
     for key, low in (("embedding_dim", 1), ("m_per_class", 1), ("knn_k", 1)):
         if p[key] < low:
             raise UserError(f"metric_learning {key}: {p[key]!r} — use an integer >= {low}")
@@ -220,6 +218,7 @@ METRIC_LEARNING = Method(
     params={"miner": "batch_hard", "margin": 0.2, "soft_margin": False, "embedding_dim": 128, "normalize": True,
             "m_per_class": 4, "ce_weight": 0.0, "triplet_weight": 1.0, "knn_k": 5, "tsne": True,
             "recipe_overrides": {}},
+    param_choices={"miner": MINERS},
     check=check_params,
     variants={"default": {}, "batch_hard": {}, "batch_all": {"miner": "none"}, "semihard": {"miner": "semihard"},
               "report": {"miner": "batch_hard", "margin": 0.2,

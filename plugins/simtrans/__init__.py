@@ -289,11 +289,6 @@ def _weight_metrics(weights: torch.Tensor, clean: list, suffix: str = "") -> dic
 
 def check_params(p: dict, recipe: Recipe) -> None:
     """Values no run can use (called by the suite loader before any run starts)."""
-    if p["selection"] not in ("val", "test"):
-        raise UserError(f"simtrans selection: {p['selection']!r} — use val or test")
-    if p["simnet_init"] not in ("pretrain", "backbone"):
-        raise UserError(f"simtrans simnet_init: {p['simnet_init']!r} — use pretrain (the code: SimNet starts from "
-                        f"the CE model trained on the noisy novel data) or backbone")
     if p["beta"] < 0 or p["alpha"] < 0:
         raise UserError(f"simtrans beta {p['beta']!r}, alpha {p['alpha']!r}: loss weights must be >= 0")
     if p["beta"] and not p["simnet_web"]:
@@ -452,6 +447,8 @@ SIMTRANS = Method(
             "simnet_hidden": None, "f1_max_images": 2000},
     param_types={"pretrain_epochs": (int, None), "graph_epochs": (int, None), "simnet_epochs": (int, None),
                  "simnet_hidden": (list, None)},
+    # simnet_init pretrain: the code's (SimNet starts from the CE model trained on the noisy novel data)
+    param_choices={"selection": ("val", "test"), "simnet_init": ("pretrain", "backbone")},
     check=check_params,
     variants={"default": {}, "full": {},
               "ce_noisy": {"use_weights": False, "use_graph": False},
