@@ -326,10 +326,14 @@ def _describe(registry, name: str) -> dict:
     kinds = ("methods", "datasets", "backbones", "recipe_steps")
     for kind in kinds:
         item = getattr(registry, kind).get(name)
+        if item is None and kind == "backbones":
+            item = registry.find_backbone(name)   # a family spec (timm) serves most backbone names
         if item is None:
             continue
-        out = {"name": name, "kind": kind[:-1].replace("_", " "), "plugin": registry.origin.get((kind, name)),
+        out = {"name": name, "kind": kind[:-1].replace("_", " "), "plugin": registry.origin.get((kind, item.name)),
                "description": getattr(item, "description", "")}
+        if kind == "backbones" and item.name != name:
+            out["served_by"] = item.name
         if kind == "methods":
             out["params"] = [{"param": k, "default": v, "accepts": item.param_type_words(k)}
                              for k, v in item.params.items()]
@@ -349,7 +353,8 @@ def _describe(registry, name: str) -> dict:
 
 def _print_description(d: dict) -> None:
     from rich.markup import escape
-    console.print(f"[bold]{d['name']}[/] — {d['kind']} from plugin {d['plugin']}", highlight=False)
+    via = f" (served by {d['served_by']!r})" if d.get("served_by") else ""
+    console.print(f"[bold]{d['name']}[/] — {d['kind']} from plugin {d['plugin']}{via}", highlight=False)
     if d["description"]:
         console.print(escape(d["description"]), highlight=False)
     if d["kind"] == "method":

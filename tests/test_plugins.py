@@ -97,6 +97,8 @@ def test_plugins_name_shows_what_a_suite_can_set(runner):
     assert cub["kind"] == "dataset" and cub["default_root"] == "CUB_200_2011" and "images.txt" in cub["layout"]
     step = json.loads(runner.invoke(app, ["plugins", "label_smoothing", "--json"]).stdout)
     assert step["kind"] == "recipe step" and step["plugin"] == "recipe"
+    timm_name = json.loads(runner.invoke(app, ["plugins", "test_resnet", "--json"]).stdout)
+    assert timm_name["kind"] == "backbone" and timm_name["served_by"] == "timm"
     typo = runner.invoke(app, ["plugins", "finrnet"])
     assert typo.exit_code == 2 and "did you mean 'finernet'?" in typo.output and "Traceback" not in typo.output
 
