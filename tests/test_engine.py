@@ -239,3 +239,48 @@ def test_recipe_validation_lists_problems():
     assert set(problems) == {"epochs", "lr", "augment", "label_smoothing"}
     assert "trivial_augment" in problems["augment"]
     assert math.isclose(Recipe().lr, 0.01)
+
+
+def test_rotation_matches_torchvision_rotate_and_leaves_other_seeds_alone():
+    """rotation_degrees: RandomRotation(±d) before the crop, as torchvision's rotate with the
+    drawn angle (zero fill); 0 draws nothing, so earlier seeds' crops stay as they were."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+    img = torch.zeros(1, 3, 64, 64)
+    img[:, :, 8:24, 10:50] = 255.0
+    img[:, :, 40:60, 40:48] = 128.0
+    g = torch.Generator().manual_seed(3)
+    replay = torch.Generator()
+    replay.set_state(g.get_state())
+    out = random_resized_crop_flip(img, 64, 1.0, False, g, rotation=40)   # the whole image, no flip
+    for shape in ((1, 10), (1, 10), (1,), (1,)):                           # the crop's draws
+        torch.rand(*shape, generator=replay)
+    angle = float((torch.rand(1, generator=replay) * 2 - 1) * 40)
+    assert abs(angle) > 5
+    ref = TF.rotate(img, angle, interpolation=InterpolationMode.BILINEAR, fill=0)
+    assert (out - ref).abs().max() < 0.01
+    assert out[0, :, 0, 0].eq(0).all()                                     # an uncovered corner is black
+    x = torch.rand(3, 3, 48, 48) * 255
+    plain = random_resized_crop_flip(x, 32, 0.3, True, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, random_resized_crop_flip(x, 32, 0.3, True, torch.Generator().manual_seed(1),
+                                                       rotation=0.0))
+
+
+def test_rotation_in_both_pipelines_and_in_run_ids():
+    from fgvcbench.data.classic import classic_transform
+    from fgvcbench.spec import RunSpec
+    names = [type(t).__name__ for t in classic_transform(Recipe(rotation_degrees=30), (0, 0, 0), (1, 1, 1),
+                                                         train=True).transforms]
+    assert names[:2] == ["RandomRotation", "RandomResizedCrop"]
+    assert "RandomRotation" not in [type(t).__name__ for t in classic_transform(Recipe(), (0, 0, 0), (1, 1, 1),
+                                                                                 train=True).transforms]
+    aug = BatchAugmenter(Recipe(image_size=32, rotation_degrees=30), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"),
+                         torch.Generator().manual_seed(0))
+    assert aug.train(torch.full((4, 3, 40, 40), 255, dtype=torch.uint8)).shape == (4, 3, 32, 32)
+    spec = dict(suite="s", dataset={"name": "cub"}, backbone={"name": "r"}, method="m", variant="default", seed=0,
+                scale="smoke")
+    plain = RunSpec(**spec, recipe=Recipe().to_dict())
+    assert "rotation_degrees" not in plain.identity()["recipe"]            # a field added later: ids kept
+    rotated = RunSpec(**spec, recipe=Recipe(rotation_degrees=30).to_dict())
+    assert rotated.run_id != plain.run_id and rotated.identity()["recipe"]["rotation_degrees"] == 30
+    assert Recipe(rotation_degrees=200).validate() == [("rotation_degrees", "must be in [0, 180], got 200")]

@@ -1,7 +1,7 @@
 """The classic per-sample pipeline, kept as the reference (``pipeline: classic``).
 
 torchvision transforms in DataLoader workers, one image at a time: decode JPEG (crop to
-the box when asked) → RandomResizedCrop → flip → TrivialAugmentWide / AutoAugment (or the
+the box when asked) → [RandomRotation] → RandomResizedCrop → flip → TrivialAugmentWide / AutoAugment (or the
 policy first, with ``policy_before_crop``) → to tensor, normalise → RandomErasing; test:
 resize to size/0.875 → centre crop. This is
 what most FGVC repositories do, and what the fast pipeline is measured against.
@@ -29,6 +29,8 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
     steps = [T.RandomResizedCrop(recipe.image_size,
                                  scale=(recipe.crop_scale_min if recipe.augment != "flip" else 1.0, 1.0)),
              T.RandomHorizontalFlip()]
+    if recipe.rotation_degrees > 0:   # SimTrans's code: RandomRotation(30), then the crop
+        steps.insert(0, T.RandomRotation(recipe.rotation_degrees))
     policy = {"trivial_augment": T.TrivialAugmentWide, "autoaugment": T.AutoAugment}.get(recipe.augment)
     if policy is not None:
         policy = T.RandomApply([policy()], p=recipe.policy_p) if recipe.policy_p < 1 else policy()

@@ -68,9 +68,15 @@ def crop_boxes(b: int, side: int, scale_min: float, generator: torch.Generator,
 
 
 def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
-                             flip: bool, generator: torch.Generator) -> torch.Tensor:
+                             flip: bool, generator: torch.Generator, rotation: float = 0.0) -> torch.Tensor:
     """Per-sample RandomResizedCrop(scale=(scale_min, 1), ratio=(3/4, 4/3)) and flip,
-    as a single batched bilinear resample. ``images`` float ``[B, C, S, S]``."""
+    as a single batched bilinear resample. ``images`` float ``[B, C, S, S]``.
+
+    ``rotation`` > 0: first RandomRotation(±rotation°) of the whole image about its centre,
+    corners filled with 0 (torchvision's ``RandomRotation(d)`` before the crop, SimTrans's
+    code), folded into the same affine map, so the batch is still resampled once
+    (bilinearly; torchvision rotates with nearest, then crops bilinearly). The angles are
+    drawn after the crop's numbers, so ``rotation`` 0 leaves a seed's crops as they were."""
     b = images.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     w, h = crop_boxes(b, images.shape[-1], scale_min, generator)   # fractions of the source side
@@ -84,8 +90,19 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
+    padding = "reflection"
+    if rotation > 0:
+        # torchvision's rotate(img, a) (a > 0 counter-clockwise on screen, y pointing down): a
+        # pixel p of the rotated image shows source pixel M(a)·p, M = [[cos, −sin], [sin, cos]]
+        # in normalised coordinates (square images: they rotate like pixels); the crop's map
+        # is composed after it
+        angle = torch.deg2rad((rand(b) * 2 - 1) * rotation)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+        theta = rot @ theta
+        padding = "zeros"                        # the corners the rotation uncovers are black
     grid = F.affine_grid(to_device(theta, images.device), [b, images.shape[1], size, size], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 def erasing_boxes(b: int, hgt: int, wid: int, generator: torch.Generator,
@@ -185,7 +202,7 @@ class BatchAugmenter:
         else:
             scale_min = r.crop_scale_min if r.augment != "flip" else 1.0
             x = random_resized_crop_flip(images_u8.float(), r.image_size, scale_min, flip=True,
-                                         generator=self.generator)
+                                         generator=self.generator, rotation=r.rotation_degrees)
             if has_policy and not r.policy_before_crop:   # torchvision's order: crop, flip, then the policy
                 x = self._policy(x.round_().clamp_(0, 255).to(torch.uint8)).float()
         x = (x - self.mean) / self.std

@@ -44,6 +44,9 @@ class Recipe:
     policy_before_crop: bool = False  # policy on the whole image, then crop (FineRNet's code); else after
                                       # RandomResizedCrop + flip, as torchvision's reference recipe
     crop_scale_min: float = 0.08      # RandomResizedCrop lower scale bound (torchvision's default)
+    # RandomRotation(±d°) of the whole image before the crop, corners filled with 0 (SimTrans's
+    # code: 30). Hashed into run ids only when set, so adding it kept every earlier run id.
+    rotation_degrees: float = dataclasses.field(default=0.0, metadata={"hash_if_set": True})
     random_erasing: float = 0.0       # probability
     random_erasing_value: str = "zero"  # zero: torchvision's RandomErasing(value=0), as its reference recipe;
                                         # random: per-pixel normal noise (value='random', timm's re_mode='pixel')
@@ -116,6 +119,8 @@ class Recipe:
             problems.append(("val_fraction", f"must be in [0, 1), got {self.val_fraction}"))
         if not 0 < self.crop_scale_min <= 1:
             problems.append(("crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}"))
+        if not 0 <= self.rotation_degrees <= 180:
+            problems.append(("rotation_degrees", f"must be in [0, 180], got {self.rotation_degrees}"))
         for name in ("weight_decay", "mixup_alpha", "cutmix_alpha", "warmup_epochs", "ema_steps"):
             if getattr(self, name) < 0:
                 problems.append((name, f"must be >= 0, got {getattr(self, name)}"))

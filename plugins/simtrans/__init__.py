@@ -63,10 +63,14 @@ ablation rows ("without the adversarial part"): SimNet trained on base batches a
 Selection: the code picks every checkpoint on the novel *test* set; here ``selection:
 val`` (default) picks classifiers on a validation split carved from the (noisy) novel
 training data and SimNet on base validation pairs; ``selection: test`` reproduces the
-code's protocol for every stage, for comparison only. Not reproduced: the code's
-RandomRotation(30) (the engine's RandomResizedCrop(scale 0.5–1) + flip are applied), its
-early stop (10 epochs of strictly falling test accuracy), and its refusal to save a
-checkpoint below 40 %.
+code's protocol for every stage, for comparison only.
+
+Augmentation: the code's ``RandomRotation(30)`` → ``RandomResizedCrop(224, scale 0.5–1)``
+→ flip (``data/helper.py``) is the recipe's ``rotation_degrees: 30``, ``crop_scale_min:
+0.5``; the engine folds rotation, crop and flip into one bilinear resample of the stored
+square image (torchvision rotates the full photo with nearest, then crops). Not
+reproduced: the code's early stop (10 epochs of strictly falling test accuracy) and its
+refusal to save a checkpoint below 40 %.
 
 Recorded beyond the seed (the view knows which images are noise): ``weight_auroc`` —
 AUROC of the stage-2 (``savg1``) weights for telling clean from noisy novel training
@@ -457,8 +461,10 @@ SIMTRANS = Method(
               "beta0": {"beta": 0.0}},
     # the code's classifier stages (train_main.py, alternate_with_GCN.py): SGD lr 1e-4, batch 8,
     # momentum 0.9, wd 1e-4, lr halved every 20 of 60 epochs
+    # data/helper.py: RandomRotation(30) → RandomResizedCrop(224, scale 0.5–1) → flip, for every stage
     recipe={"optimizer": "sgd", "nesterov": False, "momentum": 0.9, "weight_decay": 1e-4, "lr": 1e-4,
-            "batch_size": 8, "scheduler": "step", "gamma": 0.5, "step_size": 20, "crop_scale_min": 0.5},
+            "batch_size": 8, "scheduler": "step", "gamma": 0.5, "step_size": 20, "crop_scale_min": 0.5,
+            "rotation_degrees": 30.0},
     scales={"smoke": {"step_size": 1}, "short": {"step_size": 10},
             "paper": {"epochs": 60, "step_size": 20, "image_size": 224}},
 )
