@@ -194,6 +194,41 @@ def test_early_stopping_stops_after_patience():
     assert result.metrics["best_epoch"] == 1 and result.metrics["epochs_run"] == 2
 
 
+def _stop_epoch(history: list[dict], key: str, patience: int, min_epochs: int = 0) -> int:
+    """Where early stopping on ``key`` must stop: the first epoch at least ``min_epochs`` that
+    is ``patience`` past the epoch of the best value so far (top-1 up, loss down, strictly)."""
+    best, best_epoch = None, 0
+    for row in history:
+        value = -row[key] if key == "val_top1" else row[key]
+        if best is None or value < best:
+            best, best_epoch = value, row["epoch"]
+        if row["epoch"] - best_epoch >= patience and row["epoch"] >= min_epochs:
+            return row["epoch"]
+    return history[-1]["epoch"]
+
+
+def test_early_stopping_on_the_validation_loss_and_min_epochs():
+    """stop_on: loss (Lightning's EarlyStopping('val_loss')) keeps training while the loss
+    falls although top-1 has plateaued; the epoch kept is still the best top-1; min_epochs
+    holds the stop back."""
+    data = toy_data()
+    runs = {}
+    for stop_on, min_epochs in (("top1", 0), ("loss", 0), ("top1", 5)):
+        torch.manual_seed(0)
+        recipe = Recipe(epochs=8, image_size=16, batch_size=8, lr=0.02, augment="flip", patience=1,
+                        stop_on=stop_on, min_epochs=min_epochs)
+        runs[stop_on, min_epochs] = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=3)
+    for (stop_on, min_epochs), result in runs.items():
+        key = "val_loss" if stop_on == "loss" else "val_top1"
+        assert all("val_loss" in h for h in result.history)
+        assert result.metrics["epochs_run"] == _stop_epoch(result.history, key, 1, min_epochs)
+        best = max(result.history, key=lambda h: h["val_top1"])   # the first best top-1 is kept
+        assert result.metrics["best_epoch"] == best["epoch"]
+    assert runs["loss", 0].metrics["epochs_run"] > runs["top1", 0].metrics["epochs_run"]
+    assert runs["top1", 5].metrics["epochs_run"] >= 5 > runs["top1", 0].metrics["epochs_run"]
+    assert Recipe(stop_on="acc").validate() == [("stop_on", "must be one of top1, loss; got 'acc'")]
+
+
 def test_frozen_backbone_only_moves_the_head():
     data = toy_data()
     model = small_model()

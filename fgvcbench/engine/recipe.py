@@ -11,6 +11,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
 PIPELINES = ("fast", "classic")
 ERASING_VALUES = ("zero", "random")
+STOP_ON = ("top1", "loss")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class Recipe:
     eval_image_size: int | None = None  # test centre-crop size (None = image_size); FixRes tests larger
     eval_resize_size: int | None = None  # resize before that crop (None = crop / 0.875, e.g. 256 for 224)
     patience: int | None = None
+    # what early stopping watches: validation top-1 (also what selects the epoch), or the
+    # validation loss (Lightning's EarlyStopping('val_loss'), the fine-label seed's); no stop
+    # before min_epochs (Lightning's Trainer(min_epochs)). Hashed into run ids only when set.
+    stop_on: str = dataclasses.field(default="top1", metadata={"hash_if_set": True})
+    min_epochs: int = dataclasses.field(default=0, metadata={"hash_if_set": True})
     val_fraction: float = 0.1
     pipeline: str = "fast"            # fast: decode once, augment batches on the device; classic: DataLoader
     amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
@@ -135,9 +141,11 @@ class Recipe:
                                                  f"got {self.eval_resize_size}"))
         if self.patience is not None and self.patience < 1:
             problems.append(("patience", f"must be >= 1 or null, got {self.patience}"))
+        if self.min_epochs < 0:
+            problems.append(("min_epochs", f"must be >= 0, got {self.min_epochs}"))
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
                               ("scheduler", SCHEDULERS), ("pipeline", PIPELINES),
-                              ("random_erasing_value", ERASING_VALUES)):
+                              ("random_erasing_value", ERASING_VALUES), ("stop_on", STOP_ON)):
             if getattr(self, name) not in allowed:
                 problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
         return problems

@@ -323,6 +323,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
 
     history: list[dict[str, Any]] = []
     best_val, best_epoch, best_state = -1.0, 0, None
+    best_loss, best_loss_epoch = math.inf, 0   # for stop_on: loss (Lightning: strictly lower resets the wait)
     train_seconds, images_seen = 0.0, 0
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
     for epoch in range(1, recipe.epochs + 1):
@@ -371,16 +372,23 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
                                "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
         if len(data.val):
-            val = accuracy_metrics(logits_of(eval_model(), "val"), data.val.labels, data.num_classes)
+            val_logits = logits_of(eval_model(), "val")
+            val = accuracy_metrics(val_logits, data.val.labels, data.num_classes)
             val["top1"] = distributed.broadcast(val["top1"])  # rank 0 decides selection for every rank
             row["val_top1"] = val["top1"]
+            row["val_loss"] = distributed.broadcast(
+                float(F.cross_entropy(val_logits.float(), data.val.labels.to(val_logits.device))))
+            if row["val_loss"] < best_loss:
+                best_loss, best_loss_epoch = row["val_loss"], epoch
             if val["top1"] > best_val:
                 best_val, best_epoch = val["top1"], epoch
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in eval_model().state_dict().items()})
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-        if recipe.patience is not None and best_epoch and epoch - best_epoch >= recipe.patience:
+        watched = best_loss_epoch if recipe.stop_on == "loss" else best_epoch
+        if (recipe.patience is not None and watched and epoch - watched >= recipe.patience
+                and epoch >= recipe.min_epochs):
             break
 
     final = eval_model()

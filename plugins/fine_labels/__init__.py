@@ -17,14 +17,19 @@ fine-grained-labels; what its *code* does is the default.)
 4. ``two_stage`` (default, the code): a fresh ImageNet-initialised model trains on the fine
    pseudo-labels of the kept images — ``val_fraction`` of them (stratified by pseudo-label)
    held out with their pseudo-labels to select the epoch, as the code's sub-class phase
-   keeps its best validation-accuracy checkpoint (the code also stops early on the
-   validation loss with patience 4; we stop on the recipe's ``patience``, on accuracy) —,
+   keeps its best validation-accuracy checkpoint —,
    then its head is replaced by a coarse head and everything fine-tunes on the coarse
    labels of the full training set. ``stacked`` (the README's diagrams): a
    coarse linear layer is stacked on the fine head instead of replacing it.
    ``multi_head_0.1`` / ``multi_head_0.9``: one fresh trunk, a coarse and a fine head, loss
    α·CE_coarse + (1−α)·CE_fine on the pseudo-labelled (kept) images, as the code's
    pseudo-label loader; selected on coarse validation accuracy.
+
+Every training phase stops as the code's Lightning trainers do: early stopping on the
+validation *loss* with patience 4 (``stop_on: loss``), never before ``min_epochs`` (the
+code: 30 of at most 50 epochs — the ``paper`` scale; ``short``: 18 of 30), while the epoch
+kept is still the one with the best validation top-1 (the code's checkpoint on
+``val_acc``). A suite's ``train: {stop_on: top1, patience: null}`` trains every epoch.
 
 ``coarse_only_2x`` is a control the seed lacks: the coarse classifier trained for twice
 the recipe's epochs — as many as ``two_stage`` spends in its two phases — so a gain of
@@ -315,6 +320,10 @@ FINE_LABELS = Method(
             "min_cluster_size": "auto", "cluster_backend": "auto", "multi_head_images": "kept",
             "epochs_factor": 1},
     param_types={"min_cluster_size": (str, int), "keep_percent": (float,), "epochs_factor": (float,)},
+    # the code's Lightning trainers: EarlyStopping('val_loss', patience=4), min_epochs 30,
+    # max_epochs 50, the best val_acc checkpoint kept (selection stays on validation top-1)
+    recipe={"stop_on": "loss", "patience": 4},
+    scales={"short": {"min_epochs": 18}, "paper": {"epochs": 50, "min_epochs": 30}},
     param_choices={"strategy": STRATEGIES, "cluster_backend": ("auto", "hdbscan", "sklearn"),
                    "multi_head_images": ("kept", "all")},
     check=check_params,
