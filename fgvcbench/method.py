@@ -89,6 +89,8 @@ class Method:
                     f"declare them in Method.params")
             for key, value in overrides.items():
                 problem = self.param_type_problem(key, value)
+                if problem is None and key in self.param_choices and value not in self.param_choices[key]:
+                    problem = f"{key} {value!r} is not one of its param_choices"
                 if problem:
                     raise ValueError(f"method {self.name!r} variant {variant!r}: {problem}")
 

@@ -383,9 +383,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, ("methods", i))
             try:
                 method.check_params(method.resolve_params(variant, params), recipe)
-            except UserError as exc:
+            except Exception as exc:  # noqa: BLE001 — a plugin's check must not end in a traceback
+                message = str(exc) if isinstance(exc, UserError) else \
+                    f"{method.name}'s parameter check raised {exc.__class__.__name__}: {exc}"
                 where = ("methods", i, "params") if params else ("methods", i)
-                ck.fail(where, str(exc) if variant == "default" else f"variant {variant!r}: {exc}")
+                ck.fail(where, message if variant == "default" else f"variant {variant!r}: {message}")
         methods.append((method, variants, params, train, ("methods", i)))
 
     exclude = ck.typed(data.get("exclude") or [], (list,), ("exclude",), "a list of mappings")

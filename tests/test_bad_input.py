@@ -156,3 +156,16 @@ def test_a_dry_run_notes_a_missing_data_root_without_failing(tmp_path, runner):
     assert "synthetic" not in dry.output.split("note:")[1]                # only the missing one is named
     real = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "s.yaml"), "--no-progress"]))
     assert "data root for 'cub' not found" in real                        # a real run refuses it
+
+
+def test_a_plugin_check_that_crashes_is_one_line_not_a_traceback(tmp_path, runner, registry_with):
+    def check(params, recipe):
+        return params["width"] / 0
+
+    class Fragile:
+        @hookimpl
+        def fgvcbench_methods(self):
+            return [Method(name="fragile", run=lambda ctx: {"top1": 1.0}, params={"width": 2}, check=check)]
+    registry_with(Fragile())
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path, methods="[fragile]")), "--dry-run"]))
+    assert "fragile's parameter check raised ZeroDivisionError" in out
