@@ -224,6 +224,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise typer.Exit(1)
 
 
+def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
+    """``--metrics a,b`` as names (blank pieces ignored)."""
+    return tuple(m.strip() for m in (value or "").split(",") if m.strip())
+
+
 def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
                        metrics: tuple[str, ...] = ()) -> None:
     from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
@@ -269,7 +274,7 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
     for d in results_dirs:
         if not d.is_dir():
             raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
-    extra = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
+    extra = _metrics_option(metrics)
     _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra)
 
 
@@ -292,7 +297,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
-    extra = tuple(m.strip() for m in (metrics or "").split(",") if m.strip())
+    extra = _metrics_option(metrics)
     check_extra_metrics(records, extra)
     try:
         path = write_report(records, results_dirs, out, title, extra)

@@ -88,9 +88,7 @@ class Method:
                     f"method {self.name!r} variant {variant!r} sets unknown params {sorted(unknown)}; "
                     f"declare them in Method.params")
             for key, value in overrides.items():
-                problem = self.param_type_problem(key, value)
-                if problem is None and key in self.param_choices and value not in self.param_choices[key]:
-                    problem = f"{key} {value!r} is not one of its param_choices"
+                problem = self.param_problem(key, value)
                 if problem:
                     raise ValueError(f"method {self.name!r} variant {variant!r}: {problem}")
 
@@ -103,23 +101,26 @@ class Method:
             return "any value"
         return " or ".join(_TYPE_WORDS.get(NULL if k is None else k, getattr(k, "__name__", str(k))) for k in kinds)
 
-    def param_type_problem(self, key: str, value: Any) -> str | None:
-        """Why ``value`` cannot be parameter ``key`` (by type), or None when it can."""
+    def param_problem(self, key: str, value: Any) -> str | None:
+        """Why ``value`` cannot be parameter ``key`` — its type, or a value outside
+        ``param_choices`` — as one line with the fix; None when it can."""
         kinds = self.param_types.get(key) or _default_types(self.params.get(key))
-        if kinds is None or any(_admits(value, kind) for kind in kinds):
-            return None
-        return f"{self.name} {key}: expected {self.param_type_words(key)}, got {type(value).__name__} {value!r}"
+        if kinds is not None and not any(_admits(value, kind) for kind in kinds):
+            return (f"{self.name} {key}: expected {self.param_type_words(key)}, got {type(value).__name__} "
+                    f"{value!r} — fix the value's type")
+        choices = self.param_choices.get(key)
+        if choices is not None and value not in choices:
+            return f"{self.name} {key}: {value!r} — use one of {', '.join(map(str, choices))}"
+        return None
 
     def check_params(self, params: Mapping[str, Any], recipe: "Recipe") -> None:
-        """Types, then the method's own ``check``; raises UserError with one line."""
+        """Each value's type and choices, then the method's own ``check``; raises UserError
+        with one line."""
         from fgvcbench.errors import UserError
         for key, value in params.items():
-            problem = self.param_type_problem(key, value)
+            problem = self.param_problem(key, value)
             if problem:
                 raise UserError(problem)
-        for key, choices in self.param_choices.items():
-            if key in params and params[key] not in choices:
-                raise UserError(f"{self.name} {key}: {params[key]!r} — use one of {', '.join(map(str, choices))}")
         if self.check is not None:
             self.check(params, recipe)
 

@@ -37,7 +37,6 @@ class RunSpec:
         d = asdict(self)
         d.pop("suite")
         d.pop("data_root")
-        d["recipe"] = unset_fields_dropped(d["recipe"])
         return d
 
     @property
@@ -51,20 +50,6 @@ class RunSpec:
     def label(self) -> str:
         variant = "" if self.variant == "default" else f"[{self.variant}]"
         return f"{self.dataset['name']} · {self.backbone['name']} · {self.method}{variant} · seed {self.seed}"
-
-
-def unset_fields_dropped(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe as run ids hash it: a field added after run ids existed (``hash_if_set``
-    in its metadata) counts only when it differs from its default, so adding one keeps
-    every earlier run's id — and its finished record — valid."""
-    from fgvcbench.engine.recipe import RECIPE_FIELDS
-    out = {}
-    for key, value in recipe.items():
-        f = RECIPE_FIELDS.get(key)
-        if f is not None and f.metadata.get("hash_if_set") and value == f.default:
-            continue
-        out[key] = value
-    return out
 
 
 def dataset_label(dataset: dict) -> str:

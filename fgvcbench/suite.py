@@ -366,9 +366,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 close = suggest(str(key), method.params)
                 ck.fail(("methods", i, "params", key), f"method {method.name!r} has no parameter {key!r}",
                         f"did you mean {close!r}?" if close else f"parameters: {', '.join(method.params) or 'none'}")
-            problem = method.param_type_problem(key, params[key])
-            if problem:
-                ck.fail(("methods", i, "params", key), problem, "fix the value's type")
+            problem = method.param_problem(key, params[key])
+            if problem:   # its type or choices, at the key's own line
+                ck.fail(("methods", i, "params", key), problem)
         steps = params.get("steps")
         if "steps" in params:  # a `steps` parameter is an ordered list of recipe-step names
             ck.typed(steps, (list,), ("methods", i, "params", "steps"), "a list of recipe-step names")

@@ -117,14 +117,14 @@ def test_param_types_follow_defaults_and_declarations():
     method = Method(name="m", run=lambda ctx: {"top1": 0.0},
                     params={"rate": 0.5, "steps": 3, "flag": False, "name": "a", "k": None, "size": None},
                     param_types={"k": (int, None)})
-    assert method.param_type_problem("rate", 1) is None                 # an int is a number
-    assert "expected a number" in method.param_type_problem("rate", "high")
-    assert "expected an integer" in method.param_type_problem("steps", 3.0)
-    assert "expected true or false" in method.param_type_problem("flag", 1)
-    assert "expected an integer" in method.param_type_problem("steps", True)   # bool is not a number
-    assert method.param_type_problem("k", None) is None and method.param_type_problem("k", 4) is None
-    assert "expected an integer or null" in method.param_type_problem("k", "4")
-    assert method.param_type_problem("size", [1, 2]) is None           # a null default without a declaration
+    assert method.param_problem("rate", 1) is None                 # an int is a number
+    assert "expected a number" in method.param_problem("rate", "high")
+    assert "expected an integer" in method.param_problem("steps", 3.0)
+    assert "expected true or false" in method.param_problem("flag", 1)
+    assert "expected an integer" in method.param_problem("steps", True)   # bool is not a number
+    assert method.param_problem("k", None) is None and method.param_problem("k", 4) is None
+    assert "expected an integer or null" in method.param_problem("k", "4")
+    assert method.param_problem("size", [1, 2]) is None           # a null default without a declaration
     with pytest.raises(ValueError, match="variant 'bad'"):
         Method(name="m", run=lambda ctx: {}, params={"rate": 0.5}, variants={"bad": {"rate": "x"}})
     with pytest.raises(ValueError, match="tuple of types"):

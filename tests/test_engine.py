@@ -316,6 +316,7 @@ def test_rotation_in_both_pipelines_and_in_run_ids():
                 scale="smoke")
     plain = RunSpec(**spec, recipe=Recipe().to_dict())
     assert "rotation_degrees" not in plain.identity()["recipe"]            # a field added later: ids kept
+    assert "stop_on" not in Recipe().to_dict() and Recipe(**Recipe().to_dict()) == Recipe()   # config keys too
     rotated = RunSpec(**spec, recipe=Recipe(rotation_degrees=30).to_dict())
     assert rotated.run_id != plain.run_id and rotated.identity()["recipe"]["rotation_degrees"] == 30
     assert Recipe(rotation_degrees=200).validate() == [("rotation_degrees", "must be in [0, 180], got 200")]

@@ -46,7 +46,7 @@ class Recipe:
                                       # RandomResizedCrop + flip, as torchvision's reference recipe
     crop_scale_min: float = 0.08      # RandomResizedCrop lower scale bound (torchvision's default)
     # RandomRotation(±d°) of the whole image before the crop, corners filled with 0 (SimTrans's
-    # code: 30). Hashed into run ids only when set, so adding it kept every earlier run id.
+    # code: 30). In to_dict (and so run ids) only when set: adding it kept every earlier run id.
     rotation_degrees: float = dataclasses.field(default=0.0, metadata={"hash_if_set": True})
     random_erasing: float = 0.0       # probability
     random_erasing_value: str = "zero"  # zero: torchvision's RandomErasing(value=0), as its reference recipe;
@@ -62,7 +62,7 @@ class Recipe:
     patience: int | None = None
     # what early stopping watches: validation top-1 (also what selects the epoch), or the
     # validation loss (Lightning's EarlyStopping('val_loss'), the fine-label seed's); no stop
-    # before min_epochs (Lightning's Trainer(min_epochs)). Hashed into run ids only when set.
+    # before min_epochs (Lightning's Trainer(min_epochs)). In to_dict (run ids) only when set.
     stop_on: str = dataclasses.field(default="top1", metadata={"hash_if_set": True})
     min_epochs: int = dataclasses.field(default=0, metadata={"hash_if_set": True})
     val_fraction: float = 0.1
@@ -95,7 +95,12 @@ class Recipe:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except one added after records existed (``hash_if_set`` in its
+        metadata) while it holds its default: run ids, the leaderboard's configuration key
+        and cached-stage keys all hash this dict, so adding such a field keeps every earlier
+        record and cache valid. ``Recipe(**d)`` gives the recipe back."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not (f.metadata.get("hash_if_set") and getattr(self, f.name) == f.default)}
 
     @property
     def data_size(self) -> int:

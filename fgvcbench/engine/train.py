@@ -374,10 +374,10 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         if len(data.val):
             val_logits = logits_of(eval_model(), "val")
             val = accuracy_metrics(val_logits, data.val.labels, data.num_classes)
-            val["top1"] = distributed.broadcast(val["top1"])  # rank 0 decides selection for every rank
-            row["val_top1"] = val["top1"]
-            row["val_loss"] = distributed.broadcast(
-                float(F.cross_entropy(val_logits.float(), data.val.labels.to(val_logits.device))))
+            val_loss = float(F.cross_entropy(val_logits.float(), data.val.labels.to(val_logits.device)))
+            # rank 0 decides selection and stopping for every rank (one collective for both)
+            val["top1"], val_loss = distributed.broadcast((val["top1"], val_loss))
+            row["val_top1"], row["val_loss"] = val["top1"], val_loss
             if row["val_loss"] < best_loss:
                 best_loss, best_loss_epoch = row["val_loss"], epoch
             if val["top1"] > best_val:

@@ -200,9 +200,7 @@ def train_classifier(ctx: RunContext, model: WithPooled, data: TensorData, crite
     epochs, when ``simnet`` gives the adjacency), the epoch selected on ``data.val``.
     Returns the selected model's metrics, state (of the inner timm model) and test
     predictions."""
-    recipe, device = ctx.recipe, ctx.device
-    if recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0:
-        raise UserError("simtrans: mixup/cutmix cannot be combined with its weighted loss — set them to 0")
+    recipe, device = ctx.recipe, ctx.device   # mixup/cutmix were refused by check_params
     place_model(model, recipe, device)
     if simnet is not None:
         place_model(simnet, recipe, device).eval()
