@@ -18,7 +18,7 @@ from fgvcbench.api import DataError, DatasetRequest, ImageList, Recipe
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 from fgvcbench.spec import canonical_json
-from fgvcbench_plugins.simtrans import (SIMNET_KEYS, SIMTRANS, SimTransLoss, is_graph_epoch, scaled_epochs,
+from fgvcbench_plugins.simtrans import (SIMNET_KEYS, SIMTRANS, SimTransLoss, falling_run, is_graph_epoch, scaled_epochs,
                                         stage_inputs)
 from fgvcbench_plugins.simtrans.data import simulate_noise
 from fgvcbench_plugins.simtrans.simnet import (Discriminator, RelationHead, all_pairs, epoch_batches, g, graph_loss,
@@ -256,6 +256,10 @@ def test_stage_cache_keys_hold_the_whole_recipe_and_every_param_a_stage_reads():
         changed = stage_inputs({**params["full"], key: 7}, recipe, **where)
         assert all(_key(changed[s]) != _key(base[s]) for s in base), key
     assert _key(stage_inputs({**params["full"], "simnet_epochs": 7}, recipe, **where)["simnet"]) != _key(base["simnet"])
+    stops = stage_inputs({**params["full"], "stop_th": 4}, recipe, **where)   # the classifier stages stop early
+    assert [_key(stops[s]) != _key(base[s]) for s in ("pretrain", "simnet", "weighted")] == [True, True, True]
+    floor = stage_inputs({**params["full"], "save_floor": 60.0}, recipe, **where)   # a record, not training
+    assert all(_key(floor[s]) == _key(base[s]) for s in base)
     on_test = stage_inputs({**params["full"], "selection": "test"}, recipe, **where)
     assert all(_key(on_test[s]) != _key(base[s]) for s in base)
     # the graph stage's own params leave the cached stages alone
@@ -317,6 +321,48 @@ def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
         assert "select_f1" in simnet_rows[0]                               # selected on base validation pairs
 
 
+def test_early_stop_is_the_codes_run_of_strictly_falling_scores():
+    # utils/project_kits.early_stop: the last stop_th scores, each strictly below the one before
+    assert falling_run([50, 49, 48], 3) and falling_run([60, 10, 50, 49, 48], 3)
+    assert not falling_run([50, 49], 3)                     # fewer scores than stop_th
+    assert not falling_run([50, 49, 49, 48], 3) and not falling_run([50, 49, 49], 3)   # a tie breaks the run
+    assert not falling_run([50, 49, 48], 1) and not falling_run([50, 49, 48], 0)      # stop_th <= 1: never
+    assert falling_run(list(range(20, 10, -1)), 10) and not falling_run([21] + list(range(20, 11, -1)) + [12], 10)
+
+
+def test_a_classifier_stage_stops_on_falling_selection_scores_and_records_the_save_floor(tmp_path, runner,
+                                                                                        monkeypatch):
+    import fgvcbench_plugins.simtrans as simtrans
+    real, scripted = simtrans.accuracy_metrics, [35.0, 34.0, 33.0]   # three falling validation scores
+
+    def scores(logits, labels, num_classes):
+        out = real(logits, labels, num_classes)
+        return {**out, "top1": scripted.pop(0)} if scripted else out
+    monkeypatch.setattr(simtrans, "accuracy_metrics", scores)
+    get_registry(refresh=True)
+    out = tmp_path / "out"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets:
+          - {{name: weak_shot, options: {{of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
+              of_options: {{coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}}}}
+        backbones: [test_resnet]
+        methods: [{{name: simtrans, variants: [ce_noisy], params: {{pretrain_epochs: 6, stop_th: 3}}}}]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    record = records_by_variant(out)["ce_noisy"]
+    rows = [h for h in record["history"] if h.get("phase") == "pretrain"]
+    assert [h["val_top1"] for h in rows] == [35.0, 34.0, 33.0] and rows[-1].get("early_stop") is True
+    assert record["metrics"]["epochs_run"] == 3 and record["metrics"]["best_epoch"] == 1
+    # the code saves nothing below 40 %: the run says so rather than failing
+    assert record["metrics"]["save_floor_misses"] == 1
+    assert record["notes"]["save_floor"]["below"] == {"pretrain": 35.0}
+
+
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):
     out = tmp_path / "out"
     suite = write_suite(tmp_path, f"""
@@ -324,7 +370,8 @@ def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):
         seeds: [0]
         device: cpu
         train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets: [{{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}}}]
+        datasets: [{{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2,
+                                                  image_size: 32}}}}]
         backbones: [test_resnet]
         methods: [simtrans]
         """)

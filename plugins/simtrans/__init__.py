@@ -68,9 +68,19 @@ code's protocol for every stage, for comparison only.
 Augmentation: the code's ``RandomRotation(30)`` → ``RandomResizedCrop(224, scale 0.5–1)``
 → flip (``data/helper.py``) is the recipe's ``rotation_degrees: 30``, ``crop_scale_min:
 0.5``; the engine folds rotation, crop and flip into one bilinear resample of the stored
-square image (torchvision rotates the full photo with nearest, then crops). Not
-reproduced: the code's early stop (10 epochs of strictly falling test accuracy) and its
-refusal to save a checkpoint below 40 %.
+square image (torchvision rotates the full photo with nearest, then crops).
+
+Early stop and save floor (``utils/project_kits.early_stop``, ``utils/saver.py``): the
+classifier stages (0, 2, 3) stop once ``stop_th`` (default 10, the code's ``--stop_th``)
+selection scores in a row each fall strictly below the one before; the lr schedule still
+spans the stage's full epochs, as the code's does; ``stop_th: 0`` trains every epoch.
+SimNet never stops early (the code does not call it there). The code saves no checkpoint
+whose selection score (top-1, SimNet's pair F1) is below 40 %, so a stage that never
+reaches it leaves the next stage nothing to load; here the best epoch is kept anyway, the
+run records ``save_floor_misses`` (how many stages stayed below ``save_floor``, default
+40) and names them and their scores under ``notes.save_floor`` in ``run.json``. Both read
+the selection split: the novel test set under ``selection: test`` (the code's), the
+noisy validation split otherwise.
 
 Recorded beyond the seed (the view knows which images are noise): ``weight_auroc`` —
 AUROC of the stage-2 (``savg1``) weights for telling clean from noisy novel training
@@ -162,14 +172,14 @@ def stage_inputs(p: dict, recipe: Recipe, *, dataset: dict, backbone: dict, seed
     common = {"dataset": dataset, "backbone": backbone, "seed": seed, "recipe": recipe.to_dict(),
               "selection": p["selection"]}
     pretrain = {**common, "epochs": p["pretrain_epochs"] or scaled_epochs(recipe.epochs, "pretrain"),
-                "batch_size": p["pretrain_batch_size"]}
+                "batch_size": p["pretrain_batch_size"], "stop_th": p["stop_th"]}
     simnet = {**common, **{key: p[key] for key in SIMNET_KEYS},
               "epochs": p["simnet_epochs"] or scaled_epochs(recipe.epochs, "simnet"),
               "init": pretrain if p["simnet_init"] == "pretrain" else "backbone"}
     if not p["simnet_web"]:
         simnet.pop("web_classes_per_batch")   # unused without web batches
     weighted = {**common, "simnet": simnet, "use_weights": p["use_weights"], "weights": "savg1",
-                "epochs": recipe.epochs}
+                "epochs": recipe.epochs, "stop_th": p["stop_th"]}
     return {"pretrain": pretrain, "simnet": simnet, "weighted": weighted}
 
 
@@ -192,14 +202,24 @@ def _optimizer(model: nn.Module, recipe, lr: float) -> torch.optim.Optimizer:
     return build_optimizer(list(model.named_parameters()), recipe.replace(lr=lr), model)
 
 
+def falling_run(scores: list[float], stop_th: int) -> bool:
+    """``utils/project_kits.early_stop``: stop when each of the last ``stop_th`` selection
+    scores is strictly below the one before it (``stop_th`` ≤ 1: never)."""
+    if stop_th <= 1 or len(scores) < stop_th:
+        return False
+    last = scores[-stop_th:]
+    return all(a > b for a, b in zip(last, last[1:]))
+
+
 def train_classifier(ctx: RunContext, model: WithPooled, data: TensorData, criterion: SimTransLoss, *, epochs: int,
                      batch_size: int, phase: str, seed_offset: int, simnet: SimNet | None = None,
-                     graph_batch_size: int | None = None) -> dict:
+                     graph_batch_size: int | None = None, stop_th: int = 0) -> dict:
     """The code's classifier loop: per 0-based epoch an SGD optimiser built anew at lr ·
     schedule(epoch), shuffled batches of ``batch_size`` (``graph_batch_size`` on graph
-    epochs, when ``simnet`` gives the adjacency), the epoch selected on ``data.val``.
-    Returns the selected model's metrics, state (of the inner timm model) and test
-    predictions."""
+    epochs, when ``simnet`` gives the adjacency), the epoch selected on ``data.val`` and
+    training stopped early once ``stop_th`` selection scores in a row fall (the schedule
+    still spans ``epochs``). Returns the selected model's metrics, state (of the inner timm
+    model) and test predictions."""
     recipe, device = ctx.recipe, ctx.device   # mixup/cutmix were refused by check_params
     place_model(model, recipe, device)
     if simnet is not None:
@@ -211,6 +231,8 @@ def train_classifier(ctx: RunContext, model: WithPooled, data: TensorData, crite
     autocast = device.type == "cuda" and recipe.amp
     logits_of = lambda split: ctx.predict(model, split, output_fn=lambda out: out[0])  # noqa: E731
     best_val, best_epoch, best_state = -1.0, 0, None
+    scores: list[float] = []
+    epochs_run = 0
     for epoch in range(epochs):
         graph = simnet is not None and is_graph_epoch(epoch)
         size = graph_batch_size if graph else batch_size
@@ -248,19 +270,24 @@ def train_classifier(ctx: RunContext, model: WithPooled, data: TensorData, crite
         if len(data.val):
             val = accuracy_metrics(logits_of(data.val), data.val.labels, data.num_classes)
             row["val_top1"] = val["top1"]
+            scores.append(val["top1"])
             if val["top1"] > best_val:
                 best_val, best_epoch, best_state = val["top1"], epoch + 1, _state(model)
         ctx.history.append(row)
+        epochs_run = epoch + 1
+        if falling_run(scores, stop_th):
+            row["early_stop"] = True
+            break
     test_logits = logits_of(data.test)
     last = accuracy_metrics(test_logits, data.test.labels, data.num_classes)
     selected = last
-    if best_state is not None and best_epoch != epochs:
+    if best_state is not None and best_epoch != epochs_run:
         model.load_state_dict(best_state)
         test_logits = logits_of(data.test)
         selected = accuracy_metrics(test_logits, data.test.labels, data.num_classes)
     metrics = {"top1": selected["top1"], "top5": selected["top5"], "mean_class_acc": selected["mean_class_acc"],
                "top1_last": last["top1"], "val_top1": best_val if best_val >= 0 else float("nan"),
-               "best_epoch": best_epoch or epochs, "epochs_run": epochs}
+               "best_epoch": best_epoch or epochs_run, "epochs_run": epochs_run}
     return {"state_dict": _state(model.model), "metrics": metrics,
             "test_pred": test_logits.argmax(1).tolist() if test_logits.numel() else []}
 
@@ -302,6 +329,11 @@ def check_params(p: dict, recipe: Recipe) -> None:
                 "web_classes_per_batch", "f1_max_images"):
         if p[key] < 1:
             raise UserError(f"simtrans {key}: {p[key]!r} — use a positive integer")
+    if p["stop_th"] < 0:
+        raise UserError(f"simtrans stop_th: {p['stop_th']!r} — use 0 (never stop early) or a positive number of "
+                        f"epochs (the code's 10)")
+    if not 0 <= p["save_floor"] <= 100:
+        raise UserError(f"simtrans save_floor: {p['save_floor']!r} — use a percentage from 0 to 100 (the code's 40)")
     for key in ("simnet_lr", "simnet_domain_lr"):
         if p[key] <= 0:
             raise UserError(f"simtrans {key}: {p[key]!r} — use a positive number")
@@ -345,12 +377,25 @@ def run_simtrans(ctx: RunContext) -> dict:
         loss = SimTransLoss(train.labels, torch.ones(len(train)), alpha=0.0, mu=p["mu"],
                             smoothing=recipe.label_smoothing, device=ctx.device)
         return train_classifier(ctx, model, novel, loss, epochs=pretrain_inputs["epochs"],
-                                batch_size=p["pretrain_batch_size"], phase="pretrain", seed_offset=21)
+                                batch_size=p["pretrain_batch_size"], phase="pretrain", seed_offset=21,
+                                stop_th=p["stop_th"])
+
+    # each stage's selection score (top-1, or SimNet's pair F1): the code saves no
+    # checkpoint below its floor (utils/saver.save_model_if_best), so that run would stop there
+    selected: dict[str, float] = {}
+
+    def finish(out: dict, **extra) -> dict:
+        _remember_predictions(ctx, novel, out["test_pred"])
+        below = {stage: score for stage, score in selected.items() if score == score and score < p["save_floor"]}
+        if below:
+            ctx.notes["save_floor"] = {"floor": p["save_floor"], "below": below,
+                                       "meaning": "the released code saves no checkpoint below this selection score"}
+        return {**out["metrics"], **extra, **metrics, "save_floor_misses": len(below)}
 
     if not p["use_weights"] and not p["use_graph"]:  # ce_noisy
         out = ctx.stage("simtrans_pretrain", pretrain, pretrain_inputs)
-        _remember_predictions(ctx, novel, out["test_pred"])
-        return {**out["metrics"], **metrics}
+        selected["pretrain"] = out["metrics"]["val_top1"]
+        return finish(out)
 
     # -- stage 1: SimNet on base pairs (train_GAN_similarity.py)
     hidden = tuple(int(h) for h in p["simnet_hidden"]) if p["simnet_hidden"] else None
@@ -370,9 +415,11 @@ def run_simtrans(ctx: RunContext) -> dict:
                                                                                          select_part.labels)}
 
     def train_stage():
-        simnet = new_simnet()
+        simnet, start_score = new_simnet(), float("nan")
         if p["simnet_init"] == "pretrain":
-            simnet.backbone.load_state_dict(ctx.stage("simtrans_pretrain", pretrain, pretrain_inputs)["state_dict"])
+            start = ctx.stage("simtrans_pretrain", pretrain, pretrain_inputs)
+            simnet.backbone.load_state_dict(start["state_dict"])
+            start_score = start["metrics"]["val_top1"]
         web = p["simnet_web"]
         history, best_epoch = train_simnet(
             simnet, data.train.images[base_rows], data.train.labels[base_rows] - k,
@@ -387,12 +434,15 @@ def run_simtrans(ctx: RunContext) -> dict:
                             f"than the base (or web) training images allow")
         ctx.train_seconds += sum(row["seconds"] for row in history)
         ctx.history.extend(history)
-        return {"state_dict": _state(simnet), "best_epoch": best_epoch}
+        best_f1 = history[best_epoch - 1].get("select_f1", float("nan"))
+        return {"state_dict": _state(simnet), "best_epoch": best_epoch, "best_f1": best_f1,
+                "pretrain_score": start_score}
     simnet = new_simnet()
     stage1 = ctx.stage("simtrans_simnet", train_stage, simnet_inputs)
     simnet.load_state_dict(stage1["state_dict"])
     place_model(simnet, recipe, ctx.device).eval()
     metrics["simnet_best_epoch"] = stage1["best_epoch"]
+    selected.update(pretrain=stage1.get("pretrain_score", float("nan")), simnet=stage1.get("best_f1", float("nan")))
 
     feats = ctx.features(simnet.backbone, train).to(ctx.device)   # each novel image's test view
     full = torch.zeros(len(train), len(train))
@@ -420,11 +470,12 @@ def run_simtrans(ctx: RunContext) -> dict:
 
     def weighted():
         return train_classifier(ctx, WithPooled(ctx.create_model(k)), novel, loss_with("savg1"),
-                                epochs=recipe.epochs, batch_size=recipe.batch_size, phase="weighted", seed_offset=31)
+                                epochs=recipe.epochs, batch_size=recipe.batch_size, phase="weighted", seed_offset=31,
+                                stop_th=p["stop_th"])
     stage2 = ctx.stage("simtrans_weighted", weighted, inputs["weighted"])
+    selected["weighted"] = stage2["metrics"]["val_top1"]
     if not p["use_graph"]:
-        _remember_predictions(ctx, novel, stage2["test_pred"])
-        return {**stage2["metrics"], **metrics}
+        return finish(stage2)
 
     # -- stage 3: alternating epochs from stage 2's checkpoint (alternate_with_GCN.py, avg1)
     model = WithPooled(ctx.create_model(k))
@@ -432,9 +483,9 @@ def run_simtrans(ctx: RunContext) -> dict:
     out = train_classifier(ctx, model, novel, loss_with("avg1"),
                            epochs=p["graph_epochs"] or scaled_epochs(recipe.epochs, "graph"),
                            batch_size=recipe.batch_size, graph_batch_size=p["graph_batch_size"], phase="graph",
-                           seed_offset=41, simnet=simnet)
-    _remember_predictions(ctx, novel, out["test_pred"])
-    return {**out["metrics"], "weighted_top1": stage2["metrics"]["top1"], **metrics}
+                           seed_offset=41, simnet=simnet, stop_th=p["stop_th"])
+    selected["graph"] = out["metrics"]["val_top1"]
+    return finish(out, weighted_top1=stage2["metrics"]["top1"])
 
 
 SIMTRANS = Method(
@@ -446,7 +497,7 @@ SIMTRANS = Method(
             "pretrain_epochs": None, "pretrain_batch_size": 64, "graph_epochs": None, "graph_batch_size": 128,
             "simnet_epochs": None, "simnet_lr": 5e-3, "simnet_domain_lr": 5e-3, "simnet_momentum": 0.9,
             "simnet_weight_decay": 1e-4, "classes_per_batch": 20, "images_per_batch": 50, "web_classes_per_batch": 2,
-            "simnet_hidden": None, "f1_max_images": 2000},
+            "simnet_hidden": None, "f1_max_images": 2000, "stop_th": 10, "save_floor": 40.0},
     param_types={"pretrain_epochs": (int, None), "graph_epochs": (int, None), "simnet_epochs": (int, None),
                  "simnet_hidden": (list, None)},
     # simnet_init pretrain: the code's (SimNet starts from the CE model trained on the noisy novel data)
