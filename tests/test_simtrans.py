@@ -273,7 +273,9 @@ def test_stage_cache_keys_hold_the_whole_recipe_and_every_param_a_stage_reads():
     assert len({_key(i["pretrain"]) for i in by_variant.values()}) == 1      # one CE model: ce_noisy, SimNet init
 
 
-def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
+def _run_on_a_weak_shot_view(tmp_path, runner, method: str) -> tuple[Path, dict]:
+    """Runs ``method`` (a suite's methods entry) on a synthetic weak-shot view (4 novel
+    classes, 30 % noise); returns the output folder and the records by variant."""
     get_registry(refresh=True)
     out = tmp_path / "out"
     suite = write_suite(tmp_path, f"""
@@ -285,15 +287,18 @@ def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
           - {{name: weak_shot, options: {{of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
               of_options: {{coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}}}}
         backbones: [test_resnet]
-        methods:
-          - name: simtrans
-            variants: [ce_noisy, weights, weights_graph, full, beta0]
-            params: {{simnet_hidden: [64, 32, 32], images_per_batch: 12, graph_batch_size: 48,
-                      pretrain_batch_size: 16}}
+        methods: [{method}]
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
-    records = records_by_variant(out)
+    return out, records_by_variant(out)
+
+
+def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
+    out, records = _run_on_a_weak_shot_view(
+        tmp_path, runner, "{name: simtrans, variants: [ce_noisy, weights, weights_graph, full, beta0], params: "
+                          "{simnet_hidden: [64, 32, 32], images_per_batch: 12, graph_batch_size: 48, "
+                          "pretrain_batch_size: 16}}")
     assert all(r["status"] == "ok" for r in records.values()), [r["error"] for r in records.values()]
     assert set(records) == {"ce_noisy", "weights", "weights_graph", "full", "beta0"}
     assert "weight_auroc" not in records["ce_noisy"]["metrics"]
@@ -339,22 +344,9 @@ def test_a_classifier_stage_stops_on_falling_selection_scores_and_records_the_sa
         out = real(logits, labels, num_classes)
         return {**out, "top1": scripted.pop(0)} if scripted else out
     monkeypatch.setattr(simtrans, "accuracy_metrics", scores)
-    get_registry(refresh=True)
-    out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets:
-          - {{name: weak_shot, options: {{of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
-              of_options: {{coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}}}}
-        backbones: [test_resnet]
-        methods: [{{name: simtrans, variants: [ce_noisy], params: {{pretrain_epochs: 6, stop_th: 3}}}}]
-        """)
-    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
-    assert result.exit_code == 0, result.output
-    record = records_by_variant(out)["ce_noisy"]
+    _, records = _run_on_a_weak_shot_view(
+        tmp_path, runner, "{name: simtrans, variants: [ce_noisy], params: {pretrain_epochs: 6, stop_th: 3}}")
+    record = records["ce_noisy"]
     rows = [h for h in record["history"] if h.get("phase") == "pretrain"]
     assert [h["val_top1"] for h in rows] == [35.0, 34.0, 33.0] and rows[-1].get("early_stop") is True
     assert record["metrics"]["epochs_run"] == 3 and record["metrics"]["best_epoch"] == 1
