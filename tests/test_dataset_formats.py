@@ -273,12 +273,7 @@ def test_dogs_lists_folder_and_malformed_mat(tmp_path):
 
 
 def test_dtd(tmp_path):
-    for cls in ("banded", "zigzagged"):
-        for i in range(3):
-            jpeg(tmp_path / "images" / cls / f"{cls}_{i}.jpg")
-    (tmp_path / "labels").mkdir()
-    for name, idx in (("train", 0), ("val", 1), ("test", 2)):
-        (tmp_path / "labels" / f"{name}2.txt").write_text(f"banded/banded_{idx}.jpg\nzigzagged/zigzagged_{idx}.jpg\n")
+    make_dtd(tmp_path, split=2)
     splits = load("dtd", tmp_path, split=2)
     assert len(splits.train) == 4 and splits.test.labels == [0, 1]
     with pytest.raises(DataError, match="train1.txt"):
@@ -287,13 +282,14 @@ def test_dtd(tmp_path):
         load("dtd", tmp_path, split=11)
 
 
-def make_dtd(root: Path) -> Path:
+def make_dtd(root: Path, split: int = 1) -> Path:
+    """DTD's layout: ``images/<class>/*.jpg`` and ``labels/{train,val,test}<split>.txt``."""
     for cls in ("banded", "zigzagged"):
         for i in range(3):
             jpeg(root / "images" / cls / f"{cls}_{i}.jpg")
     (root / "labels").mkdir()
     for name, idx in (("train", 0), ("val", 1), ("test", 2)):
-        (root / "labels" / f"{name}1.txt").write_text(f"banded/banded_{idx}.jpg\nzigzagged/zigzagged_{idx}.jpg\n")
+        (root / "labels" / f"{name}{split}.txt").write_text(f"banded/banded_{idx}.jpg\nzigzagged/zigzagged_{idx}.jpg\n")
     return root
 
 
