@@ -141,7 +141,7 @@ class Claims:
 
 
 def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
-              show_progress: bool = True) -> SuiteOutcome:
+              show_progress: bool = True, shared_by: int = 1) -> SuiteOutcome:
     from fgvcbench import distributed
     main = distributed.is_main()
     console = console or Console()
@@ -183,7 +183,7 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
             try:
                 with claims.heartbeat(spec.run_id):
                     record = execute_run(spec, registry, store, device=device, cache_dir=suite.cache_dir,
-                                         on_epoch=on_epoch, on_batch=on_batch)
+                                         on_epoch=on_epoch, on_batch=on_batch, shared_by=shared_by)
             except KeyboardInterrupt:
                 claims.release(spec.run_id)
                 outcome.interrupted = True
@@ -232,15 +232,16 @@ def grid_status(suite: Suite) -> list[tuple[object, str]]:
     return out
 
 
-def _worker(load_args: dict, device: str) -> None:
+def _worker(load_args: dict, device: str, shared_by: int = 1) -> None:
     """One worker process: load the suite as the parent did (a Suite holds closures and
-    does not pickle), then the same claim loop as a single ``fgvcbench run``."""
+    does not pickle), then the same claim loop as a single ``fgvcbench run``; its records
+    say how many workers share its device."""
     from fgvcbench.plugins import get_registry
     from fgvcbench.suite import load_suite
     registry = get_registry()
     try:
         suite = load_suite(registry=registry, **{**load_args, "device": device})
-        run_suite(suite, registry, console=Console(soft_wrap=True), show_progress=False)
+        run_suite(suite, registry, console=Console(soft_wrap=True), show_progress=False, shared_by=shared_by)
     except KeyboardInterrupt:
         pass
 
@@ -257,7 +258,8 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
     todo = pending_runs(suite, store)
     outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
     context = mp.get_context("spawn")  # CUDA cannot be forked; every worker starts clean
-    workers = [context.Process(target=_worker, args=(load_args, device), name=f"fgvcbench-worker-{i}")
+    workers = [context.Process(target=_worker, args=(load_args, device, devices.count(device)),
+                               name=f"fgvcbench-worker-{i}")
                for i, device in enumerate(devices)]
     console.print(f"{len(todo)} pending runs on {len(workers)} workers: {', '.join(devices)}", highlight=False)
     for w in workers:

@@ -254,9 +254,11 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torch.device, cache_dir: Path,
-                on_epoch=None, on_batch=None) -> dict[str, Any]:
+                on_epoch=None, on_batch=None, shared_by: int = 1) -> dict[str, Any]:
     """Run one spec and return its record (status ok / failed / diverged). Never raises
-    for a method's own error; KeyboardInterrupt propagates (nothing is recorded)."""
+    for a method's own error; KeyboardInterrupt propagates (nothing is recorded).
+    ``shared_by``: how many runs share the device at once (``--workers N``); above 1 the
+    record's cost says so, since its times are then not those of a run alone."""
     started = _now()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -299,6 +301,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
             "train_seconds_total": round(ctx.train_seconds + ctx.cached_train_seconds, 3),
             "images_per_second": round(ctx.images_seen / ctx.train_seconds, 2) if ctx.train_seconds else None,
             "peak_memory_mb": round(_peak_memory_mb(device), 1)}
+    if shared_by > 1:
+        cost["device_shared_by"] = shared_by
     record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),
               "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost,
               "provenance": {**provenance(device), "started": started, "finished": _now()}, "error": error}

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from fgvcbench.cli import app
-from fgvcbench.report.leaderboard import build_leaderboard, load_records
+from fgvcbench.report.leaderboard import build_leaderboard, load_records, render
 
 from conftest import write_suite
 
@@ -132,6 +132,18 @@ def test_workers_sharing_a_results_directory_run_each_run_once(tmp_path):
     assert len({line.split()[2] for line in (out / "claims" / "claimed.log").read_text().splitlines()}) >= 2
     table = build_leaderboard(load_records(out)[0])
     assert sorted(table["n"].tolist()) == [3, 3]    # no lost or duplicated rows
+
+
+def test_runs_of_workers_sharing_one_device_say_their_times_are_not_a_run_alone(tmp_path):
+    out = tmp_path / "out"
+    suite = SUITE.format(out=out).replace("      - {name: finernet, variants: [code], params: {phase3_batch: 16}}\n", "")
+    proc = _cli(["run", str(write_suite(tmp_path, suite)), "--no-progress", "--workers", "2"])
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output
+    records = _finished(out)
+    assert len(records) == 2 and [r["cost"].get("device_shared_by") for r in records.values()] == [2, 2]
+    table = build_leaderboard(load_records(out)[0])
+    assert table["device_shared_by"].tolist() == [2] and "(shared by 2)" in render(table, "md")
 
 
 def test_bad_data_inside_a_suite_is_reported_and_the_suite_goes_on(tmp_path, runner):

@@ -67,6 +67,17 @@ def test_different_configurations_are_not_averaged_together(tmp_path):
     assert "config" in render(df, "md")
 
 
+def test_times_of_runs_that_shared_their_device_are_marked(tmp_path):
+    shared = [record("finetune", s, 80.0 + s) for s in range(2)]
+    shared[1]["cost"]["device_shared_by"] = 3          # fgvcbench run --workers 3 on one device
+    write(tmp_path, shared + [record("finernet", s, 85.0) for s in range(2)])
+    df = build_leaderboard(load_records(tmp_path)[0]).set_index("method")
+    assert df.loc["finetune", "device_shared_by"] == 3 and df.loc["finernet", "device_shared_by"] == 1
+    rows = {line.split("|")[4].strip(): line for line in render(df.reset_index(), "md").splitlines()[2:]}
+    assert "15.0 (shared by 3)" in rows["finetune"] and "100 (shared by 3)" in rows["finetune"]
+    assert "shared" not in rows["finernet"]
+
+
 def test_only_failures_gives_a_row_with_n_zero(tmp_path):
     write(tmp_path, [record("broken", 0, 0, "failed")])
     df = build_leaderboard(load_records(tmp_path)[0])

@@ -130,6 +130,23 @@ def test_ablation_plan_rows_and_comparisons():
     assert plan.label(plan.order + ["ema"]) == "steps:+ema"
 
 
+def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
+    from fgvcbench.report.ablation import ablation_table, render_ablation
+
+    def run(steps, seed, top1, shared=None):
+        cost = {"device_seconds": 50.0, "train_seconds": 40.0, **({"device_shared_by": shared} if shared else {})}
+        return {"status": "ok", "metrics": {"top1": top1}, "cost": cost, "provenance": {"device": "cuda:0"},
+                "spec": {"method": "recipe", "dataset": {"name": "cub"}, "backbone": {"name": "r"}, "seed": seed,
+                         "params": {"steps": steps}}}
+    plan = AblationPlan(method="recipe", order=["base", "cosine"], extra=[])
+    records = [run(["base"], 0, 60.0), run(["base"], 1, 62.0),
+               run(["base", "cosine"], 0, 61.0, shared=2), run(["base", "cosine"], 1, 64.0)]
+    df = ablation_table(records, plan, "cub", "r")
+    assert df["incremental"].tolist()[1] == pytest.approx(1.5) and df["shared_by"].tolist() == [1, 2]
+    base, cosine = render_ablation(df).splitlines()[2:]
+    assert "GPU s / run" in render_ablation(df) and "| 50 " in base and "50 (shared by 2)" in cosine
+
+
 def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     get_registry(refresh=True)
     suite = write_suite(tmp_path, f"""

@@ -9,7 +9,7 @@ seed-to-seed spread.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -32,6 +32,18 @@ def run_seconds(record: dict) -> float:
     cost = record.get("cost", {})
     value = cost.get("device_seconds") or cost.get("wall_seconds")
     return float(value) if value else math.nan
+
+
+def shared_by(records: Iterable[dict]) -> int:
+    """The most runs that shared one device at once among ``records`` (``fgvcbench run
+    --workers N``); 1 when each was timed alone."""
+    return max((int(r.get("cost", {}).get("device_shared_by") or 1) for r in records), default=1)
+
+
+def timed(value: float, fmt: str, shared: int) -> str:
+    """A time or rate cell; runs timed while ``shared`` > 1 shared the device say so."""
+    text = _f(value, fmt)
+    return f"{text} (shared by {shared})" if shared > 1 and text != "–" else text
 
 
 def seconds_label(devices) -> str:
@@ -75,7 +87,8 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str) -> pd
             "absolute": absolute["paired"].mean_delta if absolute and absolute["paired"] else math.nan,
             "train_seconds": sum(seconds) / len(seconds) if seconds else math.nan,
             "device_seconds": sum(device_seconds) / len(device_seconds) if device_seconds else math.nan,
-            "device": ",".join(sorted(d for d in devices if d)), "steps": " → ".join(steps),
+            "device": ",".join(sorted(d for d in devices if d)), "shared_by": shared_by(runs.values()),
+            "steps": " → ".join(steps),
         })
         if first is None:
             first = runs
@@ -92,7 +105,7 @@ def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
     from tabulate import tabulate
     rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})",
              _f(r.incremental, "+.2f") + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
-             _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), _f(r.device_seconds, ".0f")]
+             _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), timed(r.device_seconds, ".0f", r.shared_by)]
             for r in df.itertuples(index=False)]
     devices = [d for value in df["device"] for d in str(value).split(",")] if "device" in df else []
     headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)",

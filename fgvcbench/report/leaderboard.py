@@ -25,13 +25,14 @@ import pandas as pd
 
 from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
+from fgvcbench.report.ablation import shared_by, timed
 from fgvcbench.report.stats import format_mean_std, mean_std_ci
 from fgvcbench.spec import dataset_label
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
 COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "n", "seeds",
            "top1_mean", "top1_std", "top1_ci95", "top1_last_mean", "mean_class_acc_mean",
-           "train_seconds_mean", "train_seconds_total_mean", "images_per_second_mean", "failed"]
+           "train_seconds_mean", "train_seconds_total_mean", "images_per_second_mean", "device_shared_by", "failed"]
 
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
@@ -176,6 +177,8 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "train_seconds_total_mean": _mean(_metric(ok, "train_seconds_total", "cost")
                                               or _metric(ok, "train_seconds", "cost")),
             "images_per_second_mean": _mean(_metric(ok, "images_per_second", "cost")),
+            # times of runs that shared their device (--workers N) are not those of a run alone
+            "device_shared_by": shared_by(ok),
             "failed": len(recs) - len(ok),
         })
         for name in extra_metrics:  # method-specific metrics, mean and std over the ok seeds
@@ -219,8 +222,8 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         rows.append([r.dataset, r.backbone, r.pretrained, r.method, r.variant] + ([r.config] if show_config else []) +
                     [str(r.n), format_mean_std(r.top1_mean, r.top1_std),
                      "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2),
-                     _num(r.mean_class_acc_mean, 2), _num(r.train_seconds_mean, 1),
-                     _num(r.images_per_second_mean, 0), str(r.failed)])
+                     _num(r.mean_class_acc_mean, 2), timed(r.train_seconds_mean, ".1f", r.device_shared_by),
+                     timed(r.images_per_second_mean, ".0f", r.device_shared_by), str(r.failed)])
     extras = [c[:-5] for c in df.columns if c.endswith("_mean") and c[:-5] + "_std" in df.columns
               and c not in ("top1_mean",) and not c.startswith(("top1_last", "mean_class_acc", "train_seconds",
                                                                  "images_per_second"))]

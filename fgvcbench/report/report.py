@@ -184,8 +184,11 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
     if len(df) and df["train_seconds_total_mean"].notna().any():
         _scatter_cost(df[df["train_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
                       ", ".join(devices))
+        shared = int(df["device_shared_by"].max()) if "device_shared_by" in df else 1
+        caveat = (f" Some runs shared their device with up to {shared} at once (`--workers`): their times are "
+                  f"longer than a run alone would take." if shared > 1 else "")
         lines += ["## Accuracy against training time", "",
-                  "One point per configuration (mean ± std over seeds), training seconds on a log scale.", "",
+                  "One point per configuration (mean ± std over seeds), training seconds on a log scale." + caveat, "",
                   "![accuracy vs training seconds](accuracy_vs_time.png)", ""]
 
     by_dataset: dict[str, list[dict]] = defaultdict(list)
