@@ -76,6 +76,12 @@ def test_times_of_runs_that_shared_their_device_are_marked(tmp_path):
     rows = {line.split("|")[4].strip(): line for line in render(df.reset_index(), "md").splitlines()[2:]}
     assert "15.0 (shared by 3)" in rows["finetune"] and "100 (shared by 3)" in rows["finetune"]
     assert "shared" not in rows["finernet"]
+    for r in shared:
+        r["metrics"].update(mining_seconds=2.0, recall=0.5)   # a method's own timing is marked too
+    write(tmp_path, shared)
+    md = render(build_leaderboard(load_records(tmp_path)[0], ["mining_seconds", "recall"]), "md")
+    finetune = next(line for line in md.splitlines() if "finetune" in line)
+    assert "2.00 ± 0.00 (shared by 3)" in finetune and "0.50 ± 0.00 |" in finetune
 
 
 def test_only_failures_gives_a_row_with_n_zero(tmp_path):
