@@ -325,37 +325,6 @@ def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-
                   highlight=False, markup=False)
 
 
-def _describe(registry, name: str) -> dict:
-    """What a suite can say about one method, dataset, backbone or recipe step."""
-    from fgvcbench.plugins import suggest
-    kinds = ("methods", "datasets", "backbones", "recipe_steps")
-    for kind in kinds:
-        item = getattr(registry, kind).get(name)
-        if item is None and kind == "backbones":
-            item = registry.find_backbone(name)   # a family spec (timm) serves most backbone names
-        if item is None:
-            continue
-        out = {"name": name, "kind": kind[:-1].replace("_", " "), "plugin": registry.origin.get((kind, item.name)),
-               "description": getattr(item, "description", "")}
-        if kind == "backbones" and item.name != name:
-            out["served_by"] = item.name
-        if kind == "methods":
-            out["params"] = [{"param": k, "default": v, "accepts": item.param_type_words(k)}
-                             for k, v in item.params.items()]
-            out["variants"] = {v: dict(changes) for v, changes in item.variants.items()}
-            out["recipe"] = dict(item.recipe)
-            out["scales"] = {k: dict(v) for k, v in item.scales.items()}
-            out["checks_values"] = item.check is not None
-        elif kind == "datasets":
-            out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
-                       layout=item.layout)
-        return out
-    every = [n for kind in kinds for n in getattr(registry, kind)]
-    close = suggest(name, every)
-    raise UserError(f"no method, dataset, backbone or recipe step named {name!r} — "
-                    + (f"did you mean {close!r}? " if close else "") + "`fgvcbench plugins` lists them all")
-
-
 def _print_description(d: dict) -> None:
     from rich.markup import escape
     via = f" (served by {d['served_by']!r})" if d.get("served_by") else ""
@@ -401,7 +370,7 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
     from fgvcbench.plugins import get_registry
     registry = get_registry()
     if name is not None:
-        described = _describe(registry, name)
+        described = registry.describe(name)
         if as_json:
             sys.stdout.write(json.dumps(described, indent=2, default=str) + "\n")
         else:

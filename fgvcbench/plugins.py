@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import pluggy
 
 from fgvcbench import hookspecs
+from fgvcbench.errors import UserError
 
 GROUP = "fgvcbench"
 HOOKS = ("fgvcbench_methods", "fgvcbench_datasets", "fgvcbench_backbones", "fgvcbench_recipe_steps",
@@ -139,6 +140,35 @@ class Registry:
             if spec.matches is not None and spec.serves(name):
                 return spec
         return None
+
+    def describe(self, name: str) -> dict:
+        """What a suite can say about one method, dataset, backbone or recipe step."""
+        kinds = ("methods", "datasets", "backbones", "recipe_steps")
+        for kind in kinds:
+            item = getattr(self, kind).get(name)
+            if item is None and kind == "backbones":
+                item = self.find_backbone(name)   # a family spec (timm) serves most backbone names
+            if item is None:
+                continue
+            out = {"name": name, "kind": kind[:-1].replace("_", " "),
+                   "plugin": self.origin.get((kind, item.name)), "description": getattr(item, "description", "")}
+            if kind == "backbones" and item.name != name:
+                out["served_by"] = item.name
+            if kind == "methods":
+                out["params"] = [{"param": k, "default": v, "accepts": item.param_type_words(k)}
+                                 for k, v in item.params.items()]
+                out["variants"] = {v: dict(changes) for v, changes in item.variants.items()}
+                out["recipe"] = dict(item.recipe)
+                out["scales"] = {k: dict(v) for k, v in item.scales.items()}
+                out["checks_values"] = item.check is not None
+            elif kind == "datasets":
+                out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
+                           layout=item.layout)
+            return out
+        every = [n for kind in kinds for n in getattr(self, kind)]
+        close = suggest(name, every)
+        raise UserError(f"no method, dataset, backbone or recipe step named {name!r} — "
+                        + (f"did you mean {close!r}? " if close else "") + "`fgvcbench plugins` lists them all")
 
     def list(self, kind: str, pattern: str = "*") -> list[str]:
         """timm-style discovery: ``registry.list("methods", "fine*")``."""

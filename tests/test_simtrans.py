@@ -18,8 +18,8 @@ from fgvcbench.api import DataError, DatasetRequest, ImageList, Recipe
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 from fgvcbench.spec import canonical_json
-from fgvcbench_plugins.simtrans import (SIMNET_KEYS, SIMTRANS, SimTransLoss, falling_run, is_graph_epoch, scaled_epochs,
-                                        stage_inputs)
+from fgvcbench_plugins.simtrans import SIMNET_KEYS, SIMTRANS, scaled_epochs, stage_inputs
+from fgvcbench_plugins.simtrans.classifier import SimTransLoss, falling_run, is_graph_epoch
 from fgvcbench_plugins.simtrans.data import simulate_noise
 from fgvcbench_plugins.simtrans.simnet import (Discriminator, RelationHead, all_pairs, epoch_batches, g, graph_loss,
                                                head_widths, pair_auroc, pair_f1, pair_targets, sample_weights)
@@ -337,13 +337,13 @@ def test_early_stop_is_the_codes_run_of_strictly_falling_scores():
 
 def test_a_classifier_stage_stops_on_falling_selection_scores_and_records_the_save_floor(tmp_path, runner,
                                                                                         monkeypatch):
-    import fgvcbench_plugins.simtrans as simtrans
-    real, scripted = simtrans.accuracy_metrics, [35.0, 34.0, 33.0]   # three falling validation scores
+    import fgvcbench_plugins.simtrans.classifier as classifier
+    real, scripted = classifier.accuracy_metrics, [35.0, 34.0, 33.0]   # three falling validation scores
 
     def scores(logits, labels, num_classes):
         out = real(logits, labels, num_classes)
         return {**out, "top1": scripted.pop(0)} if scripted else out
-    monkeypatch.setattr(simtrans, "accuracy_metrics", scores)
+    monkeypatch.setattr(classifier, "accuracy_metrics", scores)
     _, records = _run_on_a_weak_shot_view(
         tmp_path, runner, "{name: simtrans, variants: [ce_noisy], params: {pretrain_epochs: 6, stop_th: 3}}")
     record = records["ce_noisy"]

@@ -36,8 +36,8 @@ classes). Four trainings, each a cached stage shared by the variants that need i
    runs on the first epoch. A = SimNet (eval mode, no gradient) on the same augmented
    batch, g(a) = (e^{μa} − 1)/(e^{μ} − 1), μ = −4, α = 0.1, z the pooled features.
 
-The classifier stages (0, 2, 3) run this plugin's own loop, not the engine's ``fit``:
-stage 3 changes its batch size from epoch to epoch, and the code rebuilds its SGD
+The classifier stages (0, 2, 3) run this plugin's own loop (``classifier.py``), not the
+engine's ``fit``: stage 3 changes its batch size from epoch to epoch, and the code rebuilds its SGD
 optimiser every epoch (momentum restarts) and schedules lr · 0.5^(epoch // 20) — the loop
 does the same. It reads the recipe's lr, batch_size (stages 2 and 3), momentum, nesterov,
 weight_decay, optimizer, scheduler/step_size/gamma, label_smoothing, grad_clip, amp,
@@ -96,19 +96,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from fgvcbench.api import (Method, Recipe, RunContext, RunningLoss, TensorData, TensorSplit, UserError,
-                           accuracy_metrics, build_optimizer, gather_rows, hookimpl, lr_multiplier, model_layout,
-                           place_model, resident, to_device)
+from fgvcbench.api import Method, Recipe, RunContext, TensorData, TensorSplit, UserError, hookimpl, place_model
 
+from .classifier import SimTransLoss, WithPooled, state_of, train_classifier
 from .data import WEAK_SHOT
-from .simnet import (SimNet, graph_loss, pair_auroc, pair_f1, same_probability, sample_weights,
-                     train_simnet)
+from .simnet import SimNet, pair_auroc, pair_f1, same_probability, sample_weights, train_simnet
 
 # The code's epochs per training (``_scripts/CUB``); the recipe's epochs stand for the
 # weighted-CE stage's 60 and the others keep these proportions.
@@ -118,50 +113,12 @@ SIMNET_KEYS = ("simnet_lr", "simnet_domain_lr", "simnet_momentum", "simnet_weigh
                "simnet_init")
 
 
-def is_graph_epoch(epoch: int) -> bool:
-    """``alternate_with_GCN.py``: 0-based epoch e trains weighted CE alone when
-    e % 2 == c0g1 (= 1), else adds the graph term — the first epoch is a graph epoch."""
-    return epoch % 2 == 0
-
 
 def scaled_epochs(epochs: int, stage: str) -> int:
     """A stage's epochs when the weighted-CE stage trains ``epochs``: the code's proportion,
     rounded half up, at least 1."""
     return max(1, math.floor(epochs * CODE_EPOCHS[stage] / CODE_EPOCHS["weighted"] + 0.5))
 
-
-class WithPooled(nn.Module):
-    """A timm model that also returns its pooled features (z for the graph term)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-        return self.model.get_classifier()(pooled), pooled
-
-    def get_classifier(self) -> nn.Module:
-        return self.model.get_classifier()
-
-
-class SimTransLoss:
-    """mean_i w_i·CE_i, + α·mean_ij g(A_ij)·‖z_i − z_j‖² when an adjacency is given (graph
-    epochs). ``rows`` index the novel training set, so the weights and the labels are
-    looked up per batch."""
-
-    def __init__(self, labels: torch.Tensor, weights: torch.Tensor, *, alpha: float, mu: float, smoothing: float,
-                 device: torch.device):
-        self.labels, self.weights = labels.to(device), weights.to(device)
-        self.alpha, self.mu, self.smoothing = alpha, mu, smoothing
-
-    def __call__(self, logits: torch.Tensor, rows: torch.Tensor, z: torch.Tensor | None = None,
-                 adjacency: torch.Tensor | None = None) -> torch.Tensor:
-        ce = F.cross_entropy(logits.float(), self.labels[rows], reduction="none", label_smoothing=self.smoothing)
-        loss = (self.weights[rows] * ce).mean()
-        if adjacency is not None:
-            loss = loss + self.alpha * graph_loss(z, adjacency, self.mu)
-        return loss
 
 
 def stage_inputs(p: dict, recipe: Recipe, *, dataset: dict, backbone: dict, seed: int) -> dict[str, dict]:
@@ -187,109 +144,6 @@ def _split(split: TensorSplit, rows: torch.Tensor, labels: torch.Tensor | None =
     return TensorSplit(split.images[rows], split.labels[rows] if labels is None else labels,
                        [split.index[i] for i in rows.tolist()])
 
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
-
-
-def _lr_factor(recipe, epoch: int, epochs: int) -> float:
-    """The recipe's schedule read per 0-based epoch over ``epochs`` (the code steps per
-    epoch; no warmup): the engine's multiplier with one step an epoch."""
-    return lr_multiplier(recipe.replace(epochs=epochs, warmup_epochs=0), 1)(epoch)
-
-
-def _optimizer(model: nn.Module, recipe, lr: float) -> torch.optim.Optimizer:
-    return build_optimizer(list(model.named_parameters()), recipe.replace(lr=lr), model)
-
-
-def falling_run(scores: list[float], stop_th: int) -> bool:
-    """``utils/project_kits.early_stop``: stop when each of the last ``stop_th`` selection
-    scores is strictly below the one before it (``stop_th`` ≤ 1: never)."""
-    if stop_th <= 1 or len(scores) < stop_th:
-        return False
-    last = scores[-stop_th:]
-    return all(a > b for a, b in zip(last, last[1:]))
-
-
-def train_classifier(ctx: RunContext, model: WithPooled, data: TensorData, criterion: SimTransLoss, *, epochs: int,
-                     batch_size: int, phase: str, seed_offset: int, simnet: SimNet | None = None,
-                     graph_batch_size: int | None = None, stop_th: int = 0) -> dict:
-    """The code's classifier loop: per 0-based epoch an SGD optimiser built anew at lr ·
-    schedule(epoch), shuffled batches of ``batch_size`` (``graph_batch_size`` on graph
-    epochs, when ``simnet`` gives the adjacency), the epoch selected on ``data.val`` and
-    training stopped early once ``stop_th`` selection scores in a row fall (the schedule
-    still spans ``epochs``). Returns the selected model's metrics, state (of the inner timm
-    model) and test predictions."""
-    recipe, device = ctx.recipe, ctx.device   # mixup/cutmix were refused by check_params
-    place_model(model, recipe, device)
-    if simnet is not None:
-        place_model(simnet, recipe, device).eval()
-    augment = ctx.augmenter(seed_offset=seed_offset)
-    generator = torch.Generator().manual_seed(ctx.seed * 1000 + seed_offset)
-    images = resident(data.train.images, device)
-    n = len(data.train)
-    autocast = device.type == "cuda" and recipe.amp
-    logits_of = lambda split: ctx.predict(model, split, output_fn=lambda out: out[0])  # noqa: E731
-    best_val, best_epoch, best_state = -1.0, 0, None
-    scores: list[float] = []
-    epochs_run = 0
-    for epoch in range(epochs):
-        graph = simnet is not None and is_graph_epoch(epoch)
-        size = graph_batch_size if graph else batch_size
-        lr = recipe.lr * _lr_factor(recipe, epoch, epochs)
-        optimizer = _optimizer(model, recipe, lr)   # the code builds it anew every epoch
-        model.train()
-        t0 = time.perf_counter()
-        running = RunningLoss(device, f"{phase} loss", f"at epoch {epoch + 1}")
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, size):
-            rows = order[start:start + size]
-            if len(rows) < 2 and n > 1:
-                continue  # a batch of one breaks BatchNorm
-            x = augment.train(gather_rows(images, to_device(rows, images.device), device))
-            x = model_layout(x, recipe, device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                logits, z = model(x)
-                adjacency = None
-                if graph:
-                    with torch.no_grad():
-                        same, _ = simnet(x)
-                        adjacency = torch.softmax(same.float(), 1)[:, 1].reshape(len(rows), len(rows))
-                loss = criterion(logits, to_device(rows, device), z, adjacency)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            running.add(loss)
-            ctx.images_seen += len(rows)
-        seconds = time.perf_counter() - t0
-        ctx.train_seconds += seconds
-        row = {"epoch": epoch + 1, "phase": phase, "train_loss": running.mean(), "lr": lr, "batch_size": size,
-               "graph": graph, "seconds": seconds}
-        if len(data.val):
-            val = accuracy_metrics(logits_of(data.val), data.val.labels, data.num_classes)
-            row["val_top1"] = val["top1"]
-            scores.append(val["top1"])
-            if val["top1"] > best_val:
-                best_val, best_epoch, best_state = val["top1"], epoch + 1, _state(model)
-        ctx.history.append(row)
-        epochs_run = epoch + 1
-        if falling_run(scores, stop_th):
-            row["early_stop"] = True
-            break
-    test_logits = logits_of(data.test)
-    last = accuracy_metrics(test_logits, data.test.labels, data.num_classes)
-    selected = last
-    if best_state is not None and best_epoch != epochs_run:
-        model.load_state_dict(best_state)
-        test_logits = logits_of(data.test)
-        selected = accuracy_metrics(test_logits, data.test.labels, data.num_classes)
-    metrics = {"top1": selected["top1"], "top5": selected["top5"], "mean_class_acc": selected["mean_class_acc"],
-               "top1_last": last["top1"], "val_top1": best_val if best_val >= 0 else float("nan"),
-               "best_epoch": best_epoch or epochs_run, "epochs_run": epochs_run}
-    return {"state_dict": _state(model.model), "metrics": metrics,
-            "test_pred": test_logits.argmax(1).tolist() if test_logits.numel() else []}
 
 
 def _remember_predictions(ctx: RunContext, data: TensorData, pred: list[int]) -> None:
@@ -435,7 +289,7 @@ def run_simtrans(ctx: RunContext) -> dict:
         ctx.train_seconds += sum(row["seconds"] for row in history)
         ctx.history.extend(history)
         best_f1 = history[best_epoch - 1].get("select_f1", float("nan"))
-        return {"state_dict": _state(simnet), "best_epoch": best_epoch, "best_f1": best_f1,
+        return {"state_dict": state_of(simnet), "best_epoch": best_epoch, "best_f1": best_f1,
                 "pretrain_score": start_score}
     simnet = new_simnet()
     stage1 = ctx.stage("simtrans_simnet", train_stage, simnet_inputs)
