@@ -29,6 +29,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "short": {"recipe": {"epochs": 30, "image_size": 224}, "seeds": [0, 1, 2]},
     "paper": {"recipe": {"epochs": 100, "image_size": 224}, "seeds": [0, 1, 2, 3, 4]},
 }
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 TOP_KEYS = {"name", "description", "output", "scale", "seeds", "device", "data_root", "cache_dir",
             "train", "datasets", "backbones", "methods", "exclude", "ablation", "executor", "cluster"}
 EXECUTORS = ("local", "submitit")
@@ -268,9 +269,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         seeds = list(dict.fromkeys(raw))
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")
-    from_file = device is None
+    if device is not None and not DEVICE.fullmatch(device):   # --device (a dry run checks it too)
+        raise UserError(f"--device {device!r}: unknown device — use auto, cpu, cuda or cuda:N")
     device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
-    if from_file and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+    if not DEVICE.fullmatch(device):
         ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
     env_root = os.environ.get("FGVCBENCH_DATA", "./data")
     data_root = Path(data_root or ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path"))

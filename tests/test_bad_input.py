@@ -169,3 +169,13 @@ def test_a_plugin_check_that_crashes_is_one_line_not_a_traceback(tmp_path, runne
     registry_with(Fragile())
     out = _one_line_exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path, methods="[fragile]")), "--dry-run"]))
     assert "fragile's parameter check raised ZeroDivisionError" in out
+
+
+def test_an_unknown_device_exits_2_from_the_suite_or_the_command_line_even_in_a_dry_run(tmp_path, runner):
+    suite = tiny_suite(tmp_path)
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--device", "tpu"]))
+    assert "--device 'tpu': unknown device — use auto, cpu, cuda or cuda:N" in out
+    (tmp_path / "gpu.yaml").write_text(suite.read_text().replace("device: cpu", "device: gpu"))
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "gpu.yaml"), "--dry-run"]))
+    assert "gpu.yaml" in out and "unknown device 'gpu'" in out
+    assert runner.invoke(app, ["run", str(suite), "--dry-run", "--device", "cuda:1"]).exit_code == 0   # a preview
