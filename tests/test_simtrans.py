@@ -21,8 +21,9 @@ from fgvcbench.spec import canonical_json
 from fgvcbench_plugins.simtrans import SIMNET_KEYS, SIMTRANS, scaled_epochs, stage_inputs
 from fgvcbench_plugins.simtrans.classifier import SimTransLoss, falling_run, is_graph_epoch
 from fgvcbench_plugins.simtrans.data import simulate_noise
-from fgvcbench_plugins.simtrans.simnet import (Discriminator, RelationHead, all_pairs, epoch_batches, g, graph_loss,
-                                               head_widths, pair_auroc, pair_f1, pair_targets, sample_weights)
+from fgvcbench_plugins.simtrans.simnet import (Discriminator, RelationHead, all_pairs, code_f1_batches, code_pair_f1,
+                                               epoch_batches, g, graph_loss, head_widths, pair_auroc, pair_f1,
+                                               pair_targets, sample_weights)
 
 from conftest import SHARED_DATA, records_by_variant, write_suite
 
@@ -101,6 +102,48 @@ def test_pair_f1_counts_off_diagonal_pairs():
     assert scores["precision"] == pytest.approx(100 / 3) and scores["recall"] == pytest.approx(100)
     shy = perfect * 0.4                              # ranks pairs perfectly, never above 0.5
     assert pair_f1(shy, labels)["f1"] == 0 and pair_auroc(shy, labels) == pytest.approx(100)
+
+
+def test_code_f1_batches_are_the_codes_ten_by_ten_test_batches():
+    labels = torch.cat([torch.arange(12).repeat_interleave(15), torch.tensor([12] * 4)])   # class 12: 4 images
+    batches = code_f1_batches(labels, torch.Generator().manual_seed(0))
+    assert len(batches) == 10 and all(len(b) == 100 for b in batches)
+    for b in batches:
+        per_class = Counter(labels[b].tolist())
+        assert len(per_class) == 10 and set(per_class.values()) == {10}      # 10 distinct classes × 10 images
+        for c in per_class:
+            distinct = len(set(b[labels[b] == c].tolist()))
+            # without replacement from a class that has 10 or more; with replacement from the 4 of class 12
+            assert distinct == 10 if c != 12 else distinct <= 4
+    assert any(12 in labels[b].tolist() for b in batches)
+    again = code_f1_batches(labels, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))           # drawn once: a seed fixes them
+    few = code_f1_batches(torch.arange(4).repeat_interleave(12), torch.Generator().manual_seed(1))
+    assert all(sorted(Counter(torch.arange(4).repeat_interleave(12)[b].tolist()).values()) == [10] * 4 for b in few)
+
+
+class _Oracle(torch.nn.Module):
+    """A relation head over one-hot class features: "same" iff the two are one class
+    (``always``: "same" for every pair)."""
+
+    def __init__(self, always: bool = False):
+        super().__init__()
+        self.always = always
+
+    def forward(self, pairs):
+        a, b = pairs.chunk(2, dim=1)
+        same = torch.ones(len(pairs)) if self.always else (a * b).sum(1)
+        return torch.stack([torch.full_like(same, 0.5), same], 1), pairs
+
+
+def test_code_pair_f1_pools_every_ordered_pair_with_self_pairs():
+    labels = torch.arange(10).repeat_interleave(12)
+    feats = torch.nn.functional.one_hot(labels).float()
+    batches = code_f1_batches(labels, torch.Generator().manual_seed(0))
+    assert code_pair_f1(_Oracle(), feats, labels, batches) == pytest.approx(100)
+    # "same" for all: precision = 1,000 same-class pairs of 10,000 (self-pairs counted) → F1 = 2·0.1/1.1
+    assert code_pair_f1(_Oracle(always=True), feats, labels, batches) == pytest.approx(100 * 0.2 / 1.1)
+    assert math.isnan(code_pair_f1(_Oracle(), feats, labels, []))
 
 
 def test_epoch_batches_draw_every_image_at_most_once_from_few_classes():
@@ -305,7 +348,7 @@ def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
     for name in ("weights", "weights_graph", "full", "beta0"):
         m = records[name]["metrics"]
         assert 0 <= m["weight_auroc"] <= 100 and 0 <= m["simnet_pair_f1_base"] <= 100
-        assert 0 <= m["simnet_pair_auroc_novel"] <= 100
+        assert 0 <= m["simnet_pair_auroc_novel"] <= 100 and 0 <= m["simnet_pair_f1_code_novel"] <= 100
         assert m["novel_classes"] == 4 and 0 <= m["top1"] <= 100
     for name in ("weights_graph", "full", "beta0"):
         assert 0 <= records[name]["metrics"]["weight_auroc_avg1"] <= 100
@@ -353,6 +396,15 @@ def test_a_classifier_stage_stops_on_falling_selection_scores_and_records_the_sa
     # the code saves nothing below 40 %: the run says so rather than failing
     assert record["metrics"]["save_floor_misses"] == 1
     assert record["notes"]["save_floor"]["below"] == {"pretrain": 35.0}
+
+
+def test_selection_on_test_keeps_the_first_simnet_epoch_with_the_best_code_f1(tmp_path, runner):
+    _, records = _run_on_a_weak_shot_view(
+        tmp_path, runner, "{name: simtrans, variants: [weights], params: {selection: test, simnet_epochs: 4, "
+                          "simnet_hidden: [64, 32, 32], images_per_batch: 12, pretrain_batch_size: 16}}")
+    record = records["weights"]
+    f1 = [h["select_f1"] for h in record["history"] if h.get("phase") == "simnet"]
+    assert len(f1) == 4 and record["metrics"]["simnet_best_epoch"] == f1.index(max(f1)) + 1
 
 
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):

@@ -135,13 +135,8 @@ def graph_loss(z: torch.Tensor, adjacency: torch.Tensor, mu: float = -4.0) -> to
     return (g(adjacency.to(d.dtype), mu) * d).mean()
 
 
-def pair_f1(probability: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """F1 (in percent) of "same class" predictions (S > 0.5) over all ordered pairs i ≠ j
-    of the given images (not the code's protocol: it scores batches of 10 classes × 10
-    images with self-pairs included)."""
-    same = labels[:, None] == labels[None, :]
-    off = ~torch.eye(len(labels), dtype=torch.bool)
-    pred, truth = (probability > 0.5)[off], same[off]
+def _f1(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """F1, precision and recall (in percent) of boolean predictions of "same class"."""
     tp = (pred & truth).sum().item()
     fp = (pred & ~truth).sum().item()
     fn = (~pred & truth).sum().item()
@@ -149,6 +144,51 @@ def pair_f1(probability: torch.Tensor, labels: torch.Tensor) -> dict[str, float]
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"f1": 100 * f1, "precision": 100 * precision, "recall": 100 * recall}
+
+
+def pair_f1(probability: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """F1 (in percent) of "same class" predictions (S > 0.5) over all ordered pairs i ≠ j
+    of the given images (not the code's protocol: see ``code_f1_batches``)."""
+    same = labels[:, None] == labels[None, :]
+    off = ~torch.eye(len(labels), dtype=torch.bool)
+    return _f1((probability > 0.5)[off], same[off])
+
+
+def code_f1_batches(labels: torch.Tensor, generator: torch.Generator, *, batches: int = 10, classes: int = 10,
+                    per_class: int = 10) -> list[torch.Tensor]:
+    """The code's SimNet test batches (``ad_modules.SequentialBalancedSampler2``, drawn once
+    before training, so every epoch scores the same ones): ``batches`` batches, each of
+    ``classes`` distinct classes × ``per_class`` images of each, drawn without replacement
+    (with replacement from a class that has fewer). With fewer than ``classes`` classes
+    (where the code would fail) every class is taken. Returns row indices per batch."""
+    by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
+    out = []
+    for _ in range(batches if by_class else 0):
+        chosen = torch.randperm(len(by_class), generator=generator)[:classes].tolist()
+        rows = []
+        for c in chosen:
+            images = by_class[c]
+            pick = (torch.randperm(len(images), generator=generator)[:per_class] if len(images) >= per_class
+                    else torch.randint(len(images), (per_class,), generator=generator))
+            rows.append(images[pick])
+        out.append(torch.cat(rows))
+    return out
+
+
+def code_pair_f1(head: RelationHead, feats: torch.Tensor, labels: torch.Tensor,
+                 batches: list[torch.Tensor]) -> float:
+    """SimNet's pair F1 (in percent) as ``train_GAN_similarity.evaluation`` scores it: every
+    ordered pair of each batch, self-pairs included (≈ 10 % same-class pairs at 10 × 10),
+    predictions argmax (S > 0.5), counts pooled over the batches. ``feats`` and ``labels``
+    are indexed by the batches' rows."""
+    if not batches:
+        return float("nan")
+    pred, truth = [], []
+    for rows in batches:
+        f, y = feats[rows.to(feats.device)], labels[rows]
+        pred.append((same_probability(head, f, f) > 0.5).flatten())
+        truth.append((y[:, None] == y[None, :]).flatten())
+    return _f1(torch.cat(pred), torch.cat(truth))["f1"]
 
 
 def pair_auroc(probability: torch.Tensor, labels: torch.Tensor) -> float:
