@@ -239,6 +239,9 @@ def _worker(load_args: dict, device: str, shared_by: int = 1) -> None:
     from fgvcbench.plugins import get_registry
     from fgvcbench.suite import load_suite
     registry = get_registry()
+    if device.startswith("cuda:"):   # what uses "the current GPU" (pinned-memory threads, …) uses this one
+        import torch
+        torch.cuda.set_device(torch.device(device))
     try:
         suite = load_suite(registry=registry, **{**load_args, "device": device})
         run_suite(suite, registry, console=Console(soft_wrap=True), show_progress=False, shared_by=shared_by)

@@ -69,6 +69,10 @@ def test_alpha_interpolation_includes_bn_buffers_and_skips_the_head():
     assert torch.allclose(mixed["bn.running_mean"], torch.full((2,), 1.0))
     assert int(mixed["bn.num_batches_tracked"]) == 99
     assert torch.equal(interpolate_backbones(w1, w3, 1.0, "fc.")["conv.weight"], w1["conv.weight"])
+    # phase 1's weights on the device that mining used, phase 3's cached copy on the CPU (the
+    # meta device stands in for a GPU: mixing it with CPU tensors fails as CUDA's does)
+    on_device = interpolate_backbones({k: v.to("meta") for k, v in w1.items()}, w3, 0.25, "fc.")
+    assert on_device["conv.weight"].device.type == "meta"
 
 
 def test_mining_with_a_separate_query_view_ranks_index_rows_by_query_inner_product():

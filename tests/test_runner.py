@@ -157,9 +157,36 @@ def test_bad_input_is_one_line_exit_2(runner, tmp_path, registry_with):
     assert runner.invoke(app, ["run", str(bad), "--seeds", "x"]).exit_code == 2
     assert runner.invoke(app, ["leaderboard", str(tmp_path / "nothing")]).exit_code == 2
     ok = tiny_suite(tmp_path, methods="[finetune]")
-    result = runner.invoke(app, ["run", str(ok), "--device", "cuda:7"] if not torch.cuda.is_available()
-                           else ["run", str(ok), "--device", "bogus"])
-    assert result.exit_code == 2 and "device" in result.output
+    result = runner.invoke(app, ["run", str(ok), "--device", "cuda:99"])   # no CUDA here, or no GPU 99
+    assert result.exit_code == 2 and "device 'cuda:99'" in result.output and "Traceback" not in result.output
+
+
+def test_a_gpu_index_past_the_last_gpu_is_a_user_error(monkeypatch):
+    import pytest
+
+    from fgvcbench.errors import UserError
+    from fgvcbench.run import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cuda").type == "cuda"
+    with pytest.raises(UserError, match="has 2 CUDA device.*cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_a_gpu_worker_makes_its_gpu_the_current_one(monkeypatch):
+    """--gpus workers: whatever uses "the current GPU" (pinned-memory threads …) must use
+    the worker's own, not GPU 0."""
+    import fgvcbench.suite
+    from fgvcbench.executors import _worker
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(str(device)))
+
+    def stop(**kwargs):
+        raise KeyboardInterrupt   # the worker's way out, before any run
+    monkeypatch.setattr(fgvcbench.suite, "load_suite", stop)
+    _worker({}, "cuda:1")
+    _worker({}, "cpu")
+    assert chosen == ["cuda:1"]
 
 
 def test_a_record_that_cannot_be_written_is_reported_and_the_suite_goes_on(runner, tmp_path, registry_with,

@@ -240,7 +240,7 @@ def run_finernet(ctx: RunContext) -> dict:
                                       ctx.augmenter(seed_offset=PHASE3_OFFSET), epochs=phase3_epochs,
                                       lr=s["phase3_lr"], momentum=p["phase3_momentum"],
                                       weight_decay=p["phase3_weight_decay"], batch_size=int(s["phase3_batch"]),
-                                      device=ctx.device, seed=ctx.seed)
+                                      device=ctx.device, seed=ctx.seed, amp=ctx.recipe.amp)
         ctx.train_seconds += time.perf_counter() - started
         ctx.images_seen += 2 * sum(row["pairs_seen"] for row in history)
         ctx.history.extend(history)

@@ -77,15 +77,15 @@ def binary_f1(tp: float, fp: float, fn: float) -> float:
 
 def train_siamese(siamese: Siamese, images: torch.Tensor, pairs: torch.Tensor, augmenter, *, epochs: int,
                   lr: float, momentum: float, weight_decay: float, batch_size: int, device: torch.device,
-                  seed: int, on_epoch=None) -> tuple[list[dict], dict]:
+                  seed: int, amp: bool = True, on_epoch=None) -> tuple[list[dict], dict]:
     """SGD on BCE-with-logits of 'same class', whole network. Returns the history and the
     kept checkpoint: ``{"epoch", "pair_f1", "pair_accuracy", "state_dict"}`` (the
     backbone's state at the epoch with the best training pair F1; the first such epoch
-    on ties, as the code's strict ``>``)."""
+    on ties, as the code's strict ``>``). ``amp``: bf16 autocast on CUDA (the recipe's)."""
     siamese.to(device).train()
     opt = torch.optim.SGD(siamese.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    autocast = device.type == "cuda"
+    autocast = device.type == "cuda" and amp
     images = resident(images, device)
     # the code's DataLoader drops the last incomplete batch; with fewer pairs than one batch
     # we keep that one batch rather than train nothing
@@ -141,7 +141,8 @@ def interpolate_backbones(phase1: dict, phase3: dict, alpha: float, skip_prefix:
             continue  # the classifier: phase 4 trains a new one
         w3 = phase3[key]
         if w1.is_floating_point():
-            out[key] = alpha * w1 + (1.0 - alpha) * w3.to(w1.dtype)
+            # phase 1's model may sit on the GPU (mining placed it there), phase 3's copy on the CPU
+            out[key] = alpha * w1 + (1.0 - alpha) * w3.to(device=w1.device, dtype=w1.dtype)
         else:
             out[key] = w1 if alpha >= 0.5 else w3
     return out
