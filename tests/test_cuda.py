@@ -1,5 +1,6 @@
 """What only a CUDA device can show: a training step's data path never makes the host wait
-for the GPU, and host-held images reach it through pinned memory with the same result.
+for the GPU, host-held images reach it through pinned memory with the same result, and
+every method's own loops run on it.
 Skipped without a GPU; on the device machine: ``pytest tests/test_cuda.py``."""
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 # One call of the GPU measurement plan (README → "Measuring on a GPU"), as the device tool's
 # command, in the repository root:   bash tools/device.sh STEP [STEP ...]
 #
-#   check        pytest tests/test_cuda.py (the data path never waits for the GPU)
+#   check        pytest tests/test_cuda.py (the data path never waits for the GPU; every method
+#                and variant runs end to end on it)
 #   speed        pytest benchmarks: batched augmentation vs torchvision per image, CPU and GPU
 #                                                                      → $OUT/augment_speed.json
 #   bench        bench throughput: tf_efficientnet_lite0 and resnet50, 224 px, batch 256,
