@@ -40,10 +40,13 @@ def shared_by(records: Iterable[dict]) -> int:
     return max((int(r.get("cost", {}).get("device_shared_by") or 1) for r in records), default=1)
 
 
-def timed(value: float, fmt: str, shared: int) -> str:
-    """A time or rate cell; runs timed while ``shared`` > 1 shared the device say so."""
-    text = _f(value, fmt)
+def mark_shared(text: str, shared: int) -> str:
+    """A time or rate cell's text; runs timed while ``shared`` > 1 shared the device say so."""
     return f"{text} (shared by {shared})" if shared > 1 and text != "–" else text
+
+
+def timed(value: float, fmt: str, shared: int) -> str:
+    return mark_shared(_f(value, fmt), shared)
 
 
 def seconds_label(devices) -> str:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
-from fgvcbench.report.ablation import shared_by, timed
+from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import format_mean_std, mean_std_ci
 from fgvcbench.spec import dataset_label
 
@@ -235,9 +235,8 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         headers += extras
         for row, (_, r) in zip(rows, df.iterrows()):
             # a method's own timings (e.g. FineRNet's mining_seconds) are marked as the cost columns are
-            row += [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"])
-                    + (f" (shared by {r.device_shared_by})" if r.device_shared_by > 1 and _is_time(m) else "")
-                    for m in extras]
+            row += [mark_shared(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]),
+                                r.device_shared_by if _is_time(m) else 1) for m in extras]
     return headers, rows
 
 

@@ -185,7 +185,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
         _scatter_cost(df[df["train_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
                       ", ".join(devices))
         shared = int(df["device_shared_by"].max()) if "device_shared_by" in df else 1
-        caveat = (f" Some runs shared their device with up to {shared} at once (`--workers`): their times are "
+        caveat = (f" Some runs shared their device (`--workers`, up to {shared} runs at once): their times are "
                   f"longer than a run alone would take." if shared > 1 else "")
         lines += ["## Accuracy against training time", "",
                   "One point per configuration (mean ± std over seeds), training seconds on a log scale." + caveat, "",
