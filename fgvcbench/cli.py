@@ -405,7 +405,8 @@ def _print_ablation_tables(suite) -> None:
     frames = []
     for dataset, _ in suite.datasets:
         for backbone in suite.backbones:
-            df = ablation_table(records, suite.ablation, dataset["name"], backbone["name"])
+            df = ablation_table(records, suite.ablation, dataset["name"], backbone["name"], scale=suite.scale,
+                                seeds=suite.seeds)
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
             console.print(f"\n[bold]{title}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
@@ -471,8 +472,8 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     suite.runs = specs
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
     records = list(Store(suite.output).records())
-    a = _by_seed(records, plan.method, ds[0]["name"], bb["name"], without)
-    b = _by_seed(records, plan.method, ds[0]["name"], bb["name"], with_)
+    a, b = (_by_seed(records, plan.method, ds[0]["name"], bb["name"], steps, scale=suite.scale, seeds=suite.seeds)
+            for steps in (without, with_))
     result = compare_sides(a, b)
     p = result["paired"]
     table = Table(title=f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}")

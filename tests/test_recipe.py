@@ -145,6 +145,16 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
     assert df["incremental"].tolist()[1] == pytest.approx(1.5) and df["shared_by"].tolist() == [1, 2]
     base, cosine = render_ablation(df).splitlines()[2:]
     assert "GPU s / run" in render_ablation(df) and "| 50 " in base and "50 (shared by 2)" in cosine
+    # a seed another command added to one row, and a run of another scale: a suite's table leaves them out
+    extra = run(["base", "cosine"], 2, 90.0)
+    other = run(["base"], 0, 10.0)
+    for r in records + [extra]:
+        r["spec"]["scale"] = "short"
+    other["spec"]["scale"] = "smoke"
+    mixed = ablation_table(records + [extra, other], plan, "cub", "r")
+    assert mixed["n"].tolist() == [2, 3]                                   # every seed and scale
+    suite = ablation_table(records + [extra, other], plan, "cub", "r", scale="short", seeds=[0, 1])
+    assert suite["n"].tolist() == [2, 2] and suite["top1_mean"].tolist() == pytest.approx([61.0, 62.5])
 
 
 def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):

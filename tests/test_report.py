@@ -13,20 +13,22 @@ from fgvcbench.report.report import confused_pairs, find_ablations
 from conftest import TINY_DATASET, write_suite
 
 
-def _record(variant, steps, seed=0, dataset="synthetic"):
-    return {"status": "ok", "run_id": f"{variant}{seed}", "metrics": {"top1": 50.0},
+def _record(variant, steps, seed=0, dataset="synthetic", scale="short"):
+    return {"status": "ok", "run_id": f"{variant}{seed}{scale}", "metrics": {"top1": 50.0},
             "spec": {"method": "recipe", "variant": variant, "seed": seed, "params": {"steps": steps},
-                     "dataset": {"name": dataset, "options": {}}, "backbone": {"name": "b"}}}
+                     "dataset": {"name": dataset, "options": {}}, "backbone": {"name": "b"}, "scale": scale}}
 
 
 def test_ablation_plan_is_recovered_from_records():
     records = [_record("steps:base", ["base"]), _record("steps:cosine", ["base", "cosine"]),
                _record("steps:ema", ["base", "cosine", "ema"]), _record("steps:+mixup", ["base", "cosine", "ema", "mixup"]),
                _record("steps:+wd", ["base", "cosine", "ema", "wd"])]
-    [(name, label, backbone, plan)] = find_ablations(records)
-    assert (name, label, backbone) == ("synthetic", "synthetic", "b")
+    [(name, label, backbone, scale, plan)] = find_ablations(records)
+    assert (name, label, backbone, scale) == ("synthetic", "synthetic", "b", "short")
     assert plan.order == ["base", "cosine", "ema"] and plan.extra == ["mixup", "wd"]
     assert find_ablations([_record("steps:base", ["base"])]) == []       # one row is not an ablation
+    smoke = [_record(r["spec"]["variant"], r["spec"]["params"]["steps"], scale="smoke") for r in records]
+    assert [a[3] for a in find_ablations(records + smoke)] == ["short", "smoke"]   # a table per scale
 
 
 def test_confused_pairs_count_both_directions():
@@ -61,7 +63,8 @@ def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
     a, b, n = confused_pairs(saved)[0]
     names = saved[0]["class_names"]
     assert f"| {names[a]} | {names[b]} | {n} |" in text
-    for figure in ("ablation-synthetic-test_resnet.png", "accuracy_vs_time.png", "spread-synthetic.png",
+    assert "### synthetic · test_resnet · scale smoke\n\nSeeds: 0, 1." in text
+    for figure in ("ablation-synthetic-test_resnet-smoke.png", "accuracy_vs_time.png", "spread-synthetic.png",
                    "confusions-synthetic.png"):
         assert f"]({figure})" in text
         with Image.open(tmp_path / "rep" / figure) as im:

@@ -16,12 +16,17 @@ import pandas as pd
 from fgvcbench.report.stats import mean_std_ci, paired_difference
 
 
-def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str]) -> dict[int, dict]:
+def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str], *,
+             scale: str | None = None, seeds: Iterable[int] | None = None) -> dict[int, dict]:
+    """The finished runs of one row by seed; with ``scale`` / ``seeds`` only those (a results
+    folder may also hold runs of another scale, or seeds another command added)."""
+    wanted = None if seeds is None else set(seeds)
     out = {}
     for r in records:
         s = r["spec"]
         if (r.get("status") == "ok" and s["method"] == method and s["dataset"]["name"] == dataset
-                and s["backbone"]["name"] == backbone and s["params"].get("steps") == steps):
+                and s["backbone"]["name"] == backbone and s["params"].get("steps") == steps
+                and (scale is None or s.get("scale") == scale) and (wanted is None or s["seed"] in wanted)):
             out[s["seed"]] = r
     return out
 
@@ -70,11 +75,13 @@ def compare_sides(without: dict[int, dict], with_: dict[int, dict]) -> dict[str,
             "cost_label": seconds_label(devices)}
 
 
-def ablation_table(records: list[dict], plan, dataset: str, backbone: str) -> pd.DataFrame:
-    """One row per cumulative prefix of ``plan.order``, then one per extra step on top."""
+def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, scale: str | None = None,
+                   seeds: Iterable[int] | None = None) -> pd.DataFrame:
+    """One row per cumulative prefix of ``plan.order``, then one per extra step on top;
+    ``scale`` / ``seeds``: only runs of that scale and those seeds (a suite's table)."""
     rows, first, previous, full = [], None, None, None
     for label, steps in plan.rows():
-        runs = _by_seed(records, plan.method, dataset, backbone, steps)
+        runs = _by_seed(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds)
         acc = mean_std_ci([r["metrics"]["top1"] for r in runs.values()])
         reference = full if label.startswith("+") else previous
         inc = compare_sides(reference, runs) if reference is not None else None

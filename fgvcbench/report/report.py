@@ -11,7 +11,7 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
+from fgvcbench.report.ablation import _by_seed, ablation_table, render_ablation, write_ablation_chart
 from fgvcbench.report.leaderboard import build_leaderboard, render
 from fgvcbench.spec import dataset_label
 
@@ -27,10 +27,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def find_ablations(records: list[dict]) -> list[tuple[str, str, str, object]]:
-    """(dataset name, dataset label, backbone, plan) for every recipe ablation in the
-    records: the cumulative order is the step list with the most of its prefixes present;
-    lists of one more step on top of it are the extra rows."""
+def find_ablations(records: list[dict]) -> list[tuple[str, str, str, str | None, object]]:
+    """(dataset name, dataset label, backbone, scale, plan) for every recipe ablation in
+    the records (one per scale: runs of two scales never share a table): the cumulative
+    order is the step list with the most of its prefixes present; lists of one more step
+    on top of it are the extra rows."""
     from fgvcbench.suite import AblationPlan
     groups: dict[tuple, set] = defaultdict(set)
     extras: dict[tuple, set] = defaultdict(set)
@@ -39,20 +40,20 @@ def find_ablations(records: list[dict]) -> list[tuple[str, str, str, object]]:
         s = r["spec"]
         steps = (s.get("params") or {}).get("steps")
         if r.get("status") == "ok" and isinstance(steps, list) and all(isinstance(x, str) for x in steps):
-            key = (s["method"], dataset_label(s["dataset"]), s["backbone"]["name"])
+            key = (s["method"], dataset_label(s["dataset"]), s["backbone"]["name"], s.get("scale"))
             # a suite labels a step tried on top of the full order "steps:+NAME"
             (extras if str(s.get("variant", "")).startswith("steps:+") else groups)[key].add(tuple(steps))
             names[key] = s["dataset"]["name"]
     out = []
-    for (method, label, backbone), lists in sorted(groups.items()):
+    for (method, label, backbone, scale), lists in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         def prefixes(order):
             return sum(order[:i] in lists for i in range(1, len(order) + 1))
         order = max(lists, key=lambda o: (prefixes(o), len(o)))
         if prefixes(order) < 2:
             continue  # not an ablation: fewer than two cumulative rows
-        extra = [o[-1] for o in lists | extras[(method, label, backbone)]
+        extra = [o[-1] for o in lists | extras[(method, label, backbone, scale)]
                  if len(o) == len(order) + 1 and o[:-1] == order]
-        out.append((names[(method, label, backbone)], label, backbone,
+        out.append((names[(method, label, backbone, scale)], label, backbone, scale,
                     AblationPlan(method=method, order=list(order), extra=sorted(extra))))
     return out
 
@@ -175,11 +176,17 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
     ablations = find_ablations(ok)
     if ablations:
         lines += ["## Recipe ablations", ""]
-    for name, label, backbone, plan in ablations:
-        table = ablation_table([r for r in ok if dataset_label(r["spec"]["dataset"]) == label], plan, name, backbone)
-        chart = f"ablation-{_slug(label)}-{_slug(backbone)}.png"
-        write_ablation_chart(table, out / chart, f"{label} · {backbone}: cumulative top-1")
-        lines += [f"### {label} · {backbone}", "", render_ablation(table), "", f"![cumulative ablation]({chart})", ""]
+    for name, label, backbone, scale, plan in ablations:
+        runs = [r for r in ok if dataset_label(r["spec"]["dataset"]) == label]
+        # the seeds every cumulative row finished, so each row's mean and its gains share them
+        common = set.intersection(*(set(_by_seed(runs, plan.method, name, backbone, steps, scale=scale))
+                                    for row, steps in plan.rows() if not row.startswith("+")))
+        table = ablation_table(runs, plan, name, backbone, scale=scale, seeds=common or None)
+        chart = f"ablation-{_slug(label)}-{_slug(backbone)}-{_slug(str(scale))}.png"
+        title = f"{label} · {backbone} · scale {scale}"
+        write_ablation_chart(table, out / chart, f"{title}: cumulative top-1")
+        lines += [f"### {title}", "", f"Seeds: {', '.join(map(str, sorted(common))) or 'as finished'}.", "",
+                  render_ablation(table), "", f"![cumulative ablation]({chart})", ""]
 
     if len(df) and df["train_seconds_total_mean"].notna().any():
         _scatter_cost(df[df["train_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
