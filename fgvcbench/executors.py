@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fgvcbench.plugins import Registry
@@ -171,7 +172,8 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
             if not distributed.broadcast(claims.try_claim(spec.run_id) if main else None):
                 outcome.elsewhere += 1  # another live process is running it
                 continue
-            progress.update(epoch_task, description=spec.label, completed=0, total=None, visible=True)
+            label = escape(spec.label)   # "[variant]" is text, not rich markup
+            progress.update(epoch_task, description=label, completed=0, total=None, visible=True)
 
             def on_epoch(row, _spec=spec):
                 total = None if "phase" in row else _spec.recipe["epochs"]
@@ -199,8 +201,8 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
                 distributed.barrier()
                 record = dict(record, status="failed",
                               error=f"could not write the record to {store.record_path(spec.run_id)}: {exc}")
-                console.print(f"[red]✗ not saved[/] {spec.label}  [dim]{spec.run_id}[/]: {exc} — free space "
-                              f"or fix permissions, then run again (this run will be redone)", highlight=False)
+                console.print(f"[red]✗ not saved[/] {label}  [dim]{spec.run_id}[/]: {escape(str(exc))} — free "
+                              f"space or fix permissions, then run again (this run will be redone)", highlight=False)
                 outcome.ran.append(record)
                 progress.update(suite_task, advance=1)
                 continue
@@ -211,11 +213,11 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
             status = record["status"]
             if status == "ok":
                 m = record["metrics"]
-                console.print(f"[green]✓[/] {spec.label}  top1 {m['top1']:.2f}%  "
+                console.print(f"[green]✓[/] {label}  top1 {m['top1']:.2f}%  "
                               f"({record['cost']['wall_seconds']:.0f}s)  [dim]{spec.run_id}[/]", highlight=False)
             else:
                 first = (record["error"] or "").splitlines()[0] if record["error"] else ""
-                console.print(f"[red]✗ {status}[/] {spec.label}  [dim]{spec.run_id}[/]: {first}", highlight=False)
+                console.print(f"[red]✗ {status}[/] {label}  [dim]{spec.run_id}[/]: {escape(first)}", highlight=False)
             progress.update(suite_task, advance=1)
         progress.update(epoch_task, visible=False)
         progress.update(batch_task, visible=False)

@@ -49,7 +49,7 @@ class RunSpec:
     @property
     def label(self) -> str:
         variant = "" if self.variant == "default" else f"[{self.variant}]"
-        return f"{self.dataset['name']} · {self.backbone['name']} · {self.method}{variant} · seed {self.seed}"
+        return f"{dataset_label(self.dataset)} · {self.backbone['name']} · {self.method}{variant} · seed {self.seed}"
 
 
 def dataset_label(dataset: dict) -> str:

@@ -212,3 +212,12 @@ def test_a_record_that_cannot_be_written_is_reported_and_the_suite_goes_on(runne
     monkeypatch.setattr(Store, "write", real_write)
     again = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert again.exit_code == 0 and "1 ran, 2 resumed" in again.output
+
+
+def test_each_run_line_names_its_variant_and_dataset_as_tables_do(runner, tmp_path):
+    suite = tiny_suite(tmp_path, methods="[{name: finetune, variants: [default, linear_probe]}]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("✓")]
+    assert len(lines) == 2 and "· finetune · seed 0" in lines[0] + lines[1]
+    assert any("· finetune[linear_probe] · seed 0" in line for line in lines)   # not eaten as rich markup
