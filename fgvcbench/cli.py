@@ -176,7 +176,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
             if root is not None and not Path(root).is_dir():
                 err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
-                                  f"— a real run needs it (set root:, --data-root or FGVCBENCH_DATA)", highlight=False)
+                                  f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
     chosen = executor or suite.executor
     if chosen not in EXECUTORS:

@@ -275,6 +275,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     if not DEVICE.fullmatch(device):
         ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
     env_root = os.environ.get("FGVCBENCH_DATA", "./data")
+    # what a missing data root's message suggests: FGVCBENCH_DATA only where it would count
+    root_fix = ("check --data-root" if data_root else
+                "pass --data-root DIR" + ("" if "data_root" in data else " or set FGVCBENCH_DATA"))
     data_root = Path(data_root or ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path"))
     data_root = data_root.expanduser()
     default_cache = os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser()))
@@ -311,8 +314,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             root = str(data_root / (spec.default_root or spec.name))
         if check_data and spec.needs_root and not Path(root).is_dir():
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
+            holds = Path(root).relative_to(data_root) if Path(root).is_relative_to(data_root) else None
             ck.fail(where, f"data root for {spec.name!r} not found: {root}",
-                    f"set 'root:' or data_root, or FGVCBENCH_DATA; expected layout: {spec.layout or 'see the docs'}")
+                    f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
+                    + f", or set this entry's root:; expected layout: {spec.layout or 'see the docs'}")
         dataset = {"name": spec.name, "options": options}
         if spec.needs_root and root is not None and Path(root).name != (spec.default_root or spec.name):
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,

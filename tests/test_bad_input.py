@@ -179,3 +179,15 @@ def test_an_unknown_device_exits_2_from_the_suite_or_the_command_line_even_in_a_
     out = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "gpu.yaml"), "--dry-run"]))
     assert "gpu.yaml" in out and "unknown device 'gpu'" in out
     assert runner.invoke(app, ["run", str(suite), "--dry-run", "--device", "cuda:1"]).exit_code == 0   # a preview
+
+
+def test_a_missing_data_root_suggests_what_would_count(tmp_path, runner):
+    base = "methods: [finetune]\ndatasets: [cub]\nbackbones: [test_resnet]\n"
+    (tmp_path / "free.yaml").write_text(base)
+    (tmp_path / "fixed.yaml").write_text(base + f"data_root: {tmp_path / 'nowhere'}\n")
+    free = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "free.yaml")]))
+    assert "pass --data-root DIR or set FGVCBENCH_DATA (the folder that holds CUB_200_2011)" in free
+    fixed = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "fixed.yaml")]))
+    assert "pass --data-root DIR (the folder" in fixed and "FGVCBENCH_DATA" not in fixed   # the suite's outranks it
+    given = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "free.yaml"), "--data-root", str(tmp_path)]))
+    assert "check --data-root" in given
