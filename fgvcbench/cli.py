@@ -491,6 +491,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         wp = "–" if p.wilcoxon_p != p.wilcoxon_p else f"{p.wilcoxon_p:.3f}"
         console.print(f"Δ top-1 ({step}) = {p.mean_delta:+.2f} points, 95% CI {ci}, paired t-test p = {pv}, "
                       f"Wilcoxon p = {wp} (n = {p.n} paired seeds)", highlight=False)
+    console.print(f"records in {suite.output}/runs", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.failed:

@@ -237,6 +237,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     """Read, validate and expand a suite. CLI options override the file. With
     ``check_data`` a dataset whose root folder does not exist is an error here, before
     anything runs."""
+    from fgvcbench.data.pipeline import decode_cache_mode
+    decode_cache_mode()   # a bad FGVCBENCH_DECODE_CACHE stops the command, not every run
     file = Path(path)
     data, lines = load_yaml(file)
     ck = _Checker(str(path), lines)

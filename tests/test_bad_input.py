@@ -191,3 +191,10 @@ def test_a_missing_data_root_suggests_what_would_count(tmp_path, runner):
     assert "pass --data-root DIR (the folder" in fixed and "FGVCBENCH_DATA" not in fixed   # the suite's outranks it
     given = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "free.yaml"), "--data-root", str(tmp_path)]))
     assert "check --data-root" in given
+
+
+def test_a_bad_decode_cache_setting_stops_the_command_before_any_run(tmp_path, runner, monkeypatch):
+    monkeypatch.setenv("FGVCBENCH_DECODE_CACHE", "bogus")
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path)), "--no-progress"]))
+    assert "FGVCBENCH_DECODE_CACHE='bogus' — use auto, memory or memmap, or unset it" in out
+    assert not (tmp_path / "out" / "runs").exists()                      # no run started, none failed

@@ -174,6 +174,7 @@ def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     result = runner.invoke(app, ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "Δ top-1 (label_smoothing)" in result.output and "n = 2 paired seeds" in result.output
+    assert f"records in {tmp_path / 'out'}/runs" in result.output
     records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
     assert sorted(r["spec"]["variant"] for r in records) == ["steps:cosine"] * 2 + ["steps:label_smoothing"] * 2
     applied = next(r for r in records if r["spec"]["variant"] == "steps:label_smoothing")["notes"]["applied_recipe"]

@@ -154,12 +154,19 @@ def available_memory() -> int | None:
     return None
 
 
+def decode_cache_mode(mode: str | None = None) -> str:
+    """``mode``, else ``FGVCBENCH_DECODE_CACHE`` (default ``auto``), checked (the suite
+    loader calls this, so a bad value stops the command before any run)."""
+    mode = (mode or os.environ.get("FGVCBENCH_DECODE_CACHE", "auto")).lower()
+    if mode not in ("auto", "memory", "memmap"):
+        raise DataError(f"FGVCBENCH_DECODE_CACHE={mode!r} — use auto, memory or memmap, or unset it")
+    return mode
+
+
 def use_memmap(nbytes: int, mode: str | None = None, available: int | None = None) -> bool:
     """Whether to decode into an on-disk memmap: ``FGVCBENCH_DECODE_CACHE`` = ``memory``,
     ``memmap`` or ``auto`` (default: memmap when ``nbytes`` exceeds half the available memory)."""
-    mode = (mode or os.environ.get("FGVCBENCH_DECODE_CACHE", "auto")).lower()
-    if mode not in ("auto", "memory", "memmap"):
-        raise DataError(f"FGVCBENCH_DECODE_CACHE={mode!r} — use auto, memory or memmap")
+    mode = decode_cache_mode(mode)
     if mode != "auto":
         return mode == "memmap"
     available = available if available is not None else available_memory()
