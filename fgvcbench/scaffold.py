@@ -136,7 +136,7 @@ def test_a_bad_value_is_refused_before_any_run(tmp_path):
 README = '''\
 # fgvcbench-{dist}
 
-An [fgvcbench](https://example.invalid/fgvcbench) plugin providing the method `{method}`.
+An fgvcbench plugin (see fgvcbench's README, "Write a plugin") providing the method `{method}`.
 
 ```bash
 pip install -e ".[test]"       # installs the entry point fgvcbench finds
@@ -168,7 +168,8 @@ def scaffold(name: str, where: Path, force: bool = False, taken: dict[str, str] 
     dist = name.replace("_", "-")
     module = "fgvcbench_" + name.replace("-", "_")
     method = name.replace("-", "_")
-    if method in (taken or {}):
+    # regenerating one's own installed scaffold (--force) is not a clash: same entry point
+    if method in (taken or {}) and not (force and taken[method] == module):
         raise UserError(f"a method named {method!r} is already registered (plugin {taken[method]!r}); a second one "
                         f"would be ignored — choose another name, e.g. my-{dist}")
     root = where / f"fgvcbench-{dist}"

@@ -8,7 +8,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fgvcbench.cli import app
+from fgvcbench.errors import UserError
+from fgvcbench.scaffold import scaffold
 
 
 def test_scaffolded_plugin_installs_and_passes_its_own_test(tmp_path, runner):
@@ -45,3 +49,10 @@ def test_a_name_that_clashes_with_a_registered_method_is_refused(tmp_path, runne
     assert "'finetune' is already registered (plugin 'baseline')" in clash.output and "my-finetune" in clash.output
     assert not (tmp_path / "fgvcbench-finetune").exists()
     assert runner.invoke(app, ["new-plugin", "my-finetune", "--dir", str(tmp_path)]).exit_code == 0
+    # an installed scaffold (its entry point is its module) may be regenerated in place with --force
+    own = {"my_method": "fgvcbench_my_method"}
+    assert scaffold("my-method", tmp_path, force=True, taken=own).name == "fgvcbench-my-method"
+    with pytest.raises(UserError, match="already registered"):
+        scaffold("my-method", tmp_path, force=False, taken=own)
+    with pytest.raises(UserError, match="already registered"):
+        scaffold("my-method", tmp_path, force=True, taken={"my_method": "someone_else"})
