@@ -57,16 +57,16 @@ def dataset_label(dataset: dict) -> str:
     options name the dataset it is built ``of``) the base too, with the base's level and
     the view's noise rate where set — e.g. ``coarse(cub)``, ``coarse(aircraft/family)``,
     ``weak_shot(cub, ρ=0.2)``; a dataset read from another folder than its adapter's
-    default carries the folder's name, ``cub@CUB_200_2011_first50``."""
+    default carries the folder's name, ``cub@CUB_200_2011_first50`` (a view: on its base,
+    ``coarse(cub@CUB_200_2011_first50)``)."""
     name = str(dataset.get("name"))
-    if dataset.get("root_name"):   # a copy in another folder than the adapter's default (e.g. a subset)
-        name = f"{name}@{dataset['root_name']}"
+    folder = f"@{dataset['root_name']}" if dataset.get("root_name") else ""   # a copy elsewhere (e.g. a subset)
     options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
     of = options.get("of")
     if not isinstance(of, str) or not of:
-        return name
+        return name + folder
     level = (options.get("of_options") or {}).get("level") if isinstance(options.get("of_options"), dict) else None
-    label = f"{of}/{level}" if isinstance(level, str) else of
+    label = f"{of}{folder}/{level}" if isinstance(level, str) else of + folder
     if isinstance(options.get("noise_rate"), (int, float)) and not isinstance(options.get("noise_rate"), bool):
         label += f", ρ={options['noise_rate']:g}"
     return f"{name}({label})"

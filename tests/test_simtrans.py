@@ -431,3 +431,22 @@ def test_tables_name_views_by_their_base_level_and_noise_rate():
     assert dataset_label({"name": "coarse", "options": {"of": "aircraft", "of_options": {"level": "family"}}}) == \
         "coarse(aircraft/family)"
     assert dataset_label({"name": "weak_shot", "options": {"of": "cub", "noise_rate": 0.2}}) == "weak_shot(cub, ρ=0.2)"
+    assert dataset_label({"name": "weak_shot", "root_name": "CUB_200_2011_first50",
+                          "options": {"of": "cub", "noise_rate": 0.2}}) == "weak_shot(cub@CUB_200_2011_first50, ρ=0.2)"
+
+
+def test_a_view_on_another_copy_of_its_base_is_another_dataset(tmp_path):
+    """A view reads its base from ``root``: the subset and the full dataset must not share
+    run ids, cached stages or a leaderboard row."""
+    from fgvcbench.suite import load_suite
+    ids = {}
+    for folder in ("CUB_200_2011", "CUB_200_2011_first50"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / f"{folder}.yaml").write_text(
+            f"data_root: {tmp_path}\ndevice: cpu\nbackbones: [test_resnet]\nmethods: [finetune]\n"
+            f"datasets: [{{name: coarse, root: {folder}, options: {{of: cub}}}}]\n")
+        suite = load_suite(tmp_path / f"{folder}.yaml", get_registry(refresh=True))
+        ids[folder] = (suite.runs[0].run_id, suite.runs[0].dataset)
+    assert ids["CUB_200_2011"][0] != ids["CUB_200_2011_first50"][0]
+    assert "root_name" not in ids["CUB_200_2011"][1]                      # the usual folder: ids as before
+    assert ids["CUB_200_2011_first50"][1]["root_name"] == "CUB_200_2011_first50"
