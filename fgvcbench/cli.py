@@ -401,12 +401,15 @@ def _print_ablation_tables(suite) -> None:
 
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
     from fgvcbench.store import Store, atomic_write_text
-    records = list(Store(suite.output).records())
+    # exactly the suite's runs: a folder may also hold other seeds, scales, roots or weights
+    ids = {spec.run_id for spec in suite.runs}
+    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
     frames = []
     for dataset, _ in suite.datasets:
         for backbone in suite.backbones:
-            df = ablation_table(records, suite.ablation, dataset["name"], backbone["name"], scale=suite.scale,
-                                seeds=suite.seeds)
+            df = ablation_table([r for r in records if r["spec"]["dataset"] == dataset
+                                 and r["spec"]["backbone"] == backbone], suite.ablation, dataset["name"],
+                                backbone["name"])
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
             console.print(f"\n[bold]{title}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
@@ -471,9 +474,9 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
-    records = list(Store(suite.output).records())
-    a, b = (_by_seed(records, plan.method, ds[0]["name"], bb["name"], steps, scale=suite.scale, seeds=suite.seeds)
-            for steps in (without, with_))
+    ids = {spec.run_id for spec in specs}   # exactly these runs, whatever else the folder holds
+    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
+    a, b = (_by_seed(records, plan.method, ds[0]["name"], bb["name"], steps) for steps in (without, with_))
     result = compare_sides(a, b)
     p = result["paired"]
     table = Table(title=f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}")

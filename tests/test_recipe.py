@@ -189,6 +189,21 @@ def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     loo = runner.invoke(app, ["ablate", "--step", "cosine", "--mode", "leave-one-out", "--suite", str(suite),
                               "--no-progress"])
     assert loo.exit_code == 0 and "base → label_smoothing" in loo.output
+    # a record of the same names but another configuration (here: other weights) in the same
+    # folder must not stand in for the suite's own runs
+    runs = tmp_path / "out" / "runs"
+    before = runner.invoke(app, ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"])
+    for path in list(runs.glob("*.json")):
+        foreign = json.loads(path.read_text())
+        foreign.update(run_id="f" + foreign["run_id"], metrics={**foreign["metrics"], "top1": 99.0})
+        foreign["spec"]["backbone"] = {**foreign["spec"]["backbone"], "pretrained": "/elsewhere/weights.pth"}
+        foreign["provenance"]["finished"] = "2999-01-01T00:00:00+00:00"
+        (runs / f"{foreign['run_id']}.json").write_text(json.dumps(foreign))
+    after = runner.invoke(app, ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"])
+    delta = lambda out: next(line for line in out.splitlines() if line.startswith("Δ top-1"))  # noqa: E731
+    assert after.exit_code == 0 and delta(after.output) == delta(before.output) and "99.00" not in after.output
+    table = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert "99.00" not in table.output.split("recipe ablation")[1]
 
 
 def test_ablate_bad_input(runner):
