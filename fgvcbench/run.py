@@ -88,14 +88,16 @@ class RunContext:
             self._splits = spec.load_checked(request)
         return self._splits
 
-    def load_data(self, image_size: int | None = None, use_boxes: bool = False) -> TensorData:
-        """Decoded tensors (cached) for train / val (carved from train) / test."""
+    def load_data(self, image_size: int | None = None, use_boxes: bool = False,
+                  val_fraction: float | None = None) -> TensorData:
+        """Decoded tensors (cached) for train / val (carved from train: ``val_fraction``, by
+        default the recipe's) / test."""
         # decode for the larger of the train and test views (FixRes tests above train)
         size = image_size or self.recipe.data_size
-        key = (size, use_boxes, self.recipe.val_fraction)
+        fraction = self.recipe.val_fraction if val_fraction is None else val_fraction
+        key = (size, use_boxes, fraction)
         if key not in self._data:
-            self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir,
-                                                self.recipe.val_fraction, use_boxes)
+            self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir, fraction, use_boxes)
         return self._data[key]
 
     # -- models --------------------------------------------------------------------------

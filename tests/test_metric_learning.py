@@ -178,3 +178,33 @@ def test_recipe_knobs_the_triplet_loop_cannot_honour_are_refused(tmp_path, runne
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 2 and "mixup_alpha" in result.output and "not supported" in result.output
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_recipe_overrides_reach_the_validation_split_and_the_test_view(tmp_path, runner, monkeypatch):
+    """recipe_overrides set the loop's recipe: its val_fraction carves the validation split,
+    and its image size is the one embeddings are taken at (train and test views agree)."""
+    import fgvcbench_plugins.metric_learning as ml
+    sizes = []
+    real = ml.embed_split
+
+    def spy(ctx, net, images, recipe, batch=256):
+        out = real(ctx, net, images, recipe, batch)
+        sizes.append(ctx.augmenter(recipe).eval(images[:1]).shape[-1])
+        return out
+    monkeypatch.setattr(ml, "embed_split", spy)
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 56}}}}]
+        backbones: [test_resnet]
+        methods: [{{name: metric_learning, params: {{tsne: false, recipe_overrides: {{val_fraction: 0.0, image_size: 48}}}}}}]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    assert record["status"] == "ok", record["error"]
+    assert all("val_precision_at_1" not in row for row in record["history"])   # val_fraction 0: no split
+    assert sizes and set(sizes) == {48}

@@ -102,11 +102,13 @@ def check_recipe(recipe) -> None:
 
 
 @torch.no_grad()
-def embed_split(ctx: RunContext, net: EmbeddingNet, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+def embed_split(ctx: RunContext, net: EmbeddingNet, images: torch.Tensor, recipe, batch: int = 256) -> torch.Tensor:
+    """Embeddings of the test-time view of ``images`` as the loop's ``recipe`` (the run's
+    with ``recipe_overrides``) sets it: size, crop, layout, amp."""
     net.eval()
-    aug = ctx.augmenter()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda" and ctx.recipe.amp):
-        out = [net(model_layout(aug.eval(images[i:i + batch]), ctx.recipe, ctx.device))[0].float().cpu()
+    aug = ctx.augmenter(recipe)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=ctx.device.type == "cuda" and recipe.amp):
+        out = [net(model_layout(aug.eval(images[i:i + batch]), recipe, ctx.device))[0].float().cpu()
                for i in range(0, len(images), batch)]
     return torch.cat(out) if out else torch.empty(0)
 
@@ -134,11 +136,11 @@ def run_metric_learning(ctx: RunContext) -> dict:
     from pytorch_metric_learning import samplers
     p = ctx.params
     recipe = loop_recipe(p, ctx.recipe)
-    data = ctx.load_data(image_size=recipe.data_size)
+    data = ctx.load_data(image_size=recipe.data_size, val_fraction=recipe.val_fraction)
     backbone = ctx.create_model(data.num_classes)
     net = place_model(EmbeddingNet(backbone, p["embedding_dim"], p["normalize"]), recipe, ctx.device)
     loss_fn, miner = build_loss_and_miner(p)
-    before = embed_split(ctx, net, data.test.images)
+    before = embed_split(ctx, net, data.test.images, recipe)
 
     labels = data.train.labels
     k = p["m_per_class"]
@@ -186,7 +188,7 @@ def run_metric_learning(ctx: RunContext) -> dict:
                "lr": opt.param_groups[0]["lr"]}
         ctx.train_seconds += time.perf_counter() - started
         if len(data.val) > 1:
-            row["val_precision_at_1"] = retrieval_metrics(embed_split(ctx, net, data.val.images),
+            row["val_precision_at_1"] = retrieval_metrics(embed_split(ctx, net, data.val.images, recipe),
                                                           data.val.labels)["precision_at_1"]
             if row["val_precision_at_1"] > best:
                 best, best_state = row["val_precision_at_1"], copy.deepcopy(net.state_dict())
@@ -195,8 +197,8 @@ def run_metric_learning(ctx: RunContext) -> dict:
     if best_state is not None:
         net.load_state_dict(best_state)
 
-    test_emb = embed_split(ctx, net, data.test.images)
-    train_emb = embed_split(ctx, net, data.train.images)
+    test_emb = embed_split(ctx, net, data.test.images, recipe)
+    train_emb = embed_split(ctx, net, data.train.images, recipe)
     metrics = {**retrieval_metrics(test_emb, data.test.labels),
                **knn_accuracy(test_emb, data.test.labels, train_emb, data.train.labels, p["knn_k"]),
                "ncm_accuracy": nearest_class_mean_accuracy(test_emb, data.test.labels, train_emb, data.train.labels,
