@@ -231,6 +231,16 @@ def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices) -> N
     checker.fail(path, f"unknown {kind} {name!r}", hint)
 
 
+def _file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256, read in 1 MiB blocks."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None = None,
                seeds: list[int] | None = None, output: str | None = None,
                device: str | None = None, data_root: str | None = None, check_data: bool = True) -> Suite:
@@ -345,7 +355,12 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             if not Path(pretrained).is_file():
                 ck.fail(("backbones", i, "pretrained"), f"checkpoint not found: {pretrained}",
                         "give an existing .pth/.pt/.safetensors file, or true/false")
-        backbones.append({"name": entry["name"], "pretrained": pretrained})
+        backbone = {"name": entry["name"], "pretrained": pretrained}
+        if isinstance(pretrained, str):
+            # the weights' content is part of the run's identity (and of every cached stage): a
+            # checkpoint retrained in place, or one path in two working folders, is not one run
+            backbone["weights_sha256"] = _file_digest(Path(pretrained))
+        backbones.append(backbone)
 
     methods, method_cluster = [], {}
     executor = ck.typed(data.get("executor", "local"), (str,), ("executor",), "local or submitit")

