@@ -179,7 +179,10 @@ class RunContext:
         phases between variants and an interrupted suite resumes mid-pipeline. ``inputs``
         must be JSON-serialisable and hold everything the stage's result depends on."""
         from fgvcbench import distributed
-        key = hashlib.sha256(canonical_json({"stage": name, "inputs": inputs or {}}).encode()).hexdigest()[:16]
+        identity = {"stage": name, "inputs": inputs or {}}
+        if distributed.world_size() > 1:   # ctx.fit's global batch (and its steps) scale with the ranks
+            identity["world_size"] = distributed.world_size()
+        key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
         path = self._store.stage_dir() / f"{name}-{key}.pt"
         cached = None
         if path.exists():

@@ -88,3 +88,30 @@ def test_a_suite_under_torchrun_writes_each_record_once_from_rank_0(tmp_path):
     assert all(r["provenance"]["world_size"] == 2 for r in records)
     log = (out / "claims" / "claimed.log").read_text().splitlines()
     assert len(log) == 2 and len({line.split()[2] for line in log}) == 1   # rank 0 claimed both
+
+
+def test_a_stage_computed_under_torchrun_is_not_reused_by_one_process(tmp_path, runner, registry_with, monkeypatch):
+    """ctx.fit under torchrun trains with the global batch (world × batch_size): a stage it
+    cached is another result than the same stage on one process."""
+    from fgvcbench import distributed
+    from fgvcbench.api import Method, hookimpl
+    from fgvcbench.cli import app
+
+    from conftest import tiny_suite
+    calls = []
+
+    def run(ctx):
+        for world in (1, 2, 1):
+            monkeypatch.setattr(distributed, "world_size", lambda world=world: world)
+            ctx.stage("probe", lambda world=world: calls.append(world) or world, {"same": "inputs"})
+        return {"top1": 1.0}
+
+    class Probe:
+        @hookimpl
+        def fgvcbench_methods(self):
+            return [Method(name="probe", run=run)]
+    registry_with(Probe())
+    result = runner.invoke(app, ["run", str(tiny_suite(tmp_path, methods="[probe]")), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert calls == [1, 2]                                   # the third call reads the first's cache
+    assert len(list((tmp_path / "out" / "stages").glob("probe-*.pt"))) == 2
