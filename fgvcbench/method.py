@@ -125,8 +125,13 @@ class Method:
             self.check(params, recipe)
 
     def resolve_params(self, variant: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """defaults → variant → suite overrides."""
+        """defaults → variant → suite overrides; an integer given where the default is a
+        float becomes that float (``90`` and ``90.0`` are one run, one cached stage)."""
         resolved = dict(self.params)
         resolved.update(self.variants[variant])
         resolved.update(overrides or {})
+        for key, value in resolved.items():
+            if (isinstance(self.params.get(key), float) and isinstance(value, int)
+                    and not isinstance(value, bool)):
+                resolved[key] = float(value)
         return resolved

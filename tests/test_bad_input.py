@@ -117,7 +117,10 @@ def test_param_types_follow_defaults_and_declarations():
     method = Method(name="m", run=lambda ctx: {"top1": 0.0},
                     params={"rate": 0.5, "steps": 3, "flag": False, "name": "a", "k": None, "size": None},
                     param_types={"k": (int, None)})
-    assert method.param_problem("rate", 1) is None                 # an int is a number
+    assert method.param_problem("rate", 1) is None                 # an int is a number …
+    resolved = method.resolve_params("default", {"rate": 1, "steps": 4, "flag": True})
+    assert resolved["rate"] == 1.0 and isinstance(resolved["rate"], float)   # … and one run with 1.0
+    assert isinstance(resolved["steps"], int) and resolved["flag"] is True
     assert "expected a number" in method.param_problem("rate", "high")
     assert "expected an integer" in method.param_problem("steps", 3.0)
     assert "expected true or false" in method.param_problem("flag", 1)
