@@ -121,21 +121,28 @@ def test_same_seed_same_batches_and_the_schedule_is_followed(tmp_path, runner):
     assert histories[0][0]["lr"] < 0.01 and histories[0][1]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_all_variants_run_end_to_end(tmp_path, runner):
+def _run_one_epoch(tmp_path, runner, method: str, image_size: int = 40) -> list[dict]:
+    """Runs ``method`` (a suite's methods entry) for one epoch at 32 px on a tiny synthetic
+    set stored at ``image_size``; returns the records."""
     get_registry(refresh=True)
     suite = write_suite(tmp_path, f"""
         output: {tmp_path / 'out'}
         seeds: [0]
         device: cpu
         train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4,
+                                                 image_size: {image_size}}}}}]
         backbones: [test_resnet]
-        methods:
-          - {{name: metric_learning, variants: [batch_all, batch_hard, semihard, report, joint], params: {{tsne: true}}}}
+        methods: [{method}]
         """)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
-    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    return [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+
+
+def test_all_variants_run_end_to_end(tmp_path, runner):
+    records = _run_one_epoch(tmp_path, runner, "{name: metric_learning, variants: [batch_all, batch_hard, semihard, "
+                                               "report, joint], params: {tsne: true}}")
     assert sorted(r["spec"]["variant"] for r in records) == ["batch_all", "batch_hard", "joint", "report", "semihard"]
     for r in records:
         m = r["metrics"]
@@ -192,19 +199,8 @@ def test_recipe_overrides_reach_the_validation_split_and_the_test_view(tmp_path,
         sizes.append(ctx.augmenter(recipe).eval(images[:1]).shape[-1])
         return out
     monkeypatch.setattr(ml, "embed_split", spy)
-    get_registry(refresh=True)
-    suite = write_suite(tmp_path, f"""
-        output: {tmp_path / 'out'}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 56}}}}]
-        backbones: [test_resnet]
-        methods: [{{name: metric_learning, params: {{tsne: false, recipe_overrides: {{val_fraction: 0.0, image_size: 48}}}}}}]
-        """)
-    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
-    assert result.exit_code == 0, result.output
-    record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    [record] = _run_one_epoch(tmp_path, runner, "{name: metric_learning, params: {tsne: false, recipe_overrides: "
+                                                "{val_fraction: 0.0, image_size: 48}}}", image_size=56)
     assert record["status"] == "ok", record["error"]
     assert all("val_precision_at_1" not in row for row in record["history"])   # val_fraction 0: no split
     assert sizes and set(sizes) == {48}
