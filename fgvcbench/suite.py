@@ -332,8 +332,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                     + f", or set this entry's root:; expected layout: {spec.layout or 'see the docs'}")
         dataset = {"name": spec.name, "options": options}
         # the adapter that reads the folder: the dataset's own, or a view's base (``of``)
-        reader = spec if spec.needs_root else registry.datasets.get(options.get("of")) if isinstance(
-            options.get("of"), str) else None
+        reader = spec if spec.needs_root else None
+        if reader is None and isinstance(options.get("of"), str):
+            reader = registry.datasets.get(options["of"])
         if reader is not None and root is not None and Path(root).name != (reader.default_root or reader.name):
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,
             # so two roots of one adapter are two datasets — by folder name, not machine path
