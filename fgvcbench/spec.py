@@ -54,7 +54,7 @@ class RunSpec:
 
 def dataset_label(dataset: dict) -> str:
     """How tables name a run's dataset: its name, and for a dataset *view* (a dataset whose
-    options name the dataset it is built ``of``) the base too, with the base's level and
+    options name the dataset it is built ``of``) the base too, with the base's level (where it has one) and
     the view's noise rate where set — e.g. ``coarse(cub)``, ``coarse(aircraft/family)``,
     ``weak_shot(cub, ρ=0.2)``; a dataset read from another folder than its adapter's
     default carries the folder's name, ``cub@CUB_200_2011_first50`` (a view: on its base,

@@ -175,6 +175,25 @@ class AblationPlan:
         return [s for s in self.order if s != step], list(self.order)
 
 
+def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
+    """A dataset entry's ``options`` checked against the adapter's declared ones (name,
+    and the type of the default) and filled with their defaults."""
+    options = dict(spec.options)
+    for key, value in ck.typed(given or {}, (dict,), path, "a mapping").items():
+        if key not in spec.options:
+            close = suggest(str(key), spec.options)
+            ck.fail((*path, key), f"unknown option for dataset {spec.name!r}",
+                    f"did you mean {close!r}?" if close else f"options: {', '.join(spec.options) or 'none'}")
+        default = spec.options[key]
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+        if kinds and value is not None and (not isinstance(value, kinds)
+                                            or (isinstance(value, bool) and type(default) is not bool)):
+            ck.fail((*path, key), f"expected {type(default).__name__} like the default "
+                    f"{default!r}, got {type(value).__name__} {value!r}", "fix the value's type")
+        options[key] = value
+    return options
+
+
 class _Checker:
     def __init__(self, file: str, lines: dict[tuple, int]):
         self.file, self.lines = file, lines
@@ -303,21 +322,15 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         spec = registry.datasets.get(entry["name"])
         if spec is None:
             _unknown(ck, ("datasets", i, "name"), "dataset", entry["name"], registry.datasets)
-        options = dict(spec.options)
-        given = ck.typed(entry.get("options") or {}, (dict,), ("datasets", i, "options"), "a mapping")
-        for key, value in given.items():
-            if key not in spec.options:
-                close = suggest(str(key), spec.options)
-                ck.fail(("datasets", i, "options", key), f"unknown option for dataset {spec.name!r}",
-                        f"did you mean {close!r}?" if close else
-                        f"options: {', '.join(spec.options) or 'none'}")
-            default = spec.options[key]
-            kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
-            if kinds and value is not None and (not isinstance(value, kinds)
-                                                or (isinstance(value, bool) and type(default) is not bool)):
-                ck.fail(("datasets", i, "options", key), f"expected {type(default).__name__} like the default "
-                        f"{default!r}, got {type(value).__name__} {value!r}", "fix the value's type")
-            options[key] = value
+        options = _dataset_options(ck, spec, entry.get("options"), ("datasets", i, "options"))
+        base = registry.datasets.get(options["of"]) if isinstance(options.get("of"), str) else None
+        if {"of", "of_options"} <= set(spec.options):
+            # a view: its base's options are checked here too (a typo fails before any run
+            # starts) and filled with the base's defaults, so writing a default changes no run id
+            if base is None:
+                _unknown(ck, ("datasets", i, "options", "of"), "dataset", options["of"], registry.datasets)
+            options["of_options"] = _dataset_options(ck, base, options["of_options"],
+                                                     ("datasets", i, "options", "of_options"))
         root = entry.get("root")
         if root is not None:  # a relative root is a folder under data_root
             ck.typed(root, (str,), ("datasets", i, "root"), "a path")
@@ -332,9 +345,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                     + f", or set this entry's root:; expected layout: {spec.layout or 'see the docs'}")
         dataset = {"name": spec.name, "options": options}
         # the adapter that reads the folder: the dataset's own, or a view's base (``of``)
-        reader = spec if spec.needs_root else None
-        if reader is None and isinstance(options.get("of"), str):
-            reader = registry.datasets.get(options["of"])
+        reader = spec if spec.needs_root else base
         if reader is not None and root is not None and Path(root).name != (reader.default_root or reader.name):
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,
             # so two roots of one adapter are two datasets — by folder name, not machine path

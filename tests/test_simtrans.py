@@ -281,15 +281,30 @@ def _key(inputs: dict) -> str:
     return canonical_json(inputs)
 
 
-def test_stage_cache_keys_hold_the_whole_recipe_and_every_param_a_stage_reads():
+def test_stage_cache_keys_hold_every_recipe_field_and_param_a_stage_reads():
     where = {"dataset": {"name": "weak_shot", "options": {}}, "backbone": {"name": "r", "pretrained": True}, "seed": 0}
     recipe = Recipe().replace(**SIMTRANS.recipe)
     params = {v: SIMTRANS.resolve_params(v) for v in SIMTRANS.variants}
     base = stage_inputs(params["full"], recipe, **where)
     for field, value in (("crop_scale_min", 0.3), ("policy_p", 0.5), ("random_erasing", 0.25), ("amp", False),
-                         ("val_fraction", 0.2), ("image_size", 64), ("augment", "flip"), ("batch_size", 4)):
+                         ("val_fraction", 0.2), ("image_size", 64), ("augment", "flip"), ("eval_image_size", 40),
+                         ("channels_last", False), ("rotation_degrees", 10.0)):
         changed = stage_inputs(params["full"], recipe.replace(**{field: value}), **where)
         assert all(_key(changed[s]) != _key(base[s]) for s in ("pretrain", "simnet", "weighted")), field
+    # stage 0 trains with its own batch size: a sweep of stage 2's reuses stage 0 and SimNet
+    batch = stage_inputs(params["full"], recipe.replace(batch_size=4), **where)
+    assert [_key(batch[s]) == _key(base[s]) for s in ("pretrain", "simnet", "weighted")] == [True, True, False]
+    # the classifier's optimisation reaches SimNet only through its start (the stage-0 model)
+    alone = {**params["full"], "simnet_init": "backbone"}
+    from_backbone = stage_inputs(alone, recipe, **where)
+    for field, value in (("lr", 0.5), ("momentum", 0.5), ("weight_decay", 0.0), ("label_smoothing", 0.1),
+                         ("scheduler", "cosine"), ("step_size", 3), ("grad_clip", 1.0), ("optimizer", "adamw")):
+        tuned = stage_inputs(alone, recipe.replace(**{field: value}), **where)
+        assert _key(tuned["simnet"]) == _key(from_backbone["simnet"]), field
+        assert _key(tuned["pretrain"]) != _key(from_backbone["pretrain"]), field
+        assert _key(tuned["weighted"]) != _key(from_backbone["weighted"]), field
+        assert _key(stage_inputs(params["full"], recipe.replace(**{field: value}), **where)["simnet"]) != \
+            _key(base["simnet"]), field
     for key in SIMNET_KEYS:
         value = {"simnet_web": False, "beta": 0.0, "simnet_hidden": [8, 4, 4], "simnet_init": "backbone"}.get(key, 3)
         changed = stage_inputs({**params["full"], key: value}, recipe, **where)
@@ -305,6 +320,9 @@ def test_stage_cache_keys_hold_the_whole_recipe_and_every_param_a_stage_reads():
     assert all(_key(floor[s]) == _key(base[s]) for s in base)
     on_test = stage_inputs({**params["full"], "selection": "test"}, recipe, **where)
     assert all(_key(on_test[s]) != _key(base[s]) for s in base)
+    # the code's test batches pick SimNet's epoch: f1_max_images caps only the val pairs
+    capped = {**params["full"], "selection": "test", "f1_max_images": 7}
+    assert _key(stage_inputs(capped, recipe, **where)["simnet"]) == _key(on_test["simnet"])
     # the graph stage's own params leave the cached stages alone
     for key, value in (("alpha", 0.5), ("mu", -2.0), ("graph_batch_size", 64), ("graph_epochs", 7)):
         changed = stage_inputs({**params["full"], key: value}, recipe, **where)

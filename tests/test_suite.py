@@ -159,9 +159,33 @@ def test_two_roots_of_one_adapter_are_two_datasets(tmp_path, registry):
 
 @pytest.mark.parametrize("datasets, key, needle", [
     ("[{name: synthetic, options: {coarse: two}}]", "datasets[0].options.coarse", "expected int"),
+    # a view's base options are checked before any run starts, not when its data loads
+    ("[{name: coarse, options: {of: synthetic, of_options: {train_per_clas: 4}}}]",
+     "datasets[0].options.of_options.train_per_clas", "did you mean 'train_per_class'"),
+    ("[{name: coarse, options: {of: synthetic, of_options: {fine: many}}}]",
+     "datasets[0].options.of_options.fine", "expected int"),
+    ("[{name: weak_shot, options: {of: synthetc}}]", "datasets[0].options.of", "did you mean 'synthetic'"),
+    ("[{name: coarse, options: {of: synthetic, of_options: [fine]}}]", "datasets[0].options.of_options",
+     "expected a mapping"),
     (f"[{TINY_DATASET}, {TINY_DATASET}]", "datasets[1]", "listed twice"),
 ])
 def test_dataset_option_types_and_repeated_datasets(tmp_path, registry, datasets, key, needle):
     path = write_suite(tmp_path, f"datasets: {datasets}\nbackbones: [test_resnet]\nmethods: [finetune]\n")
     err = error_of(path, registry)
     assert err.key == key and needle in str(err) and err.line == 1
+
+
+def test_a_views_base_options_are_filled_with_their_defaults(tmp_path, registry):
+    """Writing a base option at its default value names the same dataset: one run id."""
+    defaults = registry.datasets["synthetic"].options
+    ids = []
+    for of_options in ("{}", f"{{fine: {defaults['fine']}, seed: {defaults['seed']}}}"):
+        path = write_suite(tmp_path, f"""
+            datasets: [{{name: coarse, options: {{of: synthetic, of_options: {of_options}}}}}]
+            backbones: [test_resnet]
+            methods: [finetune]
+            """)
+        (run,) = load_suite(path, registry).runs
+        assert run.dataset["options"]["of_options"] == defaults
+        ids.append(run.run_id)
+    assert ids[0] == ids[1]

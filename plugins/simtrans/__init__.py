@@ -112,6 +112,11 @@ from .simnet import (SimNet, code_f1_batches, code_pair_f1, pair_auroc, pair_f1,
 # The code's epochs per training (``_scripts/CUB``); the recipe's epochs stand for the
 # weighted-CE stage's 60 and the others keep these proportions.
 CODE_EPOCHS = {"weighted": 60, "pretrain": 30, "simnet": 50, "graph": 100}
+# Recipe fields only the classifier loop reads (SimNet has its own optimiser params and
+# schedule); stage 0 reads them too, but its own epochs and batch size.
+CLASSIFIER_ONLY = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "no_decay_norm",
+                   "scheduler", "step_size", "gamma", "warmup_epochs", "warmup_start_factor", "label_smoothing",
+                   "ema_steps", "ema_decay", "ema_adjust", "patience", "stop_on", "min_epochs", "grad_clip")
 SIMNET_KEYS = ("simnet_lr", "simnet_domain_lr", "simnet_momentum", "simnet_weight_decay", "beta", "simnet_web",
                "classes_per_batch", "images_per_batch", "web_classes_per_batch", "simnet_hidden", "f1_max_images",
                "simnet_init")
@@ -126,22 +131,28 @@ def scaled_epochs(epochs: int, stage: str) -> int:
 
 
 def stage_inputs(p: dict, recipe: Recipe, *, dataset: dict, backbone: dict, seed: int) -> dict[str, dict]:
-    """What each cached stage's result depends on — the whole recipe (augmentation, amp,
-    val_fraction, …: the SimNet loop and the classifier loop read it) and every param the
-    stage reads, with the stages it starts from nested: ``pretrain`` (stage 0),
-    ``simnet`` (stage 1), ``weighted`` (stage 2)."""
-    common = {"dataset": dataset, "backbone": backbone, "seed": seed, "recipe": recipe.to_dict(),
-              "selection": p["selection"]}
-    pretrain = {**common, "epochs": p["pretrain_epochs"] or scaled_epochs(recipe.epochs, "pretrain"),
+    """What each cached stage's result depends on — the recipe fields the stage reads
+    (augmentation, amp, val_fraction, …: the SimNet loop and the classifier loop read them)
+    and every param it reads, with the stages it starts from nested: ``pretrain`` (stage 0),
+    ``simnet`` (stage 1), ``weighted`` (stage 2). Stage 0 trains with its own epochs and
+    batch size, SimNet with its own optimiser, so a sweep of stage 2's batch size or of
+    the classifier's lr (with ``simnet_init: backbone``) reuses them."""
+    whole = recipe.to_dict()
+    common = {"dataset": dataset, "backbone": backbone, "seed": seed, "selection": p["selection"]}
+    pretrain = {**common, "recipe": {k: v for k, v in whole.items() if k not in ("epochs", "batch_size")},
+                "epochs": p["pretrain_epochs"] or scaled_epochs(recipe.epochs, "pretrain"),
                 "batch_size": p["pretrain_batch_size"], "stop_th": p["stop_th"]}
-    simnet = {**common, **{key: p[key] for key in SIMNET_KEYS},
+    simnet = {**common, "recipe": {k: v for k, v in whole.items() if k not in CLASSIFIER_ONLY},
+              **{key: p[key] for key in SIMNET_KEYS},
               # which pair F1 picks the epoch: the code's test batches, or all base validation pairs
               "select_f1": "code_batches" if p["selection"] == "test" else "all_pairs",
               "epochs": p["simnet_epochs"] or scaled_epochs(recipe.epochs, "simnet"),
               "init": pretrain if p["simnet_init"] == "pretrain" else "backbone"}
     if not p["simnet_web"]:
         simnet.pop("web_classes_per_batch")   # unused without web batches
-    weighted = {**common, "simnet": simnet, "use_weights": p["use_weights"], "weights": "savg1",
+    if p["selection"] == "test":
+        simnet.pop("f1_max_images")           # the code's batches pick the epoch, over the whole test set
+    weighted = {**common, "recipe": whole, "simnet": simnet, "use_weights": p["use_weights"], "weights": "savg1",
                 "epochs": recipe.epochs, "stop_th": p["stop_th"]}
     return {"pretrain": pretrain, "simnet": simnet, "weighted": weighted}
 
