@@ -269,3 +269,29 @@ def test_phase4_backbone_weights_are_frozen_and_bn_follows_freeze_bn():
         buffers = dict(model.named_buffers())
         unchanged = all(torch.equal(buffers[n], v) for n, v in stats.items())
         assert unchanged == freeze_bn      # train mode re-estimates the running statistics
+
+
+def test_selection_on_test_trains_on_the_whole_training_set_as_the_code(tmp_path, runner, monkeypatch):
+    """The released code trains on every training image and selects on the test set:
+    ``selection: test`` carves no validation split; the default holds one out."""
+    from fgvcbench.run import RunContext
+    real, fits = RunContext.fit, []
+
+    def watch(self, model, data, *args, **kwargs):
+        fits.append((self.params["selection"], len(data.train), len(data.val), data.val is data.test))
+        return real(self, model, data, *args, **kwargs)
+    monkeypatch.setattr(RunContext, "fit", watch)
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 10, test_per_class: 4, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods: [{{name: finernet, variants: [single_step]}},
+                  {{name: finernet, variants: [single_step], params: {{selection: test}}}}]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert sorted(fits) == [("test", 40, 16, True), ("val", 36, 4, False)]

@@ -416,13 +416,24 @@ def test_a_classifier_stage_stops_on_falling_selection_scores_and_records_the_sa
     assert record["notes"]["save_floor"]["below"] == {"pretrain": 35.0}
 
 
-def test_selection_on_test_keeps_the_first_simnet_epoch_with_the_best_code_f1(tmp_path, runner):
+def test_selection_on_test_keeps_the_first_simnet_epoch_with_the_best_code_f1(tmp_path, runner, monkeypatch):
+    from fgvcbench.run import RunContext
+    real, asked = RunContext.load_data, []
+
+    def watch(self, *args, **kwargs):
+        data = real(self, *args, **kwargs)
+        asked.append((len(data.train), len(data.val)))
+        return data
+    monkeypatch.setattr(RunContext, "load_data", watch)
     _, records = _run_on_a_weak_shot_view(
         tmp_path, runner, "{name: simtrans, variants: [weights], params: {selection: test, simnet_epochs: 4, "
                           "simnet_hidden: [64, 32, 32], images_per_batch: 12, pretrain_batch_size: 16}}")
     record = records["weights"]
     f1 = [h["select_f1"] for h in record["history"] if h.get("phase") == "simnet"]
     assert len(f1) == 4 and record["metrics"]["simnet_best_epoch"] == f1.index(max(f1)) + 1
+    # the code's protocol trains every stage on all its images: no validation split is carved
+    assert asked and all(val == 0 for _, val in asked), asked
+    assert "simnet_pair_f1_base" not in record["metrics"]   # no held-out base images to score
 
 
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):

@@ -65,7 +65,8 @@ ablation rows ("without the adversarial part"): SimNet trained on base batches a
 Selection: the code picks every checkpoint on the novel *test* set; here ``selection:
 val`` (default) picks classifiers on a validation split carved from the (noisy) novel
 training data and SimNet on base validation pairs; ``selection: test`` reproduces the
-code's protocol for every stage, for comparison only.
+code's protocol for every stage, for comparison only: no validation split is carved and
+every stage trains on all its images, as the code's do.
 
 Augmentation: the code's ``RandomRotation(30)`` → ``RandomResizedCrop(224, scale 0.5–1)``
 → flip (``data/helper.py``) is the recipe's ``rotation_degrees: 30``, ``crop_scale_min:
@@ -219,7 +220,8 @@ def check_params(p: dict, recipe: Recipe) -> None:
 
 def run_simtrans(ctx: RunContext) -> dict:
     p = ctx.params
-    data = ctx.load_data()
+    # selection: test is the released code's protocol: every stage trains on all its images
+    data = ctx.load_data(val_fraction=0.0 if p["selection"] == "test" else None)
     src = data.source
     if "novel" not in src.train.meta or "num_novel" not in src.train.info:
         raise UserError("simtrans needs a weak_shot dataset view — in the suite: "
