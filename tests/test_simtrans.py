@@ -241,14 +241,27 @@ SPLIT = SHARED_DATA / "splits" / "cub_weakshot" / "testclasses.txt"
 def test_weak_shot_view_of_real_cub_uses_the_zero_shot_split():
     registry = get_registry()
     spec = registry.datasets["weak_shot"]
-    splits = spec.load(DatasetRequest(root=CUB, options={**spec.options, "of": "cub", "novel":
-                                                         "../splits/cub_weakshot/testclasses.txt"},
+    splits = spec.load(DatasetRequest(root=CUB, options={**spec.options, "of": "cub", "novel": "xian_cub"},
                                       cache_dir=Path("/tmp"), datasets=registry.datasets))
     k = splits.train.info["num_novel"]
     assert k == 10 and len(splits.train.class_names) == 50           # 10 novel, 40 base in the first 50
     listed = set(SPLIT.read_text().split())
     assert set(splits.train.class_names[:k]) <= listed and not set(splits.train.class_names[k:]) & listed
     assert all(label < k for label in splits.test.labels) and 250 < len(splits.test) < 320
+
+
+def test_named_splits_are_the_codes_novel_classes():
+    from fgvcbench_plugins.simtrans.data import _novel_classes
+    from fgvcbench_plugins.simtrans.splits import SIMTRANS_AIRCRAFT, XIAN_CUB
+    if SPLIT.exists():   # the shared copy of Xian et al.'s list
+        assert list(XIAN_CUB) == SPLIT.read_text().split()
+    assert len(set(XIAN_CUB)) == 50 and len(set(SIMTRANS_AIRCRAFT)) == 25
+    # Air_helper.py: 25 of its 37 names by a fixed permutation; the rest of the 100 are base
+    variants = sorted(SIMTRANS_AIRCRAFT) + [f"other-{i}" for i in range(75)]
+    options = {"novel": "simtrans_aircraft", "novel_fraction": 0.25, "split_seed": 0}
+    novel = _novel_classes(variants, options, None)
+    assert novel == sorted(SIMTRANS_AIRCRAFT) and {"F/A-18", "Cessna 172", "757-300"} <= set(novel)
+    assert "Boeing 717" not in novel and "A380" not in novel
 
 
 def test_graph_term_on_the_codes_even_zero_based_epochs_first_epoch_included():
@@ -268,6 +281,15 @@ def test_loss_weights_samples_and_adds_the_graph_term_when_given_an_adjacency():
     expected = float((weights * ce).mean()) + 0.1 * float(graph_loss(z, a))
     assert float(loss(logits, rows, z, a)) == pytest.approx(expected, rel=1e-5)
     assert float(loss(logits[[2, 0]], torch.tensor([2, 0]))) == pytest.approx(float((weights * ce)[[2, 0]].mean()))
+
+
+def test_simnet_lr_halves_once_at_half_its_epochs_even_when_odd():
+    from fgvcbench_plugins.simtrans.simnet import halving_interval, step_factor
+    for epochs in (1, 2, 25, 50):
+        factors = [step_factor(e, halving_interval(epochs)) for e in range(epochs)]
+        assert min(factors) == (0.5 if epochs > 1 else 1.0), epochs
+        assert factors.count(1.0) == -(-epochs // 2), epochs
+    assert halving_interval(50) == 25      # the code's --lr_interval 25 of --num_epoch 50
 
 
 def test_stage_epochs_keep_the_codes_proportions():

@@ -19,7 +19,7 @@ classes). Four trainings, each a cached stage shared by the variants that need i
    (steps whose two batches differ in length skipped), and a discriminator (FC n–LayerNorm–
    ReLU–FC 2 on r_ij, base 0 / web 1) trained on detached features; SimNet minimises
    CE − β·CE_D. SGD lr 5e-3 (discriminator 5e-3), momentum 0.9, wd 1e-4, lr halved every
-   half of the epochs (the code: 25 of 50); both optimisers are rebuilt every epoch
+   half of the epochs, rounded up (the code: 25 of 50); both optimisers are rebuilt every epoch
    (momentum restarts), as the code does. The code keeps the first epoch with the best
    pair F1 on its novel *test* batches (10 batches of 10 classes × 10 images drawn once,
    every ordered pair, self-pairs included: ``simnet.code_f1_batches``) — ``selection:
@@ -72,6 +72,10 @@ Augmentation: the code's ``RandomRotation(30)`` → ``RandomResizedCrop(224, sca
 → flip (``data/helper.py``) is the recipe's ``rotation_degrees: 30``, ``crop_scale_min:
 0.5``; the engine folds rotation, crop and flip into one bilinear resample of the stored
 square image (torchvision rotates the full photo with nearest, then crops).
+
+Other deviations: bf16 autocast on CUDA in every stage, SimNet and the graph term's
+adjacency included (the code runs fp32; ``amp: false`` gives it); the test view resizes to
+256 before the 224 crop (the code: 255; ``eval_resize_size: 255`` gives it).
 
 Early stop and save floor (``utils/project_kits.early_stop``, ``utils/saver.py``): the
 classifier stages (0, 2, 3) stop once ``stop_th`` (default 10, the code's ``--stop_th``)

@@ -2,10 +2,13 @@
 noisy ("web") training data — simulated, seeded and documented, since web data cannot be
 downloaded here.
 
-- Base / novel classes: ``novel`` names a class-list file (one class name per line, e.g.
-  the CUB split of Xian et al. in ``splits/cub_weakshot/testclasses.txt``; a relative path
+- Base / novel classes: ``novel`` names one of the SimTrans code's splits (``splits.py``:
+  ``xian_cub``, CUB's 50 novel classes of the zero-shot split of Xian et al.;
+  ``simtrans_aircraft``, the code's 25 novel FGVC-Aircraft variants), a class-list file
+  (one class name per line, e.g. ``splits/cub_weakshot/testclasses.txt``; a relative path
   is taken from the view's root), or a list of class names; without it,
-  ``novel_fraction`` of the classes are drawn with ``split_seed``.
+  ``novel_fraction`` of the classes are drawn with ``split_seed``. Listed classes a copy
+  of the dataset lacks (a subset) are skipped.
 - Noise: in every novel class's training set, ``round(ρ·n)`` images (``noise_rate`` ρ) are
   replaced — ``ood_share`` of them by out-of-distribution images (``ood_source:
   synthetic``, the embedded generator, or a folder of images), the rest by training
@@ -30,6 +33,8 @@ import numpy as np
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 from fgvcbench.api import SyntheticConfig, load_synthetic_split, materialize_synthetic
 
+from .splits import NAMED_SPLITS
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -42,7 +47,9 @@ def _novel_classes(names: list[str], o: dict, root: Path | None) -> list[str]:
         k = max(1, min(len(names) - 1, int(round(frac * len(names)))))
         pick = np.random.default_rng(o["split_seed"]).choice(len(names), size=k, replace=False)
         return [names[i] for i in sorted(pick)]
-    if isinstance(novel, str):
+    if isinstance(novel, str) and novel in NAMED_SPLITS:
+        listed = list(NAMED_SPLITS[novel])
+    elif isinstance(novel, str):
         path = Path(novel).expanduser()
         if not path.is_absolute() and root is not None:
             path = root / path
@@ -50,7 +57,8 @@ def _novel_classes(names: list[str], o: dict, root: Path | None) -> list[str]:
             listed = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except OSError:
             raise DataError(f"weak_shot novel class list not found: {path} — give a file with one class name "
-                            f"per line (a relative path is taken from the view's root)") from None
+                            f"per line (a relative path is taken from the view's root) or a named split: "
+                            f"{', '.join(NAMED_SPLITS)}") from None
     elif isinstance(novel, list) and all(isinstance(n, str) for n in novel):
         listed = novel
     else:

@@ -236,6 +236,12 @@ def step_factor(epoch: int, interval: int, gamma: float = 0.5) -> float:
     return gamma ** (epoch // max(1, interval))
 
 
+def halving_interval(epochs: int) -> int:
+    """Epochs between SimNet's lr halvings: half of them, rounded up (the code's 25 of 50),
+    so an odd count halves once too."""
+    return max(1, -(-epochs // 2))
+
+
 def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.Tensor,
                  web_images: torch.Tensor | None, web_labels: torch.Tensor | None, augment, *,
                  epochs: int, lr: float, domain_lr: float, momentum: float, weight_decay: float, beta: float,
@@ -251,14 +257,14 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
     SimNet minimises CE − β·CE_D, CE_D the discriminator's loss on the relation features
     (base 0, web 1); the discriminator then learns on the detached features (also at
     β = 0). SGD optimisers are rebuilt every epoch (momentum restarts), lr halved every
-    half of the epochs (the code: every 25 of 50). ``evaluate(simnet)`` after each epoch
+    half of the epochs, rounded up (the code: every 25 of 50). ``evaluate(simnet)`` after each epoch
     returns ``{"f1", "auroc"}``; the epoch with the best F1 (AUROC breaks ties) is kept
     (without ``evaluate``: the last). Returns the history and the kept epoch (1-based)."""
     generator = torch.Generator().manual_seed(seed)
     simnet.to(device)
     joint = web_images is not None and web_labels is not None and len(web_images) > 0
     disc = Discriminator(simnet.head.relation_dim).to(device) if joint else None
-    interval = max(1, epochs // 2)
+    interval = halving_interval(epochs)
     autocast = device.type == "cuda" and amp
     base_images = resident(base_images, device)
     web_images = resident(web_images, device) if joint else web_images
