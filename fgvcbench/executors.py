@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import Store, locked_append, pid_alive
+from fgvcbench.store import Store, locked_append, pid_alive, record_problem
 from fgvcbench.suite import Suite
 
 
@@ -230,7 +230,7 @@ def grid_status(suite: Suite) -> list[tuple[object, str]]:
     out = []
     for spec in suite.runs:
         record = store.get(spec.run_id)
-        out.append((spec, record["status"] if record else "pending"))
+        out.append((spec, record["status"] if record and record_problem(record) is None else "pending"))
     return out
 
 

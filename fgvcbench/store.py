@@ -71,6 +71,34 @@ def locked_append(path: Path, text: str) -> None:
         fh.flush()
 
 
+def record_problem(record: Any) -> str | None:
+    """Why ``record`` is not a usable run record, or None: the fields a leaderboard row
+    indexes, and for a finished ``ok`` run its numeric ``metrics.top1``. A record with a
+    problem is not finished (the run is redone) and no table reads it."""
+    if not isinstance(record, dict):
+        return f"not an object ({type(record).__name__})"
+    if not isinstance(record.get("run_id"), str) or not record["run_id"]:
+        return "no run_id"
+    if not isinstance(record.get("status"), str):
+        return "no status"
+    spec = record.get("spec")
+    if not isinstance(spec, dict):
+        return "no spec"
+    for part in ("dataset", "backbone"):
+        if not isinstance(spec.get(part), dict) or not isinstance(spec[part].get("name"), str):
+            return f"no spec.{part}.name"
+    if not isinstance(spec.get("method"), str):
+        return "no spec.method"
+    for section in ("metrics", "cost", "provenance"):
+        if record.get(section) is not None and not isinstance(record[section], dict):
+            return f"{section} is not an object"
+    if record["status"] == "ok":
+        top1 = (record.get("metrics") or {}).get("top1")
+        if not isinstance(top1, (int, float)) or isinstance(top1, bool):
+            return "status ok without a numeric metrics.top1"
+    return None
+
+
 class Store:
     """The run records of one output directory."""
 
@@ -88,14 +116,19 @@ class Store:
         return self.root / "stages"
 
     def get(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record, or None when there is none or it is not a JSON object."""
         try:
-            return json.loads(self.record_path(run_id).read_text(encoding="utf-8"))
+            record = json.loads(self.record_path(run_id).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return record if isinstance(record, dict) else None
 
     def is_finished(self, run_id: str) -> bool:
+        """A usable record (``record_problem``) of this run that finished (ok or diverged);
+        anything else — a hand-edited or truncated file — is run again."""
         record = self.get(run_id)
-        return record is not None and record.get("status") in FINISHED
+        return (record is not None and record_problem(record) is None and record.get("run_id") == run_id
+                and record.get("status") in FINISHED)
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])

@@ -50,7 +50,19 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys (YAML silently keeps the last one)."""
 
 
-def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], file: str) -> Any:
+MAX_YAML_NODES = 200_000   # aliases can repeat a node; a suite is far smaller than this
+
+
+def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], file: str,
+                       open_nodes: tuple = ()) -> Any:
+    if any(node is other for other in open_nodes):
+        raise SuiteError("invalid YAML: an alias refers to a node that contains it", file=file,
+                         line=node.start_mark.line + 1, key=_dotted(path) or None,
+                         hint="write the value out instead of the alias (*name)")
+    if len(lines) > MAX_YAML_NODES:
+        raise SuiteError(f"invalid YAML: more than {MAX_YAML_NODES:,} values once aliases are expanded", file=file,
+                         hint="write the suite without nested aliases")
+    open_nodes = (*open_nodes, node)
     lines[path] = node.start_mark.line + 1
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
         raise SuiteError(f"invalid YAML: tag {node.tag} is not allowed (suites are plain data)",
@@ -63,11 +75,11 @@ def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], fi
             if key in out:
                 raise SuiteError(f"duplicate key {key!r}", file=file, line=key_node.start_mark.line + 1,
                                  key=_dotted(path + (key,)), hint="keep only one of them")
-            out[key] = _compose_to_python(value_node, path + (key,), lines, file)
+            out[key] = _compose_to_python(value_node, path + (key,), lines, file, open_nodes)
             lines[path + (key,)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_compose_to_python(item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+        return [_compose_to_python(item, path + (i,), lines, file, open_nodes) for i, item in enumerate(node.value)]
     return _scalar(node)
 
 
@@ -87,8 +99,15 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SuiteError("suite file not found", file=file, hint="check the path (suites live in suites/)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"cannot read the suite: {exc}", file=file) from None
+    except IsADirectoryError:
+        raise SuiteError("this is a folder, not a suite file", file=file,
+                         hint="give the path of a suite's .yaml file (e.g. suites/quickstart.yaml)") from None
+    except UnicodeDecodeError:
+        raise SuiteError("the suite is not UTF-8 text", file=file,
+                         hint="give a YAML text file (saved as UTF-8)") from None
+    except OSError as exc:
+        raise SuiteError(f"cannot read the suite: {exc.strerror or exc}", file=file,
+                         hint="check the file's permissions") from None
     try:
         node = yaml.compose(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:

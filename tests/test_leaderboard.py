@@ -210,11 +210,14 @@ def test_nested_runs_folders_and_sorting_by_dataset_first(tmp_path):
 def test_malformed_records_are_warnings_not_crashes(tmp_path):
     no_dataset = record("finetune", 1, 70.0)
     del no_dataset["spec"]["dataset"]
-    write(tmp_path, [record("finetune", 0, 80.0), no_dataset])
+    worded = record("finetune", 2, 70.0)
+    worded["metrics"]["top1"] = "high"      # an ok run's top-1 must be a number: n counts what the mean reads
+    write(tmp_path, [record("finetune", 0, 80.0), no_dataset, worded])
     (tmp_path / "runs" / "list.json").write_text("[1, 2]")
     records, warnings = load_records(tmp_path)
-    assert len(records) == 1 and len(warnings) == 2
+    assert len(records) == 1 and len(warnings) == 3
     assert any("spec.dataset.name" in w for w in warnings) and any("list.json" in w for w in warnings)
+    assert any("numeric metrics.top1" in w for w in warnings)
     assert build_leaderboard(records).loc[0, "n"] == 1
 
 

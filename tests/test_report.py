@@ -71,6 +71,14 @@ def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
             assert im.format == "PNG" and im.width > 300 and im.height > 200
 
 
+    # a hand-edited predictions file is passed over: the report still builds from the others
+    predictions[0].write_text("[1, 2]")
+    predictions[1].write_text(json.dumps({**saved[1], "pred": saved[1]["pred"][:-1]}))
+    result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep2")])
+    assert result.exit_code == 0, result.output
+    assert "Most-confused class pairs" in (tmp_path / "rep2" / "report.md").read_text()
+
+
 def test_report_on_a_missing_folder_says_what_to_pass(tmp_path, runner):
     result = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 2 and "results directory not found" in result.output

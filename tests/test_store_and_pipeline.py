@@ -16,15 +16,35 @@ from fgvcbench.spec import RunSpec
 from fgvcbench.store import Store
 
 
+SPEC = {"dataset": {"name": "d", "options": {}}, "backbone": {"name": "b", "pretrained": False}, "method": "m"}
+
+
 def test_store_writes_atomically_and_skips_corrupt(tmp_path):
     store = Store(tmp_path)
-    store.write({"run_id": "abc", "status": "ok", "metrics": {"top1": 1.0}})
-    store.write({"run_id": "def", "status": "failed"})
+    store.write({"run_id": "abc", "status": "ok", "spec": SPEC, "metrics": {"top1": 1.0}})
+    store.write({"run_id": "def", "status": "failed", "spec": SPEC})
     (tmp_path / "runs" / "bad.json").write_text("{not json")
     assert store.is_finished("abc") and not store.is_finished("def") and not store.is_finished("nope")
     assert sorted(r["run_id"] for r in store.records()) == ["abc", "def"]
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.suffix != ".json"] == []
     assert json.loads((tmp_path / "runs" / "abc.json").read_text())["metrics"]["top1"] == 1.0
+
+
+def test_a_hand_edited_record_is_not_finished_and_the_run_is_redone(tmp_path):
+    """Valid JSON that is not a usable record (not an object, no spec, an ok run without a
+    numeric top-1, another run's id) neither crashes the runner nor counts as done."""
+    store = Store(tmp_path)
+    (tmp_path / "runs").mkdir()
+    broken = {"list": [1], "text": "ok", "nospec": {"run_id": "nospec", "status": "ok", "metrics": {"top1": 50.0}},
+              "notop1": {"run_id": "notop1", "status": "ok", "spec": SPEC, "metrics": {"top1": "high"}},
+              "other": {"run_id": "someone", "status": "ok", "spec": SPEC, "metrics": {"top1": 50.0}}}
+    for run_id, content in broken.items():
+        (tmp_path / "runs" / f"{run_id}.json").write_text(json.dumps(content))
+        assert not store.is_finished(run_id), run_id
+    assert store.get("list") is None and store.get("nospec")["status"] == "ok"
+    diverged = {"run_id": "nan", "status": "diverged", "spec": SPEC, "metrics": {}}
+    store.write(diverged)
+    assert store.is_finished("nan")   # a diverged run is finished without a top-1
 
 
 def test_run_id_hashes_what_matters_only():

@@ -99,6 +99,17 @@ def test_bad_yaml_duplicate_keys_unsafe_tags_and_missing_file(tmp_path, registry
     assert "not found" in str(error_of(tmp_path / "nope.yaml", registry))
     path = write_suite(tmp_path, "# only a comment\n")
     assert "empty" in str(error_of(path, registry))
+    # an alias inside the node it names would recurse forever; nested aliases explode
+    path = write_suite(tmp_path, "methods: &a [finetune, *a]\n")
+    err = error_of(path, registry)
+    assert "refers to a node that contains it" in str(err) and err.key == "methods[1]"
+    laughs = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 8)]
+    path = write_suite(tmp_path, "\n".join(laughs) + "\n")
+    assert "aliases are expanded" in str(error_of(path, registry))
+    assert "a folder, not a suite file" in str(error_of(tmp_path, registry))
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    assert "not UTF-8" in str(error_of(tmp_path / "binary.yaml", registry))
 
 
 def test_exclude_everything_is_an_error(tmp_path, registry):

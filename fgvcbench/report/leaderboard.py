@@ -28,6 +28,7 @@ from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import format_mean_std, mean_std_ci
 from fgvcbench.spec import dataset_label
+from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
 COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "n", "seeds",
@@ -52,7 +53,7 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
             except (OSError, ValueError) as exc:
                 warnings.append(f"skipped unreadable record {path}: {exc.__class__.__name__}")
                 continue
-            problem = _invalid(record)
+            problem = record_problem(record)
             if problem:
                 warnings.append(f"skipped malformed record {path}: {problem}")
                 continue
@@ -60,29 +61,6 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
             if old is None or _finished(record) >= _finished(old):
                 by_id[record["run_id"]] = record
     return list(by_id.values()), warnings
-
-
-def _invalid(record: Any) -> str | None:
-    """Why ``record`` cannot become part of a row, or None. Checked here so that
-    ``build_leaderboard`` can index the fields without guarding every access."""
-    if not isinstance(record, dict):
-        return f"not an object ({type(record).__name__})"
-    if not isinstance(record.get("run_id"), str) or not record["run_id"]:
-        return "no run_id"
-    if not isinstance(record.get("status"), str):
-        return "no status"
-    spec = record.get("spec")
-    if not isinstance(spec, dict):
-        return "no spec"
-    for part in ("dataset", "backbone"):
-        if not isinstance(spec.get(part), dict) or not isinstance(spec[part].get("name"), str):
-            return f"no spec.{part}.name"
-    if not isinstance(spec.get("method"), str):
-        return "no spec.method"
-    for section in ("metrics", "cost", "provenance"):
-        if record.get(section) is not None and not isinstance(record[section], dict):
-            return f"{section} is not an object"
-    return None
 
 
 _EPOCH = datetime.min.replace(tzinfo=timezone.utc)

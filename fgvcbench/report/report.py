@@ -155,6 +155,17 @@ def _spread(ok: list[dict], path: Path, dataset: str) -> None:
     plt.close(fig)
 
 
+def _predictions_usable(pred) -> bool:
+    """A ``predictions.json`` as runs write it: class names, and predicted and true class
+    indices of equal length, each a valid index (a hand-edited file is passed over)."""
+    if not isinstance(pred, dict):
+        return False
+    names, p, y = pred.get("class_names"), pred.get("pred"), pred.get("label")
+    if not (isinstance(names, list) and isinstance(p, list) and isinstance(y, list) and len(p) == len(y)):
+        return False
+    return all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(names) for v in (*p, *y))
+
+
 def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
                  metrics: tuple[str, ...] = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path."""
@@ -212,9 +223,11 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
             path = predictions.get(r["run_id"])
             if path is not None:
                 try:
-                    preds.append(json.loads(path.read_text(encoding="utf-8")))
+                    pred = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     continue
+                if _predictions_usable(pred):
+                    preds.append(pred)
         preds = [p for p in preds if p.get("class_names") == (preds[0].get("class_names") if preds else None)]
         pairs = confused_pairs(preds) if preds else []
         if pairs:
