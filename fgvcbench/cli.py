@@ -56,16 +56,21 @@ def main_options(version: bool = typer.Option(False, "--version", callback=_vers
 def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
     if value is None:
         return None
+    from fgvcbench.suite import MAX_SEED, MAX_SEED_COUNT
     try:
         if "," in value:
             seeds = [int(s) for s in value.split(",") if s.strip()]
         else:
-            seeds = list(range(int(value)))
+            count = int(value)
+            if count > MAX_SEED_COUNT:
+                raise UserError(f"--seeds {value}: at most {MAX_SEED_COUNT:,} seeds — give a count (3) or a list "
+                                f"(0,1,2)")
+            seeds = list(range(count))
     except ValueError:
         raise UserError(f"--seeds {value!r} is not a count (3) or a list (0,1,2)") from None
-    if not seeds or min(seeds) < 0:
-        raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or non-negative seeds")
-    return seeds
+    if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or seeds from 0 to {MAX_SEED}")
+    return list(dict.fromkeys(seeds))
 
 
 def _warn_plugins(registry) -> None:

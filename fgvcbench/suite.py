@@ -30,6 +30,8 @@ SCALES: dict[str, dict[str, Any]] = {
     "paper": {"recipe": {"epochs": 100, "image_size": 224}, "seeds": [0, 1, 2, 3, 4]},
 }
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# seeds feed seed·1000 + offset generators (64-bit); a count beyond this is a typo
+MAX_SEED, MAX_SEED_COUNT = 2**31 - 1, 10_000
 TOP_KEYS = {"name", "description", "output", "scale", "seeds", "device", "data_root", "cache_dir",
             "train", "datasets", "backbones", "methods", "exclude", "ablation", "executor", "cluster"}
 EXECUTORS = ("local", "submitit")
@@ -309,13 +311,14 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     if seeds is None:
         raw = data.get("seeds", preset["seeds"])
         if isinstance(raw, int) and not isinstance(raw, bool):
-            if raw < 1:
-                ck.fail(("seeds",), f"seeds must be >= 1, got {raw}", "give a count (3) or a list ([0, 1, 2])")
+            if not 1 <= raw <= MAX_SEED_COUNT:
+                ck.fail(("seeds",), f"seeds must be a count from 1 to {MAX_SEED_COUNT:,}, got {raw}",
+                        "give a count (3) or a list ([0, 1, 2])")
             raw = list(range(raw))
         ck.typed(raw, (list,), ("seeds",), "a count or a list of integers")
         for i, s in enumerate(raw):
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                ck.fail(("seeds", i), f"a seed must be a non-negative integer, got {s!r}")
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+                ck.fail(("seeds", i), f"a seed must be an integer from 0 to {MAX_SEED}, got {s!r}")
         seeds = list(dict.fromkeys(raw))
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from PIL import Image
 
 from fgvcbench.api import Method, hookimpl
@@ -201,3 +203,29 @@ def test_a_bad_decode_cache_setting_stops_the_command_before_any_run(tmp_path, r
     out = _one_line_exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path)), "--no-progress"]))
     assert "FGVCBENCH_DECODE_CACHE='bogus' — use auto, memory or memmap, or unset it" in out
     assert not (tmp_path / "out" / "runs").exists()                      # no run started, none failed
+
+
+@pytest.mark.parametrize("train, needle", [
+    ("lr: .nan", "train.lr: training setting lr must be a finite number"),
+    ("lr: .inf", "train.lr: training setting lr must be a finite number"),
+    ("gamma: -1", "train.gamma: training setting gamma must be > 0"),        # a negative lr every other step
+    ("grad_clip: -1", "train.grad_clip: training setting grad_clip must be the largest gradient norm"),  # flips
+])
+def test_training_values_that_would_train_wrongly_exit_2_before_any_run(tmp_path, runner, train, needle):
+    suite = tiny_suite(tmp_path)
+    text = suite.read_text()
+    assert "train: {" in text
+    suite.write_text(text.replace("train: {", f"train: {{{train}, ", 1))
+    assert needle in _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+
+
+def test_seed_counts_and_values_beyond_what_a_generator_takes_exit_2(tmp_path, runner):
+    suite = tiny_suite(tmp_path)
+    for seeds in ("99999999999999999999", "4294967296"):   # a count: never a list of billions
+        out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--seeds", seeds]))
+        assert "at most 10,000 seeds" in out
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--seeds", "99999999999999999999,"]))
+    assert "seeds from 0 to 2147483647" in out
+    suite.write_text(suite.read_text().replace("seeds: [0]", "seeds: [99999999999999999999]"))
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    assert "seeds[0]: a seed must be an integer from 0 to 2147483647" in out

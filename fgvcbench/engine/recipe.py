@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -120,8 +121,17 @@ class Recipe:
                 problems.append((name, f"must be >= 1, got {getattr(self, name)}"))
         if self.image_size < 16:
             problems.append(("image_size", f"must be >= 16 pixels, got {self.image_size}"))
+        for f in dataclasses.fields(self):   # .nan / .inf in YAML: a number that trains nothing
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append((f.name, f"must be a finite number, got {value}"))
         if self.lr <= 0:
             problems.append(("lr", f"must be > 0, got {self.lr}"))
+        if not self.gamma > 0:
+            problems.append(("gamma", f"must be > 0 (the lr factor per step), got {self.gamma}"))
+        if self.grad_clip is not None and not self.grad_clip >= 0:
+            problems.append(("grad_clip", f"must be the largest gradient norm (0 or null: no clipping), got "
+                                          f"{self.grad_clip}"))
         for name in ("momentum", "label_smoothing", "random_erasing", "warmup_start_factor",
                      "ema_decay", "policy_p"):
             if not 0 <= getattr(self, name) <= 1:
