@@ -201,6 +201,9 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
     from rich.console import Console
     from rich.table import Table
 
+    from fgvcbench.store import check_writable
+    check_writable(output, "benchmark rows")    # before measuring, not after
+
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
                               dataset=dataset, root=root, workers=workers, augment=augment,
                               random_erasing=random_erasing)
@@ -251,6 +254,9 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
     """FineRNet's pair-mining search: seconds per kNN engine (torch on the device, FAISS)."""
     from rich.console import Console
     from rich.table import Table
+
+    from fgvcbench.store import check_writable
+    check_writable(output, "benchmark rows")    # before measuring, not after
 
     rows = measure_knn(n, dim, classes, k, device=device, repeats=repeats)
     table = Table(title=f"kNN within classes · {n} × {dim} · {classes} classes · k {k} · {rows[0]['device_name']}")

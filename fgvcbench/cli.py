@@ -6,8 +6,6 @@ traceback) · 130 interrupted (finished runs are kept; run again to resume).
 
 from __future__ import annotations
 
-import os
-
 import functools
 import json
 import sys
@@ -109,14 +107,8 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
 
 def _writable_output(out: Path) -> None:
     """The results folder exists (or is created) and takes files, before any run starts."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"cannot write results to {out}: {exc.strerror or exc} — pass --output DIR with a "
-                        f"writable folder") from None
+    from fgvcbench.store import check_writable
+    check_writable(out)
 
 
 @app.command()
@@ -247,7 +239,8 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool 
     check_extra_metrics(records, metrics)
     df = build_leaderboard(records, metrics)
     if write_csv:
-        path = write_leaderboard_csv(df, dirs[0])
+        first = Path(dirs[0])
+        path = write_leaderboard_csv(df, first.parent if first.name == "runs" else first)   # beside runs/
         err_console.print(f"[dim]wrote {path}[/]")
     if pivot:
         sys.stdout.write(render_pivot(df, "github" if fmt == "table" else fmt) + "\n")

@@ -71,6 +71,20 @@ def locked_append(path: Path, text: str) -> None:
         fh.flush()
 
 
+def check_writable(folder: Path, what: str = "results", option: str = "--output DIR") -> None:
+    """``folder`` exists (or is created) and takes files — checked before any work starts,
+    so nothing measured or trained is lost for want of a place to write it."""
+    from fgvcbench.errors import UserError
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write {what} to {folder}: {exc.strerror or exc} — pass {option} with a "
+                        f"writable folder") from None
+
+
 def record_problem(record: Any) -> str | None:
     """Why ``record`` is not a usable run record, or None: the fields a leaderboard row
     indexes, and for a finished ``ok`` run its numeric ``metrics.top1``. A record with a

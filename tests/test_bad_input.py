@@ -49,6 +49,18 @@ def test_bench_rejects_negative_workers_before_measuring(runner):
     assert "--workers -1" in out
 
 
+def test_bench_checks_its_output_folder_before_measuring(tmp_path, runner, monkeypatch):
+    import fgvcbench.bench as bench
+    measured = []
+    monkeypatch.setattr(bench, "measure_knn", lambda *a, **k: measured.append(1) or [])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for command in (["knn", "--device", "cpu"], ["throughput", "--device", "cpu"]):
+        out = _one_line_exit_2(runner.invoke(app, ["bench", *command, "--output", str(blocker / "bench")]))
+        assert "cannot write benchmark rows to" in out and "--output DIR" in out
+    assert measured == []
+
+
 def test_a_dataset_with_an_empty_split_exits_2(tmp_path, runner):
     """CUB metadata whose every image is in train: the test split is empty."""
     root = tmp_path / "CUB_200_2011"

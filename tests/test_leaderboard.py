@@ -221,6 +221,13 @@ def test_malformed_records_are_warnings_not_crashes(tmp_path):
     assert build_leaderboard(records).loc[0, "n"] == 1
 
 
+def test_the_records_folder_itself_reads_as_its_results_folder(tmp_path):
+    """`run` ends with "records in DIR/runs": that folder is a fine argument too."""
+    write(tmp_path, [record("finetune", 0, 80.0), record("finetune", 1, 70.0)])
+    by_parent, by_runs = load_records(tmp_path)[0], load_records(tmp_path / "runs")[0]
+    assert len(by_runs) == 2 and sorted(r["run_id"] for r in by_runs) == sorted(r["run_id"] for r in by_parent)
+
+
 def test_dedup_compares_finish_times_as_instants(tmp_path):
     # 12:00+02:00 is 10:00 UTC, earlier than 11:00Z, though it sorts later as a string
     write(tmp_path / "a", [record("finetune", 0, 80.0, finished="2026-01-01T12:00:00+02:00")])

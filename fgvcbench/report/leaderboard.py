@@ -47,7 +47,10 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
     by_id: dict[str, dict] = {}
     warnings: list[str] = []
     for d in results_dirs:
-        for path in sorted(Path(d).rglob("runs/*.json")):
+        folder = Path(d)
+        # the records folder itself (what `run` prints) is as good as the results folder above it
+        paths = folder.glob("*.json") if folder.name == "runs" else folder.rglob("runs/*.json")
+        for path in sorted(paths):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
