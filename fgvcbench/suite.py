@@ -472,8 +472,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                                        variant=variant, seed=seed, scale=scale,
                                        params=method.resolve_params(variant, params),
                                        recipe=recipe.to_dict(), data_root=root)
-                        if not any(_matches(rule, spec) for rule in exclude):
-                            runs.append(spec)
+                        runs.append(spec)
+    _check_exclude_values(ck, exclude, runs)
+    runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]
     def make_spec(dataset, root, backbone, method, variant, params, seed) -> RunSpec:
         recipe = _resolve_recipe(method, scale, preset, suite_train, {}, ck, ("ablation",))
         return RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name, variant=variant,
@@ -562,7 +563,28 @@ def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checke
     return recipe
 
 
+def _rule_values(spec: RunSpec) -> dict[str, Any]:
+    return {"dataset": spec.dataset["name"], "backbone": spec.backbone["name"], "method": spec.method,
+            "variant": spec.variant, "seed": spec.seed}
+
+
 def _matches(rule: dict, spec: RunSpec) -> bool:
-    values = {"dataset": spec.dataset["name"], "backbone": spec.backbone["name"], "method": spec.method,
-              "variant": spec.variant, "seed": spec.seed}
+    values = _rule_values(spec)
     return all(values[k] == v for k, v in rule.items())
+
+
+def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec]) -> None:
+    """Every value an exclude rule names is in the grid: a typo would exclude nothing."""
+    grid: dict[str, list] = {}
+    for spec in runs:
+        for key, value in _rule_values(spec).items():
+            if value not in grid.setdefault(key, []):
+                grid[key].append(value)
+    for i, rule in enumerate(exclude):
+        for key, value in rule.items():
+            if value in grid.get(key, []):
+                continue
+            names = [str(v) for v in grid.get(key, [])]
+            close = suggest(str(value), names) if isinstance(value, str) else None
+            ck.fail(("exclude", i, key), f"{key} {value!r} is not in this suite's grid, so the rule excludes nothing",
+                    f"did you mean {close!r}?" if close else f"its {key}s: {', '.join(names) or 'none'}")

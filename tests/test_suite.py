@@ -66,7 +66,7 @@ def test_merge_order_scale_then_suite_then_method(tmp_path, registry):
     ("methods: [finetune]\ntrain: {lr: fast}", 5, "train.lr", "expected float"),
     ("methods: [finetune]\ntrain: {learning_rate: 0.1}", 5, "train.learning_rate", "unknown training setting"),
     ("methods: [finetune]\nscale: huge", 5, "scale", "unknown scale"),
-    ("methods: [finetune]\nseeds: [0, -1]", 5, "seeds[1]", "non-negative"),
+    ("methods: [finetune]\nseeds: [0, -1]", 5, "seeds[1]", "an integer from 0 to"),
     ("methods: []", 4, "methods", "no methods"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, registry, body, line, key, needle):
@@ -115,6 +115,16 @@ def test_bad_yaml_duplicate_keys_unsafe_tags_and_missing_file(tmp_path, registry
 def test_exclude_everything_is_an_error(tmp_path, registry):
     path = tiny_suite(tmp_path, extra="exclude: [{method: finetune}]")
     assert "grid is empty" in str(error_of(path, registry))
+
+
+def test_an_exclude_value_outside_the_grid_is_a_typo_not_a_silent_no_op(tmp_path, registry):
+    methods = "[{name: finetune, variants: [default, linear_probe]}]"
+    err = error_of(tiny_suite(tmp_path, methods=methods, extra="exclude: [{variant: linear_prob}]"), registry)
+    assert err.key == "exclude[0].variant" and "excludes nothing" in str(err) and "'linear_probe'" in str(err)
+    err = error_of(tiny_suite(tmp_path, methods=methods, extra="exclude: [{seed: 7}]"), registry)
+    assert err.key == "exclude[0].seed" and "its seeds: 0" in str(err)
+    suite = load_suite(tiny_suite(tmp_path, methods=methods, extra="exclude: [{variant: linear_probe}]"), registry)
+    assert [r.variant for r in suite.runs] == ["default"]
 
 
 def test_checkpoint_path_must_exist(tmp_path, registry):
