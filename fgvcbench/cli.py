@@ -141,8 +141,19 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     _warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
                        data_root=data_root, check_data=not dry_run)
+    chosen = executor or suite.executor
+    if chosen not in EXECUTORS:
+        raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
+    if workers is not None and workers < 1:   # what a real run would refuse, a dry run refuses too
+        raise UserError(f"--workers {workers}: use a count >= 1")
+    if gpus is not None and workers is not None:
+        raise UserError("--gpus and --workers exclude each other — --gpus starts one worker per GPU")
+    if chosen == "submitit" and (gpus is not None or workers is not None):
+        raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
     if not dry_run:
         _writable_output(Path(suite.output))
+        from fgvcbench.store import check_writable
+        check_writable(Path(suite.cache_dir), "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
         if gpus is not None or workers is not None or (executor or suite.executor) != "local":
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
@@ -175,9 +186,6 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                 err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
                                   f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
-    chosen = executor or suite.executor
-    if chosen not in EXECUTORS:
-        raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
     load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
                  "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}

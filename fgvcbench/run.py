@@ -34,6 +34,8 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r} — use auto, cpu, cuda or cuda:N") from None
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError(f"device {name!r} asked for but Apple's MPS is not available here — use device: auto or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for but CUDA is not available — use device: auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from PIL import Image
 
@@ -241,3 +242,36 @@ def test_seed_counts_and_values_beyond_what_a_generator_takes_exit_2(tmp_path, r
     suite.write_text(suite.read_text().replace("seeds: [0]", "seeds: [99999999999999999999]"))
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
     assert "seeds[0]: a seed must be an integer from 0 to 2147483647" in out
+
+
+def test_what_a_run_would_refuse_a_dry_run_refuses_too(tmp_path, runner):
+    suite = tiny_suite(tmp_path)
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--workers", "0"]))
+    assert "--workers 0: use a count >= 1" in out
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--executor", "slurm"]))
+    assert "--executor 'slurm'" in out
+
+
+def test_an_unwritable_cache_stops_the_suite_before_any_run(tmp_path, runner, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("FGVCBENCH_CACHE", str(blocker / "cache"))
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path)), "--no-progress"]))
+    assert "cannot write the cache to" in out and "FGVCBENCH_CACHE" in out
+    assert not (tmp_path / "out" / "runs").exists() or not any((tmp_path / "out" / "runs").iterdir())
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_mps_where_there_is_none_exits_2(tmp_path, runner):
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path)), "--device", "mps", "--no-progress"]))
+    assert "MPS is not available here" in out
+
+
+@pytest.mark.parametrize("params, needle", [
+    ("{phase3_momentum: -5}", "finernet phase3_momentum: -5.0 — use a number in [0, 1]"),
+    ("{phase3_weight_decay: -1}", "finernet phase3_weight_decay: -1.0 — use a number >= 0"),
+    ("{phase3_lr: .inf}", "finernet phase3_lr: inf — use a positive number"),
+])
+def test_finernet_phase3_values_no_optimiser_takes_exit_2_before_phase1_trains(tmp_path, runner, params, needle):
+    suite = tiny_suite(tmp_path, methods=f"[{{name: finernet, params: {params}}}]")
+    assert needle in _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))

@@ -192,8 +192,13 @@ def check_params(p: dict, recipe) -> None:
         if p[key] is not None and p[key] < 1:
             raise UserError(f"finernet {key}: {p[key]!r} — use a positive integer, or null for the code's value")
     for key in ("phase3_lr", "phase4_lr"):
-        if p[key] is not None and p[key] <= 0:
+        if p[key] is not None and not 0 < p[key] < float("inf"):
             raise UserError(f"finernet {key}: {p[key]!r} — use a positive number, or null for the code's value")
+    if not 0 <= p["phase3_momentum"] <= 1:
+        raise UserError(f"finernet phase3_momentum: {p['phase3_momentum']!r} — use a number in [0, 1] (the code's 0.95)")
+    if not 0 <= p["phase3_weight_decay"] < float("inf"):
+        raise UserError(f"finernet phase3_weight_decay: {p['phase3_weight_decay']!r} — use a number >= 0 "
+                        f"(the code's 5e-4)")
 
 
 def run_finernet(ctx: RunContext) -> dict:
