@@ -69,7 +69,15 @@ class Registry:
 
     # -- loading -----------------------------------------------------------------------
     def load_entry_points(self, only: Iterable[str] | None = None) -> None:
-        for ep in sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        points = sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)
+        if only is not None:
+            only = set(only)
+            names = [ep.name for ep in points]
+            for name in sorted(only - set(names)):   # a typo would silently load nothing
+                close = suggest(name, names)
+                self.warnings.append(f"FGVCBENCH_PLUGINS names {name!r}, which is not installed"
+                                     + (f" — did you mean {close!r}?" if close else f" — installed: {', '.join(names)}"))
+        for ep in points:
             if only is not None and ep.name not in only:
                 continue
             dist = getattr(ep, "dist", None)

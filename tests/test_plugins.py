@@ -29,6 +29,11 @@ def test_subset_via_env(monkeypatch):
     assert set(registry.plugins) == {"datasets"} and not registry.methods
     monkeypatch.setenv("FGVCBENCH_PLUGINS", "")
     assert get_registry(refresh=True).plugins == {}
+    monkeypatch.setenv("FGVCBENCH_PLUGINS", "finernt,datasets")   # a typo is said, not silently nothing
+    registry = get_registry(refresh=True)
+    assert set(registry.plugins) == {"datasets"}
+    assert registry.warnings == ["FGVCBENCH_PLUGINS names 'finernt', which is not installed — did you mean "
+                                 "'finernet'?"]
     monkeypatch.delenv("FGVCBENCH_PLUGINS")
     get_registry(refresh=True)
 
