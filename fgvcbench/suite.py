@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
-from fgvcbench.errors import SuiteError, UserError
+from fgvcbench.errors import DataError, SuiteError, UserError
 from fgvcbench.plugins import Registry, suggest
 from fgvcbench.spec import RunSpec
 
@@ -212,6 +212,10 @@ def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
             ck.fail((*path, key), f"expected {type(default).__name__} like the default "
                     f"{default!r}, got {type(value).__name__} {value!r}", "fix the value's type")
         options[key] = value
+    try:
+        spec.check_options(options)
+    except DataError as exc:
+        ck.fail(path, str(exc))
     return options
 
 

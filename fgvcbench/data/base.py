@@ -113,6 +113,24 @@ class DatasetSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     needs_root: bool = True
     default_root: str | None = None
+    # the values a string option may take, and a check of values no load can use (raises
+    # DataError or ValueError): both run when a suite loads, before any run starts
+    choices: Mapping[str, tuple] = field(default_factory=dict)
+    check: Callable[[Mapping[str, Any]], None] | None = None
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise DataError for option values this dataset cannot load with (``choices``,
+        then ``check``); called by the suite loader and by ``load_checked``."""
+        from fgvcbench.errors import DataError
+        for name, allowed in self.choices.items():
+            if name in options and options[name] not in allowed:
+                raise DataError(f"dataset option {name}: {options[name]!r} is not one of "
+                                f"{', '.join(map(str, allowed))}")
+        if self.check is not None:
+            try:
+                self.check(options)
+            except ValueError as exc:
+                raise DataError(f"{self.name} dataset options: {exc}") from None
 
     def load_checked(self, request: DatasetRequest) -> DatasetSplits:
         """``load``, with malformed metadata reported as one DataError: a KeyError,
@@ -121,6 +139,7 @@ class DatasetSpec:
         the dataset, its root, the exception and the expected layout. Every caller (runs,
         ``bench``, ``data verify``, dataset views) loads through this."""
         from fgvcbench.errors import DataError
+        self.check_options(request.options)
         try:
             splits = self.load(request)
         except (KeyError, ValueError, IndexError, TypeError) as exc:

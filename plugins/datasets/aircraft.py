@@ -78,4 +78,5 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
 
 SPEC = DatasetSpec(name="aircraft", load=load_aircraft, layout=LAYOUT, default_root="fgvc-aircraft-2013b",
                    description="FGVC-Aircraft (variant/family/manufacturer; 20-px banner removed)",
-                   options={"level": "variant", "train_split": "trainval", "crop": "none"})
+                   options={"level": "variant", "train_split": "trainval", "crop": "none"},
+                   choices={"level": LEVELS, "train_split": ("trainval", "train"), "crop": CROP_CHOICES})

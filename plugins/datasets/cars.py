@@ -91,4 +91,5 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
 
 SPEC = DatasetSpec(name="cars", load=load_cars, layout=LAYOUT, default_root="stanford_cars",
                    description="Stanford Cars, 196 models (devkit .mat files; coarse = make)",
-                   options={"crop": "none", "level": "model"})
+                   options={"crop": "none", "level": "model"},
+                   choices={"crop": CROP_CHOICES, "level": ("model", "make")})

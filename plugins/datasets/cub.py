@@ -70,4 +70,4 @@ def load_cub(request: DatasetRequest) -> DatasetSplits:
 
 SPEC = DatasetSpec(name="cub", load=load_cub, layout=LAYOUT, default_root="CUB_200_2011",
                    description="CUB-200-2011 birds (official files; coarse = bird group word)",
-                   options={"crop": "none"})
+                   options={"crop": "none"}, choices={"crop": CROP_CHOICES})

@@ -64,4 +64,4 @@ def load_dogs(request: DatasetRequest) -> DatasetSplits:
 
 SPEC = DatasetSpec(name="dogs", load=load_dogs, layout=LAYOUT, default_root="stanford_dogs",
                    description="Stanford Dogs, 120 breeds ({train,test}_list.mat; Annotation/ boxes)",
-                   options={"crop": "none"})
+                   options={"crop": "none"}, choices={"crop": CROP_CHOICES})

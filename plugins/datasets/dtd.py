@@ -14,11 +14,16 @@ LAYOUT = ("ROOT/images/<class>/*.jpg and ROOT/labels/{train,val,test}<1-10>.txt 
           "ROOT may also be the folder containing dtd/)")
 
 
-def load_dtd(request: DatasetRequest) -> DatasetSplits:
-    root = descend(request.root, "dtd/dtd", "dtd")
-    k = request.options.get("split")
+def check_dtd(options) -> None:
+    k = options.get("split")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 10:
         raise DataError(f"dataset option split: {k!r} — use an official split number 1 to 10")
+
+
+def load_dtd(request: DatasetRequest) -> DatasetSplits:
+    root = descend(request.root, "dtd/dtd", "dtd")
+    check_dtd(request.options)
+    k = request.options["split"]
     train_split = option(request, "train_split", ("trainval", "train"))
     require(root, ("images", f"labels/train{k}.txt", f"labels/val{k}.txt", f"labels/test{k}.txt"), LAYOUT)
     names = sorted(p.name for p in (root / "images").iterdir() if p.is_dir())
@@ -42,4 +47,5 @@ def load_dtd(request: DatasetRequest) -> DatasetSplits:
 
 SPEC = DatasetSpec(name="dtd", load=load_dtd, layout=LAYOUT, default_root="dtd",
                    description="Describable Textures, 47 classes, official splits 1–10",
-                   options={"split": 1, "train_split": "trainval"})
+                   options={"split": 1, "train_split": "trainval"},
+                   choices={"train_split": ("trainval", "train")}, check=check_dtd)

@@ -67,4 +67,5 @@ def load_flowers(request: DatasetRequest) -> DatasetSplits:
 
 
 SPEC = DatasetSpec(name="flowers102", load=load_flowers, layout=LAYOUT, default_root="flowers-102",
-                   description="Oxford Flowers-102 (imagelabels.mat, setid.mat)", options={"train_split": "trainval"})
+                   description="Oxford Flowers-102 (imagelabels.mat, setid.mat)", options={"train_split": "trainval"},
+                   choices={"train_split": ("trainval", "train")})

@@ -44,4 +44,5 @@ def load_pets(request: DatasetRequest) -> DatasetSplits:
 
 
 SPEC = DatasetSpec(name="pets", load=load_pets, layout=LAYOUT, default_root="oxford-iiit-pet",
-                   description="Oxford-IIIT Pets, 37 breeds (coarse = species)", options={"level": "breed"})
+                   description="Oxford-IIIT Pets, 37 breeds (coarse = species)", options={"level": "breed"},
+                   choices={"level": ("breed", "species")})

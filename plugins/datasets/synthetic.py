@@ -21,8 +21,13 @@ def load_synthetic(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=splits["train"], test=splits["test"])
 
 
+def check_synthetic(options) -> None:
+    SyntheticConfig(**dict(options))   # its own checks raise ValueError (TypeError: an unknown option)
+
+
 _DEFAULTS = SyntheticConfig()
 SPEC = DatasetSpec(name="synthetic", load=load_synthetic, needs_root=False,
                    description="embedded generator: coarse groups × fine classes that differ in small parts",
                    layout="generated into the cache directory; no files needed",
-                   options={k: getattr(_DEFAULTS, k) for k in _DEFAULTS.__dataclass_fields__})
+                   options={k: getattr(_DEFAULTS, k) for k in _DEFAULTS.__dataclass_fields__},
+                   check=check_synthetic)

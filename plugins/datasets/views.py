@@ -53,14 +53,17 @@ def coarse_view(splits: DatasetSplits, base: str, min_fine: int = 1) -> DatasetS
                          crop_to_boxes=splits.crop_to_boxes)
 
 
-def load_coarse(request: DatasetRequest) -> DatasetSplits:
-    o = request.options
+def check_coarse(o) -> None:
     if not isinstance(o["of"], str) or o["of"] == "coarse":
         raise DataError(f"coarse view: of: {o['of']!r} — name a dataset with a hierarchy ({HIERARCHIES})")
     if not isinstance(o["of_options"], dict):
         raise DataError("coarse view: of_options must be a mapping of the base dataset's options")
-    if not isinstance(o["min_fine"], int) or o["min_fine"] < 1:
+    if isinstance(o["min_fine"], bool) or not isinstance(o["min_fine"], int) or o["min_fine"] < 1:
         raise DataError(f"coarse view: min_fine: {o['min_fine']!r} — use an integer >= 1")
+
+
+def load_coarse(request: DatasetRequest) -> DatasetSplits:
+    o = request.options
     splits = request.load_dataset(o["of"], o["of_options"], request.root)
     return coarse_view(splits, o["of"], o["min_fine"])
 
@@ -69,4 +72,4 @@ COARSE = DatasetSpec(
     name="coarse", load=load_coarse, needs_root=False,
     description="view: the coarse-label task of a dataset with a hierarchy (true fine labels kept as meta)",
     layout="the layout of the dataset named by `of`; give its folder as the view's `root:`",
-    options={"of": "synthetic", "of_options": {}, "min_fine": 1})
+    options={"of": "synthetic", "of_options": {}, "min_fine": 1}, check=check_coarse)

@@ -149,8 +149,7 @@ def _web_images(web_root: Path, novel_names: list[str]) -> tuple[list[str], list
     return paths, labels
 
 
-def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
-    o = dict(request.options)
+def check_weak_shot(o) -> None:
     for key, lo, hi in (("noise_rate", 0.0, 1.0), ("ood_share", 0.0, 1.0)):
         if isinstance(o[key], bool) or not isinstance(o[key], (int, float)) or not lo <= o[key] <= hi:
             raise DataError(f"weak_shot {key}: {o[key]!r} — use a number in [{lo}, {hi}]")
@@ -159,6 +158,17 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
             raise DataError(f"weak_shot {key}: {o[key]!r} — use a non-negative integer")
     if not isinstance(o["of_options"], dict):
         raise DataError("weak_shot of_options must be a mapping of the base dataset's options")
+    if o["novel"] is None and (isinstance(o["novel_fraction"], bool) or not isinstance(o["novel_fraction"], (int, float))
+                               or not 0 < o["novel_fraction"] < 1):
+        raise DataError(f"weak_shot novel_fraction: {o['novel_fraction']!r} — use a number in (0, 1)")
+    if o["novel"] is not None and not isinstance(o["novel"], str) and not (
+            isinstance(o["novel"], list) and all(isinstance(n, str) for n in o["novel"])):
+        raise DataError("weak_shot novel: give a named split, a class-list file path or a list of class names")
+
+
+def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
+    o = dict(request.options)
+    check_weak_shot(o)
     base = request.load_dataset(o["of"], o["of_options"], request.root)
     train, test = base.train, base.test
     if base.val is not None:  # an official validation split joins train; the core carves its own
@@ -209,4 +219,5 @@ WEAK_SHOT = DatasetSpec(
     description="view: clean base classes + novel classes with simulated (or real web) noisy training data",
     layout="the layout of the dataset named by `of`; give its folder as the view's `root:`",
     options={"of": "synthetic", "of_options": {}, "novel": None, "novel_fraction": 0.25, "split_seed": 0,
-             "noise_rate": 0.3, "ood_share": 0.5, "ood_source": "synthetic", "noise_seed": 0, "web_root": None})
+             "noise_rate": 0.3, "ood_share": 0.5, "ood_source": "synthetic", "noise_seed": 0, "web_root": None},
+    check=check_weak_shot)
