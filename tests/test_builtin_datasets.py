@@ -60,6 +60,9 @@ def test_imagefolder_errors_say_the_layout(tmp_path):
     root = make_tree(tmp_path / "y", {"train": {"a": 1}, "test": {"a": 1, "zebra": 1}})
     with pytest.raises(DataError, match="zebra"):
         load("imagefolder", root)
+    empty_test = make_tree(tmp_path / "z", {"train": {"a": 2}, "test": {"a": 0}})   # names the empty split
+    with pytest.raises(DataError, match=r"no test images found under .*z/test \(image files: .bmp"):
+        load("imagefolder", empty_test)
 
 
 def test_synthetic_registration_exposes_boxes_and_coarse_labels(tmp_path):

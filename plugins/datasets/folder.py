@@ -60,8 +60,10 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
         raise DataError(f"test classes without training folders: {', '.join(extra[:5])} — "
                         f"add them under {train_dir} or remove them from {test_dir}")
     train, test = _list_folder(train_dir, classes), _list_folder(test_dir, classes)
-    if not len(train) or not len(test):
-        raise DataError(f"no images found under {root} — expected {LAYOUT}")
+    for split, images, folder in (("train", train, train_dir), ("test", test, test_dir)):
+        if not len(images):
+            raise DataError(f"no {split} images found under {folder} (image files: "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))}) — expected {LAYOUT}")
     return DatasetSplits(train=train, test=test)
 
 
