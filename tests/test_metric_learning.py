@@ -157,6 +157,15 @@ def test_all_variants_run_end_to_end(tmp_path, runner):
     assert len(report["history"]) == 10                     # the report's 10 epochs
 
 
+def test_a_batch_larger_than_the_classes_allow_uses_every_class_once(tmp_path, runner):
+    """P×K batches: with 4 classes and K = 4 a batch holds at most 16 images (the sampler
+    would refuse more); the run says what it used instead of failing."""
+    (record,) = _run_one_epoch(tmp_path, runner, "{name: metric_learning, variants: [batch_hard], "
+                                                 "params: {m_per_class: 4}, train: {batch_size: 64}}")
+    assert record["status"] == "ok", record.get("error")
+    assert record["notes"]["batch_size"] == {"asked": 64, "used": 16, "why": "4 classes × m_per_class 4"}
+
+
 def test_unknown_miner_is_refused_when_the_suite_loads(tmp_path, runner):
     get_registry(refresh=True)
     suite = write_suite(tmp_path, f"""

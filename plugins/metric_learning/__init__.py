@@ -145,6 +145,14 @@ def run_metric_learning(ctx: RunContext) -> dict:
     labels = data.train.labels
     k = p["m_per_class"]
     batch_size = max(k * 2, recipe.batch_size - recipe.batch_size % k)   # P×K: a multiple of K
+    classes = len(set(labels.tolist()))
+    if classes < 2:
+        raise UserError("metric learning needs at least 2 training classes (a triplet's negative comes from "
+                        "another class) — use a dataset with more classes")
+    if batch_size > k * classes:   # P cannot exceed the classes there are: the sampler would refuse
+        ctx.notes["batch_size"] = {"asked": recipe.batch_size, "used": k * classes,
+                                   "why": f"{classes} classes × m_per_class {k}"}
+        batch_size = k * classes
     sampler = samplers.MPerClassSampler(labels.tolist(), m=k, batch_size=batch_size,
                                         length_before_new_iter=max(len(labels), batch_size))
     opt = build_optimizer([(n, q) for n, q in net.named_parameters() if q.requires_grad], recipe, net)
