@@ -45,6 +45,7 @@ EXPECTED = {
     "fixres": dict(image_size=176, eval_image_size=224, eval_resize_size=232),
     "no_decay_norm": dict(weight_decay=1e-3, no_decay_norm=True),
     "ema_torchvision": dict(ema_steps=32, ema_decay=0.99998, ema_adjust=True),
+    "ema_unadjusted": dict(ema_steps=32, ema_decay=0.994, ema_adjust=False),
 }
 
 

@@ -9,7 +9,7 @@
 #   bench        bench throughput: tf_efficientnet_lite0 and resnet50, 224 px, batch 256,
 #                eager and compiled, on the real CUB JPEGs          → $OUT/throughput.csv
 #   knn          bench knn at CUB-200 and Stanford Cars sizes          → $OUT/knn.csv
-#   recipe | finernet | metric | fine_labels | simtrans
+#   recipe | timm_bar | finernet | metric | fine_labels | simtrans
 #                fgvcbench run of that suite on the real CUB subset, for what is left of
 #                $BUDGET seconds; its records come back as $OUT/<suite>.tgz
 #
@@ -59,6 +59,7 @@ fgvcbench() { $PY -m fgvcbench.cli "$@"; }   # whether or not pip's scripts fold
 suite_of() {
     case $1 in
         recipe) echo recipe_ablation ;;
+        timm_bar) echo recipe_vs_timm_bar ;;
         finernet) echo finernet_cub_first50 ;;
         metric) echo metric_learning_cub_first50 ;;
         fine_labels) echo fine_labels_cub_first50 ;;
