@@ -79,12 +79,9 @@ def _warn_plugins(registry) -> None:
 
 
 def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: str) -> list[str]:
-    """The device of each worker process for --gpus / --workers, or [] for one process."""
-    if gpus is not None and workers is not None:
-        raise UserError("--gpus and --workers exclude each other — --gpus starts one worker per GPU")
+    """The device of each worker process for --gpus / --workers (their count and their
+    combination are checked by ``run`` before anything starts), or [] for one process."""
     if workers is not None:
-        if workers < 1:
-            raise UserError(f"--workers {workers}: use a count >= 1")
         return [suite_device] * workers if workers > 1 else []
     if gpus is None:
         return []
@@ -103,12 +100,6 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
         if not indices or bad:
             raise UserError(f"--gpus {gpus!r}: this machine has GPUs 0…{count - 1}")
     return [f"cuda:{i}" for i in dict.fromkeys(indices)]
-
-
-def _writable_output(out: Path) -> None:
-    """The results folder exists (or is created) and takes files, before any run starts."""
-    from fgvcbench.store import check_writable
-    check_writable(out)
 
 
 @app.command()
@@ -133,7 +124,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     """Run every pending run of a suite (finished runs are resumed from the store)."""
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers
     from fgvcbench.plugins import get_registry
-    from fgvcbench.store import Store
+    from fgvcbench.store import Store, check_writable
     from fgvcbench.suite import EXECUTORS, load_suite
 
     from fgvcbench import distributed
@@ -150,12 +141,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise UserError("--gpus and --workers exclude each other — --gpus starts one worker per GPU")
     if chosen == "submitit" and (gpus is not None or workers is not None):
         raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
-    if not dry_run:
-        _writable_output(Path(suite.output))
-        from fgvcbench.store import check_writable
+    if not dry_run:   # the results and the cache take files, before any run starts
+        check_writable(Path(suite.output))
         check_writable(Path(suite.cache_dir), "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
-        if gpus is not None or workers is not None or (executor or suite.executor) != "local":
+        if gpus is not None or workers is not None or chosen != "local":
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
         outcome = run_suite(suite, registry, console=console, show_progress=False)
         if distributed.is_main():
@@ -191,8 +181,6 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                  "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
     if chosen == "submitit":
         from fgvcbench.cluster import parse_cli_settings, submit_suite
-        if gpus is not None or workers is not None:
-            raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
         submitted = submit_suite(suite, load_args, parse_cli_settings(cluster or []), wait=wait, console=console)
         if not submitted:
             console.print("nothing to submit: every run is finished or running", highlight=False)

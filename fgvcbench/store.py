@@ -169,13 +169,17 @@ class Store:
         return removed
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """The usable records (``record_problem``); unreadable or hand-broken files are
+        passed over, as ``is_finished`` passes over them."""
         if not self.runs_dir.is_dir():
             return
         for path in sorted(self.runs_dir.glob("*.json")):
             try:
-                yield json.loads(path.read_text(encoding="utf-8"))
+                record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue
+            if record_problem(record) is None:
+                yield record
 
 
 def _jsonable(obj: Any) -> Any:

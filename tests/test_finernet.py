@@ -16,7 +16,7 @@ from fgvcbench.api import knn_within_classes
 from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, pair_rules
 from fgvcbench_plugins.finernet.siamese import PairHead, Siamese, head_config, interpolate_backbones, train_siamese
 
-from conftest import records_by_variant, write_suite
+from conftest import records_by_variant, tiny_suite, write_suite
 
 # image 0 of class 0; each class's training images, nearest to image 0 first
 NEIGHBOURS = {0: [0, 11, 12, 13, 14, 15, 16, 17, 18], 1: [21, 22, 23, 24, 25, 26, 27, 28],
@@ -282,16 +282,9 @@ def test_selection_on_test_trains_on_the_whole_training_set_as_the_code(tmp_path
         return real(self, model, data, *args, **kwargs)
     monkeypatch.setattr(RunContext, "fit", watch)
     get_registry(refresh=True)
-    suite = write_suite(tmp_path, f"""
-        output: {tmp_path / 'out'}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 10, test_per_class: 4, image_size: 40}}}}]
-        backbones: [test_resnet]
-        methods: [{{name: finernet, variants: [single_step]}},
-                  {{name: finernet, variants: [single_step], params: {{selection: test}}}}]
-        """)
+    suite = tiny_suite(tmp_path, methods="[{name: finernet, variants: [single_step]}, "
+                                         "{name: finernet, variants: [single_step], params: {selection: test}}]")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert sorted(fits) == [("test", 40, 16, True), ("val", 36, 4, False)]
+    # 4 classes × 8 training images (one per class held out by default), 4 × 4 test images
+    assert sorted(fits) == [("test", 32, 16, True), ("val", 28, 4, False)]

@@ -195,7 +195,7 @@ def _view(tmp_path, **options):
     base = {"of": "synthetic", "of_options": {"coarse": 2, "fine": 4, "train_per_class": 10, "test_per_class": 3,
                                               "image_size": 32}}
     spec = registry.datasets["weak_shot"]
-    return spec.load(DatasetRequest(root=options.pop("root", None), options={**spec.options, **base, **options},
+    return spec.load_checked(DatasetRequest(root=options.pop("root", None), options={**spec.options, **base, **options},
                                     cache_dir=tmp_path, datasets=registry.datasets))
 
 

@@ -24,6 +24,8 @@ def test_store_writes_atomically_and_skips_corrupt(tmp_path):
     store.write({"run_id": "abc", "status": "ok", "spec": SPEC, "metrics": {"top1": 1.0}})
     store.write({"run_id": "def", "status": "failed", "spec": SPEC})
     (tmp_path / "runs" / "bad.json").write_text("{not json")
+    (tmp_path / "runs" / "list.json").write_text("[1]")                    # JSON, but not a record
+    (tmp_path / "runs" / "nospec.json").write_text('{"run_id": "nospec", "status": "ok"}')
     assert store.is_finished("abc") and not store.is_finished("def") and not store.is_finished("nope")
     assert sorted(r["run_id"] for r in store.records()) == ["abc", "def"]
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.suffix != ".json"] == []

@@ -335,16 +335,20 @@ def run_simtrans(ctx: RunContext) -> dict:
         metrics.update(_weight_metrics(weights["savg1"], clean))
         if p["use_graph"]:
             metrics.update(_weight_metrics(weights["avg1"], clean, "_avg1"))
-    for name, part in (("base", _split(data.val, base_val[:cap])),
-                       ("novel", _split(data.test, torch.arange(min(cap, len(data.test)))))):
-        if len(part) >= 2:
-            f = ctx.features(simnet.backbone, part).to(ctx.device)
+    def score_pairs(name: str, f: torch.Tensor, labels: torch.Tensor) -> None:
+        if len(labels) >= 2:
             probability = same_probability(simnet.head, f, f)
-            metrics[f"simnet_pair_f1_{name}"] = pair_f1(probability, part.labels)["f1"]
-            metrics[f"simnet_pair_auroc_{name}"] = pair_auroc(probability, part.labels)
-    if len(data.test):   # the number the code logs as SimNet's test F1
-        f = ctx.features(simnet.backbone, data.test).to(ctx.device)
-        metrics["simnet_pair_f1_code_novel"] = code_pair_f1(simnet.head, f, data.test.labels, code_batches)
+            metrics[f"simnet_pair_f1_{name}"] = pair_f1(probability, labels)["f1"]
+            metrics[f"simnet_pair_auroc_{name}"] = pair_auroc(probability, labels)
+
+    base_part = _split(data.val, base_val[:cap])
+    if len(base_part) >= 2:
+        score_pairs("base", ctx.features(simnet.backbone, base_part).to(ctx.device), base_part.labels)
+    if len(data.test):   # the novel test images' features, once: the first `cap` for the all-pairs F1
+        test_f = ctx.features(simnet.backbone, data.test).to(ctx.device)
+        score_pairs("novel", test_f[:cap], data.test.labels[:cap])
+        # the number the code logs as SimNet's test F1
+        metrics["simnet_pair_f1_code_novel"] = code_pair_f1(simnet.head, test_f, data.test.labels, code_batches)
 
     # -- stage 2: weighted CE from the backbone's own weights (train_main.py, savg1)
     def loss_with(kind: str) -> SimTransLoss:
