@@ -122,6 +122,9 @@ class DatasetSpec:
         """Raise DataError for option values this dataset cannot load with (``choices``,
         then ``check``); called by the suite loader and by ``load_checked``."""
         from fgvcbench.errors import DataError
+        if {"of", "of_options"} <= set(self.options) and not isinstance(options.get("of_options"), Mapping):
+            # a view (``of``: its base dataset): the base's options come as one mapping
+            raise DataError(f"{self.name} view: of_options must be a mapping of the base dataset's options")
         for name, allowed in self.choices.items():
             if name in options and options[name] not in allowed:
                 raise DataError(f"dataset option {name}: {options[name]!r} is not one of "

@@ -56,8 +56,6 @@ def coarse_view(splits: DatasetSplits, base: str, min_fine: int = 1) -> DatasetS
 def check_coarse(o) -> None:
     if not isinstance(o["of"], str) or o["of"] == "coarse":
         raise DataError(f"coarse view: of: {o['of']!r} — name a dataset with a hierarchy ({HIERARCHIES})")
-    if not isinstance(o["of_options"], dict):
-        raise DataError("coarse view: of_options must be a mapping of the base dataset's options")
     if isinstance(o["min_fine"], bool) or not isinstance(o["min_fine"], int) or o["min_fine"] < 1:
         raise DataError(f"coarse view: min_fine: {o['min_fine']!r} — use an integer >= 1")
 

@@ -153,8 +153,6 @@ def check_weak_shot(o) -> None:
     for key in ("noise_seed", "split_seed"):
         if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 0:
             raise DataError(f"weak_shot {key}: {o[key]!r} — use a non-negative integer")
-    if not isinstance(o["of_options"], dict):
-        raise DataError("weak_shot of_options must be a mapping of the base dataset's options")
     if o["novel"] is None and (isinstance(o["novel_fraction"], bool) or not isinstance(o["novel_fraction"], (int, float))
                                or not 0 < o["novel_fraction"] < 1):
         raise DataError(f"weak_shot novel_fraction: {o['novel_fraction']!r} — use a number in (0, 1)")
