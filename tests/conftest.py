@@ -61,15 +61,18 @@ def write_suite(tmp_path: Path, body: str, name: str = "suite.yaml") -> Path:
 
 
 def tiny_suite(tmp_path: Path, *, methods: str = "[finetune]", backbones: str = "[test_resnet]",
-               seeds: str = "[0]", extra: str = "", epochs: int = 1) -> Path:
+               seeds: str = "[0]", extra: str = "", epochs: int = 1, batch_size: int = 8,
+               datasets: str = f"[{TINY_DATASET}]", device: str = "cpu", scale: str | None = "smoke") -> Path:
+    """A suite in ``tmp_path`` writing to ``tmp_path/out``: tiny synthetic data, 32 px,
+    ``test_resnet``; ``extra`` is more top-level YAML (one line, or lines indented by 8)."""
     return write_suite(tmp_path, f"""
         name: tiny
         output: {tmp_path / 'out'}
-        scale: smoke
+        {f"scale: {scale}" if scale else ""}
         seeds: {seeds}
-        device: cpu
-        train: {{epochs: {epochs}, image_size: 32, batch_size: 8}}
-        datasets: [{TINY_DATASET}]
+        device: {device}
+        train: {{epochs: {epochs}, image_size: 32, batch_size: {batch_size}}}
+        datasets: {datasets}
         backbones: {backbones}
         methods: {methods}
         {extra}

@@ -83,18 +83,11 @@ def test_every_method_and_variant_runs_end_to_end_on_cuda(tmp_path, runner, data
     from fgvcbench.cli import app
     from fgvcbench.plugins import get_registry
 
-    from conftest import write_suite
+    from conftest import tiny_suite
     get_registry(refresh=True)
     out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cuda
-        train: {{epochs: 2, image_size: 32, batch_size: 16}}
-        datasets: [{dataset}]
-        backbones: [test_resnet]
-        methods: {methods}
-        """)
+    suite = tiny_suite(tmp_path, scale=None, device="cuda", epochs=2, batch_size=16, datasets=f"[{dataset}]",
+                       methods=methods)
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
     failed = {r["spec"]["method"] + "/" + r["spec"]["variant"]: r["error"] for r in records if r["status"] != "ok"}

@@ -14,7 +14,7 @@ import torch
 
 from fgvcbench.distributed import shard
 
-from conftest import write_suite
+from conftest import tiny_suite
 
 
 def test_shards_are_disjoint_equal_and_cover_the_epoch():
@@ -71,15 +71,10 @@ def test_ddp_fit_keeps_every_rank_on_the_same_weights(tmp_path):
 
 def test_a_suite_under_torchrun_writes_each_record_once_from_rank_0(tmp_path):
     out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 2, image_size: 32, batch_size: 8}}
-        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 10, test_per_class: 4, image_size: 40}}}}]
-        backbones: [test_resnet]
-        methods: [finetune, {{name: finernet, variants: [code], params: {{phase3_batch: 16}}}}]
-        """)
+    suite = tiny_suite(tmp_path, scale=None, epochs=2,
+                       datasets="[{name: synthetic, options: {coarse: 2, fine: 2, train_per_class: 10, "
+                                "test_per_class: 4, image_size: 40}}]",
+                       methods="[finetune, {name: finernet, variants: [code], params: {phase3_batch: 16}}]")
     done = _torchrun(["-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("2 ran on 2 processes") == 1          # rank 0 alone reports
@@ -97,7 +92,6 @@ def test_a_stage_computed_under_torchrun_is_not_reused_by_one_process(tmp_path, 
     from fgvcbench.api import Method, hookimpl
     from fgvcbench.cli import app
 
-    from conftest import tiny_suite
     calls = []
 
     def run(ctx):

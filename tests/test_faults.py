@@ -19,7 +19,7 @@ from PIL import Image
 from fgvcbench.cli import app
 from fgvcbench.report.leaderboard import build_leaderboard, load_records, render
 
-from conftest import write_suite
+from conftest import tiny_suite, write_suite
 
 # CI runs all 20 (≈ 1 min on 2 cores); FGVCBENCH_KILL_TRIALS=N bounds it, `-m "not slow"` skips it
 TRIALS = int(os.environ.get("FGVCBENCH_KILL_TRIALS", "20"))
@@ -159,19 +159,9 @@ def test_bad_data_inside_a_suite_is_reported_and_the_suite_goes_on(tmp_path, run
     (cub / "images").mkdir(parents=True)
     (cub / "images.txt").write_text("1 x/1.jpg\n")                 # train_test_split.txt etc. missing
     out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 4}}
-        data_root: {tmp_path}
-        datasets:
-          - {{name: imagefolder, root: folder}}
-          - {{name: cub, root: cub}}
-          - {{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}}}
-        backbones: [test_resnet]
-        methods: [finetune]
-        """)
+    suite = tiny_suite(tmp_path, scale=None, batch_size=4, extra=f"data_root: {tmp_path}",
+                       datasets="[{name: imagefolder, root: folder}, {name: cub, root: cub}, {name: synthetic, "
+                                "options: {coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2, image_size: 32}}]")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     records = {r["spec"]["dataset"]["name"]: r for r in _finished(out).values()}

@@ -20,7 +20,7 @@ from fgvcbench_plugins.fine_labels.discovery import (auto_min_cluster_size, clus
                                                      global_fine_labels, keep_most_certain, recovery_scores,
                                                      uncertainty)
 
-from conftest import SHARED_DATA, records_by_variant, write_suite
+from conftest import SHARED_DATA, records_by_variant, tiny_suite
 
 
 def test_uncertainty_is_one_minus_pmax_when_right_and_one_plus_pmax_when_wrong():
@@ -168,19 +168,11 @@ def test_coarse_view_of_real_cub_groups_species_by_name():
 def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_path, runner):
     get_registry(refresh=True)
     out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 2, image_size: 32, batch_size: 16}}
-        datasets:
-          - {{name: coarse, options: {{of: synthetic, of_options: {{coarse: 2, fine: 3, train_per_class: 20,
-                                                                  test_per_class: 3, image_size: 40}}}}}}
-        backbones: [test_resnet]
-        methods:
-          - name: fine_labels
-            variants: [coarse_only, coarse_only_2x, two_stage, stacked, multi_head_0.1, multi_head_0.9]
-        """)
+    suite = tiny_suite(tmp_path, scale=None, epochs=2, batch_size=16, datasets="""
+          [{name: coarse, options: {of: synthetic, of_options: {coarse: 2, fine: 3, train_per_class: 20,
+                                                                test_per_class: 3, image_size: 40}}}]""",
+                       methods="[{name: fine_labels, variants: [coarse_only, coarse_only_2x, two_stage, stacked, "
+                               "multi_head_0.1, multi_head_0.9]}]")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     records = records_by_variant(out)

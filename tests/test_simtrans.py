@@ -25,7 +25,7 @@ from fgvcbench_plugins.simtrans.simnet import (Discriminator, RelationHead, all_
                                                epoch_batches, g, graph_loss, head_widths, pair_auroc, pair_f1,
                                                pair_targets, sample_weights)
 
-from conftest import SHARED_DATA, records_by_variant, write_suite
+from conftest import SHARED_DATA, records_by_variant, tiny_suite
 
 
 def test_all_ordered_pairs_with_self_pairs_in_row_major_order():
@@ -361,17 +361,9 @@ def _run_on_a_weak_shot_view(tmp_path, runner, method: str) -> tuple[Path, dict]
     classes, 30 % noise); returns the output folder and the records by variant."""
     get_registry(refresh=True)
     out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets:
-          - {{name: weak_shot, options: {{of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
-              of_options: {{coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}}}}
-        backbones: [test_resnet]
-        methods: [{method}]
-        """)
+    suite = tiny_suite(tmp_path, scale=None, batch_size=16, methods=f"[{method}]", datasets="""
+          [{name: weak_shot, options: {of: synthetic, novel_fraction: 0.5, noise_rate: 0.3,
+            of_options: {coarse: 2, fine: 4, train_per_class: 12, test_per_class: 3, image_size: 40}}}]""")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     return out, records_by_variant(out)
@@ -460,16 +452,9 @@ def test_selection_on_test_keeps_the_first_simnet_epoch_with_the_best_code_f1(tm
 
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):
     out = tmp_path / "out"
-    suite = write_suite(tmp_path, f"""
-        output: {out}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 16}}
-        datasets: [{{name: synthetic, options: {{coarse: 1, fine: 2, train_per_class: 4, test_per_class: 2,
-                                                  image_size: 32}}}}]
-        backbones: [test_resnet]
-        methods: [simtrans]
-        """)
+    suite = tiny_suite(tmp_path, scale=None, batch_size=16, methods="[simtrans]",
+                       datasets="[{name: synthetic, options: {coarse: 1, fine: 2, train_per_class: 4, "
+                                "test_per_class: 2, image_size: 32}}]")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     record = json.loads(next((out / "runs").glob("*.json")).read_text())
     assert result.exit_code == 1 and record["status"] == "failed" and "weak_shot" in record["error"]
