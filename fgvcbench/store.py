@@ -14,6 +14,7 @@ then renamed over its final name, so a reader (or a crash) never sees half a rec
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -87,7 +88,7 @@ def check_writable(folder: Path, what: str = "results", option: str = "--output 
 
 def record_problem(record: Any) -> str | None:
     """Why ``record`` is not a usable run record, or None: the fields a leaderboard row
-    indexes, and for a finished ``ok`` run its numeric ``metrics.top1``. A record with a
+    indexes, and for a finished ``ok`` run its finite numeric ``metrics.top1``. A record with a
     problem is not finished (the run is redone) and no table reads it."""
     if not isinstance(record, dict):
         return f"not an object ({type(record).__name__})"
@@ -108,8 +109,8 @@ def record_problem(record: Any) -> str | None:
             return f"{section} is not an object"
     if record["status"] == "ok":
         top1 = (record.get("metrics") or {}).get("top1")
-        if not isinstance(top1, (int, float)) or isinstance(top1, bool):
-            return "status ok without a numeric metrics.top1"
+        if not isinstance(top1, (int, float)) or isinstance(top1, bool) or not math.isfinite(top1):
+            return "status ok without a finite numeric metrics.top1"
     return None
 
 

@@ -131,6 +131,39 @@ def test_pivot_has_the_papers_shape(tmp_path, runner):
     assert not (tmp_path / "leaderboard.csv").exists()
 
 
+def test_pivot_cells_of_two_setups_never_overwrite_each_other(tmp_path):
+    from fgvcbench.report.leaderboard import pivot_tables
+    pre = [record("finetune", s, v) for s, v in enumerate([80.0, 81.0])]
+    scratch = [record("finetune", s, v) for s, v in enumerate([60.0, 62.0])] + [record("finetune", 2, 0, "diverged")]
+    for r in scratch:
+        r["spec"]["backbone"]["pretrained"] = False
+        r["run_id"] += "-scratch"
+    other_lr = [record("finetune", s, v, lr=0.1) for s, v in enumerate([70.0, 71.0])]
+    [table] = pivot_tables(build_leaderboard(pre + scratch + other_lr)).values()
+    cells = dict(zip(table["pipeline"], table["cub"]))
+    assert len(cells) == 3 and cells["finetune · pretrained no"] == "61.00 ± 1.41 (2; 1 failed)"
+    # the same weights, another recipe: told apart by the config hash
+    assert sorted(v for k, v in cells.items() if k.startswith("finetune · pretrained yes · config")) == \
+        ["70.50 ± 0.71 (2)", "80.50 ± 0.71 (2)"]
+
+
+def test_rows_of_several_scales_and_test_selection_say_so(tmp_path):
+    short = [record("finetune", s, v) for s, v in enumerate([70.0, 71.0])]
+    smoke = [record("finetune", s, v) for s, v in enumerate([40.0, 41.0])]
+    selected = [record("simtrans", s, v, variant="full") for s, v in enumerate([50.0, 52.0])]
+    for r in smoke:
+        r["spec"]["scale"], r["run_id"] = "smoke", r["run_id"] + "-smoke"
+    for r in selected:
+        r["spec"]["params"] = {"selection": "test"}
+    df = build_leaderboard(short + smoke + selected)
+    assert df["test_selected"].tolist() == [False, True, False]
+    text = render(df, "md")
+    header = text.splitlines()[0]
+    assert "| scale" in header and "config" not in header and "| full (test-selected) |" in text
+    assert "| short " in text and "| smoke " in text
+    assert "scale" not in render(build_leaderboard(short), "md").splitlines()[0]
+
+
 def test_extra_metric_columns(tmp_path, runner):
     recs = [record("metric_learning", s, v) for s, v in enumerate([70.0, 72.0])]
     for r, p in zip(recs, (60.0, 64.0)):
@@ -219,6 +252,24 @@ def test_malformed_records_are_warnings_not_crashes(tmp_path):
     assert any("spec.dataset.name" in w for w in warnings) and any("list.json" in w for w in warnings)
     assert any("numeric metrics.top1" in w for w in warnings)
     assert build_leaderboard(records).loc[0, "n"] == 1
+    # a NaN top-1 (hand-edited, or merged from elsewhere) is no result either: n = what the mean reads
+    nan = record("finetune", 3, float("nan"))
+    write(tmp_path, [nan])
+    records, warnings = load_records(tmp_path)
+    assert len(records) == 1 and any("finite numeric metrics.top1" in w for w in warnings)
+
+
+def test_a_failed_retry_does_not_erase_a_finished_run(tmp_path):
+    # folder B retried seed 2 later and crashed: A's finished seed 2 still counts
+    write(tmp_path / "a", [record("finetune", s, v) for s, v in enumerate([70.0, 72.0, 74.0])])
+    write(tmp_path / "b", [record("finetune", 2, 0, "failed", finished="2026-03-01T00:00:00")])
+    for order in ((tmp_path / "a", tmp_path / "b"), (tmp_path / "b", tmp_path / "a")):
+        row = build_leaderboard(load_records(*order)[0]).iloc[0]
+        assert (row["n"], row["failed"], row["top1_mean"]) == (3, 0, pytest.approx(72.0))
+    # between two results, the later one wins as before
+    write(tmp_path / "c", [record("finetune", 2, 80.0, finished="2026-03-01T00:00:00")])
+    row = build_leaderboard(load_records(tmp_path / "a", tmp_path / "c")[0]).iloc[0]
+    assert row["top1_mean"] == pytest.approx(74.0)
 
 
 def test_the_records_folder_itself_reads_as_its_results_folder(tmp_path):

@@ -144,7 +144,7 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
                run(["base", "cosine"], 0, 61.0, shared=2), run(["base", "cosine"], 1, 64.0)]
     df = ablation_table(records, plan, "cub", "r")
     assert df["incremental"].tolist()[1] == pytest.approx(1.5) and df["shared_by"].tolist() == [1, 2]
-    base, cosine = render_ablation(df).splitlines()[2:]
+    base, cosine = render_ablation(df).splitlines()[2:4]
     assert "GPU s / run" in render_ablation(df) and "| 50 " in base and "50 (shared by 2)" in cosine
     # a seed another command added to one row, and a run of another scale: a suite's table leaves them out
     extra = run(["base", "cosine"], 2, 90.0)
@@ -152,10 +152,36 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
     for r in records + [extra]:
         r["spec"]["scale"] = "short"
     other["spec"]["scale"] = "smoke"
-    mixed = ablation_table(records + [extra, other], plan, "cub", "r")
-    assert mixed["n"].tolist() == [2, 3]                                   # every seed and scale
+    with pytest.raises(ValueError, match="2 setups"):                     # never two scales in one row
+        ablation_table(records + [extra, other], plan, "cub", "r")
     suite = ablation_table(records + [extra, other], plan, "cub", "r", scale="short", seeds=[0, 1])
     assert suite["n"].tolist() == [2, 2] and suite["top1_mean"].tolist() == pytest.approx([61.0, 62.5])
+    # seed 2 finished one row only: every row keeps to the seeds all rows finished, and says so
+    short = ablation_table(records + [extra], plan, "cub", "r")
+    assert short["n"].tolist() == [2, 2] and short.attrs == {"seeds": [0, 1], "left_out": [2]}
+    assert "Left out: seed 2" in render_ablation(short)
+
+
+def test_ablation_rows_share_their_seeds_and_count_failures():
+    # a diverged seed in one row: the rows' means and the gains beside them are over the same
+    # seeds (before, the row's mean had two seeds and its gain three), and the row says it failed
+    from fgvcbench.report.ablation import ablation_table, render_ablation
+
+    def run(steps, seed, top1, status="ok"):
+        return {"status": status, "metrics": {"top1": top1}, "cost": {}, "provenance": {"device": "cpu"},
+                "spec": {"method": "recipe", "dataset": {"name": "d"}, "backbone": {"name": "r"}, "seed": seed,
+                         "params": {"steps": steps}}}
+    plan = AblationPlan(method="recipe", order=["base", "a", "b"], extra=[])
+    records = [run(["base"], s, v) for s, v in enumerate([68.0, 69.0, 70.0])] + \
+              [run(["base", "a"], 0, 71.0), run(["base", "a"], 1, 70.0), run(["base", "a"], 2, 0.0, "diverged")] + \
+              [run(["base", "a", "b"], s, v) for s, v in enumerate([72.0, 73.0, 60.0])]
+    df = ablation_table(records, plan, "d", "r")
+    assert df["n"].tolist() == [2, 2, 2] and df["failed"].tolist() == [0, 1, 0]
+    assert df["top1_mean"].tolist() == pytest.approx([68.5, 70.5, 72.5])
+    # each gain is the difference of the means printed beside it
+    assert df["incremental"].tolist()[1:] == pytest.approx([2.0, 2.0]) and df["absolute"].tolist()[2] == 4.0
+    text = render_ablation(df)
+    assert "70.50 ± 0.71 (2), 1 failed" in text and "Left out: seed 2" in text
 
 
 def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
@@ -185,7 +211,7 @@ def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     assert "4 ran, 4 resumed" in full.output                    # ablate's runs were reused
     assert "| +mixup_cutmix" in full.output and "incremental" in full.output
     csv = (tmp_path / "out" / "ablation.csv").read_text().splitlines()
-    assert csv[0].startswith("step,n,top1_mean") and len(csv) == 5
+    assert csv[0].startswith("step,n,failed,top1_mean") and len(csv) == 5
     assert (tmp_path / "out" / "ablation-synthetic-test_resnet.png").stat().st_size > 1000
     loo = runner.invoke(app, ["ablate", "--step", "cosine", "--mode", "leave-one-out", "--suite", str(suite),
                               "--no-progress"])

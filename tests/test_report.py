@@ -23,12 +23,34 @@ def test_ablation_plan_is_recovered_from_records():
     records = [_record("steps:base", ["base"]), _record("steps:cosine", ["base", "cosine"]),
                _record("steps:ema", ["base", "cosine", "ema"]), _record("steps:+mixup", ["base", "cosine", "ema", "mixup"]),
                _record("steps:+wd", ["base", "cosine", "ema", "wd"])]
-    [(name, label, backbone, scale, plan)] = find_ablations(records)
+    [(name, label, backbone, scale, _, plan)] = find_ablations(records)
     assert (name, label, backbone, scale) == ("synthetic", "synthetic", "b", "short")
     assert plan.order == ["base", "cosine", "ema"] and plan.extra == ["mixup", "wd"]
     assert find_ablations([_record("steps:base", ["base"])]) == []       # one row is not an ablation
     smoke = [_record(r["spec"]["variant"], r["spec"]["params"]["steps"], scale="smoke") for r in records]
     assert [a[3] for a in find_ablations(records + smoke)] == ["short", "smoke"]   # a table per scale
+
+
+def test_an_ablation_of_another_setup_is_its_own_table(tmp_path):
+    # the same steps and seeds from pretrained and from random weights: two tables, never one
+    # whose base row averages two pretrained seeds with a scratch one
+    from fgvcbench.report.report import write_report
+
+    def rec(steps, seed, top1, pretrained):
+        r = _record(f"steps:{steps[-1]}", steps, seed=seed)
+        r["run_id"] += str(pretrained)
+        r["metrics"]["top1"] = top1
+        r["spec"]["backbone"]["pretrained"] = pretrained
+        return r
+    pre = [rec(["base"], s, v, True) for s, v in enumerate([80, 81, 79])] + \
+          [rec(["base", "a"], s, v, True) for s, v in enumerate([82, 83, 81.5])]
+    scratch = [rec(["base"], s, v, False) for s, v in enumerate([30, 32, 28])] + \
+              [rec(["base", "a"], s, v, False) for s, v in enumerate([25, 26, 24])]
+    found = find_ablations(pre + scratch)
+    assert len(found) == 2 and len({f[4] for f in found}) == 2
+    text = write_report(pre + scratch, [tmp_path], tmp_path / "rep").read_text()
+    assert "80.00 ± 1.00 (3)" in text and "30.00 ± 2.00 (3)" in text           # each base row one setup
+    assert "+2.17" in text and "-5.00" in text and "weights: random init" in text
 
 
 def test_confused_pairs_count_both_directions():
@@ -63,7 +85,8 @@ def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
     a, b, n = confused_pairs(saved)[0]
     names = saved[0]["class_names"]
     assert f"| {names[a]} | {names[b]} | {n} |" in text
-    assert "### synthetic · test_resnet · scale smoke\n\nSeeds: 0, 1." in text
+    assert "### synthetic · test_resnet · scale smoke\n\nSetup: weights: random init · epochs 1" in text
+    assert "Seeds: 0, 1 (every row, paired by seed)." in text
     for figure in ("ablation-synthetic-test_resnet-smoke.png", "accuracy_vs_time.png", "spread-synthetic.png",
                    "confusions-synthetic.png"):
         assert f"]({figure})" in text

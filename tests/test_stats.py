@@ -62,15 +62,23 @@ def test_no_values_is_all_nan_and_other_confidence_levels_use_their_t_quantile()
     assert s.half_width == pytest.approx(half) and s.ci_high == pytest.approx(statistics.mean(values) + half)
 
 
-def test_identical_deltas_keep_wilcoxon_and_a_zero_width_interval():
+def test_identical_deltas_keep_wilcoxon_and_give_no_interval():
     # every seed gains exactly one point: the t-test is undefined (scipy would say p = 0),
-    # we say NaN; Wilcoxon still answers, and equals scipy's on the same deltas
+    # we say NaN, and a zero-width interval would claim the same certainty: NaN too;
+    # Wilcoxon still answers, and equals scipy's on the same deltas
     r = paired_difference([80.5, 81.0, 79.0], [81.5, 82.0, 80.0])
     assert math.isnan(r.p_value) and math.isnan(r.t_stat)
-    assert (r.ci_low, r.ci_high) == (pytest.approx(1.0), pytest.approx(1.0))
-    assert r.wilcoxon_p == pytest.approx(stats.wilcoxon([1.0, 1.0, 1.0]).pvalue)
+    assert r.mean_delta == pytest.approx(1.0) and math.isnan(r.ci_low) and math.isnan(r.ci_high)
+    assert r.wilcoxon_p == pytest.approx(stats.wilcoxon([1.0, 1.0, 1.0]).pvalue) and r.wilcoxon_n == 3
     zero = paired_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     assert zero.mean_delta == 0.0 and math.isnan(zero.p_value) and math.isnan(zero.wilcoxon_p)
+
+
+def test_wilcoxon_says_how_many_pairs_it_ranked():
+    # scipy's default drops zero deltas: one seed moved, two did not — the test saw one pair
+    r = paired_difference([50.0, 50.0, 50.0], [56.25, 50.0, 50.0])
+    assert r.n == 3 and r.wilcoxon_n == 1
+    assert r.wilcoxon_p == pytest.approx(stats.wilcoxon([6.25, 0.0, 0.0]).pvalue)
 
 
 def test_a_pair_with_a_missing_side_is_dropped_whole():

@@ -3,11 +3,15 @@ gain, p-value of the incremental step, cost) and one-step paired comparisons.
 
 Rows pair runs by seed: an incremental gain compares a row with the row before it on the
 same seeds, so the paired t-test (and Wilcoxon) see only the step's effect, not the
-seed-to-seed spread.
+seed-to-seed spread. The rows of one table are runs of one setup (:func:`ablation_config`:
+everything but the seed and the step list), and every row reads the seeds that all its
+cumulative rows finished, so each row's mean and the gains beside it are over the same seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any, Iterable
 
@@ -16,25 +20,50 @@ import pandas as pd
 from fgvcbench.report.stats import mean_std_ci, paired_difference
 
 
-def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str], *,
-             scale: str | None = None, seeds: Iterable[int] | None = None) -> dict[int, dict]:
-    """The finished runs of one row by seed; with ``scale`` / ``seeds`` only those (a results
-    folder may also hold runs of another scale, or seeds another command added)."""
+def ablation_config(spec: dict) -> str:
+    """What the rows of one ablation table share: a short hash of the run's spec without
+    its seed, step list (and the variant naming it), suite and data root — dataset options,
+    weights, scale, recipe and the method's other params all enter it."""
+    params = {k: v for k, v in (spec.get("params") or {}).items() if k != "steps"}
+    identity = {k: v for k, v in spec.items() if k not in ("seed", "suite", "data_root", "variant", "params")}
+    return hashlib.sha256(json.dumps({**identity, "params": params}, sort_keys=True,
+                                     default=str).encode()).hexdigest()[:6]
+
+
+def _matching(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str], *,
+              scale: str | None = None, seeds: Iterable[int] | None = None,
+              config: str | None = None) -> list[dict]:
     wanted = None if seeds is None else set(seeds)
-    out = {}
+    out = []
     for r in records:
         s = r["spec"]
-        if (r.get("status") == "ok" and s["method"] == method and s["dataset"]["name"] == dataset
-                and s["backbone"]["name"] == backbone and s["params"].get("steps") == steps
-                and (scale is None or s.get("scale") == scale) and (wanted is None or s["seed"] in wanted)):
-            out[s["seed"]] = r
+        if (s["method"] == method and s["dataset"]["name"] == dataset and s["backbone"]["name"] == backbone
+                and (s.get("params") or {}).get("steps") == steps and (scale is None or s.get("scale") == scale)
+                and (wanted is None or s["seed"] in wanted) and (config is None or ablation_config(s) == config)):
+            out.append(r)
     return out
+
+
+def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str], *,
+             scale: str | None = None, seeds: Iterable[int] | None = None,
+             config: str | None = None) -> dict[int, dict]:
+    """The finished runs of one row by seed; with ``scale`` / ``seeds`` / ``config``
+    (:func:`ablation_config`) only those (a results folder may also hold runs of another
+    scale or setup, or seeds another command added). Without ``config`` the matching runs
+    must be of one setup: a ValueError says so otherwise, never a silent mix."""
+    runs = [r for r in _matching(records, method, dataset, backbone, steps, scale=scale, seeds=seeds, config=config)
+            if r.get("status") == "ok"]
+    setups = {ablation_config(r["spec"]) for r in runs}
+    if len(setups) > 1:
+        raise ValueError(f"the runs of {method} {steps} on {dataset} · {backbone} come from {len(setups)} setups "
+                         "(scale, weights, recipe or dataset options differ): give the one to tabulate")
+    return {r["spec"]["seed"]: r for r in runs}
 
 
 def run_seconds(record: dict) -> float:
     """What a run cost its devices: ``device_seconds`` (wall × devices: GPU-seconds on
     CUDA), or the wall seconds of records written before that field existed."""
-    cost = record.get("cost", {})
+    cost = record.get("cost") or {}
     value = cost.get("device_seconds") or cost.get("wall_seconds")
     return float(value) if value else math.nan
 
@@ -42,7 +71,7 @@ def run_seconds(record: dict) -> float:
 def shared_by(records: Iterable[dict]) -> int:
     """The most runs that shared one device at once among ``records`` (``fgvcbench run
     --workers N``); 1 when each was timed alone."""
-    return max((int(r.get("cost", {}).get("device_shared_by") or 1) for r in records), default=1)
+    return max((int((r.get("cost") or {}).get("device_shared_by") or 1) for r in records), default=1)
 
 
 def mark_shared(text: str, shared: int) -> str:
@@ -69,28 +98,40 @@ def compare_sides(without: dict[int, dict], with_: dict[int, dict]) -> dict[str,
     b = [with_[s]["metrics"]["top1"] for s in seeds]
     paired = paired_difference(a, b) if seeds else None
     cost = lambda side: mean_std_ci([run_seconds(side[s]) for s in seeds]).mean  # noqa: E731
-    devices = [side[s].get("provenance", {}).get("device", "") for side in (without, with_) for s in seeds]
+    devices = [(side[s].get("provenance") or {}).get("device", "") for side in (without, with_) for s in seeds]
     return {"seeds": seeds, "without": mean_std_ci(a), "with": mean_std_ci(b), "paired": paired,
             "cost_without": cost(without) if seeds else math.nan, "cost_with": cost(with_) if seeds else math.nan,
             "cost_label": seconds_label(devices)}
 
 
 def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, scale: str | None = None,
-                   seeds: Iterable[int] | None = None) -> pd.DataFrame:
+                   seeds: Iterable[int] | None = None, config: str | None = None) -> pd.DataFrame:
     """One row per cumulative prefix of ``plan.order``, then one per extra step on top;
-    ``scale`` / ``seeds``: only runs of that scale and those seeds (a suite's table)."""
+    ``scale`` / ``seeds`` / ``config``: only runs of that scale, those seeds and that setup
+    (:func:`_by_seed`). Every row reads only the seeds that each cumulative row with any
+    finished run has finished, so a row's mean and its paired gains share their seeds;
+    ``df.attrs["seeds"]`` lists them and ``df.attrs["left_out"]`` the finished seeds that
+    are not among them. ``failed`` counts a row's failed or diverged runs."""
+    by_row = [(label, steps, _by_seed(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds,
+                                      config=config)) for label, steps in plan.rows()]
+    finished = [set(runs) for label, _, runs in by_row if not label.startswith("+") and runs]
+    common = set.intersection(*finished) if finished else set()
+    everything = set().union(*(set(runs) for _, _, runs in by_row))
     rows, first, previous, full = [], None, None, None
-    for label, steps in plan.rows():
-        runs = _by_seed(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds)
+    for label, steps, runs in by_row:
+        runs = {s: r for s, r in runs.items() if s in common}
+        failed = [r for r in _matching(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds,
+                                       config=config) if r.get("status") != "ok"]
         acc = mean_std_ci([r["metrics"]["top1"] for r in runs.values()])
         reference = full if label.startswith("+") else previous
         inc = compare_sides(reference, runs) if reference is not None else None
         absolute = compare_sides(first, runs) if first is not None else None
-        seconds = [r["cost"].get("train_seconds") for r in runs.values() if r["cost"].get("train_seconds")]
+        seconds = [(r.get("cost") or {}).get("train_seconds") for r in runs.values()
+                   if (r.get("cost") or {}).get("train_seconds")]
         device_seconds = [v for v in (run_seconds(r) for r in runs.values()) if not math.isnan(v)]
-        devices = {r["provenance"].get("device", "") for r in runs.values()}
+        devices = {(r.get("provenance") or {}).get("device", "") for r in runs.values()}
         rows.append({
-            "step": label, "n": acc.n, "top1_mean": acc.mean, "top1_std": acc.std,
+            "step": label, "n": acc.n, "failed": len(failed), "top1_mean": acc.mean, "top1_std": acc.std,
             "incremental": inc["paired"].mean_delta if inc and inc["paired"] else math.nan,
             "incremental_ci95": (inc["paired"].ci_high - inc["paired"].mean_delta) if inc and inc["paired"] else math.nan,
             "incremental_p": inc["paired"].p_value if inc and inc["paired"] else math.nan,
@@ -104,7 +145,9 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
             first = runs
         if not label.startswith("+"):
             previous = full = runs
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["seeds"], df.attrs["left_out"] = sorted(common), sorted(everything - common)
+    return df
 
 
 def _f(value: float, fmt: str) -> str:
@@ -112,15 +155,27 @@ def _f(value: float, fmt: str) -> str:
 
 
 def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
+    """The table, then a line naming its seeds (and the finished seeds it left out)."""
     from tabulate import tabulate
-    rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})",
+    rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})"
+             + (f", {r.failed} failed" if getattr(r, "failed", 0) else ""),
              _f(r.incremental, "+.2f") + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
              _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), timed(r.device_seconds, ".0f", r.shared_by)]
             for r in df.itertuples(index=False)]
     devices = [d for value in df["device"] for d in str(value).split(",")] if "device" in df else []
     headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)",
                seconds_label(devices)]
-    return tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    table = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    return table + "\n" + seeds_line(df)
+
+
+def seeds_line(df: pd.DataFrame) -> str:
+    seeds, left_out = df.attrs.get("seeds", []), df.attrs.get("left_out", [])
+    line = f"Seeds: {', '.join(map(str, seeds)) or '–'} (every row, paired by seed)."
+    if left_out:
+        line += (f" Left out: seed {', '.join(map(str, left_out))}, not finished by every cumulative row"
+                 " (failed, diverged or not run yet).")
+    return line
 
 
 def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:

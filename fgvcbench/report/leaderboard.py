@@ -31,14 +31,15 @@ from fgvcbench.spec import dataset_label
 from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
-COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "n", "seeds",
+COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "test_selected", "n", "seeds",
            "top1_mean", "top1_std", "top1_ci95", "top1_last_mean", "mean_class_acc_mean",
            "train_seconds_mean", "train_seconds_total_mean", "images_per_second_mean", "device_shared_by", "failed"]
 
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
-    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id (the most
-    recently finished wins: the same run on two machines is one run).
+    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id: the same run on
+    two machines is one run, and its result (ok or diverged) wins over a failure — a retry
+    that crashed does not erase a finished run —, then the most recently finished wins.
 
     A results folder is shared and merged by hand, so a bad file must not take the whole
     leaderboard down: unparseable JSON and records without the fields a row needs become
@@ -61,7 +62,7 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
                 warnings.append(f"skipped malformed record {path}: {problem}")
                 continue
             old = by_id.get(record["run_id"])
-            if old is None or _finished(record) >= _finished(old):
+            if old is None or _precedence(record) >= _precedence(old):
                 by_id[record["run_id"]] = record
     return list(by_id.values()), warnings
 
@@ -81,12 +82,16 @@ def _finished(record: dict) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _precedence(record: dict) -> tuple[bool, datetime]:
+    return record.get("status") in ("ok", "diverged"), _finished(record)
+
+
 def _seed_key(record: dict) -> tuple:
     seed = record["spec"].get("seed")
     return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
-def _config_key(spec: dict) -> str:
+def config_key(spec: dict) -> str:
     identity = {k: v for k, v in spec.items() if k not in ("seed", "suite", "data_root")}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
@@ -140,7 +145,7 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
     up (n = 0, NaN metrics) instead of vanishing."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        groups.setdefault(_config_key(r["spec"]), []).append(r)
+        groups.setdefault(config_key(r["spec"]), []).append(r)
     rows = []
     for config, recs in groups.items():
         spec = recs[0]["spec"]
@@ -150,7 +155,10 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "dataset": dataset_label(spec["dataset"]), "backbone": spec["backbone"]["name"],
             "pretrained": _pretrained_label(spec["backbone"].get("pretrained")),
             "method": spec["method"], "variant": spec.get("variant", "default"), "scale": spec.get("scale", ""),
-            "config": config, "n": len(ok), "seeds": ",".join(str(r["spec"].get("seed")) for r in ok),
+            "config": config,
+            # the seed codes' protocol (FineRNet, SimTrans `selection: test`): picked on the test split
+            "test_selected": (spec.get("params") or {}).get("selection") == "test",
+            "n": len(ok), "seeds": ",".join(str(r["spec"].get("seed")) for r in ok),
             "top1_mean": top1.mean, "top1_std": top1.std, "top1_ci95": top1.half_width,
             "top1_last_mean": _mean(_metric(ok, "top1_last")),
             "mean_class_acc_mean": _mean(_metric(ok, "mean_class_acc")),
@@ -197,14 +205,24 @@ def _is_time(metric: str) -> bool:
     return metric.endswith(("seconds", "per_second", "_ms"))
 
 
+def variant_label(row) -> str:
+    """A row's variant as people read it: test-selected rows say so."""
+    return f"{row.variant} (test-selected)" if getattr(row, "test_selected", False) else row.variant
+
+
 def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and string rows for people: top-1 as mean ± std, its 95 % CI, cost."""
-    show_config = df.duplicated(["dataset", "backbone", "pretrained", "method", "variant"], keep=False).any()
-    headers = ["dataset", "backbone", "pretrained", "method", "variant"] + (["config"] if show_config else []) + \
+    """Headers and string rows for people: top-1 as mean ± std, its 95 % CI, cost. The
+    scale is shown when rows of several scales share the table, the config hash when rows
+    share all their names."""
+    show_scale = df["scale"].nunique() > 1
+    show_config = df.duplicated(["dataset", "backbone", "pretrained", "method", "variant", "scale"], keep=False).any()
+    headers = ["dataset", "backbone", "pretrained", "method", "variant"] + (["scale"] if show_scale else []) + \
+              (["config"] if show_config else []) + \
               ["n", "top-1 %", "95% CI", "last top-1", "per-class", "train s", "img/s", "failed"]
     rows = []
     for r in df.itertuples(index=False):
-        rows.append([r.dataset, r.backbone, r.pretrained, r.method, r.variant] + ([r.config] if show_config else []) +
+        rows.append([r.dataset, r.backbone, r.pretrained, r.method, variant_label(r)] +
+                    ([r.scale] if show_scale else []) + ([r.config] if show_config else []) +
                     [str(r.n), format_mean_std(r.top1_mean, r.top1_std),
                      "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2),
                      _num(r.mean_class_acc_mean, 2), timed(r.train_seconds_mean, ".1f", r.device_shared_by),
@@ -240,7 +258,7 @@ def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
     table = Table(title=title)
     for h in headers:
         table.add_column(h, justify="right" if h not in ("dataset", "backbone", "method", "variant", "config",
-                                                         "pretrained") else "left")
+                                                         "pretrained", "scale") else "left")
     for row in rows:
         table.add_row(*row)
     return table
@@ -248,13 +266,23 @@ def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
 
 def pivot_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The papers' shape: per backbone, one row per method[variant] (pipeline) and one
-    column per dataset, each cell ``mean ± std (n)``."""
+    column per dataset, each cell ``mean ± std (n)`` (and its failed or diverged runs).
+    Rows that would share a cell never overwrite each other: the label names what tells
+    them apart — the weights and the scale where they vary, else the config hash."""
     out = {}
     for backbone, part in df.groupby("backbone", sort=False):
+        vary = [c for c in ("pretrained", "scale") if part[c].nunique() > 1]
+        labels = []
+        for r in part.itertuples(index=False):
+            label = r.method if variant_label(r) == "default" else f"{r.method} [{variant_label(r)}]"
+            labels.append(label + "".join(f" · {c} {getattr(r, c)}" for c in vary))
+        part = part.assign(pivot_label=labels)
+        clash = part.duplicated(["pivot_label", "dataset"], keep=False)
+        part.loc[clash, "pivot_label"] = part.loc[clash, "pivot_label"] + " · config " + part.loc[clash, "config"]
         cells: dict[str, dict[str, str]] = {}
         for r in part.itertuples(index=False):
-            label = r.method if r.variant == "default" else f"{r.method} [{r.variant}]"
-            cells.setdefault(label, {})[r.dataset] = f"{format_mean_std(r.top1_mean, r.top1_std)} ({r.n})"
+            failed = f"; {r.failed} failed" if r.failed else ""
+            cells.setdefault(r.pivot_label, {})[r.dataset] = f"{format_mean_std(r.top1_mean, r.top1_std)} ({r.n}{failed})"
         datasets = list(dict.fromkeys(part["dataset"]))
         out[backbone] = pd.DataFrame([[label] + [row.get(d, "–") for d in datasets] for label, row in cells.items()],
                                      columns=["pipeline"] + datasets)

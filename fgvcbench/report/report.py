@@ -11,8 +11,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fgvcbench.report.ablation import _by_seed, ablation_table, render_ablation, write_ablation_chart
-from fgvcbench.report.leaderboard import build_leaderboard, render
+from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
+from fgvcbench.report.leaderboard import build_leaderboard, config_key, render
 from fgvcbench.spec import dataset_label
 
 
@@ -27,11 +27,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def find_ablations(records: list[dict]) -> list[tuple[str, str, str, str | None, object]]:
-    """(dataset name, dataset label, backbone, scale, plan) for every recipe ablation in
-    the records (one per scale: runs of two scales never share a table): the cumulative
-    order is the step list with the most of its prefixes present; lists of one more step
-    on top of it are the extra rows."""
+def find_ablations(records: list[dict]) -> list[tuple[str, str, str, str | None, str, object]]:
+    """(dataset name, dataset label, backbone, scale, setup, plan) for every recipe ablation
+    in the records — one per setup (:func:`ablation_config`: runs of two scales, of pretrained
+    and random weights, or of two recipes never share a table): the cumulative order is the
+    step list with the most of its prefixes present; lists of one more step on top of it
+    are the extra rows."""
     from fgvcbench.suite import AblationPlan
     groups: dict[tuple, set] = defaultdict(set)
     extras: dict[tuple, set] = defaultdict(set)
@@ -40,20 +41,20 @@ def find_ablations(records: list[dict]) -> list[tuple[str, str, str, str | None,
         s = r["spec"]
         steps = (s.get("params") or {}).get("steps")
         if r.get("status") == "ok" and isinstance(steps, list) and all(isinstance(x, str) for x in steps):
-            key = (s["method"], dataset_label(s["dataset"]), s["backbone"]["name"], s.get("scale"))
+            key = (s["method"], dataset_label(s["dataset"]), s["backbone"]["name"], s.get("scale"), ablation_config(s))
             # a suite labels a step tried on top of the full order "steps:+NAME"
             (extras if str(s.get("variant", "")).startswith("steps:+") else groups)[key].add(tuple(steps))
             names[key] = s["dataset"]["name"]
     out = []
-    for (method, label, backbone, scale), lists in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+    for (method, label, backbone, scale, config), lists in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
         def prefixes(order):
             return sum(order[:i] in lists for i in range(1, len(order) + 1))
         order = max(lists, key=lambda o: (prefixes(o), len(o)))
         if prefixes(order) < 2:
             continue  # not an ablation: fewer than two cumulative rows
-        extra = [o[-1] for o in lists | extras[(method, label, backbone, scale)]
-                 if len(o) == len(order) + 1 and o[:-1] == order]
-        out.append((names[(method, label, backbone, scale)], label, backbone, scale,
+        key = (method, label, backbone, scale, config)
+        extra = [o[-1] for o in lists | extras[key] if len(o) == len(order) + 1 and o[:-1] == order]
+        out.append((names[key], label, backbone, scale, config,
                     AblationPlan(method=method, order=list(order), extra=sorted(extra))))
     return out
 
@@ -136,10 +137,15 @@ def _scatter_cost(df, path: Path, devices: str) -> None:
 
 def _spread(ok: list[dict], path: Path, dataset: str) -> None:
     plt = _plt()
-    configs: dict[str, list[float]] = defaultdict(list)
+    # one column per configuration (the leaderboard's rows): seeds of two setups never share one
+    by_config: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
-        s = r["spec"]
-        configs[f"{s['method']}:{s['variant']} · {s['backbone']['name']}"].append(float(r["metrics"]["top1"]))
+        by_config[config_key(r["spec"])].append(r)
+    names = {c: f"{rs[0]['spec']['method']}:{rs[0]['spec'].get('variant')} · {rs[0]['spec']['backbone']['name']}"
+             for c, rs in by_config.items()}
+    shared = Counter(names.values())
+    configs = {names[c] + (f" · {c}" if shared[names[c]] > 1 else ""): [float(r["metrics"]["top1"]) for r in rs]
+               for c, rs in by_config.items()}
     labels = sorted(configs, key=lambda k: -sum(configs[k]) / len(configs[k]))
     fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(labels) + 2), 3.8))
     for i, label in enumerate(labels):
@@ -166,6 +172,19 @@ def _predictions_usable(pred) -> bool:
     return all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(names) for v in (*p, *y))
 
 
+def _setup_words(spec: dict) -> str:
+    """A setup in a line: weights, the base recipe's epochs, image size and batch, other params."""
+    pretrained = spec["backbone"].get("pretrained")
+    weights = "pretrained" if pretrained is True else "random init" if not pretrained else Path(str(pretrained)).name
+    recipe = spec.get("recipe") or {}
+    parts = [f"weights: {weights}"] + [f"{key.replace('_', ' ')} {recipe[key]}" for key in
+                                        ("epochs", "image_size", "batch_size") if key in recipe]
+    params = {k: v for k, v in (spec.get("params") or {}).items() if k != "steps"}
+    if params:
+        parts.append("params: " + ", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    return "Setup: " + " · ".join(parts) + " (the base recipe, before the steps)."
+
+
 def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
                  metrics: tuple[str, ...] = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path."""
@@ -180,24 +199,28 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
              f"devices: {', '.join(devices) or '–'}; seeds: {', '.join(map(str, seeds)) or '–'}; "
              f"finished {when[0][:10] if when else '–'} … {when[-1][:10] if when else '–'}. "
              "Accuracies are top-1 % on each dataset's test split, mean ± std over seeds; the epoch is selected "
-             "on a validation split carved from train.", ""]
+             "on a validation split (the dataset's own, else one carved from train; a recipe with "
+             "`val_fraction: 0` and no such split reports its last epoch)"
+             + (", except in rows marked *(test-selected)*: they select on the test split, as the seed code "
+                "does — for comparison with it, not a result" if any((r["spec"].get("params") or {}).get("selection")
+                                                                     == "test" for r in ok) else "") + ".", ""]
     df = build_leaderboard(records, metrics)
     lines += ["## Leaderboard", "", render(df, "github"), ""]
 
     ablations = find_ablations(ok)
     if ablations:
         lines += ["## Recipe ablations", ""]
-    for name, label, backbone, scale, plan in ablations:
-        runs = [r for r in ok if dataset_label(r["spec"]["dataset"]) == label]
-        # the seeds every cumulative row finished, so each row's mean and its gains share them
-        common = set.intersection(*(set(_by_seed(runs, plan.method, name, backbone, steps, scale=scale))
-                                    for row, steps in plan.rows() if not row.startswith("+")))
-        table = ablation_table(runs, plan, name, backbone, scale=scale, seeds=common or None)
-        chart = f"ablation-{_slug(label)}-{_slug(backbone)}-{_slug(str(scale))}.png"
-        title = f"{label} · {backbone} · scale {scale}"
+    several = {(label, backbone, scale) for _, label, backbone, scale, _, _ in ablations}
+    for name, label, backbone, scale, config, plan in ablations:
+        runs = [r for r in records if dataset_label(r["spec"]["dataset"]) == label]
+        # one setup; each row over the seeds every cumulative row finished (ablation_table)
+        table = ablation_table(runs, plan, name, backbone, scale=scale, config=config)
+        setup = _setup_words(next(r["spec"] for r in runs if ablation_config(r["spec"]) == config))
+        named = len(several) < len(ablations)   # two setups share dataset, backbone and scale: name each
+        title = f"{label} · {backbone} · scale {scale}" + (f" · setup {config}" if named else "")
+        chart = f"ablation-{_slug(label)}-{_slug(backbone)}-{_slug(str(scale))}" + (f"-{config}" if named else "") + ".png"
         write_ablation_chart(table, out / chart, f"{title}: cumulative top-1")
-        lines += [f"### {title}", "", f"Seeds: {', '.join(map(str, sorted(common))) or 'as finished'}.", "",
-                  render_ablation(table), "", f"![cumulative ablation]({chart})", ""]
+        lines += [f"### {title}", "", setup, "", render_ablation(table), "", f"![cumulative ablation]({chart})", ""]
 
     if len(df) and df["train_seconds_total_mean"].notna().any():
         _scatter_cost(df[df["train_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",

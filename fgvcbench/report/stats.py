@@ -49,6 +49,7 @@ class PairedResult:
     t_stat: float
     p_value: float
     wilcoxon_p: float
+    wilcoxon_n: int = 0   # the pairs Wilcoxon ranks: its default drops zero deltas
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedResult:
@@ -62,9 +63,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     (within float noise: 81.5 − 80.5 and 82.0 − 81.0 need not be bit-identical) the t
     statistic is undefined; scipy then answers t = ±inf, p = 0, i.e. certainty from a
     handful of seeds, which no reader should be shown. We return t = p = NaN instead
-    ("the t-test cannot say"), with the mean delta and a zero-width interval. Wilcoxon's
-    signed-rank p is still given there — every seed moving the same way is exactly the
-    case it is meant for — and generally whenever n >= 2 and some delta is non-zero.
+    ("the t-test cannot say"), with the mean delta and a NaN interval (its zero width
+    would be the same false certainty: test sets of a few hundred images move accuracy
+    in fixed steps, so equal deltas over 2–3 seeds are common). Wilcoxon's signed-rank p
+    is still given there — every seed moving the same way is exactly the case it is
+    meant for — and generally whenever n >= 2 and some delta is non-zero; it drops zero
+    deltas (scipy's default), so ``wilcoxon_n`` says how many pairs it ranked.
     With n < 2 there is no test: p values and the interval are NaN.
     """
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -76,17 +80,18 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     s = mean_std_ci(delta, confidence)
     if s.n < 2:
         return PairedResult(s.n, s.mean, NAN, NAN, NAN, NAN, NAN)
-    wil = NAN
+    wil, wil_n = NAN, 0
     if np.any(~np.isclose(delta, 0.0)):
+        # rounding turns float noise into the exact ties / zeros Wilcoxon handles
+        rounded = np.round(delta, 9)
         try:
-            # rounding turns float noise into the exact ties / zeros Wilcoxon handles
-            wil = float(_st.wilcoxon(np.round(delta, 9)).pvalue)
+            wil, wil_n = float(_st.wilcoxon(rounded).pvalue), int(np.count_nonzero(rounded))
         except ValueError:
             wil = NAN
     if np.allclose(delta, delta[0]):
-        return PairedResult(s.n, s.mean, s.mean, s.mean, NAN, NAN, wil)
+        return PairedResult(s.n, s.mean, NAN, NAN, NAN, NAN, wil, wil_n)
     t = _st.ttest_rel(b_arr, a_arr)
-    return PairedResult(s.n, s.mean, s.ci_low, s.ci_high, float(t.statistic), float(t.pvalue), wil)
+    return PairedResult(s.n, s.mean, s.ci_low, s.ci_high, float(t.statistic), float(t.pvalue), wil, wil_n)
 
 
 def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
