@@ -566,13 +566,13 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         options = {**entry[0]["options"], **options}
         if root is None and entry[1] is not None:
             root = Path(entry[1])
-    if spec.needs_root and root is None:
+    # the folder's adapter: the dataset's own, a view's base, or none (generated data)
+    reader = spec.folder_reader({**spec.options, **options}, registry.datasets)
+    if reader is not None and root is None:
         base = data_root or os.environ.get("FGVCBENCH_DATA", "./data")
-        root = Path(base).expanduser() / (spec.default_root or spec.name)
+        root = Path(base).expanduser() / (reader.default_root or reader.name)
     cache = Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
-    # a generated dataset needs no root; a view takes the root of the dataset it is built of
-    report = verify_dataset(spec, root if spec.needs_root or root is not None else None, options,
-                            cache / "datasets")
+    report = verify_dataset(spec, root, options, cache / "datasets")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:

@@ -350,28 +350,32 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             _unknown(ck, ("datasets", i, "name"), "dataset", entry["name"], registry.datasets)
         options = _dataset_options(ck, spec, entry.get("options"), ("datasets", i, "options"))
         base = registry.datasets.get(options["of"]) if isinstance(options.get("of"), str) else None
-        if {"of", "of_options"} <= set(spec.options):
+        if spec.is_view:
             # a view: its base's options are checked here too (a typo fails before any run
             # starts) and filled with the base's defaults, so writing a default changes no run id
             if base is None:
                 _unknown(ck, ("datasets", i, "options", "of"), "dataset", options["of"], registry.datasets)
             options["of_options"] = _dataset_options(ck, base, options["of_options"],
                                                      ("datasets", i, "options", "of_options"))
+        # the adapter that reads the folder: the dataset's own, or a view's base (``of``)
+        reader = spec.folder_reader(options, registry.datasets)
         root = entry.get("root")
+        if root is not None and reader is None:
+            ck.fail(("datasets", i, "root"), f"dataset {spec.name!r} is generated: it reads no folder",
+                    "remove root: (options set what is generated)")
         if root is not None:  # a relative root is a folder under data_root
             ck.typed(root, (str,), ("datasets", i, "root"), "a path")
             root = str(data_root / Path(root).expanduser())
-        elif spec.needs_root:
-            root = str(data_root / (spec.default_root or spec.name))
-        if check_data and spec.needs_root and not Path(root).is_dir():
+        elif reader is not None:
+            root = str(data_root / (reader.default_root or reader.name))
+        if check_data and reader is not None and not Path(root).is_dir():
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
             holds = Path(root).relative_to(data_root) if Path(root).is_relative_to(data_root) else None
-            ck.fail(where, f"data root for {spec.name!r} not found: {root}",
+            ck.fail(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})" if reader is not spec else "")
+                    + f" not found: {root}",
                     f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
-                    + f", or set this entry's root:; expected layout: {spec.layout or 'see the docs'}")
+                    + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
         dataset = {"name": spec.name, "options": options}
-        # the adapter that reads the folder: the dataset's own, or a view's base (``of``)
-        reader = spec if spec.needs_root else base
         if reader is not None and root is not None and Path(root).name != (reader.default_root or reader.name):
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,
             # so two roots of one adapter are two datasets — by folder name, not machine path

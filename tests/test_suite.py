@@ -218,3 +218,27 @@ def test_a_views_base_options_are_filled_with_their_defaults(tmp_path, registry)
         assert run.dataset["options"]["of_options"] == defaults
         ids.append(run.run_id)
     assert ids[0] == ids[1]
+
+
+def test_a_view_without_root_reads_its_bases_folder_and_a_generated_dataset_refuses_one(tmp_path, registry):
+    from test_dataset_formats import make_cub
+    make_cub(tmp_path / "CUB_200_2011")
+    path = write_suite(tmp_path, f"""
+        data_root: {tmp_path}
+        datasets: [{{name: coarse, options: {{of: cub}}}}, {{name: weak_shot, options: {{of: coarse,
+                     of_options: {{of: cub}}}}}}]
+        backbones: [test_resnet]
+        methods: [finetune]
+        """)
+    suite = load_suite(path, registry)
+    assert {root for _, root in suite.datasets} == {str(tmp_path / "CUB_200_2011")}   # through two views
+    # where that folder is missing, the suite says so before any run, naming the base
+    err = error_of(path, registry, data_root=str(tmp_path / "nowhere"))
+    assert err.key == "datasets[0]" and "its base 'cub'" in str(err) and "CUB_200_2011" in str(err)
+    generated = write_suite(tmp_path, """
+        datasets: [{name: synthetic, root: somewhere}]
+        backbones: [test_resnet]
+        methods: [finetune]
+        """, "generated.yaml")
+    err = error_of(generated, registry)
+    assert err.key == "datasets[0].root" and "reads no folder" in str(err)

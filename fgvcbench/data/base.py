@@ -118,11 +118,30 @@ class DatasetSpec:
     choices: Mapping[str, tuple] = field(default_factory=dict)
     check: Callable[[Mapping[str, Any]], None] | None = None
 
+    @property
+    def is_view(self) -> bool:
+        """A view is built of another registered dataset: its options declare ``of`` (the
+        base's name) and ``of_options`` (the base's options)."""
+        return {"of", "of_options"} <= set(self.options)
+
+    def folder_reader(self, options: Mapping[str, Any],
+                      datasets: Mapping[str, "DatasetSpec"]) -> "DatasetSpec | None":
+        """The adapter whose folder this dataset reads — itself when it needs a root, a
+        view's base (through any views it is built of) when that one does — or None for
+        generated data. Its ``default_root`` is the folder looked up under the data root."""
+        if self.needs_root:
+            return self
+        if self.is_view and isinstance(options.get("of"), str) and options["of"] in datasets:
+            of_options = options.get("of_options")
+            return datasets[options["of"]].folder_reader(of_options if isinstance(of_options, Mapping) else {},
+                                                         datasets)
+        return None
+
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise DataError for option values this dataset cannot load with (``choices``,
         then ``check``); called by the suite loader and by ``load_checked``."""
         from fgvcbench.errors import DataError
-        if {"of", "of_options"} <= set(self.options) and not isinstance(options.get("of_options"), Mapping):
+        if self.is_view and not isinstance(options.get("of_options"), Mapping):
             # a view (``of``: its base dataset): the base's options come as one mapping
             raise DataError(f"{self.name} view: of_options must be a mapping of the base dataset's options")
         for name, allowed in self.choices.items():

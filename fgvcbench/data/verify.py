@@ -92,15 +92,19 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
     named = {"train": splits.train, "test": splits.test}
     if splits.val is not None:
         named["val"] = splits.val
-    digests: dict[str, dict[str, tuple[str, int]]] = {}    # split -> sha256 -> (first path, label)
+    digests: dict[str, dict[str, tuple[str, int, int]]] = {}   # split -> sha256 -> (first path, label, index)
     workers = workers or min(8, os.cpu_count() or 1)
     for split, images in named.items():
         counts = Counter(images.labels)
+        # a view that injects label noise (weak_shot) marks those images: their copies are by design
+        clean = images.meta.get("clean") if isinstance(images.meta, dict) else None
+        injected = (lambda i: clean[i] is False) if isinstance(clean, list) and len(clean) == len(images) else \
+            (lambda i: False)
         report.splits[split] = {images.class_names[c]: counts.get(c, 0) for c in range(len(images.class_names))}
         digests[split] = {}
         with ThreadPoolExecutor(max_workers=workers) as pool:
             checked = pool.map(_check_file, images.paths)
-            for (path, digest, error), label in zip(checked, images.labels):
+            for i, ((path, digest, error), label) in enumerate(zip(checked, images.labels)):
                 if error == "missing":
                     report.problems.append(Problem("missing", path, f"listed in the {split} split but absent",
                                                    "restore the file from the original archive"))
@@ -110,10 +114,16 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
                 if not digest:
                     continue
                 if digest not in digests[split]:
-                    digests[split][digest] = (path, label)
+                    digests[split][digest] = (path, label, i)
                     continue
-                first, first_label = digests[split][digest]
-                if first_label == label:
+                first, first_label, first_i = digests[split][digest]
+                if injected(i) or injected(first_i):
+                    names = images.class_names
+                    where = "listed twice" if path == first else f"the same file as {split} image {first}"
+                    report.notes.append(Problem(
+                        "duplicate_within", path, f"{where}, as {names[first_label]} and {names[label]}: "
+                                                  "injected label noise", "none needed (the view puts it there by design)"))
+                elif first_label == label:
                     report.notes.append(Problem(
                         "duplicate_within", path, f"the same file as {split} image {first} (same class)",
                         "none needed (it leaks nothing); remove one copy to count each image once"))
@@ -131,7 +141,7 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
         if earlier not in digests or later not in digests:
             continue
         seen = digests[earlier]
-        for digest, (path, _) in digests[later].items():
+        for digest, (path, _, _) in digests[later].items():
             if digest in seen:
                 report.problems.append(Problem(
                     "duplicate", path, f"the same file as {earlier} image {seen[digest][0]}",

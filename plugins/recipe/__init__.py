@@ -116,8 +116,9 @@ def fixres(r: Recipe) -> Recipe:
 
 
 def no_decay_norm(r: Recipe) -> Recipe:
-    """Weight decay 2e-5 with none on normalisation layers (the blog's tuning:
-    ``--wd 2e-5 --norm-weight-decay 0``; other biases keep their decay, as there)."""
+    """Weight decay 2e-5 (or the decay an earlier step set) with none on normalisation
+    layers (the blog's tuning: ``--wd 2e-5 --norm-weight-decay 0``; other biases keep
+    their decay, as there)."""
     return r.replace(weight_decay=r.weight_decay or 2e-5, no_decay_norm=True)
 
 

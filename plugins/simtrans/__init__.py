@@ -85,7 +85,7 @@ SimNet never stops early (the code does not call it there). The code saves no ch
 whose selection score (top-1, SimNet's pair F1) is below 40 %, so a stage that never
 reaches it leaves the next stage nothing to load; here the best epoch is kept anyway, the
 run records ``save_floor_misses`` (how many stages stayed below ``save_floor``, default
-40) and names them and their scores under ``notes.save_floor`` in ``run.json``. Both read
+40) and names them and their scores under ``notes.save_floor`` in the run's record. Both read
 the selection split: the novel test set under ``selection: test`` (the code's), the
 noisy validation split otherwise.
 
