@@ -47,10 +47,25 @@ class PluginInfo:
                 "error": self.error}
 
 
+_CORE = os.path.dirname(os.path.abspath(__file__))
+
+
 def _one_line(exc: BaseException) -> str:
-    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    """The exception in one line, with the place to fix it: the innermost frame outside the
+    core and pluggy (the plugin's own line, e.g. the ``Method(...)`` the core refused)."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    own = [f for f in frames if not f.filename.startswith("<")          # generated code: a dataclass __init__
+           and not os.path.abspath(f.filename).startswith(_CORE) and f"{os.sep}pluggy{os.sep}" not in f.filename]
+    frame = (own or frames or [None])[-1]
     where = f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
     return f"{exc.__class__.__name__}: {exc}{where}".replace("\n", " ")
+
+
+def _builtin_first(ep) -> tuple[bool, str]:
+    """Entry points in load order: fgvcbench's own plugins first (a third-party plugin that
+    reuses a built-in name is the one refused), then by name."""
+    dist = getattr(ep, "dist", None)
+    return (not (dist is not None and dist.metadata["Name"] == "fgvcbench"), ep.name)
 
 
 class Registry:
@@ -69,7 +84,7 @@ class Registry:
 
     # -- loading -----------------------------------------------------------------------
     def load_entry_points(self, only: Iterable[str] | None = None) -> None:
-        points = sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)
+        points = sorted(metadata.entry_points(group=GROUP), key=_builtin_first)
         if only is not None:
             only = set(only)
             names = [ep.name for ep in points]
@@ -107,6 +122,7 @@ class Registry:
             self.plugins[info.name] = info
             return
         self.plugins[info.name] = info
+        self._check_hook_names(obj, info)
         for impl_hook in HOOKS:
             caller = getattr(self.pm.hook, impl_hook)
             impls = [i for i in caller.get_hookimpls() if i.plugin is obj]
@@ -125,7 +141,32 @@ class Registry:
                 for item in items:
                     self._add(kind, item, info)
 
+    def _check_hook_names(self, obj: Any, info: PluginInfo) -> None:
+        """A misspelt hook, or a hook without ``@hookimpl``, would be ignored in silence."""
+        marked = {i.function for hook in HOOKS for i in getattr(self.pm.hook, hook).get_hookimpls() if i.plugin is obj}
+        for attr in sorted(a for a in dir(obj) if a.startswith("fgvcbench_")):
+            value = getattr(obj, attr, None)
+            if not callable(value):
+                continue
+            if attr not in HOOKS:
+                close = suggest(attr, HOOKS)
+                self.warnings.append(f"plugin {info.name!r} defines {attr}, which is no fgvcbench hook — "
+                                     + (f"did you mean {close}?" if close else f"the hooks: {', '.join(HOOKS)}"))
+            elif value not in marked and getattr(value, "__func__", value) not in marked:
+                self.warnings.append(f"plugin {info.name!r}: {attr} is not marked @hookimpl "
+                                     "(from fgvcbench.api), so it is never called")
+
     def _add(self, kind: str, item: Any, info: PluginInfo) -> None:
+        from fgvcbench.backbones import BackboneSpec
+        from fgvcbench.data.base import DatasetSpec
+        from fgvcbench.engine.recipe import RecipeStep
+        from fgvcbench.method import Method
+        expected = {"methods": Method, "datasets": DatasetSpec, "backbones": BackboneSpec,
+                    "recipe_steps": RecipeStep}[kind]
+        if not isinstance(item, expected):
+            info.error = (f"fgvcbench_{kind} returned a {type(item).__name__}, not a {expected.__name__} "
+                          f"(from fgvcbench.api); skipped")
+            return
         table = getattr(self, kind)
         name = getattr(item, "name", None)
         if not isinstance(name, str) or not name:

@@ -263,6 +263,16 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; process peak RSS
 
 
+def _scalar(value: Any) -> Any:
+    size = getattr(value, "size", None)
+    size = size() if callable(size) else size          # torch: .size() is a shape; numel says it
+    if hasattr(value, "numel"):
+        size = value.numel()
+    if hasattr(value, "item") and size == 1:
+        return value.item()
+    return value
+
+
 def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torch.device, cache_dir: Path,
                 on_epoch=None, on_batch=None, shared_by: int = 1) -> dict[str, Any]:
     """Run one spec and return its record (status ok / failed / diverged). Never raises
@@ -278,7 +288,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
     try:
         method = registry.methods[spec.method]
         method.check_params(spec.params, ctx.recipe)  # API callers skip the suite loader's check
-        metrics = dict(method.run(ctx) or {})
+        # one-element tensors and arrays (a `.mean()` left as a tensor) are plain numbers
+        metrics = {k: _scalar(v) for k, v in dict(method.run(ctx) or {}).items()}
         if "top1" not in metrics:
             raise ValueError(f"method {spec.method!r} returned no 'top1' metric")
         top1 = metrics["top1"]
@@ -315,5 +326,15 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         cost["device_shared_by"] = shared_by
     record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),
               "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost,
-              "provenance": {**provenance(device), "started": started, "finished": _now()}, "error": error}
+              "provenance": {**provenance(device), "method_plugin": _plugin_of(registry, spec.method),
+                             "started": started, "finished": _now()}, "error": error}
     return record
+
+
+def _plugin_of(registry: Registry, method: str) -> dict[str, Any]:
+    """Which plugin (entry point, distribution, version) provided the method: a change of a
+    plugin's code keeps its run ids, so a record says what produced it."""
+    name = registry.origin.get(("methods", method))
+    info = registry.plugins.get(name) if name else None
+    return {"name": name, "distribution": info.distribution if info else None,
+            "version": info.version if info else None}

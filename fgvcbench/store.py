@@ -147,7 +147,7 @@ class Store:
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])
-        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=_jsonable),
+        atomic_write_text(path, json.dumps(plain(record), indent=2, sort_keys=True),
                           fault_point="record_write")
         return path
 
@@ -183,10 +183,21 @@ class Store:
                 yield record
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN-free JSON for numpy/torch scalars and paths."""
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
+def plain(obj: Any, depth: int = 0) -> Any:
+    """``obj`` as JSON can hold it, whatever a plugin put in its notes or metrics: mappings
+    with string keys, lists for tuples, sets, tensors and arrays of any size, numbers for
+    their scalars, text for anything else (a path, an object, a structure nested too deep)."""
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    if depth > 50:
         return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): plain(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [plain(v, depth + 1) for v in obj]
+    if hasattr(obj, "tolist"):                      # numpy arrays and scalars, torch tensors
+        try:
+            return plain(obj.tolist(), depth + 1)
+        except (TypeError, ValueError, RuntimeError):
+            return str(obj)
     return str(obj)

@@ -117,3 +117,71 @@ def test_param_choices_are_checked_and_must_hold_the_default():
         method.check_params({"mode": "c"}, Recipe())
     with pytest.raises(ValueError, match="holding the default"):
         Method(name="m", run=lambda ctx: {}, params={"mode": "z"}, param_choices={"mode": ("a", "b")})
+
+
+def test_misspelt_unmarked_and_wrongly_typed_hooks_are_said():
+    from fgvcbench.api import RecipeStep
+    typo = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def fgvcbench_method():                 # singular: no such hook
+        return []
+    typo.fgvcbench_method = fgvcbench_method
+
+    def fgvcbench_datasets():               # a real hook, but not marked @hookimpl
+        return []
+    typo.fgvcbench_datasets = fgvcbench_datasets
+
+    wrong = types.ModuleType("wrong_plugin")
+
+    @hookimpl
+    def fgvcbench_methods():                # a recipe step where a Method belongs
+        return [RecipeStep(name="oops", apply=lambda r: r)]
+    wrong.fgvcbench_methods = fgvcbench_methods
+
+    registry = Registry()
+    registry.register(typo)
+    registry.register(wrong)
+    assert any("defines fgvcbench_method, which is no fgvcbench hook — did you mean fgvcbench_methods?" in w
+               for w in registry.warnings)
+    assert any("fgvcbench_datasets is not marked @hookimpl" in w for w in registry.warnings)
+    assert "oops" not in registry.methods
+    assert registry.plugins["wrong_plugin"].error.startswith("fgvcbench_methods returned a RecipeStep, not a Method")
+
+
+def test_a_plugins_own_line_is_named_when_the_core_refuses_its_method():
+    bad = types.ModuleType("bad_params")
+
+    @hookimpl
+    def fgvcbench_methods():
+        return [Method(name="m", run=lambda ctx: {}, params={"a": 1}, variants={"v": {"b": 2}})]
+    bad.fgvcbench_methods = fgvcbench_methods
+    registry = Registry()
+    registry.register(bad)
+    error = registry.plugins["bad_params"].error
+    assert "test_plugins.py:" in error and "method.py" not in error, error
+
+
+def test_a_plugin_datasets_mistakes_are_one_data_error(tmp_path):
+    import pytest
+
+    from fgvcbench.api import DatasetRequest, DatasetSplits, DatasetSpec, ImageList
+    from fgvcbench.errors import DataError
+
+    def images(labels):
+        return ImageList([str(tmp_path / f"{i}.jpg") for i in range(len(labels))], labels, ["a", "b"])
+
+    def spec(load):
+        return DatasetSpec(name="mine", load=load, needs_root=False)
+    request = DatasetRequest(root=None, options={}, cache_dir=tmp_path)
+    cases = {
+        "returned a tuple, not a DatasetSplits": lambda r: (images([0]), images([1])),
+        "cannot read": lambda r: open(tmp_path / "nowhere.txt").read(),
+        "found 7": lambda r: DatasetSplits(train=images([0, 7]), test=images([1])),
+        "1 paths but 2 labels": lambda r: DatasetSplits(train=images([0]), test=ImageList(["x"], [0, 1], ["a", "b"])),
+    }
+    for needle, load in cases.items():
+        with pytest.raises(DataError, match=needle):
+            spec(load).load_checked(request)
+    ok = spec(lambda r: DatasetSplits(train=images([0, 1]), test=images([1])))
+    assert len(ok.load_checked(request).train) == 2

@@ -221,3 +221,27 @@ def test_each_run_line_names_its_variant_and_dataset_as_tables_do(runner, tmp_pa
     lines = [line for line in result.output.splitlines() if line.startswith("✓")]
     assert len(lines) == 2 and "· finetune · seed 0" in lines[0] + lines[1]
     assert any("· finetune[linear_probe] · seed 0" in line for line in lines)   # not eaten as rich markup
+
+
+def test_tensors_and_arrays_a_plugin_leaves_in_notes_or_metrics_are_saved(runner, tmp_path, registry_with):
+    # a 0-d tensor top-1 is a number; arrays, tensors and tuple keys in notes go to JSON as lists
+    # and strings, never a crash of the whole suite
+    import numpy as np
+    mod = types.ModuleType("tensor_plugin")
+
+    def run(ctx):
+        ctx.notes["embedding"] = torch.zeros(2, 3)
+        ctx.notes["counts"] = np.arange(3)
+        ctx.notes[("a", 1)] = {1, 2}
+        return {"top1": torch.tensor(50.0) + ctx.seed, "per_class": np.array([40.0, 60.0])}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="tensory", run=run)])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, methods="[tensory]", backbones="[pixels]", seeds="[0, 1]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    recs = sorted(records(tmp_path / "out").values(), key=lambda r: r["spec"]["seed"])
+    assert [r["metrics"]["top1"] for r in recs] == [50.0, 51.0]
+    assert recs[0]["notes"]["embedding"] == [[0.0] * 3] * 2 and recs[0]["notes"]["counts"] == [0, 1, 2]
+    assert sorted(recs[0]["notes"]["('a', 1)"]) == [1, 2] and recs[0]["metrics"]["per_class"] == [40.0, 60.0]
+    # which plugin produced the record, since a change of its code keeps the run ids
+    assert recs[0]["provenance"]["method_plugin"] == {"name": "tensor_plugin", "distribution": None, "version": None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -168,8 +169,24 @@ class DatasetSpec:
             raise DataError(f"{self.name}: malformed metadata under {request.root} "
                             f"({exc.__class__.__name__}: {exc}) — expected layout: "
                             f"{self.layout or 'see the docs'}") from exc
-        for split in ("train", "test"):
-            if not len(getattr(splits, split).paths):
+        except OSError as exc:   # a metadata file missing or unreadable
+            raise DataError(f"{self.name}: cannot read under {request.root} ({exc.__class__.__name__}: {exc}) — "
+                            f"expected layout: {self.layout or 'see the docs'}") from exc
+        if not isinstance(splits, DatasetSplits):
+            raise DataError(f"dataset {self.name!r}: its loader returned a {type(splits).__name__}, not a "
+                            "DatasetSplits (from fgvcbench.api) — fix the plugin's load function")
+        for split in ("train", "test", "val"):
+            images = getattr(splits, split)
+            if images is None and split == "val":
+                continue
+            if not len(images.paths) and split != "val":
                 raise DataError(f"{self.name}: the {split} split under {request.root} has no images — "
                                 f"check the split files; expected layout: {self.layout or 'see the docs'}")
+            n = len(images.class_names)
+            # (ImageList checks one label per path)
+            bad = next((y for y in images.labels if isinstance(y, bool) or not isinstance(y, Integral)
+                        or not 0 <= y < n), None)
+            if bad is not None:
+                raise DataError(f"{self.name}: the {split} split's labels must be integers in 0…{n - 1} (its {n} "
+                                f"class names), found {bad!r} — fix the labels or the class names")
         return splits
