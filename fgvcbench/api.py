@@ -46,6 +46,23 @@ __all__ = [
 ]
 
 # The embedded synthetic dataset's generator (registered by the built-in datasets plugin).
+from fgvcbench.plugins import get_registry  # noqa: E402
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """Run the ``fgvcbench`` CLI in this process — for a plugin's own tests, which see its
+    entry point as ``fgvcbench`` does: ``code, output = run_cli(["run", "suite.yaml"])``.
+    Returns the exit code and what it printed."""
+    from typer.testing import CliRunner
+
+    from fgvcbench.cli import app
+    get_registry(refresh=True)          # plugins installed since the last call are seen
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+__all__ += ["get_registry", "run_cli"]
+
 from fgvcbench.data.synthetic import SyntheticConfig  # noqa: E402
 from fgvcbench.data.synthetic import load_split as load_synthetic_split  # noqa: E402
 from fgvcbench.data.synthetic import materialize as materialize_synthetic  # noqa: E402

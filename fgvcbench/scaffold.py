@@ -86,10 +86,7 @@ model, generated data, CPU)."""
 import json
 import textwrap
 
-from typer.testing import CliRunner
-
-from fgvcbench.cli import app
-from fgvcbench.plugins import get_registry
+from fgvcbench.api import get_registry, run_cli
 
 
 def test_the_method_is_registered():
@@ -109,8 +106,8 @@ def test_both_variants_run_through_a_suite(tmp_path):
         backbones: [test_resnet]
         methods: [{{{{name: {method}, variants: [default, direct]}}}}]
         """))
-    result = CliRunner().invoke(app, ["run", str(suite), "--no-progress"])
-    assert result.exit_code == 0, result.output
+    code, output = run_cli(["run", suite, "--no-progress"])
+    assert code == 0, output
     records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
     assert sorted(r["spec"]["variant"] for r in records) == ["default", "direct"]
     for record in records:
@@ -128,8 +125,8 @@ def test_a_bad_value_is_refused_before_any_run(tmp_path):
         backbones: [test_resnet]
         methods: [{{{{name: {method}, params: {{{{head_warmup_epochs: -1}}}}}}}}]
         """))
-    result = CliRunner().invoke(app, ["run", str(suite), "--no-progress"])
-    assert result.exit_code == 2 and "head_warmup_epochs: -1" in result.output
+    code, output = run_cli(["run", suite, "--no-progress"])
+    assert code == 2 and "head_warmup_epochs: -1" in output
     assert not (tmp_path / "out" / "runs").exists()
 '''
 
