@@ -6,6 +6,7 @@ traceback) · 130 interrupted (finished runs are kept; run again to resume).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -147,12 +148,16 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
         if gpus is not None or workers is not None or chosen != "local":
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
+        # world size × batch size is the global batch: these are other runs than one process's
+        suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
         outcome = run_suite(suite, registry, console=console, show_progress=False)
         if distributed.is_main():
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
                           f"resumed, {len(outcome.failed)} failed or diverged — records in {suite.output}/runs",
                           highlight=False)
             _print_leaderboard([suite.output], fmt="table", write_csv=True)
+            if suite.ablation is not None:
+                _print_ablation_tables(suite)
         distributed.barrier()
         if outcome.failed:
             raise typer.Exit(1)

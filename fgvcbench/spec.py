@@ -19,7 +19,9 @@ class RunSpec:
 
     The run id hashes the spec *without* the suite name and the machine-specific data
     root, so the same run found by two suites, or on two machines, has the same id and
-    is stored, resumed and de-duplicated as one.
+    is stored, resumed and de-duplicated as one. ``world_size`` (the processes that train
+    each run together under torchrun, whose global batch is world size × batch size) enters
+    the id, and the record's spec, only above 1: a one-process run keeps its id.
     """
 
     suite: str
@@ -32,9 +34,10 @@ class RunSpec:
     params: dict[str, Any] = field(default_factory=dict)
     recipe: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None     # where the data is on this machine (not hashed)
+    world_size: int = 1
 
     def identity(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = self.to_dict()
         d.pop("suite")
         d.pop("data_root")
         return d
@@ -44,7 +47,10 @@ class RunSpec:
         return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["world_size"] == 1:
+            del d["world_size"]
+        return d
 
     @property
     def label(self) -> str:

@@ -13,6 +13,7 @@ import textwrap
 import torch
 
 from fgvcbench.distributed import shard
+from fgvcbench.plugins import get_registry
 
 from conftest import tiny_suite
 
@@ -74,15 +75,22 @@ def test_a_suite_under_torchrun_writes_each_record_once_from_rank_0(tmp_path):
     suite = tiny_suite(tmp_path, scale=None, epochs=2,
                        datasets="[{name: synthetic, options: {coarse: 2, fine: 2, train_per_class: 10, "
                                 "test_per_class: 4, image_size: 40}}]",
-                       methods="[finetune, {name: finernet, variants: [code], params: {phase3_batch: 16}}]")
+                       methods="[finetune, {name: finernet, variants: [code], params: {phase3_batch: 16}}]",
+                       extra="ablation: {steps: [base]}")
     done = _torchrun(["-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("2 ran on 2 processes") == 1          # rank 0 alone reports
+    assert done.stdout.count("3 ran on 2 processes") == 1          # rank 0 alone reports
+    assert done.stdout.count("recipe ablation") == 1 and (out / "ablation.csv").is_file()
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
-    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
-    assert all(r["provenance"]["world_size"] == 2 for r in records)
+    assert len(records) == 3 and all(r["status"] == "ok" for r in records)
+    assert all(r["provenance"]["world_size"] == 2 and r["spec"]["world_size"] == 2 for r in records)
+    # twice the global batch is another run: one process does not resume these
+    from fgvcbench.suite import load_suite
+    one_process = {spec.run_id for spec in load_suite(suite, get_registry(refresh=True)).runs}
+    assert not one_process & {r["run_id"] for r in records} and "world_size" not in load_suite(
+        suite, get_registry()).runs[0].to_dict()
     log = (out / "claims" / "claimed.log").read_text().splitlines()
-    assert len(log) == 2 and len({line.split()[2] for line in log}) == 1   # rank 0 claimed both
+    assert len(log) == 3 and len({line.split()[2] for line in log}) == 1   # rank 0 claimed them all
 
 
 def test_a_stage_computed_under_torchrun_is_not_reused_by_one_process(tmp_path, runner, registry_with, monkeypatch):
