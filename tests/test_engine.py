@@ -79,8 +79,13 @@ def test_random_erasing_and_mixing():
     assert torch.equal(erased, random_erasing(x, 0.5, torch.Generator().manual_seed(1)))
     y = torch.arange(8) % 4
     for recipe in (Recipe(mixup_alpha=0.2), Recipe(cutmix_alpha=1.0)):
-        mixed, soft = mix_batch(torch.rand(8, 3, 16, 16), y, 4, recipe, torch.Generator().manual_seed(3))
+        images = torch.rand(8, 3, 16, 16)
+        mixed, soft = mix_batch(images, y, 4, recipe, torch.Generator().manual_seed(3))
         assert mixed.shape == (8, 3, 16, 16) and torch.allclose(soft.sum(1), torch.ones(8))
+        # λ comes from the run's generator alone: the global one may be anywhere
+        torch.manual_seed(123)
+        again, soft_again = mix_batch(images, y, 4, recipe, torch.Generator().manual_seed(3))
+        assert torch.equal(again, mixed) and torch.equal(soft_again, soft)
 
 
 def test_crop_and_erasing_boxes_follow_torchvision_get_params():

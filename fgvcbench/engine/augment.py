@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -166,7 +167,9 @@ def mix_batch(images: torch.Tensor, targets: torch.Tensor, num_classes: int, rec
         return images, soft
     kind = choices[int(torch.randint(len(choices), (1,), generator=generator))]
     alpha = recipe.mixup_alpha if kind == "mixup" else recipe.cutmix_alpha
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    # λ ~ Beta(α, α) from the run's generator (torch's Beta sampler takes none: it would
+    # draw from the global one), through a NumPy generator seeded by it
+    lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator))).beta(alpha, alpha))
     perm = to_device(torch.randperm(images.shape[0], generator=generator), images.device)
     if kind == "mixup":
         mixed = lam * images + (1 - lam) * images[perm]
