@@ -264,13 +264,9 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _scalar(value: Any) -> Any:
-    size = getattr(value, "size", None)
-    size = size() if callable(size) else size          # torch: .size() is a shape; numel says it
-    if hasattr(value, "numel"):
-        size = value.numel()
-    if hasattr(value, "item") and size == 1:
-        return value.item()
-    return value
+    """A one-element tensor or array as its number; anything else as it is."""
+    count = value.numel() if hasattr(value, "numel") else getattr(value, "size", None)   # torch, numpy
+    return value.item() if hasattr(value, "item") and count == 1 else value
 
 
 def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torch.device, cache_dir: Path,
