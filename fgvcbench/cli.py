@@ -492,7 +492,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         pv = "–" if p.p_value != p.p_value else f"{p.p_value:.3f}"
         wp = "–" if p.wilcoxon_p != p.wilcoxon_p else f"{p.wilcoxon_p:.3f}"
         if p.wilcoxon_p == p.wilcoxon_p and p.wilcoxon_n < p.n:
-            wp += f" over the {p.wilcoxon_n} seeds that moved"
+            wp += f" over the {p.wilcoxon_n} seed{'s' if p.wilcoxon_n != 1 else ''} that moved"
         console.print(f"Δ top-1 ({step}) = {p.mean_delta:+.2f} points, 95% CI {ci}, paired t-test p = {pv}, "
                       f"Wilcoxon p = {wp} (n = {p.n} paired seeds)", highlight=False)
     console.print(f"records in {suite.output}/runs", highlight=False)
