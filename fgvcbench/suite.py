@@ -583,16 +583,16 @@ def _matches(rule: dict, spec: RunSpec) -> bool:
 
 def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec]) -> None:
     """Every value an exclude rule names is in the grid: a typo would exclude nothing."""
-    grid: dict[str, list] = {}
+    grid: dict[str, dict] = {}   # key -> its values in the grid, in order (a dict: no quadratic scan)
     for spec in runs:
         for key, value in _rule_values(spec).items():
-            if value not in grid.setdefault(key, []):
-                grid[key].append(value)
+            grid.setdefault(key, {})[value] = None
     for i, rule in enumerate(exclude):
         for key, value in rule.items():
-            if value in grid.get(key, []):
+            values = list(grid.get(key, {}))   # a list: a rule's value may be unhashable (a YAML list)
+            if value in values:
                 continue
-            names = [str(v) for v in grid.get(key, [])]
+            names = [str(v) for v in values]
             close = suggest(str(value), names) if isinstance(value, str) else None
             ck.fail(("exclude", i, key), f"{key} {value!r} is not in this suite's grid, so the rule excludes nothing",
                     f"did you mean {close!r}?" if close else f"its {key}s: {', '.join(names) or 'none'}")

@@ -96,10 +96,9 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
     workers = workers or min(8, os.cpu_count() or 1)
     for split, images in named.items():
         counts = Counter(images.labels)
-        # a view that injects label noise (weak_shot) marks those images: their copies are by design
-        clean = images.meta.get("clean") if isinstance(images.meta, dict) else None
-        injected = (lambda i: clean[i] is False) if isinstance(clean, list) and len(clean) == len(images) else \
-            (lambda i: False)
+        # a view that injects label noise (weak_shot) marks those images (clean: False):
+        # their copies are by design (ImageList checks a meta column's length)
+        clean = images.meta.get("clean") or [None] * len(images)
         report.splits[split] = {images.class_names[c]: counts.get(c, 0) for c in range(len(images.class_names))}
         digests[split] = {}
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -117,7 +116,7 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
                     digests[split][digest] = (path, label, i)
                     continue
                 first, first_label, first_i = digests[split][digest]
-                if injected(i) or injected(first_i):
+                if clean[i] is False or clean[first_i] is False:
                     names = images.class_names
                     where = "listed twice" if path == first else f"the same file as {split} image {first}"
                     report.notes.append(Problem(

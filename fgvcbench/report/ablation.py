@@ -44,20 +44,26 @@ def _matching(records: list[dict], method: str, dataset: str, backbone: str, ste
     return out
 
 
+def _ok_by_seed(matched: list[dict], what: str) -> dict[int, dict]:
+    """The finished (ok) runs among one row's ``matched`` records, by seed; they must be of
+    one setup: a ValueError says so otherwise, never a silent mix."""
+    runs = [r for r in matched if r.get("status") == "ok"]
+    setups = {ablation_config(r["spec"]) for r in runs}
+    if len(setups) > 1:
+        raise ValueError(f"the runs of {what} come from {len(setups)} setups "
+                         "(scale, weights, recipe or dataset options differ): give the one to tabulate")
+    return {r["spec"]["seed"]: r for r in runs}
+
+
 def _by_seed(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str], *,
              scale: str | None = None, seeds: Iterable[int] | None = None,
              config: str | None = None) -> dict[int, dict]:
     """The finished runs of one row by seed; with ``scale`` / ``seeds`` / ``config``
     (:func:`ablation_config`) only those (a results folder may also hold runs of another
     scale or setup, or seeds another command added). Without ``config`` the matching runs
-    must be of one setup: a ValueError says so otherwise, never a silent mix."""
-    runs = [r for r in _matching(records, method, dataset, backbone, steps, scale=scale, seeds=seeds, config=config)
-            if r.get("status") == "ok"]
-    setups = {ablation_config(r["spec"]) for r in runs}
-    if len(setups) > 1:
-        raise ValueError(f"the runs of {method} {steps} on {dataset} · {backbone} come from {len(setups)} setups "
-                         "(scale, weights, recipe or dataset options differ): give the one to tabulate")
-    return {r["spec"]["seed"]: r for r in runs}
+    must be of one setup (:func:`_ok_by_seed`)."""
+    return _ok_by_seed(_matching(records, method, dataset, backbone, steps, scale=scale, seeds=seeds, config=config),
+                       f"{method} {steps} on {dataset} · {backbone}")
 
 
 def run_seconds(record: dict) -> float:
@@ -112,16 +118,17 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
     finished run has finished, so a row's mean and its paired gains share their seeds;
     ``df.attrs["seeds"]`` lists them and ``df.attrs["left_out"]`` the finished seeds that
     are not among them. ``failed`` counts a row's failed or diverged runs."""
-    by_row = [(label, steps, _by_seed(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds,
-                                      config=config)) for label, steps in plan.rows()]
-    finished = [set(runs) for label, _, runs in by_row if not label.startswith("+") and runs]
+    by_row = []   # (label, its ok runs by seed, its failed or diverged runs)
+    for label, steps in plan.rows():
+        matched = _matching(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds, config=config)
+        by_row.append((label, _ok_by_seed(matched, f"{plan.method} {steps} on {dataset} · {backbone}"),
+                       [r for r in matched if r.get("status") != "ok"]))
+    finished = [set(runs) for label, runs, _ in by_row if not label.startswith("+") and runs]
     common = set.intersection(*finished) if finished else set()
-    everything = set().union(*(set(runs) for _, _, runs in by_row))
+    everything = set().union(*(set(runs) for _, runs, _ in by_row))
     rows, first, previous, full = [], None, None, None
-    for label, steps, runs in by_row:
+    for label, runs, failed in by_row:
         runs = {s: r for s, r in runs.items() if s in common}
-        failed = [r for r in _matching(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds,
-                                       config=config) if r.get("status") != "ok"]
         acc = mean_std_ci([r["metrics"]["top1"] for r in runs.values()])
         reference = full if label.startswith("+") else previous
         inc = compare_sides(reference, runs) if reference is not None else None
