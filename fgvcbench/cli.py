@@ -121,9 +121,13 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         cluster: Optional[List[str]] = typer.Option(None, "--cluster",
                                                     help="submitit setting KEY=VALUE (partition, time_min, gpus, "
                                                          "cpus, mem_gb, backend …); repeatable."),
-        wait: bool = typer.Option(False, "--wait", help="With submitit: wait for the jobs, then print the table.")) -> None:
+        wait: bool = typer.Option(False, "--wait", help="With submitit: wait for the jobs, then print the table."),
+        rerun: Optional[List[str]] = typer.Option(
+            None, "--rerun", help="Run these again from scratch, finished or not: all, diverged, failed, a method, "
+                                  "method:variant or a run id (repeatable). Their records, artifacts and cached "
+                                  "stages move to OUTPUT/replaced/, nothing is deleted.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, run_suite, run_suite_workers
+    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_writable
     from fgvcbench.suite import EXECUTORS, load_suite
@@ -150,6 +154,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
         # world size × batch size is the global batch: these are other runs than one process's
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
+        if rerun is not None:
+            reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
+            if distributed.is_main():
+                _move_reruns(suite, reruns)
+            distributed.barrier()
         outcome = run_suite(suite, registry, console=console, show_progress=False)
         if distributed.is_main():
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
@@ -162,25 +171,31 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if outcome.failed:
             raise typer.Exit(1)
         return
+    reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     if dry_run:
-        rows = grid_status(suite)
+        rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
+                for spec, status in grid_status(suite)]
         table = Table(title=f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}")
         for col in ("run id", "dataset", "backbone", "method", "variant", "seed", "epochs", "px", "status"):
             table.add_column(col)
         for spec, status in rows:
-            style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow"}[status]
+            style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow", "rerun": "magenta"}[status]
             table.add_row(spec.run_id, dataset_label(spec.dataset), spec.backbone["name"]
                           + (" (pretrained)" if spec.backbone["pretrained"] else ""), spec.method, spec.variant,
                           str(spec.seed), str(spec.recipe["epochs"]), str(spec.recipe["image_size"]),
                           f"[{style}]{status}[/]")
         console.print(table)
         done = sum(s in ("ok", "diverged") for _, s in rows)
-        console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run.")
+        again = sum(s == "rerun" for _, s in rows)
+        console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run"
+                      + (f" ({again} again: --rerun)" if again else "") + ".", highlight=False)
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
             if root is not None and not Path(root).is_dir():
                 err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
                                   f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
+    if rerun is not None:
+        _move_reruns(suite, [spec for spec in suite.runs if spec.run_id in reruns])
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
     load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
                  "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
@@ -220,6 +235,36 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
             err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {first}", highlight=False)
         raise typer.Exit(1)
+
+
+def _move_reruns(suite, specs: list) -> None:
+    """``--rerun``: move the chosen runs' records, artifacts and cached stages aside (to
+    ``replaced/<UTC time>/``), so every executor sees them as pending and runs them from
+    scratch; say where the old results went."""
+    from datetime import datetime, timezone
+
+    from fgvcbench.store import Store
+    if not specs:
+        console.print("--rerun: no run of the grid matches; nothing to run again", highlight=False)
+        return
+    store = Store(suite.output)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base, n = stamp, 1
+    while (store.root / "replaced" / stamp).exists():   # two reruns within a second
+        n += 1
+        stamp = f"{base}-{n}"
+    try:
+        moved, stages, folder = store.replace([spec.run_id for spec in specs], stamp)
+    except OSError as exc:
+        raise UserError(f"--rerun: cannot move old results aside in {suite.output}: {exc.strerror or exc} — "
+                        f"check the folder's permissions") from None
+    if moved:
+        console.print(f"--rerun: {len(moved)} record{'s' if len(moved) != 1 else ''}"
+                      + (f" and {len(stages)} cached stage{'s' if len(stages) != 1 else ''}" if stages else "")
+                      + f" moved to {folder} (move them back to restore); those runs run again", highlight=False)
+    else:
+        console.print(f"--rerun: none of the {len(specs)} chosen runs has a record yet; they run as pending runs",
+                      highlight=False)
 
 
 def _metrics_option(value: Optional[str]) -> tuple[str, ...]:

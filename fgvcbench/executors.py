@@ -49,6 +49,38 @@ def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
 
 
+RERUN_HELP = ("all, diverged, failed, a method, method:variant or a run id "
+              "(repeatable, or comma-separated)")
+
+
+def select_reruns(suite: Suite, selectors: list[str]) -> list:
+    """The grid's runs that ``--rerun`` names: ``all``; ``diverged`` / ``failed`` (runs whose
+    record has that status); a method; ``method:variant``; a run id. A selector that names
+    nothing in the grid is a user error (a typo must not silently rerun nothing)."""
+    from fgvcbench.errors import UserError
+    store = Store(suite.output)
+    terms = [t.strip() for s in selectors for t in s.split(",") if t.strip()]
+    if not terms:
+        raise UserError(f"--rerun needs what to run again: {RERUN_HELP}")
+    chosen: dict[str, object] = {}
+    for term in terms:
+        if term in ("diverged", "failed"):
+            hit = [spec for spec in suite.runs if (store.get(spec.run_id) or {}).get("status") == term]
+        elif term == "all":
+            hit = list(suite.runs)
+        else:
+            method, _, variant = term.partition(":")
+            hit = [spec for spec in suite.runs if spec.run_id == term
+                   or (spec.method == method and (not variant or spec.variant == variant))]
+            if not hit:
+                methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
+                raise UserError(f"--rerun {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
+                                f"use {RERUN_HELP}; `fgvcbench run SUITE --dry-run` lists the run ids")
+        for spec in hit:
+            chosen.setdefault(spec.run_id, spec)
+    return list(chosen.values())
+
+
 class Claims:
     """Exclusive claims on runs, shared by every process writing one output directory.
     ``claims/claimed.log`` gets one line per successful claim (run id, host, pid): the

@@ -61,6 +61,7 @@ class RunContext:
         self.notes: dict[str, Any] = {}
         self.train_seconds = 0.0
         self.cached_train_seconds = 0.0   # training time of cached stages this run reused
+        self.stages: list[str] = []       # the stage files it used (cached or computed): `run --rerun`
         self.images_seen = 0
         # the last fit's test predictions: saved as artifacts/<run>/predictions.json (reports)
         self.last_predictions: dict[str, Any] | None = None
@@ -186,6 +187,8 @@ class RunContext:
             identity["world_size"] = distributed.world_size()
         key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
         path = self._store.stage_dir() / f"{name}-{key}.pt"
+        if path.name not in self.stages:
+            self.stages.append(path.name)
         cached = None
         if path.exists():
             try:
@@ -321,7 +324,7 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
     if shared_by > 1:
         cost["device_shared_by"] = shared_by
     record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),
-              "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost,
+              "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost, "stages": ctx.stages,
               "provenance": {**provenance(device), "method_plugin": _plugin_of(registry, spec.method),
                              "started": started, "finished": _now()}, "error": error}
     return record

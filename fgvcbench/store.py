@@ -6,6 +6,8 @@ Layout of an output directory::
     <output>/artifacts/<run_id>/       files a run chose to keep (embeddings, plots…)
     <output>/stages/<key>.pt           cached outputs of multi-phase methods' stages
     <output>/leaderboard.csv           written by `fgvcbench leaderboard` / `run`
+    <output>/replaced/<time>/          what `fgvcbench run --rerun` moved aside: <run_id>.json,
+                                       <run_id>.artifacts/, stages/ (no table reads them)
 
 A record is written to a temporary file in the same directory, flushed and fsync'ed,
 then renamed over its final name, so a reader (or a crash) never sees half a record.
@@ -168,6 +170,37 @@ class Store:
             except OSError:
                 pass
         return removed
+
+    def replace(self, run_ids: list[str], stamp: str) -> tuple[list[str], list[str], Path]:
+        """Move the records of ``run_ids``, their artifacts and the cached stages they used
+        to ``replaced/<stamp>/``, so those runs are pending again and run from scratch, while
+        nothing finished is deleted (move a file back to restore it). The folder's layout has
+        no ``runs/`` or ``artifacts/`` part, so no table or report reads the old results.
+        Returns (moved run ids, moved stage files, the folder)."""
+        folder = self.root / "replaced" / stamp
+        moved: list[str] = []
+        stages: list[str] = []
+        for run_id in run_ids:
+            record = self.get(run_id)
+            if record is None:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(self.record_path(run_id), folder / f"{run_id}.json")
+            moved.append(run_id)
+            artifacts = self.artifact_dir(run_id)
+            if artifacts.is_dir():
+                os.replace(artifacts, folder / f"{run_id}.artifacts")
+            used = record.get("stages")
+            for name in used if isinstance(used, list) else []:
+                # a file name this store wrote, never a path a hand-edited record points elsewhere
+                if not isinstance(name, str) or Path(name).name != name or name in stages:
+                    continue
+                path = self.stage_dir() / name
+                if path.is_file():
+                    (folder / "stages").mkdir(exist_ok=True)
+                    os.replace(path, folder / "stages" / name)
+                    stages.append(name)
+        return moved, stages, folder
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The usable records (``record_problem``); unreadable or hand-broken files are

@@ -245,3 +245,62 @@ def test_tensors_and_arrays_a_plugin_leaves_in_notes_or_metrics_are_saved(runner
     assert sorted(recs[0]["notes"]["('a', 1)"]) == [1, 2] and recs[0]["metrics"]["per_class"] == [40.0, 60.0]
     # which plugin produced the record, since a change of its code keeps the run ids
     assert recs[0]["provenance"]["method_plugin"] == {"name": "tensor_plugin", "distribution": None, "version": None}
+
+
+def staged_plugin(calls):
+    """``staged`` computes one cached stage (counted in ``calls``) and keeps an artifact;
+    ``quick`` does neither."""
+    mod = types.ModuleType("staged_plugin")
+
+    def staged(ctx):
+        def phase():
+            calls.append(ctx.seed)
+            return torch.tensor([float(len(calls))])
+        value = ctx.stage("phase", phase, inputs={"seed": ctx.seed})
+        (ctx.artifact_dir / "kept.txt").write_text(str(float(value[0])))
+        return {"top1": 40.0 + float(value[0])}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="staged", run=staged),
+                                              Method(name="quick", run=lambda ctx: {"top1": 10.0})])
+    return mod
+
+
+def test_rerun_runs_chosen_runs_from_scratch_and_keeps_the_old_results_aside(runner, tmp_path, registry_with):
+    from fgvcbench.report.leaderboard import load_records
+    calls: list[int] = []
+    registry_with(staged_plugin(calls))
+    suite = tiny_suite(tmp_path, methods="[staged, quick]", backbones="[pixels]")
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    first = {r["spec"]["method"]: r for r in records(out).values()}
+    assert first["staged"]["metrics"]["top1"] == 41.0 and calls == [0]
+    stage_file = first["staged"]["stages"][0]
+    assert first["quick"]["stages"] == [] and (out / "stages" / stage_file).is_file()
+    quick_path = out / "runs" / f"{first['quick']['run_id']}.json"
+    quick_mtime = quick_path.stat().st_mtime_ns
+
+    # a typo moves nothing
+    bad = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "stagd"])
+    assert bad.exit_code == 2 and "names no run" in bad.output and "staged:default" in bad.output
+    assert "Traceback" not in bad.output and len(records(out)) == 2 and calls == [0]
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--rerun", "staged"])
+    assert "2 runs: 1 already done, 1 to run (1 again: --rerun)." in dry.stdout and "rerun" in dry.stdout
+    assert len(records(out)) == 2
+
+    again = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged"])
+    assert again.exit_code == 0, again.output
+    assert "1 record and 1 cached stage moved to" in again.output and "1 ran, 1 resumed" in again.output
+    assert calls == [0, 0]   # the stage was computed again, not read from the cache
+    now = {r["spec"]["method"]: r for r in records(out).values()}
+    assert now["staged"]["metrics"]["top1"] == 42.0 and now["staged"]["run_id"] == first["staged"]["run_id"]
+    assert quick_path.stat().st_mtime_ns == quick_mtime   # not chosen: untouched
+    (old_folder,) = (out / "replaced").iterdir()
+    old = json.loads((old_folder / f"{first['staged']['run_id']}.json").read_text())
+    assert old["metrics"]["top1"] == 41.0
+    assert (old_folder / "stages" / stage_file).is_file()
+    assert (old_folder / f"{first['staged']['run_id']}.artifacts" / "kept.txt").read_text() == "1.0"
+    # tables read the current records only
+    recs, warnings = load_records(out)
+    assert sorted(r["metrics"]["top1"] for r in recs) == [10.0, 42.0] and not warnings
+
+    none = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "diverged"])
+    assert none.exit_code == 0 and "no run of the grid matches" in none.output and "0 ran, 2 resumed" in none.output
