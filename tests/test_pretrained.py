@@ -107,6 +107,31 @@ def test_local_checkpoint_round_trip_and_missing_file(tmp_path):
         load_checkpoint_file(model, missing)
 
 
+def test_checkpoint_wrappers_are_unwrapped_as_timm_does_and_ema_weights_come_first(tmp_path):
+    source = timm.create_model("test_resnet", num_classes=5)
+    ema = timm.create_model("test_resnet", num_classes=5)
+    plain = source.state_dict()
+
+    def loads(content, expected):
+        path = tmp_path / "c.pth"
+        torch.save(content, path)
+        model = create_timm_model("test_resnet", num_classes=5, pretrained=str(path))
+        return all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.values()))
+    # timm's train.py saves both; timm's loader takes the EMA weights
+    assert loads({"state_dict": plain, "state_dict_ema": ema.state_dict(), "epoch": 9}, ema.state_dict())
+    # torch.compile around DDP, and DDP around torch.compile
+    assert loads({"model": {"_orig_mod.module." + k: v for k, v in plain.items()}}, plain)
+    assert loads({"module._orig_mod." + k: v for k, v in plain.items()}, plain)
+    # a Lightning module holding the network as `self.model`, beside other tensors
+    lightning = {"model." + k: v for k, v in plain.items()} | {"criterion.weight": torch.ones(5)}
+    assert loads({"state_dict": lightning, "epoch": 1}, plain)
+    # a prefix that makes nothing fit is no way around the architecture check
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"backbone." + k: v for k, v in plain.items()}}, path)
+    with pytest.raises(PretrainedWeightsError, match="does not fit"):
+        load_checkpoint_file(timm.create_model("resnet10t"), path)
+
+
 def test_safetensors_checkpoint(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     source = timm.create_model("test_resnet", num_classes=4)

@@ -139,28 +139,63 @@ def _read_checkpoint(path: Path) -> Any:
                                      f"state dict with torch.save(model.state_dict(), path)") from None
 
 
+# timm's own order (``timm.models.load_state_dict``, use_ema=True): EMA weights when saved
+_STATE_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
+# what DDP and torch.compile put before every key, in either order (timm's clean_state_dict)
+_WRAPPERS = ("_orig_mod.", "module.")
+
+
+def _unwrap_keys(key: str) -> str:
+    while key.startswith(_WRAPPERS):
+        key = next(key.removeprefix(w) for w in _WRAPPERS if key.startswith(w))
+    return key
+
+
+def _strip_outer_prefix(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix that most of its tensors' names carry before the model's
+    own names stripped (Lightning's ``model.``, a wrapper's ``backbone.``, MoCo's
+    ``encoder_q.``), when that makes more names fit the model than as saved; ties keep the
+    prefix seen first. Tensors outside the chosen prefix are left out."""
+    def fits(names) -> int:
+        return sum(name in target for name in names)
+    best, best_fit = "", fits(state)
+    candidates: dict[str, None] = {}
+    for key in state:
+        parts = key.split(".")
+        for i in range(1, min(4, len(parts))):
+            candidates.setdefault(".".join(parts[:i]) + ".")
+    for prefix in candidates:
+        n = fits(k[len(prefix):] for k in state if k.startswith(prefix))
+        if n > best_fit:
+            best, best_fit = prefix, n
+    return {k[len(best):]: v for k, v in state.items() if k.startswith(best)} if best else state
+
+
 def load_checkpoint_file(model: nn.Module, path: str | Path, *, strict_backbone: bool = True) -> None:
     """Load a local checkpoint into ``model``.
 
-    Accepts a state dict or one under ``state_dict`` / ``model`` / ``state_dict_ema``;
-    strips DDP's ``module.`` prefix; skips classifier tensors of another shape (a new head).
-    With ``strict_backbone`` every other model tensor must be present with its shape,
-    so a checkpoint of the wrong architecture fails here, not as silently random features.
+    Accepts a state dict or one under ``state_dict_ema`` / ``model_ema`` / ``state_dict`` /
+    ``model`` (timm's order: a training checkpoint's EMA weights first); strips the
+    ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes, then any outer prefix
+    under which more tensor names fit the model (``model.``, ``backbone.``…); skips
+    classifier tensors of another shape (a new head). With ``strict_backbone`` every other
+    model tensor must be present with its shape, so a checkpoint of the wrong architecture
+    fails here, not as silently random features.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise PretrainedWeightsError(f"pretrained checkpoint not found: {path} — pass an existing "
                                      f".pth/.pt/.safetensors file or pretrained: true")
     state = _read_checkpoint(path)
-    for key in ("state_dict", "model", "state_dict_ema"):
+    for key in _STATE_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedWeightsError(f"{path} holds no state dict — "
                                      f"save one with torch.save(model.state_dict(), path)")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
     head, target = _classifier_prefix(model), model.state_dict()
+    state = _strip_outer_prefix({_unwrap_keys(k): v for k, v in state.items()}, target)
     keep, wrong = {}, []
     for key, tensor in state.items():
         if key not in target:
