@@ -273,9 +273,10 @@ def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
 
 
 def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
-                       metrics: tuple[str, ...] = ()) -> None:
-    from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
-                                              render_pivot, render_rich_table, write_leaderboard_csv)
+                       metrics: tuple[str, ...] = (), baseline: Optional[str] = None) -> None:
+    from fgvcbench.report.leaderboard import (add_baseline, baseline_note, build_leaderboard, check_extra_metrics,
+                                              load_records, render, render_pivot, render_rich_table,
+                                              write_leaderboard_csv)
     records, warnings = load_records(*dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -284,6 +285,8 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool 
                         f"(fgvcbench run suites/quickstart.yaml)")
     check_extra_metrics(records, metrics)
     df = build_leaderboard(records, metrics)
+    if baseline is not None:
+        df = add_baseline(df, records, baseline)
     if write_csv:
         first = Path(dirs[0])
         path = write_leaderboard_csv(df, first.parent if first.name == "runs" else first)   # beside runs/
@@ -298,6 +301,8 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool 
         except ValueError as exc:
             raise UserError(str(exc)) from None
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if baseline is not None and fmt != "csv":
+        console.print(baseline_note(df), highlight=False)
 
 
 @app.command()
@@ -310,7 +315,11 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
                                                                   "datasets, cells mean ± std (n)."),
                 metrics: Optional[str] = typer.Option(None, "--metrics",
                                                       help="Extra metric columns, e.g. precision_at_1,map_at_r "
-                                                           "(mean ± std over seeds).")) -> None:
+                                                           "(mean ± std over seeds)."),
+                baseline: Optional[str] = typer.Option(
+                    None, "--baseline", help="Compare every row with this method (or method:variant) on the same "
+                                             "dataset, backbone, weights and scale: Δ top-1 paired by seed, its 95% "
+                                             "CI and p.")) -> None:
     """Aggregate run records: one row per dataset × backbone × method × variant, over seeds."""
     allowed = ("table", "csv", "md", "github", "latex")
     if format not in allowed:
@@ -319,7 +328,8 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
         if not d.is_dir():
             raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
     extra = _metrics_option(metrics)
-    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra)
+    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra,
+                       baseline=baseline)
 
 
 @app.command()
@@ -328,7 +338,10 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
            out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures."),
            title: str = typer.Option("fgvcbench report", "--title", help="The report's heading."),
            metrics: Optional[str] = typer.Option(None, "--metrics", help="Extra leaderboard columns, e.g. nmi,ari "
-                                                                         "(mean ± std over seeds).")) -> None:
+                                                                         "(mean ± std over seeds)."),
+           baseline: Optional[List[str]] = typer.Option(
+               None, "--baseline", help="A method-vs-baseline table (pipelines × datasets, Δ paired by seed) against "
+                                        "this method or method:variant; repeatable.")) -> None:
     """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
     time, per-seed spread and the most-confused class pairs with example images."""
     from fgvcbench.report.leaderboard import check_extra_metrics, load_records
@@ -344,7 +357,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
     extra = _metrics_option(metrics)
     check_extra_metrics(records, extra)
     try:
-        path = write_report(records, results_dirs, out, title, extra)
+        path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()))
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
     console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)")

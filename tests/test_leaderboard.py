@@ -298,3 +298,50 @@ def test_scratch_and_pretrained_backbones_are_separate_rows(tmp_path):
     assert df[["pretrained", "n"]].values.tolist() == [["yes", 2], ["no", 2]]
     assert df["top1_mean"].tolist() == pytest.approx([88.5, 61.0])
     assert "| no " in render(df, "md")
+
+
+def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
+    from fgvcbench.report.leaderboard import add_baseline
+    from fgvcbench.errors import UserError
+    base = [record("finetune", s, v) for s, v in enumerate([88.0, 89.0, 87.5, 86.0])]
+    # seed 3 did not finish for finernet, seed 4 exists only for finernet: 3 pairs
+    ours = [record("finernet", s, v) for s, v in enumerate([89.5, 90.0, 88.9])] + \
+        [record("finernet", 3, 0, "failed"), record("finernet", 4, 91.0)]
+    # the same methods on another dataset option: a setup of their own, never mixed in
+    other = []
+    for r in [record("finetune", 0, 50.0), record("finernet", 0, 10.0)]:
+        r["spec"]["dataset"]["options"] = {"crop": "bbox"}
+        r["run_id"] += "-bbox"
+        other.append(r)
+    records = base + ours + other
+    df = add_baseline(build_leaderboard(records), records, "finetune")
+    row = df[(df["method"] == "finernet") & (df["n"] == 4)].iloc[0]
+    deltas = [89.5 - 88.0, 90.0 - 89.0, 88.9 - 87.5]
+    t = stats.ttest_rel([89.5, 90.0, 88.9], [88.0, 89.0, 87.5])
+    assert row["delta_n"] == 3 and row["baseline"] == "finetune"
+    assert row["delta_mean"] == pytest.approx(statistics.mean(deltas))
+    assert row["delta_ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * statistics.stdev(deltas) / 3 ** 0.5)
+    assert row["delta_p"] == pytest.approx(t.pvalue)
+    bbox = df[(df["method"] == "finernet") & (df["n"] == 1)].iloc[0]
+    assert bbox["delta_n"] == 1 and bbox["delta_mean"] == pytest.approx(-40.0)   # against its own setup's baseline
+    assert all(df.loc[df["method"] == "finetune", "baseline"] == "")             # the baseline is not compared to itself
+    # two variants of the baseline on one setup: which one must be said
+    records.append(record("finetune", 0, 70.0, variant="linear_probe"))
+    with pytest.raises(UserError, match="matches 2 configurations.*finetune:variant|name one as method:variant"):
+        add_baseline(build_leaderboard(records), records, "finetune")
+    assert add_baseline(build_leaderboard(records), records, "finetune:default")["delta_n"].max() == 3
+    with pytest.raises(UserError, match="did you mean 'finetune"):
+        add_baseline(build_leaderboard(records), records, "finetun")
+
+    write(tmp_path / "r", base + ours)
+    md = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "-f", "md", "--no-write", "--baseline", "finetune"])
+    assert md.exit_code == 0, md.output
+    assert "Δ vs finetune (95% CI)" in md.stdout and f"+{statistics.mean(deltas):.2f} ±" in md.stdout
+    assert "paired by seed" in md.stdout
+    pivot = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "--pivot", "--no-write", "--baseline", "finetune"])
+    assert f"· Δ +{statistics.mean(deltas):.2f} ±" in pivot.stdout and "over 3 pairs" in pivot.stdout
+    csv = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "-f", "csv", "--no-write", "--baseline", "finetune"])
+    frame = pd.read_csv(io.StringIO(csv.stdout))
+    assert frame.loc[frame["method"] == "finernet", "delta_n"].item() == 3
+    bad = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "--no-write", "--baseline", "nothing"])
+    assert bad.exit_code == 2 and "matches no run" in bad.output and "Traceback" not in bad.output

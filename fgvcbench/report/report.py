@@ -12,7 +12,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
-from fgvcbench.report.leaderboard import build_leaderboard, config_key, render
+from fgvcbench.report.leaderboard import (add_baseline, baseline_note, build_leaderboard, config_key, render,
+                                          render_pivot)
 from fgvcbench.spec import dataset_label
 
 
@@ -186,8 +187,9 @@ def _setup_words(spec: dict) -> str:
 
 
 def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
-                 metrics: tuple[str, ...] = ()) -> Path:
-    """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path."""
+                 metrics: tuple[str, ...] = (), baselines: tuple[str, ...] = ()) -> Path:
+    """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path.
+    ``baselines``: one method-vs-baseline table each (``method`` or ``method:variant``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ok = [r for r in records if r.get("status") == "ok" and isinstance((r.get("metrics") or {}).get("top1"), (int, float))]
@@ -206,6 +208,10 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
                                                                      == "test" for r in ok) else "") + ".", ""]
     df = build_leaderboard(records, metrics)
     lines += ["## Leaderboard", "", render(df, "github"), ""]
+    for baseline in baselines:
+        compared = add_baseline(df, records, baseline)
+        lines += [f"## Against {compared.attrs['baseline']}", "", render_pivot(compared, "github"), "",
+                  baseline_note(compared), ""]
 
     ablations = find_ablations(ok)
     if ablations:
