@@ -127,7 +127,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                                   "method:variant or a run id (repeatable). Their records, artifacts and cached "
                                   "stages move to OUTPUT/replaced/, nothing is deleted.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
+    from fgvcbench.executors import grid_status, move_reruns, run_suite, run_suite_workers, select_reruns
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_writable
     from fgvcbench.suite import EXECUTORS, load_suite
@@ -157,7 +157,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if rerun is not None:
             reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
             if distributed.is_main():
-                _move_reruns(suite, reruns)
+                console.print(move_reruns(suite, reruns), highlight=False)
             distributed.barrier()
         outcome = run_suite(suite, registry, console=console, show_progress=False)
         if distributed.is_main():
@@ -195,7 +195,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                                   f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
     if rerun is not None:
-        _move_reruns(suite, [spec for spec in suite.runs if spec.run_id in reruns])
+        console.print(move_reruns(suite, [spec for spec in suite.runs if spec.run_id in reruns]), highlight=False)
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
     load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
                  "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
@@ -237,36 +237,6 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise typer.Exit(1)
 
 
-def _move_reruns(suite, specs: list) -> None:
-    """``--rerun``: move the chosen runs' records, artifacts and cached stages aside (to
-    ``replaced/<UTC time>/``), so every executor sees them as pending and runs them from
-    scratch; say where the old results went."""
-    from datetime import datetime, timezone
-
-    from fgvcbench.store import Store
-    if not specs:
-        console.print("--rerun: no run of the grid matches; nothing to run again", highlight=False)
-        return
-    store = Store(suite.output)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base, n = stamp, 1
-    while (store.root / "replaced" / stamp).exists():   # two reruns within a second
-        n += 1
-        stamp = f"{base}-{n}"
-    try:
-        moved, stages, folder = store.replace([spec.run_id for spec in specs], stamp)
-    except OSError as exc:
-        raise UserError(f"--rerun: cannot move old results aside in {suite.output}: {exc.strerror or exc} — "
-                        f"check the folder's permissions") from None
-    if moved:
-        console.print(f"--rerun: {len(moved)} record{'s' if len(moved) != 1 else ''}"
-                      + (f" and {len(stages)} cached stage{'s' if len(stages) != 1 else ''}" if stages else "")
-                      + f" moved to {folder} (move them back to restore); those runs run again", highlight=False)
-    else:
-        console.print(f"--rerun: none of the {len(specs)} chosen runs has a record yet; they run as pending runs",
-                      highlight=False)
-
-
 def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
     """``--metrics a,b`` as names (blank pieces ignored)."""
     return tuple(m.strip() for m in (value or "").split(",") if m.strip())
@@ -274,9 +244,9 @@ def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
 
 def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
                        metrics: tuple[str, ...] = (), baseline: Optional[str] = None) -> None:
-    from fgvcbench.report.leaderboard import (add_baseline, baseline_note, build_leaderboard, check_extra_metrics,
-                                              load_records, render, render_pivot, render_rich_table,
-                                              write_leaderboard_csv)
+    from fgvcbench.report.compare import add_baseline, baseline_note
+    from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
+                                              render_pivot, render_rich_table, write_leaderboard_csv)
     records, warnings = load_records(*dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)

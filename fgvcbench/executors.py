@@ -81,6 +81,33 @@ def select_reruns(suite: Suite, selectors: list[str]) -> list:
     return list(chosen.values())
 
 
+def move_reruns(suite: Suite, specs: list) -> str:
+    """``--rerun``: move the chosen runs' records, artifacts and cached stages aside (to
+    ``replaced/<UTC time>/``), so every executor sees them as pending and runs them from
+    scratch. Returns the line that says where the old results went."""
+    from datetime import datetime, timezone
+
+    from fgvcbench.errors import UserError
+    if not specs:
+        return "--rerun: no run of the grid matches; nothing to run again"
+    store = Store(suite.output)
+    stamp = base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    n = 1
+    while (store.root / "replaced" / stamp).exists():   # two reruns within a second
+        n += 1
+        stamp = f"{base}-{n}"
+    try:
+        moved, stages, folder = store.replace([spec.run_id for spec in specs], stamp)
+    except OSError as exc:
+        raise UserError(f"--rerun: cannot move old results aside in {suite.output}: {exc.strerror or exc} — "
+                        f"check the folder's permissions") from None
+    if not moved:
+        return f"--rerun: none of the {len(specs)} chosen runs has a record yet; they run as pending runs"
+    return (f"--rerun: {len(moved)} record{'s' if len(moved) != 1 else ''}"
+            + (f" and {len(stages)} cached stage{'s' if len(stages) != 1 else ''}" if stages else "")
+            + f" moved to {folder} (move them back to restore); those runs run again")
+
+
 class Claims:
     """Exclusive claims on runs, shared by every process writing one output directory.
     ``claims/claimed.log`` gets one line per successful claim (run id, host, pid): the

@@ -301,7 +301,7 @@ def test_scratch_and_pretrained_backbones_are_separate_rows(tmp_path):
 
 
 def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
-    from fgvcbench.report.leaderboard import add_baseline
+    from fgvcbench.report.compare import add_baseline
     from fgvcbench.errors import UserError
     base = [record("finetune", s, v) for s, v in enumerate([88.0, 89.0, 87.5, 86.0])]
     # seed 3 did not finish for finernet, seed 4 exists only for finernet: 3 pairs

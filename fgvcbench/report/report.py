@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
-from fgvcbench.report.leaderboard import (add_baseline, baseline_note, build_leaderboard, config_key, render,
-                                          render_pivot)
+from fgvcbench.report.compare import add_baseline, baseline_note
+from fgvcbench.report.leaderboard import build_leaderboard, config_key, render, render_pivot
 from fgvcbench.spec import dataset_label
 
 

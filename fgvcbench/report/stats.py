@@ -101,3 +101,11 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     if std is None or math.isnan(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def delta_text(mean: float, half: float, n: int) -> str:
+    """``+0.54 ±0.40`` (the 95 % CI half-width), ``+1.00`` when the interval is undefined
+    (one pair, or every seed moved the same), ``–`` without a pair."""
+    if not n or mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean:+.2f}" + ("" if half is None or math.isnan(half) else f" ±{half:.2f}")
