@@ -65,3 +65,25 @@ def test_a_run_with_the_classic_pipeline(tmp_path, runner, registry_with):
     record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
     assert record["spec"]["recipe"]["pipeline"] == "classic" and record["status"] == "ok"
     assert record["cost"]["images_per_second"] > 0
+
+
+def test_classic_loaders_crop_to_boxes_whenever_the_tensors_were(tmp_path):
+    """A method that asks for boxes (the baseline's `crop_to_box`) on a dataset left at
+    `crop: none`: the classic pipeline crops too, so both pipelines see the same images."""
+    from fgvcbench.api import DatasetRequest
+    from fgvcbench.engine.train import _classic_loaders
+    get_registry(refresh=True)
+    spec = get_registry().datasets["cub"]
+    splits = spec.load(DatasetRequest(root=make_cub(tmp_path / "cub"), options={"crop": "none"}, cache_dir=tmp_path))
+    assert not splits.crop_to_boxes
+    recipe = Recipe(image_size=16, batch_size=4, eval_batch_size=4)
+    for use_boxes in (False, True):
+        data = build_tensor_data(splits, 16, None, val_fraction=0.0, use_boxes=use_boxes)
+        assert data.use_boxes == use_boxes
+        loaders = _classic_loaders(data, recipe, (0.5,) * 3, (0.5,) * 3, seed=0)
+        assert all(loader.dataset.crop == use_boxes for loader in loaders.values())
+    # a degenerate box (zero width) keeps the whole image, as the tensor pipeline's decode does
+    test = splits.test.subset([0])
+    test.boxes[0] = (5.0, 5.0, 0.0, 10.0)
+    loader = classic_loader(test, recipe, (0.5,) * 3, (0.5,) * 3, train=False, workers=0, crop_to_boxes=True)
+    assert next(iter(loader))[0].shape == (1, 3, 16, 16)

@@ -69,6 +69,20 @@ def test_cub(tmp_path):
         load("cub", tmp_path / "empty_missing")
 
 
+def test_cub_from_its_parent_folder_with_spaces_in_names_and_a_byte_order_mark(tmp_path):
+    root = make_cub(tmp_path / "CUB_200_2011")
+    lines = (root / "images.txt").read_text().splitlines()
+    image_id, rel = lines[0].split(" ", 1)
+    spaced = rel.replace(".jpg", " copy.jpg")                 # a custom file in the CUB format
+    (root / "images" / rel).rename(root / "images" / spaced)
+    lines[0] = f"{image_id} {spaced}  "
+    (root / "images.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("\ufeff" + (root / "classes.txt").read_text(), encoding="utf-8")  # Notepad's BOM
+    splits = load("cub", tmp_path)                            # the folder holding CUB_200_2011/
+    assert splits.train.paths[0] == str(root / "images" / spaced) and Path(splits.train.paths[0]).is_file()
+    assert splits.train.class_names[0] == "003.Sooty_Albatross"
+
+
 def test_cub_coarse_groups_are_words_not_taxa():
     from fgvcbench_plugins.datasets.cub import bird_group
     assert bird_group("022.Chuck_will_Widow") == "Widow"
@@ -148,6 +162,26 @@ def test_cars_test_annotations_in_devkit_and_the_unlabelled_file(tmp_path):
         load("cars", old)
 
 
+def test_cars_as_kaggle_nests_it_and_a_devkit_without_test_labels(tmp_path):
+    root = make_cars(tmp_path / "cars")
+    for folder in ("cars_train", "cars_test"):               # Kaggle: cars_train/cars_train/*.jpg
+        (root / folder).rename(root / "tmp")
+        (root / folder).mkdir()
+        (root / "tmp").rename(root / folder / folder)
+    splits = load("cars", root)
+    assert splits.train.labels == [0, 1, 2, 2] and all(Path(p).is_file() for p in splits.train.paths)
+    # images in another folder than the annotations say: refused at load, not at decode
+    (root / "cars_test" / "cars_test").rename(root / "cars_test" / "elsewhere")
+    with pytest.raises(DataError, match="names images that .*cars_test does not hold"):
+        load("cars", root)
+    # only the devkit's own (unlabelled) test file: the error says where the labels are
+    (root / "cars_test" / "elsewhere").rename(root / "cars_test" / "cars_test")
+    (root / "cars_test_annos_withlabels.mat").unlink()
+    cars_unlabelled_test_annos(root / "devkit" / "cars_test_annos.mat")
+    with pytest.raises(DataError, match="has no test labels.*cars_test_annos_withlabels.mat"):
+        load("cars", root)
+
+
 def make_aircraft(root: Path) -> Path:
     data = root / "data"
     rows = {"train": [("0001", "707-320", "Boeing 707", "Boeing"), ("0002", "A300B4", "A300", "Airbus")],
@@ -185,6 +219,16 @@ def test_aircraft(tmp_path):
     img.save(root / "data" / "images" / "0001.jpg", quality=95)
     data = build_tensor_data(splits, 16, None)
     assert data.train.images[0, 0].float().mean() < 40 or data.val.images[0, 0].float().mean() < 40
+
+
+def test_aircraft_coarse_classes_follow_the_official_list_order(tmp_path):
+    root = make_aircraft(tmp_path)
+    (root / "data" / "families.txt").write_text("Boeing 707\nA300\n")        # torchvision indexes this order
+    splits = load("aircraft", root)
+    assert splits.train.coarse_names == ["Boeing 707", "A300"] and splits.train.coarse_labels == [0, 1, 0]
+    (root / "data" / "families.txt").write_text("Boeing 707\n")
+    with pytest.raises(DataError, match="family 'A300' of images_family_\\*.txt is not in"):
+        load("aircraft", root)
 
 
 @pytest.mark.parametrize("where", ["data", "fgvc-aircraft-2013b", "parent"])
@@ -302,13 +346,14 @@ def test_dtd_roots_like_torchvision(tmp_path):
 
 def test_pets(tmp_path):
     (tmp_path / "annotations").mkdir()
-    (tmp_path / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\nbeagle_1 2 2 1\n")
-    (tmp_path / "annotations" / "test.txt").write_text("Abyssinian_2 1 1 1\nbeagle_2 2 2 1\n")
-    for n in ("Abyssinian_1", "beagle_1", "Abyssinian_2", "beagle_2"):
+    (tmp_path / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\namerican_bulldog_1 2 2 1\n")
+    (tmp_path / "annotations" / "test.txt").write_text("Abyssinian_2 1 1 1\namerican_bulldog_2 2 2 1\n")
+    for n in ("Abyssinian_1", "american_bulldog_1", "Abyssinian_2", "american_bulldog_2"):
         jpeg(tmp_path / "images" / f"{n}.jpg")
     splits = load("pets", tmp_path)
-    assert splits.train.class_names == ["Abyssinian", "beagle"] and splits.train.coarse_labels == [0, 1]
-    assert load("pets", tmp_path, level="species").test.class_names == ["cat", "dog"]
+    # torchvision's OxfordIIITPet names
+    assert splits.train.class_names == ["Abyssinian", "American Bulldog"] and splits.train.coarse_labels == [0, 1]
+    assert load("pets", tmp_path, level="species").test.class_names == ["Cat", "Dog"]
 
 
 def test_pets_root_like_torchvision(tmp_path):

@@ -56,7 +56,9 @@ class ClassicDataset(Dataset):
             img = img.crop((0, 0, img.width, max(1, img.height - self.images.trim_bottom)))
         if self.crop:
             x, y, w, h = self.images.boxes[i]
-            img = img.crop((max(0, x), max(0, y), min(img.width, x + w), min(img.height, y + h)))
+            left, top, right, bottom = max(0, x), max(0, y), min(img.width, x + w), min(img.height, y + h)
+            if right - left >= 1 and bottom - top >= 1:   # a degenerate box keeps the whole image, as decode does
+                img = img.crop((left, top, right, bottom))
         return self.transform(img), self.images.labels[i]
 
 

@@ -59,6 +59,7 @@ class TensorData:
     class_names: list[str]
     image_size: int
     source: DatasetSplits
+    use_boxes: bool = False   # the images are cropped to their boxes (a method's ask, or the dataset's crop: bbox)
 
     @property
     def num_classes(self) -> int:
@@ -281,4 +282,5 @@ def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | 
         class_names=list(train_list.class_names),
         image_size=image_size,
         source=splits,
+        use_boxes=use_boxes,
     )

@@ -170,7 +170,7 @@ def _classic_loaders(data: TensorData, recipe: Recipe, mean, std, seed: int) -> 
     lists = {"train": src.train.subset(data.train.index), "val": val_source.subset(data.val.index),
              "test": src.test.subset(data.test.index)}
     return {name: classic_loader(images, recipe, mean, std, train=name == "train", seed=seed,
-                                 crop_to_boxes=src.crop_to_boxes)
+                                 crop_to_boxes=data.use_boxes or src.crop_to_boxes)   # as the tensors were cropped
             for name, images in lists.items() if len(images)}
 
 

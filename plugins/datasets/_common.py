@@ -32,9 +32,10 @@ def descend(root: Path | None, *candidates: str) -> Path | None:
 
 
 def read_text(path: Path, layout: str) -> str:
-    """A UTF-8 text file; an unreadable or non-text file is a DataError naming it."""
+    """A UTF-8 text file (a byte-order mark, as Windows editors write, is dropped); an
+    unreadable or non-text file is a DataError naming it."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc} — expected layout: {layout}") from None
     except UnicodeDecodeError as exc:
@@ -42,14 +43,16 @@ def read_text(path: Path, layout: str) -> str:
                         f"is this the official file? Expected layout: {layout}") from None
 
 
-def numbered_rows(path: Path, min_columns: int, layout: str) -> list[tuple[int, list[str]]]:
+def numbered_rows(path: Path, min_columns: int, layout: str,
+                  maxsplit: int = -1) -> list[tuple[int, list[str]]]:
     """(line number, whitespace-separated fields) of every non-blank line, each with at
-    least ``min_columns`` fields."""
+    least ``min_columns`` fields. ``maxsplit=1`` keeps the rest of the line after the first
+    field whole: ``<id> <file name>`` files whose names may hold spaces."""
     rows = []
     for n, line in enumerate(read_text(path, layout).splitlines(), start=1):
         if not line.strip():
             continue
-        parts = line.split()
+        parts = line.strip().split(None, maxsplit)
         if len(parts) < min_columns:
             raise DataError(f"{path}:{n}: expected {min_columns} columns, got {len(parts)} — "
                             f"is this the official file?")
@@ -57,9 +60,10 @@ def numbered_rows(path: Path, min_columns: int, layout: str) -> list[tuple[int, 
     return rows
 
 
-def read_columns(path: Path, min_columns: int, layout: str) -> list[list[str]]:
-    """Whitespace-separated rows of a text file, each with at least ``min_columns``."""
-    return [parts for _, parts in numbered_rows(path, min_columns, layout)]
+def read_columns(path: Path, min_columns: int, layout: str, maxsplit: int = -1) -> list[list[str]]:
+    """Whitespace-separated rows of a text file, each with at least ``min_columns``
+    (``maxsplit``: as :func:`numbered_rows`)."""
+    return [parts for _, parts in numbered_rows(path, min_columns, layout, maxsplit)]
 
 
 def one_based_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:

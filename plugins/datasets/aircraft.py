@@ -54,7 +54,14 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
     if coarse_level and all((root / f"images_{coarse_level}_{s}.txt").exists() for s in ("train", "val", "test")):
         for s in ("train", "val", "test"):
             coarse_of.update(dict(_labelled(root / f"images_{coarse_level}_{s}.txt")))
-        coarse_names = sorted(set(coarse_of.values()))
+        listed = root / f"{PLURAL[coarse_level]}.txt"   # the official order (torchvision's index there)
+        if listed.is_file():
+            coarse_names = [n.strip() for n in read_text(listed, LAYOUT).splitlines() if n.strip()]
+            unknown = sorted(set(coarse_of.values()) - set(coarse_names))
+            if unknown:
+                raise DataError(f"{coarse_level} {unknown[0]!r} of images_{coarse_level}_*.txt is not in {listed}")
+        else:
+            coarse_names = sorted(set(coarse_of.values()))
 
     def split(*parts: str) -> ImageList:
         rows = [row for p in parts for row in _labelled(root / f"images_{level}_{p}.txt")]
@@ -65,7 +72,8 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
         missing_box = next((i for i in ids if i not in boxes), None)
         if missing_box is not None:
             raise DataError(f"image {missing_box} has no line in {root / 'images_box.txt'}")
-        coarse = [coarse_names.index(coarse_of[i]) for i in ids] if coarse_names and all(
+        coarse_index = {n: k for k, n in enumerate(coarse_names or [])}
+        coarse = [coarse_index[coarse_of[i]] for i in ids] if coarse_names and all(
             i in coarse_of for i in ids) else None
         return ImageList([str(root / "images" / f"{i}.jpg") for i in ids], [index[lbl] for _, lbl in rows], names,
                          boxes=[boxes[i] for i in ids], coarse_labels=coarse,

@@ -6,8 +6,9 @@ bbox_y2, class [1-based], fname), images in ``ROOT/cars_train/`` and ``ROOT/cars
 ``ROOT/devkit/cars_test_annos_withlabels.mat`` (mmpretrain's layout) is read when the
 file is not directly in ROOT. ROOT may also be the folder that contains ``stanford_cars/``.
 The devkit's own ``cars_test_annos.mat`` has no ``class`` field (test labels were released
-later) and is refused with a pointer to the labelled file. The older all-in-one
-``cars_annos.mat`` + ``car_ims/`` release is not read.
+later): with only that file the error points to the labelled one. The older all-in-one
+``cars_annos.mat`` + ``car_ims/`` release is not read. Kaggle's copy, which nests the
+image folders (``cars_train/cars_train/*.jpg``), is read too.
 
 Boxes: the devkit's ``bbox_x1..bbox_y2`` are MATLAB pixel indices, 1-based and inclusive;
 they become our 0-based continuous ``(x, y, w, h)`` as ``x = x1 - 1``, ``y = y1 - 1``,
@@ -65,15 +66,29 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
     require(root, ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test"), LAYOUT)
     test_annos = next((root / rel for rel in TEST_ANNOS if (root / rel).is_file()), None)
     if test_annos is None:
-        raise DataError(f"{root / TEST_ANNOS[0]} not found (nor {root / TEST_ANNOS[1]}) — expected layout: {LAYOUT}")
+        unlabelled = (root / "devkit" / "cars_test_annos.mat").is_file()
+        raise DataError(f"{root / TEST_ANNOS[0]} not found (nor {root / TEST_ANNOS[1]})"
+                        + (" — the devkit's cars_test_annos.mat has no test labels; they were released later as "
+                           "cars_test_annos_withlabels.mat: put that file into ROOT or ROOT/devkit" if unlabelled
+                           else f" — expected layout: {LAYOUT}"))
     crop = option(request, "crop", CROP_CHOICES)
     level = option(request, "level", ("model", "make"))
     class_names = [str(n) for n in as_list(loadmat(root / "devkit" / "cars_meta.mat", LAYOUT)["class_names"])]
     makes = sorted({car_make(n) for n in class_names})
     make_of = [makes.index(car_make(n)) for n in class_names]
 
+    def image_folder(name: str) -> str:
+        # Kaggle's copy nests each folder in one of the same name (cars_train/cars_train/*.jpg)
+        return f"{name}/{name}" if (root / name / name).is_dir() else name
+
     def split(annos, folder) -> ImageList:
         rows = _annotations(annos, LAYOUT)
+        folder = image_folder(folder)
+        # a wrong folder fails here, not at decode time; a few missing files are `data verify`'s to list
+        sample = [root / folder / f for f, _, _ in rows[:20]]
+        if sample and not any(p.is_file() for p in sample):
+            raise DataError(f"{sample[0]} not found: {annos.name} names images that {root / folder} does not "
+                            f"hold — expected layout: {LAYOUT}")
         fine = [c for _, c, _ in rows]
         if fine and not 0 <= min(fine) <= max(fine) < len(class_names):
             raise DataError(f"{annos}: class ids outside 1..{len(class_names)} — the devkit files do not match")

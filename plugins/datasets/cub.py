@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import CROP_CHOICES, contiguous, numbered_rows, option, read_columns, require
+from ._common import CROP_CHOICES, contiguous, descend, numbered_rows, option, read_columns, require
 
 LAYOUT = ("ROOT/images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, "
           "classes.txt and images/<class>/<file>.jpg (the CUB_200_2011 folder of the official archive)")
@@ -34,10 +34,10 @@ def bird_group(class_name: str) -> str:
 
 
 def load_cub(request: DatasetRequest) -> DatasetSplits:
-    root = request.root
+    root = descend(request.root, "CUB_200_2011")   # the archive's folder, or the folder holding it
     require(root, FILES, LAYOUT)
     crop = option(request, "crop", CROP_CHOICES)
-    paths = {r[0]: r[1] for r in read_columns(root / "images.txt", 2, LAYOUT)}
+    paths = {r[0]: r[1] for r in read_columns(root / "images.txt", 2, LAYOUT, maxsplit=1)}
     labels = {r[0]: r[1] for r in read_columns(root / "image_class_labels.txt", 2, LAYOUT)}
     is_train = {}
     for n, r in numbered_rows(root / "train_test_split.txt", 2, LAYOUT):
@@ -46,7 +46,7 @@ def load_cub(request: DatasetRequest) -> DatasetSplits:
                             f"expected 1 (train) or 0 (test)")
         is_train[r[0]] = r[1] == "1"
     boxes = {r[0]: tuple(float(v) for v in r[1:5]) for r in read_columns(root / "bounding_boxes.txt", 5, LAYOUT)}
-    names = {r[0]: r[1] for r in read_columns(root / "classes.txt", 2, LAYOUT)}
+    names = {r[0]: r[1] for r in read_columns(root / "classes.txt", 2, LAYOUT, maxsplit=1)}
     for image_id in paths:
         for what, table in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train),
                             ("bounding_boxes.txt", boxes)):

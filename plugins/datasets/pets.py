@@ -1,7 +1,8 @@
 """Oxford-IIIT Pets (Parkhi et al., 2012): ``images/<Breed_name>_<n>.jpg`` and
 ``annotations/{trainval,test}.txt`` (lines ``Abyssinian_100 1 1 1``: image, class id
-1–37, species 1 = cat / 2 = dog, breed id). Coarse level: the species. ``level: species``
-makes the two-way task. ROOT may be ``oxford-iiit-pet/`` or the folder containing it
+1–37, species 1 = cat / 2 = dog, breed id). Class names as torchvision's OxfordIIITPet
+spells them (``American Bulldog``; species ``Cat``/``Dog``). Coarse level: the species.
+``level: species`` makes the two-way task. ROOT may be ``oxford-iiit-pet/`` or the folder containing it
 (torchvision's root).
 
 No boxes are exposed (``crop: bbox`` is not offered): the only boxes in the release,
@@ -16,7 +17,12 @@ from ._common import descend, option, read_columns, require
 
 LAYOUT = ("ROOT/images/*.jpg and ROOT/annotations/{trainval,test}.txt (the official oxford-iiit-pet archives; "
           "ROOT may also be the folder containing oxford-iiit-pet/)")
-SPECIES = ["cat", "dog"]
+SPECIES = ["Cat", "Dog"]
+
+
+def breed_name(image: str) -> str:
+    """``american_bulldog_12`` → ``American Bulldog``: torchvision's OxfordIIITPet names."""
+    return " ".join(part.title() for part in image.rsplit("_", 1)[0].split("_"))
 
 
 def load_pets(request: DatasetRequest) -> DatasetSplits:
@@ -27,7 +33,7 @@ def load_pets(request: DatasetRequest) -> DatasetSplits:
             for s in ("trainval", "test")}
     breeds: dict[int, str] = {}
     for r in rows["trainval"] + rows["test"]:
-        breeds.setdefault(int(r[1]) - 1, r[0].rsplit("_", 1)[0])
+        breeds.setdefault(int(r[1]) - 1, breed_name(r[0]))
     if sorted(breeds) != list(range(len(breeds))):
         raise DataError(f"class ids in {root / 'annotations'} are not 1..{len(breeds)}")
     names = [breeds[i] for i in range(len(breeds))]

@@ -238,7 +238,8 @@ def run_simtrans(ctx: RunContext) -> dict:
     train = _split(data.train, novel_rows)
     clean = [src.train.meta["clean"][i] for i in train.index]
     novel = TensorData(train=train, val=_split(data.val, novel_val), test=data.test,
-                       class_names=list(data.class_names[:k]), image_size=data.image_size, source=src)
+                       class_names=list(data.class_names[:k]), image_size=data.image_size, source=src,
+                       use_boxes=data.use_boxes)
     if p["selection"] == "test":  # the released code's protocol, for comparison only
         novel = dataclasses.replace(novel, val=novel.test)
     known = [c for c in clean if c is not None]
