@@ -20,6 +20,7 @@ from rich.table import Table
 from fgvcbench import __version__
 from fgvcbench.errors import UserError
 from fgvcbench.spec import dataset_label
+from fgvcbench.store import RERUN_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
@@ -123,11 +124,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                                                          "cpus, mem_gb, backend …); repeatable."),
         wait: bool = typer.Option(False, "--wait", help="With submitit: wait for the jobs, then print the table."),
         rerun: Optional[List[str]] = typer.Option(
-            None, "--rerun", help="Run these again from scratch, finished or not: all, diverged, failed, a method, "
-                                  "method:variant or a run id (repeatable). Their records, artifacts and cached "
-                                  "stages move to OUTPUT/replaced/, nothing is deleted.")) -> None:
+            None, "--rerun", help="Run these again from scratch, finished or not: " + RERUN_HELP + ". Their "
+                                  "records, artifacts and cached stages move to OUTPUT/replaced/, nothing is "
+                                  "deleted.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, move_reruns, run_suite, run_suite_workers, select_reruns
+    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_writable
     from fgvcbench.suite import EXECUTORS, load_suite
@@ -156,9 +157,15 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
         if rerun is not None:
             reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
+            failure = None
             if distributed.is_main():
-                console.print(move_reruns(suite, reruns), highlight=False)
-            distributed.barrier()
+                try:
+                    _rerun(suite, {spec.run_id for spec in reruns})
+                except UserError as exc:
+                    failure = str(exc)
+            failure = distributed.broadcast(failure)   # a failed move stops every rank, none waits for it
+            if failure:
+                raise UserError(failure)
         outcome = run_suite(suite, registry, console=console, show_progress=False)
         if distributed.is_main():
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
@@ -194,23 +201,28 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                 err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
                                   f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
-    if rerun is not None:
-        console.print(move_reruns(suite, [spec for spec in suite.runs if spec.run_id in reruns]), highlight=False)
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
     load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
                  "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
+    # every option is checked before --rerun moves anything: a refused command leaves the store as it was
+    again = " without --rerun" if rerun is not None else ""   # repeating --rerun would redo what just finished
     if chosen == "submitit":
-        from fgvcbench.cluster import parse_cli_settings, submit_suite
-        submitted = submit_suite(suite, load_args, parse_cli_settings(cluster or []), wait=wait, console=console)
+        from fgvcbench.cluster import parse_cli_settings, require_submitit, submit_suite
+        settings = parse_cli_settings(cluster or [])
+        require_submitit()
+        replaced = _rerun(suite, reruns) if rerun is not None else None
+        submitted = submit_suite(suite, load_args, settings, wait=wait, console=console)
         if not submitted:
             console.print("nothing to submit: every run is finished or running", highlight=False)
         if wait and any(Store(suite.output).records()):
             _print_leaderboard([suite.output], fmt="table", write_csv=True)
         elif submitted:
             console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
-                          f"finished, and the same command submits only what is still missing", highlight=False)
+                          f"finished, and the same command{again} submits only what is still missing",
+                          highlight=False)
         return
     devices = _worker_devices(gpus, workers, suite.device)
+    replaced = _rerun(suite, reruns) if rerun is not None else None
     if devices:
         outcome = run_suite_workers(suite, devices, load_args, console=console)
     else:
@@ -224,7 +236,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     if outcome.interrupted:
         n = len(outcome.ran)
         err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
-                          f"{'are' if n != 1 else 'is'} saved in {suite.output}; run the same command again to resume.")
+                          f"{'are' if n != 1 else 'is'} saved in {suite.output}; run the same command{again} to resume.")
         raise typer.Exit(130)
     n_failed = len(outcome.failed)
     elsewhere = f", {outcome.elsewhere} running in another process" if outcome.elsewhere else ""
@@ -234,7 +246,19 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         for record in outcome.failed:
             first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
             err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {first}", highlight=False)
+            if replaced is not None and record["run_id"] in replaced.records:
+                err_console.print(f"  its previous record: {replaced.folder / (record['run_id'] + '.json')} "
+                                  f"(move it back to runs/ to restore it)", highlight=False)
         raise typer.Exit(1)
+
+
+def _rerun(suite, reruns: set):
+    """Move the ``--rerun`` runs aside; print what moved where; the ``Replaced`` or None."""
+    from fgvcbench.executors import move_reruns
+    lines, replaced = move_reruns(suite, [spec for spec in suite.runs if spec.run_id in reruns])
+    for line in lines:
+        console.print(line, highlight=False)
+    return replaced
 
 
 def _metrics_option(value: Optional[str]) -> tuple[str, ...]:

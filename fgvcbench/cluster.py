@@ -35,11 +35,17 @@ def run_one(load_args: dict, run_id: str) -> str:
     return "claimed by another process" if outcome.elsewhere else "already finished"
 
 
-def _executor(settings: dict, folder: Path):
+def require_submitit():
+    """The submitit module, or a one-line UserError saying what to install."""
     try:
         import submitit
     except ImportError:
         raise UserError("executor: submitit needs the submitit package — pip install submitit") from None
+    return submitit
+
+
+def _executor(settings: dict, folder: Path):
+    submitit = require_submitit()
     backend = settings.get("backend", "auto")
     cluster = None if backend == "auto" else ("local" if backend == "local" else "slurm")
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import Store, locked_append, pid_alive, record_problem
+from fgvcbench.store import RERUN_HELP, Store, locked_append, pid_alive, record_problem
 from fgvcbench.suite import Suite
 
 
@@ -47,10 +47,6 @@ class SuiteOutcome:
 
 def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
-
-
-RERUN_HELP = ("all, diverged, failed, a method, method:variant or a run id "
-              "(repeatable, or comma-separated)")
 
 
 def select_reruns(suite: Suite, selectors: list[str]) -> list:
@@ -81,31 +77,44 @@ def select_reruns(suite: Suite, selectors: list[str]) -> list:
     return list(chosen.values())
 
 
-def move_reruns(suite: Suite, specs: list) -> str:
+def move_reruns(suite: Suite, specs: list):
     """``--rerun``: move the chosen runs' records, artifacts and cached stages aside (to
     ``replaced/<UTC time>/``), so every executor sees them as pending and runs them from
-    scratch. Returns the line that says where the old results went."""
+    scratch. Returns (the lines that say what moved where, the ``Replaced`` or None)."""
     from datetime import datetime, timezone
 
     from fgvcbench.errors import UserError
     if not specs:
-        return "--rerun: no run of the grid matches; nothing to run again"
+        return ["--rerun: no run of the grid matches; nothing to run again"], None
     store = Store(suite.output)
-    stamp = base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    n = 1
-    while (store.root / "replaced" / stamp).exists():   # two reruns within a second
-        n += 1
-        stamp = f"{base}-{n}"
-    try:
-        moved, stages, folder = store.replace([spec.run_id for spec in specs], stamp)
-    except OSError as exc:
-        raise UserError(f"--rerun: cannot move old results aside in {suite.output}: {exc.strerror or exc} — "
-                        f"check the folder's permissions") from None
-    if not moved:
-        return f"--rerun: none of the {len(specs)} chosen runs has a record yet; they run as pending runs"
-    return (f"--rerun: {len(moved)} record{'s' if len(moved) != 1 else ''}"
-            + (f" and {len(stages)} cached stage{'s' if len(stages) != 1 else ''}" if stages else "")
-            + f" moved to {folder} (move them back to restore); those runs run again")
+    base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        try:
+            done = store.replace({spec.run_id: spec.method for spec in specs}, base if n == 1 else f"{base}-{n}")
+            break
+        except FileExistsError:   # another rerun within the same second
+            continue
+        except OSError as exc:
+            raise UserError(f"--rerun: cannot move old results aside in {suite.output}: {exc.strerror or exc} — "
+                            f"check the folder's permissions, then run the same command again") from None
+    else:
+        raise UserError(f"--rerun: {store.root / 'replaced'} holds too many folders named {base}* — move some away")
+    if not done.records and not done.stages:
+        done.folder.rmdir()
+        return [f"--rerun: none of the {len(specs)} chosen runs has a record or cached stage yet; "
+                f"they run as pending runs"], None
+    plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"   # noqa: E731
+    lines = [f"--rerun: {plural(len(done.records), 'record')}"
+             + (f" and {plural(len(done.stages), 'cached stage')}" if done.stages else "")
+             + f" moved to {done.folder} (move them back to restore); those runs run again from scratch"]
+    if done.stages_by_method:
+        lines.append(f"--rerun: some chosen runs had no list of their stages (no record yet, or one from before "
+                     f"stage lists), so every cached stage of {', '.join(done.stages_by_method)} moved too")
+    if done.sharing:
+        lines.append(f"--rerun: {plural(len(done.sharing), 'finished run')} not chosen used a moved stage and "
+                     f"keep their records ({', '.join(done.sharing[:5])}{' …' if len(done.sharing) > 5 else ''}); "
+                     f"rerun them too for results from one computation")
+    return lines, done
 
 
 class Claims:

@@ -189,6 +189,12 @@ class RunContext:
         path = self._store.stage_dir() / f"{name}-{key}.pt"
         if path.name not in self.stages:
             self.stages.append(path.name)
+            if distributed.is_main():   # for `run --rerun` of a run that never finishes
+                from fgvcbench.store import locked_append
+                try:
+                    locked_append(self._store.stage_uses(self.spec.run_id), path.name + "\n")
+                except OSError:   # a convenience, not worth failing the run over
+                    pass
         cached = None
         if path.exists():
             try:

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -116,6 +117,20 @@ def record_problem(record: Any) -> str | None:
     return None
 
 
+# what `fgvcbench run --rerun` takes (its help, its errors)
+RERUN_HELP = "all, diverged, failed, a method, method:variant or a run id (repeatable, or comma-separated)"
+
+
+@dataclass
+class Replaced:
+    """What ``Store.replace`` moved, and where."""
+    folder: Path
+    records: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    stages_by_method: list[str] = field(default_factory=list)   # methods whose stages all moved
+    sharing: list[str] = field(default_factory=list)   # unchosen finished runs that used a moved stage
+
+
 class Store:
     """The run records of one output directory."""
 
@@ -131,6 +146,11 @@ class Store:
 
     def stage_dir(self) -> Path:
         return self.root / "stages"
+
+    def stage_uses(self, run_id: str) -> Path:
+        """The stage files a run has used so far, one name a line, written as it goes: what
+        ``replace`` reads for a run that never finished (no record to list them)."""
+        return self.stage_dir() / "uses" / f"{run_id}.txt"
 
     def get(self, run_id: str) -> dict[str, Any] | None:
         """The run's record, or None when there is none or it is not a JSON object."""
@@ -151,6 +171,8 @@ class Store:
         path = self.record_path(record["run_id"])
         atomic_write_text(path, json.dumps(plain(record), indent=2, sort_keys=True),
                           fault_point="record_write")
+        if isinstance(record.get("stages"), list):   # the record lists them now
+            self.stage_uses(record["run_id"]).unlink(missing_ok=True)
         return path
 
     def sweep_temporary(self) -> int:
@@ -171,36 +193,55 @@ class Store:
                 pass
         return removed
 
-    def replace(self, run_ids: list[str], stamp: str) -> tuple[list[str], list[str], Path]:
-        """Move the records of ``run_ids``, their artifacts and the cached stages they used
-        to ``replaced/<stamp>/``, so those runs are pending again and run from scratch, while
-        nothing finished is deleted (move a file back to restore it). The folder's layout has
-        no ``runs/`` or ``artifacts/`` part, so no table or report reads the old results.
-        Returns (moved run ids, moved stage files, the folder)."""
+    def replace(self, runs: dict[str, str], stamp: str) -> "Replaced":
+        """Move the chosen runs (``{run_id: method}``) aside to ``replaced/<stamp>/``, so they
+        are pending again and run from scratch, while nothing is deleted (move a file back to
+        restore it). Per run: the cached stages its record lists (or, for a run that never
+        finished, ``stage_uses``), then its artifacts, then its record — last, so a move cut
+        short (Ctrl-C, a permission error) leaves the record in place and the same ``--rerun``
+        completes it. A record older than stage lists names none: then every stage of its
+        method moves (the built-in methods' stage names begin with the method's name). The folder's layout has no ``runs/`` or ``artifacts/`` part, so no
+        table or report reads the old results. ``stamp`` must be a new folder name."""
         folder = self.root / "replaced" / stamp
-        moved: list[str] = []
-        stages: list[str] = []
-        for run_id in run_ids:
-            record = self.get(run_id)
+        folder.mkdir(parents=True, exist_ok=False)   # two reruns never share a folder
+        out = Replaced(folder)
+        records = {run_id: self.get(run_id) for run_id in runs}
+        used: dict[str, list] = {}
+        for run_id, record in records.items():
+            if isinstance((record or {}).get("stages"), list):
+                used[run_id] = record["stages"]
+            elif self.stage_uses(run_id).is_file():   # a run that never finished
+                used[run_id] = self.stage_uses(run_id).read_text(encoding="utf-8").split()
+        unknown = sorted({runs[i] for i in runs if i not in used and records[i] is not None})
+        stage_names = {name for names in used.values() for name in names
+                       # a file name this store wrote, never a path a hand-edited record points elsewhere
+                       if isinstance(name, str) and Path(name).name == name}
+        if unknown and self.stage_dir().is_dir():
+            stage_names |= {p.name for p in self.stage_dir().glob("*.pt")
+                            if any(p.name.startswith((f"{m}_", f"{m}-")) for m in unknown)}
+        for name in sorted(stage_names):
+            path = self.stage_dir() / name
+            if path.is_file():
+                (folder / "stages").mkdir(exist_ok=True)
+                os.replace(path, folder / "stages" / name)
+                out.stages.append(name)
+        out.stages_by_method = unknown
+        for run_id, record in records.items():
+            if self.stage_uses(run_id).is_file():
+                (folder / "stages").mkdir(exist_ok=True)
+                os.replace(self.stage_uses(run_id), folder / "stages" / f"{run_id}.uses.txt")
             if record is None:
                 continue
-            folder.mkdir(parents=True, exist_ok=True)
-            os.replace(self.record_path(run_id), folder / f"{run_id}.json")
-            moved.append(run_id)
             artifacts = self.artifact_dir(run_id)
             if artifacts.is_dir():
                 os.replace(artifacts, folder / f"{run_id}.artifacts")
-            used = record.get("stages")
-            for name in used if isinstance(used, list) else []:
-                # a file name this store wrote, never a path a hand-edited record points elsewhere
-                if not isinstance(name, str) or Path(name).name != name or name in stages:
-                    continue
-                path = self.stage_dir() / name
-                if path.is_file():
-                    (folder / "stages").mkdir(exist_ok=True)
-                    os.replace(path, folder / "stages" / name)
-                    stages.append(name)
-        return moved, stages, folder
+            os.replace(self.record_path(run_id), folder / f"{run_id}.json")
+            out.records.append(run_id)
+        # finished runs that were not chosen but read a stage that moved: their records stay
+        moved = set(out.stages)
+        out.sharing = sorted(r["run_id"] for r in self.records()
+                             if r["run_id"] not in runs and isinstance(r.get("stages"), list) and moved & set(r["stages"]))
+        return out
 
     def records(self) -> Iterator[dict[str, Any]]:
         """The usable records (``record_problem``); unreadable or hand-broken files are

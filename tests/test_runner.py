@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import types
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -256,7 +257,7 @@ def staged_plugin(calls):
         def phase():
             calls.append(ctx.seed)
             return torch.tensor([float(len(calls))])
-        value = ctx.stage("phase", phase, inputs={"seed": ctx.seed})
+        value = ctx.stage("staged_phase", phase, inputs={"seed": ctx.seed})
         (ctx.artifact_dir / "kept.txt").write_text(str(float(value[0])))
         return {"top1": 40.0 + float(value[0])}
     mod.fgvcbench_methods = hookimpl(lambda: [Method(name="staged", run=staged),
@@ -304,3 +305,66 @@ def test_rerun_runs_chosen_runs_from_scratch_and_keeps_the_old_results_aside(run
 
     none = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "diverged"])
     assert none.exit_code == 0 and "no run of the grid matches" in none.output and "0 ran, 2 resumed" in none.output
+
+
+def test_rerun_of_old_records_moves_the_method_s_stages_and_a_failed_rerun_says_where_the_old_one_is(
+        runner, tmp_path, registry_with):
+    calls: list[int] = []
+    registry_with(staged_plugin(calls))
+    suite = tiny_suite(tmp_path, methods="[staged, quick]", backbones="[pixels]", seeds="[0, 1]")
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    assert len(list((out / "stages").glob("*.pt"))) == 2 and calls == [0, 1]
+    by = {(r["spec"]["method"], r["spec"]["seed"]): r for r in records(out).values()}
+    # a refused option moves nothing
+    refused = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "all", "--gpus", "7"])
+    assert refused.exit_code == 2 and len(records(out)) == 4 and not (out / "replaced").exists()
+    # records from before stage lists: the method's stages all move, and the output says why
+    for r in records(out).values():
+        r.pop("stages")
+        (out / "runs" / f"{r['run_id']}.json").write_text(json.dumps(r))
+    seed0 = by[("staged", 0)]["run_id"]
+    again = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", seed0])   # a run id
+    assert again.exit_code == 0, again.output
+    assert "1 record and 2 cached stages moved" in again.output and "every cached stage of staged" in again.output
+    assert calls == [0, 1, 0] and "1 ran, 3 resumed" in again.output
+    # method:variant; a new run that fails leaves the old result where the output says
+    bad_flag = tmp_path / "fail"
+    bad_flag.write_text("")
+
+    def failing(ctx):
+        if bad_flag.exists():
+            raise RuntimeError("the new code is broken")
+        return {"top1": 1.0}
+    from fgvcbench.plugins import get_registry
+    get_registry().methods["staged"] = Method(name="staged", run=failing)
+    failed = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged:default"])
+    assert failed.exit_code == 1 and "2 records and 1 cached stage moved" in failed.output
+    assert "its previous record:" in failed.output and "replaced" in failed.output
+    previous = [line.split("its previous record: ")[1].split(" (move")[0] for line in failed.output.splitlines()
+                if "its previous record:" in line]
+    assert len(previous) == 2 and all(json.loads(open(p).read())["status"] == "ok" for p in previous)
+    assert "quick" in {r["spec"]["method"] for r in records(out).values() if r["status"] == "ok"}
+
+
+def test_replace_moves_the_stages_a_run_that_never_finished_had_used(tmp_path):
+    """Ctrl-C after a phase: no record, but the stage it computed must not survive a rerun."""
+    from fgvcbench.store import Store
+    store = Store(tmp_path)
+    store.stage_dir().mkdir(parents=True)
+    for name in ("phase-aaaa.pt", "other-bbbb.pt"):
+        (store.stage_dir() / name).write_bytes(b"x")
+    store.stage_uses("run1").parent.mkdir(parents=True)
+    store.stage_uses("run1").write_text("phase-aaaa.pt\n")
+    done = store.replace({"run1": "m"}, "t1")
+    assert done.stages == ["phase-aaaa.pt"] and done.records == [] and not done.stages_by_method
+    assert sorted(p.name for p in store.stage_dir().glob("*.pt")) == ["other-bbbb.pt"]
+    assert (tmp_path / "replaced" / "t1" / "stages" / "phase-aaaa.pt").is_file()
+    assert not store.stage_uses("run1").exists()
+    # a record lists its stages from now on, and its uses file goes
+    store.stage_uses("run2").write_text("other-bbbb.pt\n")
+    store.write({"run_id": "run2", "status": "failed", "stages": ["other-bbbb.pt"],
+                 "spec": {"dataset": {"name": "d"}, "backbone": {"name": "b"}, "method": "m"}})
+    assert not store.stage_uses("run2").exists()
+    with pytest.raises(FileExistsError):   # a stamp is never reused
+        store.replace({"run2": "m"}, "t1")
