@@ -296,7 +296,7 @@ def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool 
             raise UserError(str(exc)) from None
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if baseline is not None and fmt != "csv":
-        console.print(baseline_note(df), highlight=False)
+        console.print(("" if fmt == "table" and not pivot else "\n") + baseline_note(df), highlight=False)
 
 
 @app.command()
@@ -311,7 +311,8 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
                                                       help="Extra metric columns, e.g. precision_at_1,map_at_r "
                                                            "(mean ± std over seeds)."),
                 baseline: Optional[str] = typer.Option(
-                    None, "--baseline", help="Compare every row with this method (or method:variant) on the same "
+                    None, "--baseline", help="Compare every row with this method (or method:variant, "
+                                             "method:variant@CONFIG) on the same "
                                              "dataset, backbone, weights and scale: Δ top-1 paired by seed, its 95% "
                                              "CI and p.")) -> None:
     """Aggregate run records: one row per dataset × backbone × method × variant, over seeds."""

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from fgvcbench.cli import app
-from fgvcbench.report.leaderboard import (build_leaderboard, load_records, render, render_rich_table,
+from fgvcbench.report.leaderboard import (build_leaderboard, config_key, load_records, render, render_rich_table,
                                           write_leaderboard_csv)
 
 
@@ -324,12 +324,25 @@ def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
     assert row["delta_p"] == pytest.approx(t.pvalue)
     bbox = df[(df["method"] == "finernet") & (df["n"] == 1)].iloc[0]
     assert bbox["delta_n"] == 1 and bbox["delta_mean"] == pytest.approx(-40.0)   # against its own setup's baseline
-    assert all(df.loc[df["method"] == "finetune", "baseline"] == "")             # the baseline is not compared to itself
+    own = df[df["method"] == "finetune"]
+    assert all(own["is_baseline"]) and all(own["delta_n"] == 0)                # the baseline is not compared to itself
     # two variants of the baseline on one setup: which one must be said
     records.append(record("finetune", 0, 70.0, variant="linear_probe"))
-    with pytest.raises(UserError, match="matches 2 configurations.*finetune:variant|name one as method:variant"):
+    with pytest.raises(UserError, match="matches 2 configurations.*name one as method:variant"):
         add_baseline(build_leaderboard(records), records, "finetune")
     assert add_baseline(build_leaderboard(records), records, "finetune:default")["delta_n"].max() == 3
+    # one variant in two configurations (other params): the config hash the table shows picks one
+    records.append(record("finetune", 0, 60.0, lr=0.5))
+    with pytest.raises(UserError, match="method:variant@CONFIG"):
+        add_baseline(build_leaderboard(records), records, "finetune:default")
+    first = config_key(base[0]["spec"])
+    picked = add_baseline(build_leaderboard(records), records, f"finetune:default@{first}")
+    assert picked.attrs["baseline"] == f"finetune:default@{first}" and picked["delta_n"].max() == 3
+    # other weights in the same file (retrained in place): another setup, no delta
+    moved = [dict(r, spec={**r["spec"], "backbone": {**r["spec"]["backbone"], "weights_sha256": "new"}},
+                  run_id=r["run_id"] + "-new") for r in ours]
+    only = base + moved
+    assert add_baseline(build_leaderboard(only), only, "finetune")["delta_n"].max() == 0
     with pytest.raises(UserError, match="did you mean 'finetune"):
         add_baseline(build_leaderboard(records), records, "finetun")
 

@@ -17,24 +17,26 @@ from fgvcbench.report.leaderboard import config_key
 from fgvcbench.report.stats import paired_difference
 from fgvcbench.spec import dataset_label
 
-BASELINE_COLUMNS = ["baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p"]
+BASELINE_COLUMNS = ["baseline", "is_baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p"]
 
 
 def setup_key(spec: dict) -> str:
     """What a method and its baseline must share to be compared: the dataset (with its
     options and folder), the backbone and its weights, and the scale. Methods differ in
     their params and recipe by design, so those are not part of it."""
-    backbone = spec.get("backbone") or {}
-    identity = {"dataset": spec.get("dataset"), "backbone": [backbone.get("name"), backbone.get("pretrained")],
-                "scale": spec.get("scale")}
+    # the whole backbone entry: a local checkpoint's path *and* its content hash (weights_sha256)
+    identity = {"dataset": spec.get("dataset"), "backbone": spec.get("backbone"), "scale": spec.get("scale"),
+                "world_size": spec.get("world_size", 1)}
     return json.dumps(identity, sort_keys=True, default=str)
 
 
-def _parse_baseline(baseline: str) -> tuple[str, str | None]:
-    method, _, variant = baseline.strip().partition(":")
+def _parse_baseline(baseline: str) -> tuple[str, str | None, str | None]:
+    """``method[:variant][@config]`` → (method, variant or None, config hash prefix or None)."""
+    name, _, config = baseline.strip().partition("@")
+    method, _, variant = name.partition(":")
     if not method:
         raise UserError(f"--baseline {baseline!r}: name a method, or method:variant (e.g. finetune:default)")
-    return method, variant or None
+    return method, variant or None, config or None
 
 
 def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.DataFrame:
@@ -45,16 +47,17 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.Dat
     whose setup has no baseline run, and the baseline's own row, get none. A baseline name
     that matches two configurations of one setup (two variants, or other params) is
     refused: which one the deltas are against must not be a guess."""
-    method, variant = _parse_baseline(baseline)
+    method, variant, config_prefix = _parse_baseline(baseline)
     by_config: dict[str, list[dict]] = {}
     for r in records:
         by_config.setdefault(config_key(r["spec"]), []).append(r)
 
-    def matches(spec: dict) -> bool:
-        return spec["method"] == method and (variant is None or spec.get("variant", "default") == variant)
+    def matches(config: str, spec: dict) -> bool:
+        return spec["method"] == method and (variant is None or spec.get("variant", "default") == variant) \
+            and (config_prefix is None or config.startswith(config_prefix))
     base_of: dict[str, list[str]] = {}   # setup -> the baseline's configs there
     for config, recs in by_config.items():
-        if matches(recs[0]["spec"]):
+        if matches(config, recs[0]["spec"]):
             base_of.setdefault(setup_key(recs[0]["spec"]), []).append(config)
     if not base_of:
         known = sorted({f"{r['spec']['method']}:{r['spec'].get('variant', 'default')}" for r in records})
@@ -68,27 +71,30 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.Dat
                                      for c in configs))
             raise UserError(f"--baseline {baseline!r} matches {len(configs)} configurations on "
                             f"{dataset_label(spec['dataset'])} · {spec['backbone']['name']}: {names} — "
-                            f"name one as method:variant, or compare fewer results folders")
+                            f"name one as method:variant, or method:variant@CONFIG with the config hash")
 
     def ok_by_seed(config: str) -> dict:
         return {r["spec"].get("seed"): float(r["metrics"]["top1"]) for r in by_config.get(config, [])
                 if r.get("status") == "ok"}
-    label = f"{method}:{variant}" if variant else method
+    label = (f"{method}:{variant}" if variant else method) + (f"@{config_prefix}" if config_prefix else "")
     columns = {c: [] for c in BASELINE_COLUMNS}
+    nothing = [0, math.nan, math.nan, math.nan, math.nan]
     for config in df["config"]:
         recs = by_config.get(config) or []
         base = (base_of.get(setup_key(recs[0]["spec"])) or [None])[0] if recs else None
-        if base is None or base == config:
-            values = ["", 0, math.nan, math.nan, math.nan, math.nan]
+        if base is None:
+            values = ["", False] + nothing
+        elif base == config:
+            values = [label, True] + nothing
         else:
             mine, theirs = ok_by_seed(config), ok_by_seed(base)
             seeds = sorted(set(mine) & set(theirs), key=str)   # the pairs, in any fixed order
             if seeds:
                 pr = paired_difference([theirs[s] for s in seeds], [mine[s] for s in seeds])
                 half = (pr.ci_high - pr.ci_low) / 2
-                values = [label, pr.n, pr.mean_delta, half, pr.p_value, pr.wilcoxon_p]
+                values = [label, False, pr.n, pr.mean_delta, half, pr.p_value, pr.wilcoxon_p]
             else:
-                values = [label, 0, math.nan, math.nan, math.nan, math.nan]
+                values = [label, False] + nothing
         for c, v in zip(BASELINE_COLUMNS, values):
             columns[c].append(v)
     out = df.copy()
@@ -101,7 +107,8 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.Dat
 def baseline_note(df: pd.DataFrame) -> str:
     """The line under a table with a baseline: what Δ means and which seeds it pairs."""
     label = df.attrs.get("baseline", "the baseline")
-    none = int(((df["baseline"] == "") & (df["method"] != label.split(":")[0])).sum()) if "baseline" in df else 0
+    unpaired = int(((df["delta_n"] == 0) & ~df["is_baseline"].astype(bool)).sum()) if "delta_n" in df else 0
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
             f"seeds both finished (pairs); ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."
-            + (f" {none} row{'s' if none != 1 else ''} had no {label} run to compare with." if none else ""))
+            + (f" {unpaired} row{'s' if unpaired != 1 else ''} had no finished {label} seed to pair with."
+               if unpaired else ""))

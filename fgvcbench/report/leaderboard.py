@@ -230,8 +230,8 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     if "delta_mean" in df.columns:
         headers += [f"Δ vs {df.attrs.get('baseline', 'baseline')} (95% CI)", "p (paired t)", "pairs"]
         for row, r in zip(rows, df.itertuples(index=False)):
-            row += [delta_text(r.delta_mean, r.delta_ci95, r.delta_n), _num(r.delta_p, 3),
-                    str(r.delta_n) if r.baseline else ""]
+            row += ["baseline", "", ""] if r.is_baseline else \
+                [delta_text(r.delta_mean, r.delta_ci95, r.delta_n), _num(r.delta_p, 3), str(r.delta_n) if r.baseline else ""]
     extras = [c[:-5] for c in df.columns if c.endswith("_mean") and c[:-5] + "_std" in df.columns
               and c not in ("top1_mean",) and not c.startswith(("top1_last", "mean_class_acc", "train_seconds",
                                                                  "images_per_second", "delta_"))]
@@ -287,7 +287,7 @@ def pivot_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         cells: dict[str, dict[str, str]] = {}
         for r in part.itertuples(index=False):
             failed = f"; {r.failed} failed" if r.failed else ""
-            delta = ""
+            delta = " · baseline" if getattr(r, "is_baseline", False) else ""
             if "delta_mean" in part.columns and r.baseline and r.delta_n:
                 delta = f" · Δ {delta_text(r.delta_mean, r.delta_ci95, r.delta_n)}" + \
                     ("" if math.isnan(r.delta_p) else f" (p {r.delta_p:.3f})") + \
