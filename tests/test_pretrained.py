@@ -125,6 +125,13 @@ def test_checkpoint_wrappers_are_unwrapped_as_timm_does_and_ema_weights_come_fir
     # a Lightning module holding the network as `self.model`, beside other tensors
     lightning = {"model." + k: v for k, v in plain.items()} | {"criterion.weight": torch.ones(5)}
     assert loads({"state_dict": lightning, "epoch": 1}, plain)
+    # two whole copies (student / teacher, a model and its EMA under another name): refused, not guessed
+    for copies in ({"student." + k: v for k, v in plain.items()} | {"teacher." + k: v for k, v in plain.items()},
+                   plain | {"ema." + k: v for k, v in plain.items()}):
+        path = tmp_path / "two.pth"
+        torch.save({"state_dict": copies}, path)
+        with pytest.raises(PretrainedWeightsError, match="holds 2 copies of the model"):
+            load_checkpoint_file(timm.create_model("test_resnet", num_classes=5), path)
     # a prefix that makes nothing fit is no way around the architecture check
     path = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {"backbone." + k: v for k, v in plain.items()}}, path)

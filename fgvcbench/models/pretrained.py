@@ -151,24 +151,30 @@ def _unwrap_keys(key: str) -> str:
     return key
 
 
-def _strip_outer_prefix(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``state`` with the prefix that most of its tensors' names carry before the model's
-    own names stripped (Lightning's ``model.``, a wrapper's ``backbone.``, MoCo's
-    ``encoder_q.``), when that makes more names fit the model than as saved; ties keep the
-    prefix seen first. Tensors outside the chosen prefix are left out."""
+def _strip_outer_prefix(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                        path: Path) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix its tensors' names carry before the model's own names
+    stripped (Lightning's ``model.``, a wrapper's ``backbone.``), when that makes more names
+    fit the model than as saved. Tensors outside the chosen prefix are left out. A file
+    holding two whole copies of the model (student and teacher, a model and its EMA under
+    another name, MoCo's ``encoder_q`` and ``encoder_k``) is refused rather than guessed."""
     def fits(names) -> int:
         return sum(name in target for name in names)
-    best, best_fit = "", fits(state)
-    candidates: dict[str, None] = {}
+    fit = {"": fits(state)}
     for key in state:
         parts = key.split(".")
         for i in range(1, min(4, len(parts))):
-            candidates.setdefault(".".join(parts[:i]) + ".")
-    for prefix in candidates:
-        n = fits(k[len(prefix):] for k in state if k.startswith(prefix))
-        if n > best_fit:
-            best, best_fit = prefix, n
-    return {k[len(best):]: v for k, v in state.items() if k.startswith(best)} if best else state
+            prefix = ".".join(parts[:i]) + "."
+            if prefix not in fit:
+                fit[prefix] = fits(k[len(prefix):] for k in state if k.startswith(prefix))
+    best_fit = max(fit.values())
+    best = [p for p, n in fit.items() if n == best_fit]
+    if best_fit and len(best) > 1:
+        named = ", ".join(repr(p) if p else "no prefix" for p in best[:4])
+        raise PretrainedWeightsError(
+            f"{path} holds {len(best)} copies of the model ({named}) — save the one you want alone, e.g. "
+            f"torch.save({{k[len(P):]: v for k, v in sd.items() if k.startswith(P)}}, 'one.pth') with P one of them")
+    return {k[len(best[0]):]: v for k, v in state.items() if k.startswith(best[0])} if best[0] else state
 
 
 def load_checkpoint_file(model: nn.Module, path: str | Path, *, strict_backbone: bool = True) -> None:
@@ -177,7 +183,8 @@ def load_checkpoint_file(model: nn.Module, path: str | Path, *, strict_backbone:
     Accepts a state dict or one under ``state_dict_ema`` / ``model_ema`` / ``state_dict`` /
     ``model`` (timm's order: a training checkpoint's EMA weights first); strips the
     ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes, then any outer prefix
-    under which more tensor names fit the model (``model.``, ``backbone.``…); skips
+    under which more tensor names fit the model (``model.``, ``backbone.``…; two prefixes
+    that fit equally well, e.g. student and teacher, are an error); skips
     classifier tensors of another shape (a new head). With ``strict_backbone`` every other
     model tensor must be present with its shape, so a checkpoint of the wrong architecture
     fails here, not as silently random features.
@@ -195,7 +202,7 @@ def load_checkpoint_file(model: nn.Module, path: str | Path, *, strict_backbone:
         raise PretrainedWeightsError(f"{path} holds no state dict — "
                                      f"save one with torch.save(model.state_dict(), path)")
     head, target = _classifier_prefix(model), model.state_dict()
-    state = _strip_outer_prefix({_unwrap_keys(k): v for k, v in state.items()}, target)
+    state = _strip_outer_prefix({_unwrap_keys(k): v for k, v in state.items()}, target, path)
     keep, wrong = {}, []
     for key, tensor in state.items():
         if key not in target:
