@@ -379,3 +379,42 @@ def test_real_cub_subset_loads_with_official_counts():
     for path, (x, y, w, h) in list(zip(splits.train.paths, splits.train.boxes))[:50]:
         with Image.open(path) as img:
             assert x >= 0 and y >= 0 and x + w <= img.width + 1 and y + h <= img.height + 1
+
+
+def test_labels_and_class_names_match_torchvision_s_readers(tmp_path):
+    """The same files through torchvision's own readers (their public API: ``classes`` and
+    ``dataset[i]``): same classes, same order, same label for every image. Flowers-102's
+    reader checks the real archives' checksums, so it is compared by its class list in
+    test_flowers."""
+    datasets = pytest.importorskip("torchvision.datasets")
+
+    def labels(tv) -> list[int]:
+        return [tv[i][1] for i in range(len(tv))]
+    make_aircraft(tmp_path / "fgvc-aircraft-2013b")
+    (tmp_path / "fgvc-aircraft-2013b" / "data" / "families.txt").write_text("Boeing 707\nA300\n")   # not sorted
+    for level in ("variant", "family", "manufacturer"):
+        tv = datasets.FGVCAircraft(str(tmp_path), split="test", annotation_level=level)
+        ours = load("aircraft", tmp_path, level=level).test
+        assert (tv.classes, labels(tv)) == (ours.class_names, ours.labels), level
+    make_cars(tmp_path / "stanford_cars")
+    for split in ("train", "test"):
+        tv = datasets.StanfordCars(str(tmp_path), split=split)
+        ours = getattr(load("cars", tmp_path), split)
+        assert (tv.classes, labels(tv)) == (ours.class_names, ours.labels), split
+    pets = tmp_path / "oxford-iiit-pet"
+    (pets / "annotations").mkdir(parents=True)
+    rows = ["Abyssinian_1 1 1 1", "staffordshire_bull_terrier_1 2 2 1", "american_bulldog_1 3 2 2"]
+    (pets / "annotations" / "trainval.txt").write_text("\n".join(rows) + "\n")
+    (pets / "annotations" / "test.txt").write_text("\n".join(r.replace("_1 ", "_2 ") for r in rows) + "\n")
+    for r in rows:
+        for k in (1, 2):
+            jpeg(pets / "images" / f"{r.split()[0][:-2]}_{k}.jpg")
+    for level, target in (("breed", "category"), ("species", "binary-category")):
+        tv = datasets.OxfordIIITPet(str(tmp_path), split="trainval", target_types=target)
+        ours = load("pets", tmp_path, level=level).train
+        names = tv.classes if level == "breed" else sorted(tv.bin_class_to_idx, key=tv.bin_class_to_idx.get)
+        assert (names, labels(tv)) == (ours.class_names, ours.labels), level
+    make_dtd(tmp_path / "dtd" / "dtd")
+    tv = datasets.DTD(str(tmp_path), split="test", partition=1)
+    ours = load("dtd", tmp_path).test
+    assert (tv.classes, labels(tv)) == (ours.class_names, ours.labels)
