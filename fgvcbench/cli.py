@@ -174,6 +174,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             _print_leaderboard([suite.output], fmt="table", write_csv=True)
             if suite.ablation is not None:
                 _print_ablation_tables(suite)
+            if suite.baseline is not None:
+                _print_baseline_table(suite)
         distributed.barrier()
         if outcome.failed:
             raise typer.Exit(1)
@@ -233,6 +235,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         _print_leaderboard([suite.output], fmt="table", write_csv=True)
         if suite.ablation is not None:
             _print_ablation_tables(suite)
+        if suite.baseline is not None:
+            _print_baseline_table(suite)
     if outcome.interrupted:
         n = len(outcome.ran)
         err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
@@ -445,6 +449,27 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
     console.print(table)
     for w in registry.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _print_baseline_table(suite) -> None:
+    """The suite's ``baseline:`` table over its own runs (pipelines × datasets, Δ paired by
+    seed), and ``baseline.csv`` beside the leaderboard."""
+    from fgvcbench.report.compare import add_baseline, baseline_note
+    from fgvcbench.report.leaderboard import build_leaderboard, render_pivot
+    from fgvcbench.store import Store, atomic_write_text
+    ids = {spec.run_id for spec in suite.runs}
+    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
+    try:
+        df = add_baseline(build_leaderboard(records), records, suite.baseline)
+    except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
+        err_console.print(f"[yellow]note:[/] no table against {suite.baseline}: {exc}", highlight=False)
+        return
+    console.print(f"\n[bold]against {suite.baseline}[/]")
+    sys.stdout.write(render_pivot(df, "github") + "\n")
+    console.print(baseline_note(df), highlight=False)
+    path = Path(suite.output) / "baseline.csv"
+    atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
+    err_console.print(f"[dim]wrote {path}[/]")
 
 
 def _print_ablation_tables(suite) -> None:

@@ -33,7 +33,7 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # seeds feed seed·1000 + offset generators (64-bit); a count beyond this is a typo
 MAX_SEED, MAX_SEED_COUNT = 2**31 - 1, 10_000
 TOP_KEYS = {"name", "description", "output", "scale", "seeds", "device", "data_root", "cache_dir",
-            "train", "datasets", "backbones", "methods", "exclude", "ablation", "executor", "cluster"}
+            "train", "datasets", "backbones", "methods", "exclude", "ablation", "baseline", "executor", "cluster"}
 EXECUTORS = ("local", "submitit")
 # submitit settings (a suite's `cluster:`, a method entry's `cluster:` override, --cluster KEY=VALUE)
 CLUSTER_KEYS = {"backend": str, "partition": str, "time_min": int, "gpus": int, "cpus": int, "mem_gb": int,
@@ -148,6 +148,7 @@ class Suite:
     datasets: list[tuple[dict, str | None]] = field(default_factory=list)
     backbones: list[dict] = field(default_factory=list)
     ablation: "AblationPlan | None" = None
+    baseline: str | None = None   # method[:variant] every other run is compared with (`run` prints the table)
     # builds a RunSpec for (dataset, root, backbone, method, variant label, params, seed)
     make_spec: Any = None
     executor: str = "local"
@@ -500,12 +501,32 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     if not runs:
         ck.fail(("exclude",) if exclude else (), "the grid is empty after 'exclude'",
                 "loosen the exclude rules")
+    baseline = _baseline(data.get("baseline"), runs, ck)
     unique = list({r.run_id: r for r in runs}.values())
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
                  data_root=data_root, cache_dir=cache_dir, runs=unique,
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
-                 make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster)
+                 make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster,
+                 baseline=baseline)
+
+
+def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
+    """``baseline: method[:variant]``: one of the grid's own methods (and variants)."""
+    if value is None:
+        return None
+    ck.typed(value, (str,), ("baseline",), "a method name or method:variant, e.g. finernet:single_step")
+    method, _, variant = value.partition(":")
+    names = sorted({f"{r.method}:{r.variant}" for r in runs})
+    if not any(r.method == method and (not variant or r.variant == variant) for r in runs):
+        close = suggest(value, names) or suggest(method, sorted({r.method for r in runs}))
+        ck.fail(("baseline",), f"baseline {value!r} is not in this suite's grid",
+                f"did you mean {close!r}?" if close else f"the grid has: {', '.join(names)}")
+    variants = {r.variant for r in runs if r.method == method}
+    if not variant and len(variants) > 1:
+        ck.fail(("baseline",), f"method {method!r} runs {len(variants)} variants here",
+                f"name one: {', '.join(f'{method}:{v}' for v in sorted(variants))}")
+    return value
 
 
 def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> AblationPlan | None:

@@ -368,3 +368,35 @@ def test_replace_moves_the_stages_a_run_that_never_finished_had_used(tmp_path):
     assert not store.stage_uses("run2").exists()
     with pytest.raises(FileExistsError):   # a stamp is never reused
         store.replace({"run2": "m"}, "t1")
+
+
+def test_a_suite_s_baseline_table_is_printed_after_the_run(runner, tmp_path, registry_with):
+    registry_with(staged_plugin([]))
+    suite = tiny_suite(tmp_path, methods="[staged, quick]", backbones="[pixels]", seeds="[0, 1]",
+                       extra="baseline: quick")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "against quick" in result.output and "· baseline" in result.output
+    # staged scores 41 and 42 (its stage counts calls), quick 10: Δ +31, +32 over two pairs
+    from scipy import stats
+    half = stats.t.ppf(0.975, 1) * stats.tstd([31, 32]) / 2 ** 0.5
+    p = stats.ttest_rel([41, 42], [10, 10]).pvalue
+    assert f"Δ +31.50 ±{half:.2f} (p {p:.3f})" in result.output
+    import pandas as pd
+    table = pd.read_csv(tmp_path / "out" / "baseline.csv")
+    assert table.set_index("method").loc["staged", "delta_n"] == 2
+
+
+@pytest.mark.parametrize("value, message", [
+    ("nope", r"baseline 'nope' is not in this suite's grid"),
+    ("finetune", r"method 'finetune' runs 2 variants here.*finetune:default, finetune:linear_probe"),
+    ("[finetune]", r"expected a method name or method:variant"),
+])
+def test_a_suite_s_baseline_must_name_one_configuration_of_its_grid(runner, tmp_path, value, message):
+    suite = tiny_suite(tmp_path, methods="[{name: finetune, variants: [default, linear_probe]}]",
+                       extra=f"baseline: {value}")
+    result = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    import re
+    assert re.search(message, " ".join(result.output.split())), result.output
+    assert "suite.yaml:" in result.output
