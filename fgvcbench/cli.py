@@ -14,19 +14,17 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fgvcbench import __version__
+from fgvcbench._cli_output import (console, err_console, print_ablation_tables, print_baseline_table,
+                                  print_description, print_leaderboard)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import dataset_label
 from fgvcbench.store import RERUN_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
-# Long paths stay on one line; logs (not a terminal) get tables wide enough to read.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 
 def friendly(fn: Callable) -> Callable:
@@ -171,11 +169,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
                           f"resumed, {len(outcome.failed)} failed or diverged — records in {suite.output}/runs",
                           highlight=False)
-            _print_leaderboard([suite.output], fmt="table", write_csv=True)
+            print_leaderboard([suite.output], fmt="table", write_csv=True)
             if suite.ablation is not None:
-                _print_ablation_tables(suite)
+                print_ablation_tables(suite)
             if suite.baseline is not None:
-                _print_baseline_table(suite)
+                print_baseline_table(suite)
         distributed.barrier()
         if outcome.failed:
             raise typer.Exit(1)
@@ -217,7 +215,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if not submitted:
             console.print("nothing to submit: every run is finished or running", highlight=False)
         if wait and any(Store(suite.output).records()):
-            _print_leaderboard([suite.output], fmt="table", write_csv=True)
+            print_leaderboard([suite.output], fmt="table", write_csv=True)
         elif submitted:
             console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
                           f"finished, and the same command{again} submits only what is still missing",
@@ -232,11 +230,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if any(Store(suite.output).records()):
-        _print_leaderboard([suite.output], fmt="table", write_csv=True)
+        print_leaderboard([suite.output], fmt="table", write_csv=True)
         if suite.ablation is not None:
-            _print_ablation_tables(suite)
+            print_ablation_tables(suite)
         if suite.baseline is not None:
-            _print_baseline_table(suite)
+            print_baseline_table(suite)
     if outcome.interrupted:
         n = len(outcome.ran)
         err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
@@ -270,39 +268,6 @@ def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
     return tuple(m.strip() for m in (value or "").split(",") if m.strip())
 
 
-def _print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
-                       metrics: tuple[str, ...] = (), baseline: Optional[str] = None) -> None:
-    from fgvcbench.report.compare import add_baseline, baseline_note
-    from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
-                                              render_pivot, render_rich_table, write_leaderboard_csv)
-    records, warnings = load_records(*dirs)
-    for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    if not records:
-        raise UserError(f"no run records under {', '.join(map(str, dirs))} — run a suite first "
-                        f"(fgvcbench run suites/quickstart.yaml)")
-    check_extra_metrics(records, metrics)
-    df = build_leaderboard(records, metrics)
-    if baseline is not None:
-        df = add_baseline(df, records, baseline)
-    if write_csv:
-        first = Path(dirs[0])
-        path = write_leaderboard_csv(df, first.parent if first.name == "runs" else first)   # beside runs/
-        err_console.print(f"[dim]wrote {path}[/]")
-    if pivot:
-        sys.stdout.write(render_pivot(df, "github" if fmt == "table" else fmt) + "\n")
-    elif fmt == "table":
-        console.print(render_rich_table(df))
-    else:
-        try:
-            text = render(df, fmt)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    if baseline is not None and fmt != "csv":
-        console.print(("" if fmt == "table" and not pivot else "\n") + baseline_note(df), highlight=False)
-
-
 @app.command()
 @friendly
 def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
@@ -327,7 +292,7 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
         if not d.is_dir():
             raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
     extra = _metrics_option(metrics)
-    _print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra,
+    print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra,
                        baseline=baseline)
 
 
@@ -381,41 +346,6 @@ def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-
                   highlight=False, markup=False)
 
 
-def _print_description(d: dict) -> None:
-    from rich.markup import escape
-    via = f" (served by {d['served_by']!r})" if d.get("served_by") else ""
-    console.print(f"[bold]{d['name']}[/] — {d['kind']} from plugin {d['plugin']}{via}", highlight=False)
-    if d["description"]:
-        console.print(escape(d["description"]), highlight=False)
-    if d["kind"] == "method":
-        table = Table(title="params (suite: methods: [{name: %s, params: {...}}])" % d["name"])
-        for col in ("param", "default", "accepts"):
-            table.add_column(col)
-        for row in d["params"]:
-            table.add_row(row["param"], escape(json.dumps(row["default"])), row["accepts"])
-        console.print(table)
-        table = Table(title="variants (suite: variants: [...] or all)")
-        table.add_column("variant")
-        table.add_column("changes")
-        for variant, changes in d["variants"].items():
-            table.add_row(variant, escape(", ".join(f"{k}={json.dumps(v)}" for k, v in changes.items()) or "-"))
-        console.print(table)
-        if d["recipe"]:
-            console.print("recipe defaults: " + escape(", ".join(f"{k}={v}" for k, v in d["recipe"].items())),
-                          highlight=False)
-        for scale, changes in d["scales"].items():
-            console.print(f"scale {scale}: " + escape(", ".join(f"{k}={v}" for k, v in changes.items())),
-                          highlight=False)
-    elif d["kind"] == "dataset":
-        if d["options"]:
-            console.print("options: " + escape(", ".join(f"{k}={json.dumps(v)}" for k, v in d["options"].items())),
-                          highlight=False)
-        if d["needs_root"]:
-            console.print(f"root: <data root>/{d['default_root'] or d['name']} unless the suite sets root:",
-                          highlight=False)
-            console.print("layout: " + escape(d["layout"] or "-"), highlight=False)
-
-
 @app.command()
 @friendly
 def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, backbone or recipe step: "
@@ -430,7 +360,7 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
         if as_json:
             sys.stdout.write(json.dumps(described, indent=2, default=str) + "\n")
         else:
-            _print_description(described)
+            print_description(described)
         return
     infos = list(registry.plugins.values())
     if as_json:
@@ -449,54 +379,6 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
     console.print(table)
     for w in registry.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-
-
-def _print_baseline_table(suite) -> None:
-    """The suite's ``baseline:`` table over its own runs (pipelines × datasets, Δ paired by
-    seed), and ``baseline.csv`` beside the leaderboard."""
-    from fgvcbench.report.compare import add_baseline, baseline_note
-    from fgvcbench.report.leaderboard import build_leaderboard, render_pivot
-    from fgvcbench.store import Store, atomic_write_text
-    ids = {spec.run_id for spec in suite.runs}
-    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
-    try:
-        df = add_baseline(build_leaderboard(records), records, suite.baseline)
-    except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
-        err_console.print(f"[yellow]note:[/] no table against {suite.baseline}: {exc}", highlight=False)
-        return
-    console.print(f"\n[bold]against {suite.baseline}[/]")
-    sys.stdout.write(render_pivot(df, "github") + "\n")
-    console.print(baseline_note(df), highlight=False)
-    path = Path(suite.output) / "baseline.csv"
-    atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
-    err_console.print(f"[dim]wrote {path}[/]")
-
-
-def _print_ablation_tables(suite) -> None:
-    """The article-shaped table per dataset × backbone, plus ablation.csv and a PNG chart."""
-    import pandas as pd
-
-    from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
-    from fgvcbench.store import Store, atomic_write_text
-    # exactly the suite's runs: a folder may also hold other seeds, scales, roots or weights
-    ids = {spec.run_id for spec in suite.runs}
-    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
-    frames = []
-    for dataset, _ in suite.datasets:
-        for backbone in suite.backbones:
-            df = ablation_table([r for r in records if r["spec"]["dataset"] == dataset
-                                 and r["spec"]["backbone"] == backbone], suite.ablation, dataset["name"],
-                                backbone["name"])
-            title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
-            console.print(f"\n[bold]{title}[/]")
-            sys.stdout.write(render_ablation(df) + "\n")
-            chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
-            if write_ablation_chart(df, chart, title):
-                err_console.print(f"[dim]wrote {chart}[/]")
-            frames.append(df.assign(dataset=dataset["name"], backbone=backbone["name"]))
-    path = Path(suite.output) / "ablation.csv"
-    atomic_write_text(path, pd.concat(frames).to_csv(index=False, float_format="%.4f"))
-    err_console.print(f"[dim]wrote {path}[/]")
 
 
 @app.command()
