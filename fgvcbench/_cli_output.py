@@ -48,7 +48,10 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
             raise UserError(str(exc)) from None
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if baseline is not None and fmt != "csv":
-        console.print(("" if fmt == "table" and not pivot else "\n") + baseline_note(df), highlight=False)
+        note = baseline_note(df)
+        if fmt == "latex":   # a comment under the table: the whole output pastes into a paper
+            note = "% " + note
+        console.print(("" if fmt == "table" and not pivot else "\n") + note, highlight=False)
 
 
 def print_baseline_table(suite) -> None:

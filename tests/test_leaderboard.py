@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from fgvcbench.cli import app
-from fgvcbench.report.leaderboard import (build_leaderboard, config_key, load_records, render, render_rich_table,
-                                          write_leaderboard_csv)
+from fgvcbench.report.leaderboard import (build_leaderboard, config_key, latex_symbols, load_records, render,
+                                          render_rich_table, write_leaderboard_csv)
 
 
 def record(method, seed, top1, status="ok", variant="default", finished="2026-01-01T00:00:00", lr=0.01):
@@ -201,7 +201,7 @@ def test_every_human_format_shows_the_numbers(results, fmt):
     text = render(df, fmt)
     for values in ([89.5, 90.0, 88.9], [88.0, 89.0, 87.5]):
         for cell in expected_cells(values):
-            assert cell in text, (fmt, cell)
+            assert (latex_symbols(cell) if fmt == "latex" else cell) in text, (fmt, cell)
     assert "20.0" in text and "100" in text                       # train s (10, 20, 30) and img/s, rounded
     assert "20.0000" not in text and "nan" not in text.lower()
     lines = [line for line in text.splitlines() if "finernet" in line]
@@ -358,3 +358,17 @@ def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
     assert frame.loc[frame["method"] == "finernet", "delta_n"].item() == 3
     bad = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "--no-write", "--baseline", "nothing"])
     assert bad.exit_code == 2 and "matches no run" in bad.output and "Traceback" not in bad.output
+
+
+def test_latex_tables_paste_into_a_paper(results, runner):
+    """tabulate escapes _ and %; the symbols the cells use (±, Δ, ·, –) become math, and
+    the backbone heading and the baseline note become comments."""
+    args = ["leaderboard", str(results / "one"), "--no-write", "-f", "latex"]
+    flat = runner.invoke(app, args)
+    assert flat.exit_code == 0 and r"89.47 $\pm$ 0.55" in flat.stdout
+    pivot = runner.invoke(app, args + ["--pivot", "--baseline", "finetune"])
+    assert pivot.exit_code == 0, pivot.output
+    assert pivot.stdout.startswith("% resnet50\n\\begin{tabular}") and r"$\cdot$ $\Delta$ +" in pivot.stdout
+    table = [line for line in pivot.stdout.splitlines() if line and not line.startswith("%")]
+    assert table and not any(symbol in line for line in table for symbol in "±Δ·–")
+    assert any(line.startswith("% Δ: top-1 minus finetune") for line in pivot.stdout.splitlines())

@@ -253,7 +253,20 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return df.to_csv(index=False, float_format="%.4f")
     from tabulate import tabulate
     headers, rows = human_table(df)
-    return tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    text = tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    return latex_symbols(text) if fmt == "latex" else text
+
+
+# what the tables print that LaTeX's default UTF-8 input does not typeset (Δ) or sets as text
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "·": r"$\cdot$", "–": "--", "→": r"$\rightarrow$"}
+
+
+def latex_symbols(text: str) -> str:
+    """A LaTeX table (tabulate has escaped ``_``, ``%``…) with the symbols the cells use as
+    math, so it compiles as pasted into a paper."""
+    for symbol, macro in LATEX_SYMBOLS.items():
+        text = text.replace(symbol, macro)
+    return text
 
 
 def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
@@ -306,6 +319,9 @@ def render_pivot(df: pd.DataFrame, fmt: str) -> str:
     for backbone, table in pivot_tables(df).items():
         if fmt == "csv":
             parts.append(f"# {backbone}\n" + table.to_csv(index=False))
+        elif fmt == "latex":   # the backbone as a comment: the block pastes into a paper as it is
+            parts.append(f"% {backbone}\n" + latex_symbols(tabulate(table.values.tolist(), headers=list(table.columns),
+                                                                    tablefmt=FORMATS[fmt], disable_numparse=True)))
         else:
             parts.append(f"{backbone}\n" + tabulate(table.values.tolist(), headers=list(table.columns),
                                                     tablefmt=FORMATS.get(fmt) or "github", disable_numparse=True))
