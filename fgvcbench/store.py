@@ -200,8 +200,9 @@ class Store:
         finished, ``stage_uses``), then its artifacts, then its record — last, so a move cut
         short (Ctrl-C, a permission error) leaves the record in place and the same ``--rerun``
         completes it. A record older than stage lists names none: then every stage of its
-        method moves (the built-in methods' stage names begin with the method's name). The folder's layout has no ``runs/`` or ``artifacts/`` part, so no
-        table or report reads the old results. ``stamp`` must be a new folder name."""
+        method moves (the built-in methods' stage names begin with the method's name). The
+        folder's layout has no ``runs/`` or ``artifacts/`` part, so no table or report reads
+        the old results. ``stamp`` must be a new folder name."""
         folder = self.root / "replaced" / stamp
         folder.mkdir(parents=True, exist_ok=False)   # two reruns never share a folder
         out = Replaced(folder)
@@ -239,8 +240,8 @@ class Store:
             out.records.append(run_id)
         # finished runs that were not chosen but read a stage that moved: their records stay
         moved = set(out.stages)
-        out.sharing = sorted(r["run_id"] for r in self.records()
-                             if r["run_id"] not in runs and isinstance(r.get("stages"), list) and moved & set(r["stages"]))
+        out.sharing = sorted(r["run_id"] for r in self.records() if r["run_id"] not in runs
+                             and isinstance(r.get("stages"), list) and moved & set(r["stages"]))
         return out
 
     def records(self) -> Iterator[dict[str, Any]]:

@@ -109,6 +109,7 @@ def baseline_note(df: pd.DataFrame) -> str:
     label = df.attrs.get("baseline", "the baseline")
     unpaired = int(((df["delta_n"] == 0) & ~df["is_baseline"].astype(bool)).sum()) if "delta_n" in df else 0
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
-            f"seeds both finished (pairs); ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."
+            "seeds both finished (pairs); ± is the 95% CI half-width (t), – where it is undefined; "
+            "p: paired t-test."
             + (f" {unpaired} row{'s' if unpaired != 1 else ''} had no finished {label} seed to pair with."
                if unpaired else ""))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}   # torchvision's IMG_EXTENSIONS
+# torchvision's IMG_EXTENSIONS
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
 LAYOUT = ("ROOT/train/<class>/<image> and ROOT/test/<class>/<image> (the same class folders in both; "
           "images in sub-folders of a class folder count for that class)")
 
