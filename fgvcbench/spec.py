@@ -12,14 +12,27 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def portable(spec: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a run anywhere: its spec without the suite's name and this machine's
+    paths — the data root, and a local checkpoint's path, which its content hash
+    (``weights_sha256``) stands for. Run ids, leaderboard rows and setups hash this, so the
+    same checkpoint copied elsewhere (another machine, a relative path) is the same run."""
+    d = {k: v for k, v in spec.items() if k not in ("suite", "data_root")}
+    backbone = d.get("backbone")
+    if isinstance(backbone, dict) and backbone.get("weights_sha256"):
+        d["backbone"] = {**backbone, "pretrained": "checkpoint"}
+    return d
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One cell of a suite's grid: dataset × backbone × method × variant × seed, with the
     method's params and the training recipe fully resolved.
 
-    The run id hashes the spec *without* the suite name and the machine-specific data
-    root, so the same run found by two suites, or on two machines, has the same id and
-    is stored, resumed and de-duplicated as one. ``world_size`` (the processes that train
+    The run id hashes the spec *without* the suite name and the machine-specific paths
+    (:func:`portable`: the data root, a checkpoint's path), so the same run found by two
+    suites, or on two machines, has the same id and is stored, resumed and de-duplicated
+    as one. ``world_size`` (the processes that train
     each run together under torchrun, whose global batch is world size × batch size) enters
     the id, and the record's spec, only above 1: a one-process run keeps its id.
     """
@@ -37,10 +50,7 @@ class RunSpec:
     world_size: int = 1
 
     def identity(self) -> dict[str, Any]:
-        d = self.to_dict()
-        d.pop("suite")
-        d.pop("data_root")
-        return d
+        return portable(self.to_dict())
 
     @property
     def run_id(self) -> str:

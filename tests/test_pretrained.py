@@ -189,3 +189,14 @@ def test_a_checkpoint_s_content_is_part_of_the_run_identity(tmp_path):
         assert len(spec.backbone["weights_sha256"]) == 16 and spec.backbone["pretrained"] == str(path)
     assert ids[0] != ids[1]
     assert load_suite(suite, get_registry()).runs[0].run_id == ids[1]          # same bytes, same run
+    # the same bytes elsewhere (another machine, a relative path): the same run, one leaderboard row
+    import shutil
+    from fgvcbench.report.leaderboard import config_key
+    copy = tmp_path / "elsewhere" / "copy.pth"
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    other = tmp_path / "o.yaml"
+    other.write_text(suite.read_text().replace(str(path), str(copy)))
+    moved = load_suite(other, get_registry()).runs[0]
+    assert moved.backbone["pretrained"] == str(copy) and moved.run_id == ids[1]
+    assert config_key(moved.to_dict()) == config_key(load_suite(suite, get_registry()).runs[0].to_dict())

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from fgvcbench.report.stats import mean_std_ci, paired_difference
+from fgvcbench.spec import portable
 
 
 def ablation_config(spec: dict) -> str:
@@ -25,7 +26,7 @@ def ablation_config(spec: dict) -> str:
     its seed, step list (and the variant naming it), suite and data root — dataset options,
     weights, scale, recipe and the method's other params all enter it."""
     params = {k: v for k, v in (spec.get("params") or {}).items() if k != "steps"}
-    identity = {k: v for k, v in spec.items() if k not in ("seed", "suite", "data_root", "variant", "params")}
+    identity = {k: v for k, v in portable(spec).items() if k not in ("seed", "variant", "params")}
     return hashlib.sha256(json.dumps({**identity, "params": params}, sort_keys=True,
                                      default=str).encode()).hexdigest()[:6]
 

@@ -15,7 +15,7 @@ from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.leaderboard import config_key
 from fgvcbench.report.stats import paired_difference
-from fgvcbench.spec import dataset_label
+from fgvcbench.spec import dataset_label, portable
 
 BASELINE_COLUMNS = ["baseline", "is_baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p"]
 
@@ -24,7 +24,8 @@ def setup_key(spec: dict) -> str:
     """What a method and its baseline must share to be compared: the dataset (with its
     options and folder), the backbone and its weights, and the scale. Methods differ in
     their params and recipe by design, so those are not part of it."""
-    # the whole backbone entry: a local checkpoint's path *and* its content hash (weights_sha256)
+    # the whole backbone entry: for a local checkpoint its content hash (weights_sha256), not its path
+    spec = portable(spec)
     identity = {"dataset": spec.get("dataset"), "backbone": spec.get("backbone"), "scale": spec.get("scale"),
                 "world_size": spec.get("world_size", 1)}
     return json.dumps(identity, sort_keys=True, default=str)

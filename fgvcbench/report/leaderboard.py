@@ -27,7 +27,7 @@ from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci
-from fgvcbench.spec import dataset_label
+from fgvcbench.spec import dataset_label, portable
 from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
@@ -92,7 +92,7 @@ def _seed_key(record: dict) -> tuple:
 
 
 def config_key(spec: dict) -> str:
-    identity = {k: v for k, v in spec.items() if k not in ("seed", "suite", "data_root")}
+    identity = {k: v for k, v in portable(spec).items() if k != "seed"}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
