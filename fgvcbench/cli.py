@@ -127,6 +127,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                                   "deleted.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
+    from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_writable
     from fgvcbench.suite import EXECUTORS, load_suite
@@ -196,6 +197,11 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         again = sum(s == "rerun" for _, s in rows)
         console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run"
                       + (f" ({again} again: --rerun)" if again else "") + ".", highlight=False)
+        if chosen != "submitit":
+            try:   # a preview may be made away from the GPU machine too: say, do not fail
+                resolve_device(suite.device)
+            except UserError as exc:
+                err_console.print(f"[yellow]note:[/] a real run here would stop: {exc}", highlight=False)
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
             if root is not None and not Path(root).is_dir():
                 err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
@@ -222,6 +228,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                           highlight=False)
         return
     devices = _worker_devices(gpus, workers, suite.device)
+    if gpus is None:
+        resolve_device(suite.device)   # a device this machine lacks is refused now, not after --rerun moved runs
     replaced = _rerun(suite, reruns) if rerun is not None else None
     if devices:
         outcome = run_suite_workers(suite, devices, load_args, console=console)

@@ -319,6 +319,11 @@ def test_rerun_of_old_records_moves_the_method_s_stages_and_a_failed_rerun_says_
     # a refused option moves nothing
     refused = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "all", "--gpus", "7"])
     assert refused.exit_code == 2 and len(records(out)) == 4 and not (out / "replaced").exists()
+    if not torch.cuda.is_available():   # a device this machine lacks
+        refused = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "all", "--device", "cuda"])
+        assert refused.exit_code == 2 and len(records(out)) == 4 and not (out / "replaced").exists()
+        dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--device", "cuda"])
+        assert dry.exit_code == 0 and "a real run here would stop: device 'cuda'" in dry.output
     # records from before stage lists: the method's stages all move, and the output says why
     for r in records(out).values():
         r.pop("stages")
