@@ -197,6 +197,12 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         again = sum(s == "rerun" for _, s in rows)
         console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run"
                       + (f" ({again} again: --rerun)" if again else "") + ".", highlight=False)
+        if reruns:   # what the rerun would leave behind: unchosen runs that share a stage with it
+            from fgvcbench.executors import sharing_note
+            chosen_specs = [spec for spec in suite.runs if spec.run_id in reruns]
+            sharing = Store(suite.output).rerun_plan({spec.run_id: spec.method for spec in chosen_specs})[2]
+            if sharing:
+                err_console.print(f"[yellow]note:[/] {sharing_note(suite, chosen_specs, sharing)}", highlight=False)
         if chosen != "submitit":
             try:   # a preview may be made away from the GPU machine too: say, do not fail
                 resolve_device(suite.device)
@@ -257,7 +263,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
             err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {first}", highlight=False)
             if replaced is not None and record["run_id"] in replaced.records:
-                err_console.print(f"  its previous record: {replaced.folder / (record['run_id'] + '.json')} "
+                err_console.print(f"  its previous record: {replaced.folder / 'runs' / (record['run_id'] + '.json')} "
                                   f"(move it back to runs/ to restore it)", highlight=False)
         raise typer.Exit(1)
 

@@ -111,10 +111,23 @@ def move_reruns(suite: Suite, specs: list):
         lines.append(f"--rerun: some chosen runs had no list of their stages (no record yet, or one from before "
                      f"stage lists), so every cached stage of {', '.join(done.stages_by_method)} moved too")
     if done.sharing:
-        lines.append(f"--rerun: {plural(len(done.sharing), 'finished run')} not chosen used a moved stage and "
-                     f"keep their records ({', '.join(done.sharing[:5])}{' …' if len(done.sharing) > 5 else ''}); "
-                     f"rerun them too for results from one computation")
+        lines.append(sharing_note(suite, specs, done.sharing))
     return lines, done
+
+
+def sharing_note(suite: Suite, specs: list, sharing: list[str]) -> str:
+    """The line about unchosen finished runs that used a stage the rerun moves: they keep
+    their records, from the old computation. Rerunning only them afterwards would move the
+    stage again (a loop), so the advice names the whole group, for one command."""
+    group = {spec.run_id for spec in specs} | set(sharing)
+    methods = sorted({spec.method for spec in suite.runs if spec.run_id in group})
+    whole = all(spec.run_id in group for spec in suite.runs if spec.method in methods)
+    again = ",".join(methods) if whole else ",".join(sorted(group))
+    n = len(sharing)
+    return (f"--rerun: {n} finished run{'s' if n != 1 else ''} not chosen "
+            f"({', '.join(sharing[:5])}{' …' if n > 5 else ''}) shared a cached stage with the chosen ones and "
+            f"keep{'s' if n == 1 else ''} {'its' if n == 1 else 'their'} records from the old computation; for "
+            f"results from one computation, rerun the whole group in one command: --rerun {again}")
 
 
 class Claims:

@@ -6,8 +6,8 @@ Layout of an output directory::
     <output>/artifacts/<run_id>/       files a run chose to keep (embeddings, plots…)
     <output>/stages/<key>.pt           cached outputs of multi-phase methods' stages
     <output>/leaderboard.csv           written by `fgvcbench leaderboard` / `run`
-    <output>/replaced/<time>/          what `fgvcbench run --rerun` moved aside: <run_id>.json,
-                                       <run_id>.artifacts/, stages/ (no table reads them)
+    <output>/replaced/<time>/          what `fgvcbench run --rerun` moved aside, in the same
+                                       layout: runs/, artifacts/, stages/ (tables pass it over)
 
 A record is written to a temporary file in the same directory, flushed and fsync'ed,
 then renamed over its final name, so a reader (or a crash) never sees half a record.
@@ -193,19 +193,10 @@ class Store:
                 pass
         return removed
 
-    def replace(self, runs: dict[str, str], stamp: str) -> "Replaced":
-        """Move the chosen runs (``{run_id: method}``) aside to ``replaced/<stamp>/``, so they
-        are pending again and run from scratch, while nothing is deleted (move a file back to
-        restore it). Per run: the cached stages its record lists (or, for a run that never
-        finished, ``stage_uses``), then its artifacts, then its record — last, so a move cut
-        short (Ctrl-C, a permission error) leaves the record in place and the same ``--rerun``
-        completes it. A record older than stage lists names none: then every stage of its
-        method moves (the built-in methods' stage names begin with the method's name). The
-        folder's layout has no ``runs/`` or ``artifacts/`` part, so no table or report reads
-        the old results. ``stamp`` must be a new folder name."""
-        folder = self.root / "replaced" / stamp
-        folder.mkdir(parents=True, exist_ok=False)   # two reruns never share a folder
-        out = Replaced(folder)
+    def rerun_plan(self, runs: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+        """What ``replace`` would move for the chosen runs (``{run_id: method}``), moving
+        nothing: (the cached stage files, the methods whose every stage moves because a chosen
+        record predates stage lists, the unchosen finished runs that used one of those stages)."""
         records = {run_id: self.get(run_id) for run_id in runs}
         used: dict[str, list] = {}
         for run_id, record in records.items():
@@ -213,35 +204,51 @@ class Store:
                 used[run_id] = record["stages"]
             elif self.stage_uses(run_id).is_file():   # a run that never finished
                 used[run_id] = self.stage_uses(run_id).read_text(encoding="utf-8").split()
-        unknown = sorted({runs[i] for i in runs if i not in used and records[i] is not None})
-        stage_names = {name for names in used.values() for name in names
-                       # a file name this store wrote, never a path a hand-edited record points elsewhere
-                       if isinstance(name, str) and Path(name).name == name}
-        if unknown and self.stage_dir().is_dir():
-            stage_names |= {p.name for p in self.stage_dir().glob("*.pt")
-                            if any(p.name.startswith((f"{m}_", f"{m}-")) for m in unknown)}
-        for name in sorted(stage_names):
-            path = self.stage_dir() / name
-            if path.is_file():
-                (folder / "stages").mkdir(exist_ok=True)
-                os.replace(path, folder / "stages" / name)
-                out.stages.append(name)
-        out.stages_by_method = unknown
-        for run_id, record in records.items():
+        by_method = sorted({runs[i] for i in runs if i not in used and records[i] is not None})
+        names = {name for listed in used.values() for name in listed
+                 # a file name this store wrote, never a path a hand-edited record points elsewhere
+                 if isinstance(name, str) and Path(name).name == name}
+        if by_method and self.stage_dir().is_dir():
+            names |= {p.name for p in self.stage_dir().glob("*.pt")
+                      if any(p.name.startswith((f"{m}_", f"{m}-")) for m in by_method)}
+        stages = sorted(name for name in names if (self.stage_dir() / name).is_file())
+        sharing = sorted(r["run_id"] for r in self.records() if r["run_id"] not in runs
+                         and isinstance(r.get("stages"), list) and set(stages) & set(r["stages"]))
+        return stages, by_method, sharing
+
+    def replace(self, runs: dict[str, str], stamp: str) -> "Replaced":
+        """Move the chosen runs (``{run_id: method}``) aside to ``replaced/<stamp>/``, so they
+        are pending again and run from scratch, while nothing is deleted (move a file back to
+        restore it). First the cached stages they used (``rerun_plan``: a record's list, or
+        ``stage_uses`` for a run that never finished; a record older than stage lists names
+        none, so every stage of its method moves — the built-in methods' stage names begin
+        with the method's name), then per run its artifacts and its record — last, so a move
+        cut short (Ctrl-C, a permission error) leaves the record in place and the same
+        ``--rerun`` completes it. The folder mirrors the live layout (``runs/``,
+        ``artifacts/``, ``stages/``), so restoring is moving files back; tables and reports
+        of the results folder pass over ``replaced/`` (``fgvcbench leaderboard
+        OUTPUT/replaced/<stamp>`` shows the old results). ``stamp`` must be a new folder."""
+        folder = self.root / "replaced" / stamp
+        folder.mkdir(parents=True, exist_ok=False)   # two reruns never share a folder
+        stages, by_method, sharing = self.rerun_plan(runs)
+        out = Replaced(folder, stages_by_method=by_method, sharing=sharing)
+        for name in stages:
+            (folder / "stages").mkdir(exist_ok=True)
+            os.replace(self.stage_dir() / name, folder / "stages" / name)
+            out.stages.append(name)
+        for run_id in runs:
             if self.stage_uses(run_id).is_file():
                 (folder / "stages").mkdir(exist_ok=True)
                 os.replace(self.stage_uses(run_id), folder / "stages" / f"{run_id}.uses.txt")
-            if record is None:
+            if not self.record_path(run_id).is_file():
                 continue
             artifacts = self.artifact_dir(run_id)
             if artifacts.is_dir():
-                os.replace(artifacts, folder / f"{run_id}.artifacts")
-            os.replace(self.record_path(run_id), folder / f"{run_id}.json")
+                (folder / "artifacts").mkdir(exist_ok=True)
+                os.replace(artifacts, folder / "artifacts" / run_id)
+            (folder / "runs").mkdir(exist_ok=True)
+            os.replace(self.record_path(run_id), folder / "runs" / f"{run_id}.json")
             out.records.append(run_id)
-        # finished runs that were not chosen but read a stage that moved: their records stay
-        moved = set(out.stages)
-        out.sharing = sorted(r["run_id"] for r in self.records() if r["run_id"] not in runs
-                             and isinstance(r.get("stages"), list) and moved & set(r["stages"]))
         return out
 
     def records(self) -> Iterator[dict[str, Any]]:

@@ -295,10 +295,10 @@ def test_rerun_runs_chosen_runs_from_scratch_and_keeps_the_old_results_aside(run
     assert now["staged"]["metrics"]["top1"] == 42.0 and now["staged"]["run_id"] == first["staged"]["run_id"]
     assert quick_path.stat().st_mtime_ns == quick_mtime   # not chosen: untouched
     (old_folder,) = (out / "replaced").iterdir()
-    old = json.loads((old_folder / f"{first['staged']['run_id']}.json").read_text())
+    old = json.loads((old_folder / "runs" / f"{first['staged']['run_id']}.json").read_text())
     assert old["metrics"]["top1"] == 41.0
     assert (old_folder / "stages" / stage_file).is_file()
-    assert (old_folder / f"{first['staged']['run_id']}.artifacts" / "kept.txt").read_text() == "1.0"
+    assert (old_folder / "artifacts" / first["staged"]["run_id"] / "kept.txt").read_text() == "1.0"
     # tables read the current records only
     recs, warnings = load_records(out)
     assert sorted(r["metrics"]["top1"] for r in recs) == [10.0, 42.0] and not warnings
@@ -405,3 +405,29 @@ def test_a_suite_s_baseline_must_name_one_configuration_of_its_grid(runner, tmp_
     import re
     assert re.search(message, " ".join(result.output.split())), result.output
     assert "suite.yaml:" in result.output
+
+
+def test_rerun_names_the_unchosen_runs_that_shared_a_moved_stage_and_the_whole_group(runner, tmp_path,
+                                                                                    registry_with):
+    """Two methods share one cached stage (as FineRNet's variants share phase 1): rerunning one
+    leaves the other's records from the old computation, and the advice is one command for all."""
+    mod = types.ModuleType("sharing_plugin")
+
+    def shared(ctx):
+        return {"top1": float(ctx.stage("shared_phase", lambda: torch.tensor([5.0]), inputs={"seed": ctx.seed})[0])}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="first", run=shared), Method(name="second", run=shared)])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, methods="[first, second]", backbones="[pixels]")
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    second = next(r["run_id"] for r in records(out).values() if r["spec"]["method"] == "second")
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--rerun", "first"])
+    assert f"not chosen ({second}) shared a cached stage" in " ".join(dry.output.split())
+    assert "--rerun first,second" in dry.output and not (out / "replaced").exists()
+    again = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "first"])
+    assert again.exit_code == 0 and "--rerun first,second" in again.output
+    (folder,) = (out / "replaced").iterdir()
+    assert [p.name for p in (folder / "stages").glob("*.pt")] and len(list((folder / "runs").glob("*.json"))) == 1
+    # the old record sits in the live layout: moving it back restores it; tables pass it over
+    from fgvcbench.report.leaderboard import load_records
+    assert len(load_records(out)[0]) == 2 and len(load_records(folder)[0]) == 1

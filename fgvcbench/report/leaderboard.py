@@ -50,7 +50,9 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
     for d in results_dirs:
         folder = Path(d)
         # the records folder itself (what `run` prints) is as good as the results folder above it
-        paths = folder.glob("*.json") if folder.name == "runs" else folder.rglob("runs/*.json")
+        # what `run --rerun` moved aside (<output>/replaced/<stamp>/runs/) is not a result of this folder
+        paths = folder.glob("*.json") if folder.name == "runs" else \
+            (p for p in folder.rglob("runs/*.json") if p.relative_to(folder).parts[-4:-3] != ("replaced",))
         for path in sorted(paths):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))

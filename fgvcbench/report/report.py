@@ -64,7 +64,8 @@ def _artifacts(results_dirs) -> dict[str, Path]:
     found = {}
     for d in results_dirs:
         for path in Path(d).rglob("artifacts/*/predictions.json"):
-            found[path.parent.name] = path
+            if path.relative_to(d).parts[-5:-4] != ("replaced",):   # what `run --rerun` moved aside
+                found[path.parent.name] = path
     return found
 
 
