@@ -23,6 +23,7 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
                                               render_pivot, render_rich_table, write_leaderboard_csv)
+    from fgvcbench.store import atomic_write_text
     records, warnings = load_records(*dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -31,12 +32,18 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
                         f"(fgvcbench run suites/quickstart.yaml)")
     check_extra_metrics(records, metrics)
     df = build_leaderboard(records, metrics)
+    plain = df
     if baseline is not None:
         df = add_baseline(df, records, baseline)
     if write_csv:
         first = Path(dirs[0])
-        path = write_leaderboard_csv(df, first.parent if first.name == "runs" else first)   # beside runs/
+        folder = first.parent if first.name == "runs" else first   # beside runs/
+        path = write_leaderboard_csv(plain, folder)   # leaderboard.csv is always the plain table
         err_console.print(f"[dim]wrote {path}[/]")
+        if baseline is not None:   # the comparison beside it, as `run` writes a suite's baseline:
+            path = folder / "baseline.csv"
+            atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
+            err_console.print(f"[dim]wrote {path}[/]")
     if pivot:
         sys.stdout.write(render_pivot(df, "github" if fmt == "table" else fmt) + "\n")
     elif fmt == "table":
@@ -91,12 +98,18 @@ def print_ablation_tables(suite) -> None:
                                  and r["spec"]["backbone"] == backbone], suite.ablation, dataset["name"],
                                 backbone["name"])
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
+            if not df.attrs.get("seeds"):   # nothing to show yet (an interrupted first pass)
+                err_console.print(f"[yellow]note:[/] {title}: no seed finished by every cumulative row yet",
+                                  highlight=False)
+                continue
             console.print(f"\n[bold]{title}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
             chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
             if write_ablation_chart(df, chart, title):
                 err_console.print(f"[dim]wrote {chart}[/]")
             frames.append(df.assign(dataset=dataset["name"], backbone=backbone["name"]))
+    if not frames:
+        return
     path = Path(suite.output) / "ablation.csv"
     atomic_write_text(path, pd.concat(frames).to_csv(index=False, float_format="%.4f"))
     err_console.print(f"[dim]wrote {path}[/]")

@@ -293,7 +293,7 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
                 metrics: Optional[str] = typer.Option(None, "--metrics",
                                                       help="Extra metric columns, e.g. precision_at_1,map_at_r "
                                                            "(mean ± std over seeds)."),
-                baseline: Optional[str] = typer.Option(
+                baseline: Optional[List[str]] = typer.Option(
                     None, "--baseline", help="Compare every row with this method (or method:variant, "
                                              "method:variant@CONFIG) on the same "
                                              "dataset, backbone, weights and scale: Δ top-1 paired by seed, its 95% "
@@ -306,8 +306,11 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
         if not d.is_dir():
             raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
     extra = _metrics_option(metrics)
+    if baseline and len(baseline) > 1:
+        raise UserError(f"--baseline given {len(baseline)} times: a leaderboard compares with one "
+                        f"(`fgvcbench report --baseline A --baseline B` makes a table for each)")
     print_leaderboard(list(results_dirs), fmt=format, write_csv=write, pivot=pivot, metrics=extra,
-                       baseline=baseline)
+                      baseline=baseline[0] if baseline else None)
 
 
 @app.command()
@@ -322,7 +325,8 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
                                         "this method or method:variant; repeatable.")) -> None:
     """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
     time, per-seed spread and the most-confused class pairs with example images."""
-    from fgvcbench.report.leaderboard import check_extra_metrics, load_records
+    from fgvcbench.report.compare import add_baseline
+    from fgvcbench.report.leaderboard import build_leaderboard, check_extra_metrics, load_records
     from fgvcbench.report.report import write_report
     for d in results_dirs:
         if not d.is_dir():
@@ -334,6 +338,8 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
     extra = _metrics_option(metrics)
     check_extra_metrics(records, extra)
+    for name in baseline or ():   # a bad --baseline stops the report before its folder is made
+        add_baseline(build_leaderboard(records), records, name)
     try:
         path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()))
     except OSError as exc:

@@ -86,3 +86,21 @@ def dataset_label(dataset: dict) -> str:
     if isinstance(options.get("noise_rate"), (int, float)) and not isinstance(options.get("noise_rate"), bool):
         label += f", ρ={options['noise_rate']:g}"
     return f"{name}({label})"
+
+
+def config_key(spec: dict[str, Any]) -> str:
+    """A leaderboard row's configuration: a short hash of the portable spec without its seed
+    (the same fields the run id hashes, so it is stable across machines)."""
+    identity = {k: v for k, v in portable(spec).items() if k != "seed"}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def setup_key(spec: dict[str, Any]) -> str:
+    """What a method and its baseline must share to be compared: the dataset (with its
+    options and folder), the backbone and its weights (a checkpoint's content, not its
+    path), the scale and the world size. Methods differ in their params and recipe by
+    design, so those are not part of it."""
+    spec = portable(spec)
+    identity = {"dataset": spec.get("dataset"), "backbone": spec.get("backbone"), "scale": spec.get("scale"),
+                "world_size": spec.get("world_size", 1)}
+    return json.dumps(identity, sort_keys=True, default=str)

@@ -512,20 +512,38 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
 
 
 def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
-    """``baseline: method[:variant]``: one of the grid's own methods (and variants)."""
+    """``baseline: method[:variant][@config]``: one configuration of the grid's own runs
+    per setup, as ``leaderboard --baseline`` takes it — checked here, before anything runs."""
     if value is None:
         return None
+    from fgvcbench.spec import config_key, dataset_label, setup_key
     ck.typed(value, (str,), ("baseline",), "a method name or method:variant, e.g. finernet:single_step")
-    method, _, variant = value.partition(":")
+    name, at, config = value.partition("@")
+    method, _, variant = name.partition(":")
     names = sorted({f"{r.method}:{r.variant}" for r in runs})
-    if not any(r.method == method and (not variant or r.variant == variant) for r in runs):
+    hits = [r for r in runs if r.method == method and (not variant or r.variant == variant)]
+    if not method or not hits:
         close = suggest(value, names) or suggest(method, sorted({r.method for r in runs}))
-        ck.fail(("baseline",), f"baseline {value!r} is not in this suite's grid",
+        ck.fail(("baseline",), f"{value!r} is not in this suite's grid",
                 f"did you mean {close!r}?" if close else f"the grid has: {', '.join(names)}")
-    variants = {r.variant for r in runs if r.method == method}
+    if at:
+        configs = sorted({config_key(r.to_dict()) for r in hits})
+        hits = [r for r in hits if config and config_key(r.to_dict()).startswith(config)]
+        if not hits:
+            ck.fail(("baseline",), f"{name!r} has no configuration {config!r}", f"its configurations: {', '.join(configs)}")
+    variants = {r.variant for r in hits}
     if not variant and len(variants) > 1:
         ck.fail(("baseline",), f"method {method!r} runs {len(variants)} variants here",
                 f"name one: {', '.join(f'{method}:{v}' for v in sorted(variants))}")
+    per_setup: dict[str, set] = {}
+    for r in hits:
+        per_setup.setdefault(setup_key(r.to_dict()), set()).add(config_key(r.to_dict()))
+    for setup, configs in per_setup.items():
+        if len(configs) > 1:
+            r = next(r for r in hits if setup_key(r.to_dict()) == setup)
+            ck.fail(("baseline",), f"{value!r} has {len(configs)} configurations on {dataset_label(r.dataset)} · "
+                                   f"{r.backbone['name']} (other params or train settings)",
+                    f"name one as {name}@CONFIG: {', '.join(sorted(configs))}")
     return value
 
 

@@ -372,3 +372,6 @@ def test_latex_tables_paste_into_a_paper(results, runner):
     table = [line for line in pivot.stdout.splitlines() if line and not line.startswith("%")]
     assert table and not any(symbol in line for line in table for symbol in "±Δ·–")
     assert any(line.startswith("% Δ: top-1 minus finetune") for line in pivot.stdout.splitlines())
+    # a negative number's sign is a minus; a hyphen inside a name (an Aircraft variant) stays
+    assert latex_symbols("Δ -1.50 ±0.20 · 707-320") == r"$\Delta$ $-$1.50 $\pm$0.20 $\cdot$ 707-320"
+    assert r"\begin{tabular}{lllllrrrrrrrrrrr}" in runner.invoke(app, args + ["--baseline", "finetune"]).stdout

@@ -393,18 +393,32 @@ def test_a_suite_s_baseline_table_is_printed_after_the_run(runner, tmp_path, reg
 
 
 @pytest.mark.parametrize("value, message", [
-    ("nope", r"baseline 'nope' is not in this suite's grid"),
+    ("nope", r"baseline: 'nope' is not in this suite's grid"),
     ("finetune", r"method 'finetune' runs 2 variants here.*finetune:default, finetune:linear_probe"),
     ("[finetune]", r"expected a method name or method:variant"),
+    ("finetune:default@", r"'finetune:default' has no configuration ''.*its configurations: \w{6}"),
+    ("recipe", r"'recipe' has 2 configurations on synthetic · test_resnet .*name one as recipe@CONFIG: \w{6}, \w{6}"),
 ])
 def test_a_suite_s_baseline_must_name_one_configuration_of_its_grid(runner, tmp_path, value, message):
-    suite = tiny_suite(tmp_path, methods="[{name: finetune, variants: [default, linear_probe]}]",
+    # recipe twice, with other learning rates: one variant, two configurations on one setup
+    suite = tiny_suite(tmp_path, methods="[{name: finetune, variants: [default, linear_probe]}, "
+                                         "{name: recipe, train: {lr: 0.1}}, {name: recipe, train: {lr: 0.2}}]",
                        extra=f"baseline: {value}")
     result = runner.invoke(app, ["run", str(suite), "--dry-run"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     import re
     assert re.search(message, " ".join(result.output.split())), result.output
     assert "suite.yaml:" in result.output
+
+
+def test_a_suite_s_baseline_can_name_a_configuration(runner, tmp_path):
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.spec import config_key
+    from fgvcbench.suite import load_suite
+    methods = "[{name: recipe, train: {lr: 0.1}}, {name: recipe, train: {lr: 0.2}}]"
+    spec = load_suite(tiny_suite(tmp_path, methods=methods), get_registry()).runs[0]
+    picked = tiny_suite(tmp_path, methods=methods, extra=f"baseline: recipe@{config_key(spec.to_dict())}")
+    assert load_suite(picked, get_registry()).baseline == f"recipe@{config_key(spec.to_dict())}"
 
 
 def test_rerun_names_the_unchosen_runs_that_shared_a_moved_stage_and_the_whole_group(runner, tmp_path,

@@ -6,37 +6,25 @@ seed (the seed-to-seed spread both share cancels) and says how sure the differen
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
 
 from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
-from fgvcbench.report.leaderboard import config_key
 from fgvcbench.report.stats import paired_difference
-from fgvcbench.spec import dataset_label, portable
+from fgvcbench.spec import config_key, dataset_label, setup_key
 
 BASELINE_COLUMNS = ["baseline", "is_baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p"]
 
 
-def setup_key(spec: dict) -> str:
-    """What a method and its baseline must share to be compared: the dataset (with its
-    options and folder), the backbone and its weights, and the scale. Methods differ in
-    their params and recipe by design, so those are not part of it."""
-    # the whole backbone entry: for a local checkpoint its content hash (weights_sha256), not its path
-    spec = portable(spec)
-    identity = {"dataset": spec.get("dataset"), "backbone": spec.get("backbone"), "scale": spec.get("scale"),
-                "world_size": spec.get("world_size", 1)}
-    return json.dumps(identity, sort_keys=True, default=str)
-
-
 def _parse_baseline(baseline: str) -> tuple[str, str | None, str | None]:
     """``method[:variant][@config]`` → (method, variant or None, config hash prefix or None)."""
-    name, _, config = baseline.strip().partition("@")
+    name, at, config = baseline.strip().partition("@")
     method, _, variant = name.partition(":")
-    if not method:
-        raise UserError(f"--baseline {baseline!r}: name a method, or method:variant (e.g. finetune:default)")
+    if not method or (at and not config):
+        raise UserError(f"--baseline {baseline!r}: name a method, method:variant or method:variant@CONFIG "
+                        f"(e.g. finetune:default; CONFIG is a row's config hash)")
     return method, variant or None, config or None
 
 
@@ -110,7 +98,6 @@ def baseline_note(df: pd.DataFrame) -> str:
     label = df.attrs.get("baseline", "the baseline")
     unpaired = int(((df["delta_n"] == 0) & ~df["is_baseline"].astype(bool)).sum()) if "delta_n" in df else 0
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
-            "seeds both finished (pairs); ± is the 95% CI half-width (t), – where it is undefined; "
-            "p: paired t-test."
-            + (f" {unpaired} row{'s' if unpaired != 1 else ''} had no finished {label} seed to pair with."
-               if unpaired else ""))
+            "seeds both finished; ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."
+            + (f" {unpaired} row{'s' if unpaired != 1 else ''} had no seed that {'it' if unpaired == 1 else 'they'} "
+               f"and {label} both finished." if unpaired else ""))

@@ -12,7 +12,6 @@ backbone column stays a timm name that can be filtered and grouped on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci
-from fgvcbench.spec import dataset_label, portable
+from fgvcbench.spec import config_key, dataset_label
 from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
@@ -93,9 +92,6 @@ def _seed_key(record: dict) -> tuple:
     return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
-def config_key(spec: dict) -> str:
-    identity = {k: v for k, v in portable(spec).items() if k != "seed"}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
 def _pretrained_label(value: Any) -> str:
@@ -255,8 +251,15 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return df.to_csv(index=False, float_format="%.4f")
     from tabulate import tabulate
     headers, rows = human_table(df)
-    text = tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
-    return latex_symbols(text) if fmt == "latex" else text
+    if fmt != "latex":
+        return tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True)
+    # numbers right-aligned, as a paper sets them
+    align = ["left" if h in TEXT_COLUMNS else "right" for h in headers]
+    return latex_symbols(tabulate(rows, headers=headers, tablefmt=FORMATS[fmt], disable_numparse=True,
+                                  colalign=align))
+
+
+TEXT_COLUMNS = ("dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "pipeline")
 
 
 # what the tables print that LaTeX's default UTF-8 input does not typeset (Δ) or sets as text
@@ -265,10 +268,12 @@ LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "·": r"$\cdot$", "–": "--
 
 def latex_symbols(text: str) -> str:
     """A LaTeX table (tabulate has escaped ``_``, ``%``…) with the symbols the cells use as
-    math, so it compiles as pasted into a paper."""
+    math, and a negative number's sign as a minus (not a hyphen: ``707-320`` stays), so it
+    compiles and reads as pasted into a paper (with ``\\usepackage{booktabs}``)."""
+    import re
     for symbol, macro in LATEX_SYMBOLS.items():
         text = text.replace(symbol, macro)
-    return text
+    return re.sub(r"(?<![\w.$])-(?=\d)", r"$-$", text)
 
 
 def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
@@ -315,16 +320,21 @@ def pivot_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
-def render_pivot(df: pd.DataFrame, fmt: str) -> str:
+def render_pivot(df: pd.DataFrame, fmt: str, markdown: bool = False) -> str:
+    """The pivot tables, one per backbone under its name (``markdown``: a bold line and a
+    blank line, so the table renders in a Markdown report)."""
     from tabulate import tabulate
     parts = []
     for backbone, table in pivot_tables(df).items():
         if fmt == "csv":
             parts.append(f"# {backbone}\n" + table.to_csv(index=False))
         elif fmt == "latex":   # the backbone as a comment: the block pastes into a paper as it is
+            align = ["left"] + ["right"] * (len(table.columns) - 1)
             parts.append(f"% {backbone}\n" + latex_symbols(tabulate(table.values.tolist(), headers=list(table.columns),
-                                                                    tablefmt=FORMATS[fmt], disable_numparse=True)))
+                                                                    tablefmt=FORMATS[fmt], disable_numparse=True,
+                                                                    colalign=align)))
         else:
-            parts.append(f"{backbone}\n" + tabulate(table.values.tolist(), headers=list(table.columns),
-                                                    tablefmt=FORMATS.get(fmt) or "github", disable_numparse=True))
+            parts.append((f"**{backbone}**\n\n" if markdown else f"{backbone}\n")
+                         + tabulate(table.values.tolist(), headers=list(table.columns),
+                                    tablefmt=FORMATS.get(fmt) or "github", disable_numparse=True))
     return "\n\n".join(parts)

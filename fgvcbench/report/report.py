@@ -211,7 +211,8 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
     lines += ["## Leaderboard", "", render(df, "github"), ""]
     for baseline in baselines:
         compared = add_baseline(df, records, baseline)
-        lines += [f"## Against {compared.attrs['baseline']}", "", render_pivot(compared, "github"), "",
+        lines += [f"## Against {compared.attrs['baseline']}", "",
+                  render_pivot(compared, "github", markdown=True), "",
                   baseline_note(compared), ""]
 
     ablations = find_ablations(ok)
@@ -227,7 +228,8 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
         title = f"{label} · {backbone} · scale {scale}" + (f" · setup {config}" if named else "")
         chart = f"ablation-{_slug(label)}-{_slug(backbone)}-{_slug(str(scale))}" + (f"-{config}" if named else "") + ".png"
         write_ablation_chart(table, out / chart, f"{title}: cumulative top-1")
-        lines += [f"### {title}", "", setup, "", render_ablation(table), "", f"![cumulative ablation]({chart})", ""]
+        table_md = render_ablation(table).replace("\nSeeds:", "\n\nSeeds:")   # a paragraph, not a table row
+        lines += [f"### {title}", "", setup, "", table_md, "", f"![cumulative ablation]({chart})", ""]
 
     if len(df) and df["train_seconds_total_mean"].notna().any():
         _scatter_cost(df[df["train_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
