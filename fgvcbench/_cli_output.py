@@ -40,8 +40,8 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
         folder = first.parent if first.name == "runs" else first   # beside runs/
         path = write_leaderboard_csv(plain, folder)   # leaderboard.csv is always the plain table
         err_console.print(f"[dim]wrote {path}[/]")
-        if baseline is not None:   # the comparison beside it, as `run` writes a suite's baseline:
-            path = folder / "baseline.csv"
+        if baseline is not None:   # the comparison beside it (a suite's own baseline: table is baseline.csv)
+            path = folder / "leaderboard-baseline.csv"
             atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
             err_console.print(f"[dim]wrote {path}[/]")
     if pivot:
@@ -74,7 +74,7 @@ def print_baseline_table(suite) -> None:
     except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
         err_console.print(f"[yellow]note:[/] no table against {suite.baseline}: {exc}", highlight=False)
         return
-    console.print(f"\n[bold]against {suite.baseline}[/]")
+    console.print(f"\n[bold]against {suite.baseline}[/] (this suite's runs)")
     sys.stdout.write(render_pivot(df, "github") + "\n")
     console.print(baseline_note(df), highlight=False)
     path = Path(suite.output) / "baseline.csv"
@@ -92,10 +92,13 @@ def print_ablation_tables(suite) -> None:
     ids = {spec.run_id for spec in suite.runs}
     records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
     frames = []
+    from fgvcbench.spec import portable
     for dataset, _ in suite.datasets:
         for backbone in suite.backbones:
+            # a checkpoint by its content, not its path (the same file copied elsewhere is the same run)
+            same = portable({"backbone": backbone})["backbone"]
             df = ablation_table([r for r in records if r["spec"]["dataset"] == dataset
-                                 and r["spec"]["backbone"] == backbone], suite.ablation, dataset["name"],
+                                 and portable(r["spec"])["backbone"] == same], suite.ablation, dataset["name"],
                                 backbone["name"])
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
             if not df.attrs.get("seeds"):   # nothing to show yet (an interrupted first pass)

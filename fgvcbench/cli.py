@@ -228,6 +228,10 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             console.print("nothing to submit: every run is finished or running", highlight=False)
         if wait and any(Store(suite.output).records()):
             print_leaderboard([suite.output], fmt="table", write_csv=True)
+            if suite.ablation is not None:
+                print_ablation_tables(suite)
+            if suite.baseline is not None:
+                print_baseline_table(suite)
         elif submitted:
             console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
                           f"finished, and the same command{again} submits only what is still missing",

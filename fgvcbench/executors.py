@@ -86,6 +86,10 @@ def move_reruns(suite: Suite, specs: list):
     from fgvcbench.errors import UserError
     if not specs:
         return ["--rerun: no run of the grid matches; nothing to run again"], None
+    busy = [spec.run_id for spec in specs if Claims(suite.output).held(spec.run_id)]
+    if busy:   # its process would still write the old code's record over the rerun
+        raise UserError(f"--rerun: {len(busy)} chosen run{'s are' if len(busy) != 1 else ' is'} running in another "
+                        f"process ({', '.join(busy[:5])}) — let it finish or stop it, then run this again")
     store = Store(suite.output)
     base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1, 1000):
@@ -99,8 +103,9 @@ def move_reruns(suite: Suite, specs: list):
                             f"check the folder's permissions, then run the same command again") from None
     else:
         raise UserError(f"--rerun: {store.root / 'replaced'} holds too many folders named {base}* — move some away")
-    if not done.records and not done.stages:
-        done.folder.rmdir()
+    if not done.records and not done.stages:   # at most the list of a stage never saved (killed inside it)
+        import shutil
+        shutil.rmtree(done.folder)
         return [f"--rerun: none of the {len(specs)} chosen runs has a record or cached stage yet; "
                 f"they run as pending runs"], None
     plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"   # noqa: E731
@@ -119,15 +124,17 @@ def sharing_note(suite: Suite, specs: list, sharing: list[str]) -> str:
     """The line about unchosen finished runs that used a stage the rerun moves: they keep
     their records, from the old computation. Rerunning only them afterwards would move the
     stage again (a loop), so the advice names the whole group, for one command."""
-    group = {spec.run_id for spec in specs} | set(sharing)
+    grid = {spec.run_id for spec in suite.runs}
+    group = {spec.run_id for spec in specs} | (set(sharing) & grid)
     methods = sorted({spec.method for spec in suite.runs if spec.run_id in group})
     whole = all(spec.run_id in group for spec in suite.runs if spec.method in methods)
     again = ",".join(methods) if whole else ",".join(sorted(group))
-    n = len(sharing)
+    n, others = len(sharing), len(set(sharing) - grid)
     return (f"--rerun: {n} finished run{'s' if n != 1 else ''} not chosen "
             f"({', '.join(sharing[:5])}{' …' if n > 5 else ''}) shared a cached stage with the chosen ones and "
             f"keep{'s' if n == 1 else ''} {'its' if n == 1 else 'their'} records from the old computation; for "
-            f"results from one computation, rerun the whole group in one command: --rerun {again}")
+            f"results from one computation, rerun the whole group in one command: --rerun {again}"
+            + (f" (and {others} of another suite writing this folder, through that suite)" if others else ""))
 
 
 class Claims:

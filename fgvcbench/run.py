@@ -72,6 +72,14 @@ class RunContext:
         self._mean, self._std = IMAGENET_MEAN, IMAGENET_STD
 
     @property
+    def identity(self) -> dict[str, Any]:
+        """The run's spec without this machine's paths (``spec.portable``: a checkpoint by its
+        content hash): what stage ``inputs`` should take from the spec, so a cached phase is
+        shared wherever the same data and weights sit."""
+        from fgvcbench.spec import portable
+        return portable(self.spec.to_dict())
+
+    @property
     def artifact_dir(self) -> Path:
         path = self._store.artifact_dir(self.spec.run_id)
         path.mkdir(parents=True, exist_ok=True)

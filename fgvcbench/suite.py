@@ -521,14 +521,22 @@ def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
     name, at, config = value.partition("@")
     method, _, variant = name.partition(":")
     names = sorted({f"{r.method}:{r.variant}" for r in runs})
+    # under torchrun the runs become world_size-N runs (another config hash): hash them as they will be
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        world = 1
+
+    def config_of(r: RunSpec) -> str:
+        return config_key({**r.to_dict(), "world_size": world} if world > 1 else r.to_dict())
     hits = [r for r in runs if r.method == method and (not variant or r.variant == variant)]
     if not method or not hits:
         close = suggest(value, names) or suggest(method, sorted({r.method for r in runs}))
         ck.fail(("baseline",), f"{value!r} is not in this suite's grid",
                 f"did you mean {close!r}?" if close else f"the grid has: {', '.join(names)}")
     if at:
-        configs = sorted({config_key(r.to_dict()) for r in hits})
-        hits = [r for r in hits if config and config_key(r.to_dict()).startswith(config)]
+        configs = sorted({config_of(r) for r in hits})
+        hits = [r for r in hits if config and config_of(r).startswith(config)]
         if not hits:
             ck.fail(("baseline",), f"{name!r} has no configuration {config!r}", f"its configurations: {', '.join(configs)}")
     variants = {r.variant for r in hits}
@@ -537,7 +545,7 @@ def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
                 f"name one: {', '.join(f'{method}:{v}' for v in sorted(variants))}")
     per_setup: dict[str, set] = {}
     for r in hits:
-        per_setup.setdefault(setup_key(r.to_dict()), set()).add(config_key(r.to_dict()))
+        per_setup.setdefault(setup_key(r.to_dict()), set()).add(config_of(r))
     for setup, configs in per_setup.items():
         if len(configs) > 1:
             r = next(r for r in hits if setup_key(r.to_dict()) == setup)

@@ -374,4 +374,15 @@ def test_latex_tables_paste_into_a_paper(results, runner):
     assert any(line.startswith("% Δ: top-1 minus finetune") for line in pivot.stdout.splitlines())
     # a negative number's sign is a minus; a hyphen inside a name (an Aircraft variant) stays
     assert latex_symbols("Δ -1.50 ±0.20 · 707-320") == r"$\Delta$ $-$1.50 $\pm$0.20 $\cdot$ 707-320"
+    assert latex_symbols("weak\\_shot(cub, ρ=0.2)") == r"weak\_shot(cub, $\rho$=0.2)"   # SimTrans' dataset label
     assert r"\begin{tabular}{lllllrrrrrrrrrrr}" in runner.invoke(app, args + ["--baseline", "finetune"]).stdout
+
+
+def test_one_configuration_and_seed_counts_once_even_under_two_run_ids(tmp_path):
+    """Records of one run written under an older id scheme: the seed is not counted twice."""
+    old = record("finetune", 0, 80.0, finished="2026-01-01T00:00:00")
+    new = dict(record("finetune", 0, 81.0, finished="2026-02-01T00:00:00"), run_id="new-id")
+    write(tmp_path, [old, new, record("finetune", 1, 83.0)])
+    records, _ = load_records(tmp_path)
+    row = build_leaderboard(records).iloc[0]
+    assert row["n"] == 2 and row["top1_mean"] == pytest.approx(82.0)   # seeds 0 (the later, 81) and 1

@@ -132,6 +132,11 @@ def test_checkpoint_wrappers_are_unwrapped_as_timm_does_and_ema_weights_come_fir
         torch.save({"state_dict": copies}, path)
         with pytest.raises(PretrainedWeightsError, match="holds 2 copies of the model"):
             load_checkpoint_file(timm.create_model("test_resnet", num_classes=5), path)
+    # another architecture whose few matching names tie under several prefixes: the architecture check speaks
+    path = tmp_path / "other.pth"
+    torch.save(timm.create_model("efficientnet_b0").state_dict(), path)
+    with pytest.raises(PretrainedWeightsError, match="does not fit the model"):
+        load_checkpoint_file(timm.create_model("resnet18"), path)
     # a prefix that makes nothing fit is no way around the architecture check
     path = tmp_path / "wrapped.pth"
     torch.save({"state_dict": {"backbone." + k: v for k, v in plain.items()}}, path)

@@ -445,3 +445,49 @@ def test_rerun_names_the_unchosen_runs_that_shared_a_moved_stage_and_the_whole_g
     # the old record sits in the live layout: moving it back restores it; tables pass it over
     from fgvcbench.report.leaderboard import load_records
     assert len(load_records(out)[0]) == 2 and len(load_records(folder)[0]) == 1
+
+
+def test_rerun_of_a_run_killed_inside_its_first_stage(tmp_path):
+    """Its uses file names a stage that was never saved: nothing to move, no crash."""
+    from fgvcbench.executors import move_reruns
+    from fgvcbench.store import Store
+    store = Store(tmp_path)
+    store.stage_uses("run1").parent.mkdir(parents=True)
+    store.stage_uses("run1").write_text("m_phase-aaaa.pt\n")
+    suite = types.SimpleNamespace(output=tmp_path, runs=[])
+    lines, done = move_reruns(suite, [types.SimpleNamespace(run_id="run1", method="m")])
+    assert done is None and "none of the 1 chosen runs has a record or cached stage" in lines[0]
+    assert not (tmp_path / "replaced").exists() or not any((tmp_path / "replaced").iterdir())
+
+
+
+def test_a_rerun_cut_short_leaves_the_record_and_the_next_one_completes_it(runner, tmp_path, registry_with,
+                                                                            monkeypatch):
+    """The record moves last: a failure before it (here, an interrupted move of the record
+    itself) leaves it in runs/, and the same command then moves it; a run another live
+    process holds is not moved at all."""
+    import fgvcbench.store as store_mod
+    from fgvcbench.executors import Claims
+    registry_with(staged_plugin([]))
+    suite = tiny_suite(tmp_path, methods="[staged]", backbones="[pixels]")
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    (run_id,) = records(out)
+    real = store_mod.os.replace
+
+    def cut(src, dst):
+        if str(dst).endswith(".json"):
+            raise KeyboardInterrupt   # Ctrl-C just before the record's move
+        return real(src, dst)
+    monkeypatch.setattr(store_mod.os, "replace", cut)
+    interrupted = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged"])
+    assert interrupted.exit_code != 0 and (out / "runs" / f"{run_id}.json").is_file()
+    assert list((out / "replaced").glob("*/stages/*.pt"))            # its stage had moved already
+    monkeypatch.setattr(store_mod.os, "replace", real)
+    claims = Claims(out)
+    assert claims.try_claim(run_id)                                   # this live process holds it
+    busy = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged"])
+    assert busy.exit_code == 2 and "running in another process" in busy.output
+    claims.release(run_id)
+    again = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged"])
+    assert again.exit_code == 0 and "1 record moved" in again.output and "1 ran" in again.output

@@ -168,8 +168,10 @@ def _strip_outer_prefix(state: dict[str, torch.Tensor], target: dict[str, torch.
             if prefix not in fit:
                 fit[prefix] = fits(k[len(prefix):] for k in state if k.startswith(prefix))
     best_fit = max(fit.values())
+    if best_fit * 2 < len(target):   # no prefix makes it this model: the shape check says so
+        return state
     best = [p for p, n in fit.items() if n == best_fit]
-    if best_fit and len(best) > 1:
+    if len(best) > 1:
         named = ", ".join(repr(p) if p else "no prefix" for p in best[:4])
         raise PretrainedWeightsError(
             f"{path} holds {len(best)} copies of the model ({named}) — save the one you want alone, e.g. "

@@ -36,8 +36,8 @@ COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "c
 
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
-    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id: the same run on
-    two machines is one run, and its result (ok or diverged) wins over a failure — a retry
+    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id (and by
+    configuration and seed, so no seed counts twice): the same run on two machines is one run, and its result (ok or diverged) wins over a failure — a retry
     that crashed does not erase a finished run —, then the most recently finished wins.
 
     A results folder is shared and merged by hand, so a bad file must not take the whole
@@ -65,7 +65,15 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
             old = by_id.get(record["run_id"])
             if old is None or _precedence(record) >= _precedence(old):
                 by_id[record["run_id"]] = record
-    return list(by_id.values()), warnings
+    # one configuration and seed is one run even under two ids (an id scheme that changed, e.g.
+    # a checkpoint's path leaving the id): never count a seed twice
+    by_run: dict[tuple, dict] = {}
+    for record in by_id.values():
+        key = (config_key(record["spec"]), json.dumps(record["spec"].get("seed"), default=str))
+        old = by_run.get(key)
+        if old is None or _precedence(record) >= _precedence(old):
+            by_run[key] = record
+    return list(by_run.values()), warnings
 
 
 _EPOCH = datetime.min.replace(tzinfo=timezone.utc)
@@ -263,7 +271,8 @@ TEXT_COLUMNS = ("dataset", "backbone", "pretrained", "method", "variant", "scale
 
 
 # what the tables print that LaTeX's default UTF-8 input does not typeset (Δ) or sets as text
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "·": r"$\cdot$", "–": "--", "→": r"$\rightarrow$"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "·": r"$\cdot$", "–": "--", "→": r"$\rightarrow$",
+                 "ρ": r"$\rho$", "α": r"$\alpha$", "β": r"$\beta$", "μ": r"$\mu$", "×": r"$\times$"}
 
 
 def latex_symbols(text: str) -> str:

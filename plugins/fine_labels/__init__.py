@@ -156,7 +156,7 @@ def run_fine_labels(ctx: RunContext) -> dict:
     p = ctx.params
     strategy = p["strategy"]
     data = ctx.load_data()
-    base = {"dataset": ctx.spec.dataset, "backbone": ctx.spec.backbone, "recipe": ctx.recipe.to_dict(),
+    base = {"dataset": ctx.spec.dataset, "backbone": ctx.identity["backbone"], "recipe": ctx.recipe.to_dict(),
             "seed": ctx.seed}
 
     # 1. the coarse classifier (= the coarse-only baseline)

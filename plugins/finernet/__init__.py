@@ -148,7 +148,7 @@ def _with_selection(data, selection: str):
 
 def _phase1(ctx: RunContext, data):
     """Fine-tune with cross-entropy: the single-step baseline (a cached stage)."""
-    inputs = {"dataset": ctx.spec.dataset, "backbone": ctx.spec.backbone, "recipe": ctx.recipe.to_dict(),
+    inputs = {"dataset": ctx.spec.dataset, "backbone": ctx.identity["backbone"], "recipe": ctx.recipe.to_dict(),
               "seed": ctx.seed, "selection": ctx.params["selection"]}
 
     def train():

@@ -245,7 +245,7 @@ def run_simtrans(ctx: RunContext) -> dict:
     known = [c for c in clean if c is not None]
     metrics: dict = {"novel_classes": k, "noisy_share": 100 * (1 - sum(known) / len(known)) if known else float("nan")}
     recipe = ctx.recipe
-    inputs = stage_inputs(p, recipe, dataset=ctx.spec.dataset, backbone=ctx.spec.backbone, seed=ctx.seed)
+    inputs = stage_inputs(p, recipe, dataset=ctx.spec.dataset, backbone=ctx.identity["backbone"], seed=ctx.seed)
 
     # -- stage 0: CE on the noisy novel data (naive/train.py; the ce_noisy row, SimNet's start)
     pretrain_inputs = inputs["pretrain"]
