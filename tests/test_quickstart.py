@@ -26,6 +26,7 @@ def test_quickstart_pretrained_finetuning_beats_raw_pixels(runner, tmp_path):
     assert finetuned > pixels + 15 and finetuned > probe
     assert "recipe ablation · synthetic · tf_efficientnet_lite0" in result.output   # the short ablation table
     assert (tmp_path / "ablation.csv").exists()
+    assert "against finetune:default" in result.output and (tmp_path / "baseline.csv").exists()   # its baseline:
     n_records = len(list((tmp_path / "runs").glob("*.json")))
     again = runner.invoke(app, args)
     assert f"0 ran, {n_records} resumed" in again.output
