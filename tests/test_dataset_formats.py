@@ -264,6 +264,9 @@ def test_flowers(tmp_path):
     assert official.val.paths[0].endswith("image_00003.jpg")
     from fgvcbench_plugins.datasets.flowers import NAMES
     assert len(NAMES) == len(set(NAMES)) == 102 and NAMES[-1] == "blackberry lily"
+    datasets = pytest.importorskip("torchvision.datasets")
+    if hasattr(datasets.Flowers102, "classes"):   # torchvision >= 0.21 lists them on the class
+        assert list(NAMES) == list(datasets.Flowers102.classes)
 
 
 def test_flowers_root_like_torchvision(tmp_path):
