@@ -61,14 +61,21 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
         console.print(("" if fmt == "table" and not pivot else "\n") + note, highlight=False)
 
 
+def suite_records(suite) -> list[dict]:
+    """Exactly the suite's runs' records: its output folder may also hold other seeds,
+    scales, roots or weights (another command's runs), which its tables leave out."""
+    from fgvcbench.store import Store
+    ids = {spec.run_id for spec in suite.runs}
+    return [r for r in Store(suite.output).records() if r["run_id"] in ids]
+
+
 def print_baseline_table(suite) -> None:
     """The suite's ``baseline:`` table over its own runs (pipelines × datasets, Δ paired by
     seed), and ``baseline.csv`` beside the leaderboard."""
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import build_leaderboard, render_pivot
-    from fgvcbench.store import Store, atomic_write_text
-    ids = {spec.run_id for spec in suite.runs}
-    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
+    from fgvcbench.store import atomic_write_text
+    records = suite_records(suite)
     try:
         df = add_baseline(build_leaderboard(records), records, suite.baseline)
     except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
@@ -87,12 +94,10 @@ def print_ablation_tables(suite) -> None:
     import pandas as pd
 
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
-    from fgvcbench.store import Store, atomic_write_text
-    # exactly the suite's runs: a folder may also hold other seeds, scales, roots or weights
-    ids = {spec.run_id for spec in suite.runs}
-    records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
-    frames = []
     from fgvcbench.spec import portable
+    from fgvcbench.store import atomic_write_text
+    records = suite_records(suite)
+    frames = []
     for dataset, _ in suite.datasets:
         for backbone in suite.backbones:
             # a checkpoint by its content, not its path (the same file copied elsewhere is the same run)

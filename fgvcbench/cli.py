@@ -329,8 +329,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
                                         "this method or method:variant; repeatable.")) -> None:
     """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
     time, per-seed spread and the most-confused class pairs with example images."""
-    from fgvcbench.report.compare import add_baseline
-    from fgvcbench.report.leaderboard import build_leaderboard, check_extra_metrics, load_records
+    from fgvcbench.report.leaderboard import check_extra_metrics, load_records
     from fgvcbench.report.report import write_report
     for d in results_dirs:
         if not d.is_dir():
@@ -342,8 +341,6 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
     extra = _metrics_option(metrics)
     check_extra_metrics(records, extra)
-    for name in baseline or ():   # a bad --baseline stops the report before its folder is made
-        add_baseline(build_leaderboard(records), records, name)
     try:
         path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()))
     except OSError as exc:

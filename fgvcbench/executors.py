@@ -86,7 +86,8 @@ def move_reruns(suite: Suite, specs: list):
     from fgvcbench.errors import UserError
     if not specs:
         return ["--rerun: no run of the grid matches; nothing to run again"], None
-    busy = [spec.run_id for spec in specs if Claims(suite.output).held(spec.run_id)]
+    claims = Claims(suite.output)
+    busy = [spec.run_id for spec in specs if claims.held(spec.run_id)]
     if busy:   # its process would still write the old code's record over the rerun
         raise UserError(f"--rerun: {len(busy)} chosen run{'s are' if len(busy) != 1 else ' is'} running in another "
                         f"process ({', '.join(busy[:5])}) — let it finish or stop it, then run this again")

@@ -10,15 +10,13 @@ cumulative rows finished, so each row's mean and the gains beside it are over th
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Any, Iterable
 
 import pandas as pd
 
 from fgvcbench.report.stats import mean_std_ci, paired_difference
-from fgvcbench.spec import portable
+from fgvcbench.spec import config_key
 
 
 def ablation_config(spec: dict) -> str:
@@ -26,9 +24,7 @@ def ablation_config(spec: dict) -> str:
     its seed, step list (and the variant naming it), suite and data root — dataset options,
     weights, scale, recipe and the method's other params all enter it."""
     params = {k: v for k, v in (spec.get("params") or {}).items() if k != "steps"}
-    identity = {k: v for k, v in portable(spec).items() if k not in ("seed", "variant", "params")}
-    return hashlib.sha256(json.dumps({**identity, "params": params}, sort_keys=True,
-                                     default=str).encode()).hexdigest()[:6]
+    return config_key({**{k: v for k, v in spec.items() if k != "variant"}, "params": params})
 
 
 def _matching(records: list[dict], method: str, dataset: str, backbone: str, steps: list[str], *,

@@ -26,7 +26,7 @@ from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci
-from fgvcbench.spec import config_key, dataset_label
+from fgvcbench.spec import canonical_json, config_key, dataset_label, portable
 from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
@@ -36,15 +36,16 @@ COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "c
 
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
-    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run id (and by
-    configuration and seed, so no seed counts twice): the same run on two machines is one run, and its result (ok or diverged) wins over a failure — a retry
-    that crashed does not erase a finished run —, then the most recently finished wins.
+    """All records under ``<dir>/**/runs/*.json``, de-duplicated by run — its portable spec,
+    what the run id hashes, so no seed counts twice even under two ids: the same run on two
+    machines is one run, and its result (ok or diverged) wins over a failure — a retry that
+    crashed does not erase a finished run —, then the most recently finished wins.
 
     A results folder is shared and merged by hand, so a bad file must not take the whole
     leaderboard down: unparseable JSON and records without the fields a row needs become
     warnings, and ``*.tmp`` files (half-written records) never match the pattern.
     """
-    by_id: dict[str, dict] = {}
+    by_run: dict[str, dict] = {}
     warnings: list[str] = []
     for d in results_dirs:
         folder = Path(d)
@@ -62,17 +63,12 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
             if problem:
                 warnings.append(f"skipped malformed record {path}: {problem}")
                 continue
-            old = by_id.get(record["run_id"])
+            # one run is its portable spec, in full (what its id hashes): so also a run recorded
+            # under an older id scheme (e.g. a checkpoint's path in the id) never counts twice
+            key = canonical_json(portable(record["spec"]))
+            old = by_run.get(key)
             if old is None or _precedence(record) >= _precedence(old):
-                by_id[record["run_id"]] = record
-    # one configuration and seed is one run even under two ids (an id scheme that changed, e.g.
-    # a checkpoint's path leaving the id): never count a seed twice
-    by_run: dict[tuple, dict] = {}
-    for record in by_id.values():
-        key = (config_key(record["spec"]), json.dumps(record["spec"].get("seed"), default=str))
-        old = by_run.get(key)
-        if old is None or _precedence(record) >= _precedence(old):
-            by_run[key] = record
+                by_run[key] = record
     return list(by_run.values()), warnings
 
 
@@ -291,8 +287,7 @@ def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
     headers, rows = human_table(df)
     table = Table(title=title)
     for h in headers:
-        table.add_column(h, justify="right" if h not in ("dataset", "backbone", "method", "variant", "config",
-                                                         "pretrained", "scale") else "left")
+        table.add_column(h, justify="left" if h in TEXT_COLUMNS else "right")
     for row in rows:
         table.add_row(*row)
     return table

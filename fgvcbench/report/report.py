@@ -190,7 +190,10 @@ def _setup_words(spec: dict) -> str:
 def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
                  metrics: tuple[str, ...] = (), baselines: tuple[str, ...] = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path.
-    ``baselines``: one method-vs-baseline table each (``method`` or ``method:variant``)."""
+    ``baselines``: one method-vs-baseline table each (``method`` or ``method:variant``); a
+    bad one raises before anything is written."""
+    df = build_leaderboard(records, metrics)
+    compared = [add_baseline(df, records, baseline) for baseline in baselines]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ok = [r for r in records if r.get("status") == "ok" and isinstance((r.get("metrics") or {}).get("top1"), (int, float))]
@@ -207,13 +210,10 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
              + (", except in rows marked *(test-selected)*: they select on the test split, as the seed code "
                 "does — for comparison with it, not a result" if any((r["spec"].get("params") or {}).get("selection")
                                                                      == "test" for r in ok) else "") + ".", ""]
-    df = build_leaderboard(records, metrics)
     lines += ["## Leaderboard", "", render(df, "github"), ""]
-    for baseline in baselines:
-        compared = add_baseline(df, records, baseline)
-        lines += [f"## Against {compared.attrs['baseline']}", "",
-                  render_pivot(compared, "github", markdown=True), "",
-                  baseline_note(compared), ""]
+    for table in compared:
+        lines += [f"## Against {table.attrs['baseline']}", "", render_pivot(table, "github", markdown=True), "",
+                  baseline_note(table), ""]
 
     ablations = find_ablations(ok)
     if ablations:
