@@ -21,7 +21,7 @@ from fgvcbench._cli_output import (console, err_console, print_ablation_tables, 
                                   print_description, print_leaderboard)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import dataset_label
-from fgvcbench.store import RERUN_HELP
+from fgvcbench.store import ONLY_HELP, RERUN_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
@@ -124,9 +124,12 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         rerun: Optional[List[str]] = typer.Option(
             None, "--rerun", help="Run these again from scratch, finished or not: " + RERUN_HELP + ". Their "
                                   "records, artifacts and cached stages move to OUTPUT/replaced/, nothing is "
-                                  "deleted.")) -> None:
+                                  "deleted."),
+        only: Optional[List[str]] = typer.Option(
+            None, "--only", help="Run only part of the grid: " + ONLY_HELP + ". The tables still cover every "
+                                 "finished run of the suite.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
+    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_only, select_reruns
     from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_writable
@@ -154,6 +157,9 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
         # world size × batch size is the global batch: these are other runs than one process's
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
+        grid = suite.runs
+        if only is not None:
+            suite.runs = select_only(suite, only)
         if rerun is not None:
             reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
             failure = None
@@ -170,15 +176,14 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
                           f"resumed, {len(outcome.failed)} failed or diverged — records in {suite.output}/runs",
                           highlight=False)
-            print_leaderboard([suite.output], fmt="table", write_csv=True)
-            if suite.ablation is not None:
-                print_ablation_tables(suite)
-            if suite.baseline is not None:
-                print_baseline_table(suite)
+            _suite_tables(dataclasses.replace(suite, runs=grid))
         distributed.barrier()
         if outcome.failed:
             raise typer.Exit(1)
         return
+    grid = suite.runs   # the tables cover the whole suite, whatever --only runs now
+    if only is not None:
+        suite.runs = select_only(suite, only)
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
@@ -195,7 +200,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         console.print(table)
         done = sum(s in ("ok", "diverged") for _, s in rows)
         again = sum(s == "rerun" for _, s in rows)
-        console.print(f"{len(rows)} runs: {done} already done, {len(rows) - done} to run"
+        console.print(f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {done} already done, {len(rows) - done} to run"
                       + (f" ({again} again: --rerun)" if again else "") + ".", highlight=False)
         if reruns:   # what the rerun would leave behind: unchosen runs that share a stage with it
             from fgvcbench.executors import sharing_note
@@ -227,11 +232,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if not submitted:
             console.print("nothing to submit: every run is finished or running", highlight=False)
         if wait and any(Store(suite.output).records()):
-            print_leaderboard([suite.output], fmt="table", write_csv=True)
-            if suite.ablation is not None:
-                print_ablation_tables(suite)
-            if suite.baseline is not None:
-                print_baseline_table(suite)
+            _suite_tables(dataclasses.replace(suite, runs=grid))
         elif submitted:
             console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
                           f"finished, and the same command{again} submits only what is still missing",
@@ -248,11 +249,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if any(Store(suite.output).records()):
-        print_leaderboard([suite.output], fmt="table", write_csv=True)
-        if suite.ablation is not None:
-            print_ablation_tables(suite)
-        if suite.baseline is not None:
-            print_baseline_table(suite)
+        _suite_tables(dataclasses.replace(suite, runs=grid))
     if outcome.interrupted:
         n = len(outcome.ran)
         err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
@@ -270,6 +267,16 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                 err_console.print(f"  its previous record: {replaced.folder / 'runs' / (record['run_id'] + '.json')} "
                                   f"(move it back to runs/ to restore it)", highlight=False)
         raise typer.Exit(1)
+
+
+def _suite_tables(suite) -> None:
+    """What ``run`` prints at the end: the leaderboard of its output folder, and the suite's
+    own ablation and baseline tables."""
+    print_leaderboard([suite.output], fmt="table", write_csv=True)
+    if suite.ablation is not None:
+        print_ablation_tables(suite)
+    if suite.baseline is not None:
+        print_baseline_table(suite)
 
 
 def _rerun(suite, reruns: set):

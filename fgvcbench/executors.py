@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import RERUN_HELP, Store, locked_append, pid_alive, record_problem
+from fgvcbench.store import ONLY_HELP, RERUN_HELP, Store, locked_append, pid_alive, record_problem
 from fgvcbench.suite import Suite
 
 
@@ -75,6 +75,50 @@ def select_reruns(suite: Suite, selectors: list[str]) -> list:
         for spec in hit:
             chosen.setdefault(spec.run_id, spec)
     return list(chosen.values())
+
+
+def select_only(suite: Suite, selectors: list[str]) -> list:
+    """The grid's runs that ``--only`` keeps, in grid order. Terms of one kind widen the
+    choice (``seed=0,seed=1``: either seed); terms of different kinds narrow it
+    (``finernet dataset=cub``: FineRNet's runs on cub), as benchopt's ``-s``/``-d`` do. A term
+    that names nothing in the grid is a user error that lists what the grid has."""
+    from fgvcbench.errors import UserError
+    from fgvcbench.spec import dataset_label
+    terms = [t.strip() for s in selectors for t in s.split(",") if t.strip()]
+    if not terms:
+        raise UserError(f"--only needs what to run: {ONLY_HELP}")
+    keys = {   # kind -> (what a spec has of that kind, how the grid's values are listed)
+        "dataset": lambda spec: {spec.dataset["name"], dataset_label(spec.dataset)},
+        "backbone": lambda spec: {spec.backbone["name"]},
+        "seed": lambda spec: {str(spec.seed)},
+    }
+    groups: dict[str, set[str]] = {}
+    for term in terms:
+        key, eq, value = term.partition("=")
+        key, value = key.strip(), value.strip()
+        if eq and key not in keys:
+            raise UserError(f"--only {term!r}: unknown key {key!r} — use {ONLY_HELP}")
+        if eq:
+            kind = key
+            hit = {spec.run_id for spec in suite.runs if value in keys[key](spec)}
+            if not hit:
+                have = ", ".join(sorted({min(keys[key](s), key=len) for s in suite.runs}))
+                raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its {key}s: {have})")
+        else:
+            kind = "method"
+            method, _, variant = term.partition(":")
+            hit = {spec.run_id for spec in suite.runs if spec.run_id == term
+                   or (spec.method == method and (not variant or spec.variant == variant))}
+            if not hit:
+                methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
+                raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
+                                f"use {ONLY_HELP}; `fgvcbench run SUITE --dry-run` lists the run ids")
+        groups.setdefault(kind, set()).update(hit)
+    kept = set.intersection(*groups.values())
+    if not kept:
+        raise UserError(f"--only {' '.join(terms)}: no run of suite {suite.name!r} is all of these at once — "
+                        f"`fgvcbench run SUITE --dry-run` lists the grid")
+    return [spec for spec in suite.runs if spec.run_id in kept]
 
 
 def move_reruns(suite: Suite, specs: list):
@@ -323,10 +367,11 @@ def grid_status(suite: Suite) -> list[tuple[object, str]]:
     return out
 
 
-def _worker(load_args: dict, device: str, shared_by: int = 1) -> None:
+def _worker(load_args: dict, device: str, shared_by: int = 1, run_ids: list[str] | None = None) -> None:
     """One worker process: load the suite as the parent did (a Suite holds closures and
-    does not pickle), then the same claim loop as a single ``fgvcbench run``; its records
-    say how many workers share its device."""
+    does not pickle), keep the parent's runs (``run_ids``: what ``--only`` left), then the
+    same claim loop as a single ``fgvcbench run``; its records say how many workers share
+    its device."""
     from fgvcbench.plugins import get_registry
     from fgvcbench.suite import load_suite
     registry = get_registry()
@@ -335,6 +380,9 @@ def _worker(load_args: dict, device: str, shared_by: int = 1) -> None:
         torch.cuda.set_device(torch.device(device))
     try:
         suite = load_suite(registry=registry, **{**load_args, "device": device})
+        if run_ids is not None:
+            wanted = set(run_ids)
+            suite.runs = [spec for spec in suite.runs if spec.run_id in wanted]
         run_suite(suite, registry, console=Console(soft_wrap=True), show_progress=False, shared_by=shared_by)
     except KeyboardInterrupt:
         pass
@@ -352,10 +400,11 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
     todo = pending_runs(suite, store)
     outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
     context = mp.get_context("spawn")  # CUDA cannot be forked; every worker starts clean
-    workers = [context.Process(target=_worker, args=(load_args, device, devices.count(device)),
+    run_ids = [spec.run_id for spec in suite.runs]   # the grid, or what --only kept of it
+    workers = [context.Process(target=_worker, args=(load_args, device, devices.count(device), run_ids),
                                name=f"fgvcbench-worker-{i}")
                for i, device in enumerate(devices)]
-    console.print(f"{len(todo)} pending runs on {len(workers)} workers: {', '.join(devices)}", highlight=False)
+    console.print(f"{len(todo)} pending run{'s' if len(todo) != 1 else ''} on {len(workers)} workers: {', '.join(devices)}", highlight=False)
     for w in workers:
         w.start()
     try:

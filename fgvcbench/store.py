@@ -119,6 +119,9 @@ def record_problem(record: Any) -> str | None:
 
 # what `fgvcbench run --rerun` takes (its help, its errors)
 RERUN_HELP = "all, diverged, failed, a method, method:variant or a run id (repeatable, or comma-separated)"
+# what `fgvcbench run --only` takes
+ONLY_HELP = ("a method, method:variant, a run id, dataset=NAME, backbone=NAME or seed=N (repeatable, or "
+             "comma-separated; one kind any of, several kinds all of)")
 
 
 @dataclass

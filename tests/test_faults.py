@@ -146,6 +146,16 @@ def test_runs_of_workers_sharing_one_device_say_their_times_are_not_a_run_alone(
     assert table["device_shared_by"].tolist() == [2] and "(shared by 2)" in render(table, "md")
 
 
+def test_workers_run_only_what_only_keeps(tmp_path):
+    out = tmp_path / "out"
+    suite = SUITE.format(out=out).replace("      - {name: finernet, variants: [code], params: {phase3_batch: 16}}\n", "")
+    proc = _cli(["run", str(write_suite(tmp_path, suite)), "--no-progress", "--workers", "2", "--only", "seed=1"])
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output
+    assert "1 pending run on 2 workers" in output
+    assert [r["spec"]["seed"] for r in _finished(out).values()] == [1]   # the workers left seed 0 alone
+
+
 def test_bad_data_inside_a_suite_is_reported_and_the_suite_goes_on(tmp_path, runner):
     folder = tmp_path / "folder"
     for split in ("train", "test"):

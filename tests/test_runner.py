@@ -447,6 +447,44 @@ def test_rerun_names_the_unchosen_runs_that_shared_a_moved_stage_and_the_whole_g
     assert len(load_records(out)[0]) == 2 and len(load_records(folder)[0]) == 1
 
 
+def test_only_runs_part_of_the_grid_and_the_tables_still_cover_the_whole_suite(runner, tmp_path, registry_with):
+    calls: list[int] = []
+    registry_with(staged_plugin(calls))
+    suite = tiny_suite(tmp_path, methods="[staged, quick]", backbones="[pixels]", seeds="[0, 1]",
+                       extra="baseline: quick")
+    out = tmp_path / "out"
+    # typos, unknown keys and empty intersections exit 2 and run nothing
+    for only, says in ((["stagd"], "names no run"), (["colour=red"], "unknown key 'colour'"),
+                       (["seed=7"], "its seeds: 0, 1"), (["dataset=cub"], "its datasets: synthetic"),
+                       ([" , "], "--only needs what to run")):
+        bad = runner.invoke(app, ["run", str(suite), "--no-progress"] + [a for o in only for a in ("--only", o)])
+        assert bad.exit_code == 2 and says in bad.output and "Traceback" not in bad.output, (only, bad.output)
+    assert not (out / "runs").exists() and calls == []
+
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "quick,seed=1"])
+    assert dry.exit_code == 0 and "1 run: 0 already done, 1 to run." in dry.stdout
+
+    first = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "quick"])
+    assert first.exit_code == 0, first.output
+    assert "2 ran, 0 resumed" in first.output and calls == []
+    assert {(r["spec"]["method"], r["spec"]["seed"]) for r in records(out).values()} == {("quick", 0), ("quick", 1)}
+
+    # one kind widens (either method), another narrows (seed 1 only)
+    second = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "staged,quick", "--only", "seed=1"])
+    assert second.exit_code == 0, second.output
+    assert "1 ran, 1 resumed" in second.output and calls == [1]
+    assert len(records(out)) == 3
+    # the baseline table compares with quick's runs finished by the earlier command
+    assert "against quick" in second.stdout and "staged" in second.stdout
+    baseline = (out / "baseline.csv").read_text()
+    assert "staged" in baseline and "quick" in baseline
+
+    # --rerun chooses among what --only keeps
+    again = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=1", "--rerun", "all"])
+    assert again.exit_code == 0, again.output
+    assert "2 ran, 0 resumed" in again.output and calls == [1, 1] and len(records(out)) == 3
+
+
 def test_rerun_of_a_run_killed_inside_its_first_stage(tmp_path):
     """Its uses file names a stage that was never saved: nothing to move, no crash."""
     from fgvcbench.executors import move_reruns
