@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     from fgvcbench.engine.recipe import Recipe
@@ -12,6 +15,22 @@ if TYPE_CHECKING:
 NULL = type(None)
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
                dict: "a mapping", NULL: "null"}
+
+
+# While the registry calls a plugin's hooks, an invalid Method is kept (with its problem in
+# ``invalid``) rather than raised, so the plugin's other methods still load.
+_COLLECTING: contextvars.ContextVar[bool] = contextvars.ContextVar("fgvcbench_collecting", default=False)
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[None]:
+    """Inside: ``Method(...)`` with a mistake returns a Method whose ``invalid`` is
+    ``(problem, stack)`` instead of raising ValueError; the registry skips it by name."""
+    token = _COLLECTING.set(True)
+    try:
+        yield
+    finally:
+        _COLLECTING.reset(token)
 
 
 def _default_types(default: Any) -> tuple | None:
@@ -69,6 +88,14 @@ class Method:
     def __post_init__(self) -> None:
         if "default" not in self.variants:
             object.__setattr__(self, "variants", {"default": {}, **dict(self.variants)})
+        try:
+            self._validate()
+        except ValueError as exc:
+            if not _COLLECTING.get():
+                raise
+            object.__setattr__(self, "invalid", (str(exc), traceback.extract_stack()[:-1]))
+
+    def _validate(self) -> None:
         for table in ("param_types", "param_choices"):
             unknown = set(getattr(self, table)) - set(self.params)
             if unknown:

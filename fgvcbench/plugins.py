@@ -20,6 +20,7 @@ import pluggy
 
 from fgvcbench import hookspecs
 from fgvcbench.errors import UserError
+from fgvcbench.method import collecting
 
 GROUP = "fgvcbench"
 HOOKS = ("fgvcbench_methods", "fgvcbench_datasets", "fgvcbench_backbones", "fgvcbench_recipe_steps",
@@ -50,15 +51,19 @@ class PluginInfo:
 _CORE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _one_line(exc: BaseException) -> str:
-    """The exception in one line, with the place to fix it: the innermost frame outside the
-    core and pluggy (the plugin's own line, e.g. the ``Method(...)`` the core refused)."""
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+def _where(frames) -> str:
+    """`` (file.py:LINE)`` of the innermost frame outside the core and pluggy: the plugin's
+    own line, e.g. the ``Method(...)`` the core refused ("" without frames)."""
     own = [f for f in frames if not f.filename.startswith("<")          # generated code: a dataclass __init__
            and not os.path.abspath(f.filename).startswith(_CORE) and f"{os.sep}pluggy{os.sep}" not in f.filename]
     frame = (own or frames or [None])[-1]
-    where = f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
-    return f"{exc.__class__.__name__}: {exc}{where}".replace("\n", " ")
+    return f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception in one line, with the place to fix it (:func:`_where`)."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    return f"{exc.__class__.__name__}: {exc}{_where(frames)}".replace("\n", " ")
 
 
 def _builtin_first(ep) -> tuple[bool, str]:
@@ -134,7 +139,8 @@ class Registry:
                 continue
             for impl in impls:
                 try:
-                    items = list(impl.function() or [])
+                    with collecting():   # one invalid Method must not hide the plugin's others
+                        items = list(impl.function() or [])
                 except Exception as exc:  # noqa: BLE001
                     info.error = f"{impl_hook} raised {_one_line(exc)}"
                     continue
@@ -166,6 +172,11 @@ class Registry:
         if not isinstance(item, expected):
             info.error = (f"fgvcbench_{kind} returned a {type(item).__name__}, not a {expected.__name__} "
                           f"(from fgvcbench.api); skipped")
+            return
+        invalid = getattr(item, "invalid", None)
+        if invalid is not None:   # the others of its plugin still load
+            problem, stack = invalid
+            self.warnings.append(f"plugin {info.name!r}: method {item.name!r} skipped — {problem}{_where(stack)}")
             return
         table = getattr(self, kind)
         name = getattr(item, "name", None)

@@ -158,8 +158,32 @@ def test_a_plugins_own_line_is_named_when_the_core_refuses_its_method():
     bad.fgvcbench_methods = fgvcbench_methods
     registry = Registry()
     registry.register(bad)
-    error = registry.plugins["bad_params"].error
-    assert "test_plugins.py:" in error and "method.py" not in error, error
+    (warning,) = registry.warnings
+    assert "test_plugins.py:" in warning and "method.py" not in warning, warning
+    assert "method 'm' skipped" in warning and "sets unknown params ['b']" in warning
+
+
+def test_one_invalid_method_does_not_hide_the_plugins_other_methods():
+    import pytest
+
+    mod = types.ModuleType("mixed_plugin")
+
+    @hookimpl
+    def fgvcbench_methods():
+        return [Method(name="fine", run=lambda ctx: {"top1": 1.0}),
+                Method(name="broken", run=lambda ctx: {}, params={"k": 1}, param_choices={"k": [1, 2]}),
+                Method(name="also_fine", run=lambda ctx: {"top1": 2.0})]
+    mod.fgvcbench_methods = fgvcbench_methods
+    registry = Registry()
+    registry.register(mod)
+    assert registry.list("methods") == ["also_fine", "fine"] and registry.plugins["mixed_plugin"].error is None
+    assert registry.plugins["mixed_plugin"].provides == {"methods": ["fine", "also_fine"]}
+    (warning,) = registry.warnings
+    assert warning.startswith("plugin 'mixed_plugin': method 'broken' skipped — ") and "must be a tuple" in warning
+    assert "test_plugins.py:" in warning
+    # outside a plugin's hook, the same mistake is an error at once
+    with pytest.raises(ValueError, match="must be a tuple"):
+        Method(name="broken", run=lambda ctx: {}, params={"k": 1}, param_choices={"k": [1, 2]})
 
 
 def test_a_plugin_datasets_mistakes_are_one_data_error(tmp_path):
