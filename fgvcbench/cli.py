@@ -73,7 +73,11 @@ def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
 
 def _warn_plugins(registry) -> None:
     for info in registry.failed():
-        err_console.print(f"[yellow]warning:[/] plugin {info.name!r} skipped: {info.error}", highlight=False)
+        if info.provides:   # one hook failed; what its others provide is loaded
+            err_console.print(f"[yellow]warning:[/] plugin {info.name!r}: {info.error} (its other hooks loaded)",
+                              highlight=False)
+        else:
+            err_console.print(f"[yellow]warning:[/] plugin {info.name!r} skipped: {info.error}", highlight=False)
     for w in registry.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
@@ -159,7 +163,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
         grid = suite.runs
         if only is not None:
-            suite.runs = select_only(suite, only)
+            suite.runs, suite.grid = select_only(suite, only), grid
         if rerun is not None:
             reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
             failure = None
@@ -183,7 +187,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         return
     grid = suite.runs   # the tables cover the whole suite, whatever --only runs now
     if only is not None:
-        suite.runs = select_only(suite, only)
+        suite.runs, suite.grid = select_only(suite, only), grid
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
@@ -389,6 +393,9 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
             sys.stdout.write(json.dumps(described, indent=2, default=str) + "\n")
         else:
             print_description(described)
+        for w in registry.warnings:   # e.g. another plugin's item of the same name, not the one shown
+            if repr(name) in w:
+                err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
         return
     infos = list(registry.plugins.values())
     if as_json:
@@ -548,6 +555,12 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise UserError(f"dataset {name!r} has no option {unknown[0]!r} — options: {', '.join(spec.options) or 'none'}")
+    from fgvcbench.suite import dataset_option_problem
+    for key, value in options.items():
+        problem = dataset_option_problem(spec, key, value)
+        if problem:
+            raise UserError(f"--option {key}={value}: {problem} — fix the value's type")
+    spec.check_options({**spec.options, **options})   # its values (a DataError names the fix)
     if suite is not None:
         from fgvcbench.suite import load_suite
         # the suite's own resolution: --data-root > suite data_root > $FGVCBENCH_DATA > ./data

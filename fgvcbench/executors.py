@@ -169,16 +169,19 @@ def sharing_note(suite: Suite, specs: list, sharing: list[str]) -> str:
     """The line about unchosen finished runs that used a stage the rerun moves: they keep
     their records, from the old computation. Rerunning only them afterwards would move the
     stage again (a loop), so the advice names the whole group, for one command."""
-    grid = {spec.run_id for spec in suite.runs}
+    runs = suite.grid if suite.grid is not None else suite.runs   # the suite's, not only what --only kept
+    grid = {spec.run_id for spec in runs}
     group = {spec.run_id for spec in specs} | (set(sharing) & grid)
-    methods = sorted({spec.method for spec in suite.runs if spec.run_id in group})
-    whole = all(spec.run_id in group for spec in suite.runs if spec.method in methods)
+    methods = sorted({spec.method for spec in runs if spec.run_id in group})
+    whole = all(spec.run_id in group for spec in runs if spec.method in methods)
     again = ",".join(methods) if whole else ",".join(sorted(group))
+    left_out = group - {spec.run_id for spec in suite.runs}   # what this command's --only does not run
     n, others = len(sharing), len(set(sharing) - grid)
     return (f"--rerun: {n} finished run{'s' if n != 1 else ''} not chosen "
             f"({', '.join(sharing[:5])}{' …' if n > 5 else ''}) shared a cached stage with the chosen ones and "
             f"keep{'s' if n == 1 else ''} {'its' if n == 1 else 'their'} records from the old computation; for "
             f"results from one computation, rerun the whole group in one command: --rerun {again}"
+            + (" without --only" if left_out else "")
             + (f" (and {others} of another suite writing this folder, through that suite)" if others else ""))
 
 

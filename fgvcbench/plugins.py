@@ -42,6 +42,10 @@ class PluginInfo:
     provides: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
 
+    def add_error(self, message: str) -> None:
+        """Keep every problem of the plugin, not only the last."""
+        self.error = message if not self.error else f"{self.error}; {message}"
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "module": self.module, "distribution": self.distribution,
                 "version": self.version, "hooks": self.hooks, "provides": self.provides,
@@ -85,11 +89,14 @@ class Registry:
         self.backbones: dict[str, Any] = {}
         self.recipe_steps: dict[str, Any] = {}
         self.origin: dict[tuple[str, str], str] = {}   # (kind, name) -> plugin name
+        self.skipped: dict[str, str] = {}   # a method refused at registration -> why (for "unknown method")
         self.warnings: list[str] = []
 
     # -- loading -----------------------------------------------------------------------
     def load_entry_points(self, only: Iterable[str] | None = None) -> None:
-        points = sorted(metadata.entry_points(group=GROUP), key=_builtin_first)
+        every = metadata.entry_points()
+        points = sorted(every.select(group=GROUP), key=_builtin_first)
+        self._check_group_names(every)
         if only is not None:
             only = set(only)
             names = [ep.name for ep in points]
@@ -113,6 +120,19 @@ class Registry:
                 self.plugins[ep.name] = info
                 continue
             self.register(obj, info)
+
+    def _check_group_names(self, every) -> None:
+        """A plugin declared under a misspelt entry-point group is never loaded: say so."""
+        squash = lambda g: g.lower().replace("-", "").replace("_", "").replace(".", "")  # noqa: E731
+        for group in sorted(set(every.groups) - {GROUP}):
+            if squash(group) != squash(GROUP) and not difflib.get_close_matches(group, [GROUP], cutoff=0.8):
+                continue
+            for ep in every.select(group=group):
+                dist = getattr(ep, "dist", None)
+                owner = f"distribution {dist.metadata['Name']!r}" if dist is not None else "an installed package"
+                self.warnings.append(f"{owner} declares entry point {ep.name!r} in group {group!r}, which "
+                                     f"fgvcbench does not read — name the group {GROUP!r} "
+                                     f"([project.entry-points.{GROUP}] in its pyproject.toml) and reinstall it")
 
     def register(self, obj: Any, info: PluginInfo | None = None) -> None:
         """Register a plugin object (module or instance) and collect what it provides."""
@@ -140,9 +160,15 @@ class Registry:
             for impl in impls:
                 try:
                     with collecting():   # one invalid Method must not hide the plugin's others
-                        items = list(impl.function() or [])
+                        returned = impl.function()
                 except Exception as exc:  # noqa: BLE001
-                    info.error = f"{impl_hook} raised {_one_line(exc)}"
+                    info.add_error(f"{impl_hook} raised {_one_line(exc)}")
+                    continue
+                items = _as_items(returned)
+                if items is None:
+                    what = type(returned).__name__
+                    info.add_error(f"{impl_hook} returned a {what}, not a list — return [{what}(...), …] "
+                                   f"(a list, even of one)")
                     continue
                 for item in items:
                     self._add(kind, item, info)
@@ -170,13 +196,15 @@ class Registry:
         expected = {"methods": Method, "datasets": DatasetSpec, "backbones": BackboneSpec,
                     "recipe_steps": RecipeStep}[kind]
         if not isinstance(item, expected):
-            info.error = (f"fgvcbench_{kind} returned a {type(item).__name__}, not a {expected.__name__} "
-                          f"(from fgvcbench.api); skipped")
+            info.add_error(f"fgvcbench_{kind} returned a {type(item).__name__}, not a {expected.__name__} "
+                           f"(from fgvcbench.api); skipped")
             return
         invalid = getattr(item, "invalid", None)
         if invalid is not None:   # the others of its plugin still load
             problem, stack = invalid
-            self.warnings.append(f"plugin {info.name!r}: method {item.name!r} skipped — {problem}{_where(stack)}")
+            why = f"{problem}{_where(stack)}"
+            self.skipped.setdefault(item.name, f"plugin {info.name!r} defines it wrongly: {why}")
+            self.warnings.append(f"plugin {info.name!r}: method {item.name!r} skipped — {why}")
             return
         table = getattr(self, kind)
         name = getattr(item, "name", None)
@@ -185,7 +213,8 @@ class Registry:
             return
         if name in table:
             self.warnings.append(f"{kind[:-1]} {name!r} from plugin {info.name!r} clashes with the one "
-                                 f"from {self.origin[(kind, name)]!r}; keeping the first")
+                                 f"from {self.origin[(kind, name)]!r}; keeping the first — rename the one in "
+                                 f"{info.name!r} (built-ins load first, then plugins by entry-point name)")
             return
         table[name] = item
         self.origin[(kind, name)] = info.name
@@ -225,6 +254,8 @@ class Registry:
                 out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
                            layout=item.layout)
             return out
+        if name in self.skipped:
+            raise UserError(f"method {name!r} was skipped when plugins loaded: {self.skipped[name]}")
         every = [n for kind in kinds for n in getattr(self, kind)]
         close = suggest(name, every)
         raise UserError(f"no method, dataset, backbone or recipe step named {name!r} — "
@@ -246,6 +277,16 @@ class Registry:
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"plugin {impl.plugin_name!r} run_finished hook raised {_one_line(exc)}")
         return problems
+
+
+def _as_items(returned: Any) -> list | None:
+    """A hook's return value as a list of items (None: nothing); None when it is not a
+    list-like of items (a bare Method, a dict, a string)."""
+    if returned is None:
+        return []
+    if isinstance(returned, (str, bytes, dict)) or not hasattr(returned, "__iter__"):
+        return None
+    return list(returned)
 
 
 def suggest(name: str, choices: Iterable[str]) -> str | None:

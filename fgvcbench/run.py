@@ -218,15 +218,59 @@ class RunContext:
             return cached["result"]
         before = self.train_seconds
         result = fn()
+        problem = None
         if distributed.is_main():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             torch.save({"result": result, "train_seconds": self.train_seconds - before}, tmp)
-            os.replace(tmp, path)
+            problem = _unloadable(tmp, name, result)
+            if problem:   # a cache no later run could read would be recomputed every time, in silence
+                tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, path)
+        problem = distributed.broadcast(problem)
+        if problem:
+            raise UserError(problem)
         distributed.barrier()
         from fgvcbench.faults import checkpoint
         checkpoint("stage")
         return result
+
+
+_STAGE_LEAVES = (torch.Tensor, int, float, str, bytes, bool, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def _first_foreign(obj: Any, depth: int = 0) -> Any:
+    """The first object inside ``obj`` (through dicts, lists and tuples) that is none of
+    the plain types ``torch.load(weights_only=True)`` reads back; None when all are."""
+    if isinstance(obj, _STAGE_LEAVES) or depth > 50:
+        return None
+    if isinstance(obj, dict):
+        items = [x for kv in obj.items() for x in kv]
+    elif isinstance(obj, (list, tuple)):
+        items = list(obj)
+    else:
+        return obj
+    for item in items:
+        found = _first_foreign(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _unloadable(path: Path, name: str, result: Any) -> str | None:
+    """Why the stage file just written cannot be read back as every later run reads it
+    (``weights_only=True``): one line with the fix; None when it can."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+        return None
+    except Exception as exc:  # noqa: BLE001 — whatever the unpickler refuses
+        foreign = _first_foreign(result)
+        what = (f"a {type(foreign).__module__}.{type(foreign).__qualname__}" if foreign is not None
+                else str(exc).strip().splitlines()[0][:200])
+        return (f"ctx.stage({name!r}) returned what its cache cannot hold ({what}): stages load with "
+                f"torch.load(weights_only=True), so return tensors, numbers, strings, or dicts/lists/tuples of "
+                f"them — e.g. model.state_dict() instead of the model, result.metrics instead of a FitResult")
 
 
 def _test_paths(data: TensorData) -> list[str] | None:
@@ -302,15 +346,27 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         method = registry.methods[spec.method]
         method.check_params(spec.params, ctx.recipe)  # API callers skip the suite loader's check
         # one-element tensors and arrays (a `.mean()` left as a tensor) are plain numbers
-        metrics = {k: _scalar(v) for k, v in dict(method.run(ctx) or {}).items()}
+        returned = method.run(ctx)
+        if not isinstance(returned, Mapping):
+            hint = " (ctx.fit(...).metrics is its dict)" if isinstance(returned, FitResult) else ""
+            raise UserError(f"method {spec.method!r}: run() returned {_kind(returned)}, not a dict of metrics"
+                            f"{hint} — return e.g. {{'top1': 81.5}} (top-1 accuracy in percent) and any others")
+        metrics = {k: _scalar(v) for k, v in dict(returned).items()}
         if "top1" not in metrics:
-            raise ValueError(f"method {spec.method!r} returned no 'top1' metric")
+            keys = ", ".join(map(str, list(metrics)[:8])) or "none"
+            raise UserError(f"method {spec.method!r}: run() returned no 'top1' metric (its keys: {keys}) — "
+                            f"add 'top1', the top-1 accuracy in percent, which tables rank by")
         top1 = metrics["top1"]
         if isinstance(top1, bool) or not isinstance(top1, (int, float)):
             raise UserError(f"method {spec.method!r} returned top1 = {top1!r}; it must be a number (percent)")
         metrics["top1"] = float(top1)
-        if any(isinstance(v, float) and v != v for k, v in metrics.items() if k.startswith("top1")):
-            raise DivergedError("the model's accuracy is NaN")
+        nan = [k for k, v in metrics.items() if k.startswith("top1") and isinstance(v, float) and v != v]
+        if nan:   # what a method evaluating a diverged model reports; a NaN loss stops ctx.fit before this
+            raise DivergedError(f"method {spec.method!r} returned {nan[0]} = nan (its model diverged, or the "
+                                f"method computed the accuracy wrongly)")
+        if not 0.0 <= metrics["top1"] <= 100.0:   # inf, or not a percent: tables would rank it
+            raise UserError(f"method {spec.method!r} returned top1 = {metrics['top1']!r}, outside 0–100 — "
+                            f"top1 is the top-1 accuracy in percent (0.82 → 82.0)")
     except DivergedError as exc:
         status, error = "diverged", str(exc)
     except (KeyboardInterrupt, SystemExit):
@@ -342,6 +398,14 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
               "provenance": {**provenance(device), "method_plugin": _plugin_of(registry, spec.method),
                              "started": started, "finished": _now()}, "error": error}
     return record
+
+
+def _kind(value: Any) -> str:
+    """``None``, or ``a float``/``a FitResult``: what a wrong return value was."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _plugin_of(registry: Registry, method: str) -> dict[str, Any]:

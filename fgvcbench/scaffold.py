@@ -91,7 +91,9 @@ from fgvcbench.api import get_registry, run_cli
 
 def test_the_method_is_registered():
     registry = get_registry(refresh=True)
-    assert "{method}" in registry.methods
+    assert "{method}" in registry.methods, registry.warnings
+    # this plugin's method, not another plugin's of the same name
+    assert registry.origin[("methods", "{method}")] == "{module}", registry.warnings
     assert set(registry.methods["{method}"].variants) >= {{"default", "direct"}}
 
 
@@ -99,6 +101,7 @@ def test_both_variants_run_through_a_suite(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(textwrap.dedent(f"""
         output: {{tmp_path / 'out'}}
+        cache_dir: {{tmp_path / 'cache'}}
         seeds: [0]
         device: cpu
         train: {{{{epochs: 1, image_size: 32, batch_size: 8}}}}
@@ -121,6 +124,7 @@ def test_a_bad_value_is_refused_before_any_run(tmp_path):
     suite = tmp_path / "suite.yaml"
     suite.write_text(textwrap.dedent(f"""
         output: {{tmp_path / 'out'}}
+        cache_dir: {{tmp_path / 'cache'}}
         datasets: [synthetic]
         backbones: [test_resnet]
         methods: [{{{{name: {method}, params: {{{{head_warmup_epochs: -1}}}}}}}}]

@@ -20,7 +20,7 @@ import yaml
 
 from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError
-from fgvcbench.plugins import Registry, suggest
+from fgvcbench.plugins import Registry, _one_line, suggest
 from fgvcbench.spec import RunSpec
 
 # A scale sets epochs, image size and seeds in one place.
@@ -154,6 +154,7 @@ class Suite:
     executor: str = "local"
     cluster: dict = field(default_factory=dict)          # submitit settings for every run
     method_cluster: dict = field(default_factory=dict)   # method name → settings overriding them
+    grid: list[RunSpec] | None = None   # the whole grid, where `run --only` narrowed ``runs``
 
 
 @dataclass
@@ -197,6 +198,17 @@ class AblationPlan:
         return [s for s in self.order if s != step], list(self.order)
 
 
+def dataset_option_problem(spec, key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the dataset's option ``key`` (its default's type); None when
+    it can. Suites and ``data verify --option`` check alike."""
+    default = spec.options[key]
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+    if kinds and value is not None and (not isinstance(value, kinds)
+                                        or (isinstance(value, bool) and type(default) is not bool)):
+        return f"expected {type(default).__name__} like the default {default!r}, got {type(value).__name__} {value!r}"
+    return None
+
+
 def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
     """A dataset entry's ``options`` checked against the adapter's declared ones (name,
     and the type of the default) and filled with their defaults."""
@@ -206,12 +218,9 @@ def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
             close = suggest(str(key), spec.options)
             ck.fail((*path, key), f"unknown option for dataset {spec.name!r}",
                     f"did you mean {close!r}?" if close else f"options: {', '.join(spec.options) or 'none'}")
-        default = spec.options[key]
-        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
-        if kinds and value is not None and (not isinstance(value, kinds)
-                                            or (isinstance(value, bool) and type(default) is not bool)):
-            ck.fail((*path, key), f"expected {type(default).__name__} like the default "
-                    f"{default!r}, got {type(value).__name__} {value!r}", "fix the value's type")
+        problem = dataset_option_problem(spec, key, value)
+        if problem:
+            ck.fail((*path, key), problem, "fix the value's type")
         options[key] = value
     try:
         spec.check_options(options)
@@ -269,7 +278,9 @@ class _Checker:
         return out
 
 
-def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices) -> None:
+def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices, skipped=None) -> None:
+    if skipped and name in skipped:   # installed, but refused when its plugin loaded: say why, not "did you mean"
+        checker.fail(path, f"{kind} {name!r} was skipped when plugins loaded", f"{skipped[name]} — fix it there")
     close = suggest(name, choices)
     hint = f"did you mean {close!r}? (`fgvcbench plugins` lists them)" if close \
         else "run `fgvcbench plugins` to list what is installed"
@@ -414,7 +425,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         entry = ck.entry(item, ("methods", i), METHOD_KEYS, "method")
         method = registry.methods.get(entry["name"])
         if method is None:
-            _unknown(ck, ("methods", i, "name"), "method", entry["name"], registry.methods)
+            _unknown(ck, ("methods", i, "name"), "method", entry["name"], registry.methods, registry.skipped)
         variants = entry.get("variants", ["default"])
         if variants == "all":  # every variant once: aliases with the same params (default = code) collapse
             seen, variants = [], []
@@ -455,7 +466,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 method.check_params(method.resolve_params(variant, params), recipe)
             except Exception as exc:  # noqa: BLE001 — a plugin's check must not end in a traceback
                 message = str(exc) if isinstance(exc, UserError) else \
-                    f"{method.name}'s parameter check raised {exc.__class__.__name__}: {exc}"
+                    f"{method.name}'s parameter check raised {_one_line(exc)}"
                 where = ("methods", i, "params") if params else ("methods", i)
                 ck.fail(where, message if variant == "default" else f"variant {variant!r}: {message}")
         methods.append((method, variants, params, train, ("methods", i)))
@@ -563,7 +574,7 @@ def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> Ablation
     method_name = ck.typed(section.get("method", "recipe"), (str,), ("ablation", "method"), "a method name")
     method = registry.methods.get(method_name)
     if method is None:
-        _unknown(ck, ("ablation", "method"), "method", method_name, registry.methods)
+        _unknown(ck, ("ablation", "method"), "method", method_name, registry.methods, registry.skipped)
     if "steps" not in method.params:
         ck.fail(("ablation", "method"), f"method {method_name!r} has no 'steps' parameter to ablate",
                 "use the recipe method")

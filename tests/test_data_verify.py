@@ -56,6 +56,12 @@ def test_bad_input_exits_2(tmp_path, runner):
     assert missing.exit_code == 2 and "images.txt" in missing.output and "Traceback" not in missing.output
     bad_opt = runner.invoke(app, ["data", "verify", "cub", "--root", str(tmp_path), "-o", "crop"])
     assert bad_opt.exit_code == 2 and "KEY=VALUE" in bad_opt.output
+    # an option's type and value are checked as a suite's are, before anything is read
+    typed = runner.invoke(app, ["data", "verify", "synthetic", "-o", "fine=five"])
+    assert typed.exit_code == 2 and "--option fine=five: expected int like the default 4, got str 'five'" in typed.output
+    choice = runner.invoke(app, ["data", "verify", "cub", "--root", str(tmp_path), "-o", "crop=boxes"])
+    assert choice.exit_code == 2 and "crop" in choice.output and "Traceback" not in choice.output
+    assert "images.txt" not in choice.output   # the option, not the missing layout, is what it says
 
 
 def test_real_cub_subset_verifies(runner):

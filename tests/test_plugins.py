@@ -209,3 +209,70 @@ def test_a_plugin_datasets_mistakes_are_one_data_error(tmp_path):
             spec(load).load_checked(request)
     ok = spec(lambda r: DatasetSplits(train=images([0, 1]), test=images([1])))
     assert len(ok.load_checked(request).train) == 2
+
+
+def test_a_hooks_wrong_return_and_every_problem_of_a_plugin_are_named_and_its_good_hooks_still_load(
+        runner, tmp_path, registry_with):
+    from fgvcbench.api import RecipeStep
+    from fgvcbench.cli import app
+
+    mod = types.ModuleType("sloppy_plugin")
+    mod.fgvcbench_methods = hookimpl(lambda: Method(name="bare", run=lambda ctx: {"top1": 1.0}))   # not a list
+    mod.fgvcbench_datasets = hookimpl(lambda: [{"name": "dict_dataset"}])
+    mod.fgvcbench_recipe_steps = hookimpl(lambda: [RecipeStep(name="sloppy_step", apply=lambda r: r)])
+    registry = registry_with(mod)
+    error = registry.plugins["sloppy_plugin"].error
+    assert "fgvcbench_methods returned a Method, not a list — return [Method(...), …]" in error
+    assert "fgvcbench_datasets returned a dict, not a DatasetSpec" in error   # both kept, not the last only
+    assert registry.list("recipe_steps", "sloppy*") == ["sloppy_step"]
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("datasets: [synthetic]\nbackbones: [test_resnet]\nmethods: [bare]\n")
+    result = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert "plugin 'sloppy_plugin': fgvcbench_methods returned a Method" in result.output
+    assert "(its other hooks loaded)" in result.output and "skipped:" not in result.output
+
+
+def test_a_method_skipped_as_invalid_is_named_with_its_reason_not_a_did_you_mean(runner, tmp_path, registry_with):
+    from fgvcbench.cli import app
+
+    mod = types.ModuleType("half_plugin")
+    mod.fgvcbench_methods = hookimpl(lambda: [
+        Method(name="half_good", run=lambda ctx: {"top1": 1.0}),
+        Method(name="half_bad", run=lambda ctx: {}, variants={"v": {"nope": 1}})])
+    registry_with(mod)
+    suite = tmp_path / "s.yaml"
+    suite.write_text("datasets: [synthetic]\nbackbones: [test_resnet]\nmethods: [half_bad]\n")
+    result = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "method 'half_bad' was skipped when plugins loaded" in result.output
+    assert "sets unknown params ['nope']" in result.output and "did you mean" not in result.output
+    described = runner.invoke(app, ["plugins", "half_bad"])
+    assert described.exit_code == 2 and "was skipped when plugins loaded" in described.output
+
+
+def test_plugins_name_warns_when_another_plugin_s_item_of_that_name_was_refused(runner, registry_with):
+    from fgvcbench.cli import app
+
+    mods = []
+    for plugin in ("first_plugin", "second_plugin"):
+        mod = types.ModuleType(plugin)
+        mod.fgvcbench_methods = hookimpl(lambda: [Method(name="twin", run=lambda ctx: {"top1": 1.0})])
+        mods.append(mod)
+    registry_with(*mods)
+    result = runner.invoke(app, ["plugins", "twin"])
+    assert result.exit_code == 0
+    assert "method 'twin' from plugin 'second_plugin' clashes with the one from 'first_plugin'" in result.output
+    assert "rename the one in 'second_plugin'" in result.output
+
+
+def test_an_entry_point_in_a_misspelt_group_is_warned_about():
+    from importlib import metadata
+    every = metadata.EntryPoints([metadata.EntryPoint("mine", "fgvcbench_mine", "fgvc_bench"),
+                                  metadata.EntryPoint("other", "x", "console_scripts"),
+                                  metadata.EntryPoint("fine", "y", "fgvcbench")])
+    registry = Registry()
+    registry._check_group_names(every)
+    (warning,) = registry.warnings
+    assert "entry point 'mine' in group 'fgvc_bench', which fgvcbench does not read" in warning
+    assert "[project.entry-points.fgvcbench]" in warning

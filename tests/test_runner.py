@@ -248,6 +248,61 @@ def test_tensors_and_arrays_a_plugin_leaves_in_notes_or_metrics_are_saved(runner
     assert recs[0]["provenance"]["method_plugin"] == {"name": "tensor_plugin", "distribution": None, "version": None}
 
 
+def test_what_a_method_returns_wrongly_fails_its_run_with_one_line_that_says_what_to_return(
+        runner, tmp_path, registry_with):
+    mod = types.ModuleType("wrong_returns")
+    returns = {
+        "fit_result": lambda ctx: (lambda data: ctx.fit(ctx.create_model(data.num_classes), data))(ctx.load_data()),
+        "a_float": lambda ctx: 81.5,
+        "nothing": lambda ctx: None,
+        "no_top1": lambda ctx: {"accuracy": 81.5},
+        "infinite": lambda ctx: {"top1": float("inf")},
+        "fraction_x100_twice": lambda ctx: {"top1": 2500.0},
+        "nan": lambda ctx: {"top1": float("nan")},
+        "fine": lambda ctx: {"top1": 50.0},
+    }
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name=n, run=f) for n, f in returns.items()])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, methods=f"[{', '.join(returns)}]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    got = {r["spec"]["method"]: r for r in records(tmp_path / "out").values()}
+    says = {
+        "fit_result": "run() returned a FitResult, not a dict of metrics (ctx.fit(...).metrics is its dict)",
+        "a_float": "run() returned a float, not a dict of metrics",
+        "nothing": "run() returned None, not a dict of metrics",
+        "no_top1": "returned no 'top1' metric (its keys: accuracy) — add 'top1'",
+        "infinite": "top1 = inf, outside 0–100",
+        "fraction_x100_twice": "top1 = 2500.0, outside 0–100 — top1 is the top-1 accuracy in percent",
+        "nan": "returned top1 = nan",
+    }
+    for name, needle in says.items():
+        assert got[name]["status"] == ("diverged" if name == "nan" else "failed"), name
+        assert needle in got[name]["error"] and "\n" not in got[name]["error"], (name, got[name]["error"])
+    assert got["fine"]["status"] == "ok"
+
+
+def test_a_stage_whose_result_its_cache_cannot_hold_fails_the_run_instead_of_recomputing_in_silence(
+        runner, tmp_path, registry_with):
+    mod = types.ModuleType("module_stage")
+
+    def run(ctx):
+        model = ctx.stage("warmup", lambda: nn.Linear(2, 2), inputs={"seed": ctx.seed})
+        return {"top1": float(model.weight.sum() * 0 + 50)}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="keeps_a_module", run=run)])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, methods="[keeps_a_module]", backbones="[pixels]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (record,) = records(tmp_path / "out").values()
+    assert record["status"] == "failed"
+    assert record["error"].startswith("ctx.stage('warmup') returned what its cache cannot hold "
+                                      "(a torch.nn.modules.linear.Linear)")
+    assert "model.state_dict() instead of the model" in record["error"]
+    assert not list((tmp_path / "out" / "stages").glob("*.pt"))   # nothing half-usable left behind
+    assert not list((tmp_path / "out" / "stages").glob("*.tmp"))
+
+
 def staged_plugin(calls):
     """``staged`` computes one cached stage (counted in ``calls``) and keeps an artifact;
     ``quick`` does neither."""
@@ -438,6 +493,10 @@ def test_rerun_names_the_unchosen_runs_that_shared_a_moved_stage_and_the_whole_g
     dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--rerun", "first"])
     assert f"not chosen ({second}) shared a cached stage" in " ".join(dry.output.split())
     assert "--rerun first,second" in dry.output and not (out / "replaced").exists()
+    # narrowed by --only, the group is still the suite's; the advice says to drop --only
+    narrowed = " ".join(runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "first",
+                                            "--rerun", "first"]).output.split())
+    assert "--rerun first,second without --only" in narrowed and "another suite" not in narrowed
     again = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "first"])
     assert again.exit_code == 0 and "--rerun first,second" in again.output
     (folder,) = (out / "replaced").iterdir()
