@@ -38,12 +38,20 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
     if write_csv:
         first = Path(dirs[0])
         folder = first.parent if first.name == "runs" else first   # beside runs/
-        path = write_leaderboard_csv(plain, folder)   # leaderboard.csv is always the plain table
-        err_console.print(f"[dim]wrote {path}[/]")
-        if baseline is not None:   # the comparison beside it (a suite's own baseline: table is baseline.csv)
-            path = folder / "leaderboard-baseline.csv"
-            atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
+        try:
+            path = write_leaderboard_csv(plain, folder)   # leaderboard.csv is always the plain table
             err_console.print(f"[dim]wrote {path}[/]")
+            if baseline is not None:   # the comparison beside it (a suite's own baseline: table is baseline.csv)
+                path = folder / "leaderboard-baseline.csv"
+                atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
+                err_console.print(f"[dim]wrote {path}[/]")
+        except OSError as exc:   # a read-only copy of results: the table is still worth printing
+            err_console.print(f"[yellow]warning:[/] could not write the table's CSV into {folder}: "
+                              f"{exc.strerror or exc} — the table follows; pass --no-write to skip the CSV",
+                              highlight=False)
+    if pivot and metrics:
+        err_console.print(f"[yellow]note:[/] --pivot cells hold top-1 only; --metrics {','.join(metrics)} shows "
+                          f"in the flat table (drop --pivot)", highlight=False)
     if pivot:
         sys.stdout.write(render_pivot(df, "github" if fmt == "table" else fmt) + "\n")
     elif fmt == "table":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import os
 import platform
 import time
 from pathlib import Path
@@ -108,6 +107,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
 
     if res < 16 or batch < 2 or steps < 1:
         raise UserError(f"--res {res} --batch {batch} --steps {steps}: need res >= 16, batch >= 2, steps >= 1")
+    if warmup < 0:
+        raise UserError(f"--warmup {warmup}: the untimed steps first are a count >= 0")
     if workers is not None and workers < 0:
         raise UserError(f"--workers {workers}: use 0 (load in the main process) or more")
     recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01, random_erasing=random_erasing)
@@ -124,7 +125,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
         raise UserError(f"dataset {dataset!r} needs --root DIR; expected layout: {spec.layout}")
     if spec.needs_root and not Path(root).is_dir():
         raise UserError(f"--root {root}: no such folder — expected layout: {spec.layout}")
-    cache = cache_dir or Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
+    from fgvcbench.store import default_cache_dir
+    cache = cache_dir or default_cache_dir()
     options = dict(spec.options)
     if dataset == "synthetic":
         options.update(image_size=max(64, load_size_for(res)), train_per_class=max(8, batch // 4))

@@ -82,6 +82,19 @@ def _warn_plugins(registry) -> None:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+def _gpu_indices(gpus: str) -> Optional[list[int]]:
+    """``--gpus``: None for ``all``, else the indices; a UserError unless one of those."""
+    if gpus.strip() == "all":
+        return None
+    try:
+        indices = [int(x) for x in gpus.split(",") if x.strip()]
+    except ValueError:
+        indices = []
+    if not indices or any(i < 0 for i in indices):
+        raise UserError(f"--gpus {gpus!r}: use all or GPU indices such as 0,1")
+    return indices
+
+
 def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: str) -> list[str]:
     """The device of each worker process for --gpus / --workers (their count and their
     combination are checked by ``run`` before anything starts), or [] for one process."""
@@ -93,13 +106,10 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise UserError("--gpus: no CUDA GPU is visible here — drop --gpus, or use --workers N for CPU processes")
-    if gpus.strip() == "all":
+    indices = _gpu_indices(gpus)
+    if indices is None:
         indices = list(range(count))
     else:
-        try:
-            indices = [int(x) for x in gpus.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"--gpus {gpus!r}: use all or GPU indices such as 0,1") from None
         bad = [i for i in indices if not 0 <= i < count]
         if not indices or bad:
             raise UserError(f"--gpus {gpus!r}: this machine has GPUs 0…{count - 1}")
@@ -153,8 +163,20 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise UserError("--gpus and --workers exclude each other — --gpus starts one worker per GPU")
     if chosen == "submitit" and (gpus is not None or workers is not None):
         raise UserError("--gpus/--workers run here; with submitit set the GPUs per job: --cluster gpus=N")
+    if cluster:   # checked by a dry run too, and before --rerun moves anything
+        if chosen != "submitit":
+            raise UserError("--cluster sets the resources of submitit jobs — add --executor submitit (or "
+                            "executor: submitit in the suite), or drop --cluster")
+        from fgvcbench.cluster import parse_cli_settings
+        parse_cli_settings(cluster)
+    if gpus is not None:
+        _gpu_indices(gpus)
     if not dry_run:   # the results and the cache take files, before any run starts
         check_writable(Path(suite.output))
+        for sub in ("runs", "claims", "stages", "artifacts"):   # a run would train, then fail to save
+            if (Path(suite.output) / sub).exists() and not (Path(suite.output) / sub).is_dir():
+                raise UserError(f"{Path(suite.output) / sub} is a file where fgvcbench keeps a folder — move it "
+                                f"away, then run again")
         check_writable(Path(suite.cache_dir), "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
         if gpus is not None or workers is not None or chosen != "local":
@@ -292,9 +314,14 @@ def _rerun(suite, reruns: set):
     return replaced
 
 
+def _not_a_folder(path: Path, what: str) -> str:
+    """``what`` at ``path``: not found, or a file where a folder belongs."""
+    return f"{what} {path} is a file, not a folder" if path.exists() else f"{what} not found: {path}"
+
+
 def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
-    """``--metrics a,b`` as names (blank pieces ignored)."""
-    return tuple(m.strip() for m in (value or "").split(",") if m.strip())
+    """``--metrics a,b`` as names (blank pieces and repeats ignored)."""
+    return tuple(dict.fromkeys(m.strip() for m in (value or "").split(",") if m.strip()))
 
 
 @app.command()
@@ -319,7 +346,8 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
         raise UserError(f"unknown format {format!r} — use one of {', '.join(allowed)}")
     for d in results_dirs:
         if not d.is_dir():
-            raise UserError(f"results directory not found: {d} — pass the suite's output directory, e.g. results/quickstart")
+            raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
+                            f"e.g. results/quickstart")
     extra = _metrics_option(metrics)
     if baseline and len(baseline) > 1:
         raise UserError(f"--baseline given {len(baseline)} times: a leaderboard compares with one "
@@ -344,7 +372,8 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
     from fgvcbench.report.report import write_report
     for d in results_dirs:
         if not d.is_dir():
-            raise UserError(f"results directory not found: {d} — pass a suite's output directory, e.g. results/quickstart")
+            raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
+                            f"e.g. results/quickstart")
     records, warnings = load_records(*results_dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -577,7 +606,8 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     if reader is not None and root is None:
         base = data_root or os.environ.get("FGVCBENCH_DATA", "./data")
         root = Path(base).expanduser() / (reader.default_root or reader.name)
-    cache = Path(os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser())))
+    from fgvcbench.store import default_cache_dir
+    cache = default_cache_dir()
     report = verify_dataset(spec, root, options, cache / "datasets")
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")

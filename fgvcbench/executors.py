@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import ONLY_HELP, RERUN_HELP, Store, locked_append, pid_alive, record_problem
+from fgvcbench.store import ONLY_HELP, RERUN_HELP, Store, claim_stale_seconds, locked_append, pid_alive, record_problem
 from fgvcbench.suite import Suite
 
 
@@ -49,6 +49,18 @@ def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
 
 
+def _named_runs(runs: list, term: str, option: str) -> list:
+    """The runs ``term`` names: a run id, a method, or ``method:variant`` (a colon with
+    nothing after it is a half-typed variant, refused rather than read as every variant)."""
+    from fgvcbench.errors import UserError
+    method, colon, variant = term.partition(":")
+    if colon and not variant.strip():
+        raise UserError(f"{option} {term!r}: no variant after ':' — write {method}:VARIANT, or {method} for all "
+                        f"its variants")
+    return [spec for spec in runs if spec.run_id == term
+            or (spec.method == method and (not colon or spec.variant == variant))]
+
+
 def select_reruns(suite: Suite, selectors: list[str]) -> list:
     """The grid's runs that ``--rerun`` names: ``all``; ``diverged`` / ``failed`` (runs whose
     record has that status); a method; ``method:variant``; a run id. A selector that names
@@ -65,11 +77,12 @@ def select_reruns(suite: Suite, selectors: list[str]) -> list:
         elif term == "all":
             hit = list(suite.runs)
         else:
-            method, _, variant = term.partition(":")
-            hit = [spec for spec in suite.runs if spec.run_id == term
-                   or (spec.method == method and (not variant or spec.variant == variant))]
+            hit = _named_runs(suite.runs, term, "--rerun")
             if not hit:
                 methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
+                if suite.grid is not None and _named_runs(suite.grid, term, "--rerun"):
+                    raise UserError(f"--rerun {term!r} names no run that --only keeps (those: {methods}) — "
+                                    f"widen --only, or drop it")
                 raise UserError(f"--rerun {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
                                 f"use {RERUN_HELP}; `fgvcbench run SUITE --dry-run` lists the run ids")
         for spec in hit:
@@ -100,15 +113,18 @@ def select_only(suite: Suite, selectors: list[str]) -> list:
             raise UserError(f"--only {term!r}: unknown key {key!r} — use {ONLY_HELP}")
         if eq:
             kind = key
+            if key == "seed":   # seed=00 is seed 0
+                try:
+                    value = str(int(value))
+                except ValueError:
+                    raise UserError(f"--only {term!r}: a seed is an integer, e.g. seed=0") from None
             hit = {spec.run_id for spec in suite.runs if value in keys[key](spec)}
             if not hit:
                 have = ", ".join(sorted({min(keys[key](s), key=len) for s in suite.runs}))
                 raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its {key}s: {have})")
         else:
             kind = "method"
-            method, _, variant = term.partition(":")
-            hit = {spec.run_id for spec in suite.runs if spec.run_id == term
-                   or (spec.method == method and (not variant or spec.variant == variant))}
+            hit = {spec.run_id for spec in _named_runs(suite.runs, term, "--only")}
             if not hit:
                 methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
                 raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
@@ -213,17 +229,27 @@ class Claims:
                 return time.time() - path.stat().st_mtime > self.STALE_UNREADABLE_SECONDS
             except OSError:
                 return True
+        if not isinstance(owner, dict):   # not a claim this code wrote: stale once old enough
+            try:
+                return time.time() - path.stat().st_mtime > self.STALE_UNREADABLE_SECONDS
+            except OSError:
+                return True
         if owner.get("host") == self.host:
-            return not pid_alive(int(owner.get("pid", -1)))
-        limit = float(os.environ.get("FGVCBENCH_CLAIM_STALE_SECONDS", self.STALE_FOREIGN_SECONDS))
+            pid = owner.get("pid")
+            return not (isinstance(pid, int) and pid > 0 and pid_alive(pid))
+        limit = claim_stale_seconds(self.STALE_FOREIGN_SECONDS)
         try:
             return time.time() - path.stat().st_mtime > limit
         except OSError:
             return True
 
     def try_claim(self, run_id: str) -> bool:
+        from fgvcbench.errors import UserError
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self._path(run_id)
+        if path.is_dir():   # nothing this code makes: a person's mistake, which no retry mends
+            raise UserError(f"{path} is a folder where a claim file belongs — remove it, then run the same "
+                            f"command again (finished runs are kept)")
         for _ in range(3):
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

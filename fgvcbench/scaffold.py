@@ -107,7 +107,7 @@ def test_both_variants_run_through_a_suite(tmp_path):
         train: {{{{epochs: 1, image_size: 32, batch_size: 8}}}}
         datasets: [{{{{name: synthetic, options: {{{{coarse: 2, fine: 2, train_per_class: 6, test_per_class: 2, image_size: 32}}}}}}}}]
         backbones: [test_resnet]
-        methods: [{{{{name: {method}, variants: [default, direct]}}}}]
+        methods: [{{{{name: "{method}", variants: [default, direct]}}}}]
         """))
     code, output = run_cli(["run", suite, "--no-progress"])
     assert code == 0, output
@@ -127,7 +127,7 @@ def test_a_bad_value_is_refused_before_any_run(tmp_path):
         cache_dir: {{tmp_path / 'cache'}}
         datasets: [synthetic]
         backbones: [test_resnet]
-        methods: [{{{{name: {method}, params: {{{{head_warmup_epochs: -1}}}}}}}}]
+        methods: [{{{{name: "{method}", params: {{{{head_warmup_epochs: -1}}}}}}}}]
         """))
     code, output = run_cli(["run", suite, "--no-progress"])
     assert code == 2 and "head_warmup_epochs: -1" in output
@@ -149,7 +149,7 @@ Use it in a suite:
 
 ```yaml
 methods:
-  - name: {method}
+  - name: "{method}"
     variants: [default, direct]
     params: {{head_warmup_epochs: 2}}
 ```

@@ -27,6 +27,30 @@ SCHEMA = 1
 FINISHED = ("ok", "diverged")   # a failed run is retried on the next `fgvcbench run`
 
 
+def default_cache_dir() -> Path:
+    """``$FGVCBENCH_CACHE`` (an empty value counts as unset), else ``~/.cache/fgvcbench``."""
+    value = os.environ.get("FGVCBENCH_CACHE", "").strip()
+    return Path(value or "~/.cache/fgvcbench").expanduser()
+
+
+def claim_stale_seconds(default: float) -> float:
+    """``$FGVCBENCH_CLAIM_STALE_SECONDS`` (after how long another host's claim is taken
+    over), checked: a number > 0. The suite loader calls it, so a bad value stops the
+    command before any run, not when a foreign claim first turns up."""
+    from fgvcbench.errors import UserError
+    raw = os.environ.get("FGVCBENCH_CLAIM_STALE_SECONDS")
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or not math.isfinite(value):   # 0 or less would take runs from live processes
+        raise UserError(f"FGVCBENCH_CLAIM_STALE_SECONDS={raw!r} — use a number of seconds > 0 "
+                        f"(default {default:.0f}), or unset it")
+    return value
+
+
 def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # the writer's pid is in the name, so a sweep can tell a dead writer's leftover from
@@ -107,12 +131,19 @@ def record_problem(record: Any) -> str | None:
             return f"no spec.{part}.name"
     if not isinstance(spec.get("method"), str):
         return "no spec.method"
+    for part in ("variant", "scale"):   # tables show and group by them
+        if part in spec and not isinstance(spec[part], str):
+            return f"spec.{part} is not a string"
     for section in ("metrics", "cost", "provenance"):
         if record.get(section) is not None and not isinstance(record[section], dict):
             return f"{section} is not an object"
     if record["status"] == "ok":
         top1 = (record.get("metrics") or {}).get("top1")
-        if not isinstance(top1, (int, float)) or isinstance(top1, bool) or not math.isfinite(top1):
+        try:   # an integer too large for a float (10**400) is no accuracy either
+            finite = isinstance(top1, (int, float)) and not isinstance(top1, bool) and math.isfinite(top1)
+        except OverflowError:
+            finite = False
+        if not finite:
             return "status ok without a finite numeric metrics.top1"
     return None
 

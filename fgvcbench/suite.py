@@ -22,6 +22,7 @@ from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError
 from fgvcbench.plugins import Registry, _one_line, suggest
 from fgvcbench.spec import RunSpec
+from fgvcbench.store import claim_stale_seconds, default_cache_dir
 
 # A scale sets epochs, image size and seeds in one place.
 SCALES: dict[str, dict[str, Any]] = {
@@ -117,6 +118,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SuiteError(f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None,
                          hint="fix the syntax (indentation, a missing ':' or quote)") from None
+    except RecursionError:
+        raise SuiteError("invalid YAML: nested too deeply", file=file,
+                         hint="a suite needs a few levels of lists and mappings; flatten the value") from None
     lines: dict[tuple, int] = {}
     if node is None:
         return None, lines
@@ -124,6 +128,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         return _compose_to_python(node, (), lines, file), lines
     except yaml.YAMLError as exc:
         raise SuiteError(f"invalid YAML value: {exc}", file=file) from None
+    except RecursionError:
+        raise SuiteError("invalid YAML: nested too deeply", file=file,
+                         hint="a suite needs a few levels of lists and mappings; flatten the value") from None
 
 
 def _dotted(path: tuple) -> str:
@@ -305,6 +312,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     anything runs."""
     from fgvcbench.data.pipeline import decode_cache_mode
     decode_cache_mode()   # a bad FGVCBENCH_DECODE_CACHE stops the command, not every run
+    from fgvcbench.executors import Claims
+    claim_stale_seconds(Claims.STALE_FOREIGN_SECONDS)   # as a bad FGVCBENCH_CLAIM_STALE_SECONDS does
     file = Path(path)
     data, lines = load_yaml(file)
     ck = _Checker(str(path), lines)
@@ -314,6 +323,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         ck.fail((), "a suite must be a YAML mapping (datasets:, backbones:, methods: …)")
     ck.keys(data, TOP_KEYS, (), "the suite")
     name = ck.typed(data.get("name", file.stem), (str,), ("name",), "a string")
+    if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name:
+        # the default output is results/<name>: an empty name or a path would write elsewhere
+        ck.fail(("name",), f"{name!r} is no suite name", "use a plain name such as my_suite (no '/', not empty)")
     if scale is not None and scale not in SCALES:   # from --scale: not the file's fault
         close = suggest(scale, SCALES)
         raise UserError(f"--scale {scale!r} is not a scale — " +
@@ -349,7 +361,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 "pass --data-root DIR" + ("" if "data_root" in data else " or set FGVCBENCH_DATA"))
     data_root = Path(data_root or ck.typed(data.get("data_root", env_root), (str,), ("data_root",), "a path"))
     data_root = data_root.expanduser()
-    default_cache = os.environ.get("FGVCBENCH_CACHE", str(Path("~/.cache/fgvcbench").expanduser()))
+    default_cache = str(default_cache_dir())
     cache_dir = Path(ck.typed(data.get("cache_dir", default_cache), (str,), ("cache_dir",), "a path")).expanduser()
     out = Path(output or ck.typed(data.get("output", f"results/{name}"), (str,), ("output",), "a path"))
     suite_train = ck.recipe_overrides(data.get("train"), ("train",))
@@ -383,8 +395,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if check_data and reader is not None and not Path(root).is_dir():
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
             holds = Path(root).relative_to(data_root) if Path(root).is_relative_to(data_root) else None
+            missing = "is a file, not a folder" if Path(root).exists() else "not found"
             ck.fail(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})" if reader is not spec else "")
-                    + f" not found: {root}",
+                    + f" {missing}: {root}",
                     f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
                     + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
         dataset = {"name": spec.name, "options": options}
@@ -407,7 +420,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if isinstance(pretrained, str):
             pretrained = str(Path(pretrained).expanduser())
             if not Path(pretrained).is_file():
-                ck.fail(("backbones", i, "pretrained"), f"checkpoint not found: {pretrained}",
+                what = "is a folder, not a checkpoint file" if Path(pretrained).is_dir() else "not found"
+                ck.fail(("backbones", i, "pretrained"), f"checkpoint {what}: {pretrained}",
                         "give an existing .pth/.pt/.safetensors file, or true/false")
         backbone = {"name": entry["name"], "pretrained": pretrained}
         if isinstance(pretrained, str):
@@ -436,6 +450,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if isinstance(variants, str):
             variants = [variants]
         ck.typed(variants, (list,), ("methods", i, "variants"), "a list of variant names or 'all'")
+        if not variants:
+            ck.fail(("methods", i, "variants"), "no variants",
+                    f"list at least one ({', '.join(method.variants)}), or write all, or drop the key for default")
         for j, v in enumerate(variants):
             if v not in method.variants:
                 close = suggest(str(v), method.variants)
@@ -510,8 +527,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         runs.append(make_spec(dataset, root, backbone, method, ablation.label(steps),
                                               {"steps": steps}, seed))
     if not runs:
-        ck.fail(("exclude",) if exclude else (), "the grid is empty after 'exclude'",
-                "loosen the exclude rules")
+        if exclude:
+            ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
+        ck.fail((), "the grid is empty", "list at least one dataset, backbone and method (or an ablation:)")
     baseline = _baseline(data.get("baseline"), runs, ck)
     unique = list({r.run_id: r for r in runs}.values())
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,

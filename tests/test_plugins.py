@@ -28,7 +28,8 @@ def test_subset_via_env(monkeypatch):
     registry = get_registry(refresh=True)
     assert set(registry.plugins) == {"datasets"} and not registry.methods
     monkeypatch.setenv("FGVCBENCH_PLUGINS", "")
-    assert get_registry(refresh=True).plugins == {}
+    empty = get_registry(refresh=True)
+    assert empty.plugins == {} and "FGVCBENCH_PLUGINS is set but empty" in empty.warnings[0]
     monkeypatch.setenv("FGVCBENCH_PLUGINS", "finernt,datasets")   # a typo is said, not silently nothing
     registry = get_registry(refresh=True)
     assert set(registry.plugins) == {"datasets"}

@@ -56,3 +56,19 @@ def test_a_name_that_clashes_with_a_registered_method_is_refused(tmp_path, runne
         scaffold("my-method", tmp_path, force=False, taken=own)
     with pytest.raises(UserError, match="already registered"):
         scaffold("my-method", tmp_path, force=True, taken={"my_method": "someone_else"})
+
+
+def test_a_name_yaml_reads_as_a_boolean_stays_a_string_in_the_generated_suites(tmp_path):
+    """`off`, `no`, `null` are words YAML turns into false/None: the templates quote the name."""
+    import re
+
+    import yaml
+    root = scaffold("off", tmp_path)
+    test_text = (root / "tests" / "test_off.py").read_text()
+    suites = re.findall(r"methods: (\[.*\])", test_text)
+    assert len(suites) == 2
+    for line in suites:   # the f-strings' doubled braces are single in the written suite
+        methods = yaml.safe_load(line.replace("{{", "{").replace("}}", "}"))
+        assert methods[0]["name"] == "off"
+    readme_yaml = re.search(r"```yaml\n(.*?)```", (root / "README.md").read_text(), re.S).group(1)
+    assert yaml.safe_load(readme_yaml)["methods"][0]["name"] == "off"

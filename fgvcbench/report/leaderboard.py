@@ -125,10 +125,18 @@ def metric_names(records: Iterable[dict]) -> list[str]:
     return sorted(names)
 
 
+# metrics every table shows as columns of their own
+BUILT_IN_METRICS = ("top1", "top1_last", "mean_class_acc")
+
+
 def check_extra_metrics(records: list[dict], extra: Iterable[str]) -> None:
     """Refuse a ``--metrics`` name no finished run recorded (it would be an empty column)."""
     known = metric_names(records)
     for name in extra:
+        if name in BUILT_IN_METRICS:
+            others = [m for m in known if m not in BUILT_IN_METRICS]
+            raise UserError(f"--metrics {name}: the table has that column already ({name}_mean) — --metrics adds "
+                            f"other recorded metrics: {', '.join(others) or 'none recorded'}")
         if name not in known:
             close = suggest(name, known)
             raise UserError(f"no finished run recorded the metric {name!r} — "
@@ -328,11 +336,17 @@ def render_pivot(df: pd.DataFrame, fmt: str, markdown: bool = False) -> str:
     """The pivot tables, one per backbone under its name (``markdown``: a bold line and a
     blank line, so the table renders in a Markdown report)."""
     from tabulate import tabulate
+    tables = pivot_tables(df)
+    if fmt == "csv":   # one plain CSV (no comment lines): the backbone is a column
+        frames = [table.assign(backbone=backbone) for backbone, table in tables.items()]
+        if not frames:
+            return ""
+        whole = pd.concat(frames, ignore_index=True).fillna("–")
+        columns = ["backbone", "pipeline"] + [c for c in whole.columns if c not in ("backbone", "pipeline")]
+        return whole[columns].to_csv(index=False).rstrip("\n")
     parts = []
-    for backbone, table in pivot_tables(df).items():
-        if fmt == "csv":
-            parts.append(f"# {backbone}\n" + table.to_csv(index=False))
-        elif fmt == "latex":   # the backbone as a comment: the block pastes into a paper as it is
+    for backbone, table in tables.items():
+        if fmt == "latex":   # the backbone as a comment: the block pastes into a paper as it is
             align = ["left"] + ["right"] * (len(table.columns) - 1)
             parts.append(f"% {backbone}\n" + latex_symbols(tabulate(table.values.tolist(), headers=list(table.columns),
                                                                     tablefmt=FORMATS[fmt], disable_numparse=True,

@@ -1,0 +1,204 @@
+"""More bad input, as a fuzzing pass met it: each case exits 2 with one line that says
+what to do, before anything runs or moves; a table that can be shown is shown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from fgvcbench.cli import app
+
+from conftest import tiny_suite, write_suite
+
+
+def _exit_2(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A results folder with two finished runs (finetune, two variants)."""
+    from typer.testing import CliRunner
+    tmp = tmp_path_factory.mktemp("finished")
+    suite = tiny_suite(tmp, methods="[{name: finetune, variants: [default, linear_probe]}]")
+    result = CliRunner().invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return suite, tmp / "out"
+
+
+def _copy(finished, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished[1], out)
+    return out
+
+
+def test_metrics_that_are_columns_already_or_repeated(finished, runner, tmp_path):
+    out = _copy(finished, tmp_path)
+    said = _exit_2(runner.invoke(app, ["leaderboard", str(out), "--no-write", "--metrics", "top1"]))
+    assert "--metrics top1: the table has that column already (top1_mean)" in said
+    said = _exit_2(runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep"), "--metrics", "top1_last"]))
+    assert "top1_last" in said and "column already" in said
+    twice = runner.invoke(app, ["leaderboard", str(out), "--no-write", "--metrics", "top5,top5", "-f", "csv"])
+    assert twice.exit_code == 0, twice.output
+    assert twice.stdout.splitlines()[0].count("top5_mean") == 1
+
+
+def test_a_results_folder_it_cannot_write_still_prints_the_table(finished, runner, tmp_path, monkeypatch):
+    import fgvcbench.report.leaderboard as leaderboard
+    out = _copy(finished, tmp_path)
+
+    def read_only(df, folder):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(leaderboard, "write_leaderboard_csv", read_only)
+    result = runner.invoke(app, ["leaderboard", str(out)])
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "could not write the table's CSV" in result.output and "--no-write" in result.output
+    assert "finetune" in result.stdout
+
+
+def test_records_with_wrongly_typed_fields_are_skipped_with_a_warning(finished, runner, tmp_path):
+    out = _copy(finished, tmp_path)
+    (good,) = [p for p in (out / "runs").glob("*.json")][:1]
+    base = json.loads(good.read_text())
+    for run_id, change in (("a" * 12, {"metrics": {**base["metrics"], "top1": 10 ** 400}}),
+                           ("b" * 12, {"spec": {**base["spec"], "variant": 5, "seed": 7}}),
+                           ("c" * 12, {"spec": {**base["spec"], "scale": ["smoke"], "seed": 8}})):
+        (out / "runs" / f"{run_id}.json").write_text(json.dumps({**base, "run_id": run_id, **change}))
+    result = runner.invoke(app, ["leaderboard", str(out), "--no-write"])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    said = " ".join(result.output.split())
+    assert "status ok without a finite numeric metrics.top1" in said
+    assert "spec.variant is not a string" in said and "spec.scale is not a string" in said
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "nan"])
+def test_a_bad_claim_stale_setting_stops_the_command_before_any_run(tmp_path, runner, monkeypatch, value):
+    monkeypatch.setenv("FGVCBENCH_CLAIM_STALE_SECONDS", value)
+    said = _exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path)), "--no-progress"]))
+    assert f"FGVCBENCH_CLAIM_STALE_SECONDS={value!r} — use a number of seconds > 0" in said
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_an_empty_cache_setting_means_the_default(monkeypatch):
+    from pathlib import Path
+
+    from fgvcbench.store import default_cache_dir
+    monkeypatch.setenv("FGVCBENCH_CACHE", "  ")
+    assert default_cache_dir() == Path("~/.cache/fgvcbench").expanduser()
+    monkeypatch.setenv("FGVCBENCH_CACHE", "~/elsewhere")
+    assert default_cache_dir() == Path("~/elsewhere").expanduser()
+
+
+@pytest.mark.parametrize("yaml_text, needle", [
+    ('name: ""', "name: '' is no suite name"),
+    ("name: ../../escape", "name: '../../escape' is no suite name"),
+    ("name: a\nmethods_x: 1", "unknown key"),
+])
+def test_a_suite_name_that_is_not_a_plain_name_exits_2(tmp_path, runner, yaml_text, needle):
+    suite = write_suite(tmp_path, yaml_text + "\ndatasets: [synthetic]\nbackbones: [test_resnet]\nmethods: [finetune]\n")
+    assert needle in _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+
+
+def test_yaml_nested_too_deeply_and_an_empty_variant_list_exit_2(tmp_path, runner):
+    deep = "[" * 2000 + "1" + "]" * 2000
+    suite = write_suite(tmp_path, f"datasets: [synthetic]\nbackbones: [test_resnet]\nmethods: [{{name: finetune, "
+                                  f"params: {{x: {deep}}}}}]\n")
+    assert "invalid YAML: nested too deeply" in _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    suite = write_suite(tmp_path, "datasets: [synthetic]\nbackbones: [test_resnet]\n"
+                                  "methods: [{name: finetune, variants: []}]\n")
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    assert "methods[0].variants: no variants — list at least one (default, linear_probe)" in said
+    assert "exclude" not in said
+
+
+def test_selectors_with_a_half_typed_variant_or_outside_only(finished, runner, tmp_path):
+    suite, _ = finished
+    out = _copy(finished, tmp_path)
+    for option in ("--only", "--rerun"):
+        said = _exit_2(runner.invoke(app, ["run", str(suite), "--output", str(out), "--dry-run", option, "finetune:"]))
+        assert f"{option} 'finetune:': no variant after ':'" in said
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--output", str(out), "--no-progress",
+                                       "--only", "finetune:default", "--rerun", "finetune:linear_probe"]))
+    assert "names no run that --only keeps (those: finetune:default) — widen --only, or drop it" in said
+    assert not (out / "replaced").exists()
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--output", str(out), "--dry-run", "--only", "seed=x"]))
+    assert "a seed is an integer" in said
+    dry = runner.invoke(app, ["run", str(suite), "--output", str(out), "--dry-run", "--only", "seed=00"])
+    assert dry.exit_code == 0 and "2 runs: 2 already done" in dry.stdout
+
+
+def test_cluster_and_gpus_options_are_checked_by_a_dry_run_and_before_a_rerun_moves(finished, runner, tmp_path):
+    suite, _ = finished
+    out = _copy(finished, tmp_path)
+    run = ["run", str(suite), "--output", str(out)]
+    said = _exit_2(runner.invoke(app, run + ["--dry-run", "--executor", "submitit", "--cluster", "gpus=abc"]))
+    assert "gpus must be an integer" in said
+    said = _exit_2(runner.invoke(app, run + ["--no-progress", "--rerun", "all", "--cluster", "gpus=1"]))
+    assert "--cluster sets the resources of submitit jobs — add --executor submitit" in said
+    assert not (out / "replaced").exists()
+    for gpus in ("abc", "", "-1"):
+        said = _exit_2(runner.invoke(app, run + ["--dry-run", "--gpus", gpus]))
+        assert "use all or GPU indices such as 0,1" in said
+
+
+def test_a_file_where_a_results_subfolder_belongs_stops_the_run_before_training(tmp_path, runner):
+    suite = tiny_suite(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "runs").write_text("")
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "out/runs is a file where fgvcbench keeps a folder — move it away" in said
+    assert not (tmp_path / "out" / "artifacts").exists()   # nothing trained
+
+
+def test_a_folder_where_a_claim_file_belongs_is_named(finished, runner, tmp_path):
+    suite, _ = finished
+    out = _copy(finished, tmp_path)
+    (record,) = [p for p in (out / "runs").glob("*.json")][:1]
+    record.unlink()
+    (out / "claims" / f"{record.stem}.claim").mkdir(parents=True)
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--output", str(out), "--no-progress"]))
+    assert f"{record.stem}.claim is a folder where a claim file belongs — remove it" in said
+    assert len(list((out / "runs").glob("*.json"))) == 1   # the other finished run is kept
+
+
+def test_paths_of_the_wrong_kind_say_so(tmp_path, runner):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    suite = tiny_suite(tmp_path, backbones=f"[{{name: test_resnet, pretrained: {folder}}}]")
+    assert "checkpoint is a folder, not a checkpoint file" in _exit_2(runner.invoke(app, ["run", str(suite),
+                                                                                          "--no-progress"]))
+    suite = tiny_suite(tmp_path, datasets=f"[{{name: imagefolder, root: {a_file}}}]")
+    assert "is a file, not a folder" in _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    said = _exit_2(runner.invoke(app, ["leaderboard", str(a_file)]))
+    assert f"results directory {a_file} is a file, not a folder" in said
+
+
+def test_a_text_file_given_as_a_checkpoint_says_what_it_is_not(tmp_path):
+    from fgvcbench.models.pretrained import PretrainedWeightsError, _read_checkpoint
+    text = tmp_path / "weights.pth"
+    text.write_text("hello")
+    with pytest.raises(PretrainedWeightsError, match=r"it is no torch.save file of plain tensors"):
+        _read_checkpoint(text)
+
+
+def test_pivot_csv_is_plain_csv_with_the_backbone_as_a_column(finished, runner, tmp_path):
+    import csv
+    import io
+    out = _copy(finished, tmp_path)
+    result = runner.invoke(app, ["leaderboard", str(out), "--no-write", "--pivot", "-f", "csv"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0][:2] == ["backbone", "pipeline"] and not any(r and r[0].startswith("#") for r in rows)
+    assert {r[0] for r in rows[1:]} == {"test_resnet"} and len(rows) == 3
+    noted = runner.invoke(app, ["leaderboard", str(out), "--no-write", "--pivot", "--metrics", "top5"])
+    assert "--pivot cells hold top-1 only" in noted.output
+
+
+def test_bench_refuses_negative_warmup(runner):
+    assert "--warmup -1" in _exit_2(runner.invoke(app, ["bench", "throughput", "--warmup", "-1", "--device", "cpu"]))
