@@ -31,3 +31,14 @@ class DataError(UserError):
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite. The run is recorded as ``diverged``."""
+
+
+def yaml_number_hint(value: object, want_int: bool) -> str:
+    """`` (YAML reads 1e-4 as text: write 0.0001)`` where a YAML 1.1 loader left a number in
+    exponent form without a dot as a string; "" otherwise."""
+    import re
+    if not isinstance(value, str) or not re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+        return ""
+    number = float(value)
+    meant = str(int(number)) if want_int and number.is_integer() else repr(number)
+    return f" (YAML reads {value.strip()} as text: write {meant})"

@@ -202,3 +202,31 @@ def test_pivot_csv_is_plain_csv_with_the_backbone_as_a_column(finished, runner, 
 
 def test_bench_refuses_negative_warmup(runner):
     assert "--warmup -1" in _exit_2(runner.invoke(app, ["bench", "throughput", "--warmup", "-1", "--device", "cpu"]))
+
+
+@pytest.mark.parametrize("train, needle", [
+    ("{epochs: 1e9}", "train.epochs: expected int, got str '1e9' (YAML reads 1e9 as text: write 1000000000)"),
+    ("{lr: 1e-4}", "train.lr: expected float, got str '1e-4' (YAML reads 1e-4 as text: write 0.0001)"),
+    ("{image_size: 100000}", "image_size must be <= 4096 pixels, got 100000"),
+])
+def test_numbers_yaml_reads_as_text_and_typo_sized_images_exit_2(tmp_path, runner, train, needle):
+    suite = write_suite(tmp_path, f"train: {train}\ndatasets: [synthetic]\nbackbones: [test_resnet]\n"
+                                  f"methods: [finetune]\n")
+    assert needle in _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+
+
+def test_a_method_param_in_exponent_form_says_how_yaml_read_it(tmp_path, runner):
+    suite = write_suite(tmp_path, "datasets: [synthetic]\nbackbones: [test_resnet]\n"
+                                  "methods: [{name: metric_learning, params: {margin: 1e-1}}]\n")
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    assert "margin: expected a number, got str '1e-1' (YAML reads 1e-1 as text: write 0.1)" in said
+
+
+def test_data_verify_fails_a_dataset_with_one_class(tmp_path, runner):
+    from PIL import Image
+    for split in ("train", "test"):
+        (tmp_path / "one" / split / "only").mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (i * 90, 0, 0)).save(tmp_path / "one" / split / "only" / f"{i}.jpg")
+    result = runner.invoke(app, ["data", "verify", "imagefolder", "--root", str(tmp_path / "one")])
+    assert result.exit_code == 1 and "one_class" in result.output and "at least 2 classes" in result.output

@@ -7,7 +7,7 @@ two splits — train and test, train and val, or val and test: a leak that infla
 score of the split that holds the copy.
 
 Problems (exit 1): ``missing``, ``corrupt``, ``duplicate`` (across splits),
-``empty_class``, and ``duplicate_within`` when the two copies inside one split carry
+``empty_class``, ``one_class`` (fewer than two classes with training images), and ``duplicate_within`` when the two copies inside one split carry
 *different* labels. Notes (reported, exit stays 0): ``duplicate_within`` with the same
 label — a repeated image inside one split leaks nothing and the official CUB-200-2011
 is reported to contain a few, so failing on it would fail the unmodified dataset (the
@@ -37,7 +37,7 @@ DETAIL_CHARS = 80   # an exception's own text is shortened to this; paths in it 
 
 @dataclass
 class Problem:
-    kind: str      # missing | corrupt | duplicate | duplicate_within | empty_class
+    kind: str      # missing | corrupt | duplicate | duplicate_within | empty_class | one_class
     path: str
     detail: str
     fix: str
@@ -136,6 +136,11 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
         if n == 0 and report.splits["test"].get(c, 0) > 0:
             report.problems.append(Problem("empty_class", c, "has test images but no training images",
                                            "add training images for it or remove its test images"))
+    trained = [c for c, n in report.splits["train"].items() if n > 0]
+    if len(trained) < 2:   # every prediction is that class: 100 % top-1 that measures nothing
+        report.problems.append(Problem(
+            "one_class", str(root or name), f"{len(trained)} class{'es' if len(trained) != 1 else ''} with training "
+            f"images", "a classification benchmark needs at least 2 classes: check the layout (one folder per class)"))
     for earlier, later in (("train", "test"), ("train", "val"), ("val", "test")):
         if earlier not in digests or later not in digests:
             continue

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from fgvcbench.errors import yaml_number_hint
+
 AUGMENT_POLICIES = ("none", "flip", "standard", "trivial_augment", "autoaugment")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
@@ -121,6 +123,9 @@ class Recipe:
                 problems.append((name, f"must be >= 1, got {getattr(self, name)}"))
         if self.image_size < 16:
             problems.append(("image_size", f"must be >= 16 pixels, got {self.image_size}"))
+        for name in ("image_size", "eval_image_size", "eval_resize_size"):   # a typo's extra digits
+            if (getattr(self, name) or 0) > MAX_IMAGE_SIZE:
+                problems.append((name, f"must be <= {MAX_IMAGE_SIZE} pixels, got {getattr(self, name)}"))
         for f in dataclasses.fields(self):   # .nan / .inf in YAML: a number that trains nothing
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -169,6 +174,11 @@ class Recipe:
 RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Recipe)}
 
 
+# larger than any FGVC protocol trains (448–600 px): 100000 is a typo, caught before a decode
+# cache of that size is attempted
+MAX_IMAGE_SIZE = 4096
+
+
 def coerce_recipe_value(name: str, value: Any) -> Any:
     """Check a YAML value's type against the field; ints are accepted for floats."""
     default = RECIPE_FIELDS[name].default
@@ -178,7 +188,8 @@ def coerce_recipe_value(name: str, value: Any) -> Any:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-        raise TypeError(f"expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        hint = yaml_number_hint(value, expected is int)
+        raise TypeError(f"expected {expected.__name__}, got {type(value).__name__} {value!r}{hint}")
     return value
 
 
