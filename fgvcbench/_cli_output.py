@@ -19,7 +19,8 @@ err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isat
 
 
 def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
-                       metrics: tuple[str, ...] = (), baseline: Optional[str] = None) -> None:
+                       metrics: tuple[str, ...] = (), baseline: Optional[str] = None,
+                       skip_hint: str = "; pass --no-write to skip the CSV") -> None:
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
                                               render_pivot, render_rich_table, write_leaderboard_csv)
@@ -47,7 +48,7 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
                 err_console.print(f"[dim]wrote {path}[/]")
         except OSError as exc:   # a read-only copy of results: the table is still worth printing
             err_console.print(f"[yellow]warning:[/] could not write the table's CSV into {folder}: "
-                              f"{exc.strerror or exc} — the table follows; pass --no-write to skip the CSV",
+                              f"{exc.strerror or exc} — the table follows{skip_hint}",
                               highlight=False)
     if pivot and metrics:
         err_console.print(f"[yellow]note:[/] --pivot cells hold top-1 only; --metrics {','.join(metrics)} shows "
@@ -164,3 +165,15 @@ def print_description(d: dict) -> None:
             console.print(f"root: <data root>/{d['default_root'] or d['name']} unless the suite sets root:",
                           highlight=False)
             console.print("layout: " + escape(d["layout"] or "-"), highlight=False)
+
+
+def warn_plugins(registry) -> None:
+    """What went wrong loading plugins, on stderr: every command that uses the registry says it."""
+    for info in registry.failed():
+        if info.provides:   # one hook (or item) failed; the rest of what it provides is loaded
+            err_console.print(f"[yellow]warning:[/] plugin {info.name!r}: {info.error} (the rest of what it "
+                              f"provides loaded)", highlight=False)
+        else:
+            err_console.print(f"[yellow]warning:[/] plugin {info.name!r} skipped: {info.error}", highlight=False)
+    for w in registry.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from fgvcbench import __version__
 from fgvcbench._cli_output import (console, err_console, print_ablation_tables, print_baseline_table,
-                                  print_description, print_leaderboard)
+                                  print_description, print_leaderboard, warn_plugins)
 from fgvcbench.errors import UserError
-from fgvcbench.spec import dataset_label
+from fgvcbench.spec import canonical_json, dataset_label
 from fgvcbench.store import ONLY_HELP, RERUN_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -69,17 +69,6 @@ def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
     if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
         raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or seeds from 0 to {MAX_SEED}")
     return list(dict.fromkeys(seeds))
-
-
-def _warn_plugins(registry) -> None:
-    for info in registry.failed():
-        if info.provides:   # one hook failed; what its others provide is loaded
-            err_console.print(f"[yellow]warning:[/] plugin {info.name!r}: {info.error} (its other hooks loaded)",
-                              highlight=False)
-        else:
-            err_console.print(f"[yellow]warning:[/] plugin {info.name!r} skipped: {info.error}", highlight=False)
-    for w in registry.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 def _gpu_indices(gpus: str) -> Optional[list[int]]:
@@ -151,9 +140,9 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
 
     from fgvcbench import distributed
     registry = get_registry()
-    _warn_plugins(registry)
+    warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
-                       data_root=data_root, check_data=not dry_run)
+                       data_root=data_root, check_data=not dry_run and only is None)   # --only: its runs' data
     chosen = executor or suite.executor
     if chosen not in EXECUTORS:
         raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
@@ -186,6 +175,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         grid = suite.runs
         if only is not None:
             suite.runs, suite.grid = select_only(suite, only), grid
+            suite.check_roots()
         if rerun is not None:
             reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
             failure = None
@@ -210,6 +200,8 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     grid = suite.runs   # the tables cover the whole suite, whatever --only runs now
     if only is not None:
         suite.runs, suite.grid = select_only(suite, only), grid
+        if not dry_run:   # the data of the runs it keeps, not of the whole grid
+            suite.check_roots()
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
@@ -239,14 +231,17 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
                 resolve_device(suite.device)
             except UserError as exc:
                 err_console.print(f"[yellow]note:[/] a real run here would stop: {exc}", highlight=False)
+        used = {canonical_json(spec.dataset) for spec in suite.runs}   # what --only keeps
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
-            if root is not None and not Path(root).is_dir():
+            if canonical_json(dataset) in used and root is not None and not Path(root).is_dir():
                 err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
                                   f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
     load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
-                 "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve())}
+                 "output": str(Path(suite.output).resolve()), "data_root": data_root and str(Path(data_root).resolve()),
+                 # with --only, the data of the kept runs was checked here; others may be absent
+                 "check_data": only is None}
     # every option is checked before --rerun moves anything: a refused command leaves the store as it was
     again = " without --rerun" if rerun is not None else ""   # repeating --rerun would redo what just finished
     if chosen == "submitit":
@@ -298,7 +293,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
 def _suite_tables(suite) -> None:
     """What ``run`` prints at the end: the leaderboard of its output folder, and the suite's
     own ablation and baseline tables."""
-    print_leaderboard([suite.output], fmt="table", write_csv=True)
+    print_leaderboard([suite.output], fmt="table", write_csv=True, skip_hint="")
     if suite.ablation is not None:
         print_ablation_tables(suite)
     if suite.baseline is not None:
@@ -398,6 +393,7 @@ def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-
     from fgvcbench.plugins import get_registry
     from fgvcbench.scaffold import scaffold
     registry = get_registry()
+    warn_plugins(registry)
     taken = {m: registry.origin.get(("methods", m), "?") for m in registry.methods}
     try:
         root = scaffold(name, where, force, taken)
@@ -471,7 +467,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     if mode not in ("cumulative", "leave-one-out"):
         raise UserError(f"--mode {mode!r} — use cumulative or leave-one-out")
     registry = get_registry()
-    _warn_plugins(registry)
+    warn_plugins(registry)
     if step not in registry.recipe_steps:
         close = suggest(step, registry.recipe_steps)
         raise UserError(f"unknown recipe step {step!r}" + (f" — did you mean {close!r}?" if close else
@@ -575,6 +571,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     from fgvcbench.plugins import get_registry, suggest
 
     registry = get_registry()
+    warn_plugins(registry)
     spec = registry.datasets.get(name)
     if spec is None:
         close = suggest(name, registry.datasets)

@@ -49,6 +49,18 @@ def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
 
 
+def _split_terms(text: str) -> list[str]:
+    """``a,b`` as terms, leaving commas inside parentheses alone:
+    ``dataset=weak_shot(cub, ρ=0.2),seed=0`` is two terms."""
+    terms, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth <= 0:
+            terms.append(text[start:i])
+            start = i + 1
+    return terms + [text[start:]]
+
+
 def _named_runs(runs: list, term: str, option: str) -> list:
     """The runs ``term`` names: a run id, a method, or ``method:variant`` (a colon with
     nothing after it is a half-typed variant, refused rather than read as every variant)."""
@@ -57,8 +69,17 @@ def _named_runs(runs: list, term: str, option: str) -> list:
     if colon and not variant.strip():
         raise UserError(f"{option} {term!r}: no variant after ':' — write {method}:VARIANT, or {method} for all "
                         f"its variants")
-    return [spec for spec in runs if spec.run_id == term
+    return [spec for spec in runs if term in _ids(spec)
             or (spec.method == method and (not colon or spec.variant == variant))]
+
+
+def _ids(spec) -> tuple[str, ...]:
+    """A run's id, and under torchrun (world size above 1) also its one-process id, the one
+    ``--dry-run`` lists."""
+    import dataclasses
+    if getattr(spec, "world_size", 1) > 1:
+        return spec.run_id, dataclasses.replace(spec, world_size=1).run_id
+    return (spec.run_id,)
 
 
 def select_reruns(suite: Suite, selectors: list[str]) -> list:
@@ -67,7 +88,7 @@ def select_reruns(suite: Suite, selectors: list[str]) -> list:
     nothing in the grid is a user error (a typo must not silently rerun nothing)."""
     from fgvcbench.errors import UserError
     store = Store(suite.output)
-    terms = [t.strip() for s in selectors for t in s.split(",") if t.strip()]
+    terms = [t.strip() for s in selectors for t in _split_terms(s) if t.strip()]
     if not terms:
         raise UserError(f"--rerun needs what to run again: {RERUN_HELP}")
     chosen: dict[str, object] = {}
@@ -97,7 +118,7 @@ def select_only(suite: Suite, selectors: list[str]) -> list:
     that names nothing in the grid is a user error that lists what the grid has."""
     from fgvcbench.errors import UserError
     from fgvcbench.spec import dataset_label
-    terms = [t.strip() for s in selectors for t in s.split(",") if t.strip()]
+    terms = [t.strip() for s in selectors for t in _split_terms(s) if t.strip()]
     if not terms:
         raise UserError(f"--only needs what to run: {ONLY_HELP}")
     keys = {   # kind -> (what a spec has of that kind, how the grid's values are listed)
@@ -120,7 +141,9 @@ def select_only(suite: Suite, selectors: list[str]) -> list:
                     raise UserError(f"--only {term!r}: a seed is an integer, e.g. seed=0") from None
             hit = {spec.run_id for spec in suite.runs if value in keys[key](spec)}
             if not hit:
-                have = ", ".join(sorted({min(keys[key](s), key=len) for s in suite.runs}))
+                shown = (lambda s: dataset_label(s.dataset)) if key == "dataset" else \
+                    (lambda s: min(keys[key](s), key=len))   # a dataset by its label: views tell apart
+                have = ", ".join(sorted({shown(s) for s in suite.runs}))
                 raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its {key}s: {have})")
         else:
             kind = "method"

@@ -59,7 +59,7 @@ def _where(frames) -> str:
     """`` (file.py:LINE)`` of the innermost frame outside the core and pluggy: the plugin's
     own line, e.g. the ``Method(...)`` the core refused ("" without frames)."""
     own = [f for f in frames if not f.filename.startswith("<")          # generated code: a dataclass __init__
-           and not os.path.abspath(f.filename).startswith(_CORE) and f"{os.sep}pluggy{os.sep}" not in f.filename]
+           and not os.path.abspath(f.filename).startswith(_CORE + os.sep) and f"{os.sep}pluggy{os.sep}" not in f.filename]
     frame = (own or frames or [None])[-1]
     return f" ({os.path.basename(frame.filename)}:{frame.lineno})" if frame else ""
 
@@ -165,10 +165,10 @@ class Registry:
                 try:
                     with collecting():   # one invalid Method must not hide the plugin's others
                         returned = impl.function()
+                        items = _as_items(returned)   # a generator hook's body runs here
                 except Exception as exc:  # noqa: BLE001
                     info.add_error(f"{impl_hook} raised {_one_line(exc)}")
                     continue
-                items = _as_items(returned)
                 if items is None:
                     what = type(returned).__name__
                     info.add_error(f"{impl_hook} returned a {what}, not a list — return [{what}(...), …] "

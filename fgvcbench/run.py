@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+import re
 import resource
 import subprocess
 import time
@@ -237,13 +238,14 @@ class RunContext:
         return result
 
 
-_STAGE_LEAVES = (torch.Tensor, int, float, str, bytes, bool, type(None), torch.Size, torch.dtype, torch.device)
+_STAGE_SCALARS = (int, float, str, bytes, bool, type(None))   # exactly these: np.float64 is a float subclass
+_STAGE_LEAVES = (torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
 def _first_foreign(obj: Any, depth: int = 0) -> Any:
     """The first object inside ``obj`` (through dicts, lists and tuples) that is none of
     the plain types ``torch.load(weights_only=True)`` reads back; None when all are."""
-    if isinstance(obj, _STAGE_LEAVES) or depth > 50:
+    if type(obj) in _STAGE_SCALARS or isinstance(obj, _STAGE_LEAVES) or depth > 50:
         return None
     if isinstance(obj, dict):
         items = [x for kv in obj.items() for x in kv]
@@ -266,8 +268,9 @@ def _unloadable(path: Path, name: str, result: Any) -> str | None:
         return None
     except Exception as exc:  # noqa: BLE001 — whatever the unpickler refuses
         foreign = _first_foreign(result)
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()   # torch colours its advice
         what = (f"a {type(foreign).__module__}.{type(foreign).__qualname__}" if foreign is not None
-                else str(exc).strip().splitlines()[0][:200])
+                else (first[0][:200] if first else exc.__class__.__name__))
         return (f"ctx.stage({name!r}) returned what its cache cannot hold ({what}): stages load with "
                 f"torch.load(weights_only=True), so return tensors, numbers, strings, or dicts/lists/tuples of "
                 f"them — e.g. model.state_dict() instead of the model, result.metrics instead of a FitResult")

@@ -21,7 +21,7 @@ import yaml
 from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError
 from fgvcbench.plugins import Registry, _one_line, suggest
-from fgvcbench.spec import RunSpec
+from fgvcbench.spec import RunSpec, canonical_json
 from fgvcbench.store import claim_stale_seconds, default_cache_dir
 
 # A scale sets epochs, image size and seeds in one place.
@@ -162,6 +162,15 @@ class Suite:
     cluster: dict = field(default_factory=dict)          # submitit settings for every run
     method_cluster: dict = field(default_factory=dict)   # method name → settings overriding them
     grid: list[RunSpec] | None = None   # the whole grid, where `run --only` narrowed ``runs``
+    root_errors: dict = field(default_factory=dict)   # dataset (canonical JSON) -> its missing root's error
+
+    def check_roots(self) -> None:
+        """Raise the data-root error of the first dataset one of ``runs`` needs (a suite
+        loaded with ``check_data=False``, then narrowed by ``--only``)."""
+        for spec in self.runs:
+            error = self.root_errors.get(canonical_json(spec.dataset))
+            if error is not None:
+                raise error
 
 
 @dataclass
@@ -323,7 +332,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         ck.fail((), "a suite must be a YAML mapping (datasets:, backbones:, methods: …)")
     ck.keys(data, TOP_KEYS, (), "the suite")
     name = ck.typed(data.get("name", file.stem), (str,), ("name",), "a string")
-    if not name.strip() or name.strip() in (".", "..") or "/" in name or "\\" in name:
+    if output is None and "output" not in data and (not name.strip() or name.strip() in (".", "..")
+                                                    or "/" in name or "\\" in name):
         # the default output is results/<name>: an empty name or a path would write elsewhere
         ck.fail(("name",), f"{name!r} is no suite name", "use a plain name such as my_suite (no '/', not empty)")
     if scale is not None and scale not in SCALES:   # from --scale: not the file's fault
@@ -367,6 +377,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     suite_train = ck.recipe_overrides(data.get("train"), ("train",))
 
     datasets = []
+    root_errors: dict[str, SuiteError] = {}   # a dataset (canonical JSON) -> why its data root cannot be used
     for i, item in enumerate(ck.typed(data.get("datasets", []), (list,), ("datasets",), "a list")):
         entry = ck.entry(item, ("datasets", i), DATASET_KEYS, "dataset")
         spec = registry.datasets.get(entry["name"])
@@ -392,14 +403,20 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             root = str(data_root / Path(root).expanduser())
         elif reader is not None:
             root = str(data_root / (reader.default_root or reader.name))
-        if check_data and reader is not None and not Path(root).is_dir():
+        root_error = None
+        if reader is not None and not Path(root).is_dir():
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
             holds = Path(root).relative_to(data_root) if Path(root).is_relative_to(data_root) else None
             missing = "is a file, not a folder" if Path(root).exists() else "not found"
-            ck.fail(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})" if reader is not spec else "")
-                    + f" {missing}: {root}",
-                    f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
-                    + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
+            try:
+                ck.fail(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})" if reader is not spec
+                                                                 else "") + f" {missing}: {root}",
+                        f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
+                        + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
+            except SuiteError as exc:
+                if check_data:
+                    raise
+                root_error = exc   # raised later if a run that `--only` keeps needs it
         dataset = {"name": spec.name, "options": options}
         if reader is not None and root is not None and Path(root).name != (reader.default_root or reader.name):
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,
@@ -409,6 +426,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail(("datasets", i), f"dataset {spec.name!r} is listed twice with the same options and root",
                     "remove the repeated entry, or give it another root or options")
         datasets.append((dataset, root, ("datasets", i)))
+        if root_error is not None:
+            root_errors[canonical_json(dataset)] = root_error
 
     backbones = []
     for i, item in enumerate(ck.typed(data.get("backbones", []), (list,), ("backbones", ), "a list")):
@@ -537,7 +556,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
                  make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster,
-                 baseline=baseline)
+                 baseline=baseline, root_errors=root_errors)
 
 
 def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:

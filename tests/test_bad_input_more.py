@@ -230,3 +230,26 @@ def test_data_verify_fails_a_dataset_with_one_class(tmp_path, runner):
             Image.new("RGB", (16, 16), (i * 90, 0, 0)).save(tmp_path / "one" / split / "only" / f"{i}.jpg")
     result = runner.invoke(app, ["data", "verify", "imagefolder", "--root", str(tmp_path / "one")])
     assert result.exit_code == 1 and "one_class" in result.output and "at least 2 classes" in result.output
+
+
+def test_only_needs_the_data_of_the_runs_it_keeps_not_of_the_whole_grid(tmp_path, runner):
+    from conftest import TINY_DATASET
+    suite = tiny_suite(tmp_path, datasets=f"[{{name: imagefolder, root: {tmp_path / 'absent'}}}, {TINY_DATASET}]")
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "data root for 'imagefolder' not found" in said
+    # the part of the grid whose data is here runs, in one process and in worker processes
+    for extra in ([], ["--workers", "2"]):
+        result = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "dataset=synthetic", *extra])
+        assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert [r["spec"]["dataset"]["name"] for r in records] == ["synthetic"]
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "dataset=imagefolder"]))
+    assert "data root for 'imagefolder' not found" in said and "suite.yaml:" in said
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "dataset=synthetic"])
+    assert dry.exit_code == 0 and "not found here" not in dry.output   # no note about data it will not read
+
+
+def test_a_suite_name_with_a_slash_is_fine_where_output_is_set(tmp_path, runner):
+    suite = write_suite(tmp_path, f"name: group/suite\noutput: {tmp_path / 'out'}\ndatasets: [synthetic]\n"
+                                  f"backbones: [test_resnet]\nmethods: [finetune]\n")
+    assert runner.invoke(app, ["run", str(suite), "--dry-run"]).exit_code == 0

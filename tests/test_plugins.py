@@ -231,7 +231,7 @@ def test_a_hooks_wrong_return_and_every_problem_of_a_plugin_are_named_and_its_go
     suite.write_text("datasets: [synthetic]\nbackbones: [test_resnet]\nmethods: [bare]\n")
     result = runner.invoke(app, ["run", str(suite), "--dry-run"])
     assert "plugin 'sloppy_plugin': fgvcbench_methods returned a Method" in result.output
-    assert "(its other hooks loaded)" in result.output and "skipped:" not in result.output
+    assert "(the rest of what it provides loaded)" in result.output and "skipped:" not in result.output
 
 
 def test_a_method_skipped_as_invalid_is_named_with_its_reason_not_a_did_you_mean(runner, tmp_path, registry_with):
@@ -277,3 +277,29 @@ def test_an_entry_point_in_a_misspelt_group_is_warned_about():
     (warning,) = registry.warnings
     assert "entry point 'mine' in group 'fgvc_bench', which fgvcbench does not read" in warning
     assert "[project.entry-points.fgvcbench]" in warning
+
+
+def test_a_generator_hook_that_raises_or_yields_an_invalid_method_is_that_plugin_s_error_only():
+    mod = types.ModuleType("generator_plugin")
+
+    @hookimpl
+    def fgvcbench_methods():
+        yield Method(name="from_generator", run=lambda ctx: {"top1": 1.0})
+        yield Method(name="gen_bad", run=lambda ctx: {}, variants={"v": {"nope": 1}})
+        raise RuntimeError("boom in generator")
+    mod.fgvcbench_methods = fgvcbench_methods
+    registry = Registry()
+    registry.register(mod)   # must not raise: a broken plugin never takes the CLI down
+    assert "RuntimeError: boom in generator" in registry.plugins["generator_plugin"].error
+    assert "test_plugins.py:" in registry.plugins["generator_plugin"].error
+
+
+def test_a_plugin_package_named_like_the_core_is_not_taken_for_the_core(tmp_path):
+    """fgvcbench_<name> installed beside fgvcbench: its own line is still the one named."""
+    import os
+
+    from fgvcbench import plugins as plugins_module
+    sibling = plugins_module._CORE + "_demo"   # .../site-packages/fgvcbench_demo
+    frame = types.SimpleNamespace(filename=os.path.join(sibling, "__init__.py"), lineno=13)
+    core = types.SimpleNamespace(filename=os.path.join(plugins_module._CORE, "method.py"), lineno=99)
+    assert plugins_module._where([frame, core]) == " (__init__.py:13)"

@@ -301,6 +301,11 @@ def test_a_stage_whose_result_its_cache_cannot_hold_fails_the_run_instead_of_rec
     assert "model.state_dict() instead of the model" in record["error"]
     assert not list((tmp_path / "out" / "stages").glob("*.pt"))   # nothing half-usable left behind
     assert not list((tmp_path / "out" / "stages").glob("*.tmp"))
+    # a numpy scalar (a float subclass) is named too, not torch's coloured advice
+    from fgvcbench.run import _first_foreign
+    import numpy as np
+    assert type(_first_foreign({"loss": [1.0, np.float64(0.5)]})) is np.float64
+    assert _first_foreign({"w": torch.zeros(1), "meta": (1, "x", None, True)}) is None
 
 
 def staged_plugin(calls):
