@@ -132,7 +132,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             None, "--only", help="Run only part of the grid: " + ONLY_HELP + ". The tables still cover every "
                                  "finished run of the suite.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_only, select_reruns
+    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
     from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_writable
@@ -172,10 +172,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
         # world size × batch size is the global batch: these are other runs than one process's
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
-        grid = suite.runs
-        if only is not None:
-            suite.runs, suite.grid = select_only(suite, only), grid
-            suite.check_roots()
+        _apply_only(suite, only, check_data=True)
         if rerun is not None:
             reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
             failure = None
@@ -192,16 +189,12 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
                           f"resumed, {len(outcome.failed)} failed or diverged — records in {suite.output}/runs",
                           highlight=False)
-            _suite_tables(dataclasses.replace(suite, runs=grid))
+            _suite_tables(suite)
         distributed.barrier()
         if outcome.failed:
             raise typer.Exit(1)
         return
-    grid = suite.runs   # the tables cover the whole suite, whatever --only runs now
-    if only is not None:
-        suite.runs, suite.grid = select_only(suite, only), grid
-        if not dry_run:   # the data of the runs it keeps, not of the whole grid
-            suite.check_roots()
+    _apply_only(suite, only, check_data=not dry_run)
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
@@ -253,7 +246,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if not submitted:
             console.print("nothing to submit: every run is finished or running", highlight=False)
         if wait and any(Store(suite.output).records()):
-            _suite_tables(dataclasses.replace(suite, runs=grid))
+            _suite_tables(suite)
         elif submitted:
             console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
                           f"finished, and the same command{again} submits only what is still missing",
@@ -270,7 +263,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if any(Store(suite.output).records()):
-        _suite_tables(dataclasses.replace(suite, runs=grid))
+        _suite_tables(suite)
     if outcome.interrupted:
         n = len(outcome.ran)
         err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
@@ -290,9 +283,23 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         raise typer.Exit(1)
 
 
+def _apply_only(suite, only: Optional[List[str]], check_data: bool) -> None:
+    """``--only``: narrow ``suite.runs`` to what it keeps (``suite.grid`` keeps the whole
+    grid, which the tables cover), then, with ``check_data``, check the data roots of the
+    kept runs only (the suite was loaded without checking them)."""
+    from fgvcbench.executors import select_only
+    if only is None:
+        return
+    suite.runs, suite.grid = select_only(suite, only), suite.runs
+    if check_data:
+        suite.check_roots()
+
+
 def _suite_tables(suite) -> None:
     """What ``run`` prints at the end: the leaderboard of its output folder, and the suite's
-    own ablation and baseline tables."""
+    own ablation and baseline tables — over the whole grid, whatever ``--only`` ran."""
+    if suite.grid is not None:
+        suite = dataclasses.replace(suite, runs=suite.grid)
     print_leaderboard([suite.output], fmt="table", write_csv=True, skip_hint="")
     if suite.ablation is not None:
         print_ablation_tables(suite)

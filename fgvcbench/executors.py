@@ -28,7 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import ONLY_HELP, RERUN_HELP, Store, claim_stale_seconds, locked_append, pid_alive, record_problem
+from fgvcbench.store import (CLAIM_STALE_SECONDS, ONLY_HELP, RERUN_HELP, Store, claim_stale_seconds,
+                             locked_append, pid_alive, record_problem)
 from fgvcbench.suite import Suite
 
 
@@ -61,16 +62,40 @@ def _split_terms(text: str) -> list[str]:
     return terms + [text[start:]]
 
 
-def _named_runs(runs: list, term: str, option: str) -> list:
-    """The runs ``term`` names: a run id, a method, or ``method:variant`` (a colon with
-    nothing after it is a half-typed variant, refused rather than read as every variant)."""
+def _terms(selectors: list[str], option: str, help_text: str) -> list[str]:
+    """``--only``/``--rerun`` values as terms (repeatable, comma-separated); none is an error."""
+    from fgvcbench.errors import UserError
+    terms = [t.strip() for s in selectors for t in _split_terms(s) if t.strip()]
+    if not terms:
+        raise UserError(f"{option} needs what to {'run' if option == '--only' else 'run again'}: {help_text}")
+    return terms
+
+
+def _matching(runs: list, term: str) -> list:
+    """The runs ``term`` names: a run id, a method, or ``method:variant``."""
+    method, colon, variant = term.partition(":")
+    return [spec for spec in runs if term in _ids(spec)
+            or (spec.method == method and (not colon or spec.variant == variant))]
+
+
+def _named_runs(suite: Suite, term: str, option: str, help_text: str) -> list:
+    """The suite's runs ``term`` names (:func:`_matching`); a half-typed ``method:`` (refused
+    rather than read as every variant) or a term that names none is a user error that lists
+    the grid's method:variant pairs — and says so where ``--only`` left its runs out."""
     from fgvcbench.errors import UserError
     method, colon, variant = term.partition(":")
     if colon and not variant.strip():
         raise UserError(f"{option} {term!r}: no variant after ':' — write {method}:VARIANT, or {method} for all "
                         f"its variants")
-    return [spec for spec in runs if term in _ids(spec)
-            or (spec.method == method and (not colon or spec.variant == variant))]
+    hit = _matching(suite.runs, term)
+    if not hit:
+        methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
+        if suite.grid is not None and _matching(suite.grid, term):
+            raise UserError(f"{option} {term!r} names no run that --only keeps (those: {methods}) — "
+                            f"widen --only, or drop it")
+        raise UserError(f"{option} {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
+                        f"use {help_text}; `fgvcbench run SUITE --dry-run` lists the run ids")
+    return hit
 
 
 def _ids(spec) -> tuple[str, ...]:
@@ -86,26 +111,15 @@ def select_reruns(suite: Suite, selectors: list[str]) -> list:
     """The grid's runs that ``--rerun`` names: ``all``; ``diverged`` / ``failed`` (runs whose
     record has that status); a method; ``method:variant``; a run id. A selector that names
     nothing in the grid is a user error (a typo must not silently rerun nothing)."""
-    from fgvcbench.errors import UserError
     store = Store(suite.output)
-    terms = [t.strip() for s in selectors for t in _split_terms(s) if t.strip()]
-    if not terms:
-        raise UserError(f"--rerun needs what to run again: {RERUN_HELP}")
     chosen: dict[str, object] = {}
-    for term in terms:
+    for term in _terms(selectors, "--rerun", RERUN_HELP):
         if term in ("diverged", "failed"):
             hit = [spec for spec in suite.runs if (store.get(spec.run_id) or {}).get("status") == term]
         elif term == "all":
             hit = list(suite.runs)
         else:
-            hit = _named_runs(suite.runs, term, "--rerun")
-            if not hit:
-                methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
-                if suite.grid is not None and _named_runs(suite.grid, term, "--rerun"):
-                    raise UserError(f"--rerun {term!r} names no run that --only keeps (those: {methods}) — "
-                                    f"widen --only, or drop it")
-                raise UserError(f"--rerun {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
-                                f"use {RERUN_HELP}; `fgvcbench run SUITE --dry-run` lists the run ids")
+            hit = _named_runs(suite, term, "--rerun", RERUN_HELP)
         for spec in hit:
             chosen.setdefault(spec.run_id, spec)
     return list(chosen.values())
@@ -118,19 +132,20 @@ def select_only(suite: Suite, selectors: list[str]) -> list:
     that names nothing in the grid is a user error that lists what the grid has."""
     from fgvcbench.errors import UserError
     from fgvcbench.spec import dataset_label
-    terms = [t.strip() for s in selectors for t in _split_terms(s) if t.strip()]
-    if not terms:
-        raise UserError(f"--only needs what to run: {ONLY_HELP}")
-    keys = {   # kind -> (what a spec has of that kind, how the grid's values are listed)
-        "dataset": lambda spec: {spec.dataset["name"], dataset_label(spec.dataset)},
-        "backbone": lambda spec: {spec.backbone["name"]},
-        "seed": lambda spec: {str(spec.seed)},
+    terms = _terms(selectors, "--only", ONLY_HELP)
+    shown = {   # kind=VALUE: how a run's value is listed (a dataset by its label, which tells views apart)
+        "dataset": lambda spec: dataset_label(spec.dataset),
+        "backbone": lambda spec: spec.backbone["name"],
+        "seed": lambda spec: str(spec.seed),
     }
+
+    def values(key: str, spec) -> set[str]:   # what a term may name: a dataset by its name too
+        return {shown[key](spec)} | ({spec.dataset["name"]} if key == "dataset" else set())
     groups: dict[str, set[str]] = {}
     for term in terms:
         key, eq, value = term.partition("=")
         key, value = key.strip(), value.strip()
-        if eq and key not in keys:
+        if eq and key not in shown:
             raise UserError(f"--only {term!r}: unknown key {key!r} — use {ONLY_HELP}")
         if eq:
             kind = key
@@ -139,19 +154,13 @@ def select_only(suite: Suite, selectors: list[str]) -> list:
                     value = str(int(value))
                 except ValueError:
                     raise UserError(f"--only {term!r}: a seed is an integer, e.g. seed=0") from None
-            hit = {spec.run_id for spec in suite.runs if value in keys[key](spec)}
+            hit = {spec.run_id for spec in suite.runs if value in values(key, spec)}
             if not hit:
-                shown = (lambda s: dataset_label(s.dataset)) if key == "dataset" else \
-                    (lambda s: min(keys[key](s), key=len))   # a dataset by its label: views tell apart
-                have = ", ".join(sorted({shown(s) for s in suite.runs}))
+                have = ", ".join(sorted({shown[key](s) for s in suite.runs}))
                 raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its {key}s: {have})")
         else:
             kind = "method"
-            hit = {spec.run_id for spec in _named_runs(suite.runs, term, "--only")}
-            if not hit:
-                methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
-                raise UserError(f"--only {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
-                                f"use {ONLY_HELP}; `fgvcbench run SUITE --dry-run` lists the run ids")
+            hit = {spec.run_id for spec in _named_runs(suite, term, "--only", ONLY_HELP)}
         groups.setdefault(kind, set()).update(hit)
     kept = set.intersection(*groups.values())
     if not kept:
@@ -231,9 +240,8 @@ class Claims:
 
     STALE_UNREADABLE_SECONDS = 60
     HEARTBEAT_SECONDS = 60   # a running claim's file is touched this often
-    # a claim from another host is stale when its heartbeat is older than this (a job
-    # killed by the scheduler cannot release it); FGVCBENCH_CLAIM_STALE_SECONDS overrides
-    STALE_FOREIGN_SECONDS = 600
+    # a claim from another host is stale when its heartbeat is older than this (store.CLAIM_STALE_SECONDS)
+    STALE_FOREIGN_SECONDS = CLAIM_STALE_SECONDS
 
     def __init__(self, root: str | os.PathLike):
         self.dir = Path(root) / "claims"
@@ -247,12 +255,9 @@ class Claims:
             owner = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return True
-        except (OSError, ValueError):  # killed while writing the claim: stale once old enough
-            try:
-                return time.time() - path.stat().st_mtime > self.STALE_UNREADABLE_SECONDS
-            except OSError:
-                return True
-        if not isinstance(owner, dict):   # not a claim this code wrote: stale once old enough
+        except (OSError, ValueError):  # killed while writing the claim
+            owner = None
+        if not isinstance(owner, dict):   # unreadable, or not a claim this code wrote: stale once old enough
             try:
                 return time.time() - path.stat().st_mtime > self.STALE_UNREADABLE_SECONDS
             except OSError:
@@ -456,7 +461,8 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
     workers = [context.Process(target=_worker, args=(load_args, device, devices.count(device), run_ids),
                                name=f"fgvcbench-worker-{i}")
                for i, device in enumerate(devices)]
-    console.print(f"{len(todo)} pending run{'s' if len(todo) != 1 else ''} on {len(workers)} workers: {', '.join(devices)}", highlight=False)
+    console.print(f"{len(todo)} pending run{'s' if len(todo) != 1 else ''} on {len(workers)} workers: "
+                  f"{', '.join(devices)}", highlight=False)
     for w in workers:
         w.start()
     try:

@@ -33,7 +33,12 @@ def default_cache_dir() -> Path:
     return Path(value or "~/.cache/fgvcbench").expanduser()
 
 
-def claim_stale_seconds(default: float) -> float:
+# after how long a claim from another host is stale (a job killed by the scheduler cannot
+# release it); FGVCBENCH_CLAIM_STALE_SECONDS overrides
+CLAIM_STALE_SECONDS = 600
+
+
+def claim_stale_seconds(default: float = CLAIM_STALE_SECONDS) -> float:
     """``$FGVCBENCH_CLAIM_STALE_SECONDS`` (after how long another host's claim is taken
     over), checked: a number > 0. The suite loader calls it, so a bad value stops the
     command before any run, not when a foreign claim first turns up."""

@@ -111,6 +111,14 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     except OSError as exc:
         raise SuiteError(f"cannot read the suite: {exc.strerror or exc}", file=file,
                          hint="check the file's permissions") from None
+    try:   # the parser and the conversion both recurse once per level
+        return _parse_yaml(text, file)
+    except RecursionError:
+        raise SuiteError("invalid YAML: nested too deeply", file=file,
+                         hint="a suite needs a few levels of lists and mappings; flatten the value") from None
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
     try:
         node = yaml.compose(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
@@ -118,9 +126,6 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SuiteError(f"invalid YAML: {problem}", file=file, line=mark.line + 1 if mark else None,
                          hint="fix the syntax (indentation, a missing ':' or quote)") from None
-    except RecursionError:
-        raise SuiteError("invalid YAML: nested too deeply", file=file,
-                         hint="a suite needs a few levels of lists and mappings; flatten the value") from None
     lines: dict[tuple, int] = {}
     if node is None:
         return None, lines
@@ -128,9 +133,6 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
         return _compose_to_python(node, (), lines, file), lines
     except yaml.YAMLError as exc:
         raise SuiteError(f"invalid YAML value: {exc}", file=file) from None
-    except RecursionError:
-        raise SuiteError("invalid YAML: nested too deeply", file=file,
-                         hint="a suite needs a few levels of lists and mappings; flatten the value") from None
 
 
 def _dotted(path: tuple) -> str:
@@ -249,11 +251,15 @@ class _Checker:
     def __init__(self, file: str, lines: dict[tuple, int]):
         self.file, self.lines = file, lines
 
-    def fail(self, path: tuple, message: str, hint: str | None = None) -> None:
+    def error(self, path: tuple, message: str, hint: str | None = None) -> SuiteError:
+        """The error at ``path`` (its line, or its nearest parent's), not raised."""
         probe = path
         while probe and probe not in self.lines:
             probe = probe[:-1]
-        raise SuiteError(message, file=self.file, line=self.lines.get(probe), key=_dotted(path) or None, hint=hint)
+        return SuiteError(message, file=self.file, line=self.lines.get(probe), key=_dotted(path) or None, hint=hint)
+
+    def fail(self, path: tuple, message: str, hint: str | None = None) -> None:
+        raise self.error(path, message, hint)
 
     def keys(self, obj: dict, allowed: set[str], path: tuple, what: str) -> None:
         for key in obj:
@@ -321,8 +327,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     anything runs."""
     from fgvcbench.data.pipeline import decode_cache_mode
     decode_cache_mode()   # a bad FGVCBENCH_DECODE_CACHE stops the command, not every run
-    from fgvcbench.executors import Claims
-    claim_stale_seconds(Claims.STALE_FOREIGN_SECONDS)   # as a bad FGVCBENCH_CLAIM_STALE_SECONDS does
+    claim_stale_seconds()   # as a bad FGVCBENCH_CLAIM_STALE_SECONDS does
     file = Path(path)
     data, lines = load_yaml(file)
     ck = _Checker(str(path), lines)
@@ -408,15 +413,13 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
             holds = Path(root).relative_to(data_root) if Path(root).is_relative_to(data_root) else None
             missing = "is a file, not a folder" if Path(root).exists() else "not found"
-            try:
-                ck.fail(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})" if reader is not spec
-                                                                 else "") + f" {missing}: {root}",
-                        f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
-                        + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
-            except SuiteError as exc:
-                if check_data:
-                    raise
-                root_error = exc   # raised later if a run that `--only` keeps needs it
+            root_error = ck.error(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})"
+                                                                           if reader is not spec else "")
+                                  + f" {missing}: {root}",
+                                  f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
+                                  + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
+            if check_data:
+                raise root_error   # else raised later, if a run that `--only` keeps needs it
         dataset = {"name": spec.name, "options": options}
         if reader is not None and root is not None and Path(root).name != (reader.default_root or reader.name):
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,
