@@ -260,10 +260,7 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
     from rich.console import Console
     from rich.table import Table
 
-    from fgvcbench._cli_output import warn_plugins
-    from fgvcbench.plugins import get_registry
     from fgvcbench.store import check_writable
-    warn_plugins(get_registry())   # a dataset or backbone a broken plugin would provide
     check_writable(output, "benchmark rows")    # before measuring, not after
 
     rows = measure_knn(n, dim, classes, k, device=device, repeats=repeats)
