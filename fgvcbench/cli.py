@@ -68,7 +68,10 @@ def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
         raise UserError(f"--seeds {value!r} is not a count (3) or a list (0,1,2)") from None
     if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
         raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or seeds from 0 to {MAX_SEED}")
-    return list(dict.fromkeys(seeds))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:   # 0,1,1 is more likely a typo for 0,1,2 than a wish to run seed 1 once
+        raise UserError(f"--seeds {value}: seed {repeated[0]} is listed twice — list each seed once")
+    return seeds
 
 
 def _gpu_indices(gpus: str) -> Optional[list[int]]:

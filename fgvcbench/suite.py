@@ -362,7 +362,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         for i, s in enumerate(raw):
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
                 ck.fail(("seeds", i), f"a seed must be an integer from 0 to {MAX_SEED}, got {s!r}")
-        seeds = list(dict.fromkeys(raw))
+            if s in raw[:i]:   # a repeat runs nothing twice; it is more likely a typo for another seed
+                ck.fail(("seeds", i), f"seed {s} is listed twice", "list each seed once")
+        seeds = list(raw)
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")
     if device is not None and not DEVICE.fullmatch(device):   # --device (a dry run checks it too)
@@ -450,6 +452,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             # the weights' content is part of the run's identity (and of every cached stage): a
             # checkpoint retrained in place, or one path in two working folders, is not one run
             backbone["weights_sha256"] = _file_digest(Path(pretrained))
+        if backbone in backbones:
+            ck.fail(("backbones", i), f"backbone {entry['name']!r} is listed twice with the same weights",
+                    "remove the repeated entry")
         backbones.append(backbone)
 
     methods, method_cluster = [], {}
@@ -476,6 +481,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail(("methods", i, "variants"), "no variants",
                     f"list at least one ({', '.join(method.variants)}), or write all, or drop the key for default")
         for j, v in enumerate(variants):
+            if v in variants[:j]:
+                ck.fail(("methods", i, "variants", j), f"variant {v!r} is listed twice", "list each variant once")
             if v not in method.variants:
                 close = suggest(str(v), method.variants)
                 ck.fail(("methods", i, "variants", j), f"method {method.name!r} has no variant {v!r}",
@@ -521,6 +528,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail((key,), f"no {key} listed", f"add at least one entry under '{key}:' (see `fgvcbench plugins`)")
 
     runs: list[RunSpec] = []
+    made_by: dict[str, tuple] = {}   # run id -> the methods entry that listed it
     for dataset, root, _ in datasets:
         for backbone in backbones:
             for method, variants, params, train, mpath in methods:
@@ -531,6 +539,13 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                                        variant=variant, seed=seed, scale=scale,
                                        params=method.resolve_params(variant, params),
                                        recipe=recipe.to_dict(), data_root=root)
+                        first = made_by.setdefault(spec.run_id, mpath)
+                        if first != mpath:   # two entries, one configuration: the second would run nothing
+                            line = ck.lines.get(first)
+                            ck.fail(mpath, f"method {method.name!r} repeats {_dotted(first)}"
+                                    + (f" (line {line})" if line else "")
+                                    + f": variant {variant!r} with the same params and train",
+                                    "remove one, or change its params or train")
                         runs.append(spec)
     _check_exclude_values(ck, exclude, runs)
     runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]

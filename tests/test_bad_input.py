@@ -239,6 +239,8 @@ def test_seed_counts_and_values_beyond_what_a_generator_takes_exit_2(tmp_path, r
         assert "at most 10,000 seeds" in out
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--seeds", "99999999999999999999,"]))
     assert "seeds from 0 to 2147483647" in out
+    out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--seeds", "0,1,1"]))
+    assert "seed 1 is listed twice — list each seed once" in out
     suite.write_text(suite.read_text().replace("seeds: [0]", "seeds: [99999999999999999999]"))
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
     assert "seeds[0]: a seed must be an integer from 0 to 2147483647" in out

@@ -68,6 +68,12 @@ def test_merge_order_scale_then_suite_then_method(tmp_path, registry):
     ("methods: [finetune]\nscale: huge", 5, "scale", "unknown scale"),
     ("methods: [finetune]\nseeds: [0, -1]", 5, "seeds[1]", "an integer from 0 to"),
     ("methods: []", 4, "methods", "no methods"),
+    # a repeat would run nothing twice: more likely a typo than a wish, so it is named, not merged
+    ("methods: [finetune]\nseeds: [0, 1, 1]", 5, "seeds[2]", "seed 1 is listed twice"),
+    ("methods: [{name: finetune, variants: [default, linear_probe, default]}]", 4, "methods[0].variants[2]",
+     "variant 'default' is listed twice"),
+    ("methods:\n  - finetune\n  - {name: finetune, params: {}}", 6, "methods[1]",
+     "repeats methods[0] (line 5): variant 'default' with the same params and train"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, registry, body, line, key, needle):
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n\n" + body + "\n")
@@ -77,6 +83,25 @@ def test_errors_name_file_line_and_key(tmp_path, registry, body, line, key, need
     assert err.key == key, str(err)
     assert needle in str(err)
     assert str(err).startswith(f"{path}:{line}: {key}: ")
+
+
+def test_a_backbone_listed_twice_is_named_and_other_weights_are_not_a_repeat(tmp_path, registry):
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet, pixels, test_resnet]\n"
+                                 "methods: [finetune]\n")
+    err = error_of(path, registry)
+    assert err.key == "backbones[2]" and "'test_resnet' is listed twice" in str(err) and err.line == 2
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"not read here")
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\n"
+                                 f"backbones: [test_resnet, {{name: test_resnet, pretrained: {weights}}}]\n"
+                                 "methods: [finetune]\n")
+    assert len(load_suite(path, registry).runs) == 2
+
+
+def test_a_method_listed_twice_with_other_params_is_two_configurations(tmp_path, registry):
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\nmethods:\n"
+                                 "  - finetune\n  - {name: finetune, params: {freeze_backbone: true}}\n")
+    assert len({r.run_id for r in load_suite(path, registry).runs}) == 2
 
 
 def test_unknown_backbone_and_dataset_suggest(tmp_path, registry):
