@@ -579,45 +579,26 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
 
 def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
     """``baseline: method[:variant][@config]``: one configuration of the grid's own runs
-    per setup, as ``leaderboard --baseline`` takes it — checked here, before anything runs."""
+    per setup, as ``leaderboard --baseline`` takes it (one matcher,
+    :func:`~fgvcbench.report.compare.match_baseline`) — checked here, before anything runs."""
     if value is None:
         return None
-    from fgvcbench.spec import config_key, dataset_label, setup_key
+    from fgvcbench.report.compare import BaselineMismatch, match_baseline
+    from fgvcbench.spec import config_key
     ck.typed(value, (str,), ("baseline",), "a method name or method:variant, e.g. finernet:single_step")
-    name, at, config = value.partition("@")
-    method, _, variant = name.partition(":")
-    names = sorted({f"{r.method}:{r.variant}" for r in runs})
     # under torchrun the runs become world_size-N runs (another config hash): hash them as they will be
     try:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     except ValueError:
         world = 1
-
-    def config_of(r: RunSpec) -> str:
-        return config_key({**r.to_dict(), "world_size": world} if world > 1 else r.to_dict())
-    hits = [r for r in runs if r.method == method and (not variant or r.variant == variant)]
-    if not method or not hits:
-        close = suggest(value, names) or suggest(method, sorted({r.method for r in runs}))
-        ck.fail(("baseline",), f"{value!r} is not in this suite's grid",
-                f"did you mean {close!r}?" if close else f"the grid has: {', '.join(names)}")
-    if at:
-        configs = sorted({config_of(r) for r in hits})
-        hits = [r for r in hits if config and config_of(r).startswith(config)]
-        if not hits:
-            ck.fail(("baseline",), f"{name!r} has no configuration {config!r}", f"its configurations: {', '.join(configs)}")
-    variants = {r.variant for r in hits}
-    if not variant and len(variants) > 1:
-        ck.fail(("baseline",), f"method {method!r} runs {len(variants)} variants here",
-                f"name one: {', '.join(f'{method}:{v}' for v in sorted(variants))}")
-    per_setup: dict[str, set] = {}
-    for r in hits:
-        per_setup.setdefault(setup_key(r.to_dict()), set()).add(config_of(r))
-    for setup, configs in per_setup.items():
-        if len(configs) > 1:
-            r = next(r for r in hits if setup_key(r.to_dict()) == setup)
-            ck.fail(("baseline",), f"{value!r} has {len(configs)} configurations on {dataset_label(r.dataset)} · "
-                                   f"{r.backbone['name']} (other params or train settings)",
-                    f"name one as {name}@CONFIG: {', '.join(sorted(configs))}")
+    configs = []
+    for r in runs:
+        spec = r.to_dict()
+        configs.append((config_key({**spec, "world_size": world} if world > 1 else spec), spec))
+    try:
+        match_baseline(configs, value)
+    except BaselineMismatch as exc:
+        ck.fail(("baseline",), f"{value!r} {exc.message}", exc.hint)
     return value
 
 

@@ -328,12 +328,13 @@ def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
     assert all(own["is_baseline"]) and all(own["delta_n"] == 0)                # the baseline is not compared to itself
     # two variants of the baseline on one setup: which one must be said
     records.append(record("finetune", 0, 70.0, variant="linear_probe"))
-    with pytest.raises(UserError, match="matches 2 configurations.*name one as method:variant"):
+    with pytest.raises(UserError, match="'finetune' names 2 variants on .* name one: finetune:default, "
+                                        "finetune:linear_probe"):
         add_baseline(build_leaderboard(records), records, "finetune")
     assert add_baseline(build_leaderboard(records), records, "finetune:default")["delta_n"].max() == 3
     # one variant in two configurations (other params): the config hash the table shows picks one
     records.append(record("finetune", 0, 60.0, lr=0.5))
-    with pytest.raises(UserError, match="method:variant@CONFIG"):
+    with pytest.raises(UserError, match="has 2 configurations on .* name one as finetune:default@CONFIG"):
         add_baseline(build_leaderboard(records), records, "finetune:default")
     first = config_key(base[0]["spec"])
     picked = add_baseline(build_leaderboard(records), records, f"finetune:default@{first}")

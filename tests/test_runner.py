@@ -453,10 +453,14 @@ def test_a_suite_s_baseline_table_is_printed_after_the_run(runner, tmp_path, reg
 
 
 @pytest.mark.parametrize("value, message", [
-    ("nope", r"baseline: 'nope' is not in this suite's grid"),
-    ("finetune", r"method 'finetune' runs 2 variants here.*finetune:default, finetune:linear_probe"),
+    ("nope", r"baseline: 'nope' matches no run — the runs are: finetune:default, finetune:linear_probe"),
+    ("finetun", r"baseline: 'finetun' matches no run — did you mean 'finetune:default'"),
+    ("finetune", r"'finetune' names 2 variants on synthetic · test_resnet — name one: finetune:default, "
+                 r"finetune:linear_probe"),
     ("[finetune]", r"expected a method name or method:variant"),
-    ("finetune:default@", r"'finetune:default' has no configuration ''.*its configurations: \w{6}"),
+    ("finetune:default@", r"'finetune:default@' is no baseline name — name a method, method:variant or "
+                          r"method:variant@CONFIG"),
+    ("finetune:default@0000", r"'finetune:default@0000' has no configuration '0000'.*its configurations: \w{6}"),
     ("recipe", r"'recipe' has 2 configurations on synthetic · test_resnet .*name one as recipe@CONFIG: \w{6}, \w{6}"),
 ])
 def test_a_suite_s_baseline_must_name_one_configuration_of_its_grid(runner, tmp_path, value, message):

@@ -7,25 +7,74 @@ seed (the seed-to-seed spread both share cancels) and says how sure the differen
 from __future__ import annotations
 
 import math
-
-import pandas as pd
+from typing import TYPE_CHECKING, Iterable
 
 from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
-from fgvcbench.report.stats import paired_difference
 from fgvcbench.spec import config_key, dataset_label, setup_key
+
+if TYPE_CHECKING:   # the suite loader checks a baseline without pandas or scipy
+    import pandas as pd
 
 BASELINE_COLUMNS = ["baseline", "is_baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p"]
 
 
-def _parse_baseline(baseline: str) -> tuple[str, str | None, str | None]:
+class BaselineMismatch(UserError):
+    """A baseline name that picks no configuration, or more than one, on some setup.
+    ``message`` follows the name (``'x' matches no run``); the caller says where the name
+    came from (``--baseline``, a suite's ``baseline:``)."""
+
+    def __init__(self, message: str, hint: str):
+        super().__init__(f"the baseline {message} — {hint}")
+        self.message, self.hint = message, hint
+
+
+def parse_baseline(baseline: str) -> tuple[str, str | None, str | None]:
     """``method[:variant][@config]`` → (method, variant or None, config hash prefix or None)."""
     name, at, config = baseline.strip().partition("@")
     method, _, variant = name.partition(":")
     if not method or (at and not config):
-        raise UserError(f"--baseline {baseline!r}: name a method, method:variant or method:variant@CONFIG "
-                        f"(e.g. finetune:default; CONFIG is a row's config hash)")
+        raise BaselineMismatch("is no baseline name",
+                               "name a method, method:variant or method:variant@CONFIG "
+                               "(e.g. finetune:default; CONFIG is a row's config hash)")
     return method, variant or None, config or None
+
+
+def match_baseline(configs: Iterable[tuple[str, dict]], baseline: str) -> dict[str, str]:
+    """setup (:func:`setup_key`) → the one configuration ``baseline`` names there, from
+    (config hash, spec) pairs. A name that matches nothing, a config prefix that matches
+    none of the method's, or two configurations of one setup (two variants, or one variant
+    with other params) raises :class:`BaselineMismatch`: what the deltas are against must
+    not be a guess. Used by ``leaderboard --baseline`` and by a suite's ``baseline:``."""
+    method, variant, prefix = parse_baseline(baseline)
+    specs = dict(configs)   # one spec per configuration
+    names = sorted({f"{s['method']}:{s.get('variant', 'default')}" for s in specs.values()})
+    hits = {c: s for c, s in specs.items()
+            if s["method"] == method and (variant is None or s.get("variant", "default") == variant)}
+    if not hits:
+        close = suggest(baseline, names) or suggest(method, sorted({n.split(":")[0] for n in names}))
+        raise BaselineMismatch("matches no run",
+                               f"did you mean {close!r}?" if close else f"the runs are: {', '.join(names)}")
+    name = baseline.strip().partition("@")[0]
+    if prefix:
+        known = sorted(hits)
+        hits = {c: s for c, s in hits.items() if c.startswith(prefix)}
+        if not hits:
+            raise BaselineMismatch(f"has no configuration {prefix!r}", f"its configurations: {', '.join(known)}")
+    per_setup: dict[str, dict[str, dict]] = {}
+    for config, spec in sorted(hits.items()):
+        per_setup.setdefault(setup_key(spec), {})[config] = spec
+    for found in per_setup.values():
+        if len(found) > 1:
+            spec = next(iter(found.values()))
+            where = f"{dataset_label(spec['dataset'])} · {spec['backbone']['name']}"
+            variants = sorted({s.get("variant", "default") for s in found.values()})
+            if variant is None and len(variants) > 1:
+                raise BaselineMismatch(f"names {len(variants)} variants on {where}",
+                                       f"name one: {', '.join(f'{method}:{v}' for v in variants)}")
+            raise BaselineMismatch(f"has {len(found)} configurations on {where} (other params or train settings)",
+                                   f"name one as {name}@CONFIG: {', '.join(found)}")
+    return {setup: next(iter(found)) for setup, found in per_setup.items()}
 
 
 def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.DataFrame:
@@ -36,31 +85,14 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.Dat
     whose setup has no baseline run, and the baseline's own row, get none. A baseline name
     that matches two configurations of one setup (two variants, or other params) is
     refused: which one the deltas are against must not be a guess."""
-    method, variant, config_prefix = _parse_baseline(baseline)
+    method, variant, config_prefix = parse_baseline(baseline)
     by_config: dict[str, list[dict]] = {}
     for r in records:
         by_config.setdefault(config_key(r["spec"]), []).append(r)
-
-    def matches(config: str, spec: dict) -> bool:
-        return spec["method"] == method and (variant is None or spec.get("variant", "default") == variant) \
-            and (config_prefix is None or config.startswith(config_prefix))
-    base_of: dict[str, list[str]] = {}   # setup -> the baseline's configs there
-    for config, recs in by_config.items():
-        if matches(config, recs[0]["spec"]):
-            base_of.setdefault(setup_key(recs[0]["spec"]), []).append(config)
-    if not base_of:
-        known = sorted({f"{r['spec']['method']}:{r['spec'].get('variant', 'default')}" for r in records})
-        close = suggest(baseline, known) or suggest(method, sorted({k.split(":")[0] for k in known}))
-        raise UserError(f"--baseline {baseline!r} matches no run in these records — "
-                        + (f"did you mean {close!r}? " if close else "") + f"they have: {', '.join(known)}")
-    for setup, configs in base_of.items():
-        if len(configs) > 1:
-            spec = by_config[configs[0]][0]["spec"]
-            names = ", ".join(sorted(f"{by_config[c][0]['spec'].get('variant', 'default')} (config {c})"
-                                     for c in configs))
-            raise UserError(f"--baseline {baseline!r} matches {len(configs)} configurations on "
-                            f"{dataset_label(spec['dataset'])} · {spec['backbone']['name']}: {names} — "
-                            f"name one as method:variant, or method:variant@CONFIG with the config hash")
+    try:
+        base_of = match_baseline(((c, recs[0]["spec"]) for c, recs in by_config.items()), baseline)
+    except BaselineMismatch as exc:
+        raise UserError(f"--baseline {baseline!r} {exc.message} in these records — {exc.hint}") from None
 
     def ok_by_seed(config: str) -> dict:
         return {r["spec"].get("seed"): float(r["metrics"]["top1"]) for r in by_config.get(config, [])
@@ -70,7 +102,7 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.Dat
     nothing = [0, math.nan, math.nan, math.nan, math.nan]
     for config in df["config"]:
         recs = by_config.get(config) or []
-        base = (base_of.get(setup_key(recs[0]["spec"])) or [None])[0] if recs else None
+        base = base_of.get(setup_key(recs[0]["spec"])) if recs else None
         if base is None:
             values = ["", False] + nothing
         elif base == config:
@@ -79,6 +111,7 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.Dat
             mine, theirs = ok_by_seed(config), ok_by_seed(base)
             seeds = sorted(set(mine) & set(theirs), key=str)   # the pairs, in any fixed order
             if seeds:
+                from fgvcbench.report.stats import paired_difference
                 pr = paired_difference([theirs[s] for s in seeds], [mine[s] for s in seeds])
                 half = (pr.ci_high - pr.ci_low) / 2
                 values = [label, False, pr.n, pr.mean_delta, half, pr.p_value, pr.wilcoxon_p]
