@@ -475,6 +475,21 @@ def test_a_suite_s_baseline_must_name_one_configuration_of_its_grid(runner, tmp_
     assert "suite.yaml:" in result.output
 
 
+def test_a_baseline_needs_a_variant_only_where_one_setup_runs_two(tmp_path):
+    """One variant per setup (linear_probe on pixels, default on test_resnet): the method's
+    name picks each setup's own, in the suite as in the leaderboard."""
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    split = ("exclude: [{backbone: pixels, variant: default}, {backbone: test_resnet, variant: linear_probe}]\n"
+             "        baseline: finetune")
+    suite = tiny_suite(tmp_path, methods="[{name: finetune, variants: [default, linear_probe]}]",
+                       backbones="[test_resnet, pixels]", extra=split)
+    loaded = load_suite(suite, get_registry())
+    assert loaded.baseline == "finetune"
+    assert sorted((r.backbone["name"], r.variant) for r in loaded.runs) == [("pixels", "linear_probe"),
+                                                                           ("test_resnet", "default")]
+
+
 def test_a_suite_s_baseline_can_name_a_configuration(runner, tmp_path):
     from fgvcbench.plugins import get_registry
     from fgvcbench.spec import config_key
