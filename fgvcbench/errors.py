@@ -42,3 +42,11 @@ def yaml_number_hint(value: object, want_int: bool) -> str:
     number = float(value)
     meant = str(int(number)) if want_int and number.is_integer() else repr(number)
     return f" (YAML reads {value.strip()} as text: write {meant})"
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """``KeyError: 'x'``, or the first line of a long message (terminal colours removed),
+    at most ``limit`` characters of it: an exception from a library, fit for a one-line error."""
+    import re
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0][:limit]}" if text else exc.__class__.__name__

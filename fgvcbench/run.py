@@ -7,7 +7,6 @@ import datetime as _dt
 import hashlib
 import os
 import platform
-import re
 import resource
 import subprocess
 import time
@@ -22,7 +21,7 @@ from fgvcbench.data.base import DatasetRequest, DatasetSplits
 from fgvcbench.data.pipeline import TensorData, TensorSplit, build_tensor_data
 from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
-from fgvcbench.errors import DataError, DivergedError, UserError
+from fgvcbench.errors import DataError, DivergedError, UserError, first_line
 from fgvcbench.plugins import Registry
 from fgvcbench.spec import RunSpec, canonical_json
 from fgvcbench.store import SCHEMA, Store
@@ -268,9 +267,8 @@ def _unloadable(path: Path, name: str, result: Any) -> str | None:
         return None
     except Exception as exc:  # noqa: BLE001 — whatever the unpickler refuses
         foreign = _first_foreign(result)
-        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()   # torch colours its advice
         what = (f"a {type(foreign).__module__}.{type(foreign).__qualname__}" if foreign is not None
-                else (first[0][:200] if first else exc.__class__.__name__))
+                else first_line(exc, 200))
         return (f"ctx.stage({name!r}) returned what its cache cannot hold ({what}): stages load with "
                 f"torch.load(weights_only=True), so return tensors, numbers, strings, or dicts/lists/tuples of "
                 f"them — e.g. model.state_dict() instead of the model, result.metrics instead of a FitResult")

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from fgvcbench.errors import UserError
+from fgvcbench.errors import UserError, first_line
 
 
 class PretrainedWeightsError(UserError, RuntimeError):
@@ -134,21 +134,15 @@ def _read_checkpoint(path: Path) -> Any:
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 — a damaged or mislabelled file
-            raise PretrainedWeightsError(f"cannot read {path} as safetensors ({_first_line(exc)}) — save the "
+            raise PretrainedWeightsError(f"cannot read {path} as safetensors ({first_line(exc)}) — save the "
                                          f"weights again with safetensors.torch.save_file(model.state_dict(), "
                                          f"path)") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — pickled code, or a damaged file
-        raise PretrainedWeightsError(f"cannot load checkpoint {path} ({_first_line(exc)}) — it is no torch.save "
+        raise PretrainedWeightsError(f"cannot load checkpoint {path} ({first_line(exc)}) — it is no torch.save "
                                      f"file of plain tensors: save a state dict with "
                                      f"torch.save(model.state_dict(), path)") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    """``KeyError: 'x'``, or the first line of a long message, at most 160 characters."""
-    text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0][:160]}" if text else exc.__class__.__name__
 
 
 # timm's own order (``timm.models.load_state_dict``, use_ema=True): EMA weights when saved
