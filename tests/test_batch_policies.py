@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from fgvcbench.engine.batch_policies import (ALL_OPS, NUM_BINS, OPS, _bins, apply_ops, auto_augment,
+from fgvcbench.engine.batch_policies import (ALL_OPS, NUM_BINS, OPS, SIGNED, _bins, apply_ops, auto_augment,
                                              autoaugment_params, autoaugment_table, sample_params,
                                              trivial_augment_wide)
 
@@ -72,12 +72,13 @@ def test_trivial_augment_space_is_torchvisions_own():
     from torchvision.transforms.v2 import TrivialAugmentWide
     space = TrivialAugmentWide._AUGMENTATION_SPACE
     assert list(OPS) == list(space)
-    for op, (bins_fn, _signed) in space.items():
+    for op, (bins_fn, signed) in space.items():
         theirs, ours = bins_fn(NUM_BINS, 224, 224), _bins(op)
-        if theirs is None or theirs.ndim == 0:
-            assert ours is None or ours.ndim == 0 or theirs is None, op
-            continue
-        assert torch.allclose(ours.float(), theirs.float()), op
+        assert (op in SIGNED) == signed, op
+        no_magnitude = theirs is None or theirs.ndim == 0   # Identity, AutoContrast, Equalize
+        assert (ours is None) == no_magnitude, op
+        if not no_magnitude:
+            assert torch.allclose(ours.float(), theirs.float()), op
 
 
 def test_parameters_are_drawn_per_sample_with_torchvisions_distribution():

@@ -55,8 +55,19 @@ def test_classic_and_fast_test_views_agree(tmp_path):
     assert (fast - classic).abs().mean() < 0.05
 
 
-def test_a_run_with_the_classic_pipeline(tmp_path, runner, registry_with):
+def test_a_run_with_the_classic_pipeline(tmp_path, runner, registry_with, monkeypatch):
     registry_with()
+    from fgvcbench.engine import train as engine
+    built, real = [], engine._classic_loaders
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return real(*args, **kwargs)
+
+    def fast_path(*args, **kwargs):
+        raise AssertionError("pipeline: classic ran the fast pipeline's batch augmentation")
+    monkeypatch.setattr(engine, "_classic_loaders", counted)
+    monkeypatch.setattr(engine.BatchAugmenter, "train", fast_path)
     suite = tiny_suite(tmp_path, extra="", epochs=1)
     text = suite.read_text().replace("batch_size: 8}", "batch_size: 8, pipeline: classic}")
     suite.write_text(text)
@@ -65,6 +76,7 @@ def test_a_run_with_the_classic_pipeline(tmp_path, runner, registry_with):
     record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
     assert record["spec"]["recipe"]["pipeline"] == "classic" and record["status"] == "ok"
     assert record["cost"]["images_per_second"] > 0
+    assert len(built) == 1   # the run's one fit read its batches from the classic loaders
 
 
 def test_classic_loaders_crop_to_boxes_whenever_the_tensors_were(tmp_path):

@@ -5,6 +5,7 @@ variant end to end at smoke scale."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -214,30 +215,54 @@ def test_fine_phase_holds_out_pseudo_labelled_validation_with_the_fine_class_cou
     assert soft.shape == (4, 5)
 
 
-def test_multi_head_criterion_ignores_images_without_a_fine_label():
+def test_multi_head_loss_ignores_images_without_a_fine_label():
+    """The plugin's own objective: α·CE(coarse) + (1−α)·CE(fine over the labelled rows);
+    what the fine head says about an image the filter removed (-1) changes nothing."""
+    import torch.nn.functional as F
+    from fgvcbench_plugins.fine_labels import MultiHeadLoss
+    g = torch.Generator().manual_seed(0)
+    coarse_logits, fine_logits = torch.randn(8, 2, generator=g), torch.randn(8, 4, generator=g)
+    y = torch.stack([torch.arange(2).repeat(4), torch.tensor([0, 2, -1, 3, -1, 1, -1, 2])], 1)
+    loss = MultiHeadLoss(alpha=0.3)
+    labelled = y[:, 1] >= 0
+    expected = 0.3 * F.cross_entropy(coarse_logits, y[:, 0]) \
+        + 0.7 * F.cross_entropy(fine_logits[labelled], y[labelled, 1])
+    assert loss((coarse_logits, fine_logits), y).item() == pytest.approx(expected.item(), rel=1e-6)
+    perturbed = fine_logits.clone()
+    perturbed[~labelled] += 100 * torch.randn(int((~labelled).sum()), 4, generator=g)
+    assert loss((coarse_logits, perturbed), y).item() == pytest.approx(expected.item(), rel=1e-6)
+    changed = fine_logits.clone()
+    changed[0, 0] -= 5.0                                   # a labelled row's fine logit does count
+    assert loss((coarse_logits, changed), y).item() > expected.item()
+    smoothed = MultiHeadLoss(alpha=0.3, label_smoothing=0.1)((coarse_logits, fine_logits), y)
+    assert smoothed.item() != pytest.approx(expected.item())
+
+
+def test_multi_head_trains_with_unlabelled_rows_in_the_batches():
     import timm
     from fgvcbench.data.pipeline import TensorData, TensorSplit
     from fgvcbench.engine.recipe import Recipe
     from fgvcbench.engine.train import fit
-    from fgvcbench_plugins.fine_labels import MultiHead
-    import torch.nn.functional as F
+    from fgvcbench_plugins.fine_labels import MultiHead, MultiHeadLoss
     torch.manual_seed(0)
     model = MultiHead(timm.create_model("test_resnet", num_classes=2), n_fine=4)
+    head = model.fine.weight.detach().clone()
     images = torch.randint(0, 255, (16, 3, 20, 20), dtype=torch.uint8)
     coarse = torch.arange(2).repeat(8)
     fine = torch.where(torch.arange(16) < 8, coarse * 2, torch.full((16,), -1))   # half unlabelled
-    seen = []
+    seen, loss = [], MultiHeadLoss(alpha=0.5)
 
     def criterion(out, y):
         seen.append(y.clone())
-        return F.cross_entropy(out[0].float(), y[:, 0]) + F.cross_entropy(out[1].float(), y[:, 1], ignore_index=-1)
+        return loss(out, y)
     split = TensorSplit(images, torch.stack([coarse, fine], 1), list(range(16)))
     evals = TensorSplit(images, coarse, list(range(16)))
     data = TensorData(split, evals, evals, ["a", "b"], 16, None)
     result = fit(model, data, Recipe(epochs=2, image_size=16, batch_size=8), device=torch.device("cpu"), seed=0,
                  criterion=criterion, output_fn=lambda out: out[0])
     assert seen and all(y.shape[1] == 2 for y in seen) and any((y[:, 1] == -1).any() for y in seen)
-    assert 0 <= result.metrics["top1"] <= 100 and result.history[-1]["train_loss"] == result.history[-1]["train_loss"]
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert not torch.equal(model.fine.weight.detach(), head)   # the fine head learned from the labelled rows
 
 
 @pytest.mark.skipif(not CUB.is_dir(), reason=f"real CUB images not present at {CUB}")

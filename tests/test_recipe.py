@@ -55,6 +55,10 @@ def test_each_step_changes_exactly_what_it_says(steps, name):
     changed = {k: v for k, v in after.to_dict().items() if R0.to_dict()[k] != v}
     expected = {k: v for k, v in EXPECTED[name].items() if R0.to_dict()[k] != v}
     assert changed == expected
+    # and it sets every value it names, also those R0 happens to hold (cosine's scheduler, …)
+    assert {k: after.to_dict()[k] for k in EXPECTED[name]} == EXPECTED[name]
+    stepped = steps[name].apply(R0.replace(scheduler="step", optimizer="adamw", momentum=0.5, ema_adjust=False))
+    assert {k: stepped.to_dict()[k] for k in EXPECTED[name]} == EXPECTED[name]
     assert steps[name].apply(R0) == after and not after.validate()   # pure and valid
     assert after.epochs == R0.epochs or name == "long_training"
     assert after.image_size == R0.image_size or name == "fixres"

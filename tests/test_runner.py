@@ -154,10 +154,13 @@ def test_bad_input_is_one_line_exit_2(runner, tmp_path, registry_with):
     result = runner.invoke(app, ["run", str(bad)])
     assert result.exit_code == 2
     assert "did you mean 'finetune'" in result.output and "Traceback" not in result.output
-    assert runner.invoke(app, ["run", str(tmp_path / "missing.yaml")]).exit_code == 2
-    assert runner.invoke(app, ["run", str(bad), "--seeds", "x"]).exit_code == 2
-    assert runner.invoke(app, ["leaderboard", str(tmp_path / "nothing")]).exit_code == 2
+    missing = runner.invoke(app, ["run", str(tmp_path / "missing.yaml")])
+    assert missing.exit_code == 2 and "missing.yaml" in missing.output and "Traceback" not in missing.output
     ok = tiny_suite(tmp_path, methods="[finetune]")
+    seeds = runner.invoke(app, ["run", str(ok), "--seeds", "x"])
+    assert seeds.exit_code == 2 and "--seeds 'x' is not a count (3) or a list (0,1,2)" in seeds.output
+    nothing = runner.invoke(app, ["leaderboard", str(tmp_path / "nothing")])
+    assert nothing.exit_code == 2 and str(tmp_path / "nothing") in " ".join(nothing.output.split())
     result = runner.invoke(app, ["run", str(ok), "--device", "cuda:99"])   # no CUDA here, or no GPU 99
     assert result.exit_code == 2 and "device 'cuda:99'" in result.output and "Traceback" not in result.output
 

@@ -93,6 +93,21 @@ class MultiHead(nn.Module):
         return self.backbone.get_classifier()
 
 
+class MultiHeadLoss:
+    """The multi-head objective: α·CE(coarse) + (1−α)·CE(fine), labels ``y[:, 0]`` coarse and
+    ``y[:, 1]`` fine; an image without a fine label (``-1``: removed by the filter, under
+    ``multi_head_images: all``) trains the coarse term only."""
+
+    def __init__(self, alpha: float, label_smoothing: float = 0.0):
+        self.alpha, self.label_smoothing = alpha, label_smoothing
+
+    def __call__(self, out: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+        coarse_logits, fine_logits = out
+        coarse = F.cross_entropy(coarse_logits.float(), y[:, 0], label_smoothing=self.label_smoothing)
+        fine = F.cross_entropy(fine_logits.float(), y[:, 1], ignore_index=-1, label_smoothing=self.label_smoothing)
+        return self.alpha * coarse + (1 - self.alpha) * fine
+
+
 def _state(model: nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
@@ -240,16 +255,9 @@ def run_fine_labels(ctx: RunContext) -> dict:
             model = Stacked(fine_model, n_fine, data.num_classes)
         result = ctx.fit(model, data, phase="coarse_finetune")
     else:
-        alpha = p["alpha"]
         torch.manual_seed(ctx.seed)
         model = MultiHead(ctx.create_model(data.num_classes), n_fine)
-        smoothing = ctx.recipe.label_smoothing
-
-        def criterion(out, y):
-            coarse_logits, fine_logits = out
-            return (alpha * F.cross_entropy(coarse_logits.float(), y[:, 0], label_smoothing=smoothing)
-                    + (1 - alpha) * F.cross_entropy(fine_logits.float(), y[:, 1], ignore_index=-1,
-                                                    label_smoothing=smoothing))
+        criterion = MultiHeadLoss(p["alpha"], ctx.recipe.label_smoothing)
         if p["multi_head_images"] == "kept":
             train = _with_train(data, kept_images, torch.stack([data.train.labels[kept], fine[kept]], 1),
                                 kept_index, keep_eval=True)
