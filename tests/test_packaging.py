@@ -25,3 +25,9 @@ def test_every_package_folder_is_listed_and_every_listed_package_exists():
     assert on_disk - listed == set(), "package folders missing from pyproject.toml's packages"
     assert listed - on_disk == set(), "packages listed in pyproject.toml without a folder"
     assert {"fgvcbench_plugins.simtrans", "fgvcbench.report"} <= listed
+
+
+def test_builtin_plugins_are_entry_points():
+    eps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["fgvcbench"]
+    packages = {p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").exists()}
+    assert {v.split(".")[1] for v in eps.values()} == packages

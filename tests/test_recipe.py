@@ -241,7 +241,8 @@ def test_ablate_bad_input(runner):
     get_registry(refresh=True)
     bad = runner.invoke(app, ["ablate", "--step", "label_smothing"])
     assert bad.exit_code == 2 and "did you mean 'label_smoothing'" in bad.output
-    assert runner.invoke(app, ["ablate", "--step", "cosine", "--mode", "sideways"]).exit_code == 2
+    mode = runner.invoke(app, ["ablate", "--step", "cosine", "--mode", "sideways"])
+    assert mode.exit_code == 2 and "--mode 'sideways' — use cumulative or leave-one-out" in mode.output
 
 
 def test_unknown_step_in_a_suite_is_a_suite_error(tmp_path, runner):

@@ -39,7 +39,13 @@ def test_bad_name_and_existing_folder_are_one_line_errors(tmp_path, runner):
     assert runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path)]).exit_code == 0
     again = runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path)])
     assert again.exit_code == 2 and "already exists" in again.output
+    source = tmp_path / "fgvcbench-twice" / "src" / "fgvcbench_twice" / "__init__.py"
+    first = source.read_text()
+    source.write_text("broken by hand\n")
+    (tmp_path / "fgvcbench-twice" / "notes.txt").write_text("mine")
     assert runner.invoke(app, ["new-plugin", "twice", "--dir", str(tmp_path), "--force"]).exit_code == 0
+    assert source.read_text() == first                                     # written again
+    assert (tmp_path / "fgvcbench-twice" / "notes.txt").read_text() == "mine"   # other files stay
 
 
 def test_a_name_that_clashes_with_a_registered_method_is_refused(tmp_path, runner):

@@ -247,7 +247,13 @@ def test_weak_shot_view_of_real_cub_uses_the_zero_shot_split():
     assert k == 10 and len(splits.train.class_names) == 50           # 10 novel, 40 base in the first 50
     listed = set(SPLIT.read_text().split())
     assert set(splits.train.class_names[:k]) <= listed and not set(splits.train.class_names[k:]) & listed
-    assert all(label < k for label in splits.test.labels) and 250 < len(splits.test) < 320
+    # the test set: every test image of the novel classes, counted from the files
+    def rows(name):
+        return [line.split() for line in (CUB / name).read_text().splitlines() if line.strip()]
+    novel_ids = {cid for cid, name in rows("classes.txt") if name in set(splits.train.class_names[:k])}
+    train_flag = dict(rows("train_test_split.txt"))
+    expected = sum(cid in novel_ids and train_flag[img] == "0" for img, cid in rows("image_class_labels.txt"))
+    assert expected > 0 and all(label < k for label in splits.test.labels) and len(splits.test) == expected
 
 
 def test_named_splits_are_the_codes_novel_classes():
