@@ -200,6 +200,49 @@ def test_fit_learns_is_deterministic_and_selects_on_validation():
     assert a.images_seen == 4 * len(data.train)
 
 
+def test_grad_clip_bounds_the_gradient_norm_at_every_step(monkeypatch):
+    """``grad_clip``: the optimizer only ever sees gradients of total norm ≤ the clip;
+    without it the same run's gradients are larger (the clip is what bounds them)."""
+    norms = []
+    step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad.flatten() for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.cat(grads).norm()))
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    data, recipe = toy_data(), Recipe(epochs=1, image_size=16, batch_size=8, lr=0.05)
+    torch.manual_seed(0)
+    fit(small_model(), data, recipe, device=torch.device("cpu"), seed=0)
+    free, norms[:] = list(norms), []
+    torch.manual_seed(0)
+    fit(small_model(), data, recipe.replace(grad_clip=0.05), device=torch.device("cpu"), seed=0)
+    assert len(norms) == len(free) and max(free) > 0.05
+    assert all(n <= 0.05 * (1 + 1e-4) for n in norms)
+
+
+def test_label_smoothing_reaches_the_loss_of_every_batch(monkeypatch):
+    import torch.nn.functional as F
+    seen, real = [], F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: seen.append(k.get("label_smoothing")) or real(*a, **k))
+    data = toy_data()
+    fit(small_model(), data, Recipe(epochs=2, image_size=16, batch_size=8, label_smoothing=0.3),
+        device=torch.device("cpu"), seed=0)
+    steps = 2 * (len(data.train) // 8)
+    # every training batch smoothed; the validation loss (stop_on: loss) stays the plain one
+    assert seen.count(0.3) == steps and seen.count(None) == 2 and len(seen) == steps + 2
+
+
+def test_adamw_takes_the_recipes_lr_and_weight_decay():
+    from fgvcbench.engine.train import build_optimizer
+    model = small_model()
+    opt = build_optimizer(list(model.named_parameters()), Recipe(optimizer="adamw", lr=3e-4, weight_decay=0.05),
+                          model)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(3e-4, 0.05)]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
 def test_early_stopping_stops_after_patience():
     data = toy_data()
     recipe = Recipe(epochs=6, image_size=16, batch_size=8, lr=1e-12, patience=1, momentum=0.0)
