@@ -84,6 +84,9 @@ def _gpu_indices(gpus: str) -> Optional[list[int]]:
         indices = []
     if not indices or any(i < 0 for i in indices):
         raise UserError(f"--gpus {gpus!r}: use all or GPU indices such as 0,1")
+    repeated = next((i for i in indices if indices.count(i) > 1), None)
+    if repeated is not None:   # one worker per GPU: a repeat is a typo, not a second worker
+        raise UserError(f"--gpus {gpus}: GPU {repeated} is listed twice — list each GPU once")
     return indices
 
 
@@ -105,7 +108,7 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
         bad = [i for i in indices if not 0 <= i < count]
         if not indices or bad:
             raise UserError(f"--gpus {gpus!r}: this machine has GPUs 0…{count - 1}")
-    return [f"cuda:{i}" for i in dict.fromkeys(indices)]
+    return [f"cuda:{i}" for i in indices]
 
 
 @app.command()

@@ -165,6 +165,24 @@ def test_bad_input_is_one_line_exit_2(runner, tmp_path, registry_with):
     assert result.exit_code == 2 and "device 'cuda:99'" in result.output and "Traceback" not in result.output
 
 
+def test_gpus_gives_one_worker_per_named_or_visible_gpu(monkeypatch):
+    import torch
+    from fgvcbench.cli import _worker_devices
+    from fgvcbench.errors import UserError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert _worker_devices("all", None, "auto") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert _worker_devices("3,1", None, "auto") == ["cuda:3", "cuda:1"]
+    assert _worker_devices(None, 3, "cpu") == ["cpu"] * 3 and _worker_devices(None, None, "cpu") == []
+    for gpus, needle in (("4", "this machine has GPUs 0…3"), ("0,0", "GPU 0 is listed twice"),
+                         ("x", "use all or GPU indices")):
+        with pytest.raises(UserError, match=needle):
+            _worker_devices(gpus, None, "auto")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(UserError, match="no CUDA GPU is visible"):
+        _worker_devices("all", None, "auto")
+
+
 def test_a_gpu_index_past_the_last_gpu_is_a_user_error(monkeypatch):
     import pytest
 
