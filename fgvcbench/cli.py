@@ -635,7 +635,8 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
             classes.add_column("class")
             for split in report.splits:
                 classes.add_column(split, justify="right")
-            for cls in report.splits["train"]:
+            # every class of any split: one with test images only is a row too (0 under train)
+            for cls in dict.fromkeys(c for counts in report.splits.values() for c in counts):
                 classes.add_row(cls, *(str(report.splits[s].get(cls, 0)) for s in report.splits))
             console.print(classes)
         for problem in report.problems:

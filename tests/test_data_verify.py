@@ -49,6 +49,22 @@ def test_planted_corruption_duplicate_and_missing_file_are_each_reported(tmp_pat
     assert "3 problems found" in result.stdout
 
 
+def test_per_class_lists_every_class_of_every_split(tmp_path, runner):
+    """A class with test images only is a row too, its train count 0."""
+    get_registry(refresh=True)
+    root = make_cub(tmp_path / "cub")
+    split = root / "train_test_split.txt"
+    split.write_text(split.read_text().replace("40 1\n", "40 0\n").replace("45 1\n", "45 0\n"))
+    counts = json.loads(runner.invoke(app, ["data", "verify", "cub", "--root", str(root), "--json"]).stdout)["splits"]
+    assert "009.Brewer_Blackbird" not in counts["train"] or counts["train"]["009.Brewer_Blackbird"] == 0
+    result = runner.invoke(app, ["data", "verify", "cub", "--root", str(root), "--per-class"], terminal_width=200)
+    table = result.stdout.split("images per class")[1]
+    rows = {cells[0]: cells[1:] for line in table.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 3 and cells[0][:1].isdigit()}
+    assert rows == {"003.Sooty_Albatross": ["2", "1"], "007.Parakeet_Auklet": ["2", "1"],
+                    "009.Brewer_Blackbird": ["0", "3"]}, result.stdout
+
+
 def test_bad_input_exits_2(tmp_path, runner):
     get_registry(refresh=True)
     assert "did you mean 'cub'" in runner.invoke(app, ["data", "verify", "cubb", "--root", str(tmp_path)]).output

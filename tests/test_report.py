@@ -97,13 +97,16 @@ def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
     # a hand-edited predictions file is passed over: the report still builds from the others
     predictions[0].write_text("[1, 2]")
     predictions[1].write_text(json.dumps({**saved[1], "pred": saved[1]["pred"][:-1]}))
-    result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep2"), "--baseline", "finetune"])
+    result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep2"), "--baseline", "finetune",
+                                 "--baseline", "recipe:steps:base", "--title", "Recipe study"])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "rep2" / "report.md").read_text()
-    assert "Most-confused class pairs" in text
-    # the method-vs-baseline table: every recipe row against finetune, two seeds paired
-    against = text.split("## Against finetune")[1].split("## Recipe ablations")[0]
+    assert text.startswith("# Recipe study\n") and "Most-confused class pairs" in text
+    # the method-vs-baseline tables, one per --baseline: every other row against it, two seeds paired
+    against = text.split("## Against finetune")[1].split("## Against recipe:steps:base")[0]
     assert against.count("· Δ ") == 3 and "| finetune " in against and "paired by seed" in against
+    against_base = text.split("## Against recipe:steps:base")[1].split("## Recipe ablations")[0]
+    assert against_base.count("· Δ ") == 3 and "paired by seed" in against_base
 
 
 def test_report_on_a_missing_folder_says_what_to_pass(tmp_path, runner):

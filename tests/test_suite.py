@@ -57,6 +57,29 @@ def test_merge_order_scale_then_suite_then_method(tmp_path, registry):
     assert [r.seed for r in cli.runs] == [7] and cli.runs[0].recipe["image_size"] == 32
 
 
+def test_run_scale_and_the_data_folder_from_the_command_line(tmp_path, runner, monkeypatch):
+    """`run --scale` sets epochs, image size and seeds as the file's scale: would; a dataset
+    without root: is read from $FGVCBENCH_DATA, and --data-root outranks it."""
+    import json
+    from fgvcbench.cli import app
+    from test_dataset_formats import make_cub
+    make_cub(tmp_path / "data" / "CUB_200_2011")
+    path = write_suite(tmp_path, f"output: {tmp_path / 'out'}\ndatasets: [cub]\nbackbones: [test_resnet]\n"
+                                 "methods: [finetune]\n")
+    monkeypatch.setenv("FGVCBENCH_DATA", str(tmp_path / "data"))
+    short = runner.invoke(app, ["run", str(path), "--dry-run", "--scale", "short"])
+    assert short.exit_code == 0, short.output
+    assert f"{len(SCALES['short']['seeds'])} runs" in short.output and "not found" not in short.output
+    monkeypatch.setenv("FGVCBENCH_DATA", str(tmp_path / "elsewhere"))
+    assert "not found here" in runner.invoke(app, ["run", str(path), "--dry-run"]).output
+    result = runner.invoke(app, ["run", str(path), "--scale", "smoke", "--data-root", str(tmp_path / "data"),
+                                 "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert record["status"] == "ok" and record["spec"]["scale"] == "smoke"
+    assert record["spec"]["recipe"]["image_size"] == SCALES["smoke"]["recipe"]["image_size"]
+
+
 @pytest.mark.parametrize("body, line, key, needle", [
     ("methods: [finetun]", 4, "methods[0].name", "did you mean 'finetune'"),
     ("methods: [finetune]\nbogus: 1", 5, "bogus", "unknown key"),
