@@ -32,6 +32,11 @@ def test_bench_throughput_writes_three_modes(tmp_path, runner):
     assert all(float(r["images_per_second"]) > 0 for r in rows) and rows[0]["ratio_to_model_only"] == "1.0"
     assert float(rows[1]["ratio_to_classic"]) > 0 and rows[1]["backbone"] == "test_resnet"
     assert rows[1]["random_erasing"] == "0.1"                      # the classic pipeline's RandomErasing too
+    other = args + ["--augment", "flip", "--random-erasing", "0"]
+    assert runner.invoke(app, other).exit_code == 0
+    rows = list(csv.DictReader(open(tmp_path / "bench" / "throughput.csv")))
+    assert len(rows) == 6 and all(r["augment"] == "trivial_augment" for r in rows[:3])   # appended, not replaced
+    assert {(r["augment"], float(r["random_erasing"])) for r in rows[3:]} == {("flip", 0.0)}
     bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub", "--root", str(tmp_path / "none")])
     assert bad.exit_code == 2 and "no such folder" in bad.output and "Traceback" not in bad.output
     bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub"])
