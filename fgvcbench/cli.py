@@ -493,8 +493,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         if method is None:
             raise UserError("the suite has no ablation: section and no 'recipe' method is installed")
         plan = AblationPlan(method="recipe", order=list(method.params["steps"]), extra=[])
-    pick = lambda items, name, what: next((x for x in items if x[0]["name"] == name), None) if name else items[0]  # noqa: E731
-    ds = pick(suite.datasets, dataset, "dataset")
+    ds = next((d for d in suite.datasets if d[0]["name"] == dataset), None) if dataset else suite.datasets[0]
     if ds is None:
         raise UserError(f"dataset {dataset!r} is not in the suite — it has {', '.join(d['name'] for d, _ in suite.datasets)}")
     bb = next((b for b in suite.backbones if b["name"] == backbone), None) if backbone else suite.backbones[0]

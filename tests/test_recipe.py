@@ -245,6 +245,32 @@ def test_ablate_bad_input(runner):
     assert mode.exit_code == 2 and "--mode 'sideways' — use cumulative or leave-one-out" in mode.output
 
 
+def test_ablate_without_a_suite_runs_the_embedded_default_with_the_options_given(tmp_path, runner, monkeypatch):
+    """No --suite: the embedded synthetic × EfficientNet-Lite0 suite, with --seeds (`4,` is
+    seed 4), --output and --device applied; the runs themselves are not trained here."""
+    import fgvcbench.executors as executors
+    seen = []
+    monkeypatch.setattr(executors, "run_suite", lambda suite, registry, **kw: seen.append(suite)
+                        or executors.SuiteOutcome())
+    get_registry(refresh=True)
+    result = runner.invoke(app, ["ablate", "--step", "cosine", "--seeds", "4,", "--output", str(tmp_path / "abl"),
+                                 "--device", "cpu", "--no-progress"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    (suite,) = seen
+    assert suite.name == "ablation_default" and str(suite.output) == str(tmp_path / "abl") and suite.device == "cpu"
+    runs = sorted(suite.runs, key=lambda r: len(r.params["steps"]))
+    assert [r.seed for r in runs] == [4, 4]
+    assert {(r.dataset["name"], r.backbone["name"], r.backbone["pretrained"]) for r in runs} == \
+        {("synthetic", "tf_efficientnet_lite0", True)}
+    assert [r.params["steps"] for r in runs] == [["base", "large_batch_warmup", "trivial_augment"],
+                                                 ["base", "large_batch_warmup", "trivial_augment", "cosine"]]
+    assert "ablate cosine (cumulative) · synthetic · tf_efficientnet_lite0 · seeds" in result.output
+    for option, value, needle in (("--dataset", "cub", "dataset 'cub' is not in the suite — it has synthetic"),
+                                  ("--backbone", "resnet50", "backbone 'resnet50' is not in the suite")):
+        bad = runner.invoke(app, ["ablate", "--step", "cosine", option, value], terminal_width=200)
+        assert bad.exit_code == 2 and needle in bad.output and "Traceback" not in bad.output
+
+
 def test_unknown_step_in_a_suite_is_a_suite_error(tmp_path, runner):
     get_registry(refresh=True)
     suite = write_suite(tmp_path, """
