@@ -68,9 +68,11 @@ def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
         raise UserError(f"--seeds {value!r} is not a count (3) or a list (0,1,2)") from None
     if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
         raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or seeds from 0 to {MAX_SEED}")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:   # 0,1,1 is more likely a typo for 0,1,2 than a wish to run seed 1 once
-        raise UserError(f"--seeds {value}: seed {repeated[0]} is listed twice — list each seed once")
+    listed: set[int] = set()
+    for s in seeds:   # 0,1,1 is more likely a typo for 0,1,2 than a wish to run seed 1 once
+        if s in listed:
+            raise UserError(f"--seeds {value}: seed {s} is listed twice — list each seed once")
+        listed.add(s)
     return seeds
 
 

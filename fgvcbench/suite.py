@@ -359,11 +359,13 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         "give a count (3) or a list ([0, 1, 2])")
             raw = list(range(raw))
         ck.typed(raw, (list,), ("seeds",), "a count or a list of integers")
+        listed: set[int] = set()
         for i, s in enumerate(raw):
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
                 ck.fail(("seeds", i), f"a seed must be an integer from 0 to {MAX_SEED}, got {s!r}")
-            if s in raw[:i]:   # a repeat runs nothing twice; it is more likely a typo for another seed
+            if s in listed:   # a repeat runs nothing twice; it is more likely a typo for another seed
                 ck.fail(("seeds", i), f"seed {s} is listed twice", "list each seed once")
+            listed.add(s)
         seeds = list(raw)
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")
