@@ -162,8 +162,13 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
     assert suite["n"].tolist() == [2, 2] and suite["top1_mean"].tolist() == pytest.approx([61.0, 62.5])
     # seed 2 finished one row only: every row keeps to the seeds all rows finished, and says so
     short = ablation_table(records + [extra], plan, "cub", "r")
-    assert short["n"].tolist() == [2, 2] and short.attrs == {"seeds": [0, 1], "left_out": [2]}
+    assert short["n"].tolist() == [2, 2] and short.attrs == {"seeds": [0, 1], "left_out": [2], "not_yet": []}
     assert "Left out: seed 2" in render_ablation(short)
+    # only the first row has finished (an interrupted pass): the line does not claim the others share its seeds
+    first = ablation_table([r for r in records if r["spec"]["params"]["steps"] == ["base"]], plan, "cub", "r")
+    assert first["n"].tolist() == [2, 0] and first.attrs["not_yet"] == ["cosine"]
+    assert render_ablation(first).splitlines()[-1] == \
+        "Seeds: 0, 1 (every row with a finished run, paired by seed); no run finished yet: cosine."
 
 
 def test_ablation_rows_share_their_seeds_and_count_failures():

@@ -113,8 +113,8 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
     ``scale`` / ``seeds`` / ``config``: only runs of that scale, those seeds and that setup
     (:func:`_by_seed`). Every row reads only the seeds that each cumulative row with any
     finished run has finished, so a row's mean and its paired gains share their seeds;
-    ``df.attrs["seeds"]`` lists them and ``df.attrs["left_out"]`` the finished seeds that
-    are not among them. ``failed`` counts a row's failed or diverged runs."""
+    ``df.attrs["seeds"]`` lists them, ``df.attrs["left_out"]`` the finished seeds that
+    are not among them and ``df.attrs["not_yet"]`` the rows with no finished run. ``failed`` counts a row's failed or diverged runs."""
     by_row = []   # (label, its ok runs by seed, its failed or diverged runs)
     for label, steps in plan.rows():
         matched = _matching(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds, config=config)
@@ -151,6 +151,9 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
             previous = full = runs
     df = pd.DataFrame(rows)
     df.attrs["seeds"], df.attrs["left_out"] = sorted(common), sorted(everything - common)
+    # rows with no finished run yet (an interrupted or partial --only pass): the seeds line
+    # must not claim they share the others' seeds
+    df.attrs["not_yet"] = [label for label, runs, _ in by_row if not runs] if common else []
     return df
 
 
@@ -174,8 +177,10 @@ def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
 
 
 def seeds_line(df: pd.DataFrame) -> str:
-    seeds, left_out = df.attrs.get("seeds", []), df.attrs.get("left_out", [])
-    line = f"Seeds: {', '.join(map(str, seeds)) or '–'} (every row, paired by seed)."
+    seeds, left_out, not_yet = (df.attrs.get(k, []) for k in ("seeds", "left_out", "not_yet"))
+    line = f"Seeds: {', '.join(map(str, seeds)) or '–'} " + \
+        ("(every row, paired by seed)." if not not_yet else
+         f"(every row with a finished run, paired by seed); no run finished yet: {', '.join(not_yet)}.")
     if left_out:
         line += (f" Left out: seed {', '.join(map(str, left_out))}, not finished by every cumulative row"
                  " (failed, diverged or not run yet).")
