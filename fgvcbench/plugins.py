@@ -102,8 +102,8 @@ class Registry:
             names = [ep.name for ep in points]
             if not only:   # what a suite then hits is "unknown dataset": say where it comes from
                 self.warnings.append("FGVCBENCH_PLUGINS is set but empty, so no plugin loads (no method, dataset "
-                                     "or backbone) — unset it to load every plugin, or name some: "
-                                     + ",".join(names[:4]))
+                                     "or backbone) — unset it to load every plugin, or name some of: "
+                                     + ",".join(names))
             for name in sorted(only - set(names)):   # a typo would silently load nothing
                 close = suggest(name, names)
                 self.warnings.append(f"FGVCBENCH_PLUGINS names {name!r}, which is not installed"

@@ -530,7 +530,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail((key,), f"no {key} listed", f"add at least one entry under '{key}:' (see `fgvcbench plugins`)")
 
     runs: list[RunSpec] = []
-    made_by: dict[str, tuple] = {}   # run id -> the methods entry that listed it
+    # a run's computation is its identity without the variant's name (a variant is its params):
+    # two entries or two variants that give one computation would run it twice under two labels
+    made_by: dict[str, tuple] = {}   # computation -> (the methods entry, the variant) that listed it
     for dataset, root, _ in datasets:
         for backbone in backbones:
             for method, variants, params, train, mpath in methods:
@@ -541,13 +543,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                                        variant=variant, seed=seed, scale=scale,
                                        params=method.resolve_params(variant, params),
                                        recipe=recipe.to_dict(), data_root=root)
-                        first = made_by.setdefault(spec.run_id, mpath)
-                        if first != mpath:   # two entries, one configuration: the second would run nothing
-                            line = ck.lines.get(first)
-                            ck.fail(mpath, f"method {method.name!r} repeats {_dotted(first)}"
-                                    + (f" (line {line})" if line else "")
-                                    + f": variant {variant!r} with the same params and train",
-                                    "remove one, or change its params or train")
+                        computation = canonical_json({**spec.identity(), "variant": None})
+                        first, first_variant = made_by.setdefault(computation, (mpath, variant))
+                        if (first, first_variant) != (mpath, variant):
+                            _repeated(ck, method.name, first, first_variant, mpath, variant)
                         runs.append(spec)
     _check_exclude_values(ck, exclude, runs)
     runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]
@@ -577,6 +576,17 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
                  make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster,
                  baseline=baseline, root_errors=root_errors)
+
+
+def _repeated(ck: "_Checker", method: str, first: tuple, first_variant: str, path: tuple, variant: str) -> None:
+    """A methods entry (or one of its variants) that computes what an earlier one does."""
+    if first == path:   # two variants of one entry, one set of params (an alias: default = code)
+        ck.fail((*path, "variants"), f"variants {first_variant!r} and {variant!r} of {method!r} have the same "
+                                     f"params: they would run the same thing twice", "list one of them")
+    line = ck.lines.get(first)
+    same = f"variant {variant!r}" + (f" (as its {first_variant!r})" if variant != first_variant else "")
+    ck.fail(path, f"method {method!r} repeats {_dotted(first)}" + (f" (line {line})" if line else "")
+            + f": {same} with the same params and train", "remove one, or change its params or train")
 
 
 def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:

@@ -121,6 +121,19 @@ def test_a_backbone_listed_twice_is_named_and_other_weights_are_not_a_repeat(tmp
     assert len(load_suite(path, registry).runs) == 2
 
 
+@pytest.mark.parametrize("methods, key, needle", [
+    # FineRNet's default is its code variant: the same params under two labels, run twice
+    ("[{name: finernet, variants: [default, code]}]", "methods[0].variants",
+     "variants 'default' and 'code' of 'finernet' have the same params"),
+    ("[finernet, {name: finernet, variants: [code]}]", "methods[1]",
+     "method 'finernet' repeats methods[0] (line 4): variant 'code' (as its 'default') with the same params"),
+])
+def test_a_variant_alias_next_to_its_twin_is_named(tmp_path, registry, methods, key, needle):
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n\nmethods: {methods}\n")
+    err = error_of(path, registry)
+    assert err.key == key and needle in str(err), str(err)
+
+
 def test_a_method_listed_twice_with_other_params_is_two_configurations(tmp_path, registry):
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\nmethods:\n"
                                  "  - finetune\n  - {name: finetune, params: {freeze_backbone: true}}\n")
