@@ -212,14 +212,17 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
                               dataset=dataset, root=root, workers=workers, augment=augment,
                               random_erasing=random_erasing)
-    table = Table(title=f"{backbone} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
-                        f"{rows[0]['device_name']}")
+    # the title as its own line: a narrow table would wrap it into its own width
+    title = (f"{backbone} · {dataset} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
+             f"{rows[0]['device_name']}")
+    table = Table()
     for col in ("mode", "images/s", "× model-only", "× classic", "host waits / step"):
         table.add_column(col, justify="right" if col != "mode" else "left")
     for r in rows:
         table.add_row(r["mode"], f"{r['images_per_second']:.0f}", f"{r['ratio_to_model_only']:.2f}",
                       f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "",
                       "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
+    Console().print(f"[bold]{title}[/]", highlight=False)
     Console().print(table)
     _append_csv(output / "throughput.csv", FIELDS + ["ratio_to_model_only", "ratio_to_classic"], rows)
 
@@ -264,10 +267,12 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
     check_writable(output, "benchmark rows")    # before measuring, not after
 
     rows = measure_knn(n, dim, classes, k, device=device, repeats=repeats)
-    table = Table(title=f"kNN within classes · {n} × {dim} · {classes} classes · k {k} · {rows[0]['device_name']}")
+    title = f"kNN within classes · {n} × {dim} · {classes} classes · k {k} · {rows[0]['device_name']}"
+    table = Table()
     table.add_column("engine")
     table.add_column("seconds", justify="right")
     for r in rows:
         table.add_row(r["backend"], "not installed" if r["seconds"] != r["seconds"] else f"{r['seconds']:.3f}")
+    Console().print(f"[bold]{title}[/]", highlight=False)
     Console().print(table)
     _append_csv(output / "knn.csv", KNN_FIELDS, rows)

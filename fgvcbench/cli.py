@@ -230,6 +230,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if chosen != "submitit":
             try:   # a preview may be made away from the GPU machine too: say, do not fail
                 resolve_device(suite.device)
+                _worker_devices(gpus, workers, suite.device)   # --gpus: the GPUs it names are here
             except UserError as exc:
                 err_console.print(f"[yellow]note:[/] a real run here would stop: {exc}", highlight=False)
         used = {canonical_json(spec.dataset) for spec in suite.runs}   # what --only keeps

@@ -183,6 +183,14 @@ def test_gpus_gives_one_worker_per_named_or_visible_gpu(monkeypatch):
         _worker_devices("all", None, "auto")
 
 
+def test_a_dry_run_with_gpus_notes_what_a_real_run_would_refuse(runner, tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = runner.invoke(app, ["run", str(tiny_suite(tmp_path)), "--dry-run", "--gpus", "all"])
+    assert result.exit_code == 0 and "1 run: 0 already done" in result.output
+    assert "note: a real run here would stop: --gpus: no CUDA GPU is visible here" in " ".join(result.output.split())
+
+
 def test_a_gpu_index_past_the_last_gpu_is_a_user_error(monkeypatch):
     import pytest
 
