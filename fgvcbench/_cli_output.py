@@ -86,7 +86,7 @@ def print_baseline_table(suite) -> None:
     from fgvcbench.store import atomic_write_text
     records = suite_records(suite)
     try:
-        df = add_baseline(build_leaderboard(records), records, suite.baseline)
+        df = add_baseline(build_leaderboard(records), records, suite.baseline, source="the suite's baseline:")
     except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
         err_console.print(f"[yellow]note:[/] no table against {suite.baseline}: {exc}", highlight=False)
         return

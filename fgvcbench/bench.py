@@ -222,7 +222,7 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
         table.add_row(r["mode"], f"{r['images_per_second']:.0f}", f"{r['ratio_to_model_only']:.2f}",
                       f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "",
                       "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
-    Console().print(f"[bold]{title}[/]", highlight=False)
+    Console().print(title, style="bold", markup=False, highlight=False)
     Console().print(table)
     _append_csv(output / "throughput.csv", FIELDS + ["ratio_to_model_only", "ratio_to_classic"], rows)
 
@@ -273,6 +273,6 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
     table.add_column("seconds", justify="right")
     for r in rows:
         table.add_row(r["backend"], "not installed" if r["seconds"] != r["seconds"] else f"{r['seconds']:.3f}")
-    Console().print(f"[bold]{title}[/]", highlight=False)
+    Console().print(title, style="bold", markup=False, highlight=False)
     Console().print(table)
     _append_csv(output / "knn.csv", KNN_FIELDS, rows)

@@ -54,7 +54,7 @@ def main_options(version: bool = typer.Option(False, "--version", callback=_vers
 def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
     if value is None:
         return None
-    from fgvcbench.suite import MAX_SEED, MAX_SEED_COUNT
+    from fgvcbench.suite import MAX_SEED, MAX_SEED_COUNT, first_repeat
     try:
         if "," in value:
             seeds = [int(s) for s in value.split(",") if s.strip()]
@@ -68,11 +68,9 @@ def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
         raise UserError(f"--seeds {value!r} is not a count (3) or a list (0,1,2)") from None
     if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
         raise UserError(f"--seeds {value!r} gives no valid seed — use a count >= 1 or seeds from 0 to {MAX_SEED}")
-    listed: set[int] = set()
-    for s in seeds:   # 0,1,1 is more likely a typo for 0,1,2 than a wish to run seed 1 once
-        if s in listed:
-            raise UserError(f"--seeds {value}: seed {s} is listed twice — list each seed once")
-        listed.add(s)
+    repeat = first_repeat(seeds)   # 0,1,1 is more likely a typo for 0,1,2 than a wish to run seed 1 once
+    if repeat is not None:
+        raise UserError(f"--seeds {value!r}: seed {seeds[repeat]} is listed twice — list each seed once")
     return seeds
 
 
@@ -86,9 +84,10 @@ def _gpu_indices(gpus: str) -> Optional[list[int]]:
         indices = []
     if not indices or any(i < 0 for i in indices):
         raise UserError(f"--gpus {gpus!r}: use all or GPU indices such as 0,1")
-    repeated = next((i for i in indices if indices.count(i) > 1), None)
-    if repeated is not None:   # one worker per GPU: a repeat is a typo, not a second worker
-        raise UserError(f"--gpus {gpus}: GPU {repeated} is listed twice — list each GPU once")
+    from fgvcbench.suite import first_repeat
+    repeat = first_repeat(indices)
+    if repeat is not None:   # one worker per GPU: a repeat is a typo, not a second worker
+        raise UserError(f"--gpus {gpus!r}: GPU {indices[repeat]} is listed twice — list each GPU once")
     return indices
 
 

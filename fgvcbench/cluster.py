@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fgvcbench.errors import UserError
+from fgvcbench.errors import UserError, first_line
 
 DEFAULTS = {"backend": "auto", "time_min": 240, "gpus": 1, "cpus": 8, "mem_gb": 32, "array_parallelism": 64}
 
@@ -97,7 +97,7 @@ def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait:
                 job.result()
             except Exception as exc:  # noqa: BLE001 — a job that died is reported, its run stays pending
                 if console is not None:
-                    console.print(f"[red]job {job.job_id} ended abnormally:[/] {str(exc).splitlines()[0][:200]}",
+                    console.print(f"[red]job {job.job_id} ended abnormally:[/] {first_line(exc, 200)}",
                                   highlight=False)
     return submitted
 

@@ -21,7 +21,7 @@ import yaml
 from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError
 from fgvcbench.plugins import Registry, _one_line, suggest
-from fgvcbench.spec import RunSpec, canonical_json
+from fgvcbench.spec import RunSpec, canonical_json, portable
 from fgvcbench.store import claim_stale_seconds, default_cache_dir
 
 # A scale sets epochs, image size and seeds in one place.
@@ -359,13 +359,12 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         "give a count (3) or a list ([0, 1, 2])")
             raw = list(range(raw))
         ck.typed(raw, (list,), ("seeds",), "a count or a list of integers")
-        listed: set[int] = set()
         for i, s in enumerate(raw):
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
                 ck.fail(("seeds", i), f"a seed must be an integer from 0 to {MAX_SEED}, got {s!r}")
-            if s in listed:   # a repeat runs nothing twice; it is more likely a typo for another seed
-                ck.fail(("seeds", i), f"seed {s} is listed twice", "list each seed once")
-            listed.add(s)
+        repeat = first_repeat(raw)   # a repeat runs nothing twice; it is more likely a typo for another seed
+        if repeat is not None:
+            ck.fail(("seeds", repeat), f"seed {raw[repeat]} is listed twice", "list each seed once")
         seeds = list(raw)
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")
@@ -454,7 +453,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             # the weights' content is part of the run's identity (and of every cached stage): a
             # checkpoint retrained in place, or one path in two working folders, is not one run
             backbone["weights_sha256"] = _file_digest(Path(pretrained))
-        if backbone in backbones:
+        if portable({"backbone": backbone}) in [portable({"backbone": b}) for b in backbones]:
+            # the same weights: by a checkpoint's content, as a run's identity reads them
             ck.fail(("backbones", i), f"backbone {entry['name']!r} is listed twice with the same weights",
                     "remove the repeated entry")
         backbones.append(backbone)
@@ -470,11 +470,14 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if method is None:
             _unknown(ck, ("methods", i, "name"), "method", entry["name"], registry.methods, registry.skipped)
         variants = entry.get("variants", ["default"])
-        if variants == "all":  # every variant once: aliases with the same params (default = code) collapse
-            seen, variants = [], []
-            for v, overrides in method.variants.items():
-                if dict(overrides) not in seen:
-                    seen.append(dict(overrides))
+        if variants == "all":  # every variant once: those with the same params (default = code) collapse
+            given = entry.get("params") if isinstance(entry.get("params"), dict) else {}
+            seen: set[str] = set()
+            variants = []
+            for v in method.variants:
+                key = canonical_json(method.resolve_params(v, given))
+                if key not in seen:
+                    seen.add(key)
                     variants.append(v)
         if isinstance(variants, str):
             variants = [variants]
@@ -482,9 +485,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if not variants:
             ck.fail(("methods", i, "variants"), "no variants",
                     f"list at least one ({', '.join(method.variants)}), or write all, or drop the key for default")
+        repeat = first_repeat(variants)
+        if repeat is not None:
+            ck.fail(("methods", i, "variants", repeat), f"variant {variants[repeat]!r} is listed twice",
+                    "list each variant once")
         for j, v in enumerate(variants):
-            if v in variants[:j]:
-                ck.fail(("methods", i, "variants", j), f"variant {v!r} is listed twice", "list each variant once")
             if v not in method.variants:
                 close = suggest(str(v), method.variants)
                 ck.fail(("methods", i, "variants", j), f"method {method.name!r} has no variant {v!r}",
@@ -560,10 +565,17 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         method = registry.methods[ablation.method]
         for dataset, root, _ in datasets:
             for backbone in backbones:
-                for _, steps in ablation.rows():
+                for row, steps in ablation.rows():
                     for seed in seeds:
-                        runs.append(make_spec(dataset, root, backbone, method, ablation.label(steps),
-                                              {"steps": steps}, seed))
+                        spec = make_spec(dataset, root, backbone, method, ablation.label(steps), {"steps": steps}, seed)
+                        twin = made_by.get(canonical_json({**spec.identity(), "variant": None}))
+                        if twin is not None:   # a methods entry that runs an ablation row again
+                            line = ck.lines.get(("ablation",))
+                            ck.fail(twin[0], f"method {method.name!r} (variant {twin[1]!r}) runs the ablation's row "
+                                             f"{row!r}" + (f" (line {line})" if line else "")
+                                    + " again: the same steps, params and recipe",
+                                    "remove the entry (the ablation table shows that row), or change its params")
+                        runs.append(spec)
     if not runs:
         if exclude:
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
@@ -578,6 +590,17 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  baseline=baseline, root_errors=root_errors)
 
 
+def first_repeat(items: list) -> int | None:
+    """The index of the first item equal to an earlier one (any JSON-like values), or None."""
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        key = canonical_json(item)
+        if key in seen:
+            return i
+        seen.add(key)
+    return None
+
+
 def _repeated(ck: "_Checker", method: str, first: tuple, first_variant: str, path: tuple, variant: str) -> None:
     """A methods entry (or one of its variants) that computes what an earlier one does."""
     if first == path:   # two variants of one entry, one set of params (an alias: default = code)
@@ -586,7 +609,7 @@ def _repeated(ck: "_Checker", method: str, first: tuple, first_variant: str, pat
     line = ck.lines.get(first)
     same = f"variant {variant!r}" + (f" (as its {first_variant!r})" if variant != first_variant else "")
     ck.fail(path, f"method {method!r} repeats {_dotted(first)}" + (f" (line {line})" if line else "")
-            + f": {same} with the same params and train", "remove one, or change its params or train")
+            + f": {same} resolves to the same params and recipe", "remove one, or change its params or train")
 
 
 def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:

@@ -361,6 +361,10 @@ def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
     assert frame.loc[frame["method"] == "finernet", "delta_n"].item() == 3
     bad = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "--no-write", "--baseline", "nothing"])
     assert bad.exit_code == 2 and "matches no run" in bad.output and "Traceback" not in bad.output
+    for name in (":x", "finetune@"):   # malformed: the error names the value it refuses
+        bad = runner.invoke(app, ["leaderboard", str(tmp_path / "r"), "--no-write", "--baseline", name])
+        text = " ".join(bad.output.split())
+        assert bad.exit_code == 2 and f"--baseline '{name}' is no baseline name — name a method" in text, text
 
 
 def test_latex_tables_paste_into_a_paper(results, runner):

@@ -168,7 +168,7 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
     first = ablation_table([r for r in records if r["spec"]["params"]["steps"] == ["base"]], plan, "cub", "r")
     assert first["n"].tolist() == [2, 0] and first.attrs["not_yet"] == ["cosine"]
     assert render_ablation(first).splitlines()[-1] == \
-        "Seeds: 0, 1 (every row with a finished run, paired by seed); no run finished yet: cosine."
+        "Seeds: 0, 1 (every row with a successful run, paired by seed); no successful run yet: cosine."
 
 
 def test_ablation_rows_share_their_seeds_and_count_failures():

@@ -6,6 +6,7 @@ import pytest
 
 from fgvcbench.errors import SuiteError, UserError
 from fgvcbench.plugins import get_registry
+from fgvcbench.spec import canonical_json
 from fgvcbench.suite import SCALES, load_suite
 
 from conftest import ROOT, TINY_DATASET, tiny_suite, write_suite
@@ -96,7 +97,7 @@ def test_run_scale_and_the_data_folder_from_the_command_line(tmp_path, runner, m
     ("methods: [{name: finetune, variants: [default, linear_probe, default]}]", 4, "methods[0].variants[2]",
      "variant 'default' is listed twice"),
     ("methods:\n  - finetune\n  - {name: finetune, params: {}}", 6, "methods[1]",
-     "repeats methods[0] (line 5): variant 'default' with the same params and train"),
+     "repeats methods[0] (line 5): variant 'default' resolves to the same params and recipe"),
 ])
 def test_errors_name_file_line_and_key(tmp_path, registry, body, line, key, needle):
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n\n" + body + "\n")
@@ -126,12 +127,50 @@ def test_a_backbone_listed_twice_is_named_and_other_weights_are_not_a_repeat(tmp
     ("[{name: finernet, variants: [default, code]}]", "methods[0].variants",
      "variants 'default' and 'code' of 'finernet' have the same params"),
     ("[finernet, {name: finernet, variants: [code]}]", "methods[1]",
-     "method 'finernet' repeats methods[0] (line 4): variant 'code' (as its 'default') with the same params"),
+     "method 'finernet' repeats methods[0] (line 4): variant 'code' (as its 'default') resolves to the same"),
 ])
 def test_a_variant_alias_next_to_its_twin_is_named(tmp_path, registry, methods, key, needle):
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n\nmethods: {methods}\n")
     err = error_of(path, registry)
     assert err.key == key and needle in str(err), str(err)
+
+
+def test_variants_all_collapses_what_the_entrys_params_make_equal(tmp_path, registry):
+    """`variants: all` runs each distinct computation once: with `miner: semihard` set for
+    every variant, batch_hard, batch_all and semihard differ in nothing the run reads."""
+    ml = registry.methods["metric_learning"]
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n"
+                                 "methods: [{name: metric_learning, variants: all}]\n")
+    plain = sorted(r.variant for r in load_suite(path, registry).runs)
+    assert "default" in plain and "batch_hard" not in plain and len(plain) == len(
+        {canonical_json(ml.resolve_params(v)) for v in ml.variants})
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n"
+                                 "methods: [{name: metric_learning, variants: all, params: {miner: semihard}}]\n")
+    runs = load_suite(path, registry).runs
+    params = [canonical_json(r.params) for r in runs]
+    assert len(set(params)) == len(params) < len(plain)   # fewer, and no two alike
+
+
+def test_a_backbone_checkpoint_copied_to_another_path_is_the_same_weights(tmp_path, registry):
+    for name in ("a.pth", "b.pth"):
+        (tmp_path / name).write_bytes(b"same bytes")
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [{{name: test_resnet, pretrained: "
+                                 f"{tmp_path / 'a.pth'}}}, {{name: test_resnet, pretrained: {tmp_path / 'b.pth'}}}]\n"
+                                 "methods: [finetune]\n")
+    err = error_of(path, registry)
+    assert err.key == "backbones[1]" and "listed twice with the same weights" in str(err)
+
+
+def test_a_methods_entry_that_runs_an_ablation_row_again_is_named(tmp_path, registry):
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n"
+                                 "methods: [{name: recipe, params: {steps: [base, cosine]}}]\n"
+                                 "ablation: {steps: [base, cosine]}\n")
+    err = error_of(path, registry)
+    assert err.key == "methods[0]" and "runs the ablation's row 'cosine' (line 4) again" in str(err)
+    other = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n"
+                                  "methods: [{name: recipe, params: {steps: [base, cosine]}, train: {lr: 0.5}}]\n"
+                                  "ablation: {steps: [base, cosine]}\n")
+    assert len(load_suite(other, registry).runs) == 3   # another lr: another computation, and it runs
 
 
 def test_a_method_listed_twice_with_other_params_is_two_configurations(tmp_path, registry):

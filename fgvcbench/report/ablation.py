@@ -180,7 +180,7 @@ def seeds_line(df: pd.DataFrame) -> str:
     seeds, left_out, not_yet = (df.attrs.get(k, []) for k in ("seeds", "left_out", "not_yet"))
     line = f"Seeds: {', '.join(map(str, seeds)) or '–'} " + \
         ("(every row, paired by seed)." if not not_yet else
-         f"(every row with a finished run, paired by seed); no run finished yet: {', '.join(not_yet)}.")
+         f"(every row with a successful run, paired by seed); no successful run yet: {', '.join(not_yet)}.")
     if left_out:
         line += (f" Left out: seed {', '.join(map(str, left_out))}, not finished by every cumulative row"
                  " (failed, diverged or not run yet).")

@@ -77,22 +77,26 @@ def match_baseline(configs: Iterable[tuple[str, dict]], baseline: str) -> dict[s
     return {setup: next(iter(found)) for setup, found in per_setup.items()}
 
 
-def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str) -> pd.DataFrame:
+def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str, source: str = "--baseline") -> pd.DataFrame:
     """``df`` with a paired comparison of every row against ``baseline`` (``method`` or
     ``method:variant``) on the same setup (:func:`setup_key`): Δ top-1 = row − baseline
     over the seeds both finished (``delta_n`` pairs), its mean, 95 % CI half-width, paired
     t-test p and Wilcoxon p (:func:`~fgvcbench.report.stats.paired_difference`). Rows
     whose setup has no baseline run, and the baseline's own row, get none. A baseline name
     that matches two configurations of one setup (two variants, or other params) is
-    refused: which one the deltas are against must not be a guess."""
-    method, variant, config_prefix = parse_baseline(baseline)
+    refused: which one the deltas are against must not be a guess. ``source`` names where
+    the name came from in the error (``--baseline``, or a suite's ``baseline:``)."""
+    try:
+        method, variant, config_prefix = parse_baseline(baseline)
+    except BaselineMismatch as exc:
+        raise UserError(f"{source} {baseline!r} {exc.message} — {exc.hint}") from None
     by_config: dict[str, list[dict]] = {}
     for r in records:
         by_config.setdefault(config_key(r["spec"]), []).append(r)
     try:
         base_of = match_baseline(((c, recs[0]["spec"]) for c, recs in by_config.items()), baseline)
     except BaselineMismatch as exc:
-        raise UserError(f"--baseline {baseline!r} {exc.message} in these records — {exc.hint}") from None
+        raise UserError(f"{source} {baseline!r} {exc.message} in these records — {exc.hint}") from None
 
     def ok_by_seed(config: str) -> dict:
         return {r["spec"].get("seed"): float(r["metrics"]["top1"]) for r in by_config.get(config, [])
