@@ -20,7 +20,10 @@ err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isat
 
 def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,
                        metrics: tuple[str, ...] = (), baseline: Optional[str] = None,
-                       skip_hint: str = "; pass --no-write to skip the CSV") -> None:
+                       skip_hint: str = "; pass --no-write to skip the CSV",
+                       grid_ids: Optional[set[str]] = None) -> None:
+    """The leaderboard of ``dirs``' records. With ``grid_ids`` (``run``: its suite's run ids)
+    a note counts the records in the folder that the suite's grid does not hold."""
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
                                               render_pivot, render_rich_table, write_leaderboard_csv)
@@ -63,6 +66,12 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
         except ValueError as exc:
             raise UserError(str(exc)) from None
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    outside = sum(r["run_id"] not in grid_ids for r in records) if grid_ids is not None else 0
+    if outside:   # e.g. a configuration the suite had before its params were changed
+        err_console.print(f"[yellow]note:[/] {outside} record{'s' if outside != 1 else ''} in this folder "
+                          f"{'are' if outside != 1 else 'is'} from runs outside this suite's grid (other settings, "
+                          f"seeds or commands): the leaderboard shows them, the suite's ablation and baseline "
+                          f"tables do not", highlight=False)
     if baseline is not None and fmt != "csv":
         note = baseline_note(df)
         if fmt == "latex":   # a comment under the table: the whole output pastes into a paper

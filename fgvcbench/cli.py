@@ -308,7 +308,8 @@ def _suite_tables(suite) -> None:
     own ablation and baseline tables — over the whole grid, whatever ``--only`` ran."""
     if suite.grid is not None:
         suite = dataclasses.replace(suite, runs=suite.grid)
-    print_leaderboard([suite.output], fmt="table", write_csv=True, skip_hint="")
+    print_leaderboard([suite.output], fmt="table", write_csv=True, skip_hint="",
+                      grid_ids={spec.run_id for spec in suite.runs})
     if suite.ablation is not None:
         print_ablation_tables(suite)
     if suite.baseline is not None:

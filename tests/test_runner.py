@@ -148,6 +148,19 @@ def test_run_finished_hook_sees_each_record_and_a_raising_hook_only_warns(runner
     assert "logger down" in result.output
 
 
+def test_run_notes_records_of_its_folder_that_its_grid_no_longer_holds(runner, tmp_path, registry_with):
+    """The suite's lr changed after a first run: the old configuration's record stays in the
+    folder's leaderboard, and run says how many such records there are."""
+    registry_with()
+    suite = tiny_suite(tmp_path, methods="[finetune]", backbones="[pixels]")
+    first = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert first.exit_code == 0 and "outside this suite's grid" not in first.output
+    suite.write_text(suite.read_text().replace("methods: [finetune]", "methods: [{name: finetune, train: {lr: 0.5}}]"))
+    second = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert second.exit_code == 0, second.output
+    assert "note: 1 record in this folder is from runs outside this suite's grid" in " ".join(second.output.split())
+
+
 def test_bad_input_is_one_line_exit_2(runner, tmp_path, registry_with):
     registry_with()
     bad = tiny_suite(tmp_path, methods="[finetun]")
