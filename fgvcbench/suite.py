@@ -75,6 +75,10 @@ def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], fi
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node)
+            if isinstance(key, (list, dict)):   # `{[a]: 1}`: YAML allows it, no suite key is one
+                raise SuiteError(f"a key must be a name, got a {'list' if isinstance(key, list) else 'mapping'} "
+                                 f"{key!r}", file=file, line=key_node.start_mark.line + 1,
+                                 key=_dotted(path) or None, hint="write the key as a plain name")
             if key in out:
                 raise SuiteError(f"duplicate key {key!r}", file=file, line=key_node.start_mark.line + 1,
                                  key=_dotted(path + (key,)), hint="keep only one of them")
@@ -485,6 +489,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if not variants:
             ck.fail(("methods", i, "variants"), "no variants",
                     f"list at least one ({', '.join(method.variants)}), or write all, or drop the key for default")
+        for j, v in enumerate(variants):
+            if not isinstance(v, str):   # a list or mapping here would not even be looked up
+                quote = f"quote it ('{v}') if it is a name; " if isinstance(v, (int, float)) else ""
+                ck.fail(("methods", i, "variants", j), f"a variant is a name, got {type(v).__name__} {v!r}",
+                        f"{quote}variants: {', '.join(method.variants)}")
         repeat = first_repeat(variants)
         if repeat is not None:
             ck.fail(("methods", i, "variants", repeat), f"variant {variants[repeat]!r} is listed twice",
@@ -507,7 +516,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if "steps" in params:  # a `steps` parameter is an ordered list of recipe-step names
             ck.typed(steps, (list,), ("methods", i, "params", "steps"), "a list of recipe-step names")
             for j, step in enumerate(steps):
-                if step not in registry.recipe_steps:
+                if not isinstance(step, str) or step not in registry.recipe_steps:
                     _unknown(ck, ("methods", i, "params", "steps", j), "recipe step", str(step),
                              registry.recipe_steps)
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
@@ -653,7 +662,7 @@ def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> Ablation
     for key, default in (("steps", list(method.params["steps"])), ("extra", [])):
         value = ck.typed(section.get(key, default), (list,), ("ablation", key), "a list of recipe-step names")
         for j, step in enumerate(value):
-            if step not in registry.recipe_steps:
+            if not isinstance(step, str) or step not in registry.recipe_steps:
                 _unknown(ck, ("ablation", key, j), "recipe step", str(step), registry.recipe_steps)
         lists[key] = list(value)
     if not lists["steps"]:

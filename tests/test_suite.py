@@ -94,6 +94,15 @@ def test_run_scale_and_the_data_folder_from_the_command_line(tmp_path, runner, m
     ("methods: []", 4, "methods", "no methods"),
     # a repeat would run nothing twice: more likely a typo than a wish, so it is named, not merged
     ("methods: [finetune]\nseeds: [0, 1, 1]", 5, "seeds[2]", "seed 1 is listed twice"),
+    ("methods: [{name: finetune, variants: [[linear_probe]]}]", 4, "methods[0].variants[0]",
+     "a variant is a name, got list ['linear_probe']"),
+    ("methods: [{name: finetune, variants: [1]}]", 4, "methods[0].variants[0]", "quote it ('1') if it is a name"),
+    # a list where a name belongs, or as a key: named at its line, not an unhashable-type traceback
+    ("methods: [{name: recipe, params: {steps: [[base]]}}]", 4, "methods[0].params.steps[0]",
+     "unknown recipe step \"['base']\" — did you mean 'base'?"),
+    ("methods: [finetune]\nablation: {steps: [base], extra: [[cosine]]}", 5, "ablation.extra[0]",
+     "did you mean 'cosine'?"),
+    ("methods: [{name: finetune, params: {[a]: 1}}]", 4, "methods[0].params", "a key must be a name, got a list"),
     ("methods: [{name: finetune, variants: [default, linear_probe, default]}]", 4, "methods[0].variants[2]",
      "variant 'default' is listed twice"),
     ("methods:\n  - finetune\n  - {name: finetune, params: {}}", 6, "methods[1]",
