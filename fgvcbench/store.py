@@ -139,6 +139,9 @@ def record_problem(record: Any) -> str | None:
     for part in ("variant", "scale"):   # tables show and group by them
         if part in spec and not isinstance(spec[part], str):
             return f"spec.{part} is not a string"
+    seed = spec.get("seed")   # tables pair runs by it
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return "spec.seed is not an integer"
     for section in ("metrics", "cost", "provenance"):
         if record.get(section) is not None and not isinstance(record[section], dict):
             return f"{section} is not an object"

@@ -66,13 +66,17 @@ def test_records_with_wrongly_typed_fields_are_skipped_with_a_warning(finished, 
     base = json.loads(good.read_text())
     for run_id, change in (("a" * 12, {"metrics": {**base["metrics"], "top1": 10 ** 400}}),
                            ("b" * 12, {"spec": {**base["spec"], "variant": 5, "seed": 7}}),
-                           ("c" * 12, {"spec": {**base["spec"], "scale": ["smoke"], "seed": 8}})):
+                           ("c" * 12, {"spec": {**base["spec"], "scale": ["smoke"], "seed": 8}}),
+                           # another method on seed [0]: pairing it by seed against the baseline hashed a list
+                           ("d" * 12, {"spec": {**base["spec"], "method": "other", "seed": [0]}})):
         (out / "runs" / f"{run_id}.json").write_text(json.dumps({**base, "run_id": run_id, **change}))
-    result = runner.invoke(app, ["leaderboard", str(out), "--no-write"])
+    baseline = f"{base['spec']['method']}:{base['spec'].get('variant', 'default')}"
+    result = runner.invoke(app, ["leaderboard", str(out), "--no-write", "--baseline", baseline])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     said = " ".join(result.output.split())
     assert "status ok without a finite numeric metrics.top1" in said
     assert "spec.variant is not a string" in said and "spec.scale is not a string" in said
+    assert "spec.seed is not an integer" in said
 
 
 @pytest.mark.parametrize("value", ["abc", "-5", "0", "nan"])
