@@ -87,13 +87,12 @@ def suite_records(suite) -> list[dict]:
     return [r for r in Store(suite.output).records() if r["run_id"] in ids]
 
 
-def print_baseline_table(suite) -> None:
-    """The suite's ``baseline:`` table over its own runs (pipelines × datasets, Δ paired by
-    seed), and ``baseline.csv`` beside the leaderboard."""
+def print_baseline_table(suite, records: list[dict]) -> None:
+    """The suite's ``baseline:`` table over its own runs' ``records`` (:func:`suite_records`;
+    pipelines × datasets, Δ paired by seed), and ``baseline.csv`` beside the leaderboard."""
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import build_leaderboard, render_pivot
     from fgvcbench.store import atomic_write_text
-    records = suite_records(suite)
     try:
         df = add_baseline(build_leaderboard(records), records, suite.baseline, source="the suite's baseline:")
     except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
@@ -107,14 +106,14 @@ def print_baseline_table(suite) -> None:
     err_console.print(f"[dim]wrote {path}[/]")
 
 
-def print_ablation_tables(suite) -> None:
-    """The article-shaped table per dataset × backbone, plus ablation.csv and a PNG chart."""
+def print_ablation_tables(suite, records: list[dict]) -> None:
+    """The article-shaped table per dataset × backbone of the suite's runs' ``records``
+    (:func:`suite_records`), plus ablation.csv and a PNG chart."""
     import pandas as pd
 
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
     from fgvcbench.spec import portable
     from fgvcbench.store import atomic_write_text
-    records = suite_records(suite)
     frames = []
     for dataset, _ in suite.datasets:
         for backbone in suite.backbones:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from fgvcbench import __version__
 from fgvcbench._cli_output import (console, err_console, print_ablation_tables, print_baseline_table,
-                                  print_description, print_leaderboard, warn_plugins)
+                                  print_description, print_leaderboard, suite_records, warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
 from fgvcbench.store import ONLY_HELP, RERUN_HELP
@@ -310,10 +310,11 @@ def _suite_tables(suite) -> None:
         suite = dataclasses.replace(suite, runs=suite.grid)
     print_leaderboard([suite.output], fmt="table", write_csv=True, skip_hint="",
                       grid_ids={spec.run_id for spec in suite.runs})
+    records = suite_records(suite) if suite.ablation is not None or suite.baseline is not None else []
     if suite.ablation is not None:
-        print_ablation_tables(suite)
+        print_ablation_tables(suite, records)
     if suite.baseline is not None:
-        print_baseline_table(suite)
+        print_baseline_table(suite, records)
 
 
 def _rerun(suite, reruns: set):

@@ -544,9 +544,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail((key,), f"no {key} listed", f"add at least one entry under '{key}:' (see `fgvcbench plugins`)")
 
     runs: list[RunSpec] = []
-    # a run's computation is its identity without the variant's name (a variant is its params):
     # two entries or two variants that give one computation would run it twice under two labels
-    made_by: dict[str, tuple] = {}   # computation -> (the methods entry, the variant) that listed it
+    made_by: dict[str, tuple] = {}   # computation (_computation) -> (the methods entry, the variant) that listed it
     for dataset, root, _ in datasets:
         for backbone in backbones:
             for method, variants, params, train, mpath in methods:
@@ -557,8 +556,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                                        variant=variant, seed=seed, scale=scale,
                                        params=method.resolve_params(variant, params),
                                        recipe=recipe.to_dict(), data_root=root)
-                        computation = canonical_json({**spec.identity(), "variant": None})
-                        first, first_variant = made_by.setdefault(computation, (mpath, variant))
+                        first, first_variant = made_by.setdefault(_computation(spec), (mpath, variant))
                         if (first, first_variant) != (mpath, variant):
                             _repeated(ck, method.name, first, first_variant, mpath, variant)
                         runs.append(spec)
@@ -577,7 +575,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 for row, steps in ablation.rows():
                     for seed in seeds:
                         spec = make_spec(dataset, root, backbone, method, ablation.label(steps), {"steps": steps}, seed)
-                        twin = made_by.get(canonical_json({**spec.identity(), "variant": None}))
+                        twin = made_by.get(_computation(spec))
                         if twin is not None:   # a methods entry that runs an ablation row again
                             line = ck.lines.get(("ablation",))
                             ck.fail(twin[0], f"method {method.name!r} (variant {twin[1]!r}) runs the ablation's row "
@@ -597,6 +595,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
                  make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster,
                  baseline=baseline, root_errors=root_errors)
+
+
+def _computation(spec: RunSpec) -> str:
+    """What a run computes: its identity without the variant's name (a variant is its params)."""
+    return canonical_json({**spec.identity(), "variant": None})
 
 
 def first_repeat(items: list) -> int | None:
