@@ -588,9 +588,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
         ck.fail((), "the grid is empty", "list at least one dataset, backbone and method (or an ablation:)")
     baseline = _baseline(data.get("baseline"), runs, ck)
-    unique = list({r.run_id: r for r in runs}.values())
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
-                 data_root=data_root, cache_dir=cache_dir, runs=unique,
+                 data_root=data_root, cache_dir=cache_dir, runs=runs,
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
                  make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster,
@@ -668,6 +667,13 @@ def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> Ablation
             if not isinstance(step, str) or step not in registry.recipe_steps:
                 _unknown(ck, ("ablation", key, j), "recipe step", str(step), registry.recipe_steps)
         lists[key] = list(value)
+    # a step twice in `extra` is one row twice; twice in `steps`, two rows under one name, and
+    # `ablate --step` could not say which of them it measures
+    for key, fix in (("steps", "list each step once (for a knob a step would change twice, set it under train:)"),
+                     ("extra", "list each extra step once")):
+        repeat = first_repeat(lists[key])
+        if repeat is not None:
+            ck.fail(("ablation", key, repeat), f"{key} step {lists[key][repeat]!r} is listed twice", fix)
     if not lists["steps"]:
         ck.fail(("ablation", "steps"), "no steps to ablate", "list the steps in order, e.g. [base, cosine]")
     return AblationPlan(method=method_name, order=lists["steps"], extra=lists["extra"])

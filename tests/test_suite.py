@@ -182,6 +182,15 @@ def test_a_methods_entry_that_runs_an_ablation_row_again_is_named(tmp_path, regi
     assert len(load_suite(other, registry).runs) == 3   # another lr: another computation, and it runs
 
 
+def test_an_ablation_step_listed_twice_is_named_at_its_line(tmp_path, registry):
+    for section, key in (("{steps: [base, cosine], extra: [ema, weight_decay, ema]}", "ablation.extra[2]"),
+                         ("{steps: [base, long_training, long_training]}", "ablation.steps[2]")):
+        path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\nablation: {section}\n")
+        err = error_of(path, registry)
+        step = "ema" if "extra" in key else "long_training"
+        assert err.key == key and f"step {step!r} is listed twice" in str(err) and err.line == 3
+
+
 def test_a_method_listed_twice_with_other_params_is_two_configurations(tmp_path, registry):
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\nmethods:\n"
                                  "  - finetune\n  - {name: finetune, params: {freeze_backbone: true}}\n")
