@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -517,20 +518,25 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     table = Table(title=f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}")
     for col in ("side", "steps", "top-1 % mean ± std", "n", result["cost_label"]):
         table.add_column(col)
-    from fgvcbench.report.stats import format_mean_std
+    from fgvcbench.report.stats import format_mean_std, signed
     for side, steps, summary, cost in (("without", without, result["without"], result["cost_without"]),
                                        ("with", with_, result["with"], result["cost_with"])):
         table.add_row(side, " → ".join(steps) or "(none)", format_mean_std(summary.mean, summary.std),
-                      str(summary.n), f"{cost:.1f}")
+                      str(summary.n), "–" if math.isnan(cost) else f"{cost:.1f}")
     console.print(table)
+    unpaired = [(seed, [side for side, runs in (("without", a), ("with", b)) if seed not in runs])
+                for seed in suite.seeds if seed not in result["seeds"]]
+    if unpaired:   # both sides and the Δ read only the seeds both sides finished: say which are not
+        console.print("Left out: " + "; ".join(f"seed {seed} (no successful run {' or '.join(sides)} the step)"
+                                               for seed, sides in unpaired), highlight=False)
     if p is not None and p.n:
-        ci = "–" if p.ci_low != p.ci_low else f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]"
+        ci = "–" if p.ci_low != p.ci_low else f"[{signed(p.ci_low)}, {signed(p.ci_high)}]"
         pv = "–" if p.p_value != p.p_value else f"{p.p_value:.3f}"
         wp = "–" if p.wilcoxon_p != p.wilcoxon_p else f"{p.wilcoxon_p:.3f}"
         if p.wilcoxon_p == p.wilcoxon_p and p.wilcoxon_n < p.n:
             wp += f" over the {p.wilcoxon_n} seed{'s' if p.wilcoxon_n != 1 else ''} that moved"
-        console.print(f"Δ top-1 ({step}) = {p.mean_delta:+.2f} points, 95% CI {ci}, paired t-test p = {pv}, "
-                      f"Wilcoxon p = {wp} (n = {p.n} paired seeds)", highlight=False)
+        console.print(f"Δ top-1 ({step}) = {signed(p.mean_delta)} points, 95% CI {ci}, paired t-test p = {pv}, "
+                      f"Wilcoxon p = {wp} (n = {p.n} paired seed{'s' if p.n != 1 else ''})", highlight=False)
     console.print(f"records in {suite.output}/runs", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)

@@ -302,6 +302,20 @@ def test_scratch_and_pretrained_backbones_are_separate_rows(tmp_path):
     assert "| no " in render(df, "md")
 
 
+def test_the_baseline_note_tells_rows_without_pairs_from_rows_without_a_baseline():
+    from fgvcbench.report.compare import add_baseline, baseline_note
+    # cub: finetune seeds 0-1, finernet seed 2 only (no pair); air: finernet, and no finetune at all
+    records = [record("finetune", s, 80.0 + s) for s in (0, 1)] + [record("finernet", 2, 85.0)]
+    air = record("finernet", 0, 70.0)
+    air["spec"]["dataset"] = {"name": "air", "options": {}}
+    air["run_id"] += "-air"
+    records.append(air)
+    df = add_baseline(build_leaderboard(records), records, "finetune")
+    note = baseline_note(df)
+    assert "1 row had no seed that it and finetune both finished." in note
+    assert "1 row had no finetune run on its setup to compare with." in note
+
+
 def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
     from fgvcbench.report.compare import add_baseline
     from fgvcbench.errors import UserError

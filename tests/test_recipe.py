@@ -162,13 +162,14 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
     assert suite["n"].tolist() == [2, 2] and suite["top1_mean"].tolist() == pytest.approx([61.0, 62.5])
     # seed 2 finished one row only: every row keeps to the seeds all rows finished, and says so
     short = ablation_table(records + [extra], plan, "cub", "r")
-    assert short["n"].tolist() == [2, 2] and short.attrs == {"seeds": [0, 1], "left_out": [2], "not_yet": []}
+    assert short["n"].tolist() == [2, 2] and short.attrs == {"seeds": [0, 1], "left_out": [2], "not_yet": [],
+                                                           "short": []}
     assert "Left out: seed 2" in render_ablation(short)
     # only the first row has finished (an interrupted pass): the line does not claim the others share its seeds
     first = ablation_table([r for r in records if r["spec"]["params"]["steps"] == ["base"]], plan, "cub", "r")
     assert first["n"].tolist() == [2, 0] and first.attrs["not_yet"] == ["cosine"]
     assert render_ablation(first).splitlines()[-1] == \
-        "Seeds: 0, 1 (every row with a successful run, paired by seed); no successful run yet: cosine."
+        "Seeds: 0, 1 (every row with a successful run, paired by seed). No successful run yet: cosine."
 
 
 def test_ablation_rows_share_their_seeds_and_count_failures():
@@ -191,6 +192,17 @@ def test_ablation_rows_share_their_seeds_and_count_failures():
     assert df["incremental"].tolist()[1:] == pytest.approx([2.0, 2.0]) and df["absolute"].tolist()[2] == 4.0
     text = render_ablation(df)
     assert "70.50 ± 0.71 (2), 1 failed" in text and "Left out: seed 2" in text
+    # an extra row that failed a shared seed: its mean and gains are over fewer seeds, and the line says so
+    plan = AblationPlan(method="recipe", order=["base", "a"], extra=["mix", "never"])
+    records = [run(["base"], s, v) for s, v in enumerate([68.0, 69.0, 70.0])] + \
+              [run(["base", "a"], s, v) for s, v in enumerate([71.0, 70.0, 72.0])] + \
+              [run(["base", "a", "mix"], 0, 73.0), run(["base", "a", "mix"], 1, 0.0, "failed"),
+               run(["base", "a", "mix"], 2, 75.0), run(["base", "a", "never"], 1, 0.0, "failed")]
+    df = ablation_table(records, plan, "d", "r")
+    assert df["n"].tolist() == [3, 3, 2, 0] and df["incremental"].tolist()[2] == pytest.approx(2.5)
+    assert df.attrs["short"] == [("+mix", [0, 2])] and df.attrs["not_yet"] == ["+never"]
+    assert render_ablation(df).splitlines()[-1] == (
+        "Seeds: 0, 1, 2 (paired by seed; +mix over seeds 0, 2 only, its gains too). No successful run yet: +never.")
 
 
 def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
@@ -240,6 +252,16 @@ def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     assert after.exit_code == 0 and delta(after.output) == delta(before.output) and "99.00" not in after.output
     table = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert "99.00" not in table.output.split("recipe ablation")[1]
+    # a seed that diverged on one side is not paired, and ablate names it rather than dropping it quietly
+    diverged = next(p for p in runs.glob("*.json") if not p.name.startswith("f")
+                    and json.loads(p.read_text())["spec"]["variant"] == "steps:label_smoothing"
+                    and json.loads(p.read_text())["spec"]["seed"] == 1)
+    record = json.loads(diverged.read_text())
+    record.update(status="diverged", metrics={**record["metrics"], "top1": None})
+    diverged.write_text(json.dumps(record))
+    one = runner.invoke(app, ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"])
+    assert one.exit_code == 0, one.output
+    assert "Left out: seed 1 (no successful run with the step)" in one.output and "n = 1 paired seed)" in one.output
 
 
 def test_ablate_bad_input(runner):

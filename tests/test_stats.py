@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import statistics
 
+import numpy as np
 import pytest
 from scipy import stats
 
-from fgvcbench.report.stats import format_mean_std, mean_std_ci, paired_difference
+from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci, paired_difference, signed
 
 
 def test_t_interval_matches_a_hand_computation():
@@ -87,3 +88,27 @@ def test_a_pair_with_a_missing_side_is_dropped_whole():
     d = [1.0, 0.5, 0.7]
     half = stats.t.ppf(0.975, df=2) * statistics.stdev(d) / math.sqrt(3)
     assert r.ci_low == pytest.approx(statistics.mean(d) - half)
+
+
+def test_seeds_that_all_agree_have_a_zero_std_and_no_interval():
+    # three deterministic seeds at 80.0: the sample std is 0, and a zero-width interval would
+    # claim a certainty three seeds cannot give (scipy's t.interval answers nan here too)
+    s = mean_std_ci([80.0, 80.0, 80.0])
+    assert (s.n, s.mean, s.std) == (3, 80.0, 0.0) and math.isnan(s.half_width) and math.isnan(s.ci_low)
+    with np.errstate(invalid="ignore"):
+        assert all(math.isnan(v) for v in stats.t.interval(0.95, 2, loc=80.0, scale=0.0))
+    # differences that are tiny but real are not "all equal": scipy's t-test answers, and so do we
+    a, b = [50.0, 60.0, 70.0], [90.0, 100.0003, 110.0001]
+    assert paired_difference(a, b).p_value == pytest.approx(stats.ttest_rel(b, a).pvalue)
+
+
+def test_a_gain_that_cancels_reads_plus_zero_and_a_tiny_one_keeps_its_sign():
+    # correct-image changes of +14, +8 and -22 on a test set of 8,041 images sum to zero;
+    # the float mean of the deltas is -4.7e-15, which printed as "-0.00"
+    n, k = 8041, [7108, 6670, 6389]
+    a = [100 * x / n for x in k]
+    b = [100 * (x + d) / n for x, d in zip(k, [14, 8, -22])]
+    r = paired_difference(a, b)
+    assert r.mean_delta == 0.0 and delta_text(r.mean_delta, r.ci_high - r.mean_delta, r.n).startswith("+0.00 ±")
+    assert signed(-0.0027) == "-0.003" and signed(0.0004) == "+0.0004" and signed(-1.234) == "-1.23"
+    assert signed(float("nan")) == "–" and signed(0.0) == "+0.00"

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from fgvcbench.report.stats import mean_std_ci, paired_difference
+from fgvcbench.report.stats import mean_std_ci, paired_difference, signed
 from fgvcbench.spec import config_key
 
 
@@ -124,8 +124,11 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
     common = set.intersection(*finished) if finished else set()
     everything = set().union(*(set(runs) for _, runs, _ in by_row))
     rows, first, previous, full = [], None, None, None
+    short = []   # extra rows with only some of the shared seeds: their mean and gains are over those
     for label, runs, failed in by_row:
         runs = {s: r for s, r in runs.items() if s in common}
+        if runs and len(runs) < len(common):
+            short.append((label, sorted(runs)))
         acc = mean_std_ci([r["metrics"]["top1"] for r in runs.values()])
         reference = full if label.startswith("+") else previous
         inc = compare_sides(reference, runs) if reference is not None else None
@@ -153,7 +156,8 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
     df.attrs["seeds"], df.attrs["left_out"] = sorted(common), sorted(everything - common)
     # rows with no finished run yet (an interrupted or partial --only pass): the seeds line
     # must not claim they share the others' seeds
-    df.attrs["not_yet"] = [label for label, runs, _ in by_row if not runs] if common else []
+    df.attrs["not_yet"] = [label for label, runs, _ in by_row if not set(runs) & common] if common else []
+    df.attrs["short"] = short
     return df
 
 
@@ -166,8 +170,8 @@ def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
     from tabulate import tabulate
     rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})"
              + (f", {r.failed} failed" if getattr(r, "failed", 0) else ""),
-             _f(r.incremental, "+.2f") + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
-             _f(r.absolute, "+.2f"), _f(r.incremental_p, ".3f"), timed(r.device_seconds, ".0f", r.shared_by)]
+             signed(r.incremental) + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
+             signed(r.absolute), _f(r.incremental_p, ".3f"), timed(r.device_seconds, ".0f", r.shared_by)]
             for r in df.itertuples(index=False)]
     devices = [d for value in df["device"] for d in str(value).split(",")] if "device" in df else []
     headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)",
@@ -177,10 +181,15 @@ def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
 
 
 def seeds_line(df: pd.DataFrame) -> str:
-    seeds, left_out, not_yet = (df.attrs.get(k, []) for k in ("seeds", "left_out", "not_yet"))
+    seeds, left_out, not_yet, short = (df.attrs.get(k, []) for k in ("seeds", "left_out", "not_yet", "short"))
     line = f"Seeds: {', '.join(map(str, seeds)) or '–'} " + \
-        ("(every row, paired by seed)." if not not_yet else
-         f"(every row with a successful run, paired by seed); no successful run yet: {', '.join(not_yet)}.")
+        ("(every row, paired by seed)." if not not_yet and not short else
+         "(every row with a successful run, paired by seed)." if not short else
+         "(paired by seed; " + "; ".join(f"{label} over seed{'s' if len(its) > 1 else ''} "
+                                         f"{', '.join(map(str, its))} only, its gains too" for label, its in short)
+         + ").")
+    if not_yet:
+        line += f" No successful run yet: {', '.join(not_yet)}."
     if left_out:
         line += (f" Left out: seed {', '.join(map(str, left_out))}, not finished by every cumulative row"
                  " (failed, diverged or not run yet).")
@@ -202,7 +211,7 @@ def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:
     for i, (mean, std, inc) in enumerate(zip(cumulative["top1_mean"], cumulative["top1_std"].fillna(0),
                                              cumulative["incremental"])):
         if not math.isnan(inc):  # the incremental gain, above the error bar
-            ax.annotate(f"{inc:+.2f}", (i, mean + std), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
+            ax.annotate(signed(inc), (i, mean + std), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
                         textcoords="offset points")
     ax.set_xticks(range(len(cumulative)), cumulative["step"], rotation=30, ha="right")
     low = cumulative["top1_mean"].min()

@@ -133,8 +133,15 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str, source: s
 def baseline_note(df: pd.DataFrame) -> str:
     """The line under a table with a baseline: what Δ means and which seeds it pairs."""
     label = df.attrs.get("baseline", "the baseline")
-    unpaired = int(((df["delta_n"] == 0) & ~df["is_baseline"].astype(bool)).sum()) if "delta_n" in df else 0
+    unpaired = no_base = 0
+    if "delta_n" in df:
+        compared = (df["baseline"] != "") & ~df["is_baseline"].astype(bool)
+        unpaired = int((compared & (df["delta_n"] == 0)).sum())
+        no_base = int((df["baseline"] == "").sum())
+    rows = lambda k: f"{k} row{'s' if k != 1 else ''}"  # noqa: E731
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
             "seeds both finished; ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."
-            + (f" {unpaired} row{'s' if unpaired != 1 else ''} had no seed that {'it' if unpaired == 1 else 'they'} "
-               f"and {label} both finished." if unpaired else ""))
+            + (f" {rows(unpaired)} had no seed that {'it' if unpaired == 1 else 'they'} "
+               f"and {label} both finished." if unpaired else "")
+            + (f" {rows(no_base)} had no {label} run on {'its' if no_base == 1 else 'their'} setup to compare with."
+               if no_base else ""))

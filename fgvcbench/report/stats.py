@@ -1,7 +1,10 @@
 """Statistics over seeds: mean, sample std, Student-t confidence intervals, paired tests.
 
 Seeds are few (3–5), so intervals use the t distribution, never the normal, and a single
-seed gives no spread at all (NaN, not 0).
+seed gives no spread at all (NaN, not 0). Seeds that all give the same value have a sample
+std of 0 but no interval (NaN): a zero-width interval from 2–5 seeds would claim a
+certainty they cannot give (deterministic runs, or a test set whose accuracy moves in
+steps of 100/N, make such ties common).
 """
 
 from __future__ import annotations
@@ -35,9 +38,17 @@ def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> Summary:
     mean = float(x.mean())
     if n == 1:
         return Summary(1, mean, NAN, NAN, NAN, NAN)
+    if _all_equal(x):
+        return Summary(n, mean, 0.0, NAN, NAN, NAN)
     std = float(x.std(ddof=1))
     half = float(_st.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
     return Summary(n, mean, std, mean - half, mean + half, half)
+
+
+def _all_equal(x: np.ndarray) -> bool:
+    """Every value the same within float noise (an absolute 1e-9: accuracies are
+    percentages, so 81.5 − 80.5 and 82.0 − 81.0 may differ in the last bits only)."""
+    return bool(np.ptp(x) < 1e-9)
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     a_arr, b_arr = a_arr[keep], b_arr[keep]
     delta = b_arr - a_arr
     s = mean_std_ci(delta, confidence)
+    # deltas that cancel exactly (+14, +8, −22 images) must read 0, not −4.7e-15 (printed "-0.00")
+    mean_delta = 0.0 if abs(s.mean) < 1e-9 else s.mean
     if s.n < 2:
-        return PairedResult(s.n, s.mean, NAN, NAN, NAN, NAN, NAN)
+        return PairedResult(s.n, mean_delta, NAN, NAN, NAN, NAN, NAN)
     wil, wil_n = NAN, 0
     if np.any(~np.isclose(delta, 0.0)):
         # rounding turns float noise into the exact ties / zeros Wilcoxon handles
@@ -88,10 +101,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
             wil, wil_n = float(_st.wilcoxon(rounded).pvalue), int(np.count_nonzero(rounded))
         except ValueError:
             wil = NAN
-    if np.allclose(delta, delta[0]):
-        return PairedResult(s.n, s.mean, NAN, NAN, NAN, NAN, wil, wil_n)
+    if _all_equal(delta):
+        return PairedResult(s.n, mean_delta, NAN, NAN, NAN, NAN, wil, wil_n)
     t = _st.ttest_rel(b_arr, a_arr)
-    return PairedResult(s.n, s.mean, s.ci_low, s.ci_high, float(t.statistic), float(t.pvalue), wil, wil_n)
+    return PairedResult(s.n, mean_delta, s.ci_low, s.ci_high, float(t.statistic), float(t.pvalue), wil, wil_n)
 
 
 def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
@@ -108,4 +121,16 @@ def delta_text(mean: float, half: float, n: int) -> str:
     (one pair, or every seed moved the same), ``–`` without a pair."""
     if not n or mean is None or math.isnan(mean):
         return "–"
-    return f"{mean:+.2f}" + ("" if half is None or math.isnan(half) else f" ±{half:.2f}")
+    return signed(mean) + ("" if half is None or math.isnan(half) else f" ±{half:.2f}")
+
+
+def signed(value: float, digits: int = 2) -> str:
+    """A gain with its sign: ``+0.54``, ``-1.20``; ``+0.00`` for no change (never ``-0.00``,
+    float noise of a sum that cancels); a real change too small for ``digits`` keeps one
+    significant digit (``-0.003``) rather than reading as none; no value: ``–``."""
+    if value is None or math.isnan(value):
+        return "–"
+    text = f"{value:+.{digits}f}"
+    if float(text) != 0:
+        return text
+    return f"{0.0:+.{digits}f}" if abs(value) < 1e-9 else f"{value:+.1g}"
