@@ -152,9 +152,15 @@ class RunContext:
             self.history.append(row)
             if self._on_epoch:
                 self._on_epoch(row)
+
+        def on_batch(done: int, total: int) -> None:
+            from fgvcbench.faults import checkpoint
+            checkpoint("step")   # inside an epoch, after an optimizer step
+            if self._on_batch:
+                self._on_batch(done, total)
         result = fit(model, data, recipe or self.recipe, device=self.device, seed=self.seed,
                      mean=self._mean, std=self._std, freeze_backbone=freeze_backbone,
-                     freeze_bn=freeze_bn, on_epoch=on_epoch, on_batch=self._on_batch, criterion=criterion, output_fn=output_fn)
+                     freeze_bn=freeze_bn, on_epoch=on_epoch, on_batch=on_batch, criterion=criterion, output_fn=output_fn)
         self.train_seconds += result.train_seconds
         self.images_seen += result.images_seen
         if result.test_predictions is not None and len(data.test):
