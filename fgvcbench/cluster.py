@@ -63,8 +63,8 @@ def _executor(settings: dict, folder: Path):
 
 def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait: bool = False,
                  console=None) -> list[dict]:
-    """Submit every pending, unclaimed run; group runs by their method's settings (one
-    array each). Returns one dict per submitted run: run id, job id, settings. With
+    """Submit every pending, unclaimed run; group runs by their settings (the suite's,
+    their methods entry's ``cluster:``, then ``--cluster``; one array each). Returns one dict per submitted run: run id, job id, settings. With
     ``wait`` it blocks until the jobs end."""
     from fgvcbench.executors import Claims, pending_runs
     from fgvcbench.store import Store
@@ -72,7 +72,7 @@ def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait:
     todo = [s for s in pending_runs(suite, store) if not claims.held(s.run_id)]
     groups: dict[str, tuple[dict, list]] = {}
     for spec in todo:
-        settings = {**DEFAULTS, **suite.cluster, **suite.method_cluster.get(spec.method, {}), **(cli_settings or {})}
+        settings = {**DEFAULTS, **suite.cluster, **suite.run_cluster.get(spec.run_id, {}), **(cli_settings or {})}
         key = json.dumps(settings, sort_keys=True)
         groups.setdefault(key, (settings, []))[1].append(spec)
     folder = Path(suite.output) / "submitit"

@@ -166,7 +166,8 @@ class Suite:
     make_spec: Any = None
     executor: str = "local"
     cluster: dict = field(default_factory=dict)          # submitit settings for every run
-    method_cluster: dict = field(default_factory=dict)   # method name → settings overriding them
+    # run id → the `cluster:` of the methods entry that made the run, overriding ``cluster``
+    run_cluster: dict = field(default_factory=dict)
     grid: list[RunSpec] | None = None   # the whole grid, where `run --only` narrowed ``runs``
     root_errors: dict = field(default_factory=dict)   # dataset (canonical JSON) -> its missing root's error
 
@@ -463,7 +464,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                     "remove the repeated entry")
         backbones.append(backbone)
 
-    methods, method_cluster = [], {}
+    methods, entry_cluster = [], {}
     executor = ck.typed(data.get("executor", "local"), (str,), ("executor",), "local or submitit")
     if executor not in EXECUTORS:
         ck.fail(("executor",), f"unknown executor {executor!r}", f"use one of {', '.join(EXECUTORS)}")
@@ -521,7 +522,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                              registry.recipe_steps)
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
         if entry.get("cluster") is not None:
-            method_cluster[method.name] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
+            entry_cluster[("methods", i)] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
         for variant in variants:  # values no run can use fail now, not hours into the grid
             recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, ("methods", i))
             try:
@@ -546,6 +547,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     runs: list[RunSpec] = []
     # two entries or two variants that give one computation would run it twice under two labels
     made_by: dict[str, tuple] = {}   # computation (_computation) -> (the methods entry, the variant) that listed it
+    run_cluster: dict[str, dict] = {}   # two entries of one method may ask for other cluster settings
     for dataset, root, _ in datasets:
         for backbone in backbones:
             for method, variants, params, train, mpath in methods:
@@ -560,6 +562,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         if (first, first_variant) != (mpath, variant):
                             _repeated(ck, method.name, first, first_variant, mpath, variant)
                         runs.append(spec)
+                        if mpath in entry_cluster:
+                            run_cluster[spec.run_id] = entry_cluster[mpath]
     _check_exclude_values(ck, exclude, runs)
     runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]
     def make_spec(dataset, root, backbone, method, variant, params, seed) -> RunSpec:
@@ -592,7 +596,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  data_root=data_root, cache_dir=cache_dir, runs=runs,
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
-                 make_spec=make_spec, executor=executor, cluster=cluster, method_cluster=method_cluster,
+                 make_spec=make_spec, executor=executor, cluster=cluster, run_cluster=run_cluster,
                  baseline=baseline, root_errors=root_errors)
 
 

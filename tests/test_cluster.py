@@ -70,3 +70,17 @@ def test_cluster_settings_are_validated(tmp_path, runner):
     assert result.exit_code == 2 and "did you mean 'time_min'" in result.output and "typo.yaml" in result.output
     result = runner.invoke(app, ["run", str(_suite(tmp_path)), "--cluster", "gpus=two"])
     assert result.exit_code == 2 and "gpus must be an integer" in result.output
+
+
+def test_two_entries_of_one_method_keep_their_own_cluster_settings(tmp_path):
+    # before, the settings were kept by method name: the second entry's replaced the first's
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    text = _suite(tmp_path).read_text().replace(
+        "  - finetune\n", "  - {name: finetune, variants: [default], cluster: {partition: big}}\n").replace(
+        "  - {name: recipe, cluster: {cpus: 2}}\n",
+        "  - {name: finetune, variants: [linear_probe], cluster: {partition: small, mem_gb: 8}}\n")
+    (tmp_path / "two.yaml").write_text(text)
+    suite = load_suite(tmp_path / "two.yaml", get_registry())
+    by_variant = {spec.variant: suite.run_cluster.get(spec.run_id) for spec in suite.runs}
+    assert by_variant == {"default": {"partition": "big"}, "linear_probe": {"partition": "small", "mem_gb": 8}}
