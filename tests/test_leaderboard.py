@@ -407,3 +407,13 @@ def test_one_configuration_and_seed_counts_once_even_under_two_run_ids(tmp_path)
     records, _ = load_records(tmp_path)
     row = build_leaderboard(records).iloc[0]
     assert row["n"] == 2 and row["top1_mean"] == pytest.approx(82.0)   # seeds 0 (the later, 81) and 1
+
+
+def test_device_seconds_count_every_device_a_run_trained_on():
+    # the report plots accuracy against GPU-seconds: a torchrun run on 4 GPUs cost 4x its wall-clock training
+    one, four = record("finetune", 0, 80.0), record("finetune", 0, 81.0, lr=0.1)
+    one["cost"]["train_seconds_total"] = four["cost"]["train_seconds_total"] = 30.0
+    four["spec"]["world_size"] = 4
+    df = build_leaderboard([one, four]).sort_values("top1_mean")
+    assert df["train_seconds_total_mean"].tolist() == [30.0, 30.0]
+    assert df["device_seconds_total_mean"].tolist() == [30.0, 120.0]

@@ -79,7 +79,7 @@ def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
     result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "rep" / "report.md").read_text()
-    for heading in ("## Leaderboard", "## Recipe ablations", "| +label_smoothing", "## Accuracy against training time",
+    for heading in ("## Leaderboard", "## Recipe ablations", "| +label_smoothing", "## Accuracy against CPU-seconds",
                     "## synthetic", "Most-confused class pairs"):
         assert heading in text, heading
     a, b, n = confused_pairs(saved)[0]

@@ -32,7 +32,8 @@ from fgvcbench.store import record_problem
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
 COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "test_selected", "n", "seeds",
            "top1_mean", "top1_std", "top1_ci95", "top1_last_mean", "mean_class_acc_mean",
-           "train_seconds_mean", "train_seconds_total_mean", "images_per_second_mean", "device_shared_by", "failed"]
+           "train_seconds_mean", "train_seconds_total_mean", "device_seconds_total_mean", "images_per_second_mean",
+           "device_shared_by", "failed"]
 
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
@@ -115,6 +116,17 @@ def _metric(records: list[dict], key: str, section: str = "metrics") -> list[flo
     return out
 
 
+def _device_seconds_total(records: list[dict]) -> list[float]:
+    out = []
+    for r in records:
+        cost = r.get("cost") or {}
+        seconds = cost.get("train_seconds_total", cost.get("train_seconds"))
+        world = r["spec"].get("world_size", 1)
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and not math.isnan(seconds):
+            out.append(float(seconds) * (world if isinstance(world, int) and world > 0 else 1))
+    return out
+
+
 def metric_names(records: Iterable[dict]) -> list[str]:
     """The numeric metrics that some finished run recorded: what ``--metrics`` can ask for."""
     names = set()
@@ -175,6 +187,9 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "train_seconds_mean": _mean(_metric(ok, "train_seconds", "cost")),
             "train_seconds_total_mean": _mean(_metric(ok, "train_seconds_total", "cost")
                                               or _metric(ok, "train_seconds", "cost")),
+            # what the result cost its devices: training seconds (cached phases included) × the
+            # devices each run trained on (torchrun's world size): GPU-seconds on CUDA
+            "device_seconds_total_mean": _mean(_device_seconds_total(ok)),
             "images_per_second_mean": _mean(_metric(ok, "images_per_second", "cost")),
             # times of runs that shared their device (--workers N) are not those of a run alone
             "device_shared_by": shared_by(ok),

@@ -118,17 +118,19 @@ def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str) ->
     return True
 
 
-def _scatter_cost(df, path: Path, devices: str) -> None:
+def _scatter_cost(df, path: Path, devices: str, unit: str) -> None:
+    import textwrap
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, part in df.groupby("method"):
-        ax.errorbar(part["train_seconds_total_mean"], part["top1_mean"], yerr=part["top1_std"].fillna(0), fmt="o",
+        ax.errorbar(part["device_seconds_total_mean"], part["top1_mean"], yerr=part["top1_std"].fillna(0), fmt="o",
                     capsize=3, label=method)
         for r in part.itertuples():
-            ax.annotate(f"{r.variant}", (r.train_seconds_total_mean, r.top1_mean), fontsize=6, xytext=(3, 3),
+            ax.annotate(f"{r.variant}", (r.device_seconds_total_mean, r.top1_mean), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
     ax.set_xscale("log")
-    ax.set_xlabel(f"training seconds per run, cached phases included (mean over seeds; {devices})")
+    ax.set_xlabel(f"{unit} of training per run (× devices; cached phases included; mean over seeds)", fontsize=8)
+    ax.set_title("\n".join(textwrap.wrap(devices, 90)), fontsize=7)   # device names are long: wrapped, not cut
     ax.set_ylabel("top-1 (%)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -231,15 +233,19 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
         table_md = render_ablation(table).replace("\nSeeds:", "\n\nSeeds:")   # a paragraph, not a table row
         lines += [f"### {title}", "", setup, "", table_md, "", f"![cumulative ablation]({chart})", ""]
 
-    if len(df) and df["train_seconds_total_mean"].notna().any():
-        _scatter_cost(df[df["train_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
-                      ", ".join(devices))
+    if len(df) and df["device_seconds_total_mean"].notna().any():
+        kinds = {str((r.get("provenance") or {}).get("device", "")).split(":")[0] for r in ok}
+        unit = "GPU-seconds" if kinds == {"cuda"} else "CPU-seconds" if kinds == {"cpu"} else "device-seconds"
+        _scatter_cost(df[df["device_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
+                      ", ".join(devices), unit)
         shared = int(df["device_shared_by"].max()) if "device_shared_by" in df else 1
         caveat = (f" Some runs shared their device (`--workers`, up to {shared} runs at once): their times are "
                   f"longer than a run alone would take." if shared > 1 else "")
-        lines += ["## Accuracy against training time", "",
-                  "One point per configuration (mean ± std over seeds), training seconds on a log scale." + caveat, "",
-                  "![accuracy vs training seconds](accuracy_vs_time.png)", ""]
+        lines += [f"## Accuracy against {unit}", "",
+                  f"One point per configuration (mean ± std over seeds), on a log scale of {unit} of training: "
+                  "training seconds (cached phases included) × the devices a run trained on (torchrun's "
+                  "processes)." + caveat, "",
+                  f"![accuracy vs {unit}](accuracy_vs_time.png)", ""]
 
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
