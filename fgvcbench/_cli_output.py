@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench.errors import UserError
@@ -30,7 +31,7 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
     from fgvcbench.store import atomic_write_text
     records, warnings = load_records(*dirs)
     for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, dirs))} — run a suite first "
                         f"(fgvcbench run suites/quickstart.yaml)")
@@ -44,14 +45,14 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
         folder = first.parent if first.name == "runs" else first   # beside runs/
         try:
             path = write_leaderboard_csv(plain, folder)   # leaderboard.csv is always the plain table
-            err_console.print(f"[dim]wrote {path}[/]")
+            err_console.print(f"[dim]wrote {escape(str(path))}[/]")
             if baseline is not None:   # the comparison beside it (a suite's own baseline: table is baseline.csv)
                 path = folder / "leaderboard-baseline.csv"
                 atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
-                err_console.print(f"[dim]wrote {path}[/]")
+                err_console.print(f"[dim]wrote {escape(str(path))}[/]")
         except OSError as exc:   # a read-only copy of results: the table is still worth printing
-            err_console.print(f"[yellow]warning:[/] could not write the table's CSV into {folder}: "
-                              f"{exc.strerror or exc} — the table follows{skip_hint}",
+            err_console.print("[yellow]warning:[/] could not write the table's CSV into "
+                              + escape(f"{folder}: {exc.strerror or exc} — the table follows{skip_hint}"),
                               highlight=False)
     if pivot and metrics:
         err_console.print(f"[yellow]note:[/] --pivot cells hold top-1 only; --metrics {','.join(metrics)} shows "
@@ -96,14 +97,14 @@ def print_baseline_table(suite, records: list[dict]) -> None:
     try:
         df = add_baseline(build_leaderboard(records), records, suite.baseline, source="the suite's baseline:")
     except UserError as exc:   # e.g. no baseline run has finished yet: the results stand, the table waits
-        err_console.print(f"[yellow]note:[/] no table against {suite.baseline}: {exc}", highlight=False)
+        err_console.print(f"[yellow]note:[/] no table against {escape(f'{suite.baseline}: {exc}')}", highlight=False)
         return
-    console.print(f"\n[bold]against {suite.baseline}[/] (this suite's runs)")
+    console.print(f"\n[bold]against {escape(suite.baseline)}[/] (this suite's runs)")
     sys.stdout.write(render_pivot(df, "github") + "\n")
     console.print(baseline_note(df), highlight=False)
     path = Path(suite.output) / "baseline.csv"
     atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
-    err_console.print(f"[dim]wrote {path}[/]")
+    err_console.print(f"[dim]wrote {escape(str(path))}[/]")
 
 
 def print_ablation_tables(suite, records: list[dict]) -> None:
@@ -124,24 +125,23 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
                                 backbone["name"])
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
             if not df.attrs.get("seeds"):   # nothing to show yet (an interrupted first pass)
-                err_console.print(f"[yellow]note:[/] {title}: no seed finished by every cumulative row yet",
+                err_console.print(f"[yellow]note:[/] {escape(title)}: no seed finished by every cumulative row yet",
                                   highlight=False)
                 continue
-            console.print(f"\n[bold]{title}[/]")
+            console.print(f"\n[bold]{escape(title)}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
             chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
             if write_ablation_chart(df, chart, title):
-                err_console.print(f"[dim]wrote {chart}[/]")
+                err_console.print(f"[dim]wrote {escape(str(chart))}[/]")
             frames.append(df.assign(dataset=dataset["name"], backbone=backbone["name"]))
     if not frames:
         return
     path = Path(suite.output) / "ablation.csv"
     atomic_write_text(path, pd.concat(frames).to_csv(index=False, float_format="%.4f"))
-    err_console.print(f"[dim]wrote {path}[/]")
+    err_console.print(f"[dim]wrote {escape(str(path))}[/]")
 
 
 def print_description(d: dict) -> None:
-    from rich.markup import escape
     via = f" (served by {d['served_by']!r})" if d.get("served_by") else ""
     console.print(f"[bold]{d['name']}[/] — {d['kind']} from plugin {d['plugin']}{via}", highlight=False)
     if d["description"]:
@@ -179,9 +179,9 @@ def warn_plugins(registry) -> None:
     """What went wrong loading plugins, on stderr: every command that uses the registry says it."""
     for info in registry.failed():
         if info.provides:   # one hook (or item) failed; the rest of what it provides is loaded
-            err_console.print(f"[yellow]warning:[/] plugin {info.name!r}: {info.error} (the rest of what it "
+            err_console.print(f"[yellow]warning:[/] plugin {escape(repr(info.name))}: {escape(str(info.error))} (the rest of what it "
                               f"provides loaded)", highlight=False)
         else:
-            err_console.print(f"[yellow]warning:[/] plugin {info.name!r} skipped: {info.error}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] plugin {escape(repr(info.name))} skipped: {escape(str(info.error))}", highlight=False)
     for w in registry.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)

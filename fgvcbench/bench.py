@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 import typer
+from rich.markup import escape
 
 from fgvcbench.errors import UserError
 
@@ -48,7 +49,7 @@ def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
         if new:
             writer.writeheader()
         writer.writerows(rows)
-    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {path}[/]")
+    Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {escape(str(path))}[/]")
 
 
 def _train_step(model, opt, x, y, device):

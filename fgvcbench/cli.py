@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
@@ -35,7 +36,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -196,7 +197,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         if distributed.is_main():
             console.print(f"{len(outcome.ran)} ran on {distributed.world_size()} processes, {outcome.skipped} "
                           f"resumed, {len(outcome.failed)} failed or diverged — records in {suite.output}/runs",
-                          highlight=False)
+                          highlight=False, markup=False)
             _suite_tables(suite)
         distributed.barrier()
         if outcome.failed:
@@ -207,13 +208,13 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
                 for spec, status in grid_status(suite)]
-        table = Table(title=f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}")
+        table = Table(title=escape(f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}"))
         for col in ("run id", "dataset", "backbone", "method", "variant", "seed", "epochs", "px", "status"):
             table.add_column(col)
         for spec, status in rows:
             style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow", "rerun": "magenta"}[status]
-            table.add_row(spec.run_id, dataset_label(spec.dataset), spec.backbone["name"]
-                          + (" (pretrained)" if spec.backbone["pretrained"] else ""), spec.method, spec.variant,
+            table.add_row(spec.run_id, escape(dataset_label(spec.dataset)), escape(spec.backbone["name"]
+                          + (" (pretrained)" if spec.backbone["pretrained"] else "")), spec.method, escape(spec.variant),
                           str(spec.seed), str(spec.recipe["epochs"]), str(spec.recipe["image_size"]),
                           f"[{style}]{status}[/]")
         console.print(table)
@@ -226,17 +227,17 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
             chosen_specs = [spec for spec in suite.runs if spec.run_id in reruns]
             sharing = Store(suite.output).rerun_plan({spec.run_id: spec.method for spec in chosen_specs})[2]
             if sharing:
-                err_console.print(f"[yellow]note:[/] {sharing_note(suite, chosen_specs, sharing)}", highlight=False)
+                err_console.print(f"[yellow]note:[/] {escape(sharing_note(suite, chosen_specs, sharing))}", highlight=False)
         if chosen != "submitit":
             try:   # a preview may be made away from the GPU machine too: say, do not fail
                 resolve_device(suite.device)
                 _worker_devices(gpus, workers, suite.device)   # --gpus: the GPUs it names are here
             except UserError as exc:
-                err_console.print(f"[yellow]note:[/] a real run here would stop: {exc}", highlight=False)
+                err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(exc))}", highlight=False)
         used = {canonical_json(spec.dataset) for spec in suite.runs}   # what --only keeps
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
             if canonical_json(dataset) in used and root is not None and not Path(root).is_dir():
-                err_console.print(f"[yellow]note:[/] data root for {dataset_label(dataset)!r} not found here: {root} "
+                err_console.print(f"[yellow]note:[/] data root for {escape(repr(dataset_label(dataset)))} not found here: {escape(str(root))} "
                                   f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
         return
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
@@ -259,7 +260,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
         elif submitted:
             console.print(f"{len(submitted)} runs submitted; `fgvcbench leaderboard {suite.output}` shows what has "
                           f"finished, and the same command{again} submits only what is still missing",
-                          highlight=False)
+                          highlight=False, markup=False)
         return
     devices = _worker_devices(gpus, workers, suite.device)
     if gpus is None:
@@ -270,7 +271,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     else:
         outcome = run_suite(suite, registry, console=console, show_progress=progress)
     for w in outcome.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
     if any(Store(suite.output).records()):
         _suite_tables(suite)
     if outcome.interrupted:
@@ -281,14 +282,14 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     n_failed = len(outcome.failed)
     elsewhere = f", {outcome.elsewhere} running in another process" if outcome.elsewhere else ""
     console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed{elsewhere}, {n_failed} failed or diverged "
-                  f"— records in {suite.output}/runs", highlight=False)
+                  f"— records in {suite.output}/runs", highlight=False, markup=False)
     if n_failed:
         for record in outcome.failed:
             first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
-            err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {first}", highlight=False)
+            err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {escape(first)}", highlight=False)
             if replaced is not None and record["run_id"] in replaced.records:
                 err_console.print(f"  its previous record: {replaced.folder / 'runs' / (record['run_id'] + '.json')} "
-                                  f"(move it back to runs/ to restore it)", highlight=False)
+                                  f"(move it back to runs/ to restore it)", highlight=False, markup=False)
         raise typer.Exit(1)
 
 
@@ -389,7 +390,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
                             f"e.g. results/quickstart")
     records, warnings = load_records(*results_dirs)
     for w in warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
     extra = _metrics_option(metrics)
@@ -398,7 +399,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
         path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()))
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
-    console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)")
+    console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)", markup=False)
 
 
 @app.command("new-plugin")
@@ -438,7 +439,7 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
             print_description(described)
         for w in registry.warnings:   # e.g. another plugin's item of the same name, not the one shown
             if repr(name) in w:
-                err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+                err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
         return
     infos = list(registry.plugins.values())
     if as_json:
@@ -453,10 +454,11 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
         provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.provides.items())
         if info.error:
             provides = f"[red]{info.error}[/]" + (f"; {provides}" if provides else "")
-        table.add_row(info.name, info.distribution or "-", info.version or "-", hooks or "-", provides or "-")
+        table.add_row(*(escape(str(cell)) for cell in (info.name, info.distribution or "-", info.version or "-",
+                                                       hooks or "-", provides or "-")))
     console.print(table)
     for w in registry.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
 
 
 @app.command()
@@ -515,7 +517,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     a, b = (_by_seed(records, plan.method, ds[0]["name"], bb["name"], steps) for steps in (without, with_))
     result = compare_sides(a, b)
     p = result["paired"]
-    table = Table(title=f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}")
+    table = Table(title=escape(f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}"))
     for col in ("side", "steps", "top-1 % mean ± std", "n", result["cost_label"]):
         table.add_column(col)
     from fgvcbench.report.stats import format_mean_std, signed
@@ -537,7 +539,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
             wp += f" over the {p.wilcoxon_n} seed{'s' if p.wilcoxon_n != 1 else ''} that moved"
         console.print(f"Δ top-1 ({step}) = {signed(p.mean_delta)} points, 95% CI {ci}, paired t-test p = {pv}, "
                       f"Wilcoxon p = {wp} (n = {p.n} paired seed{'s' if p.n != 1 else ''})", highlight=False)
-    console.print(f"records in {suite.output}/runs", highlight=False)
+    console.print(f"records in {suite.output}/runs", highlight=False, markup=False)
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.failed:
@@ -631,7 +633,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:
-        table = Table(title=f"{name} · {report.root or 'generated'}")
+        table = Table(title=escape(f"{name} · {report.root or 'generated'}"))
         for col in ("split", "images", "classes", "min / class", "max / class"):
             table.add_column(col, justify="left" if col == "split" else "right")
         for split, counts in report.splits.items():
@@ -646,13 +648,13 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
                 classes.add_column(split, justify="right")
             # every class of any split: one with test images only is a row too (0 under train)
             for cls in dict.fromkeys(c for counts in report.splits.values() for c in counts):
-                classes.add_row(cls, *(str(report.splits[s].get(cls, 0)) for s in report.splits))
+                classes.add_row(escape(str(cls)), *(str(report.splits[s].get(cls, 0)) for s in report.splits))
             console.print(classes)
         for problem in report.problems:
-            console.print(f"[red]{problem.kind}[/]: {problem.path} — {problem.detail}; [bold]fix:[/] {problem.fix}",
+            console.print(f"[red]{problem.kind}[/]: {escape(f'{problem.path} — {problem.detail}; ')}[bold]fix:[/] {escape(problem.fix)}",
                           highlight=False)
         for note in report.notes:
-            console.print(f"[yellow]note[/]: {note.kind}: {note.path} — {note.detail}; {note.fix}",
+            console.print(f"[yellow]note[/]: {escape(f'{note.kind}: {note.path} — {note.detail}; {note.fix}')}",
                           highlight=False)
         notes = f" ({len(report.notes)} notes)" if report.notes else ""
         console.print(("[green]no problems found[/]" if report.ok else f"{len(report.problems)} problems found")
@@ -692,10 +694,10 @@ def main() -> None:
         sys.stdout.write(exc.ctx.get_help() + "\n")
         sys.exit(2)
     except usage as exc:  # missing argument, unknown option or command, bad value: one line, exit 2
-        err_console.print(f"[bold red]error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except click_error as exc:
-        err_console.print(f"[bold red]error:[/] {' '.join(exc.format_message().split())}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(' '.join(exc.format_message().split()))}", highlight=False)
         sys.exit(exc.exit_code)
     except abort:
         sys.exit(1)

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from fgvcbench.errors import UserError, first_line
 
 DEFAULTS = {"backend": "auto", "time_min": 240, "gpus": 1, "cpus": 8, "mem_gb": 32, "array_parallelism": 64}
@@ -87,7 +89,7 @@ def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait:
         if console is not None:
             console.print(f"submitted {len(specs)} runs as a {executor.cluster} job array "
                           f"({array[0].job_id.split('_')[0] if array else '-'}): "
-                          f"{', '.join(f'{k}={v}' for k, v in sorted(settings.items()))}", highlight=False)
+                          f"{', '.join(f'{k}={v}' for k, v in sorted(settings.items()))}", highlight=False, markup=False)
     if submitted:
         from fgvcbench.store import locked_append
         locked_append(folder / "submitted.jsonl", "".join(json.dumps(row) + "\n" for row in submitted))
@@ -97,7 +99,7 @@ def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait:
                 job.result()
             except Exception as exc:  # noqa: BLE001 — a job that died is reported, its run stays pending
                 if console is not None:
-                    console.print(f"[red]job {job.job_id} ended abnormally:[/] {first_line(exc, 200)}",
+                    console.print(f"[red]job {job.job_id} ended abnormally:[/] {escape(first_line(exc, 200))}",
                                   highlight=False)
     return submitted
 

@@ -462,7 +462,7 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
                                name=f"fgvcbench-worker-{i}")
                for i, device in enumerate(devices)]
     console.print(f"{len(todo)} pending run{'s' if len(todo) != 1 else ''} on {len(workers)} workers: "
-                  f"{', '.join(devices)}", highlight=False)
+                  f"{', '.join(devices)}", highlight=False, markup=False)
     for w in workers:
         w.start()
     try:

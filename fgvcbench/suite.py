@@ -273,19 +273,24 @@ class _Checker:
                 self.fail(path + (key,), f"unknown key in {what}",
                           f"did you mean {close!r}?" if close else f"allowed: {', '.join(sorted(allowed))}")
 
-    def typed(self, value: Any, types: tuple, path: tuple, expected: str) -> Any:
+    def typed(self, value: Any, types: tuple, path: tuple, expected: str, hint: str | None = None) -> Any:
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            self.fail(path, f"expected {expected}, got {type(value).__name__} {value!r}")
+            scalar = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+            hint = hint or (f"write it as a list: [{value}]" if types == (list,) and scalar
+                            else f"write {expected} there")
+            self.fail(path, f"expected {expected}, got {type(value).__name__} {value!r}", hint)
         return value
 
     def entry(self, item: Any, path: tuple, allowed: set[str], what: str) -> dict:
         if isinstance(item, str):
             return {"name": item}
         if not isinstance(item, dict):
-            self.fail(path, f"a {what} entry must be a name or a mapping with 'name'")
+            self.fail(path, f"a {what} entry must be a name or a mapping with 'name', got {type(item).__name__} "
+                            f"{item!r}", "write a name, or {name: NAME, ...}; `fgvcbench plugins` lists the names")
         self.keys(item, allowed, path, what)
         if "name" not in item or not isinstance(item["name"], str):
-            self.fail(path, f"a {what} entry needs a 'name' string")
+            self.fail(path, f"a {what} entry needs a 'name' string",
+                      "add name: NAME to the entry; `fgvcbench plugins` lists the names")
         return item
 
     def recipe_overrides(self, obj: Any, path: tuple) -> dict[str, Any]:
@@ -301,7 +306,7 @@ class _Checker:
             try:
                 out[key] = coerce_recipe_value(key, value)
             except TypeError as exc:
-                self.fail(path + (key,), str(exc))
+                self.fail(path + (key,), str(exc), f"write it like the default, {key}: {RECIPE_FIELDS[key].default}")
         return out
 
 
@@ -339,7 +344,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     if data is None:
         ck.fail((), "the suite is empty", "see suites/quickstart.yaml for a working example")
     if not isinstance(data, dict):
-        ck.fail((), "a suite must be a YAML mapping (datasets:, backbones:, methods: …)")
+        ck.fail((), "a suite must be a YAML mapping (datasets:, backbones:, methods: …)",
+                "write `key: value` lines; suites/quickstart.yaml is a working example")
     ck.keys(data, TOP_KEYS, (), "the suite")
     name = ck.typed(data.get("name", file.stem), (str,), ("name",), "a string")
     if output is None and "output" not in data and (not name.strip() or name.strip() in (".", "..")
@@ -363,10 +369,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 ck.fail(("seeds",), f"seeds must be a count from 1 to {MAX_SEED_COUNT:,}, got {raw}",
                         "give a count (3) or a list ([0, 1, 2])")
             raw = list(range(raw))
-        ck.typed(raw, (list,), ("seeds",), "a count or a list of integers")
+        ck.typed(raw, (list,), ("seeds",), "a count or a list of integers", "give a count (3) or a list ([0, 1, 2])")
         for i, s in enumerate(raw):
             if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
-                ck.fail(("seeds", i), f"a seed must be an integer from 0 to {MAX_SEED}, got {s!r}")
+                ck.fail(("seeds", i), f"a seed must be an integer from 0 to {MAX_SEED}, got {s!r}",
+                        "list whole numbers from 0, e.g. seeds: [0, 1, 2]")
         repeat = first_repeat(raw)   # a repeat runs nothing twice; it is more likely a typo for another seed
         if repeat is not None:
             ck.fail(("seeds", repeat), f"seed {raw[repeat]} is listed twice", "list each seed once")
@@ -512,7 +519,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         f"did you mean {close!r}?" if close else f"parameters: {', '.join(method.params) or 'none'}")
             problem = method.param_problem(key, params[key])
             if problem:   # its type or choices, at the key's own line
-                ck.fail(("methods", i, "params", key), problem)
+                ck.fail(("methods", i, "params", key), problem,
+                        None if " — " in problem else f"write it like the default, {key}: {method.params[key]!r}")
         steps = params.get("steps")
         if "steps" in params:  # a `steps` parameter is an ordered list of recipe-step names
             ck.typed(steps, (list,), ("methods", i, "params", "steps"), "a list of recipe-step names")
@@ -703,9 +711,10 @@ def _cluster_settings(value, ck: "_Checker", path: tuple) -> dict:
                     f"did you mean {close!r}?" if close else f"settings: {', '.join(sorted(CLUSTER_KEYS))}")
         kind = CLUSTER_KEYS[key]
         if kind is int and (isinstance(item, bool) or not isinstance(item, int) or item < 0):
-            ck.fail(path + (key,), f"cluster {key} must be a non-negative integer, got {item!r}")
+            ck.fail(path + (key,), f"cluster {key} must be a non-negative integer, got {item!r}",
+                    f"write a whole number, e.g. {key}: 1")
         if kind is str and not isinstance(item, str):
-            ck.fail(path + (key,), f"cluster {key} must be a string, got {item!r}")
+            ck.fail(path + (key,), f"cluster {key} must be a string, got {item!r}", f"quote it: {key}: \"{item}\"")
         if key == "backend" and item not in ("slurm", "local", "auto"):
             ck.fail(path + (key,), f"unknown cluster backend {item!r}", "use slurm, local or auto")
         out[key] = item
@@ -718,7 +727,13 @@ def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checke
         recipe = recipe.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
     for key, problem in recipe.validate():
         where = path + ("train", key) if key in entry_train else (("train", key) if key in suite_train else path)
-        ck.fail(where, f"training setting {key} {problem}")
+        given = key in entry_train or key in suite_train
+        default = Recipe()
+        for layer in (method.recipe, preset["recipe"], method.scales.get(scale, {})):
+            default = default.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
+        ck.fail(where, f"training setting {key} {problem}",
+                f"give a value that fits, or remove it for the default ({key}: {getattr(default, key)})" if given
+                else f"method {method.name!r} sets it itself: report it to the plugin's authors")
     return recipe
 
 

@@ -257,3 +257,20 @@ def test_a_suite_name_with_a_slash_is_fine_where_output_is_set(tmp_path, runner)
     suite = write_suite(tmp_path, f"name: group/suite\noutput: {tmp_path / 'out'}\ndatasets: [synthetic]\n"
                                   f"backbones: [test_resnet]\nmethods: [finetune]\n")
     assert runner.invoke(app, ["run", str(suite), "--dry-run"]).exit_code == 0
+
+
+def test_text_in_square_brackets_is_printed_not_read_as_terminal_markup(tmp_path, runner, finished):
+    # rich reads "[synthetic]" as a style tag and drops it: the fix an error gives, a path or a
+    # name in a table must reach the terminal as written
+    bad = write_suite(tmp_path, "datasets: synthetic\nbackbones: [test_resnet]\nmethods: [finetune]\n")
+    assert "write it as a list: [synthetic]" in _exit_2(runner.invoke(app, ["run", str(bad)]))
+    _, out = finished
+    copy = tmp_path / "[old] results"
+    shutil.copytree(out, copy)
+    for path in (copy / "runs").glob("*.json"):
+        record = json.loads(path.read_text())
+        record["spec"]["backbone"]["name"] = "net[v2]"
+        path.write_text(json.dumps(record))
+    shown = runner.invoke(app, ["leaderboard", str(copy)], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "net[v2]" in shown.output and "[old] results" in shown.output

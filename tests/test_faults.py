@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -257,6 +258,9 @@ def test_malformed_suites_exit_2_with_file_line_and_a_fix(tmp_path, runner, case
     assert result.exit_code == 2, (case, result.output)
     assert "Traceback" not in result.output and needle.lower() in result.output.lower(), (case, result.output)
     assert str(path) in result.output or "bad.yaml" in result.output, (case, result.output)
+    error = result.output.strip()
+    assert len(error.splitlines()) == 1 and re.search(r"bad\.yaml:\d+: ", error), (case, error)   # one line, its line
+    assert len(error.split(" — ")[-1]) > 10 and error.count(" — ") >= 1, (case, error)        # and what to do
     assert not (tmp_path / "out" / "runs").exists()                # nothing ran
 
 

@@ -306,13 +306,14 @@ def latex_symbols(text: str) -> str:
 
 def render_rich_table(df: pd.DataFrame, title: str = "leaderboard"):
     """The ``md`` table as a ``rich.table.Table`` for the terminal (same headers, cells)."""
+    from rich.markup import escape
     from rich.table import Table
     headers, rows = human_table(df)
-    table = Table(title=title)
+    table = Table(title=escape(title))   # names and titles are text: "[old]" in a path is not markup
     for h in headers:
         table.add_column(h, justify="left" if h in TEXT_COLUMNS else "right")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(str(cell)) for cell in row))
     return table
 
 
