@@ -307,6 +307,14 @@ def test_dogs_official_layout(tmp_path):
     assert splits.train.class_names == ["Chihuahua", "Japanese_spaniel"] and splits.train.labels == [0, 1]
     assert splits.train.boxes[0] == (0.0, 0.0, 20.0, 12.0)                 # the union of both dogs, 0-based
     assert len(splits.test) == 1
+    # without the crop the boxes are exposed too (a method may crop to them, as fine-tuning's crop_to_box)
+    plain = load("dogs", tmp_path)
+    assert not plain.crop_to_boxes and plain.test.boxes == [(0.0, 0.0, 20.0, 12.0)]
+    # an unreadable annotation costs a crop-free load its boxes, not the load; with crop: bbox it is an error
+    (tmp_path / "Annotation" / "n02085782-Japanese_spaniel" / "c").write_text("<annotation>")
+    assert load("dogs", tmp_path).test.boxes is None
+    with pytest.raises(DataError, match="cannot read the annotation"):
+        load("dogs", tmp_path, crop="bbox")
 
 
 def test_dogs_lists_folder_and_malformed_mat(tmp_path):

@@ -6,7 +6,9 @@
 the box is their union). Class names drop the WordNet id: ``n02085620-Chihuahua`` →
 ``Chihuahua``.
 
-Boxes: PASCAL VOC pixel coordinates are 1-based and inclusive; the union
+Boxes are read whenever ``Annotation/`` is there (``crop: bbox`` requires it; without
+it, a missing or unreadable file leaves the split without boxes instead of failing).
+PASCAL VOC pixel coordinates are 1-based and inclusive; the union
 ``xmin..xmax``, ``ymin..ymax`` becomes our 0-based continuous ``(x, y, w, h)`` as
 ``x = xmin - 1``, ``y = ymin - 1``, ``w = xmax - xmin + 1``, ``h = ymax - ymin + 1``."""
 
@@ -57,6 +59,11 @@ def load_dogs(request: DatasetRequest) -> DatasetSplits:
         if crop == "bbox":
             require(root, ("Annotation",), LAYOUT)
             boxes = [union_box(root / "Annotation" / Path(f).with_suffix("")) for f in files]
+        elif (root / "Annotation").is_dir():   # boxes where the dataset has them, as CUB's and Cars'
+            try:
+                boxes = [union_box(root / "Annotation" / Path(f).with_suffix("")) for f in files]
+            except DataError:   # a crop-free run does not need them: one unreadable file costs the boxes only
+                boxes = None
         return ImageList([str(root / "Images" / f) for f in files], labels, names, boxes=boxes)
 
     return DatasetSplits(train=split("train"), test=split("test"), crop_to_boxes=crop == "bbox")
