@@ -384,7 +384,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         status = "failed"
         error = f"{exc.__class__.__name__}: {exc}\n" + "".join(traceback.format_exc(limit=8))
     wall = time.perf_counter() - t0
-    if status == "ok" and ctx.last_predictions is not None:
+    from fgvcbench import distributed
+    if status == "ok" and ctx.last_predictions is not None and distributed.is_main():   # one writer, as the record
         try:  # what reports show (most-confused classes); never worth failing a run over
             from fgvcbench.store import atomic_write_text
             import json

@@ -117,3 +117,29 @@ def test_a_stage_computed_under_torchrun_is_not_reused_by_one_process(tmp_path, 
     assert result.exit_code == 0, result.output
     assert calls == [1, 2]                                   # the third call reads the first's cache
     assert len(list((tmp_path / "out" / "stages").glob("probe-*.pt"))) == 2
+
+
+def test_the_classic_pipeline_reads_one_shard_per_rank_under_torchrun(tmp_path):
+    # before, pipeline: classic under torchrun gave every rank the whole epoch while the
+    # schedule counted a shard's steps: each rank now reads its own part, reshuffled per epoch
+    from PIL import Image
+    from fgvcbench.data.base import ImageList
+    from fgvcbench.data.classic import classic_loader
+    from fgvcbench.engine.recipe import Recipe
+    paths = []
+    for i in range(10):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (20, 20), (i * 20, 0, 0)).save(paths[-1])
+    images = ImageList(paths, list(range(10)), [str(i) for i in range(10)])
+    recipe = Recipe(image_size=16, batch_size=4, augment="none")
+
+    def seen(rank, epoch):
+        loader = classic_loader(images, recipe, (0.5,) * 3, (0.5,) * 3, train=True, seed=3, workers=0,
+                                world=2, rank=rank)
+        loader.sampler.set_epoch(epoch)
+        return [int(y) for _, ys in loader for y in ys]
+    first = [seen(r, 0) for r in (0, 1)]
+    assert [len(s) for s in first] == [5, 5] and sorted(first[0] + first[1]) == list(range(10))
+    assert seen(0, 1) != first[0]                                    # another order next epoch
+    alone = classic_loader(images, recipe, (0.5,) * 3, (0.5,) * 3, train=True, workers=0)
+    assert sorted(int(y) for _, ys in alone for y in ys) == list(range(10))   # one process: the whole set

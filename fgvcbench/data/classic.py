@@ -64,10 +64,17 @@ class ClassicDataset(Dataset):
 
 def classic_loader(images: ImageList, recipe: Recipe, mean, std, *, train: bool, seed: int = 0,
                    workers: int | None = None, crop_to_boxes: bool = False,
-                   batch_size: int | None = None) -> DataLoader:
+                   batch_size: int | None = None, world: int = 1, rank: int = 0) -> DataLoader:
+    """``world`` > 1 (training under torchrun): this rank's shard of a seeded shuffle, which
+    the caller reshuffles each epoch with ``loader.sampler.set_epoch``."""
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
-    return DataLoader(ClassicDataset(images, classic_transform(recipe, mean, std, train), crop_to_boxes),
+    dataset = ClassicDataset(images, classic_transform(recipe, mean, std, train), crop_to_boxes)
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed)
+    return DataLoader(dataset, sampler=sampler,
                       batch_size=batch_size or (recipe.batch_size if train else recipe.eval_batch_size),
-                      shuffle=train, drop_last=False, num_workers=workers,
+                      shuffle=train and sampler is None, drop_last=False, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed))

@@ -160,8 +160,10 @@ def predict_loader(model: nn.Module, loader, recipe: Recipe, device: torch.devic
     return torch.cat(out) if out else torch.empty(0)
 
 
-def _classic_loaders(data: TensorData, recipe: Recipe, mean, std, seed: int) -> dict:
-    """DataLoaders over the same train / val / test images the tensors hold."""
+def _classic_loaders(data: TensorData, recipe: Recipe, mean, std, seed: int, world: int = 1, rank: int = 0) -> dict:
+    """DataLoaders over the same train / val / test images the tensors hold; under
+    torchrun the training loader reads this rank's shard (``DistributedSampler``), as the
+    fast pipeline does, so an epoch is one pass over the data across the ranks."""
     from fgvcbench.data.classic import classic_loader
     src = data.source
     if src is None:
@@ -170,7 +172,8 @@ def _classic_loaders(data: TensorData, recipe: Recipe, mean, std, seed: int) -> 
     lists = {"train": src.train.subset(data.train.index), "val": val_source.subset(data.val.index),
              "test": src.test.subset(data.test.index)}
     return {name: classic_loader(images, recipe, mean, std, train=name == "train", seed=seed,
-                                 crop_to_boxes=data.use_boxes or src.crop_to_boxes)   # as the tensors were cropped
+                                 crop_to_boxes=data.use_boxes or src.crop_to_boxes,   # as the tensors were cropped
+                                 world=world if name == "train" else 1, rank=rank)
             for name, images in lists.items() if len(images)}
 
 
@@ -291,7 +294,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     autocast = device.type == "cuda" and recipe.amp
     use_soft = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
 
-    loaders = _classic_loaders(data, recipe, mean, std, seed) if recipe.pipeline == "classic" else None
+    loaders = _classic_loaders(data, recipe, mean, std, seed, world, rank) if recipe.pipeline == "classic" else None
     if loaders is None:
         # the fast pipeline's images on the GPU when they fit (else batches are gathered on the
         # host into pinned memory); validation runs every epoch, so its images too
@@ -299,8 +302,11 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         eval_splits = {"val": TensorSplit(resident(data.val.images, device), data.val.labels, data.val.index),
                        "test": data.test}
 
-    def train_batches(epoch_generator):
+    def train_batches(epoch_generator, epoch: int):
         if loaders is not None:  # the classic reference: per-sample transforms in workers
+            sampler = loaders["train"].sampler
+            if hasattr(sampler, "set_epoch"):   # under torchrun: this rank's shard, reshuffled each epoch
+                sampler.set_epoch(epoch)
             for b, (x, y) in enumerate(loaders["train"]):
                 if len(y) >= 2:
                     yield b, x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -334,7 +340,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference
         t0 = time.perf_counter()
         running = RunningLoss(device, "training loss", f"at epoch {epoch}")
-        for b, x, y in train_batches(generator):
+        for b, x, y in train_batches(generator, epoch):
             x = model_layout(x, recipe, device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if use_soft:
