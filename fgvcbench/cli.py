@@ -625,7 +625,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     # the folder's adapter: the dataset's own, a view's base, or none (generated data)
     reader = spec.folder_reader({**spec.options, **options}, registry.datasets)
     if reader is not None and root is None:
-        base = data_root or os.environ.get("FGVCBENCH_DATA", "./data")
+        base = data_root or os.environ.get("FGVCBENCH_DATA", "").strip() or "./data"
         root = Path(base).expanduser() / (reader.default_root or reader.name)
     from fgvcbench.store import default_cache_dir
     cache = default_cache_dir()

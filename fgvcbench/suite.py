@@ -385,7 +385,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
     if not DEVICE.fullmatch(device):
         ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-    env_root = os.environ.get("FGVCBENCH_DATA", "./data")
+    env_root = os.environ.get("FGVCBENCH_DATA", "").strip() or "./data"   # empty counts as unset, as FGVCBENCH_CACHE
     # what a missing data root's message suggests: FGVCBENCH_DATA only where it would count
     root_fix = ("check --data-root" if data_root else
                 "pass --data-root DIR" + ("" if "data_root" in data else " or set FGVCBENCH_DATA"))
