@@ -31,6 +31,10 @@ FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "ba
           "images_per_second", "syncs_per_step", "steps", "workers", "git_sha"]
 
 
+MAX_BATCH = 8192               # images per step; the synthetic set behind it is generated on disk
+MAX_FEATURES = 10**9           # n × dim for `bench knn`: 4 GB of float32
+
+
 def _machine(dev: torch.device) -> dict:
     """Where and when a benchmark row was measured."""
     from fgvcbench.run import _cpu_name, _git_sha
@@ -106,8 +110,9 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     from fgvcbench.plugins import get_registry
     from fgvcbench.run import resolve_device
 
-    if res < 16 or batch < 2 or steps < 1:
-        raise UserError(f"--res {res} --batch {batch} --steps {steps}: need res >= 16, batch >= 2, steps >= 1")
+    if res < 16 or not 2 <= batch <= MAX_BATCH or steps < 1:
+        raise UserError(f"--res {res} --batch {batch} --steps {steps}: need res >= 16, batch from 2 to "
+                        f"{MAX_BATCH:,}, steps >= 1")
     if warmup < 0:
         raise UserError(f"--warmup {warmup}: the untimed steps first are a count >= 0")
     if workers is not None and workers < 0:
@@ -116,7 +121,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     problems = recipe.validate()
     if problems:
         key, what = problems[0]
-        raise UserError(f"--{key.replace('_', '-')}: {what}")
+        option = {"image_size": "res", "batch_size": "batch"}.get(key, key.replace("_", "-"))
+        raise UserError(f"--{option}: {what}")
     dev = resolve_device(device)
     registry = get_registry()
     spec = registry.datasets.get(dataset)
@@ -239,9 +245,10 @@ def measure_knn(n: int, dim: int, classes: int, k: int = 8, *, device: str = "au
     from fgvcbench.knn import engine_seconds
     from fgvcbench.run import resolve_device
 
-    if n < 2 or dim < 1 or not 1 <= classes <= n or k < 1 or repeats < 1:
+    if n < 2 or dim < 1 or not 1 <= classes <= n or not 1 <= k <= n or repeats < 1 or n * dim > MAX_FEATURES:
         raise UserError(f"--n {n} --dim {dim} --classes {classes} --k {k} --repeats {repeats}: "
-                        f"need n >= 2, dim >= 1, 1 <= classes <= n, k >= 1, repeats >= 1")
+                        f"need n >= 2, dim >= 1, n × dim <= {MAX_FEATURES:,} (4 GB of float32 features), "
+                        f"1 <= classes <= n, 1 <= k <= n, repeats >= 1")
     dev = resolve_device(device)
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(n, dim, generator=g).to(dev)

@@ -59,7 +59,12 @@ def _parse_seeds(value: Optional[str]) -> Optional[list[int]]:
     from fgvcbench.suite import MAX_SEED, MAX_SEED_COUNT, first_repeat
     try:
         if "," in value:
-            seeds = [int(s) for s in value.split(",") if s.strip()]
+            pieces = value.split(",")
+            if pieces[-1].strip() == "":   # "4," is one seed, as the README says
+                pieces = pieces[:-1]
+            if any(not p.strip() for p in pieces):   # 0,,1: a seed left out by mistake?
+                raise UserError(f"--seeds {value!r} has an empty item between commas — list the seeds, e.g. 0,1,2")
+            seeds = [int(s) for s in pieces]
         else:
             count = int(value)
             if count > MAX_SEED_COUNT:
@@ -81,7 +86,7 @@ def _gpu_indices(gpus: str) -> Optional[list[int]]:
     if gpus.strip() == "all":
         return None
     try:
-        indices = [int(x) for x in gpus.split(",") if x.strip()]
+        indices = [int(x) for x in gpus.split(",")]   # an empty item ("0,,1") is an error too
     except ValueError:
         indices = []
     if not indices or any(i < 0 for i in indices):
@@ -91,6 +96,9 @@ def _gpu_indices(gpus: str) -> Optional[list[int]]:
     if repeat is not None:   # one worker per GPU: a repeat is a typo, not a second worker
         raise UserError(f"--gpus {gpus!r}: GPU {indices[repeat]} is listed twice — list each GPU once")
     return indices
+
+
+MAX_WORKERS = 256   # processes on one machine; each holds a model and a copy of its data
 
 
 def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: str) -> list[str]:
@@ -144,7 +152,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
     from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
-    from fgvcbench.store import Store, check_writable
+    from fgvcbench.store import Store, check_results
     from fgvcbench.suite import EXECUTORS, load_suite
 
     from fgvcbench import distributed
@@ -152,11 +160,12 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
                        data_root=data_root, check_data=not dry_run and only is None)   # --only: its runs' data
-    chosen = executor or suite.executor
+    chosen = suite.executor if executor is None else executor   # --executor '' is a mistake, not the default
     if chosen not in EXECUTORS:
         raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
-    if workers is not None and workers < 1:   # what a real run would refuse, a dry run refuses too
-        raise UserError(f"--workers {workers}: use a count >= 1")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:   # what a real run would refuse, a dry run too
+        raise UserError(f"--workers {workers}: use a count from 1 to {MAX_WORKERS} (more than the pending runs "
+                        f"start no more processes)")
     if gpus is not None and workers is not None:
         raise UserError("--gpus and --workers exclude each other — --gpus starts one worker per GPU")
     if chosen == "submitit" and (gpus is not None or workers is not None):
@@ -170,12 +179,7 @@ def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/qui
     if gpus is not None:
         _gpu_indices(gpus)
     if not dry_run:   # the results and the cache take files, before any run starts
-        check_writable(Path(suite.output))
-        for sub in ("runs", "claims", "stages", "artifacts"):   # a run would train, then fail to save
-            if (Path(suite.output) / sub).exists() and not (Path(suite.output) / sub).is_dir():
-                raise UserError(f"{Path(suite.output) / sub} is a file where fgvcbench keeps a folder — move it "
-                                f"away, then run again")
-        check_writable(Path(suite.cache_dir), "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
+        check_results(Path(suite.output), Path(suite.cache_dir))
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
         if gpus is not None or workers is not None or chosen != "local":
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
@@ -384,6 +388,12 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
     time, per-seed spread and the most-confused class pairs with example images."""
     from fgvcbench.report.leaderboard import check_extra_metrics, load_records
     from fgvcbench.report.report import write_report
+    from fgvcbench.suite import first_repeat
+    repeat = first_repeat(list(baseline or ()))
+    if repeat is not None:   # the same table twice
+        raise UserError(f"--baseline {baseline[repeat]!r} is given twice — give each baseline once")
+    if "\n" in title or "\r" in title:
+        raise UserError("--title: one line, please (a line break would split the report's heading)")
     for d in results_dirs:
         if not d.is_dir():
             raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
@@ -500,10 +510,10 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         if method is None:
             raise UserError("the suite has no ablation: section and no 'recipe' method is installed")
         plan = AblationPlan(method="recipe", order=list(method.params["steps"]), extra=[])
-    ds = next((d for d in suite.datasets if d[0]["name"] == dataset), None) if dataset else suite.datasets[0]
+    ds = next((d for d in suite.datasets if d[0]["name"] == dataset), None) if dataset is not None else suite.datasets[0]
     if ds is None:
         raise UserError(f"dataset {dataset!r} is not in the suite — it has {', '.join(d['name'] for d, _ in suite.datasets)}")
-    bb = next((b for b in suite.backbones if b["name"] == backbone), None) if backbone else suite.backbones[0]
+    bb = next((b for b in suite.backbones if b["name"] == backbone), None) if backbone is not None else suite.backbones[0]
     if bb is None:
         raise UserError(f"backbone {backbone!r} is not in the suite — it has {', '.join(b['name'] for b in suite.backbones)}")
     without, with_ = plan.compare(step, mode)
@@ -511,6 +521,8 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
+    from fgvcbench.store import check_results
+    check_results(Path(suite.output), Path(suite.cache_dir))   # as `run`: nothing trains that cannot be saved
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
     ids = {spec.run_id for spec in specs}   # exactly these runs, whatever else the folder holds
     records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
@@ -569,7 +581,14 @@ def _parse_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"--option {pair!r} is not KEY=VALUE — e.g. --option crop=bbox")
-        options[key] = yaml.safe_load(value)
+        if key in options:   # the last would win silently
+            raise UserError(f"--option {key} is given twice — give each option once")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise UserError(f"--option {pair!r}: the value is not plain YAML ({problem}) — quote it as a whole, "
+                            f"e.g. -o '{key}=\"text\"', or write a number, true/false or a name") from None
     return options
 
 

@@ -46,11 +46,19 @@ def require_submitit():
     return submitit
 
 
+BACKENDS = ("slurm", "local", "auto")
+MAX_SETTING = 10**9   # minutes, GPUs, CPUs, GB: a larger value is a typo no scheduler takes
+
+
 def _executor(settings: dict, folder: Path):
     submitit = require_submitit()
     backend = settings.get("backend", "auto")
     cluster = None if backend == "auto" else ("local" if backend == "local" else "slurm")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    except RuntimeError as exc:   # e.g. backend slurm where there is no srun: submitit says so
+        raise UserError(f"submitit cannot use backend {backend!r} here: {first_line(exc)} — use backend=local "
+                        f"to run on this machine, or submit from a SLURM login node") from None
     params: dict[str, Any] = {"timeout_min": settings["time_min"], "gpus_per_node": settings["gpus"],
                               "cpus_per_task": settings["cpus"], "mem_gb": settings["mem_gb"],
                               "name": "fgvcbench"}
@@ -117,6 +125,10 @@ def parse_cli_settings(items: list[str]) -> dict:
                 out[key] = int(value)
             except ValueError:
                 raise UserError(f"--cluster {item!r}: {key} must be an integer") from None
+            if not 0 <= out[key] <= MAX_SETTING:   # as a suite's cluster: refuses them
+                raise UserError(f"--cluster {item!r}: {key} must be an integer from 0 to {MAX_SETTING:,}")
+        elif key == "backend" and value not in BACKENDS:
+            raise UserError(f"--cluster {item!r}: unknown backend — use {', '.join(BACKENDS)}")
         else:
             out[key] = value
     return out

@@ -456,6 +456,10 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
     store = Store(suite.output)
     todo = pending_runs(suite, store)
     outcome = SuiteOutcome(skipped=len(suite.runs) - len(todo))
+    if not todo:
+        console.print("nothing pending: every run of the grid has a record", highlight=False)
+        return outcome
+    devices = devices[:len(todo)]   # a worker more than there are runs would only start and stop
     context = mp.get_context("spawn")  # CUDA cannot be forked; every worker starts clean
     run_ids = [spec.run_id for spec in suite.runs]   # the grid, or what --only kept of it
     workers = [context.Process(target=_worker, args=(load_args, device, devices.count(device), run_ids),

@@ -118,6 +118,23 @@ def check_writable(folder: Path, what: str = "results", option: str = "--output 
                         f"writable folder") from None
 
 
+def check_results(output: Path, cache_dir: Path) -> None:
+    """Where a suite writes, checked before anything trains (``run`` and ``ablate``): the
+    results folder and each of its sub-folders that exists take files and can be read,
+    none of them is a file, and the cache takes files."""
+    from fgvcbench.errors import UserError
+    check_writable(output)
+    for sub in ("runs", "claims", "stages", "artifacts"):   # a run would train, then fail to save
+        folder = output / sub
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is a file where fgvcbench keeps a folder — move it away, then run again")
+        if folder.is_dir():
+            if not os.access(folder, os.R_OK | os.X_OK):   # its records would read as missing: all redone
+                raise UserError(f"cannot read {folder} — fix its permissions (chmod u+rwx), then run again")
+            check_writable(folder, f"{sub}/", "--output DIR with a writable folder, or fix its permissions; either")
+    check_writable(cache_dir, "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
+
+
 def record_problem(record: Any) -> str | None:
     """Why ``record`` is not a usable run record, or None: the fields a leaderboard row
     indexes, and for a finished ``ok`` run its finite numeric ``metrics.top1``. A record with a

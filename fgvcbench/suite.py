@@ -53,6 +53,7 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys (YAML silently keeps the last one)."""
 
 
+MAX_SUITE_BYTES = 10_000_000   # a suite is a few kB; a bigger file is the wrong one
 MAX_YAML_NODES = 200_000   # aliases can repeat a node; a suite is far smaller than this
 
 
@@ -102,6 +103,12 @@ def _scalar(node: yaml.Node) -> Any:
 def load_yaml(path: Path) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML safely, returning the data and the line of every key/item path."""
     file = str(path)
+    if path.exists() and not path.is_dir() and not path.is_file():   # /dev/zero, a named pipe: never ends
+        raise SuiteError("this is not a regular file", file=file,
+                         hint="give the path of a suite's .yaml file (e.g. suites/quickstart.yaml)")
+    if path.is_file() and path.stat().st_size > MAX_SUITE_BYTES:
+        raise SuiteError(f"the file is {path.stat().st_size:,} bytes, more than a suite's {MAX_SUITE_BYTES:,}", file=file,
+                         hint="give the suite's .yaml file, not a data or results file")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -314,8 +321,11 @@ def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices, skip
     if skipped and name in skipped:   # installed, but refused when its plugin loaded: say why, not "did you mean"
         checker.fail(path, f"{kind} {name!r} was skipped when plugins loaded", f"{skipped[name]} — fix it there")
     close = suggest(name, choices)
-    hint = f"did you mean {close!r}? (`fgvcbench plugins` lists them)" if close \
+    hint = f"did you mean {close!r}? (`fgvcbench plugins` lists them)" if close and close != name \
         else "run `fgvcbench plugins` to list what is installed"
+    only = os.environ.get("FGVCBENCH_PLUGINS")
+    if only is not None:   # the plugin that serves it may simply not be loaded
+        hint = f"FGVCBENCH_PLUGINS={only!r} loads only those plugins: unset it, or add the one that provides it; " + hint
     checker.fail(path, f"unknown {kind} {name!r}", hint)
 
 
@@ -710,8 +720,8 @@ def _cluster_settings(value, ck: "_Checker", path: tuple) -> dict:
             ck.fail(path + (key,), f"unknown cluster setting {key!r}",
                     f"did you mean {close!r}?" if close else f"settings: {', '.join(sorted(CLUSTER_KEYS))}")
         kind = CLUSTER_KEYS[key]
-        if kind is int and (isinstance(item, bool) or not isinstance(item, int) or item < 0):
-            ck.fail(path + (key,), f"cluster {key} must be a non-negative integer, got {item!r}",
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 10**9):
+            ck.fail(path + (key,), f"cluster {key} must be an integer from 0 to 1,000,000,000, got {item!r}",
                     f"write a whole number, e.g. {key}: 1")
         if kind is str and not isinstance(item, str):
             ck.fail(path + (key,), f"cluster {key} must be a string, got {item!r}", f"quote it: {key}: \"{item}\"")

@@ -274,3 +274,47 @@ def test_text_in_square_brackets_is_printed_not_read_as_terminal_markup(tmp_path
     shown = runner.invoke(app, ["leaderboard", str(copy)], env={"COLUMNS": "250"})
     assert shown.exit_code == 0, shown.output
     assert "net[v2]" in shown.output and "[old] results" in shown.output
+
+
+def test_option_values_a_second_fuzzing_pass_met(tmp_path, runner, monkeypatch):
+    """Each was a traceback, a run without end, or a silent choice: now one line, exit 2."""
+    suite = tiny_suite(tmp_path)
+    cases = [
+        (["run", str(suite), "--dry-run", "--workers", "999999999999999999999"], "use a count from 1 to 256"),
+        (["run", str(suite), "--dry-run", "--seeds", "0,,1"], "empty item between commas"),
+        (["run", str(suite), "--dry-run", "--gpus", "0,,1"], "use all or GPU indices"),
+        (["run", str(suite), "--dry-run", "--executor", ""], "--executor '': use local or submitit"),
+        (["run", "/dev/zero", "--dry-run"], "this is not a regular file"),
+        (["data", "verify", "synthetic", "-o", "crop=[1"], "the value is not plain YAML"),
+        (["data", "verify", "synthetic", "-o", "coarse=2", "-o", "coarse=3"], "--option coarse is given twice"),
+        (["data", "verify", "synthetic", "-o", "coarse=99999999999999999999999"], "coarse must be >= 1 and <= 1,000"),
+        (["bench", "throughput", "--batch", "99999999999999999999999", "--device", "cpu"], "batch from 2 to 8,192"),
+        (["bench", "throughput", "--res", "100000", "--device", "cpu"], "--res: must be <= 4096"),
+        (["bench", "knn", "--n", "64", "--classes", "4", "--k", "65", "--device", "cpu"], "1 <= k <= n"),
+        (["bench", "knn", "--n", "100000000", "--dim", "100000", "--device", "cpu"], "n × dim <= 1,000,000,000"),
+    ]
+    for args, needle in cases:
+        result = runner.invoke(app, args, env={"COLUMNS": "300"})
+        assert result.exit_code == 2, (args, result.output[-300:])
+        assert needle in _exit_2(result), args
+    (tmp_path / "afile.txt").write_text("")
+    ablate = ["ablate", "--step", "cosine", "--seeds", "1", "--no-progress", "--output", str(tmp_path / "afile.txt")]
+    assert "cannot write results to" in _exit_2(runner.invoke(app, ablate))   # as `run`: before anything trains
+    from fgvcbench.plugins import get_registry
+    monkeypatch.setenv("FGVCBENCH_PLUGINS", "datasets")
+    get_registry(refresh=True)
+    try:
+        unloaded = _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+    finally:
+        monkeypatch.delenv("FGVCBENCH_PLUGINS")
+        get_registry(refresh=True)
+    assert "FGVCBENCH_PLUGINS='datasets' loads only those plugins" in unloaded and "did you mean 'test_resnet'" not in unloaded
+
+
+def test_report_refuses_a_repeated_baseline_and_a_title_of_two_lines(finished, runner, tmp_path):
+    _, out = finished
+    twice = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r"), "--baseline", "finetune:default",
+                                "--baseline", "finetune:default"])
+    assert "is given twice" in _exit_2(twice)
+    assert "one line, please" in _exit_2(runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r"),
+                                                            "--title", "a\nb"]))

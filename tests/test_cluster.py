@@ -84,3 +84,14 @@ def test_two_entries_of_one_method_keep_their_own_cluster_settings(tmp_path):
     suite = load_suite(tmp_path / "two.yaml", get_registry())
     by_variant = {spec.variant: suite.run_cluster.get(spec.run_id) for spec in suite.runs}
     assert by_variant == {"default": {"partition": "big"}, "linear_probe": {"partition": "small", "mem_gb": 8}}
+
+
+def test_cluster_options_out_of_range_or_a_backend_this_machine_lacks_exit_2(tmp_path, runner):
+    suite = _suite(tmp_path)
+    for setting, needle in (("time_min=-5", "from 0 to 1,000,000,000"), ("backend=bogus", "unknown backend")):
+        result = runner.invoke(app, ["run", str(suite), "--dry-run", "--cluster", setting])
+        assert result.exit_code == 2 and needle in result.output, result.output
+    import shutil
+    if shutil.which("srun") is None:   # submitit cannot reach SLURM here: one line, not its RuntimeError
+        result = runner.invoke(app, ["run", str(suite), "--cluster", "backend=slurm"])
+        assert result.exit_code == 2 and "submitit cannot use backend 'slurm' here" in result.output, result.output

@@ -417,3 +417,16 @@ def test_device_seconds_count_every_device_a_run_trained_on():
     df = build_leaderboard([one, four]).sort_values("top1_mean")
     assert df["train_seconds_total_mean"].tolist() == [30.0, 30.0]
     assert df["device_seconds_total_mean"].tolist() == [30.0, 120.0]
+
+
+def test_a_folder_that_is_not_a_results_tree_is_refused_in_one_line(tmp_path, runner, monkeypatch):
+    # `leaderboard /` walked the whole disk, merged every runs/ it met and wrote /leaderboard.csv
+    import fgvcbench.report.leaderboard as lb
+    write(tmp_path / "machine" / "suite", [record("finetune", 0, 80.0)])
+    write(tmp_path / "a" / "b" / "c" / "d" / "e" / "f" / "g", [record("finetune", 1, 70.0)])   # deeper than any results tree
+    records, _ = load_records(tmp_path)
+    assert [r["spec"]["seed"] for r in records] == [0]
+    monkeypatch.setattr(lb, "MAX_FOLDERS", 5)
+    result = runner.invoke(app, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 2 and "holds more than 5 folders — pass a results folder" in result.output
+    assert not (tmp_path / "leaderboard.csv").exists()

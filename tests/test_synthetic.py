@@ -95,3 +95,24 @@ def test_load_split_errors_are_clear(tmp_path):
     root = materialize(SMALL, tmp_path)
     with pytest.raises(ValueError, match="'val'"):
         load_split(root, "val")
+
+
+def test_a_killed_generation_is_swept_but_another_hosts_is_not(tmp_path):
+    import socket
+    import subprocess
+    import sys
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    mine = tmp_path / f".synthetic-0123.tmp-{socket.gethostname()}-{dead}"
+    theirs = tmp_path / f".synthetic-0123.tmp-another-host-{dead}"
+    for folder in (mine, theirs):
+        (folder / "train").mkdir(parents=True)
+    materialize(SMALL, tmp_path)
+    assert not mine.exists() and theirs.exists()
+
+
+def test_synthetic_sizes_that_cannot_be_meant_are_refused_before_anything_is_written():
+    with pytest.raises(ValueError, match="coarse must be >= 1 and <= 1,000"):
+        SyntheticConfig(coarse=10**23)
+    with pytest.raises(ValueError, match="make 3,672,000 images, more than 500,000"):
+        SyntheticConfig(coarse=900, train_per_class=1000)

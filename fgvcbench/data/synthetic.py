@@ -34,6 +34,11 @@ PARTS = ("stripe", "spot", "longtail", "longbeak", "warmpatch")   # bit i of the
 SHAPES = ("ellipse", "capsule", "diamond", "kite")
 
 
+# a generated dataset lives in the cache and in memory: beyond these it is a typo, not a benchmark
+LIMITS = {"coarse": 1000, "train_per_class": 10_000, "test_per_class": 10_000, "seed": 2**32 - 1}
+MAX_IMAGES = 500_000
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     coarse: int = 4
@@ -57,9 +62,15 @@ class SyntheticConfig:
                   ("image_size", 16 <= self.image_size <= 512, "in [16, 512]"),
                   ("difficulty", 0.0 <= self.difficulty <= 1.0, "in [0, 1]"),
                   ("seed", self.seed >= 0, ">= 0 (numpy seeds are non-negative)")]
+        checks = [(f, ok and (f not in LIMITS or getattr(self, f) <= LIMITS[f]),
+                   allowed if f not in LIMITS else f"{allowed} and <= {LIMITS[f]:,}") for f, ok, allowed in checks]
         for field, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"synthetic option {field} must be {allowed}, got {getattr(self, field)!r}")
+        total = self.coarse * self.fine * (self.train_per_class + self.test_per_class)
+        if total > MAX_IMAGES:   # it is generated as JPEGs into the cache, then decoded into memory
+            raise ValueError(f"synthetic options make {total:,} images, more than {MAX_IMAGES:,}: lower coarse, fine "
+                             f"or the images per class")
 
     def fingerprint(self) -> str:
         payload = json.dumps({**asdict(self), "version": GENERATOR_VERSION}, sort_keys=True)
@@ -213,8 +224,16 @@ def materialize(config: SyntheticConfig, cache_dir: str | os.PathLike) -> Path:
     if (target / "COMPLETE").exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{target.name}.tmp-{os.getpid()}"
+    import socket
+    from fgvcbench.store import pid_alive
+    host = socket.gethostname()
+    tmp = cache_dir / f".{target.name}.tmp-{host}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    for stale in cache_dir.glob(".synthetic-*.tmp-*"):   # a killed generation's half-written folder
+        owner, _, pid = stale.name.split(".tmp-", 1)[-1].rpartition("-")
+        # only this host's: a cache shared between machines holds other hosts' live generations
+        if owner == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     names, groups = class_names(config), coarse_names(config)
     rows = []
     for split, per_class in (("train", config.train_per_class), ("test", config.test_per_class)):

@@ -53,7 +53,8 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
         # the records folder itself (what `run` prints) is as good as the results folder above it
         # what `run --rerun` moved aside (<output>/replaced/<stamp>/runs/) is not a result of this folder
         paths = folder.glob("*.json") if folder.name == "runs" else \
-            (p for p in folder.rglob("runs/*.json") if p.relative_to(folder).parts[-4:-3] != ("replaced",))
+            (p for runs in _runs_folders(folder) for p in runs.glob("*.json")
+             if p.relative_to(folder).parts[-4:-3] != ("replaced",))
         for path in sorted(paths):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
@@ -71,6 +72,30 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
             if old is None or _precedence(record) >= _precedence(old):
                 by_run[key] = record
     return list(by_run.values()), warnings
+
+
+MAX_DEPTH = 6          # results/<machine>/<suite>/runs is 3; `replaced/<time>/runs` under it 5
+MAX_FOLDERS = 20_000   # a results tree is far smaller: more is a wrong argument (`leaderboard /`)
+
+
+def _runs_folders(folder: Path) -> list[Path]:
+    """The ``runs/`` folders at most ``MAX_DEPTH`` levels under ``folder`` (hidden folders
+    and symlinked ones skipped); a tree of more than ``MAX_FOLDERS`` folders is refused, so
+    a mistyped argument such as ``/`` or ``~`` is one line, not a walk of the whole disk."""
+    from fgvcbench.errors import UserError
+    found, seen = [], 0
+    for top, dirs, _ in os.walk(folder):
+        seen += len(dirs)
+        if seen > MAX_FOLDERS:
+            raise UserError(f"{folder} holds more than {MAX_FOLDERS:,} folders — pass a results folder (a suite's "
+                            f"output, or the folder that holds several)")
+        depth = len(Path(top).relative_to(folder).parts)
+        if Path(top).name == "runs" and top != str(folder):
+            found.append(Path(top))
+            dirs[:] = []   # records are files; nothing below runs/ is one
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
+    return found
 
 
 _EPOCH = datetime.min.replace(tzinfo=timezone.utc)
