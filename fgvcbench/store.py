@@ -131,7 +131,13 @@ def check_results(output: Path, cache_dir: Path) -> None:
         if folder.is_dir():
             if not os.access(folder, os.R_OK | os.X_OK):   # its records would read as missing: all redone
                 raise UserError(f"cannot read {folder} — fix its permissions (chmod u+rwx), then run again")
-            check_writable(folder, f"{sub}/", "--output DIR with a writable folder, or fix its permissions; either")
+            try:
+                probe = folder / f".write-test-{os.getpid()}"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as exc:
+                raise UserError(f"cannot write to {folder}: {exc.strerror or exc} — fix its permissions "
+                                f"(chmod u+rwx), or pass --output DIR with another folder") from None
     check_writable(cache_dir, "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
 
 
