@@ -225,6 +225,31 @@ class Store:
             return None
         return record if isinstance(record, dict) else None
 
+    @staticmethod
+    def _keep_unusable(path: Path) -> None:
+        """A record file that does not parse, or is not a usable record (a hand edit, a
+        copy cut short), is moved aside to ``<id>.json.corrupt-<UTC time>`` before the run's
+        new record takes its name: it may hold what someone wants back, and tables never
+        read it (they read ``*.json``). Only the process holding the run's claim writes here."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            text = None
+        try:
+            record = json.loads(text) if text is not None else None
+            usable = record_problem(record) is None and record.get("run_id") == path.stem
+        except ValueError:
+            usable = False
+        if not usable:
+            from datetime import datetime, timezone
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            try:
+                path.rename(path.with_name(f"{path.name}.corrupt-{stamp}"))
+            except OSError:
+                pass   # the new record replaces it; nothing else to do
+
     def is_finished(self, run_id: str) -> bool:
         """A usable record (``record_problem``) of this run that finished (ok or diverged);
         anything else — a hand-edited or truncated file — is run again."""
@@ -234,6 +259,7 @@ class Store:
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])
+        self._keep_unusable(path)
         atomic_write_text(path, json.dumps(plain(record), indent=2, sort_keys=True),
                           fault_point="record_write")
         if isinstance(record.get("stages"), list):   # the record lists them now

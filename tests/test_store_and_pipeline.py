@@ -47,6 +47,14 @@ def test_a_hand_edited_record_is_not_finished_and_the_run_is_redone(tmp_path):
     diverged = {"run_id": "nan", "status": "diverged", "spec": SPEC, "metrics": {}}
     store.write(diverged)
     assert store.is_finished("nan")   # a diverged run is finished without a top-1
+    # the run redone: its new record takes the name, the unusable file is kept beside it, never read
+    for run_id in ("text", "other"):
+        store.write({"run_id": run_id, "status": "ok", "spec": SPEC, "metrics": {"top1": 60.0}})
+        (kept,) = (tmp_path / "runs").glob(f"{run_id}.json.corrupt-*")
+        assert json.loads(kept.read_text()) == broken[run_id] and store.is_finished(run_id)
+    store.write({"run_id": "text", "status": "ok", "spec": SPEC, "metrics": {"top1": 61.0}})   # a usable one is replaced
+    assert len(list((tmp_path / "runs").glob("text.json.corrupt-*"))) == 1
+    assert "text" in {r["run_id"] for r in store.records()}
 
 
 def test_run_id_hashes_what_matters_only():
