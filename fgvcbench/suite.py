@@ -712,6 +712,7 @@ def _backbone_names(registry: Registry) -> list[str]:
 
 
 def _cluster_settings(value, ck: "_Checker", path: tuple) -> dict:
+    from fgvcbench.cluster import BACKENDS, MAX_SETTING   # one rule for the suite's and --cluster's values
     value = ck.typed(value, (dict,), path, "a mapping of cluster settings")
     out = {}
     for key, item in value.items():
@@ -720,13 +721,13 @@ def _cluster_settings(value, ck: "_Checker", path: tuple) -> dict:
             ck.fail(path + (key,), f"unknown cluster setting {key!r}",
                     f"did you mean {close!r}?" if close else f"settings: {', '.join(sorted(CLUSTER_KEYS))}")
         kind = CLUSTER_KEYS[key]
-        if kind is int and (isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 10**9):
-            ck.fail(path + (key,), f"cluster {key} must be an integer from 0 to 1,000,000,000, got {item!r}",
+        if kind is int and (isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= MAX_SETTING):
+            ck.fail(path + (key,), f"cluster {key} must be an integer from 0 to {MAX_SETTING:,}, got {item!r}",
                     f"write a whole number, e.g. {key}: 1")
         if kind is str and not isinstance(item, str):
             ck.fail(path + (key,), f"cluster {key} must be a string, got {item!r}", f"quote it: {key}: \"{item}\"")
-        if key == "backend" and item not in ("slurm", "local", "auto"):
-            ck.fail(path + (key,), f"unknown cluster backend {item!r}", "use slurm, local or auto")
+        if key == "backend" and item not in BACKENDS:
+            ck.fail(path + (key,), f"unknown cluster backend {item!r}", f"use {', '.join(BACKENDS)}")
         out[key] = item
     return out
 
