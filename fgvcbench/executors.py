@@ -465,7 +465,8 @@ def run_suite_workers(suite: Suite, devices: list[str], load_args: dict,
     workers = [context.Process(target=_worker, args=(load_args, device, devices.count(device), run_ids),
                                name=f"fgvcbench-worker-{i}")
                for i, device in enumerate(devices)]
-    console.print(f"{len(todo)} pending run{'s' if len(todo) != 1 else ''} on {len(workers)} workers: "
+    console.print(f"{len(todo)} pending run{'s' if len(todo) != 1 else ''} on {len(workers)} "
+                  f"worker{'s' if len(workers) != 1 else ''}: "
                   f"{', '.join(devices)}", highlight=False, markup=False)
     for w in workers:
         w.start()

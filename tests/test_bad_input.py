@@ -249,7 +249,7 @@ def test_seed_counts_and_values_beyond_what_a_generator_takes_exit_2(tmp_path, r
 def test_what_a_run_would_refuse_a_dry_run_refuses_too(tmp_path, runner):
     suite = tiny_suite(tmp_path)
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--workers", "0"]))
-    assert "--workers 0: use a count >= 1" in out
+    assert "--workers 0: use a count from 1 to 256" in out
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--executor", "slurm"]))
     assert "--executor 'slurm'" in out
 
