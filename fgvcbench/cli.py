@@ -23,7 +23,7 @@ from fgvcbench._cli_output import (console, err_console, print_ablation_tables, 
                                   print_description, print_leaderboard, suite_records, warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
-from fgvcbench.store import ONLY_HELP, RERUN_HELP
+from fgvcbench.store import ONLY_HELP, RERUN_HELP, default_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
@@ -461,11 +461,11 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
         table.add_column(col)
     for info in infos:
         hooks = ", ".join(h.removeprefix("fgvcbench_") for h in info.hooks)
-        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.provides.items())
-        if info.error:
-            provides = f"[red]{info.error}[/]" + (f"; {provides}" if provides else "")
+        provides = escape("; ".join(f"{k}: {', '.join(v)}" for k, v in info.provides.items()))
+        if info.error:   # the error in red: the markup is ours, its text is escaped
+            provides = f"[red]{escape(str(info.error))}[/]" + (f"; {provides}" if provides else "")
         table.add_row(*(escape(str(cell)) for cell in (info.name, info.distribution or "-", info.version or "-",
-                                                       hooks or "-", provides or "-")))
+                                                       hooks or "-")), provides or "-")
     console.print(table)
     for w in registry.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
@@ -491,7 +491,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     from fgvcbench.executors import run_suite
     from fgvcbench.plugins import get_registry, suggest
     from fgvcbench.report.ablation import _by_seed, compare_sides
-    from fgvcbench.store import Store
+    from fgvcbench.store import Store, check_results
     from fgvcbench.suite import AblationPlan, load_suite
 
     if mode not in ("cumulative", "leave-one-out"):
@@ -521,7 +521,6 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
-    from fgvcbench.store import check_results
     check_results(Path(suite.output), Path(suite.cache_dir))   # as `run`: nothing trains that cannot be saved
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
     ids = {spec.run_id for spec in specs}   # exactly these runs, whatever else the folder holds
@@ -608,8 +607,6 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     """Images per split and class, missing and corrupt files, duplicates across splits.
     Exit 0: clean (notes such as same-class duplicates inside one split do not fail) ·
     1: problems (each with a one-line fix) · 2: the layout or its metadata is wrong."""
-    import os
-
     from fgvcbench.data.verify import verify_dataset
     from fgvcbench.plugins import get_registry, suggest
 
@@ -644,7 +641,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     # the folder's adapter: the dataset's own, a view's base, or none (generated data)
     reader = spec.folder_reader({**spec.options, **options}, registry.datasets)
     if reader is not None and root is None:
-        base = data_root or os.environ.get("FGVCBENCH_DATA", "").strip() or "./data"
+        base = data_root or default_data_root()
         root = Path(base).expanduser() / (reader.default_root or reader.name)
     from fgvcbench.store import default_cache_dir
     cache = default_cache_dir()

@@ -33,6 +33,11 @@ def default_cache_dir() -> Path:
     return Path(value or "~/.cache/fgvcbench").expanduser()
 
 
+def default_data_root() -> str:
+    """``$FGVCBENCH_DATA`` (an empty value counts as unset), else ``./data``."""
+    return os.environ.get("FGVCBENCH_DATA", "").strip() or "./data"
+
+
 # after how long a claim from another host is stale (a job killed by the scheduler cannot
 # release it); FGVCBENCH_CLAIM_STALE_SECONDS overrides
 CLAIM_STALE_SECONDS = 600
@@ -110,12 +115,17 @@ def check_writable(folder: Path, what: str = "results", option: str = "--output 
     from fgvcbench.errors import UserError
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        _probe_write(folder)
     except OSError as exc:
         raise UserError(f"cannot write {what} to {folder}: {exc.strerror or exc} — pass {option} with a "
                         f"writable folder") from None
+
+
+def _probe_write(folder: Path) -> None:
+    """Write and remove an empty file in ``folder``; OSError when it takes none."""
+    probe = folder / f".write-test-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
 
 
 def check_results(output: Path, cache_dir: Path) -> None:
@@ -132,9 +142,7 @@ def check_results(output: Path, cache_dir: Path) -> None:
             if not os.access(folder, os.R_OK | os.X_OK):   # its records would read as missing: all redone
                 raise UserError(f"cannot read {folder} — fix its permissions (chmod u+rwx), then run again")
             try:
-                probe = folder / f".write-test-{os.getpid()}"
-                probe.write_text("")
-                probe.unlink()
+                _probe_write(folder)
             except OSError as exc:
                 raise UserError(f"cannot write to {folder}: {exc.strerror or exc} — fix its permissions "
                                 f"(chmod u+rwx), or pass --output DIR with another folder") from None

@@ -22,7 +22,7 @@ from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError
 from fgvcbench.plugins import Registry, _one_line, suggest
 from fgvcbench.spec import RunSpec, canonical_json, portable
-from fgvcbench.store import claim_stale_seconds, default_cache_dir
+from fgvcbench.store import claim_stale_seconds, default_cache_dir, default_data_root
 
 # A scale sets epochs, image size and seeds in one place.
 SCALES: dict[str, dict[str, Any]] = {
@@ -395,7 +395,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
     if not DEVICE.fullmatch(device):
         ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-    env_root = os.environ.get("FGVCBENCH_DATA", "").strip() or "./data"   # empty counts as unset, as FGVCBENCH_CACHE
+    env_root = default_data_root()
     # what a missing data root's message suggests: FGVCBENCH_DATA only where it would count
     root_fix = ("check --data-root" if data_root else
                 "pass --data-root DIR" + ("" if "data_root" in data else " or set FGVCBENCH_DATA"))
