@@ -145,8 +145,9 @@ class RunContext:
         """Train with the shared engine; the epochs are added to this run's history.
         ``criterion(output, labels)`` and ``output_fn(output) -> logits`` replace the
         cross-entropy and the scored output (see :func:`fgvcbench.engine.train.fit`)."""
+        from fgvcbench.faults import checkpoint   # once per fit, not once per step
+
         def on_epoch(row: dict) -> None:
-            from fgvcbench.faults import checkpoint
             checkpoint("epoch")
             row = dict(row, phase=phase) if phase else row
             self.history.append(row)
@@ -154,7 +155,6 @@ class RunContext:
                 self._on_epoch(row)
 
         def on_batch(done: int, total: int) -> None:
-            from fgvcbench.faults import checkpoint
             checkpoint("step")   # inside an epoch, after an optimizer step
             if self._on_batch:
                 self._on_batch(done, total)

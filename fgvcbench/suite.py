@@ -733,15 +733,15 @@ def _cluster_settings(value, ck: "_Checker", path: tuple) -> dict:
 
 
 def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checker, path: tuple) -> Recipe:
-    recipe = Recipe()
-    for layer in (method.recipe, preset["recipe"], method.scales.get(scale, {}), suite_train, entry_train):
+    default = Recipe()   # the method's recipe at this scale: what a train: setting overrides
+    for layer in (method.recipe, preset["recipe"], method.scales.get(scale, {})):
+        default = default.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
+    recipe = default
+    for layer in (suite_train, entry_train):
         recipe = recipe.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
     for key, problem in recipe.validate():
         where = path + ("train", key) if key in entry_train else (("train", key) if key in suite_train else path)
         given = key in entry_train or key in suite_train
-        default = Recipe()
-        for layer in (method.recipe, preset["recipe"], method.scales.get(scale, {})):
-            default = default.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
         ck.fail(where, f"training setting {key} {problem}",
                 f"give a value that fits, or remove it for the default ({key}: {getattr(default, key)})" if given
                 else f"method {method.name!r} sets it itself: report it to the plugin's authors")

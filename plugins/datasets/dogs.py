@@ -58,12 +58,12 @@ def load_dogs(request: DatasetRequest) -> DatasetSplits:
         boxes = None
         if crop == "bbox":
             require(root, ("Annotation",), LAYOUT)
-            boxes = [union_box(root / "Annotation" / Path(f).with_suffix("")) for f in files]
-        elif (root / "Annotation").is_dir():   # boxes where the dataset has them, as CUB's and Cars'
+        if (root / "Annotation").is_dir():   # boxes where the dataset has them, as CUB's and Cars'
             try:
                 boxes = [union_box(root / "Annotation" / Path(f).with_suffix("")) for f in files]
             except DataError:   # a crop-free run does not need them: one unreadable file costs the boxes only
-                boxes = None
+                if crop == "bbox":
+                    raise
         return ImageList([str(root / "Images" / f) for f in files], labels, names, boxes=boxes)
 
     return DatasetSplits(train=split("train"), test=split("test"), crop_to_boxes=crop == "bbox")
