@@ -130,6 +130,7 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
                 continue
             console.print(f"\n[bold]{escape(title)}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
+            _note_inert_rows(suite, dataset, backbone)
             chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
             if write_ablation_chart(df, chart, title):
                 err_console.print(f"[dim]wrote {escape(str(chart))}[/]")
@@ -139,6 +140,42 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     path = Path(suite.output) / "ablation.csv"
     atomic_write_text(path, pd.concat(frames).to_csv(index=False, float_format="%.4f"))
     err_console.print(f"[dim]wrote {escape(str(path))}[/]")
+
+
+def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> str | None:
+    """Why the two sides of an ablation train alike in effect (or None): their recipes after
+    the steps, compared by :func:`~fgvcbench.engine.train.inert_change`."""
+    from fgvcbench.engine.recipe import Recipe
+    from fgvcbench.engine.train import inert_change
+    sides = []
+    for steps in (without, with_):
+        r = Recipe(**recipe)
+        for name in steps:
+            step = registry.recipe_steps.get(name)
+            if step is None:   # a step whose plugin is gone: the runs say so, this note stays silent
+                return None
+            r = step.apply(r)
+        sides.append(r)
+    return inert_change(*sides)
+
+
+def _note_inert_rows(suite, dataset: dict, backbone: dict) -> None:
+    """A note under an ablation table for each row whose step trains alike in effect at
+    this suite's budget (its Δ measures seed noise, not the step)."""
+    from fgvcbench.plugins import get_registry
+    spec = next((s for s in suite.runs if s.method == suite.ablation.method and s.dataset == dataset
+                 and s.backbone == backbone), None)
+    if spec is None:
+        return
+    registry = get_registry()
+    order = suite.ablation.order
+    for label, steps in suite.ablation.rows():
+        before = order[:len(steps) - 1] if not label.startswith("+") else list(order)
+        if not before and not label.startswith("+"):
+            continue   # the first row has nothing to compare with
+        why = inert_step(registry, spec.recipe, before, steps)
+        if why:
+            err_console.print(f"[yellow]note:[/] {escape(f'row {label}: {why}')}", highlight=False)
 
 
 def print_description(d: dict) -> None:
@@ -185,3 +222,30 @@ def warn_plugins(registry) -> None:
             err_console.print(f"[yellow]warning:[/] plugin {escape(repr(info.name))} skipped: {escape(str(info.error))}", highlight=False)
     for w in registry.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
+
+
+def _refuse_empty(value) -> list:
+    import typer
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if any(not str(v).strip() for v in values):
+        raise typer.BadParameter("an empty path — give a folder or file name (an unset shell variable?)")
+    return values
+
+
+def path_option(ctx, param, value):
+    """Option/argument callback for a path typed as text: an empty one ('' — a typo or an unset
+    shell variable) is refused instead of read as the current folder, which is what
+    ``Path('')`` means (a ``Path``-typed option has lost the difference before its callback
+    runs). Returns a ``Path``, or a list of them for a repeatable one."""
+    if value is None:
+        return None
+    paths = [Path(v) for v in _refuse_empty(value)]
+    return paths if isinstance(value, (list, tuple)) else paths[0]
+
+
+def text_path_option(ctx, param, value):
+    """:func:`path_option` for an option the command keeps as text (an empty one is refused,
+    not taken as unset)."""
+    if value is not None:
+        _refuse_empty(value)
+    return value

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import typer
 from rich.markup import escape
 
+from fgvcbench._cli_output import path_option, text_path_option
 from fgvcbench.errors import UserError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs model throughput.")
@@ -201,11 +202,13 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                warmup: int = typer.Option(5, help="Untimed steps first."),
                device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
                dataset: str = typer.Option("synthetic", help="Dataset whose training images feed the pipelines."),
-               root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets)."),
+               root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets).",
+                                                  callback=text_path_option),
                workers: Optional[int] = typer.Option(None, help="Classic DataLoader workers (default: min(8, cores))."),
                augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
                random_erasing: float = typer.Option(0.1, help="RandomErasing probability in both pipelines."),
-               output: Path = typer.Option(Path("results/bench"), help="Folder for throughput.csv.")) -> None:
+               output: str = typer.Option("results/bench", help="Folder for throughput.csv.",
+                                          callback=path_option)) -> None:
     """Model-only vs fast-pipeline vs classic-pipeline images/s, and their ratios."""
     from rich.console import Console
     from rich.table import Table
@@ -266,7 +269,7 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
         k: int = typer.Option(8, help="Neighbours per class (FineRNet: top-7 + the image itself)."),
         repeats: int = typer.Option(3, help="Timed repeats; the best is kept."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (where the torch engine searches)."),
-        output: Path = typer.Option(Path("results/bench"), help="Folder for knn.csv.")) -> None:
+        output: str = typer.Option("results/bench", help="Folder for knn.csv.", callback=path_option)) -> None:
     """FineRNet's pair-mining search: seconds per kNN engine (torch on the device, FAISS)."""
     from rich.console import Console
     from rich.table import Table

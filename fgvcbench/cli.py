@@ -19,8 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (console, err_console, print_ablation_tables, print_baseline_table,
-                                  print_description, print_leaderboard, suite_records, warn_plugins)
+from fgvcbench._cli_output import (console, err_console, inert_step, path_option, print_ablation_tables, print_baseline_table,
+                                  print_description, print_leaderboard, suite_records, text_path_option,
+                                  warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
 from fgvcbench.store import ONLY_HELP, RERUN_HELP, default_data_root
@@ -124,13 +125,14 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
 
 @app.command()
 @friendly
-def run(suite_file: Path = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml."),
+def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml.", callback=path_option),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and what is done; run nothing."),
         scale: Optional[str] = typer.Option(None, help="Override the suite's scale: smoke, short or paper."),
         seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
         device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-        output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output)."),
-        data_root: Optional[str] = typer.Option(None, "--data-root",
+        output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output).",
+                                             callback=text_path_option),
+        data_root: Optional[str] = typer.Option(None, "--data-root", callback=text_path_option,
                                                 help="Folder holding the datasets (overrides the suite's data_root)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker process per GPU: all, or indices 0,1,…"),
@@ -344,7 +346,8 @@ def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
 
 @app.command()
 @friendly
-def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
+def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
+                                                         callback=path_option),
                 format: str = typer.Option("table", "--format", "-f", help="table, csv, md, github or latex."),
                 write: bool = typer.Option(True, "--write/--no-write",
                                            help="Write leaderboard.csv into the first directory."),
@@ -376,8 +379,10 @@ def leaderboard(results_dirs: List[Path] = typer.Argument(..., help="One or more
 
 @app.command()
 @friendly
-def report(results_dirs: List[Path] = typer.Argument(..., help="One or more results directories."),
-           out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures."),
+def report(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
+                                                    callback=path_option),
+           out: str = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures.",
+                                   callback=path_option),
            title: str = typer.Option("fgvcbench report", "--title", help="The report's heading."),
            metrics: Optional[str] = typer.Option(None, "--metrics", help="Extra leaderboard columns, e.g. nmi,ari "
                                                                          "(mean ± std over seeds)."),
@@ -415,7 +420,7 @@ def report(results_dirs: List[Path] = typer.Argument(..., help="One or more resu
 @app.command("new-plugin")
 @friendly
 def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-method."),
-               where: Path = typer.Option(Path("."), "--dir", help="Where to create fgvcbench-NAME/."),
+               where: str = typer.Option(".", "--dir", help="Where to create fgvcbench-NAME/.", callback=path_option),
                force: bool = typer.Option(False, "--force", help="Write into an existing folder.")) -> None:
     """Scaffold a third-party plugin distribution: pyproject with the entry point, one
     method using the public API, and a test — it installs and passes out of the box."""
@@ -474,7 +479,7 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
 @app.command()
 @friendly
 def ablate(step: str = typer.Option(..., "--step", help="The recipe step to measure, e.g. label_smoothing."),
-           suite_file: Optional[Path] = typer.Option(None, "--suite",
+           suite_file: Optional[str] = typer.Option(None, "--suite", callback=path_option,
                                                      help="Suite with an ablation: section (default: the embedded "
                                                           "synthetic ablation, CPU-sized)."),
            dataset: Optional[str] = typer.Option(None, help="Dataset of the suite (default: its first)."),
@@ -483,7 +488,8 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
            mode: str = typer.Option("cumulative", help="cumulative (up to the step before vs including it) or "
                                                        "leave-one-out (full recipe minus the step vs full)."),
            device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
-           output: Optional[str] = typer.Option(None, help="Results directory (default: the suite's output)."),
+           output: Optional[str] = typer.Option(None, help="Results directory (default: the suite's output).",
+                                                callback=text_path_option),
            progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
     """One recipe step, with vs without, paired over the same seeds. Finished runs are reused."""
     from importlib import resources
@@ -522,6 +528,9 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
              for steps in (without, with_) for seed in suite.seeds]
     suite.runs = specs
     check_results(Path(suite.output), Path(suite.cache_dir))   # as `run`: nothing trains that cannot be saved
+    inert = inert_step(registry, specs[0].recipe, without, with_)
+    if inert:   # before training: a comparison of two alike trainings measures noise, say so
+        err_console.print(f"[yellow]note:[/] {escape(f'{step!r} at this budget: {inert}')}", highlight=False)
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
     ids = {spec.run_id for spec in specs}   # exactly these runs, whatever else the folder holds
     records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
@@ -594,12 +603,13 @@ def _parse_options(pairs: list[str]) -> dict:
 @data_app.command("verify")
 @friendly
 def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (see `fgvcbench plugins`)."),
-                root: Optional[Path] = typer.Option(None, help="Dataset folder (default: the suite's entry, else "
+                root: Optional[str] = typer.Option(None, callback=path_option, help="Dataset folder (default: the suite's entry, else "
                                                           "<data root>/<name's folder>)."),
                 option: List[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE (repeatable)."),
-                suite: Optional[Path] = typer.Option(None, "--suite", help="Take the root and options from the "
+                suite: Optional[str] = typer.Option(None, "--suite", callback=path_option, help="Take the root and options from the "
                                                      "suite's first `datasets:` entry named NAME."),
-                data_root: Optional[str] = typer.Option(None, "--data-root", help="Folder that relative dataset "
+                data_root: Optional[str] = typer.Option(None, "--data-root", callback=text_path_option,
+                                                        help="Folder that relative dataset "
                                                         "roots are under (default: the suite's data_root, "
                                                         "$FGVCBENCH_DATA, ./data)."),
                 per_class: bool = typer.Option(False, "--per-class", help="Also list images per class and split."),
@@ -640,6 +650,9 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
             root = Path(entry[1])
     # the folder's adapter: the dataset's own, a view's base, or none (generated data)
     reader = spec.folder_reader({**spec.options, **options}, registry.datasets)
+    if reader is None and root is not None:   # generated data: a folder given would be silently unused
+        raise UserError(f"dataset {name!r} is generated: it reads no folder — drop --root (options set what "
+                        f"is generated: {', '.join(spec.options) or 'none'})")
     if reader is not None and root is None:
         base = data_root or default_data_root()
         root = Path(base).expanduser() / (reader.default_root or reader.name)

@@ -318,3 +318,38 @@ def test_report_refuses_a_repeated_baseline_and_a_title_of_two_lines(finished, r
     assert "is given twice" in _exit_2(twice)
     assert "one line, please" in _exit_2(runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r"),
                                                             "--title", "a\nb"]))
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(finished, runner, tmp_path, monkeypatch):
+    """``Path('')`` is ``.``: a typo or an unset shell variable (``--out "$OUT"``) wrote the report,
+    the benchmark rows or a plugin into the folder the user stood in, or ran with the suite's
+    output as if the option had not been given. Every path option now refuses it."""
+    suite, out = finished
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ["report", str(out), "--out", ""],
+        ["report", "", "--out", "r"],
+        ["leaderboard", ""],
+        ["run", ""],
+        ["run", str(suite), "--dry-run", "--output", ""],
+        ["run", str(suite), "--dry-run", "--data-root", " "],
+        ["ablate", "--step", "cosine", "--output", ""],
+        ["ablate", "--step", "cosine", "--suite", ""],
+        ["data", "verify", "cub", "--root", ""],
+        ["data", "verify", "cub", "--suite", ""],
+        ["data", "verify", "cub", "--data-root", ""],
+        ["bench", "knn", "--n", "16", "--dim", "4", "--classes", "2", "--k", "2", "--device", "cpu", "--output", ""],
+        ["bench", "throughput", "--root", "", "--device", "cpu"],
+        ["new-plugin", "my-method", "--dir", ""],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args, env={"COLUMNS": "300"})
+        assert "an empty path" in _exit_2(result), args
+    assert list(tmp_path.iterdir()) == []   # nothing was written where the user stood
+
+
+def test_data_verify_refuses_a_root_for_generated_data(runner, tmp_path):
+    """The synthetic dataset reads no folder: a --root given for it was silently unused."""
+    result = runner.invoke(app, ["data", "verify", "synthetic", "--root", str(tmp_path)], env={"COLUMNS": "300"})
+    assert "'synthetic' is generated: it reads no folder — drop --root" in _exit_2(result)
+    assert runner.invoke(app, ["data", "verify", "synthetic", "-o", "coarse=2"]).exit_code == 0

@@ -345,3 +345,64 @@ def test_fixres_tests_at_the_size_after_torchvisions_val_resize():
     finally:
         augment.F.interpolate = real
     assert seen == [(232, 232)] and out.shape == (2, 3, 224, 224)
+
+
+def test_a_step_that_trains_alike_at_this_budget_is_named():
+    """The article tuned its steps for 600 epochs: at 5 epochs with 5 warmup epochs
+    ``cosine`` never acts, and the adjusted EMA decay comes to 0. A step that changes the
+    recipe but not the training is named, so nobody reads seed noise as its effect."""
+    from fgvcbench.engine.train import inert_change
+    steps = get_registry(refresh=True).recipe_steps
+    def after(names, epochs):
+        r = Recipe(epochs=epochs)
+        for name in names:
+            r = steps[name].apply(r)
+        return r
+    warm = ["base", "large_batch_warmup", "trivial_augment"]
+    short = inert_change(after(warm, 5), after(warm + ["cosine"], 5))
+    assert short is not None and "it changes scheduler, but over 5 epochs (warmup 5)" in short
+    assert inert_change(after(warm, 30), after(warm + ["cosine"], 30)) is None   # 25 epochs of cosine
+    assert inert_change(after(warm, 6), after(warm + ["cosine"], 6)) is None     # one epoch of it is enough
+    full = ["base", "large_batch_warmup", "trivial_augment", "cosine", "label_smoothing", "random_erasing"]
+    ema = inert_change(after(full, 5), after(full + ["ema"], 5))
+    assert ema is not None and "EMA decay adjusts to 0" in ema
+    assert inert_change(after(full, 30), after(full + ["ema"], 30)) is None      # decay 0.18 there
+    assert inert_change(after(full, 5), after(full + ["ema_unadjusted"], 5)) is None
+    # a step that changes anything beyond the schedule is never called inert
+    assert inert_change(after(warm, 5), after(warm + ["label_smoothing"], 5)) is None
+    assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=10)) is not None
+    assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=2)) is None
+
+
+def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runner, registry_with):
+    """A step from another distribution (the recipe-step hook) works in ``ablate`` as the
+    built-in ones do; a step that leaves the training alike gets a note before it trains."""
+    import types
+
+    from fgvcbench.api import RecipeStep, hookimpl
+    mod = types.ModuleType("my_steps")
+    mod.fgvcbench_recipe_steps = hookimpl(lambda: [
+        RecipeStep(name="my_smoothing", apply=lambda r: r.replace(label_smoothing=0.2)),
+        RecipeStep(name="my_long_step", apply=lambda r: r.replace(scheduler="step", step_size=50))])
+    registry_with(mod)
+    suite = write_suite(tmp_path, f"""
+        name: third_party_steps
+        output: {tmp_path / 'out'}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+        backbones: [test_resnet]
+        ablation:
+          steps: [base, my_smoothing]
+          extra: [my_long_step]
+        """)
+    result = runner.invoke(app, ["ablate", "--step", "my_smoothing", "--suite", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "Δ top-1 (my_smoothing)" in result.output and "base → my_smoothing" in result.output
+    assert "note:" not in result.output
+    inert = runner.invoke(app, ["ablate", "--step", "my_long_step", "--suite", str(suite), "--no-progress"])
+    assert inert.exit_code == 0, inert.output
+    text = " ".join(inert.output.split())
+    assert "note: 'my_long_step' at this budget: it changes scheduler, step_size, but over 1 epoch (warmup 0)" in text
+    assert "Δ top-1 (my_long_step)" in text
