@@ -406,3 +406,7 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     text = " ".join(inert.output.split())
     assert "note: 'my_long_step' at this budget: it changes scheduler, step_size, but over 1 epoch (warmup 0)" in text
     assert "Δ top-1 (my_long_step)" in text
+    table = runner.invoke(app, ["run", str(suite), "--no-progress"])   # every run is done: the table only
+    assert table.exit_code == 0 and "0 ran, 3 resumed" in table.output, table.output
+    notes = [line for line in table.output.splitlines() if line.startswith("note: row")]
+    assert len(notes) == 1 and notes[0].startswith("note: row +my_long_step: it changes scheduler, step_size")

@@ -71,19 +71,19 @@ def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | No
     fields that differ are schedule fields and the lr factor is the same at every iteration
     (``cosine`` after 5 warmup epochs of 5); or an EMA whose adjusted decay is 0, which
     holds the weights of its last update rather than an average."""
+    epochs = f"{after.epochs} epoch{'s' if after.epochs != 1 else ''}"
     changed = [f.name for f in dataclasses.fields(Recipe) if getattr(before, f.name) != getattr(after, f.name)]
     if changed and set(changed) <= set(SCHEDULE_FIELDS) and before.epochs == after.epochs:
         same = all(lr_multiplier(before, spe)(i) == lr_multiplier(after, spe)(i)
                    for spe in (1, 3, 8) for i in range(before.epochs * spe))
         if same:
-            epochs = f"{after.epochs} epoch{'s' if after.epochs != 1 else ''}"
             return (f"it changes {', '.join(changed)}, but over {epochs} (warmup {after.warmup_epochs}) the "
                     f"learning rate is the same at every step, so both sides train alike — give more epochs "
                     f"(a suite's train: epochs:)")
     if after.ema_steps > 0 and ema_decay_for(after, world_size) == 0.0 and (
             before.ema_steps == 0 or ema_decay_for(before, world_size) != 0.0):
         return (f"its EMA decay adjusts to 0 (torchvision's rule: batch {after.batch_size} × every "
-                f"{after.ema_steps} steps over {after.epochs} epochs), so the EMA is the weights at its last "
+                f"{after.ema_steps} steps over {epochs}), so the EMA is the weights at its last "
                 f"update, not an average — give more epochs, or a step that keeps the decay as given "
                 f"(ema_adjust: false, e.g. ema_unadjusted)")
     return None
