@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 import torch
 
 from fgvcbench.cli import app
@@ -104,3 +105,34 @@ def test_classic_loaders_crop_to_boxes_whenever_the_tensors_were(tmp_path):
     test.boxes[0] = (5.0, 5.0, 0.0, 10.0)
     loader = classic_loader(test, recipe, (0.5,) * 3, (0.5,) * 3, train=False, workers=0, crop_to_boxes=True)
     assert next(iter(loader))[0].shape == (1, 3, 16, 16)
+
+
+def test_eval_crop_pct_sets_the_test_views_resize_in_both_pipelines(tmp_path):
+    """timm's crop_pct: the test view resizes to round(crop / pct), then centre-crops (SimTrans's
+    code: 255 for 224). eval_resize_size, when set, wins; null keeps 0.875 (256 for 224)."""
+    from fgvcbench.engine.augment import test_view
+    assert Recipe(image_size=224, eval_crop_pct=224 / 255).eval_resize == 255
+    assert Recipe(image_size=384, eval_crop_pct=0.75).eval_resize == 512
+    assert Recipe(image_size=176, eval_image_size=224, eval_crop_pct=0.875).eval_resize == 256   # the test crop's
+    assert Recipe(image_size=224, eval_crop_pct=0.5, eval_resize_size=240).eval_resize == 240
+    assert Recipe(image_size=224).eval_resize is None
+    assert Recipe(image_size=384, eval_crop_pct=0.75).data_size == 448   # decoded at 512: no upsampling
+    assert "eval_crop_pct" not in Recipe().to_dict()                     # run ids from before it stand
+    assert dict(Recipe(eval_crop_pct=0.0).validate())["eval_crop_pct"].startswith("must be in (0, 1]")
+    assert "over 4096" in dict(Recipe(eval_crop_pct=0.01).validate())["eval_crop_pct"]
+    get_registry(refresh=True)
+    spec = get_registry().datasets["cub"]
+    from fgvcbench.api import DatasetRequest
+    splits = spec.load(DatasetRequest(root=make_cub(tmp_path / "cub"), options={"crop": "none"}, cache_dir=tmp_path))
+    recipe = Recipe(image_size=24, eval_batch_size=16, eval_crop_pct=0.6)   # resize 40, crop 24
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    data = build_tensor_data(DatasetSplits(splits.train, splits.test), recipe.data_size, None, val_fraction=0.0)
+    augmenter = BatchAugmenter(recipe, mean, std, torch.device("cpu"), torch.Generator())
+    fast = augmenter.eval(data.test.images)
+    expected = (test_view(data.test.images, 24, 40) - augmenter.mean) / augmenter.std
+    assert torch.allclose(fast, expected, atol=1e-5)
+    ramp = torch.arange(48.0).repeat(1, 3, 48, 1).to(torch.uint8)     # a horizontal ramp: the resize shows
+    span = lambda resize: float(test_view(ramp, 24, resize)[0, 0, 0, -1] - test_view(ramp, 24, resize)[0, 0, 0, 0])  # noqa: E731
+    assert span(40) == pytest.approx(48 * 23 / 40, abs=1.5) and span(None) == pytest.approx(48 * 23 / 27, abs=1.5)
+    classic = next(iter(classic_loader(splits.test, recipe, mean, std, train=False, workers=0)))[0]
+    assert fast.shape == classic.shape and (fast - classic).abs().mean() < 0.05

@@ -268,3 +268,16 @@ def test_selection_on_test_trains_on_the_whole_training_set_as_the_code(tmp_path
     assert result.exit_code == 0, result.output
     # 4 classes × 8 training images (one per class held out by default), 4 × 4 test images
     assert sorted(fits) == [("test", 32, 16, True), ("val", 28, 4, False)]
+
+
+def test_the_test_view_is_the_codes_for_each_backbone():
+    """The code's datasets.py: Resize(256) → CenterCrop(224), and for vit_base_patch16_384
+    Resize(512) → CenterCrop(384). A test view the suite set is kept."""
+    from fgvcbench.api import Recipe
+    from fgvcbench_plugins.finernet import code_test_view
+    r = Recipe(image_size=384)
+    assert code_test_view(r, "vit_base_patch16_384").eval_resize == 512
+    assert code_test_view(Recipe(image_size=224), "resnet50").eval_resize is None          # 256, the default
+    assert code_test_view(Recipe(image_size=224), "vit_base_patch16_224") == Recipe(image_size=224)
+    assert code_test_view(r.replace(eval_resize_size=400), "vit_base_patch16_384").eval_resize == 400
+    assert code_test_view(r.replace(eval_crop_pct=0.875), "vit_base_patch16_384").eval_resize == 439

@@ -91,6 +91,10 @@ def test_g_and_the_graph_term():
     a = torch.tensor([[1.0, 0.5, 0.0], [0.2, 1.0, 1.0], [0.0, 0.3, 1.0]])
     expected = sum(float(g(a[i, j])) * float(((z[i] - z[j]) ** 2).sum()) for i in range(3) for j in range(3)) / 9
     assert float(graph_loss(z, a)) == pytest.approx(expected, rel=1e-5)
+    # μ = 0 is 0/0 in the formula: its limit g(a) = a (the code's relax returns A unchanged), not NaN
+    assert torch.equal(g(a, mu=0.0), a)
+    assert torch.allclose(g(a, mu=1e-6), a, atol=1e-5)      # the limit it is
+    assert math.isfinite(float(graph_loss(z, a, mu=0.0)))
 
 
 def test_pair_f1_counts_off_diagonal_pairs():
@@ -492,3 +496,44 @@ def test_a_view_on_another_copy_of_its_base_is_another_dataset(tmp_path):
     assert ids["CUB_200_2011"][0] != ids["CUB_200_2011_first50"][0]
     assert "root_name" not in ids["CUB_200_2011"][1]                      # the usual folder: ids as before
     assert ids["CUB_200_2011_first50"][1]["root_name"] == "CUB_200_2011_first50"
+
+
+def test_weight_auroc_reads_high_weights_as_clean():
+    """The AUROC of the sample weights: 100 when every clean image outweighs every noisy one,
+    0 when the order is reversed, 50 for a tie; the means split by the flags; nothing when
+    a flag is unknown or only one kind of image exists."""
+    from fgvcbench_plugins.simtrans import _weight_metrics
+    w = torch.tensor([2.0, 1.5, 0.1, 0.2])
+    m = _weight_metrics(w, [True, True, False, False])
+    assert m["weight_auroc"] == pytest.approx(100.0)
+    assert m["weight_clean_mean"] == pytest.approx(1.75) and m["weight_noisy_mean"] == pytest.approx(0.15)
+    assert _weight_metrics(w, [False, False, True, True])["weight_auroc"] == pytest.approx(0.0)
+    # one noisy image above one clean one: 3 of the 4 clean-noisy pairs ordered right
+    assert _weight_metrics(torch.tensor([2.0, 0.15, 0.1, 0.2]), [True, True, False, False],
+                           "_avg1")["weight_auroc_avg1"] == pytest.approx(75.0)
+    assert _weight_metrics(torch.ones(4), [True, False, True, False])["weight_auroc"] == pytest.approx(50.0)
+    assert _weight_metrics(w, [True, None, False, False]) == {}
+    assert "weight_auroc" not in _weight_metrics(w, [True] * 4)
+    # SimNet's pair AUROC: the same-class pair (0, 1) scored above every other pair
+    s = torch.tensor([[1., .9, .1], [.9, 1., .2], [.1, .2, 1.]])
+    assert pair_auroc(s, torch.tensor([0, 0, 1])) == pytest.approx(100.0)
+    assert pair_auroc(1 - s, torch.tensor([0, 0, 1])) == pytest.approx(0.0)
+
+
+def test_the_test_view_is_the_codes_resize_255_at_any_size(tmp_path):
+    """The code: Resize(255) → CenterCrop(224). Every scale keeps its share (224/255), and a
+    suite's eval_crop_pct gives the usual 256."""
+    from fgvcbench.suite import load_suite
+    (tmp_path / "s.yaml").write_text(
+        "device: cpu\nscale: paper\nbackbones: [test_resnet]\nmethods: [simtrans]\n"
+        "datasets: [{name: weak_shot, options: {of: synthetic}}]\n")
+    views = {}
+    for scale in ("smoke", "short", "paper"):
+        suite = load_suite(tmp_path / "s.yaml", get_registry(refresh=True), scale=scale)
+        views[scale] = Recipe(**suite.runs[0].recipe)
+    assert views["paper"].image_size == 224 and views["paper"].eval_resize == 255
+    assert views["short"].eval_resize == 255
+    assert views["smoke"].eval_resize == round(views["smoke"].image_size * 255 / 224)
+    (tmp_path / "t.yaml").write_text((tmp_path / "s.yaml").read_text() + "train: {eval_crop_pct: 0.875}\n")
+    usual = Recipe(**load_suite(tmp_path / "t.yaml", get_registry(refresh=True), scale="paper").runs[0].recipe)
+    assert usual.eval_resize == 256

@@ -24,7 +24,7 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
     from torchvision import transforms as T
     if not train or recipe.augment == "none":
         size = recipe.image_size if train else (recipe.eval_image_size or recipe.image_size)
-        resize = (None if train else recipe.eval_resize_size) or load_size_for(size)
+        resize = (None if train else recipe.eval_resize) or load_size_for(size)
         return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
     steps = [T.RandomResizedCrop(recipe.image_size,
                                  scale=(recipe.crop_scale_min if recipe.augment != "flip" else 1.0, 1.0)),

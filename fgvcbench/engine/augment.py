@@ -226,5 +226,5 @@ class BatchAugmenter:
 
     def eval(self, images_u8: torch.Tensor) -> torch.Tensor:
         size = self.recipe.eval_image_size or self.recipe.image_size
-        x = test_view(images_u8.to(self.device, non_blocking=True), size, self.recipe.eval_resize_size)
+        x = test_view(images_u8.to(self.device, non_blocking=True), size, self.recipe.eval_resize)
         return (x - self.mean) / self.std

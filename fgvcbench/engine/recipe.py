@@ -61,7 +61,11 @@ class Recipe:
     ema_adjust: bool = True           # torchvision reference: scale (1 - decay) by batch·steps/epochs
     repeated_augment: int = 1         # RASampler repeats: each drawn image k times per epoch
     eval_image_size: int | None = None  # test centre-crop size (None = image_size); FixRes tests larger
-    eval_resize_size: int | None = None  # resize before that crop (None = crop / 0.875, e.g. 256 for 224)
+    eval_resize_size: int | None = None  # resize before that crop (None = crop / eval_crop_pct)
+    # the test crop's share of the resized image (timm's crop_pct): resize to round(crop / pct),
+    # e.g. SimTrans's code 224/255; None = 0.875 (256 for 224). eval_resize_size, when set, wins.
+    # In to_dict (run ids) only when set.
+    eval_crop_pct: float | None = dataclasses.field(default=None, metadata={"hash_if_set": True})
     patience: int | None = None
     # what early stopping watches: validation top-1 (also what selects the epoch), or the
     # validation loss (Lightning's EarlyStopping('val_loss'), the fine-label seed's); no stop
@@ -111,8 +115,18 @@ class Recipe:
         resize (``load_size_for`` of this is the cached image size)."""
         from fgvcbench.data.pipeline import CROP_RATIO
         eval_crop = self.eval_image_size or self.image_size
-        resize = self.eval_resize_size or 0
+        resize = self.eval_resize or 0
         return max(self.image_size, eval_crop, int(round(resize * CROP_RATIO)))
+
+    @property
+    def eval_resize(self) -> int | None:
+        """The test view's resize before its centre crop: ``eval_resize_size``, else
+        round(crop / ``eval_crop_pct``), else None (the crop / 0.875 default)."""
+        if self.eval_resize_size is not None:
+            return self.eval_resize_size
+        if self.eval_crop_pct is not None:
+            return int(round((self.eval_image_size or self.image_size) / self.eval_crop_pct))
+        return None
 
     def validate(self) -> list[tuple[str, str]]:
         """Return ``(field, problem)`` pairs; empty when the recipe is usable."""
@@ -159,6 +173,12 @@ class Recipe:
                 and self.eval_resize_size < (self.eval_image_size or self.image_size)):
             problems.append(("eval_resize_size", f"must be >= the test crop {self.eval_image_size or self.image_size}, "
                                                  f"got {self.eval_resize_size}"))
+        if self.eval_crop_pct is not None and not 0 < self.eval_crop_pct <= 1:
+            problems.append(("eval_crop_pct", f"must be in (0, 1] or null (0.875: resize 256 for a 224 crop), "
+                                              f"got {self.eval_crop_pct}"))
+        elif self.eval_resize and self.eval_resize > MAX_IMAGE_SIZE:
+            problems.append(("eval_crop_pct", f"resizes the test view to {self.eval_resize} pixels, over "
+                                              f"{MAX_IMAGE_SIZE}: use a larger share (0.875 is usual)"))
         if self.patience is not None and self.patience < 1:
             problems.append(("patience", f"must be >= 1 or null, got {self.patience}"))
         if self.min_epochs < 0:
@@ -182,9 +202,9 @@ MAX_IMAGE_SIZE = 4096
 def coerce_recipe_value(name: str, value: Any) -> Any:
     """Check a YAML value's type against the field; ints are accepted for floats."""
     default = RECIPE_FIELDS[name].default
-    if name in ("patience", "grad_clip", "eval_image_size", "eval_resize_size") and value is None:
+    if name in ("patience", "grad_clip", "eval_image_size", "eval_resize_size", "eval_crop_pct") and value is None:
         return None
-    expected = type(default) if default is not None else (float if name == "grad_clip" else int)
+    expected = type(default) if default is not None else (float if name in ("grad_clip", "eval_crop_pct") else int)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):

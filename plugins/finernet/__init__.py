@@ -49,6 +49,10 @@ fine-tune of the α = 1.0 mix at lr 5e-4. ViT at 384 px (``384`` in the name), f
 384 fall back to the 224 table first) takes the ResNet values. Phase-3 epochs apply at
 ``paper`` scale (otherwise the recipe's epochs); every other setting at every scale;
 a suite's params override any of them. Phase 1 is the same recipe for every backbone.
+The test view is the recipe's (resize 256 → crop 224, the code's ``T.Resize(256)``),
+except ViT at 384 px: resize 512 → crop 384 as the code's ``datasets.py``
+(``eval_crop_pct`` 0.75, recorded under ``notes.eval_crop_pct``; a suite's
+``eval_resize_size`` or ``eval_crop_pct`` wins).
 
 Variants: ``code`` (default, the above); ``readme`` (phase 4 as the paper's README puts
 it: re-train the whole multi-class model from the phase-3 weights, at the recipe's lr);
@@ -201,8 +205,26 @@ def check_params(p: dict, recipe) -> None:
                         f"(the code's 5e-4)")
 
 
+# the code's ViT-384 test view (datasets.py, vit_base_patch16_384): Resize(512) → CenterCrop(384)
+VIT_384_CROP_PCT = 384 / 512
+
+
+def code_test_view(recipe, backbone: str):
+    """The recipe with the code's test view for ``backbone``: ViT at 384 px resizes to 512
+    (``eval_crop_pct`` 0.75); every other backbone keeps the recipe's (256 → 224, the
+    code's too). A test view the suite set (``eval_resize_size`` / ``eval_crop_pct``) wins."""
+    if "vit" in backbone.lower() and "384" in backbone and recipe.eval_resize_size is None \
+            and recipe.eval_crop_pct is None:
+        return recipe.replace(eval_crop_pct=VIT_384_CROP_PCT)
+    return recipe
+
+
 def run_finernet(ctx: RunContext) -> dict:
     p = ctx.params
+    view = code_test_view(ctx.recipe, ctx.spec.backbone["name"])
+    if view != ctx.recipe:
+        ctx.recipe = view
+        ctx.notes["eval_crop_pct"] = view.eval_crop_pct
     # selection: test is the released code's protocol: it trains on the whole training set
     data = ctx.load_data(val_fraction=0.0 if p["selection"] == "test" else None)
     model1, m1, inputs1 = _phase1(ctx, data)

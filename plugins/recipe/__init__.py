@@ -38,7 +38,7 @@ def base(r: Recipe) -> Recipe:
     return r.replace(optimizer="sgd", nesterov=True, lr=0.01, momentum=0.9, batch_size=32, weight_decay=0.0,
                      scheduler="none", warmup_epochs=0, label_smoothing=0.0, augment="standard",
                      random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, ema_steps=0, ema_decay=0.0,
-                     repeated_augment=1, eval_image_size=None, eval_resize_size=None,
+                     repeated_augment=1, eval_image_size=None, eval_resize_size=None, eval_crop_pct=None,
                      no_decay_norm=False)
 
 

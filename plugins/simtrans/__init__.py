@@ -74,8 +74,13 @@ Augmentation: the code's ``RandomRotation(30)`` → ``RandomResizedCrop(224, sca
 square image (torchvision rotates the full photo with nearest, then crops).
 
 Other deviations: bf16 autocast on CUDA in every stage, SimNet and the graph term's
-adjacency included (the code runs fp32; ``amp: false`` gives it); the test view resizes to
-256 before the 224 crop (the code: 255; ``eval_resize_size: 255`` gives it).
+adjacency included (the code runs fp32; ``amp: false`` gives it).
+
+Test view: the code's resize 255 → centre crop 224 (``eval_crop_pct`` 224/255, so
+round(crop · 255/224) at any image size), the default of every stage and of the test
+view the sample weights are computed on; ``eval_crop_pct: 0.875`` (a suite's
+``train:``) gives the usual resize 256. The stored images are decoded at 256 for a 224
+crop, so the 255 view is one more resample of them (the code resizes the photo once).
 
 Early stop and save floor (``utils/project_kits.early_stop``, ``utils/saver.py``): the
 classifier stages (0, 2, 3) stop once ``stop_th`` (default 10, the code's ``--stop_th``)
@@ -401,7 +406,7 @@ SIMTRANS = Method(
     # data/helper.py: RandomRotation(30) → RandomResizedCrop(224, scale 0.5–1) → flip, for every stage
     recipe={"optimizer": "sgd", "nesterov": False, "momentum": 0.9, "weight_decay": 1e-4, "lr": 1e-4,
             "batch_size": 8, "scheduler": "step", "gamma": 0.5, "step_size": 20, "crop_scale_min": 0.5,
-            "rotation_degrees": 30.0},
+            "rotation_degrees": 30.0, "eval_crop_pct": 224 / 255},
     scales={"smoke": {"step_size": 1}, "short": {"step_size": 10},
             "paper": {"epochs": 60, "step_size": 20, "image_size": 224}},
 )

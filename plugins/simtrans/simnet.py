@@ -125,7 +125,10 @@ def sample_weights(similarity: torch.Tensor, labels: torch.Tensor, kind: str = "
 
 
 def g(a: torch.Tensor, mu: float = -4.0) -> torch.Tensor:
-    """The graph term's edge weight g(a) = (e^{μa} − 1) / (e^{μ} − 1): g(0) = 0, g(1) = 1."""
+    """The graph term's edge weight g(a) = (e^{μa} − 1) / (e^{μ} − 1): g(0) = 0, g(1) = 1.
+    At μ = 0 (0/0 there) its limit, g(a) = a: the code's ``relax`` leaves A as it is."""
+    if mu == 0:
+        return a.clone()
     return torch.expm1(mu * a) / math.expm1(mu)
 
 
