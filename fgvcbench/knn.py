@@ -45,12 +45,25 @@ def _torch_search(queries: torch.Tensor, database: torch.Tensor, k: int, metric:
     return torch.cat(scores), torch.cat(indices)
 
 
+_GPU_RESOURCES: dict[int, object] = {}   # one faiss.StandardGpuResources per device, made once
+
+
+def _gpu_resources(faiss, device: int):
+    """FAISS's GPU resources (cuBLAS handles, streams, a scratch pool) for ``device``, made on
+    first use and kept: FineRNet searches once per class, and creating them each time costs
+    more than a small class's search."""
+    if device not in _GPU_RESOURCES:
+        _GPU_RESOURCES[device] = faiss.StandardGpuResources()
+    return _GPU_RESOURCES[device]
+
+
 def _faiss_search(queries: torch.Tensor, database: torch.Tensor, k: int, metric: str):
     import faiss
     d = database.shape[1]
     index = faiss.IndexFlatL2(d) if metric == "l2" else faiss.IndexFlatIP(d)
     if database.is_cuda and hasattr(faiss, "StandardGpuResources"):
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), database.device.index or 0, index)
+        device = database.device.index or 0
+        index = faiss.index_cpu_to_gpu(_gpu_resources(faiss, device), device, index)
     index.add(database.detach().cpu().contiguous().numpy())
     scores, indices = index.search(queries.detach().cpu().contiguous().numpy(), k)
     scores = torch.from_numpy(scores)

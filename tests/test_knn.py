@@ -69,6 +69,35 @@ def test_within_classes_equals_brute_force_per_class():
     assert set(knn_within_classes(feats, labels, 2, backend="torch")) == {0, 1, 2, 5}
 
 
+@pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed (pip install faiss-cpu)")
+def test_within_classes_is_the_same_with_faiss_and_torch():
+    """The search FineRNet's mining runs, per class, from another view of the same images:
+    the two engines give the same neighbours (near-ties aside)."""
+    g = torch.Generator().manual_seed(3)
+    feats, labels = torch.randn(300, 32, generator=g), torch.arange(300) % 7
+    queries = feats + 0.1 * torch.randn(300, 32, generator=g)
+    by_faiss = knn_within_classes(feats, labels, 8, num_classes=8, backend="faiss", queries=queries)
+    by_torch = knn_within_classes(feats, labels, 8, num_classes=8, backend="torch", queries=queries)
+    assert set(by_faiss) == set(by_torch) == set(range(8)) and by_faiss[7].shape == (300, 0)
+    same = torch.cat([(by_faiss[c] == by_torch[c]).flatten().float() for c in range(7)])
+    assert same.mean() > 0.999
+
+
+def test_faiss_gpu_resources_are_made_once_per_device(monkeypatch):
+    """FineRNet searches once per class: FAISS's GPU resources are made on first use and
+    reused, not made again for every class (a fake faiss stands in for a GPU build)."""
+    import types
+
+    import fgvcbench.knn as knn
+    made = []
+    fake = types.ModuleType("faiss")
+    fake.StandardGpuResources = lambda: made.append(object()) or made[-1]
+    monkeypatch.setattr(knn, "_GPU_RESOURCES", {})
+    first = [knn._gpu_resources(fake, 0) for _ in range(5)]
+    assert len(made) == 1 and all(r is made[0] for r in first)
+    assert knn._gpu_resources(fake, 1) is not made[0] and len(made) == 2
+
+
 def test_engine_seconds_and_the_bench(tmp_path, runner, monkeypatch):
     feats, labels = torch.randn(80, 16), torch.arange(80) % 5
     seconds = engine_seconds(feats, labels, 4, repeats=1)

@@ -9,6 +9,8 @@
 #   bench        bench throughput: tf_efficientnet_lite0 and resnet50, 224 px, batch 256,
 #                eager and compiled, on the real CUB JPEGs          → $OUT/throughput.csv
 #   knn          bench knn at CUB-200 and Stanford Cars sizes          → $OUT/knn.csv
+#                (FAISS is timed when its wheel travels in .whl3/: carry [".whl3"] alone,
+#                the 18 MiB faiss-cpu wheel does not fit beside .data and .whl)
 #   recipe | timm_bar | finernet | metric | fine_labels | simtrans
 #                fgvcbench run of that suite on the real CUB subset, for what is left of
 #                $BUDGET seconds; its records come back as $OUT/<suite>.tgz
@@ -38,7 +40,7 @@ mkdir -p "$OUT"
 
 export PYTHONPATH=/tmp/fgvcbench-site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-wheels=$(compgen -G ".whl/*.whl"; compgen -G ".whl2/*.whl")
+wheels=$(compgen -G ".whl/*.whl"; compgen -G ".whl2/*.whl"; compgen -G ".whl3/*.whl")
 if [ -n "$wheels" ]; then
     # shellcheck disable=SC2086
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
