@@ -17,9 +17,10 @@ from fgvcbench_plugins.metric_learning.evaluate import (cosine_similarities, knn
 from conftest import write_suite
 
 
-def brute_force_retrieval(emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def brute_force_retrieval(emb: torch.Tensor, labels: torch.Tensor, metric: str = "cosine") -> dict[str, float]:
     """Precision@1, R-precision and MAP@R (Musgrave et al., 2020) by their definitions."""
-    sim = F.normalize(emb.double(), dim=1) @ F.normalize(emb.double(), dim=1).T
+    sim = (F.normalize(emb.double(), dim=1) @ F.normalize(emb.double(), dim=1).T if metric == "cosine"
+           else -torch.cdist(emb.double(), emb.double()))
     sim.fill_diagonal_(-float("inf"))
     p1, rp, mapr = [], [], []
     for i in range(len(labels)):
@@ -56,7 +57,7 @@ def test_knn_ncm_and_cosines_by_hand(embeddings):
     sim = F.normalize(query, dim=1) @ F.normalize(ref, dim=1).T
     expected1 = (r_labels[sim.argmax(1)] == q_labels).float().mean().item() * 100
     got = knn_accuracy(query, q_labels, ref, r_labels, k=3)
-    assert got["knn1_accuracy"] == pytest.approx(expected1) and 0 <= got["knn3_accuracy"] <= 100
+    assert got["knn1_accuracy"] == pytest.approx(expected1)
     means = torch.stack([F.normalize(ref[r_labels == c], dim=1).mean(0) for c in range(5)])
     ncm = ((F.normalize(query, dim=1) @ F.normalize(means, dim=1).T).argmax(1) == q_labels).float().mean() * 100
     assert nearest_class_mean_accuracy(query, q_labels, ref, r_labels, 5) == pytest.approx(ncm.item())
@@ -65,6 +66,28 @@ def test_knn_ncm_and_cosines_by_hand(embeddings):
     same = [float(e[i] @ e[j]) for i in range(40) for j in range(40) if i != j and labels[i] == labels[j]]
     assert cos["intra_cosine"] == pytest.approx(sum(same) / len(same), abs=1e-5)
     assert cos["intra_cosine"] > cos["inter_cosine"]
+
+
+def test_an_unnormalised_embedding_is_scored_by_the_euclidean_distance_it_trained(embeddings):
+    """normalize: false trains on raw Euclidean distances: neighbours and class means are
+    then Euclidean too. Rows scaled by random norms make the two rankings differ."""
+    emb, labels = embeddings
+    g = torch.Generator().manual_seed(5)
+    emb = emb * torch.empty(40, 1).uniform_(0.2, 5.0, generator=g)
+    l2, cosine = retrieval_metrics(emb, labels, "l2"), retrieval_metrics(emb, labels)
+    reference = brute_force_retrieval(emb, labels, "l2")
+    for key in ("precision_at_1", "r_precision", "map_at_r"):
+        assert l2[key] == pytest.approx(reference[key], abs=1e-4), key
+    assert l2 != cosine                                         # the scaled rows rank otherwise
+    query, q_labels, ref, r_labels = emb[::2], labels[::2], emb[1::2], labels[1::2]
+    nearest = torch.cdist(query, ref).argmin(1)
+    assert knn_accuracy(query, q_labels, ref, r_labels, k=3, metric="l2")["knn1_accuracy"] == pytest.approx(
+        (r_labels[nearest] == q_labels).float().mean().item() * 100)
+    means = torch.stack([ref[r_labels == c].mean(0) for c in range(5)])
+    ncm = (torch.cdist(query, means).argmin(1) == q_labels).float().mean().item() * 100
+    assert nearest_class_mean_accuracy(query, q_labels, ref, r_labels, 5, "l2") == pytest.approx(ncm)
+    # a class without reference images is never the nearest mean
+    assert nearest_class_mean_accuracy(query, q_labels, ref, r_labels, 6, "l2") == pytest.approx(ncm)
 
 
 def test_knn_majority_vote_by_hand():
@@ -164,6 +187,16 @@ def test_a_batch_larger_than_the_classes_allow_uses_every_class_once(tmp_path, r
                                                  "params: {m_per_class: 4}, train: {batch_size: 64}}")
     assert record["status"] == "ok", record.get("error")
     assert record["notes"]["batch_size"] == {"asked": 64, "used": 16, "why": "4 classes × m_per_class 4"}
+
+
+def test_a_run_without_normalisation_reports_euclidean_retrieval(tmp_path, runner):
+    (record,) = _run_one_epoch(tmp_path, runner, "{name: metric_learning, variants: [batch_hard], "
+                                                 "params: {normalize: false}}")
+    assert record["status"] == "ok", record.get("error")
+    saved = torch.load(tmp_path / "out" / "artifacts" / record["run_id"] / "test_embeddings.pt", weights_only=True)
+    assert not torch.allclose(saved["embeddings"].norm(dim=1), torch.ones(len(saved["labels"])))   # raw
+    expected = retrieval_metrics(saved["embeddings"], saved["labels"], "l2")
+    assert record["metrics"]["map_at_r"] == pytest.approx(expected["map_at_r"], abs=1e-6)
 
 
 def test_unknown_miner_is_refused_when_the_suite_loads(tmp_path, runner):

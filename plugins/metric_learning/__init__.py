@@ -28,7 +28,10 @@ is driven by a NumPy generator seeded from the run's seed, so a seed gives the s
 
 ``top1`` in the record is 1-NN classification accuracy of test embeddings against the
 training embeddings; retrieval metrics (precision@1, R-precision, MAP@R) rank the test set
-against itself. The epoch is selected on validation precision@1.
+against itself. The epoch is selected on validation precision@1. Neighbours and class means
+are found with the distance the loss trained: cosine when ``normalize`` is true (the same
+ranking as Euclidean on the unit vectors), Euclidean on the raw embeddings when it is
+false; ``intra_cosine``/``inter_cosine`` are cosine either way.
 """
 
 from __future__ import annotations
@@ -139,6 +142,7 @@ def run_metric_learning(ctx: RunContext) -> dict:
     data = ctx.load_data(image_size=recipe.data_size, val_fraction=recipe.val_fraction)
     backbone = ctx.create_model(data.num_classes)
     net = place_model(EmbeddingNet(backbone, p["embedding_dim"], p["normalize"]), recipe, ctx.device)
+    metric = "cosine" if p["normalize"] else "l2"   # neighbours by the distance the loss trained
     loss_fn, miner = build_loss_and_miner(p)
     before = embed_split(ctx, net, data.test.images, recipe)
 
@@ -197,7 +201,7 @@ def run_metric_learning(ctx: RunContext) -> dict:
         ctx.train_seconds += time.perf_counter() - started
         if len(data.val) > 1:
             row["val_precision_at_1"] = retrieval_metrics(embed_split(ctx, net, data.val.images, recipe),
-                                                          data.val.labels)["precision_at_1"]
+                                                          data.val.labels, metric)["precision_at_1"]
             if row["val_precision_at_1"] > best:
                 best, best_state = row["val_precision_at_1"], copy.deepcopy(net.state_dict())
                 row["selected"] = True
@@ -207,12 +211,12 @@ def run_metric_learning(ctx: RunContext) -> dict:
 
     test_emb = embed_split(ctx, net, data.test.images, recipe)
     train_emb = embed_split(ctx, net, data.train.images, recipe)
-    metrics = {**retrieval_metrics(test_emb, data.test.labels),
-               **knn_accuracy(test_emb, data.test.labels, train_emb, data.train.labels, p["knn_k"]),
+    metrics = {**retrieval_metrics(test_emb, data.test.labels, metric),
+               **knn_accuracy(test_emb, data.test.labels, train_emb, data.train.labels, p["knn_k"], metric),
                "ncm_accuracy": nearest_class_mean_accuracy(test_emb, data.test.labels, train_emb, data.train.labels,
-                                                           data.num_classes),
+                                                           data.num_classes, metric),
                **cosine_similarities(test_emb, data.test.labels),
-               "before_precision_at_1": retrieval_metrics(before, data.test.labels)["precision_at_1"],
+               "before_precision_at_1": retrieval_metrics(before, data.test.labels, metric)["precision_at_1"],
                "best_epoch": max((r["epoch"] for r in ctx.history if r.get("selected")), default=recipe.epochs)}
     metrics["top1"] = metrics["knn1_accuracy"]
     torch.save({"embeddings": test_emb, "labels": data.test.labels}, ctx.artifact_dir / "test_embeddings.pt")

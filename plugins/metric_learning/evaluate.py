@@ -11,14 +11,17 @@ import torch.nn.functional as F
 from fgvcbench.api import knn_search
 
 
-def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    from pytorch_metric_learning.distances import CosineSimilarity
+def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, metric: str = "cosine") -> dict[str, float]:
+    """``metric``: ``cosine`` (the embeddings the loss saw were L2-normalised) or ``l2``
+    (Euclidean on the raw embeddings, as a ``normalize: false`` model was trained)."""
+    from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
-    # cosine neighbours, as everywhere else here (the calculator's default would be FAISS L2
-    # on the raw embeddings when faiss is installed, and something else when it is not)
+    # the training distance, stated (the calculator's default would be FAISS L2 on the raw
+    # embeddings when faiss is installed, and something else when it is not)
+    distance = CosineSimilarity() if metric == "cosine" else LpDistance(normalize_embeddings=False)
     calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
-                              device=torch.device("cpu"), knn_func=CustomKNN(CosineSimilarity()))
+                              device=torch.device("cpu"), knn_func=CustomKNN(distance))
     acc = calc.get_accuracy(embeddings.float().cpu(), labels.cpu(), ref_includes_query=True)
     return {"precision_at_1": 100 * acc["precision_at_1"], "r_precision": 100 * acc["r_precision"],
             "map_at_r": 100 * acc["mean_average_precision_at_r"]}
@@ -41,11 +44,17 @@ def knn_accuracy(query: torch.Tensor, query_labels: torch.Tensor, reference: tor
     return {"knn1_accuracy": 100 * top1, f"knn{k}_accuracy": 100 * majority}
 
 
-def nearest_class_mean_accuracy(query, query_labels, reference, reference_labels, num_classes: int) -> float:
-    ref = F.normalize(reference.float(), dim=1)
+def nearest_class_mean_accuracy(query, query_labels, reference, reference_labels, num_classes: int,
+                                metric: str = "cosine") -> float:
+    """Each query's class is the nearest class mean of the reference embeddings: by cosine
+    (means of the normalised embeddings), or by Euclidean distance (``l2``, raw ones)."""
+    ref = F.normalize(reference.float(), dim=1) if metric == "cosine" else reference.float()
     means = torch.stack([ref[reference_labels == c].mean(0) if (reference_labels == c).any()
                          else torch.full((ref.shape[1],), float("nan")) for c in range(num_classes)])
-    scores = F.normalize(query.float(), dim=1) @ F.normalize(means, dim=1).nan_to_num(-2.0).T
+    if metric == "cosine":
+        scores = F.normalize(query.float(), dim=1) @ F.normalize(means, dim=1).nan_to_num(-2.0).T
+    else:   # nearer is higher; a class with no reference image is never chosen
+        scores = (-torch.cdist(query.float(), means.nan_to_num(0.0))).masked_fill(means.isnan().any(1), -float("inf"))
     return 100 * (scores.argmax(1) == query_labels).float().mean().item()
 
 
