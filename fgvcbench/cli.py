@@ -650,7 +650,9 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
             root = Path(entry[1])
     # the folder's adapter: the dataset's own, a view's base, or none (generated data)
     reader = spec.folder_reader({**spec.options, **options}, registry.datasets)
-    if reader is None and root is not None:   # generated data: a folder given would be silently unused
+    of = {**spec.options, **options}.get("of")
+    unknown_base = spec.is_view and not (isinstance(of, str) and of in registry.datasets)   # its own error follows
+    if reader is None and root is not None and not unknown_base:   # generated data: the folder would go unused
         raise UserError(f"dataset {name!r} is generated: it reads no folder — drop --root (options set what "
                         f"is generated: {', '.join(spec.options) or 'none'})")
     if reader is not None and root is None:

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+from PIL import Image
 
 from fgvcbench.cli import app
 
@@ -353,3 +354,15 @@ def test_data_verify_refuses_a_root_for_generated_data(runner, tmp_path):
     result = runner.invoke(app, ["data", "verify", "synthetic", "--root", str(tmp_path)], env={"COLUMNS": "300"})
     assert "'synthetic' is generated: it reads no folder — drop --root" in _exit_2(result)
     assert runner.invoke(app, ["data", "verify", "synthetic", "-o", "coarse=2"]).exit_code == 0
+    # a view reads its base's folder: a root is taken; a view of a base that does not exist says so
+    for split, n in (("train", 4), ("test", 2)):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (24, 24), (40 * i, 90 if cls == "a" else 200, 30)).save(tmp_path / split / cls / f"{i}.jpg")
+    view = runner.invoke(app, ["data", "verify", "weak_shot", "--root", str(tmp_path), "-o", "of=imagefolder",
+                               "-o", "novel=[b]", "-o", "noise_rate=0.0"])
+    assert view.exit_code == 0, view.output
+    typo = runner.invoke(app, ["data", "verify", "weak_shot", "--root", str(tmp_path), "-o", "of=folder"],
+                         env={"COLUMNS": "300"})
+    assert "unknown dataset 'folder' — did you mean 'imagefolder'?" in _exit_2(typo)

@@ -318,6 +318,43 @@ def test_fit_records_what_the_ema_did():
                                     seed=0).metrics
 
 
+def test_fit_updates_the_ema_as_torchvisions_train_py(monkeypatch):
+    """torchvision's reference loop: update the EMA at batch indices i % ema_steps == 0, and
+    while epoch < warmup epochs reset it after each update, so it copies the weights; after
+    the warmup it averages decay·ema + (1 − decay)·weights. The AveragedModel fit builds is
+    watched: every update's weights and count are recorded, and the EMA's end state must
+    be the average recomputed by hand from them."""
+    from fgvcbench.engine import train as engine
+    data = toy_data()                       # 24 training images: 3 batches of 8 per epoch
+    recipe = Recipe(epochs=3, image_size=16, batch_size=8, lr=0.05, augment="flip", warmup_epochs=1,
+                    ema_steps=2, ema_decay=0.5, ema_adjust=False)
+    updates, made = [], []
+    real = engine._ema_model
+
+    def watched(model, recipe, world_size=1):
+        ema = real(model, recipe, world_size)
+        update = ema.update_parameters
+
+        def record(m):
+            before = int(ema.n_averaged)
+            update(m)
+            updates.append((before, {n: p.detach().clone() for n, p in m.named_parameters()}))
+        ema.update_parameters = record
+        made.append(ema)
+        return ema
+    monkeypatch.setattr(engine, "_ema_model", watched)
+    result = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=0)
+    # batches 0 and 2 of each epoch; the warmup epoch's two updates are each reset to a copy
+    assert [n for n, _ in updates] == [0, 0, 0, 1, 2, 3] and result.metrics["ema_updates"] == 6
+    expected = None
+    for n, weights in updates:
+        expected = dict(weights) if n == 0 else {k: 0.5 * expected[k] + 0.5 * w for k, w in weights.items()}
+    (ema,) = made
+    for name, param in ema.module.named_parameters():
+        assert torch.allclose(param, expected[name], atol=1e-6), name
+    assert not all(torch.equal(expected[k], updates[-1][1][k]) for k in expected)   # an average, not a copy
+
+
 def test_recipe_validation_lists_problems():
     problems = dict(Recipe(epochs=0, lr=-1, augment="magic", label_smoothing=2).validate())
     assert set(problems) == {"epochs", "lr", "augment", "label_smoothing"}

@@ -161,8 +161,18 @@ def test_coarse_view_of_real_cub_groups_species_by_name():
     species = defaultdict(set)
     for c, f in zip(splits.train.labels, splits.train.meta["fine_label"]):
         species[splits.train.class_names[c]].add(splits.train.info["fine_names"][f])
-    # the same grouping from the files: a class's group is the last word of its name (Black-footed
-    # Albatross → Albatross); groups of 2 or more species are kept, with every image of theirs
+    members, counts = _groups_from_the_files()
+    assert {g: len(names) for g, names in species.items()} == {g: len(c) for g, c in members.items() if len(c) >= 2}
+    assert "Flycatcher" in species and len(species) > 5   # the first 50 classes hold several groups
+    assert all(name.endswith(group) for group, names in species.items() for name in names)
+    assert (len(splits.train), len(splits.test)) == counts
+
+
+def _groups_from_the_files() -> tuple[dict, tuple[int, int]]:
+    """The coarse grouping read from CUB's own files, independently of the adapter: a
+    class's group is the last word of its name (Black-footed Albatross → Albatross); groups
+    of 2 or more species are kept with every image of theirs. (group → class ids, (train
+    images, test images) kept)."""
     def rows(name):
         return [line.split() for line in (CUB / name).read_text().splitlines() if line.strip()]
     group_of = {cid: name.split(".", 1)[1].replace("-", "_").split("_")[-1] for cid, name in rows("classes.txt")}
@@ -172,11 +182,7 @@ def test_coarse_view_of_real_cub_groups_species_by_name():
     kept = {cid for group, cids in members.items() if len(cids) >= 2 for cid in cids}
     train_flag = dict(rows("train_test_split.txt"))
     in_kept = [img for img, cid in rows("image_class_labels.txt") if cid in kept]
-    assert {g: len(names) for g, names in species.items()} == {g: len(c) for g, c in members.items() if len(c) >= 2}
-    assert "Flycatcher" in species and len(species) > 5   # the first 50 classes hold several groups
-    assert all(name.endswith(group) for group, names in species.items() for name in names)
-    assert len(splits.train) == sum(train_flag[img] == "1" for img in in_kept)
-    assert len(splits.test) == sum(train_flag[img] == "0" for img in in_kept)
+    return members, (sum(train_flag[img] == "1" for img in in_kept), sum(train_flag[img] == "0" for img in in_kept))
 
 
 def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_path, runner):
@@ -284,4 +290,5 @@ def test_data_verify_checks_a_view_through_its_base_root(runner):
                                  "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["splits"]["train"] and sum(report["splits"]["train"].values()) == 1110
+    train, test = _groups_from_the_files()[1]
+    assert sum(report["splits"]["train"].values()) == train and sum(report["splits"]["test"].values()) == test

@@ -5,6 +5,8 @@ settings per backbone family and dataset, the Siamese head and its checkpoint ru
 
 from __future__ import annotations
 
+import json
+
 import timm
 import torch
 
@@ -281,3 +283,37 @@ def test_the_test_view_is_the_codes_for_each_backbone():
     assert code_test_view(Recipe(image_size=224), "vit_base_patch16_224") == Recipe(image_size=224)
     assert code_test_view(r.replace(eval_resize_size=400), "vit_base_patch16_384").eval_resize == 400
     assert code_test_view(r.replace(eval_crop_pct=0.875), "vit_base_patch16_384").eval_resize == 439
+
+
+def test_a_killed_run_resumes_at_the_phase_after_the_last_finished_one(tmp_path):
+    """kill -9 right after phase 2 (the pairs) is saved: the next `run` trains phases 3 and 4
+    only — phase 1's weights and the mined pairs load from their cached stages, untouched."""
+    import os
+    import subprocess
+    import sys
+    suite = write_suite(tmp_path, f"""
+        output: {tmp_path / 'out'}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 2, image_size: 32, batch_size: 16}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods: [{{name: finernet, variants: [code], params: {{phase3_batch: 16}}}}]
+        """)
+    env = dict(os.environ, OMP_NUM_THREADS="1", FGVCBENCH_FAULT="stage:2")
+    killed = subprocess.run([sys.executable, "-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], env=env,
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    stages = tmp_path / "out" / "stages"
+    saved = {p.name.split("-")[0]: p.stat().st_mtime_ns for p in stages.glob("*.pt")}
+    assert set(saved) == {"finernet_phase1", "finernet_pairs"} and not list((tmp_path / "out" / "runs").glob("*.json"))
+    env.pop("FGVCBENCH_FAULT")
+    resumed = subprocess.run([sys.executable, "-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert record["status"] == "ok" and record["notes"]["phase1_cached"] is True
+    assert {p.name.split("-")[0]: p.stat().st_mtime_ns for p in stages.glob("*.pt")
+            if p.name.split("-")[0] in saved} == saved                     # neither phase was trained again
+    assert {row.get("phase") for row in record["history"]} == {"3", "4"}   # phase 1's epochs: not in this attempt
+    assert record["cost"]["train_seconds_total"] > record["cost"]["train_seconds"]   # its cached time counts

@@ -7,6 +7,11 @@ names (as the dataset adapters name them) of the novel classes the SimTrans code
 - ``simtrans_aircraft``: the 25 FGVC-Aircraft variants the SimTrans code (``data/
   Air_helper.py``) draws from 37 of the 100 variants with a fixed permutation; the other
   75 are base. Its web images lie in ``hardest_new_set/<variant>``.
+
+The code's third dataset, "Car", is CompCars (not Stanford Cars): no CompCars adapter
+ships here, and so no named split for it. A CompCars folder laid out as
+``train/<class>/*`` + ``test/<class>/*`` reads through the ``imagefolder`` adapter (``of: imagefolder``), with the
+code's novel classes given to ``novel:`` as a class-list file or a list.
 """
 
 XIAN_CUB = (
