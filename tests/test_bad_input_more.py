@@ -359,7 +359,8 @@ def test_data_verify_refuses_a_root_for_generated_data(runner, tmp_path):
         for cls in ("a", "b"):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(n):
-                Image.new("RGB", (24, 24), (40 * i, 90 if cls == "a" else 200, 30)).save(tmp_path / split / cls / f"{i}.jpg")
+                colour = (40 * i, 90 if cls == "a" else 200, 30 if split == "train" else 160)
+                Image.new("RGB", (24, 24), colour).save(tmp_path / split / cls / f"{i}.jpg")
     view = runner.invoke(app, ["data", "verify", "weak_shot", "--root", str(tmp_path), "-o", "of=imagefolder",
                                "-o", "novel=[b]", "-o", "noise_rate=0.0"])
     assert view.exit_code == 0, view.output
