@@ -291,15 +291,8 @@ def test_a_killed_run_resumes_at_the_phase_after_the_last_finished_one(tmp_path)
     import os
     import subprocess
     import sys
-    suite = write_suite(tmp_path, f"""
-        output: {tmp_path / 'out'}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 2, image_size: 32, batch_size: 16}}
-        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
-        backbones: [test_resnet]
-        methods: [{{name: finernet, variants: [code], params: {{phase3_batch: 16}}}}]
-        """)
+    suite = tiny_suite(tmp_path, epochs=2, batch_size=16,
+                       methods="[{name: finernet, variants: [code], params: {phase3_batch: 16}}]")
     env = dict(os.environ, OMP_NUM_THREADS="1", FGVCBENCH_FAULT="stage:2")
     killed = subprocess.run([sys.executable, "-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], env=env,
                             capture_output=True, text=True)
