@@ -112,16 +112,18 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     (:func:`suite_records`), plus ablation.csv and a PNG chart."""
     import pandas as pd
 
+    from fgvcbench.plugins import get_registry
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
-    from fgvcbench.spec import portable
     from fgvcbench.store import atomic_write_text
+    method = get_registry().methods[suite.ablation.method]
     frames = []
-    for dataset, _ in suite.datasets:
+    for dataset, root in suite.datasets:
         for backbone in suite.backbones:
-            # a checkpoint by its content, not its path (the same file copied elsewhere is the same run)
-            same = portable({"backbone": backbone})["backbone"]
-            df = ablation_table([r for r in records if r["spec"]["dataset"] == dataset
-                                 and portable(r["spec"])["backbone"] == same], suite.ablation, dataset["name"],
+            # the ablation's own runs: a methods: entry of the same method (its own train:) may
+            # hold runs of the same steps under another recipe, which are not its rows
+            ids = {suite.make_spec(dataset, root, backbone, method, suite.ablation.label(steps), {"steps": steps},
+                                   seed).run_id for _, steps in suite.ablation.rows() for seed in suite.seeds}
+            df = ablation_table([r for r in records if r["run_id"] in ids], suite.ablation, dataset["name"],
                                 backbone["name"])
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
             if not df.attrs.get("seeds"):   # nothing to show yet (an interrupted first pass)
@@ -154,7 +156,10 @@ def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> 
             step = registry.recipe_steps.get(name)
             if step is None:   # a step whose plugin is gone: the runs say so, this note stays silent
                 return None
-            r = step.apply(r)
+            try:
+                r = step.apply(r)
+            except Exception:  # noqa: BLE001 — a failing step fails its runs with the error; a note stays silent
+                return None
         sides.append(r)
     return inert_change(*sides)
 
@@ -163,17 +168,18 @@ def _note_inert_rows(suite, dataset: dict, backbone: dict) -> None:
     """A note under an ablation table for each row whose step trains alike in effect at
     this suite's budget (its Δ measures seed noise, not the step)."""
     from fgvcbench.plugins import get_registry
-    spec = next((s for s in suite.runs if s.method == suite.ablation.method and s.dataset == dataset
-                 and s.backbone == backbone), None)
-    if spec is None:
-        return
     registry = get_registry()
+    method = registry.methods.get(suite.ablation.method)
+    if method is None:
+        return
+    # the ablation's own recipe (a methods: entry of the same method may train another)
+    recipe = suite.make_spec(dataset, None, backbone, method, "steps:none", {"steps": []}, 0).recipe
     order = suite.ablation.order
     for label, steps in suite.ablation.rows():
         before = order[:len(steps) - 1] if not label.startswith("+") else list(order)
         if not before and not label.startswith("+"):
             continue   # the first row has nothing to compare with
-        why = inert_step(registry, spec.recipe, before, steps)
+        why = inert_step(registry, recipe, before, steps)
         if why:
             err_console.print(f"[yellow]note:[/] {escape(f'row {label}: {why}')}", highlight=False)
 
@@ -224,28 +230,13 @@ def warn_plugins(registry) -> None:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
 
 
-def _refuse_empty(value) -> list:
+def nonempty_path(ctx, param, value):
+    """Callback of every path option and argument (typed as text, so that an empty one is
+    still seen: a ``Path``-typed option has turned ``''`` into ``.`` before its callback
+    runs): an empty or blank path — a typo, or an unset shell variable in ``--out "$OUT"`` —
+    is refused instead of read as the current folder. The value comes back unchanged."""
     import typer
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if any(not str(v).strip() for v in values):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if any(v is not None and not str(v).strip() for v in values):
         raise typer.BadParameter("an empty path — give a folder or file name (an unset shell variable?)")
-    return values
-
-
-def path_option(ctx, param, value):
-    """Option/argument callback for a path typed as text: an empty one ('' — a typo or an unset
-    shell variable) is refused instead of read as the current folder, which is what
-    ``Path('')`` means (a ``Path``-typed option has lost the difference before its callback
-    runs). Returns a ``Path``, or a list of them for a repeatable one."""
-    if value is None:
-        return None
-    paths = [Path(v) for v in _refuse_empty(value)]
-    return paths if isinstance(value, (list, tuple)) else paths[0]
-
-
-def text_path_option(ctx, param, value):
-    """:func:`path_option` for an option the command keeps as text (an empty one is refused,
-    not taken as unset)."""
-    if value is not None:
-        _refuse_empty(value)
     return value

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import typer
 from rich.markup import escape
 
-from fgvcbench._cli_output import path_option, text_path_option
+from fgvcbench._cli_output import nonempty_path
 from fgvcbench.errors import UserError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs model throughput.")
@@ -206,12 +206,12 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
                dataset: str = typer.Option("synthetic", help="Dataset whose training images feed the pipelines."),
                root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets).",
-                                                  callback=text_path_option),
+                                                  metavar="DIR", callback=nonempty_path),
                workers: Optional[int] = typer.Option(None, help="Classic DataLoader workers (default: min(8, cores))."),
                augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
                random_erasing: float = typer.Option(0.1, help="RandomErasing probability in both pipelines."),
-               output: str = typer.Option("results/bench", help="Folder for throughput.csv.",
-                                          callback=path_option)) -> None:
+               output: str = typer.Option("results/bench", help="Folder for throughput.csv.", metavar="DIR",
+                                          callback=nonempty_path)) -> None:
     """Model-only vs fast-pipeline vs classic-pipeline images/s, and their ratios."""
     from rich.console import Console
     from rich.table import Table
@@ -220,6 +220,7 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import check_writable
     warn_plugins(get_registry())   # a dataset or backbone a broken plugin would provide
+    output = Path(output)
     check_writable(output, "benchmark rows")    # before measuring, not after
 
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
@@ -272,12 +273,14 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
         k: int = typer.Option(8, help="Neighbours per class (FineRNet: top-7 + the image itself)."),
         repeats: int = typer.Option(3, help="Timed repeats; the best is kept."),
         device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (where the torch engine searches)."),
-        output: str = typer.Option("results/bench", help="Folder for knn.csv.", callback=path_option)) -> None:
+        output: str = typer.Option("results/bench", help="Folder for knn.csv.", metavar="DIR",
+                                   callback=nonempty_path)) -> None:
     """FineRNet's pair-mining search: seconds per kNN engine (torch on the device, FAISS)."""
     from rich.console import Console
     from rich.table import Table
 
     from fgvcbench.store import check_writable
+    output = Path(output)
     check_writable(output, "benchmark rows")    # before measuring, not after
 
     rows = measure_knn(n, dim, classes, k, device=device, repeats=repeats)

@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (console, err_console, inert_step, path_option, print_ablation_tables, print_baseline_table,
-                                  print_description, print_leaderboard, suite_records, text_path_option,
+from fgvcbench._cli_output import (console, err_console, inert_step, nonempty_path, print_ablation_tables, print_baseline_table,
+                                  print_description, print_leaderboard, suite_records,
                                   warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
@@ -125,14 +125,15 @@ def _worker_devices(gpus: Optional[str], workers: Optional[int], suite_device: s
 
 @app.command()
 @friendly
-def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml.", callback=path_option),
+def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quickstart.yaml.", metavar="SUITE_FILE",
+                                         callback=nonempty_path),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and what is done; run nothing."),
         scale: Optional[str] = typer.Option(None, help="Override the suite's scale: smoke, short or paper."),
         seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
         device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
         output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output).",
-                                             callback=text_path_option),
-        data_root: Optional[str] = typer.Option(None, "--data-root", callback=text_path_option,
+                                             metavar="DIR", callback=nonempty_path),
+        data_root: Optional[str] = typer.Option(None, "--data-root", metavar="DIR", callback=nonempty_path,
                                                 help="Folder holding the datasets (overrides the suite's data_root)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         gpus: Optional[str] = typer.Option(None, "--gpus", help="One worker process per GPU: all, or indices 0,1,…"),
@@ -347,7 +348,7 @@ def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
 @app.command()
 @friendly
 def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
-                                                         callback=path_option),
+                                                         metavar="RESULTS_DIRS...", callback=nonempty_path),
                 format: str = typer.Option("table", "--format", "-f", help="table, csv, md, github or latex."),
                 write: bool = typer.Option(True, "--write/--no-write",
                                            help="Write leaderboard.csv into the first directory."),
@@ -365,6 +366,7 @@ def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more 
     allowed = ("table", "csv", "md", "github", "latex")
     if format not in allowed:
         raise UserError(f"unknown format {format!r} — use one of {', '.join(allowed)}")
+    results_dirs = [Path(d) for d in results_dirs]
     for d in results_dirs:
         if not d.is_dir():
             raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
@@ -380,9 +382,9 @@ def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more 
 @app.command()
 @friendly
 def report(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
-                                                    callback=path_option),
+                                                    metavar="RESULTS_DIRS...", callback=nonempty_path),
            out: str = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures.",
-                                   callback=path_option),
+                                   metavar="DIR", callback=nonempty_path),
            title: str = typer.Option("fgvcbench report", "--title", help="The report's heading."),
            metrics: Optional[str] = typer.Option(None, "--metrics", help="Extra leaderboard columns, e.g. nmi,ari "
                                                                          "(mean ± std over seeds)."),
@@ -399,6 +401,7 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
         raise UserError(f"--baseline {baseline[repeat]!r} is given twice — give each baseline once")
     if "\n" in title or "\r" in title:
         raise UserError("--title: one line, please (a line break would split the report's heading)")
+    results_dirs, out = [Path(d) for d in results_dirs], Path(out)
     for d in results_dirs:
         if not d.is_dir():
             raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
@@ -420,7 +423,8 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
 @app.command("new-plugin")
 @friendly
 def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-method."),
-               where: str = typer.Option(".", "--dir", help="Where to create fgvcbench-NAME/.", callback=path_option),
+               where: str = typer.Option(".", "--dir", help="Where to create fgvcbench-NAME/.", metavar="DIR",
+                                         callback=nonempty_path),
                force: bool = typer.Option(False, "--force", help="Write into an existing folder.")) -> None:
     """Scaffold a third-party plugin distribution: pyproject with the entry point, one
     method using the public API, and a test — it installs and passes out of the box."""
@@ -430,7 +434,7 @@ def new_plugin(name: str = typer.Argument(..., help="The plugin's name, e.g. my-
     warn_plugins(registry)
     taken = {m: registry.origin.get(("methods", m), "?") for m in registry.methods}
     try:
-        root = scaffold(name, where, force, taken)
+        root = scaffold(name, Path(where), force, taken)
     except OSError as exc:
         raise UserError(f"cannot write the plugin into {where}: {exc.strerror or exc} — choose another --dir") from None
     console.print(f"created {root}\n  cd {root}\n  pip install -e \".[test]\"\n  fgvcbench plugins\n  pytest",
@@ -479,7 +483,7 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
 @app.command()
 @friendly
 def ablate(step: str = typer.Option(..., "--step", help="The recipe step to measure, e.g. label_smoothing."),
-           suite_file: Optional[str] = typer.Option(None, "--suite", callback=path_option,
+           suite_file: Optional[str] = typer.Option(None, "--suite", metavar="FILE", callback=nonempty_path,
                                                      help="Suite with an ablation: section (default: the embedded "
                                                           "synthetic ablation, CPU-sized)."),
            dataset: Optional[str] = typer.Option(None, help="Dataset of the suite (default: its first)."),
@@ -489,7 +493,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
                                                        "leave-one-out (full recipe minus the step vs full)."),
            device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
            output: Optional[str] = typer.Option(None, help="Results directory (default: the suite's output).",
-                                                callback=text_path_option),
+                                                metavar="DIR", callback=nonempty_path),
            progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
     """One recipe step, with vs without, paired over the same seeds. Finished runs are reused."""
     from importlib import resources
@@ -603,12 +607,12 @@ def _parse_options(pairs: list[str]) -> dict:
 @data_app.command("verify")
 @friendly
 def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (see `fgvcbench plugins`)."),
-                root: Optional[str] = typer.Option(None, callback=path_option, help="Dataset folder (default: the suite's entry, else "
+                root: Optional[str] = typer.Option(None, metavar="DIR", callback=nonempty_path, help="Dataset folder (default: the suite's entry, else "
                                                           "<data root>/<name's folder>)."),
                 option: List[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE (repeatable)."),
-                suite: Optional[str] = typer.Option(None, "--suite", callback=path_option, help="Take the root and options from the "
+                suite: Optional[str] = typer.Option(None, "--suite", metavar="FILE", callback=nonempty_path, help="Take the root and options from the "
                                                      "suite's first `datasets:` entry named NAME."),
-                data_root: Optional[str] = typer.Option(None, "--data-root", callback=text_path_option,
+                data_root: Optional[str] = typer.Option(None, "--data-root", metavar="DIR", callback=nonempty_path,
                                                         help="Folder that relative dataset "
                                                         "roots are under (default: the suite's data_root, "
                                                         "$FGVCBENCH_DATA, ./data)."),
@@ -637,6 +641,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         if problem:
             raise UserError(f"--option {key}={value}: {problem} — fix the value's type")
     spec.check_options({**spec.options, **options})   # its values (a DataError names the fix)
+    root = Path(root) if root is not None else None
     if suite is not None:
         from fgvcbench.suite import load_suite
         # the suite's own resolution: --data-root > suite data_root > $FGVCBENCH_DATA > ./data

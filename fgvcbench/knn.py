@@ -51,7 +51,8 @@ _GPU_RESOURCES: dict[int, object] = {}   # one faiss.StandardGpuResources per de
 def _gpu_resources(faiss, device: int):
     """FAISS's GPU resources (cuBLAS handles, streams, a scratch pool) for ``device``, made on
     first use and kept: FineRNet searches once per class, and creating them each time costs
-    more than a small class's search."""
+    more than a small class's search. The scratch pool (FAISS's default: up to 1.5 GiB of
+    GPU memory, outside torch's allocator) stays held by the process until it exits."""
     if device not in _GPU_RESOURCES:
         _GPU_RESOURCES[device] = faiss.StandardGpuResources()
     return _GPU_RESOURCES[device]

@@ -122,17 +122,25 @@ def test_eval_crop_pct_sets_the_test_views_resize_in_both_pipelines(tmp_path):
     assert "over 4096" in dict(Recipe(eval_crop_pct=0.01).validate())["eval_crop_pct"]
     get_registry(refresh=True)
     spec = get_registry().datasets["cub"]
+    from PIL import Image
+
     from fgvcbench.api import DatasetRequest
     splits = spec.load(DatasetRequest(root=make_cub(tmp_path / "cub"), options={"crop": "none"}, cache_dir=tmp_path))
+    ramp = Image.fromarray(torch.arange(48).mul(5).to(torch.uint8).repeat(48, 1)[..., None].repeat(1, 1, 3).numpy())
+    for path in splits.test.paths:          # a horizontal ramp, so how much of it a view holds shows
+        ramp.save(path)
     recipe = Recipe(image_size=24, eval_batch_size=16, eval_crop_pct=0.6)   # resize 40, crop 24
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    data = build_tensor_data(DatasetSplits(splits.train, splits.test), recipe.data_size, None, val_fraction=0.0)
-    augmenter = BatchAugmenter(recipe, mean, std, torch.device("cpu"), torch.Generator())
-    fast = augmenter.eval(data.test.images)
-    expected = (test_view(data.test.images, 24, 40) - augmenter.mean) / augmenter.std
-    assert torch.allclose(fast, expected, atol=1e-5)
-    ramp = torch.arange(48.0).repeat(1, 3, 48, 1).to(torch.uint8)     # a horizontal ramp: the resize shows
-    span = lambda resize: float(test_view(ramp, 24, resize)[0, 0, 0, -1] - test_view(ramp, 24, resize)[0, 0, 0, 0])  # noqa: E731
-    assert span(40) == pytest.approx(48 * 23 / 40, abs=1.5) and span(None) == pytest.approx(48 * 23 / 27, abs=1.5)
-    classic = next(iter(classic_loader(splits.test, recipe, mean, std, train=False, workers=0)))[0]
+
+    def views(r):
+        data = build_tensor_data(DatasetSplits(splits.train, splits.test), r.data_size, None, val_fraction=0.0)
+        fast = BatchAugmenter(r, mean, std, torch.device("cpu"), torch.Generator()).eval(data.test.images)
+        classic = next(iter(classic_loader(splits.test, r, mean, std, train=False, workers=0)))[0]
+        return fast, classic
+    fast, classic = views(recipe)
+    usual, usual_classic = views(recipe.replace(eval_crop_pct=None))          # resize 27, crop 24
+    span = lambda x: float((x[:, 0, :, -1] - x[:, 0, :, 0]).mean())  # noqa: E731  (normalised units)
+    # a 24-px crop of the photo resized to 40 px holds 24/40 of the ramp; of 27 px, 24/27
+    assert span(fast) == pytest.approx(span(usual) * 27 / 40, rel=0.08)
+    assert span(classic) == pytest.approx(span(usual_classic) * 27 / 40, rel=0.08)
     assert fast.shape == classic.shape and (fast - classic).abs().mean() < 0.05

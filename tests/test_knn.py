@@ -83,19 +83,35 @@ def test_within_classes_is_the_same_with_faiss_and_torch():
     assert same.mean() > 0.999
 
 
+@pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed (pip install faiss-cpu)")
 def test_faiss_gpu_resources_are_made_once_per_device(monkeypatch):
     """FineRNet searches once per class: FAISS's GPU resources are made on first use and
-    reused, not made again for every class (a fake faiss stands in for a GPU build)."""
-    import types
+    reused, not made again for every search. A GPU build is stood in for: faiss-cpu with
+    a counting ``StandardGpuResources`` and an ``index_cpu_to_gpu`` that keeps the CPU
+    index, and a database that says it is on CUDA."""
+    import faiss
 
     import fgvcbench.knn as knn
-    made = []
-    fake = types.ModuleType("faiss")
-    fake.StandardGpuResources = lambda: made.append(object()) or made[-1]
+    made, moved = [], []
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: made.append(object()) or made[-1], raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, device, index: moved.append((res, device)) or index,
+                        raising=False)
     monkeypatch.setattr(knn, "_GPU_RESOURCES", {})
-    first = [knn._gpu_resources(fake, 0) for _ in range(5)]
-    assert len(made) == 1 and all(r is made[0] for r in first)
-    assert knn._gpu_resources(fake, 1) is not made[0] and len(made) == 2
+
+    class OnCuda:   # the attributes _faiss_search reads of a CUDA tensor
+        def __init__(self, t, index):
+            self.t, self.shape, self.is_cuda, self.device = t, t.shape, True, torch.device("cuda", index)
+
+        def detach(self):
+            return self.t
+    g = torch.Generator().manual_seed(4)
+    q, db = torch.randn(20, 8, generator=g), torch.randn(50, 8, generator=g)
+    for _ in range(4):
+        _, idx = knn._faiss_search(q, OnCuda(db, 0), 3, "ip")
+        assert torch.equal(idx, knn_search(q, db, 3, backend="torch")[1])
+    assert len(made) == 1 and [r for r, _ in moved] == made * 4 and {d for _, d in moved} == {0}
+    knn._faiss_search(q, OnCuda(db, 1), 3, "ip")
+    assert len(made) == 2 and moved[-1] == (made[1], 1)   # another device, its own resources
 
 
 def test_engine_seconds_and_the_bench(tmp_path, runner, monkeypatch):

@@ -372,6 +372,11 @@ def test_a_step_that_trains_alike_at_this_budget_is_named():
     assert inert_change(after(warm, 5), after(warm + ["label_smoothing"], 5)) is None
     assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=10)) is not None
     assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=2)) is None
+    # an EMA kept at decay 0 on purpose (ema_adjust: false) is not "adjusted to 0"
+    assert inert_change(Recipe(epochs=5), Recipe(epochs=5, ema_steps=4, ema_decay=0.0, ema_adjust=False)) is None
+    # a recipe no run can use is left to the run's own error; a budget no step idles at is not searched
+    assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=0)) is None
+    assert inert_change(Recipe(epochs=10**6), Recipe(epochs=10**6, scheduler="step", step_size=10**7)) is None
 
 
 def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runner, registry_with):
@@ -383,7 +388,7 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     mod = types.ModuleType("my_steps")
     mod.fgvcbench_recipe_steps = hookimpl(lambda: [
         RecipeStep(name="my_smoothing", apply=lambda r: r.replace(label_smoothing=0.2)),
-        RecipeStep(name="my_long_step", apply=lambda r: r.replace(scheduler="step", step_size=50))])
+        RecipeStep(name="my_long_step", apply=lambda r: r.replace(scheduler="step", step_size=2))])
     registry_with(mod)
     suite = write_suite(tmp_path, f"""
         name: third_party_steps
@@ -393,6 +398,7 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
         train: {{epochs: 1, image_size: 32, batch_size: 8}}
         datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
         backbones: [test_resnet]
+        methods: [{{name: recipe, variants: [base], train: {{epochs: 3}}}}]   # its own budget: not the ablation's
         ablation:
           steps: [base, my_smoothing]
           extra: [my_long_step]
@@ -406,7 +412,7 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     text = " ".join(inert.output.split())
     assert "note: 'my_long_step' at this budget: it changes scheduler, step_size, but over 1 epoch (warmup 0)" in text
     assert "Δ top-1 (my_long_step)" in text
-    table = runner.invoke(app, ["run", str(suite), "--no-progress"])   # every run is done: the table only
-    assert table.exit_code == 0 and "0 ran, 3 resumed" in table.output, table.output
+    table = runner.invoke(app, ["run", str(suite), "--no-progress"])   # the ablation's runs are done
+    assert table.exit_code == 0 and "1 ran, 3 resumed" in table.output, table.output
     notes = [line for line in table.output.splitlines() if line.startswith("note: row")]
     assert len(notes) == 1 and notes[0].startswith("note: row +my_long_step: it changes scheduler, step_size")

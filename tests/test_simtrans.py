@@ -534,6 +534,6 @@ def test_the_test_view_is_the_codes_resize_255_at_any_size(tmp_path):
     assert views["paper"].image_size == 224 and views["paper"].eval_resize == 255
     assert views["short"].eval_resize == 255
     assert views["smoke"].eval_resize == round(views["smoke"].image_size * 255 / 224)
-    (tmp_path / "t.yaml").write_text((tmp_path / "s.yaml").read_text() + "train: {eval_crop_pct: 0.875}\n")
-    usual = Recipe(**load_suite(tmp_path / "t.yaml", get_registry(refresh=True), scale="paper").runs[0].recipe)
-    assert usual.eval_resize == 256
+    (tmp_path / "t.yaml").write_text((tmp_path / "s.yaml").read_text() + "train: {eval_crop_pct: null}\n")
+    usual = load_suite(tmp_path / "t.yaml", get_registry(refresh=True), scale="paper").runs[0].recipe
+    assert Recipe(**usual).eval_resize is None and "eval_crop_pct" not in usual   # 256, and the ids of before

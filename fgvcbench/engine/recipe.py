@@ -176,7 +176,7 @@ class Recipe:
         if self.eval_crop_pct is not None and not 0 < self.eval_crop_pct <= 1:
             problems.append(("eval_crop_pct", f"must be in (0, 1] or null (0.875: resize 256 for a 224 crop), "
                                               f"got {self.eval_crop_pct}"))
-        elif self.eval_resize and self.eval_resize > MAX_IMAGE_SIZE:
+        elif self.eval_crop_pct is not None and self.eval_resize_size is None and self.eval_resize > MAX_IMAGE_SIZE:
             problems.append(("eval_crop_pct", f"resizes the test view to {self.eval_resize} pixels, over "
                                               f"{MAX_IMAGE_SIZE}: use a larger share (0.875 is usual)"))
         if self.patience is not None and self.patience < 1:

@@ -69,24 +69,34 @@ def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | No
     """Why ``after`` trains no differently from ``before`` in effect, or None. Two cases a
     recipe step meets at a small budget (the article tuned its steps for 600 epochs): the
     fields that differ are schedule fields and the lr factor is the same at every iteration
-    (``cosine`` after 5 warmup epochs of 5); or an EMA whose adjusted decay is 0, which
-    holds the weights of its last update rather than an average."""
+    (``cosine`` after 5 warmup epochs of 5); or an EMA whose decay ``ema_adjust`` brings to 0,
+    which holds the weights of its last update rather than an average. Beyond
+    ``INERT_CHECK_EPOCHS`` (a budget no step is idle at) nothing is said."""
+    if before.validate() or after.validate() or after.epochs > INERT_CHECK_EPOCHS:
+        return None   # a recipe no run can use says so itself, when it runs
     epochs = f"{after.epochs} epoch{'s' if after.epochs != 1 else ''}"
     changed = [f.name for f in dataclasses.fields(Recipe) if getattr(before, f.name) != getattr(after, f.name)]
     if changed and set(changed) <= set(SCHEDULE_FIELDS) and before.epochs == after.epochs:
-        same = all(lr_multiplier(before, spe)(i) == lr_multiplier(after, spe)(i)
-                   for spe in (1, 3, 8) for i in range(before.epochs * spe))
+        same = True
+        for spe in (1, 3, 8):   # steps per epoch: the warmup and the step boundaries fall between them
+            a, b = lr_multiplier(before, spe), lr_multiplier(after, spe)
+            if any(a(i) != b(i) for i in range(before.epochs * spe)):
+                same = False
+                break
         if same:
             return (f"it changes {', '.join(changed)}, but over {epochs} (warmup {after.warmup_epochs}) the "
                     f"learning rate is the same at every step, so both sides train alike — give more epochs "
                     f"(a suite's train: epochs:)")
-    if after.ema_steps > 0 and ema_decay_for(after, world_size) == 0.0 and (
+    if after.ema_steps > 0 and after.ema_adjust and ema_decay_for(after, world_size) == 0.0 and (
             before.ema_steps == 0 or ema_decay_for(before, world_size) != 0.0):
         return (f"its EMA decay adjusts to 0 (torchvision's rule: batch {after.batch_size} × every "
                 f"{after.ema_steps} steps over {epochs}), so the EMA is the weights at its last "
                 f"update, not an average — give more epochs, or a step that keeps the decay as given "
                 f"(ema_adjust: false, e.g. ema_unadjusted)")
     return None
+
+
+INERT_CHECK_EPOCHS = 10_000
 
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,

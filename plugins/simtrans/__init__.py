@@ -78,9 +78,10 @@ adjacency included (the code runs fp32; ``amp: false`` gives it).
 
 Test view: the code's resize 255 → centre crop 224 (``eval_crop_pct`` 224/255, so
 round(crop · 255/224) at any image size), the default of every stage and of the test
-view the sample weights are computed on; ``eval_crop_pct: 0.875`` (a suite's
-``train:``) gives the usual resize 256. The stored images are decoded at 256 for a 224
-crop, so the 255 view is one more resample of them (the code resizes the photo once).
+view the sample weights are computed on; ``eval_crop_pct: null`` (a suite's ``train:``)
+gives the usual resize 256, and the run ids SimTrans runs had before. The stored images
+are decoded at 256 for a 224 crop, so the 255 view is one more resample of them (the code
+resizes the photo once).
 
 Early stop and save floor (``utils/project_kits.early_stop``, ``utils/saver.py``): the
 classifier stages (0, 2, 3) stop once ``stop_th`` (default 10, the code's ``--stop_th``)
