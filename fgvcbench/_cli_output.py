@@ -112,17 +112,13 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     (:func:`suite_records`), plus ablation.csv and a PNG chart."""
     import pandas as pd
 
-    from fgvcbench.plugins import get_registry
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
     from fgvcbench.store import atomic_write_text
-    method = get_registry().methods[suite.ablation.method]
     frames = []
-    for dataset, root in suite.datasets:
+    for dataset, _ in suite.datasets:
         for backbone in suite.backbones:
-            # the ablation's own runs: a methods: entry of the same method (its own train:) may
-            # hold runs of the same steps under another recipe, which are not its rows
-            ids = {suite.make_spec(dataset, root, backbone, method, suite.ablation.label(steps), {"steps": steps},
-                                   seed).run_id for _, steps in suite.ablation.rows() for seed in suite.seeds}
+            runs = _ablation_runs(suite, dataset, backbone)
+            ids = {spec.run_id for spec in runs}
             df = ablation_table([r for r in records if r["run_id"] in ids], suite.ablation, dataset["name"],
                                 backbone["name"])
             title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
@@ -132,7 +128,7 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
                 continue
             console.print(f"\n[bold]{escape(title)}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
-            _note_inert_rows(suite, dataset, backbone)
+            _note_inert_rows(suite, runs)
             chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
             if write_ablation_chart(df, chart, title):
                 err_console.print(f"[dim]wrote {escape(str(chart))}[/]")
@@ -164,16 +160,23 @@ def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> 
     return inert_change(*sides)
 
 
-def _note_inert_rows(suite, dataset: dict, backbone: dict) -> None:
+def _ablation_runs(suite, dataset: dict, backbone: dict) -> list:
+    """The runs the suite's ``ablation:`` section adds for one dataset × backbone (their
+    variants are ``steps:…`` labels). A ``methods:`` entry of the same method is not among
+    them: under its own ``train:`` its runs of the same steps are another setup."""
+    return [spec for spec in suite.runs if spec.method == suite.ablation.method and spec.dataset == dataset
+            and spec.backbone == backbone and spec.variant.startswith("steps:")]
+
+
+def _note_inert_rows(suite, runs: list) -> None:
     """A note under an ablation table for each row whose step trains alike in effect at
-    this suite's budget (its Δ measures seed noise, not the step)."""
+    this suite's budget (its Δ measures seed noise, not the step). ``runs``: the
+    ablation's (:func:`_ablation_runs`), which share one recipe before their steps."""
     from fgvcbench.plugins import get_registry
-    registry = get_registry()
-    method = registry.methods.get(suite.ablation.method)
-    if method is None:
+    if not runs:
         return
-    # the ablation's own recipe (a methods: entry of the same method may train another)
-    recipe = suite.make_spec(dataset, None, backbone, method, "steps:none", {"steps": []}, 0).recipe
+    registry = get_registry()
+    recipe = runs[0].recipe
     order = suite.ablation.order
     for label, steps in suite.ablation.rows():
         before = order[:len(steps) - 1] if not label.startswith("+") else list(order)

@@ -110,7 +110,6 @@ def test_classic_loaders_crop_to_boxes_whenever_the_tensors_were(tmp_path):
 def test_eval_crop_pct_sets_the_test_views_resize_in_both_pipelines(tmp_path):
     """timm's crop_pct: the test view resizes to round(crop / pct), then centre-crops (SimTrans's
     code: 255 for 224). eval_resize_size, when set, wins; null keeps 0.875 (256 for 224)."""
-    from fgvcbench.engine.augment import test_view
     assert Recipe(image_size=224, eval_crop_pct=224 / 255).eval_resize == 255
     assert Recipe(image_size=384, eval_crop_pct=0.75).eval_resize == 512
     assert Recipe(image_size=176, eval_image_size=224, eval_crop_pct=0.875).eval_resize == 256   # the test crop's
@@ -120,6 +119,7 @@ def test_eval_crop_pct_sets_the_test_views_resize_in_both_pipelines(tmp_path):
     assert "eval_crop_pct" not in Recipe().to_dict()                     # run ids from before it stand
     assert dict(Recipe(eval_crop_pct=0.0).validate())["eval_crop_pct"].startswith("must be in (0, 1]")
     assert "over 4096" in dict(Recipe(eval_crop_pct=0.01).validate())["eval_crop_pct"]
+    assert set(dict(Recipe(eval_resize_size=5000).validate())) == {"eval_resize_size"}   # not blamed on the share
     get_registry(refresh=True)
     spec = get_registry().datasets["cub"]
     from PIL import Image
