@@ -19,8 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (console, err_console, inert_step, nonempty_path, print_ablation_tables, print_baseline_table,
-                                  print_description, print_leaderboard, suite_records,
+from fgvcbench._cli_output import (console, err_console, inert_step, nonempty_path, print_ablation_tables,
+                                  print_baseline_table, print_description, print_leaderboard, suite_records,
                                   warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
@@ -607,11 +607,13 @@ def _parse_options(pairs: list[str]) -> dict:
 @data_app.command("verify")
 @friendly
 def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (see `fgvcbench plugins`)."),
-                root: Optional[str] = typer.Option(None, metavar="DIR", callback=nonempty_path, help="Dataset folder (default: the suite's entry, else "
-                                                          "<data root>/<name's folder>)."),
+                root: Optional[str] = typer.Option(None, metavar="DIR", callback=nonempty_path,
+                                                   help="Dataset folder (default: the suite's entry, else "
+                                                        "<data root>/<name's folder>)."),
                 option: List[str] = typer.Option([], "--option", "-o", help="Dataset option KEY=VALUE (repeatable)."),
-                suite: Optional[str] = typer.Option(None, "--suite", metavar="FILE", callback=nonempty_path, help="Take the root and options from the "
-                                                     "suite's first `datasets:` entry named NAME."),
+                suite: Optional[str] = typer.Option(None, "--suite", metavar="FILE", callback=nonempty_path,
+                                                    help="Take the root and options from the "
+                                                         "suite's first `datasets:` entry named NAME."),
                 data_root: Optional[str] = typer.Option(None, "--data-root", metavar="DIR", callback=nonempty_path,
                                                         help="Folder that relative dataset "
                                                         "roots are under (default: the suite's data_root, "

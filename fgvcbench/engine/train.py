@@ -63,6 +63,7 @@ def lr_multiplier(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float
 
 
 SCHEDULE_FIELDS = ("scheduler", "step_size", "gamma", "warmup_epochs", "warmup_start_factor")
+INERT_CHECK_EPOCHS = 10_000   # inert_change compares lr schedules step by step up to this budget
 
 
 def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | None:
@@ -94,9 +95,6 @@ def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | No
                 f"update, not an average — give more epochs, or a step that keeps the decay as given "
                 f"(ema_adjust: false, e.g. ema_unadjusted)")
     return None
-
-
-INERT_CHECK_EPOCHS = 10_000
 
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
