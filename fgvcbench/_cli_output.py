@@ -145,18 +145,11 @@ def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> 
     the steps, compared by :func:`~fgvcbench.engine.train.inert_change`."""
     from fgvcbench.engine.recipe import Recipe
     from fgvcbench.engine.train import inert_change
-    sides = []
-    for steps in (without, with_):
-        r = Recipe(**recipe)
-        for name in steps:
-            step = registry.recipe_steps.get(name)
-            if step is None:   # a step whose plugin is gone: the runs say so, this note stays silent
-                return None
-            try:
-                r = step.apply(r)
-            except Exception:  # noqa: BLE001 — a failing step fails its runs with the error; a note stays silent
-                return None
-        sides.append(r)
+    from fgvcbench.run import apply_steps
+    try:
+        sides = [apply_steps(registry, Recipe(**recipe), steps) for steps in (without, with_)]
+    except Exception:  # noqa: BLE001 — a missing or failing step fails its runs with the error; a note stays silent
+        return None
     return inert_change(*sides)
 
 

@@ -128,10 +128,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     registry = get_registry()
     spec = registry.datasets.get(dataset)
     if spec is None:
-        from fgvcbench.plugins import suggest
-        close = suggest(dataset, registry.datasets)
-        raise UserError(f"unknown dataset {dataset!r} — " + (f"did you mean {close!r}? " if close else "")
-                        + "`fgvcbench plugins` lists them")
+        from fgvcbench.plugins import unknown_dataset
+        raise UserError(unknown_dataset(dataset, registry.datasets))
     if spec.needs_root and root is None:
         raise UserError(f"dataset {dataset!r} needs --root DIR; expected layout: {spec.layout}")
     if spec.needs_root and not Path(root).is_dir():

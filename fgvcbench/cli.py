@@ -345,6 +345,16 @@ def _metrics_option(value: Optional[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.strip() for m in (value or "").split(",") if m.strip()))
 
 
+def _results_folders(values: list[str]) -> list[Path]:
+    """The results directories ``leaderboard`` and ``report`` read, each an existing folder."""
+    folders = [Path(v) for v in values]
+    for d in folders:
+        if not d.is_dir():
+            raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
+                            f"e.g. results/quickstart")
+    return folders
+
+
 @app.command()
 @friendly
 def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
@@ -366,11 +376,7 @@ def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more 
     allowed = ("table", "csv", "md", "github", "latex")
     if format not in allowed:
         raise UserError(f"unknown format {format!r} — use one of {', '.join(allowed)}")
-    results_dirs = [Path(d) for d in results_dirs]
-    for d in results_dirs:
-        if not d.is_dir():
-            raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
-                            f"e.g. results/quickstart")
+    results_dirs = _results_folders(results_dirs)
     extra = _metrics_option(metrics)
     if baseline and len(baseline) > 1:
         raise UserError(f"--baseline given {len(baseline)} times: a leaderboard compares with one "
@@ -401,11 +407,7 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
         raise UserError(f"--baseline {baseline[repeat]!r} is given twice — give each baseline once")
     if "\n" in title or "\r" in title:
         raise UserError("--title: one line, please (a line break would split the report's heading)")
-    results_dirs, out = [Path(d) for d in results_dirs], Path(out)
-    for d in results_dirs:
-        if not d.is_dir():
-            raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
-                            f"e.g. results/quickstart")
+    results_dirs, out = _results_folders(results_dirs), Path(out)
     records, warnings = load_records(*results_dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
@@ -624,7 +626,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     Exit 0: clean (notes such as same-class duplicates inside one split do not fail) ·
     1: problems (each with a one-line fix) · 2: the layout or its metadata is wrong."""
     from fgvcbench.data.verify import verify_dataset
-    from fgvcbench.plugins import get_registry, suggest
+    from fgvcbench.plugins import get_registry, suggest, unknown_dataset
 
     registry = get_registry()
     warn_plugins(registry)
@@ -655,11 +657,12 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         options = {**entry[0]["options"], **options}
         if root is None and entry[1] is not None:
             root = Path(entry[1])
+    merged = {**spec.options, **options}
+    if spec.is_view and not (isinstance(merged.get("of"), str) and merged["of"] in registry.datasets):
+        raise UserError(unknown_dataset(merged.get("of"), registry.datasets))   # the view's base
     # the folder's adapter: the dataset's own, a view's base, or none (generated data)
-    reader = spec.folder_reader({**spec.options, **options}, registry.datasets)
-    of = {**spec.options, **options}.get("of")
-    unknown_base = spec.is_view and not (isinstance(of, str) and of in registry.datasets)   # its own error follows
-    if reader is None and root is not None and not unknown_base:   # generated data: the folder would go unused
+    reader = spec.folder_reader(merged, registry.datasets)
+    if reader is None and root is not None:   # generated data: the folder would go unused
         raise UserError(f"dataset {name!r} is generated: it reads no folder — drop --root (options set what "
                         f"is generated: {', '.join(spec.options) or 'none'})")
     if reader is not None and root is None:

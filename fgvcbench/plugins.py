@@ -299,6 +299,14 @@ def suggest(name: str, choices: Iterable[str]) -> str | None:
     return match[0] if match else None
 
 
+def unknown_dataset(name: Any, datasets: Iterable[str]) -> str:
+    """The sentence for a dataset name no plugin provides (a view's ``of:``, ``bench
+    --dataset``): the name, the closest registered one, where the list is."""
+    close = suggest(str(name), datasets)
+    return (f"unknown dataset {name!r} — " + (f"did you mean {close!r}? " if close else "")
+            + "`fgvcbench plugins` lists them")
+
+
 _REGISTRY: Registry | None = None
 
 

@@ -44,6 +44,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def apply_steps(registry, recipe: Recipe, steps: list[str]) -> Recipe:
+    """``recipe`` after the named recipe steps (the recipe-step hook's), in order; a
+    UserError for an unknown step or a recipe no run can use."""
+    for name in steps:
+        step = registry.recipe_steps.get(name)
+        if step is None:
+            raise UserError(f"unknown recipe step {name!r} — `fgvcbench plugins` lists the steps")
+        recipe = step.apply(recipe)
+    problems = recipe.validate()
+    if problems:
+        raise UserError(f"recipe after steps {steps}: {problems[0][0]} {problems[0][1]}")
+    return recipe
+
+
 class RunContext:
     """What a method's ``run(ctx)`` may use. Everything is scoped to one run."""
 
@@ -129,15 +143,7 @@ class RunContext:
     # -- training ------------------------------------------------------------------------
     def apply_steps(self, recipe: Recipe, steps: list[str]) -> Recipe:
         """Apply named recipe steps (from the recipe-step hook) in order."""
-        for name in steps:
-            step = self._registry.recipe_steps.get(name)
-            if step is None:
-                raise UserError(f"unknown recipe step {name!r} — `fgvcbench plugins` lists the steps")
-            recipe = step.apply(recipe)
-        problems = recipe.validate()
-        if problems:
-            raise UserError(f"recipe after steps {steps}: {problems[0][0]} {problems[0][1]}")
-        return recipe
+        return apply_steps(self._registry, recipe, steps)
 
     def fit(self, model: torch.nn.Module, data: TensorData, recipe: Recipe | None = None, *,
             freeze_backbone: bool = False, freeze_bn: bool = True, phase: str | None = None,

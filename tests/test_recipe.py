@@ -15,7 +15,7 @@ from fgvcbench.engine.train import ema_decay_for, epoch_order, lr_multiplier
 from fgvcbench.plugins import get_registry
 from fgvcbench.suite import AblationPlan
 
-from conftest import write_suite
+from conftest import tiny_suite, write_suite
 
 R0 = Recipe(epochs=90, image_size=224, lr=0.05, batch_size=64, augment="flip", scheduler="cosine",
             weight_decay=1e-3, label_smoothing=0.2, ema_steps=5, ema_decay=0.5)
@@ -390,19 +390,8 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
         RecipeStep(name="my_smoothing", apply=lambda r: r.replace(label_smoothing=0.2)),
         RecipeStep(name="my_long_step", apply=lambda r: r.replace(scheduler="step", step_size=2))])
     registry_with(mod)
-    suite = write_suite(tmp_path, f"""
-        name: third_party_steps
-        output: {tmp_path / 'out'}
-        seeds: [0]
-        device: cpu
-        train: {{epochs: 1, image_size: 32, batch_size: 8}}
-        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40}}}}]
-        backbones: [test_resnet]
-        methods: [{{name: recipe, variants: [base], train: {{epochs: 3}}}}]   # its own budget: not the ablation's
-        ablation:
-          steps: [base, my_smoothing]
-          extra: [my_long_step]
-        """)
+    suite = tiny_suite(tmp_path, scale=None, extra="ablation: {steps: [base, my_smoothing], extra: [my_long_step]}",
+                       methods="[{name: recipe, variants: [base], train: {epochs: 3}}]")   # its own budget
     result = runner.invoke(app, ["ablate", "--step", "my_smoothing", "--suite", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "Δ top-1 (my_smoothing)" in result.output and "base → my_smoothing" in result.output

@@ -82,10 +82,8 @@ class DatasetRequest:
             datasets = get_registry().datasets
         spec = datasets.get(name)
         if spec is None:
-            from fgvcbench.plugins import suggest
-            close = suggest(str(name), datasets)
-            raise DataError(f"unknown dataset {name!r} — " + (f"did you mean {close!r}? " if close else "")
-                            + "`fgvcbench plugins` lists them")
+            from fgvcbench.plugins import unknown_dataset
+            raise DataError(unknown_dataset(name, datasets))
         options = dict(options or {})
         unknown = sorted(set(options) - set(spec.options))
         if unknown:
