@@ -358,7 +358,7 @@ def _results_folders(values: list[str]) -> list[Path]:
 @app.command()
 @friendly
 def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
-                                                         metavar="RESULTS_DIRS...", callback=nonempty_path),
+                                                         metavar="RESULTS_DIR", callback=nonempty_path),
                 format: str = typer.Option("table", "--format", "-f", help="table, csv, md, github or latex."),
                 write: bool = typer.Option(True, "--write/--no-write",
                                            help="Write leaderboard.csv into the first directory."),
@@ -388,7 +388,7 @@ def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more 
 @app.command()
 @friendly
 def report(results_dirs: List[str] = typer.Argument(..., help="One or more results directories.",
-                                                    metavar="RESULTS_DIRS...", callback=nonempty_path),
+                                                    metavar="RESULTS_DIR", callback=nonempty_path),
            out: str = typer.Option(..., "--out", "-o", help="Folder for report.md and its PNG figures.",
                                    metavar="DIR", callback=nonempty_path),
            title: str = typer.Option("fgvcbench report", "--title", help="The report's heading."),
@@ -725,6 +725,21 @@ def _usage_line(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "fgvcbench"
     return f"{message.rstrip('.')} — see '{command} --help'"
+
+
+def _flowing_short_helps(typer_app: typer.Typer) -> None:
+    """A command's line in its group's listing is the first paragraph of its docstring as one
+    flowing sentence: rich would otherwise keep the docstring's own line breaks there."""
+    import inspect
+    for command in typer_app.registered_commands:
+        doc = inspect.getdoc(command.callback) if command.callback else None
+        if command.short_help is None and command.help is None and doc:
+            command.short_help = " ".join(doc.split("\n\n")[0].split())
+    for group in typer_app.registered_groups:
+        _flowing_short_helps(group.typer_instance)
+
+
+_flowing_short_helps(app)
 
 
 def main() -> None:

@@ -110,6 +110,17 @@ def test_the_entry_point_keeps_exit_codes_and_help(monkeypatch, capsys, tmp_path
     assert code == 2 and err.startswith("error: results directory not found")
 
 
+def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):
+    code, out, _ = _main_exit(monkeypatch, capsys, "--help")
+    listing = " ".join(line.strip("│ ").strip() for line in out.splitlines())
+    assert code == 0 and "accuracy vs training time, per-seed spread" in " ".join(listing.split())
+    code, out, _ = _main_exit(monkeypatch, capsys, "data", "--help")
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert code == 0 and not any(row.strip("│ ").startswith("1: problems") for row in rows)   # joined, not broken
+    code, out, _ = _main_exit(monkeypatch, capsys, "leaderboard", "--help")
+    assert "RESULTS_DIR}..." in out and "RESULTS_DIRS..." not in out
+
+
 def test_a_method_param_of_the_wrong_type_exits_2_before_any_run(tmp_path, runner):
     suite = tiny_suite(tmp_path, methods="[finetune, {name: finernet, params: {k: 2.5}}]")
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
