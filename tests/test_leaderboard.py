@@ -419,6 +419,15 @@ def test_device_seconds_count_every_device_a_run_trained_on():
     assert df["device_seconds_total_mean"].tolist() == [30.0, 120.0]
 
 
+def test_a_record_older_than_train_seconds_total_counts_its_train_seconds():
+    # one seed written before cached phases were counted: it still adds its own seconds to the mean
+    old, new = record("finetune", 0, 80.0), record("finetune", 1, 81.0)
+    old["cost"] = {"train_seconds": 10.0}
+    new["cost"] = {"train_seconds": 20.0, "train_seconds_total": 40.0}
+    row = build_leaderboard([old, new]).iloc[0]
+    assert row["train_seconds_total_mean"] == row["device_seconds_total_mean"] == pytest.approx(25.0)
+
+
 def test_a_folder_that_is_not_a_results_tree_is_refused_in_one_line(tmp_path, runner, monkeypatch):
     # `leaderboard /` walked the whole disk, merged every runs/ it met and wrote /leaderboard.csv
     import fgvcbench.report.leaderboard as lb

@@ -135,20 +135,28 @@ def _pretrained_label(value: Any) -> str:
 def _metric(records: list[dict], key: str, section: str = "metrics") -> list[float]:
     out = []
     for r in records:
-        v = (r.get(section) or {}).get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
-            out.append(float(v))
+        v = _number((r.get(section) or {}).get(key))
+        if v is not None:
+            out.append(v)
     return out
 
 
-def _device_seconds_total(records: list[dict]) -> list[float]:
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) else None
+
+
+def _train_seconds_total(records: list[dict], per_device: bool = False) -> list[float]:
+    """Each run's training seconds, cached phases included (records older than that field
+    have only ``train_seconds``); ``per_device`` multiplies by the devices it trained on
+    (torchrun's world size): GPU-seconds on CUDA."""
     out = []
     for r in records:
         cost = r.get("cost") or {}
-        seconds = cost.get("train_seconds_total", cost.get("train_seconds"))
+        seconds = _number(cost.get("train_seconds_total", cost.get("train_seconds")))
+        if seconds is None:
+            continue
         world = r["spec"].get("world_size", 1)
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and not math.isnan(seconds):
-            out.append(float(seconds) * (world if isinstance(world, int) and world > 0 else 1))
+        out.append(seconds * (world if per_device and isinstance(world, int) and world > 0 else 1))
     return out
 
 
@@ -210,11 +218,9 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "top1_last_mean": _mean(_metric(ok, "top1_last")),
             "mean_class_acc_mean": _mean(_metric(ok, "mean_class_acc")),
             "train_seconds_mean": _mean(_metric(ok, "train_seconds", "cost")),
-            "train_seconds_total_mean": _mean(_metric(ok, "train_seconds_total", "cost")
-                                              or _metric(ok, "train_seconds", "cost")),
-            # what the result cost its devices: training seconds (cached phases included) × the
-            # devices each run trained on (torchrun's world size): GPU-seconds on CUDA
-            "device_seconds_total_mean": _mean(_device_seconds_total(ok)),
+            "train_seconds_total_mean": _mean(_train_seconds_total(ok)),
+            # what the result cost its devices: GPU-seconds on CUDA
+            "device_seconds_total_mean": _mean(_train_seconds_total(ok, per_device=True)),
             "images_per_second_mean": _mean(_metric(ok, "images_per_second", "cost")),
             # times of runs that shared their device (--workers N) are not those of a run alone
             "device_shared_by": shared_by(ok),
