@@ -316,6 +316,41 @@ def test_the_baseline_note_tells_rows_without_pairs_from_rows_without_a_baseline
     assert "1 row had no finetune run on its setup to compare with." in note
 
 
+def test_a_delta_across_protocols_says_which_and_the_note_warns():
+    from fgvcbench.report.compare import add_baseline, baseline_note, protocol
+    from fgvcbench.report.leaderboard import pivot_tables, render
+    base = [record("finetune", s, 80.0 + s) for s in (0, 1, 2)]
+    for r in base:
+        r["spec"]["recipe"] = {"image_size": 224}
+    large = [record("finernet", s, 83.0 + s) for s in (0, 1, 2)]          # trained and tested at 448
+    for r in large:
+        r["spec"]["recipe"] = {"image_size": 448}
+    same = [record("finernet", s, 81.0 + s, lr=0.5) for s in (0, 1, 2)]    # the baseline's protocol
+    for r in same:
+        r["spec"]["recipe"] = {"image_size": 224, "lr": 0.5}
+    picked = [record("simtrans", s, 82.0 + s) for s in (0, 1, 2)]          # selected on the test split
+    for r in picked:
+        r["spec"]["recipe"] = {"image_size": 224, "eval_crop_pct": 224 / 255}
+        r["spec"]["params"] = {"selection": "test"}
+    records = base + large + same + picked
+    assert protocol(base[0]) == {"train crop": "224 px", "test view": "256 → 224 px", "selected on": "validation"}
+    assert protocol(picked[0])["test view"] == "255 → 224 px"
+    df = add_baseline(build_leaderboard(records), records, "finetune")
+    by = {(r.method, r.n, r.config): r.delta_protocol for r in df.itertuples()}
+    assert sorted(by.values()) == [
+        "", "",   # the baseline itself, and finernet at the baseline's protocol
+        "test view 255 → 224 px (baseline 256 → 224 px); selected on test (baseline validation)",
+        "train crop 448 px (baseline 224 px); test view 512 → 448 px (baseline 256 → 224 px)"]
+    note = baseline_note(df)
+    assert "2 rows did not share finetune's protocol" in note and "gains the optimism" in note
+    assert "protocol vs baseline" in render(df, "md") and "same" in render(df, "md")
+    cells = " ".join(pivot_tables(df)["resnet50"]["cub"])
+    assert "train crop 448 px (baseline 224 px)" in cells
+    # a suite with one protocol: no column, no warning
+    plain = add_baseline(build_leaderboard(base + same), base + same, "finetune")
+    assert "protocol vs baseline" not in render(plain, "md") and "protocol" not in baseline_note(plain)
+
+
 def test_baseline_deltas_are_paired_by_seed_within_one_setup(tmp_path, runner):
     from fgvcbench.report.compare import add_baseline
     from fgvcbench.errors import UserError

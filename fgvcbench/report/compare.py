@@ -16,7 +16,8 @@ from fgvcbench.spec import config_key, dataset_label, setup_key
 if TYPE_CHECKING:   # the suite loader checks a baseline without pandas or scipy
     import pandas as pd
 
-BASELINE_COLUMNS = ["baseline", "is_baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p"]
+BASELINE_COLUMNS = ["baseline", "is_baseline", "delta_n", "delta_mean", "delta_ci95", "delta_p", "delta_wilcoxon_p",
+                    "delta_protocol"]
 
 
 class BaselineMismatch(UserError):
@@ -77,6 +78,34 @@ def match_baseline(configs: Iterable[tuple[str, dict]], baseline: str) -> dict[s
     return {setup: next(iter(found)) for setup, found in per_setup.items()}
 
 
+def protocol(record: dict) -> dict[str, str]:
+    """What a top-1 depends on besides the method, as people write it: the training crop,
+    the test view (centre crop from resize; a method that sets its view at run start
+    records it under ``notes.eval_crop_pct``) and the split the epoch was selected on."""
+    recipe = (record.get("spec") or {}).get("recipe") or {}
+    sized = lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None  # noqa: E731
+    train = sized(recipe.get("image_size"))
+    crop = sized(recipe.get("eval_image_size")) or train
+    pct = (record.get("notes") or {}).get("eval_crop_pct") or recipe.get("eval_crop_pct")
+    resize = sized(recipe.get("eval_resize_size"))
+    if resize is None and crop and isinstance(pct, (int, float)) and not isinstance(pct, bool) and pct > 0:
+        resize = int(round(crop / pct))
+    if resize is None and crop:
+        from fgvcbench.data.pipeline import load_size_for
+        resize = load_size_for(crop)
+    selection = ((record.get("spec") or {}).get("params") or {}).get("selection") == "test"
+    return {"train crop": f"{train} px" if train else "?",
+            "test view": f"{resize} → {crop} px" if crop else "?",
+            "selected on": "test" if selection else "validation"}
+
+
+def protocol_difference(row: dict, baseline: dict) -> str:
+    """``row``'s protocol where it is not the baseline's (:func:`protocol`), e.g.
+    ``train crop 448 px (baseline 224 px)``; empty when they share it."""
+    mine, theirs = protocol(row), protocol(baseline)
+    return "; ".join(f"{k} {v} (baseline {theirs[k]})" for k, v in mine.items() if v != theirs[k])
+
+
 def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str, source: str = "--baseline") -> pd.DataFrame:
     """``df`` with a paired comparison of every row against ``baseline`` (``method`` or
     ``method:variant``) on the same setup (:func:`setup_key`): Δ top-1 = row − baseline
@@ -108,19 +137,20 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str, source: s
         recs = by_config.get(config) or []
         base = base_of.get(setup_key(recs[0]["spec"])) if recs else None
         if base is None:
-            values = ["", False] + nothing
+            values = ["", False] + nothing + [""]
         elif base == config:
-            values = [label, True] + nothing
+            values = [label, True] + nothing + [""]
         else:
             mine, theirs = ok_by_seed(config), ok_by_seed(base)
             seeds = sorted(set(mine) & set(theirs), key=str)   # the pairs, in any fixed order
+            differs = protocol_difference(recs[0], by_config[base][0])
             if seeds:
                 from fgvcbench.report.stats import paired_difference
                 pr = paired_difference([theirs[s] for s in seeds], [mine[s] for s in seeds])
                 half = (pr.ci_high - pr.ci_low) / 2
-                values = [label, False, pr.n, pr.mean_delta, half, pr.p_value, pr.wilcoxon_p]
+                values = [label, False, pr.n, pr.mean_delta, half, pr.p_value, pr.wilcoxon_p, differs]
             else:
-                values = [label, False] + nothing
+                values = [label, False] + nothing + [differs]
         for c, v in zip(BASELINE_COLUMNS, values):
             columns[c].append(v)
     out = df.copy()
@@ -133,15 +163,24 @@ def add_baseline(df: pd.DataFrame, records: list[dict], baseline: str, source: s
 def baseline_note(df: pd.DataFrame) -> str:
     """The line under a table with a baseline: what Δ means and which seeds it pairs."""
     label = df.attrs.get("baseline", "the baseline")
-    unpaired = no_base = 0
+    unpaired = no_base = other_protocol = test_selected = 0
     if "delta_n" in df:
         compared = (df["baseline"] != "") & ~df["is_baseline"].astype(bool)
         unpaired = int((compared & (df["delta_n"] == 0)).sum())
         no_base = int((df["baseline"] == "").sum())
+        protocols = df["delta_protocol"] if "delta_protocol" in df else df["baseline"].map(lambda _: "")
+        differs = compared & (df["delta_n"] > 0) & (protocols != "")
+        other_protocol = int(differs.sum())
+        test_selected = int((differs & protocols.str.contains("selected on test", regex=False)).sum())
     rows = lambda k: f"{k} row{'s' if k != 1 else ''}"  # noqa: E731
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
             "seeds both finished; ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."
             + (f" {rows(unpaired)} had no seed that {'it' if unpaired == 1 else 'they'} "
                f"and {label} both finished." if unpaired else "")
             + (f" {rows(no_base)} had no {label} run on {'its' if no_base == 1 else 'their'} setup to compare with."
-               if no_base else ""))
+               if no_base else "")
+            + (f" {rows(other_protocol)} did not share {label}'s protocol (training crop, test view or the split "
+               f"the epoch is selected on; each says how): that difference is part of "
+               f"{'its' if other_protocol == 1 else 'their'} Δ." if other_protocol else "")
+            + (" A row selected on the test split, against a baseline selected on validation, gains the optimism of "
+               "that choice: its Δ is for comparison with the seed code, not a result." if test_selected else ""))

@@ -285,9 +285,12 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                      timed(r.images_per_second_mean, ".0f", r.device_shared_by), str(r.failed)])
     if "delta_mean" in df.columns:
         headers += [f"Δ vs {df.attrs.get('baseline', 'baseline')} (95% CI)", "p (paired t)", "pairs"]
+        other = "delta_protocol" in df.columns and (df["delta_protocol"] != "").any()
+        headers += ["protocol vs baseline"] if other else []
         for row, r in zip(rows, df.itertuples(index=False)):
             row += ["baseline", "", ""] if r.is_baseline else \
                 [delta_text(r.delta_mean, r.delta_ci95, r.delta_n), _num(r.delta_p, 3), str(r.delta_n) if r.baseline else ""]
+            row += [r.delta_protocol or ("same" if r.baseline and not r.is_baseline else "")] if other else []
     extras = [c[:-5] for c in df.columns if c.endswith("_mean") and c[:-5] + "_std" in df.columns
               and c not in ("top1_mean",) and not c.startswith(("top1_last", "mean_class_acc", "train_seconds",
                                                                  "images_per_second", "delta_"))]
@@ -317,7 +320,8 @@ def render(df: pd.DataFrame, fmt: str) -> str:
                                   colalign=align))
 
 
-TEXT_COLUMNS = ("dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "pipeline")
+TEXT_COLUMNS = ("dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "pipeline",
+                "protocol vs baseline")
 
 
 # what the tables print that LaTeX's default UTF-8 input does not typeset (Δ) or sets as text
@@ -370,7 +374,8 @@ def pivot_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             if "delta_mean" in part.columns and r.baseline and r.delta_n:
                 delta = f" · Δ {delta_text(r.delta_mean, r.delta_ci95, r.delta_n)}" + \
                     ("" if math.isnan(r.delta_p) else f" (p {r.delta_p:.3f})") + \
-                    (f" over {r.delta_n} pair{'s' if r.delta_n != 1 else ''}" if r.delta_n != r.n else "")
+                    (f" over {r.delta_n} pair{'s' if r.delta_n != 1 else ''}" if r.delta_n != r.n else "") + \
+                    (f" · {r.delta_protocol}" if getattr(r, "delta_protocol", "") else "")
             cells.setdefault(r.pivot_label, {})[r.dataset] = \
                 f"{format_mean_std(r.top1_mean, r.top1_std)} ({r.n}{failed}){delta}"
         datasets = list(dict.fromkeys(part["dataset"]))
