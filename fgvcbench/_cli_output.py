@@ -113,15 +113,22 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     import pandas as pd
 
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
+    from fgvcbench.spec import dataset_label, pretrained_label, slug
     from fgvcbench.store import atomic_write_text
     frames = []
-    for dataset, _ in suite.datasets:
+    labels = [dataset_label(dataset) for dataset, _ in suite.datasets]
+    names = [backbone["name"] for backbone in suite.backbones]
+    for (dataset, _), label in zip(suite.datasets, labels):
+        if labels.count(label) > 1:   # the same dataset under other options: say which
+            label += " · " + ", ".join(f"{k}={v}" for k, v in sorted((dataset.get("options") or {}).items()))
         for backbone in suite.backbones:
+            weights = pretrained_label(backbone.get("pretrained"))
+            model = backbone["name"] + (f" · pretrained {weights}" if names.count(backbone["name"]) > 1 else "")
             runs = _ablation_runs(suite, dataset, backbone)
             ids = {spec.run_id for spec in runs}
             df = ablation_table([r for r in records if r["run_id"] in ids], suite.ablation, dataset["name"],
                                 backbone["name"])
-            title = f"recipe ablation · {dataset['name']} · {backbone['name']} · scale {suite.scale}"
+            title = f"recipe ablation · {label} · {model} · scale {suite.scale}"
             if not df.attrs.get("seeds"):   # nothing to show yet (an interrupted first pass)
                 err_console.print(f"[yellow]note:[/] {escape(title)}: no seed finished by every cumulative row yet",
                                   highlight=False)
@@ -129,10 +136,10 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
             console.print(f"\n[bold]{escape(title)}[/]")
             sys.stdout.write(render_ablation(df) + "\n")
             _note_inert_rows(suite, runs)
-            chart = Path(suite.output) / f"ablation-{dataset['name']}-{backbone['name']}.png"
+            chart = Path(suite.output) / f"ablation-{slug(label)}-{slug(model)}.png"
             if write_ablation_chart(df, chart, title):
                 err_console.print(f"[dim]wrote {escape(str(chart))}[/]")
-            frames.append(df.assign(dataset=dataset["name"], backbone=backbone["name"]))
+            frames.append(df.assign(dataset=label, backbone=backbone["name"], pretrained=weights, scale=suite.scale))
     if not frames:
         return
     path = Path(suite.output) / "ablation.csv"

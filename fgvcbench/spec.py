@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -86,6 +87,21 @@ def dataset_label(dataset: dict) -> str:
     if isinstance(options.get("noise_rate"), (int, float)) and not isinstance(options.get("noise_rate"), bool):
         label += f", ρ={options['noise_rate']:g}"
     return f"{name}({label})"
+
+
+def pretrained_label(value: Any) -> str:
+    """A backbone's ``pretrained`` as tables print it: yes, no, or the weights file's name."""
+    if value is True:
+        return "yes"
+    if not value:
+        return "no"
+    return Path(str(value)).name
+
+
+def slug(text: str) -> str:
+    """``text`` as a file-name part: runs of anything but letters, digits, ``_ . -`` become ``_``."""
+    import re
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def config_key(spec: dict[str, Any]) -> str:

@@ -205,6 +205,34 @@ def test_ablation_rows_share_their_seeds_and_count_failures():
         "Seeds: 0, 1, 2 (paired by seed; +mix over seeds 0, 2 only, its gains too). No successful run yet: +never.")
 
 
+def test_the_run_ablation_tables_name_a_dataset_under_two_options_apart(tmp_path, runner):
+    # one dataset twice, under other options: two tables, two charts, CSV rows told apart, with their seeds
+    get_registry(refresh=True)
+    one = "{name: synthetic, options: {coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40%s}}"
+    suite = write_suite(tmp_path, f"""
+        name: two_views
+        output: {tmp_path / 'out'}
+        scale: smoke
+        seeds: [3]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{one % ''}, {one % ', difficulty: 0.9'}]
+        backbones: [test_resnet]
+        ablation:
+          steps: [base, cosine]
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("recipe ablation · synthetic · ") == 2 and "difficulty=0.9" in result.output
+    charts = sorted(p.name for p in (tmp_path / "out").glob("ablation-*.png"))
+    assert len(charts) == 2 and all(name.endswith("-test_resnet.png") for name in charts), charts
+    import csv
+    rows = list(csv.DictReader((tmp_path / "out" / "ablation.csv").open()))
+    assert len(rows) == 4 and len({r["dataset"] for r in rows}) == 2
+    assert {r["seeds"] for r in rows} == {"3"} and {r["scale"] for r in rows} == {"smoke"}
+    assert len({(r["dataset"], r["config"]) for r in rows}) == 4 and all(r["config"] for r in rows)
+
+
 def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     get_registry(refresh=True)
     suite = write_suite(tmp_path, f"""

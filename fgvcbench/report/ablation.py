@@ -11,6 +11,7 @@ cumulative rows finished, so each row's mean and the gains beside it are over th
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Iterable
 
 import pandas as pd
@@ -147,6 +148,9 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
             "device_seconds": sum(device_seconds) / len(device_seconds) if device_seconds else math.nan,
             "device": ",".join(sorted(d for d in devices if d)), "shared_by": shared_by(runs.values()),
             "steps": " → ".join(steps),
+            # what the row is over: its seeds, and its configuration (the leaderboard's config column)
+            "seeds": ",".join(map(str, sorted(runs, key=str))),
+            "config": config_key(next(iter(runs.values()))["spec"]) if runs else "",
         })
         if first is None:
             first = runs
@@ -205,7 +209,8 @@ def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:
     except ImportError:
         return False
     cumulative = df[~df["step"].str.startswith("+")]
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(cumulative)), 3.6))
+    width = max(5, 1.1 * len(cumulative))   # inches; about 11 title characters to the inch at 10 pt
+    fig, ax = plt.subplots(figsize=(width, 3.6))
     ax.bar(range(len(cumulative)), cumulative["top1_mean"], yerr=cumulative["top1_std"].fillna(0), capsize=3,
            color="#4c72b0")
     for i, (mean, std, inc) in enumerate(zip(cumulative["top1_mean"], cumulative["top1_std"].fillna(0),
@@ -217,8 +222,8 @@ def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:
     low = cumulative["top1_mean"].min()
     high = (cumulative["top1_mean"] + cumulative["top1_std"].fillna(0)).max()
     ax.set_ylim(max(0, low - 10), min(100, high + 4))
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("top-1 % (mean ± std over seeds)")
+    ax.set_title("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=10)   # wrapped, not cut
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -18,7 +18,7 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pandas as pd
 
@@ -26,7 +26,7 @@ from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci
-from fgvcbench.spec import canonical_json, config_key, dataset_label, portable
+from fgvcbench.spec import canonical_json, config_key, dataset_label, portable, pretrained_label
 from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
@@ -122,16 +122,6 @@ def _seed_key(record: dict) -> tuple:
     return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
 
 
-
-
-def _pretrained_label(value: Any) -> str:
-    if value is True:
-        return "yes"
-    if not value:
-        return "no"
-    return Path(str(value)).name
-
-
 def _metric(records: list[dict], key: str, section: str = "metrics") -> list[float]:
     out = []
     for r in records:
@@ -208,7 +198,7 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
         top1 = mean_std_ci(_metric(ok, "top1"))
         rows.append({
             "dataset": dataset_label(spec["dataset"]), "backbone": spec["backbone"]["name"],
-            "pretrained": _pretrained_label(spec["backbone"].get("pretrained")),
+            "pretrained": pretrained_label(spec["backbone"].get("pretrained")),
             "method": spec["method"], "variant": spec.get("variant", "default"), "scale": spec.get("scale", ""),
             "config": config,
             # the seed codes' protocol (FineRNet, SimTrans `selection: test`): picked on the test split

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
 from fgvcbench.report.compare import add_baseline, baseline_note
 from fgvcbench.report.leaderboard import build_leaderboard, config_key, render, render_pivot
-from fgvcbench.spec import dataset_label
+from fgvcbench.spec import dataset_label, slug
 
 
 def _plt():
@@ -22,10 +21,6 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
 def find_ablations(records: list[dict]) -> list[tuple[str, str, str, str | None, str, object]]:
@@ -228,7 +223,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
         setup = _setup_words(next(r["spec"] for r in runs if ablation_config(r["spec"]) == config))
         named = len(several) < len(ablations)   # two setups share dataset, backbone and scale: name each
         title = f"{label} · {backbone} · scale {scale}" + (f" · setup {config}" if named else "")
-        chart = f"ablation-{_slug(label)}-{_slug(backbone)}-{_slug(str(scale))}" + (f"-{config}" if named else "") + ".png"
+        chart = f"ablation-{slug(label)}-{slug(backbone)}-{slug(str(scale))}" + (f"-{config}" if named else "") + ".png"
         write_ablation_chart(table, out / chart, f"{title}: cumulative top-1")
         table_md = render_ablation(table).replace("\nSeeds:", "\n\nSeeds:")   # a paragraph, not a table row
         lines += [f"### {title}", "", setup, "", table_md, "", f"![cumulative ablation]({chart})", ""]
@@ -253,7 +248,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
     predictions = _artifacts(results_dirs)
     for label, runs in sorted(by_dataset.items()):
         lines += [f"## {label}", ""]
-        spread = f"spread-{_slug(label)}.png"
+        spread = f"spread-{slug(label)}.png"
         _spread(runs, out / spread, label)
         lines += ["Per-seed spread:", "", f"![per-seed spread]({spread})", ""]
         preds = []
@@ -270,7 +265,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
         pairs = confused_pairs(preds) if preds else []
         if pairs:
             names = preds[0]["class_names"]
-            figure = f"confusions-{_slug(label)}.png"
+            figure = f"confusions-{slug(label)}.png"
             _confusion_figure(preds, pairs, out / figure, f"{label}: most-confused class pairs over {len(preds)} runs")
             lines += [f"Most-confused class pairs (errors summed over {len(preds)} runs' test predictions):", "",
                       "| class | class | errors |", "|---|---|---|"]
