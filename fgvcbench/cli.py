@@ -261,7 +261,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         replaced = _rerun(suite, reruns) if rerun is not None else None
         submitted = submit_suite(suite, load_args, settings, wait=wait, console=console)
         if not submitted:
-            console.print("nothing to submit: every run is finished or running", highlight=False)
+            console.print("nothing to submit: every run is finished, running or queued", highlight=False)
         if wait and any(Store(suite.output).records()):
             _suite_tables(suite)
         elif submitted:

@@ -71,28 +71,112 @@ def _executor(settings: dict, folder: Path):
     return executor
 
 
+# a job in one of these states will still run (or is running): its run is not submitted again
+ALIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}
+YOUNG_SECONDS = 600   # sacct may not know a job for a while after sbatch: an UNKNOWN one that young counts as queued
+
+
+def slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """job id → SLURM state (``PENDING``, ``RUNNING``, ``COMPLETED``…; ``UNKNOWN`` where
+    sacct does not say), from one sacct call through submitit's watcher."""
+    if not job_ids:
+        return {}
+    from submitit.slurm.slurm import SlurmJob
+    watcher = SlurmJob.watcher
+    for job_id in job_ids:
+        watcher.register_job(job_id)
+    watcher.update()   # one sacct for all; submitit logs a warning and keeps UNKNOWN where it fails
+    states = {}
+    for job_id in job_ids:
+        state = watcher.get_state(job_id, mode="cache")
+        states[job_id] = str(state).split()[0].upper() if state else "UNKNOWN"   # "CANCELLED by 42" → CANCELLED
+    return states
+
+
+def local_alive(row: dict) -> bool:
+    """A local job (its job id is its process's pid) whose process is alive and has left
+    no result yet."""
+    import os
+    submitit = require_submitit()
+    job_id = str(row.get("job_id", ""))
+    if not job_id.isdigit():
+        return False
+    job = submitit.local.local.LocalJob(folder=Path(row.get("folder") or "."), job_id=job_id)
+    if job.paths.result_pickle.exists():
+        return False
+    try:
+        os.kill(int(job_id), 0)
+    except (ProcessLookupError, PermissionError):   # gone, or the pid is another user's process now
+        return False
+    return True
+
+
+def queued_runs(folder: Path) -> dict[str, str]:
+    """run id → job id of every run whose latest submission (``folder/submitted.jsonl``)
+    is a job still queued or running: SLURM's state through sacct (one still unknown to it
+    counts for ``YOUNG_SECONDS`` after its submission), a local job's process. Such a job
+    has not claimed its run yet, and submitting the run again would train it twice."""
+    latest: dict[str, dict] = {}
+    try:
+        lines = (folder / "submitted.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:   # a line cut by a kill: the rows around it still count
+            continue
+        if isinstance(row, dict) and isinstance(row.get("run_id"), str):
+            latest[row["run_id"]] = {"folder": str(folder), **row}
+    slurm = [str(r.get("job_id")) for r in latest.values() if r.get("backend") == "slurm"]
+    states = slurm_states(slurm) if slurm else {}
+    now = time.time()
+
+    def alive(row: dict) -> bool:
+        if row.get("backend") == "local":
+            return local_alive(row)
+        if row.get("backend") == "slurm":
+            state = states.get(str(row.get("job_id")), "UNKNOWN")
+            young = isinstance(row.get("submitted"), (int, float)) and now - row["submitted"] < YOUNG_SECONDS
+            return state in ALIVE_STATES or (state == "UNKNOWN" and young)
+        return False
+    return {run_id: str(row.get("job_id")) for run_id, row in latest.items() if alive(row)}
+
+
 def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait: bool = False,
                  console=None) -> list[dict]:
-    """Submit every pending, unclaimed run; group runs by their settings (the suite's,
-    their methods entry's ``cluster:``, then ``--cluster``; one array each). Returns one dict per submitted run: run id, job id, settings. With
-    ``wait`` it blocks until the jobs end."""
+    """Submit every pending run that no process has claimed and no earlier submission of
+    which is still queued or running (:func:`queued_runs`); group runs by their settings
+    (the suite's, their methods entry's ``cluster:``, then ``--cluster``; one array each).
+    Returns one dict per submitted run: run id, job id, settings. With ``wait`` it blocks
+    until the jobs end."""
     from fgvcbench.executors import Claims, pending_runs
     from fgvcbench.store import Store
     store, claims = Store(suite.output), Claims(suite.output)
+    folder = Path(suite.output) / "submitit"
     todo = [s for s in pending_runs(suite, store) if not claims.held(s.run_id)]
+    queued = queued_runs(folder) if todo else {}
+    if queued and console is not None and any(s.run_id in queued for s in todo):
+        waiting = [s for s in todo if s.run_id in queued]
+        console.print(f"{len(waiting)} pending run{'s are' if len(waiting) != 1 else ' is'} still queued or running "
+                      f"as job{'s' if len(waiting) != 1 else ''} {', '.join(sorted({queued[s.run_id] for s in waiting}))}: "
+                      "not submitted again (cancel a job, e.g. scancel, to have its run submitted anew)",
+                      highlight=False, markup=False)
+    todo = [s for s in todo if s.run_id not in queued]
     groups: dict[str, tuple[dict, list]] = {}
     for spec in todo:
         settings = {**DEFAULTS, **suite.cluster, **suite.run_cluster.get(spec.run_id, {}), **(cli_settings or {})}
         key = json.dumps(settings, sort_keys=True)
         groups.setdefault(key, (settings, []))[1].append(spec)
-    folder = Path(suite.output) / "submitit"
     submitted, jobs = [], []
     for settings, specs in groups.values():
-        executor = _executor(settings, Path(settings.get("folder") or folder))
+        logs = Path(settings.get("folder") or folder)
+        executor = _executor(settings, logs)
         array = executor.map_array(run_one, [load_args] * len(specs), [s.run_id for s in specs])
         for spec, job in zip(specs, array):
             submitted.append({"run_id": spec.run_id, "job_id": str(job.job_id), "label": spec.label,
-                              "backend": executor.cluster, "submitted": time.time()})
+                              "backend": executor.cluster, "submitted": time.time(), "folder": str(logs)})
             jobs.append(job)
         if console is not None:
             console.print(f"submitted {len(specs)} runs as a {executor.cluster} job array "

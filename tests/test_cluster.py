@@ -95,3 +95,54 @@ def test_cluster_options_out_of_range_or_a_backend_this_machine_lacks_exit_2(tmp
     if shutil.which("srun") is None:   # submitit cannot reach SLURM here: one line, not its RuntimeError
         result = runner.invoke(app, ["run", str(suite), "--cluster", "backend=slurm"])
         assert result.exit_code == 2 and "submitit cannot use backend 'slurm' here" in result.output, result.output
+
+
+class _NeverStarts:
+    """A SLURM executor whose jobs stay in the queue: nothing runs, nothing is claimed."""
+    cluster = "slurm"
+
+    def __init__(self):
+        self.n = 0
+
+    def map_array(self, fn, *args):
+        self.n += 1
+        return [type("Job", (), {"job_id": f"{700 + self.n}_{i}"})() for i in range(len(args[0]))]
+
+
+def test_runs_whose_jobs_still_wait_in_the_queue_are_not_submitted_twice(tmp_path, monkeypatch):
+    import fgvcbench.cluster as cluster
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    suite = load_suite(_suite(tmp_path), get_registry())
+    fake = _NeverStarts()
+    monkeypatch.setattr(cluster, "_executor", lambda settings, folder: fake)
+    states = {}
+    monkeypatch.setattr(cluster, "slurm_states", lambda ids: {i: states.get(i, "UNKNOWN") for i in ids})
+    first = cluster.submit_suite(suite, {})
+    assert len(first) == 4
+    assert cluster.submit_suite(suite, {}) == []                        # just submitted: sacct may not know them yet
+    states.update({r["job_id"]: "PENDING" for r in first})
+    states[first[0]["job_id"]] = "CANCELLED"                            # scancel'ed: its run goes out again
+    again = cluster.submit_suite(suite, {})
+    assert [r["run_id"] for r in again] == [first[0]["run_id"]]
+    # an entry old enough that sacct should know it, and does not: submitted anew
+    monkeypatch.setattr(cluster, "YOUNG_SECONDS", -1)
+    states.clear()
+    assert len(cluster.submit_suite(suite, {})) == 4
+
+
+def test_a_local_job_counts_as_queued_while_its_process_lives(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from fgvcbench.cluster import queued_runs
+    folder = tmp_path / "submitit"
+    folder.mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    rows = [{"run_id": "live", "job_id": str(os.getpid()), "backend": "local"},
+            {"run_id": "gone", "job_id": done.stdout.strip(), "backend": "local"},
+            {"run_id": "other", "job_id": "x", "backend": "local"}]
+    (folder / "submitted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"run_id": "cut')
+    assert queued_runs(folder) == {"live": str(os.getpid())}
+    (folder / f"{os.getpid()}_0_result.pkl").write_bytes(b"")          # its result is there: it has ended
+    assert queued_runs(folder) == {}
