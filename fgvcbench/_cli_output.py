@@ -243,3 +243,39 @@ def nonempty_path(ctx, param, value):
     if any(v is not None and not str(v).strip() for v in values):
         raise typer.BadParameter("an empty path — give a folder or file name (an unset shell variable?)")
     return value
+
+
+def parse_options(pairs: list[str]) -> dict:
+    import yaml
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--option {pair!r} is not KEY=VALUE — e.g. --option crop=bbox")
+        if key in options:   # the last would win silently
+            raise UserError(f"--option {key} is given twice — give each option once")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise UserError(f"--option {pair!r}: the value is not plain YAML ({problem}) — quote it as a whole, "
+                            f"e.g. -o '{key}=\"text\"', or write a number, true/false or a name") from None
+    return options
+
+
+def checked_options(spec, pairs: list[str]) -> dict:
+    """``--option KEY=VALUE`` pairs for dataset ``spec``: parsed as YAML values, each a key
+    the dataset has, of the type its default has, and the whole checked by the dataset
+    (a DataError names the fix)."""
+    from fgvcbench.suite import dataset_option_problem
+    options = parse_options(pairs)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise UserError(f"dataset {spec.name!r} has no option {unknown[0]!r} — options: "
+                        f"{', '.join(spec.options) or 'none'}")
+    for key, value in options.items():
+        problem = dataset_option_problem(spec, key, value)
+        if problem:
+            raise UserError(f"--option {key}={value}: {problem} — fix the value's type")
+    spec.check_options({**spec.options, **options})
+    return options

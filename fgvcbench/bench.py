@@ -13,27 +13,30 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import os
 import platform
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 import typer
 from rich.markup import escape
 
-from fgvcbench._cli_output import nonempty_path
+from fgvcbench._cli_output import checked_options, nonempty_path
 from fgvcbench.errors import UserError
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs model throughput.")
 FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "batch", "compile", "augment",
           "random_erasing", "mode",
           "images_per_second", "syncs_per_step", "steps", "workers", "git_sha"]
+THROUGHPUT_FIELDS = FIELDS + ["ratio_to_model_only", "ratio_to_classic"]
 
 
 MAX_BATCH = 8192               # images per step; the synthetic set behind it is generated on disk
 MAX_FEATURES = 10**9           # n × dim for `bench knn`: 4 GB of float32
+MAX_LOADER_WORKERS = 256       # classic DataLoader processes: more is a typo, not a host
 
 
 def _machine(dev: torch.device) -> dict:
@@ -44,16 +47,42 @@ def _machine(dev: torch.device) -> dict:
             "torch": torch.__version__, "git_sha": _git_sha()}
 
 
+def check_csv(path: Path, fields: list[str]) -> None:
+    """Before measuring: ``path`` is absent, or a CSV this command wrote (its header is
+    ``fields``) that can be appended to — else one line saying what to do, instead of a
+    traceback after minutes of measuring or rows appended under a broken header."""
+    from fgvcbench.store import check_writable
+    check_writable(path.parent, "benchmark rows")
+    if not path.exists():
+        return
+    move = "move it away or pass --output DIR for another folder"
+    if not path.is_file():
+        raise UserError(f"{path} is not a file — {move}")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        with open(path, "a"):
+            pass
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"cannot append to {path} ({getattr(exc, 'strerror', None) or exc}) — {move}") from None
+    if header != fields:
+        raise UserError(f"{path} has other columns than this benchmark writes ({', '.join(header[:4]) or 'none'}…) "
+                        f"— {move}")
+
+
 def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     """Append ``rows`` to a CSV (header first when the file is new) and say so."""
     from rich.console import Console
-    path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    try:
+        with open(path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+    except OSError as exc:   # e.g. the disk filled while measuring: the table above is the result
+        raise UserError(f"cannot append to {path} ({exc.strerror or exc}) — the table above has the rows; "
+                        f"free space or pass --output DIR") from None
     Console(stderr=True).print(f"[dim]appended {len(rows)} rows to {escape(str(path))}[/]")
 
 
@@ -99,7 +128,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
                        device: str = "auto", compile: bool = False, dataset: str = "synthetic",
                        root: Optional[str] = None, workers: Optional[int] = None,
                        augment: str = "trivial_augment", random_erasing: float = 0.1,
-                       cache_dir: Optional[Path] = None) -> list[dict]:
+                       cache_dir: Optional[Path] = None, options: Optional[dict] = None) -> list[dict]:
     """Images/s of the three modes (rows: mode, images_per_second)."""
     from fgvcbench.data.base import DatasetRequest
     from fgvcbench.data.classic import classic_loader
@@ -116,8 +145,9 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
                         f"{MAX_BATCH:,}, steps >= 1")
     if warmup < 0:
         raise UserError(f"--warmup {warmup}: the untimed steps first are a count >= 0")
-    if workers is not None and workers < 0:
-        raise UserError(f"--workers {workers}: use 0 (load in the main process) or more")
+    if workers is not None and not 0 <= workers <= MAX_LOADER_WORKERS:
+        raise UserError(f"--workers {workers}: use 0 (load in the main process) to {MAX_LOADER_WORKERS} "
+                        f"DataLoader processes")
     recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01, random_erasing=random_erasing)
     problems = recipe.validate()
     if problems:
@@ -130,17 +160,26 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     if spec is None:
         from fgvcbench.plugins import unknown_dataset
         raise UserError(unknown_dataset(dataset, registry.datasets))
-    if spec.needs_root and root is None:
-        raise UserError(f"dataset {dataset!r} needs --root DIR; expected layout: {spec.layout}")
-    if spec.needs_root and not Path(root).is_dir():
+    from fgvcbench.store import default_cache_dir, default_data_root
+    reader = spec.folder_reader({**spec.options, **(options or {})}, registry.datasets)
+    if reader is not None and root is None:   # as data verify and a suite find it: $FGVCBENCH_DATA, ./data
+        root = str(Path(default_data_root()).expanduser() / (reader.default_root or reader.name))
+        if not Path(root).is_dir():
+            raise UserError(f"dataset {dataset!r} is not at {root} — pass --root DIR or set FGVCBENCH_DATA; "
+                            f"expected layout: {spec.layout}")
+    if root is not None and not Path(root).is_dir():
         raise UserError(f"--root {root}: no such folder — expected layout: {spec.layout}")
-    from fgvcbench.store import default_cache_dir
     cache = cache_dir or default_cache_dir()
+    given = options or {}
     options = dict(spec.options)
-    if dataset == "synthetic":
+    if dataset == "synthetic":   # images large enough for --res, a batch's worth of them; -o wins
         options.update(image_size=max(64, load_size_for(res)), train_per_class=max(8, batch // 4))
+    options.update(given)
     images = spec.load_checked(DatasetRequest(root=Path(root) if root else None, options=options,
                                               cache_dir=cache / "datasets")).train
+    if len(images) < batch:   # the classic loader drops a short last batch: none would be left
+        raise UserError(f"--batch {batch}: {dataset}'s training split has only {len(images)} images — "
+                        f"lower --batch to at most {len(images)}")
     model = create_timm_model(backbone, num_classes=len(images.class_names)).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -150,6 +189,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     rows = []
 
     x_rand = torch.randn(batch, 3, res, res, device=dev)
+    if dev.type == "cuda":   # as timm's benchmark.py feeds a channels_last model
+        x_rand = x_rand.contiguous(memory_format=torch.channels_last)
     y_rand = torch.randint(len(images.class_names), (batch,), device=dev)
     model_step = lambda: _train_step(run_model, opt, x_rand, y_rand, dev)  # noqa: E731
     seconds = _timed(model_step, steps, warmup, dev)
@@ -169,7 +210,10 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     rows.append({"mode": "fast", "images_per_second": steps * batch / seconds,
                  "syncs_per_step": count_syncs(fast_step, dev)})
 
-    loader = classic_loader(images, recipe, cfg["mean"], cfg["std"], train=True, workers=workers)
+    # every step a full batch, as in the other two modes (and no recompile of a compiled model
+    # for a short last batch inside the timed steps); all of the host's cores by default
+    loader = classic_loader(images, recipe, cfg["mean"], cfg["std"], train=True,
+                            workers=(os.cpu_count() or 1) if workers is None else workers, drop_last=True)
     batches = iter(())
 
     def classic_step():
@@ -205,7 +249,9 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                dataset: str = typer.Option("synthetic", help="Dataset whose training images feed the pipelines."),
                root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets).",
                                                   metavar="DIR", callback=nonempty_path),
-               workers: Optional[int] = typer.Option(None, help="Classic DataLoader workers (default: min(8, cores))."),
+               workers: Optional[int] = typer.Option(None, help="Classic DataLoader workers (default: every core)."),
+               option: List[str] = typer.Option([], "--option", "-o",
+                                                help="Dataset option KEY=VALUE (repeatable), e.g. -o crop=bbox."),
                augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
                random_erasing: float = typer.Option(0.1, help="RandomErasing probability in both pipelines."),
                output: str = typer.Option("results/bench", help="Folder for throughput.csv.", metavar="DIR",
@@ -216,14 +262,15 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
 
     from fgvcbench._cli_output import warn_plugins
     from fgvcbench.plugins import get_registry
-    from fgvcbench.store import check_writable
     warn_plugins(get_registry())   # a dataset or backbone a broken plugin would provide
     output = Path(output)
-    check_writable(output, "benchmark rows")    # before measuring, not after
+    check_csv(output / "throughput.csv", THROUGHPUT_FIELDS)    # before measuring, not after
 
+    spec = get_registry().datasets.get(dataset)   # an unknown one is named by measure_throughput
+    options = checked_options(spec, option) if spec is not None else {}
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
                               dataset=dataset, root=root, workers=workers, augment=augment,
-                              random_erasing=random_erasing)
+                              random_erasing=random_erasing, options=options)
     # the title as its own line: a narrow table would wrap it into its own width
     title = (f"{backbone} · {dataset} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
              f"{rows[0]['device_name']}")
@@ -236,7 +283,7 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                       "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
     Console().print(title, style="bold", markup=False, highlight=False)
     Console().print(table)
-    _append_csv(output / "throughput.csv", FIELDS + ["ratio_to_model_only", "ratio_to_classic"], rows)
+    _append_csv(output / "throughput.csv", THROUGHPUT_FIELDS, rows)
 
 
 KNN_FIELDS = ["date", "host", "device_name", "torch", "n", "dim", "classes", "k", "backend", "seconds", "git_sha"]
@@ -277,9 +324,8 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
     from rich.console import Console
     from rich.table import Table
 
-    from fgvcbench.store import check_writable
     output = Path(output)
-    check_writable(output, "benchmark rows")    # before measuring, not after
+    check_csv(output / "knn.csv", KNN_FIELDS)    # before measuring, not after
 
     rows = measure_knn(n, dim, classes, k, device=device, repeats=repeats)
     title = f"kNN within classes · {n} × {dim} · {classes} classes · k {k} · {rows[0]['device_name']}"

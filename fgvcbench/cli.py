@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (console, err_console, inert_step, nonempty_path, print_ablation_tables,
+from fgvcbench._cli_output import (checked_options, console, err_console, inert_step, nonempty_path,
+                                  print_ablation_tables,
                                   print_baseline_table, print_description, print_leaderboard, suite_records,
                                   warn_plugins)
 from fgvcbench.errors import UserError
@@ -588,24 +589,6 @@ def _bench_app() -> typer.Typer:
 app.add_typer(_bench_app(), name="bench")
 
 
-def _parse_options(pairs: list[str]) -> dict:
-    import yaml
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--option {pair!r} is not KEY=VALUE — e.g. --option crop=bbox")
-        if key in options:   # the last would win silently
-            raise UserError(f"--option {key} is given twice — give each option once")
-        try:
-            options[key] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-            raise UserError(f"--option {pair!r}: the value is not plain YAML ({problem}) — quote it as a whole, "
-                            f"e.g. -o '{key}=\"text\"', or write a number, true/false or a name") from None
-    return options
-
-
 @data_app.command("verify")
 @friendly
 def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (see `fgvcbench plugins`)."),
@@ -635,16 +618,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         close = suggest(name, registry.datasets)
         raise UserError(f"unknown dataset {name!r}" + (f" — did you mean {close!r}?" if close else
                                                        f" — known: {', '.join(sorted(registry.datasets))}"))
-    options = _parse_options(option)
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        raise UserError(f"dataset {name!r} has no option {unknown[0]!r} — options: {', '.join(spec.options) or 'none'}")
-    from fgvcbench.suite import dataset_option_problem
-    for key, value in options.items():
-        problem = dataset_option_problem(spec, key, value)
-        if problem:
-            raise UserError(f"--option {key}={value}: {problem} — fix the value's type")
-    spec.check_options({**spec.options, **options})   # its values (a DataError names the fix)
+    options = checked_options(spec, option)
     root = Path(root) if root is not None else None
     if suite is not None:
         from fgvcbench.suite import load_suite

@@ -40,10 +40,53 @@ def test_bench_throughput_writes_three_modes(tmp_path, runner):
     assert {(r["augment"], float(r["random_erasing"])) for r in rows[3:]} == {("flip", 0.0)}
     bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub", "--root", str(tmp_path / "none")])
     assert bad.exit_code == 2 and "no such folder" in bad.output and "Traceback" not in bad.output
-    bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub"])
-    assert bad.exit_code == 2 and "needs --root" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["bench", "throughput", "--dataset", "cub"], env={"FGVCBENCH_DATA": str(tmp_path / "no")})
+    assert bad.exit_code == 2 and "is not at" in bad.output and "--root DIR or set FGVCBENCH_DATA" in bad.output
     bad = runner.invoke(app, ["bench", "throughput", "--augment", "randaugment"])
     assert bad.exit_code == 2 and "--augment" in bad.output and "trivial_augment" in bad.output
+
+
+def test_bench_throughput_finds_the_data_root_takes_options_and_times_whole_batches(tmp_path, runner, monkeypatch):
+    # the data root as data verify finds it ($FGVCBENCH_DATA/<folder>), dataset options as -o, and
+    # the classic mode timed over full batches only (its loader drops a short last one)
+    get_registry(refresh=True)
+    make_cub(tmp_path / "data" / "CUB_200_2011")
+    import fgvcbench.data.classic as classic   # bench imports the loader from here as it measures
+    seen = []
+
+    def spy(images, *args, **kwargs):
+        loader = original(images, *args, **kwargs)
+        seen.append((len(images), kwargs.get("drop_last"), [len(y) for _, y in loader]))
+        return loader
+    original = classic.classic_loader
+    monkeypatch.setattr(classic, "classic_loader", spy)
+    args = ["bench", "throughput", "--backbone", "test_resnet", "--res", "32", "--batch", "4", "--steps", "2",
+            "--warmup", "1", "--workers", "0", "--device", "cpu", "--dataset", "cub", "-o", "crop=bbox",
+            "--output", str(tmp_path / "bench")]
+    result = runner.invoke(app, args, env={"FGVCBENCH_DATA": str(tmp_path / "data")})
+    assert result.exit_code == 0, result.output
+    (n, drop_last, sizes), = seen
+    assert drop_last is True and sizes == [4] * (n // 4) and n % 4   # the fixture leaves a short batch out
+    bad = runner.invoke(app, args[:-2] + ["-o", "crop=boxes", "--output", str(tmp_path / "bench")],
+                        env={"FGVCBENCH_DATA": str(tmp_path / "data")})
+    assert bad.exit_code == 2 and "crop" in bad.output and "Traceback" not in bad.output
+    big = runner.invoke(app, [*args[:6], "--batch", "999", *args[8:]], env={"FGVCBENCH_DATA": str(tmp_path / "data")})
+    assert big.exit_code == 2 and "lower --batch to at most" in big.output
+
+
+def test_bench_refuses_a_csv_it_cannot_append_to_before_measuring(tmp_path, runner, monkeypatch):
+    import fgvcbench.bench as bench
+    measured = []
+    monkeypatch.setattr(bench, "measure_knn", lambda *a, **k: measured.append(1) or [])
+    (tmp_path / "dir" / "knn.csv").mkdir(parents=True)                       # a folder where the CSV goes
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "knn.csv").write_text('n,"unterminated\n1,2\n')    # not this benchmark's columns
+    for folder, needle in (("dir", "is not a file"), ("other", "has other columns")):
+        result = runner.invoke(app, ["bench", "knn", "--device", "cpu", "--output", str(tmp_path / folder)])
+        assert result.exit_code == 2 and needle in result.output and "move it away" in result.output, result.output
+    assert measured == []
+    result = runner.invoke(app, ["bench", "throughput", "--workers", "100000", "--device", "cpu"])
+    assert result.exit_code == 2 and "--workers 100000" in result.output
 
 
 def test_classic_and_fast_test_views_agree(tmp_path):

@@ -64,7 +64,8 @@ class ClassicDataset(Dataset):
 
 def classic_loader(images: ImageList, recipe: Recipe, mean, std, *, train: bool, seed: int = 0,
                    workers: int | None = None, crop_to_boxes: bool = False,
-                   batch_size: int | None = None, world: int = 1, rank: int = 0) -> DataLoader:
+                   batch_size: int | None = None, world: int = 1, rank: int = 0,
+                   drop_last: bool = False) -> DataLoader:
     """``world`` > 1 (training under torchrun): this rank's shard of a seeded shuffle, which
     the caller reshuffles each epoch with ``loader.sampler.set_epoch``."""
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
@@ -75,6 +76,6 @@ def classic_loader(images: ImageList, recipe: Recipe, mean, std, *, train: bool,
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=train, seed=seed)
     return DataLoader(dataset, sampler=sampler,
                       batch_size=batch_size or (recipe.batch_size if train else recipe.eval_batch_size),
-                      shuffle=train and sampler is None, drop_last=False, num_workers=workers,
+                      shuffle=train and sampler is None, drop_last=drop_last, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed))
