@@ -74,8 +74,19 @@ def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], fi
                          hint="remove the tag")
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}   # `<<: *defaults`: keys written out beside it win, as in safe_load
         for key_node, value_node in node.value:
-            key = _scalar(key_node)
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in reversed(sources):   # the first mapping listed wins
+                    value = _compose_to_python(source, path, lines, file, open_nodes)
+                    if not isinstance(value, dict):
+                        raise SuiteError("invalid YAML: `<<` merges a mapping (or a list of them)", file=file,
+                                         line=key_node.start_mark.line + 1, key=_dotted(path) or None,
+                                         hint="merge an anchored mapping, e.g. <<: *defaults")
+                    merged.update(value)
+                continue
+            key = _scalar_at(key_node, path, file)
             if isinstance(key, (list, dict)):   # `{[a]: 1}`: YAML allows it, no suite key is one
                 raise SuiteError(f"a key must be a name, got a {'list' if isinstance(key, list) else 'mapping'} "
                                  f"{key!r}", file=file, line=key_node.start_mark.line + 1,
@@ -85,10 +96,24 @@ def _compose_to_python(node: yaml.Node, path: tuple, lines: dict[tuple, int], fi
                                  key=_dotted(path + (key,)), hint="keep only one of them")
             out[key] = _compose_to_python(value_node, path + (key,), lines, file, open_nodes)
             lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
+        return {**merged, **out} if merged else out
     if isinstance(node, yaml.SequenceNode):
         return [_compose_to_python(item, path + (i,), lines, file, open_nodes) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar_at(node, path, file)
+
+
+def _scalar_at(node: yaml.Node, path: tuple, file: str) -> Any:
+    """:func:`_scalar`, with a value its tag cannot read (``!!int abc``) or a tag a suite
+    does not take (``!foo``, ``!!python/…``) as a SuiteError at its line."""
+    try:
+        return _scalar(node)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
+        where = {"file": file, "line": node.start_mark.line + 1, "key": _dotted(path) or None}
+        if node.tag.startswith("tag:yaml.org,2002:") and "python" not in node.tag:
+            raise SuiteError(f"invalid YAML value: {node.value!r} is no {node.tag.rsplit(':', 1)[-1]}", **where,
+                             hint="remove the tag (!!…) or write a value of that type") from None
+        raise SuiteError(f"invalid YAML: tag {node.tag} is not allowed (suites are plain data)", **where,
+                         hint="remove the tag") from None
 
 
 def _scalar(node: yaml.Node) -> Any:

@@ -233,6 +233,39 @@ def test_bad_yaml_duplicate_keys_unsafe_tags_and_missing_file(tmp_path, registry
     assert "not UTF-8" in str(error_of(tmp_path / "binary.yaml", registry))
 
 
+def test_explicit_tags_give_one_line_at_their_key_and_merge_keys_work(tmp_path, registry):
+    # `!!int abc` raised ValueError from the YAML constructor, a custom tag printed pyyaml's mark
+    for value, needle in (("!!int abc", "'abc' is no int"), ("!!timestamp x", "'x' is no timestamp"),
+                          ("!foo 1", "tag !foo is not allowed"),
+                          ("!!python/name:os.system x", "python/name:os.system is not allowed")):
+        path = write_suite(tmp_path, f"""
+            name: t
+            datasets: [synthetic]
+            backbones: [test_resnet]
+            methods: [finetune]
+            train: {{epochs: {value}}}
+            """)
+        err = error_of(path, registry)
+        assert needle in str(err) and err.line == 5 and err.key == "train.epochs", (value, str(err))
+        assert "\n" not in str(err)
+    # a merge key (standard YAML, as safe_load reads it): keys written beside it win
+    suite = load_suite(write_suite(tmp_path, f"""
+        name: t
+        output: {tmp_path / 'out'}
+        datasets: [{TINY_DATASET}]
+        backbones: [test_resnet]
+        train: &base {{epochs: 1, image_size: 32, batch_size: 8}}
+        methods:
+          - finetune
+          - {{name: recipe, train: {{<<: *base, epochs: 2}}}}
+        """), registry)
+    recipes = {spec.method: spec.recipe for spec in suite.runs}
+    assert recipes["recipe"]["epochs"] == 2 and recipes["recipe"]["image_size"] == 32
+    assert recipes["finetune"]["epochs"] == 1
+    err = error_of(write_suite(tmp_path, "name: t\nx: &a [1]\ntrain: {<<: *a}\n"), registry)
+    assert "merges a mapping" in str(err) and err.line == 3
+
+
 def test_exclude_everything_is_an_error(tmp_path, registry):
     path = tiny_suite(tmp_path, extra="exclude: [{method: finetune}]")
     assert "grid is empty" in str(error_of(path, registry))
