@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-import torch.nn.functional as F
 import typer
 from rich.markup import escape
 
@@ -39,8 +37,9 @@ MAX_FEATURES = 10**9           # n × dim for `bench knn`: 4 GB of float32
 MAX_LOADER_WORKERS = 256       # classic DataLoader processes: more is a typo, not a host
 
 
-def _machine(dev: torch.device) -> dict:
+def _machine(dev) -> dict:
     """Where and when a benchmark row was measured."""
+    import torch
     from fgvcbench.run import _cpu_name, _git_sha
     return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
@@ -87,6 +86,8 @@ def _append_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
 
 
 def _train_step(model, opt, x, y, device):
+    import torch
+    import torch.nn.functional as F
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss = F.cross_entropy(model(x).float(), y)
     opt.zero_grad(set_to_none=True)
@@ -95,6 +96,7 @@ def _train_step(model, opt, x, y, device):
 
 
 def _timed(step_fn, steps: int, warmup: int, device) -> float:
+    import torch
     for _ in range(warmup):
         step_fn()
     if device.type == "cuda":
@@ -110,6 +112,7 @@ def _timed(step_fn, steps: int, warmup: int, device) -> float:
 def count_syncs(step_fn, device) -> int | None:
     """How many times one call of ``step_fn`` makes the host wait for the GPU (blocking
     copies, ``.item()``, ``nonzero`` …), from CUDA's sync debug mode; None off CUDA."""
+    import torch
     if device.type != "cuda":
         return None
     import warnings
@@ -130,6 +133,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
                        augment: str = "trivial_augment", random_erasing: float = 0.1,
                        cache_dir: Optional[Path] = None, options: Optional[dict] = None) -> list[dict]:
     """Images/s of the three modes (rows: mode, images_per_second)."""
+    import torch
     from fgvcbench.data.base import DatasetRequest
     from fgvcbench.data.classic import classic_loader
     from fgvcbench.data.pipeline import decode_images, load_size_for
@@ -294,6 +298,7 @@ def measure_knn(n: int, dim: int, classes: int, k: int = 8, *, device: str = "au
     """Seconds of FineRNet's phase-2 neighbour search (every image against each class's
     images, inner product) per kNN engine, on random features of a whole training set's
     size: the cost depends on the sizes, not on the values."""
+    import torch
     from fgvcbench.knn import engine_seconds
     from fgvcbench.run import resolve_device
 

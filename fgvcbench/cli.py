@@ -284,9 +284,8 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         _suite_tables(suite)
     if outcome.interrupted:
         n = len(outcome.ran)
-        err_console.print(f"[yellow]interrupted[/] — {n} run{'s' if n != 1 else ''} finished in this session "
-                          f"{'are' if n != 1 else 'is'} saved in {suite.output}; run the same command{again} to resume.")
-        raise typer.Exit(130)
+        interrupted(f"{n} run{'s' if n != 1 else ''} finished in this session {'are' if n != 1 else 'is'} saved in "
+                    f"{suite.output}; run the same command{again} to resume.")
     n_failed = len(outcome.failed)
     elsewhere = f", {outcome.elsewhere} running in another process" if outcome.elsewhere else ""
     console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed{elsewhere}, {n_failed} failed or diverged "
@@ -568,7 +567,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
                       f"Wilcoxon p = {wp} (n = {p.n} paired seed{'s' if p.n != 1 else ''})", highlight=False)
     console.print(f"records in {suite.output}/runs", highlight=False, markup=False)
     if outcome.interrupted:
-        raise typer.Exit(130)
+        interrupted(f"the finished runs are saved in {suite.output}; run the same command to resume.")
     if outcome.failed:
         raise typer.Exit(1)
 
@@ -716,6 +715,18 @@ def _flowing_short_helps(typer_app: typer.Typer) -> None:
 _flowing_short_helps(app)
 
 
+INTERRUPTED = "nothing finished is lost; run the same command to resume."
+_interrupt_told = False
+
+
+def interrupted(message: str = INTERRUPTED) -> None:
+    """Say what a Ctrl-C left behind (once), then exit 130."""
+    global _interrupt_told
+    err_console.print(f"[yellow]interrupted[/] — {escape(message)}", highlight=False)
+    _interrupt_told = True
+    raise typer.Exit(130)
+
+
 def main() -> None:
     no_args, usage, click_error, abort = _click_errors()
     try:
@@ -732,8 +743,9 @@ def main() -> None:
     except abort:
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/] — finished runs are saved; run the same command to resume.")
-        sys.exit(130)
+        code = 130
+    if code == 130 and not _interrupt_told:   # typer turns a Ctrl-C into exit 130 without a word
+        err_console.print(f"[yellow]interrupted[/] — {INTERRUPTED}", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 

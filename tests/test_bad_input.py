@@ -110,6 +110,33 @@ def test_the_entry_point_keeps_exit_codes_and_help(monkeypatch, capsys, tmp_path
     assert code == 2 and err.startswith("error: results directory not found")
 
 
+def test_a_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    # typer turns a Ctrl-C inside a command into exit 130 without a word: main says it
+    import fgvcbench.cli as cli
+    import fgvcbench.report.leaderboard as lb
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lb, "load_records", interrupt)
+    monkeypatch.setattr(cli, "_interrupt_told", False)
+    code, out, err = _main_exit(monkeypatch, capsys, "leaderboard", str(tmp_path))
+    assert code == 130 and err.strip() == "interrupted — nothing finished is lost; run the same command to resume."
+    # …and one while the CLI itself is imported (the console script's first moments)
+    import importlib.abc
+    import sys
+
+    class Interrupts(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "fgvcbench.cli":
+                raise KeyboardInterrupt
+    monkeypatch.delitem(sys.modules, "fgvcbench.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupts(), *sys.meta_path])
+    from fgvcbench._entry import main
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 130 and "interrupted — nothing was changed" in capsys.readouterr().err
+
+
 def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):
     code, out, _ = _main_exit(monkeypatch, capsys, "--help")
     listing = " ".join(line.strip("│ ").strip() for line in out.splitlines())
