@@ -32,6 +32,9 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
     records, warnings = load_records(*dirs)
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {escape(str(w))}", highlight=False)
+    if not records and warnings:   # the records are there: running a suite is not the fix
+        raise UserError(f"none of the {len(warnings)} record file{'s' if len(warnings) != 1 else ''} under "
+                        f"{', '.join(map(str, dirs))} could be read (see the warnings above) — fix or move them")
     if not records:
         raise UserError(f"no run records under {', '.join(map(str, dirs))} — run a suite first "
                         f"(fgvcbench run suites/quickstart.yaml)")

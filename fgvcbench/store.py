@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 SCHEMA = 1
+STATUSES = ("ok", "failed", "diverged")   # what a run's record says of it
 FINISHED = ("ok", "diverged")   # a failed run is retried on the next `fgvcbench run`
 
 
@@ -159,6 +160,11 @@ def record_problem(record: Any) -> str | None:
         return "no run_id"
     if not isinstance(record.get("status"), str):
         return "no status"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r} (a record's is one of {', '.join(STATUSES)})"
+    schema = record.get("schema", SCHEMA)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA:
+        return f"schema {schema!r} is newer than this fgvcbench reads ({SCHEMA}): upgrade fgvcbench"
     spec = record.get("spec")
     if not isinstance(spec, dict):
         return "no spec"
@@ -226,11 +232,20 @@ class Store:
         return self.stage_dir() / "uses" / f"{run_id}.txt"
 
     def get(self, run_id: str) -> dict[str, Any] | None:
-        """The run's record, or None when there is none or it is not a JSON object."""
+        """The run's record, or None when there is none or it is not a JSON object. One that
+        is there but cannot be read (permissions, an I/O error) is a UserError: redoing the
+        run would move a finished record aside for a problem of the disk."""
+        path = self.record_path(run_id)
         try:
-            record = json.loads(self.record_path(run_id).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return None
+        except ValueError:
+            return None
+        except OSError as exc:
+            from fgvcbench.errors import UserError
+            raise UserError(f"cannot read the record {path} ({exc.strerror or exc}) — fix its permissions, "
+                            f"or move it away to run {run_id} again") from None
         return record if isinstance(record, dict) else None
 
     @staticmethod

@@ -119,6 +119,38 @@ def test_leaderboard_command(results, runner):
     assert none.exit_code == 2 and "no run records" in none.output
 
 
+def test_records_that_cannot_be_read_are_named_not_taken_for_an_empty_folder(tmp_path, runner):
+    weird, future = record("finetune", 0, 80.0), record("finetune", 1, 81.0)
+    weird["status"] = "weird"
+    future["schema"] = 999
+    write(tmp_path, [weird, future])
+    (tmp_path / "runs" / "cut.json").write_text('{"run_id": ')
+    result = runner.invoke(app, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 2 and "run a suite first" not in result.output
+    assert "none of the 3 record files" in result.output and "fix or move them" in result.output
+    assert "unknown status 'weird'" in result.output and "schema 999 is newer" in result.output
+
+
+def test_a_record_the_disk_will_not_give_stops_the_run_instead_of_redoing_it(tmp_path, runner, monkeypatch):
+    from pathlib import Path
+
+    from conftest import tiny_suite
+    suite = tiny_suite(tmp_path)
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    (path,) = (tmp_path / "out" / "runs").glob("*.json")
+    real = Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "read_text", denied)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 2 and f"cannot read the record {path} (Permission denied)" in result.output
+    assert "fix its permissions" in result.output and "Traceback" not in result.output
+    assert [p.name for p in path.parent.iterdir()] == [path.name]        # not moved aside, not redone
+
+
 def test_pivot_has_the_papers_shape(tmp_path, runner):
     recs = [record("finetune", s, v) for s, v in enumerate([88.0, 89.0])]
     other = record("finernet", 0, 90.0)

@@ -59,7 +59,8 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                warnings.append(f"skipped unreadable record {path}: {exc.__class__.__name__}")
+                why = getattr(exc, "strerror", None) or exc.__class__.__name__   # Permission denied, JSONDecodeError
+                warnings.append(f"skipped unreadable record {path}: {why}")
                 continue
             problem = record_problem(record)
             if problem:
