@@ -103,13 +103,28 @@ def _rewrite_lines(path: Path, row: int, line: str) -> None:
 def _cub_class_unnamed(tmp_path):
     root = make_cub(tmp_path / "cub")
     _rewrite_lines(root / "classes.txt", 1, "8 008.Rhinoceros_Auklet")
-    return "cub", root, "KeyError"
+    return "cub", root, "image_class_labels.txt:4: class '7' of image 25 is not a class id of"
 
 
 def _cub_box_not_a_number(tmp_path):
     root = make_cub(tmp_path / "cub")
     _rewrite_lines(root / "bounding_boxes.txt", 0, "10 2.0 three 20.0 15.0")
-    return "cub", root, "ValueError"
+    return "cub", root, "bounding_boxes.txt:1: box 2.0 three 20.0 15.0 of image 10 is not x y width height"
+
+
+def _cub_box_not_finite(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    _rewrite_lines(root / "bounding_boxes.txt", 0, "10 nan 3.0 -5 15.0")
+    return "cub", root, "bounding_boxes.txt:1: box nan 3.0 -5 15.0 of image 10"
+
+
+def _cub_image_listed_twice(tmp_path):
+    root = make_cub(tmp_path / "cub")
+    first = (root / "images.txt").read_text().splitlines()[0]
+    with open(root / "images.txt", "a") as fh:
+        fh.write(first + "\n")
+    return "cub", root, f"images.txt:{len((root / 'images.txt').read_text().splitlines())}: id {first.split()[0]} " \
+                        "is listed again (first on line 1)"
 
 
 def _cub_split_value(tmp_path):
@@ -153,7 +168,8 @@ def _aircraft_unreadable_txt(tmp_path):
     return "aircraft", root, "images_variant_test.txt is not a UTF-8 text file"
 
 
-@pytest.mark.parametrize("case", [_cub_class_unnamed, _cub_box_not_a_number, _cub_split_value, _flowers_without_valid,
+@pytest.mark.parametrize("case", [_cub_class_unnamed, _cub_box_not_a_number, _cub_box_not_finite, _cub_image_listed_twice,
+                                  _cub_split_value, _flowers_without_valid,
                                   _cars_meta_without_class_names, _cars_unlabelled_test_annos, _dogs_without_file_list,
                                   _dogs_without_labels, _aircraft_unreadable_txt])
 def test_malformed_metadata_is_one_line_and_exit_2(tmp_path, runner, case):
@@ -175,8 +191,8 @@ def test_malformed_metadata_fails_the_run_without_a_traceback(tmp_path, runner):
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
-    assert record["status"] == "failed" and record["error"].startswith("cub: malformed metadata under ")
-    assert "KeyError: '7'" in record["error"] and "Traceback" not in record["error"]
+    assert record["status"] == "failed" and record["error"].startswith(f"{root / 'image_class_labels.txt'}:4: class '7'")
+    assert "Traceback" not in record["error"]
 
 
 def test_val_test_duplicate_is_a_leak(tmp_path, runner):

@@ -367,6 +367,21 @@ def test_pets(tmp_path):
     assert load("pets", tmp_path, level="species").test.class_names == ["Cat", "Dog"]
 
 
+def test_pets_subset_with_gaps_comments_and_a_bad_line(tmp_path):
+    # a subset of breeds (ids 1 and 3), list.txt-style comment lines (one short), and a line that is not a row
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "trainval.txt").write_text(
+        "#Image CLASS-ID SPECIES BREED ID\n#a\nAbyssinian_1 1 1 1\namerican_pit_bull_terrier_1 3 2 2\n")
+    (tmp_path / "annotations" / "test.txt").write_text("Abyssinian_2 1 1 1\n\namerican_pit_bull_terrier_2 3 2 2\n")
+    for n in ("Abyssinian_1", "american_pit_bull_terrier_1", "Abyssinian_2", "american_pit_bull_terrier_2"):
+        jpeg(tmp_path / "images" / f"{n}.jpg")
+    splits = load("pets", tmp_path)
+    assert splits.train.class_names == ["Abyssinian", "American Pit Bull Terrier"] and splits.test.labels == [0, 1]
+    (tmp_path / "annotations" / "test.txt").write_text("Abyssinian_2 1 1 1\nAbyssinian_3 one 1 1\n")
+    with pytest.raises(DataError, match=r"test.txt:2: expected 'IMAGE CLASS-ID SPECIES"):
+        load("pets", tmp_path)
+
+
 def test_pets_root_like_torchvision(tmp_path):
     pets = tmp_path / "oxford-iiit-pet"
     (pets / "annotations").mkdir(parents=True)

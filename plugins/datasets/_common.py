@@ -66,6 +66,18 @@ def read_columns(path: Path, min_columns: int, layout: str, maxsplit: int = -1) 
     return [parts for _, parts in numbered_rows(path, min_columns, layout, maxsplit)]
 
 
+def keyed_rows(path: Path, min_columns: int, layout: str, maxsplit: int = -1) -> dict[str, tuple[int, list[str]]]:
+    """First field → (line number, fields) of a ``<id> …`` file; an id listed twice is a
+    DataError naming both lines (a dict would keep the last silently)."""
+    out: dict[str, tuple[int, list[str]]] = {}
+    for n, parts in numbered_rows(path, min_columns, layout, maxsplit):
+        if parts[0] in out:
+            raise DataError(f"{path}:{n}: id {parts[0]} is listed again (first on line {out[parts[0]][0]}) — "
+                            f"keep one of the two lines")
+        out[parts[0]] = (n, parts)
+    return out
+
+
 def one_based_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:
     """A 1-based inclusive pixel box (top-left pixel (1, 1), ``xmax`` the last pixel
     inside: MATLAB, PASCAL VOC, FGVC-Aircraft) as our 0-based continuous ``(x, y, w, h)``:

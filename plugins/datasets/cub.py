@@ -18,9 +18,11 @@ groups, 12 with two or more).
 
 from __future__ import annotations
 
+import math
+
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import CROP_CHOICES, contiguous, descend, numbered_rows, option, read_columns, require
+from ._common import CROP_CHOICES, contiguous, descend, keyed_rows, option, require
 
 LAYOUT = ("ROOT/images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, "
           "classes.txt and images/<class>/<file>.jpg (the CUB_200_2011 folder of the official archive)")
@@ -37,16 +39,31 @@ def load_cub(request: DatasetRequest) -> DatasetSplits:
     root = descend(request.root, "CUB_200_2011")   # the archive's folder, or the folder holding it
     require(root, FILES, LAYOUT)
     crop = option(request, "crop", CROP_CHOICES)
-    paths = {r[0]: r[1] for r in read_columns(root / "images.txt", 2, LAYOUT, maxsplit=1)}
-    labels = {r[0]: r[1] for r in read_columns(root / "image_class_labels.txt", 2, LAYOUT)}
+    paths = {i: r[1] for i, (_, r) in keyed_rows(root / "images.txt", 2, LAYOUT, maxsplit=1).items()}
+    names = {i: r[1] for i, (_, r) in keyed_rows(root / "classes.txt", 2, LAYOUT, maxsplit=1).items()}
+    labels = {}
+    for i, (n, r) in keyed_rows(root / "image_class_labels.txt", 2, LAYOUT).items():
+        if not r[1].isdigit() or r[1] not in names:
+            raise DataError(f"{root / 'image_class_labels.txt'}:{n}: class {r[1]!r} of image {i} is not a class id "
+                            f"of {root / 'classes.txt'} — the metadata files do not belong together")
+        labels[i] = r[1]
+    labels_text = {int(c): c for c in labels.values()}   # "007" in both files stays "007"
     is_train = {}
-    for n, r in numbered_rows(root / "train_test_split.txt", 2, LAYOUT):
+    for i, (n, r) in keyed_rows(root / "train_test_split.txt", 2, LAYOUT).items():
         if r[1] not in ("0", "1"):
-            raise DataError(f"{root / 'train_test_split.txt'}:{n}: split value {r[1]!r} for image {r[0]} — "
+            raise DataError(f"{root / 'train_test_split.txt'}:{n}: split value {r[1]!r} for image {i} — "
                             f"expected 1 (train) or 0 (test)")
-        is_train[r[0]] = r[1] == "1"
-    boxes = {r[0]: tuple(float(v) for v in r[1:5]) for r in read_columns(root / "bounding_boxes.txt", 5, LAYOUT)}
-    names = {r[0]: r[1] for r in read_columns(root / "classes.txt", 2, LAYOUT, maxsplit=1)}
+        is_train[i] = r[1] == "1"
+    boxes = {}
+    for i, (n, r) in keyed_rows(root / "bounding_boxes.txt", 5, LAYOUT).items():
+        try:
+            box = tuple(float(v) for v in r[1:5])
+        except ValueError:
+            box = ()
+        if len(box) != 4 or not all(math.isfinite(v) for v in box) or min(box) < 0 or box[2] <= 0 or box[3] <= 0:
+            raise DataError(f"{root / 'bounding_boxes.txt'}:{n}: box {' '.join(r[1:5])} of image {i} is not "
+                            f"x y width height in pixels (finite, >= 0, a width and height > 0) — fix the line")
+        boxes[i] = box
     for image_id in paths:
         for what, table in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train),
                             ("bounding_boxes.txt", boxes)):
@@ -54,7 +71,7 @@ def load_cub(request: DatasetRequest) -> DatasetSplits:
                 raise DataError(f"image id {image_id} of images.txt is missing from {root / what} — "
                                 f"the metadata files do not belong together")
     used = contiguous(int(labels[i]) for i in paths)
-    class_names = [names[str(cid)] for cid in sorted(used)]
+    class_names = [names[labels_text[cid]] for cid in sorted(used)]
     groups = sorted({bird_group(n) for n in class_names})
     group_of = [groups.index(bird_group(n)) for n in class_names]
 

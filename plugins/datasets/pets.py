@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-from ._common import descend, option, read_columns, require
+from ._common import contiguous, descend, option, read_text, require
 
 LAYOUT = ("ROOT/images/*.jpg and ROOT/annotations/{trainval,test}.txt (the official oxford-iiit-pet archives; "
           "ROOT may also be the folder containing oxford-iiit-pet/)")
@@ -25,21 +25,34 @@ def breed_name(image: str) -> str:
     return " ".join(part.title() for part in image.rsplit("_", 1)[0].split("_"))
 
 
+def _rows(path) -> list[list[str]]:
+    """``IMAGE CLASS-ID SPECIES BREED-ID`` rows; ``#`` comment lines (the header of
+    ``list.txt``) and blank ones skipped before the columns are checked."""
+    rows = []
+    for n, line in enumerate(read_text(path, LAYOUT).splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) < 3 or not parts[1].isdigit() or parts[2] not in ("1", "2"):
+            raise DataError(f"{path}:{n}: expected 'IMAGE CLASS-ID SPECIES …' with a class id >= 1 and species 1 "
+                            f"(cat) or 2 (dog), got {line.strip()[:80]!r} — is this the official file?")
+        rows.append(parts)
+    return rows
+
+
 def load_pets(request: DatasetRequest) -> DatasetSplits:
     root = descend(request.root, "oxford-iiit-pet")
     require(root, ("images", "annotations/trainval.txt", "annotations/test.txt"), LAYOUT)
     level = option(request, "level", ("breed", "species"))
-    rows = {s: [r for r in read_columns(root / "annotations" / f"{s}.txt", 3, LAYOUT) if not r[0].startswith("#")]
-            for s in ("trainval", "test")}
+    rows = {s: _rows(root / "annotations" / f"{s}.txt") for s in ("trainval", "test")}
     breeds: dict[int, str] = {}
     for r in rows["trainval"] + rows["test"]:
-        breeds.setdefault(int(r[1]) - 1, breed_name(r[0]))
-    if sorted(breeds) != list(range(len(breeds))):
-        raise DataError(f"class ids in {root / 'annotations'} are not 1..{len(breeds)}")
-    names = [breeds[i] for i in range(len(breeds))]
+        breeds.setdefault(int(r[1]), breed_name(r[0]))
+    used = contiguous(breeds)   # a subset of the breeds (ids with gaps) loads too, as CUB's does
+    names = [breeds[cid] for cid in sorted(used)]
 
     def split(s: str) -> ImageList:
-        fine = [int(r[1]) - 1 for r in rows[s]]
+        fine = [used[int(r[1])] for r in rows[s]]
         species = [int(r[2]) - 1 for r in rows[s]]
         paths = [str(root / "images" / f"{r[0]}.jpg") for r in rows[s]]
         if level == "species":
