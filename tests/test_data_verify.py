@@ -210,7 +210,18 @@ def test_val_test_duplicate_is_a_leak(tmp_path, runner):
     assert "0003.jpg" in problems[0]["detail"] and "val/test leak" in problems[0]["fix"]
     # trained on train+val (the default), the same copy is a train/test leak
     trainval = json.loads(runner.invoke(app, ["data", "verify", "aircraft", "--root", str(root), "--json"]).stdout)
-    assert [p["fix"] for p in trainval["problems"]] == ["remove one of the two copies (a train/test leak)"]
+    (fix,) = [p["fix"] for p in trainval["problems"]]
+    assert fix.startswith("a train/test leak: restore one copy from the original archive, or drop its entry from "
+                          "the split lists (data/images_variant_{train,val,test}.txt")
+    # plain folders: a file's folder is its split, deleting a copy is the fix
+    folder = tmp_path / "plain"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (folder / split / c).mkdir(parents=True)
+            Image.new("RGB", (20, 20), (len(split) * 40, 90 if c == "a" else 10, 0)).save(folder / split / c / "x.jpg")
+    shutil.copyfile(folder / "train" / "a" / "x.jpg", folder / "test" / "a" / "y.jpg")
+    plain = json.loads(runner.invoke(app, ["data", "verify", "imagefolder", "--root", str(folder), "--json"]).stdout)
+    assert [p["fix"] for p in plain["problems"]] == ["remove one of the two copies (a train/test leak)"]
 
 
 def test_duplicates_within_a_split_are_notes_unless_labels_differ(tmp_path, runner):

@@ -119,6 +119,9 @@ class DatasetSpec:
     # DataError or ValueError): both run when a suite loads, before any run starts
     choices: Mapping[str, tuple] = field(default_factory=dict)
     check: Callable[[Mapping[str, Any]], None] | None = None
+    # where the splits are listed (e.g. "train_test_split.txt"), for `data verify`'s fixes:
+    # None where a file's folder is its split (deleting a copy is the fix)
+    split_lists: str | None = None
 
     @property
     def is_view(self) -> bool:

@@ -87,7 +87,8 @@ def _check_file(path: str) -> tuple[str, str | None, str | None]:
     return path, digest, None
 
 
-def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: int | None = None) -> VerifyReport:
+def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: int | None = None,
+                  split_lists: str | None = None) -> VerifyReport:
     report = VerifyReport(dataset=name, root=str(root) if root else None)
     named = {"train": splits.train, "test": splits.test}
     if splits.val is not None:
@@ -149,7 +150,9 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
             if digest in seen:
                 report.problems.append(Problem(
                     "duplicate", path, f"the same file as {earlier} image {seen[digest][0]}",
-                    f"remove one of the two copies (a {earlier}/{later} leak)"))
+                    f"remove one of the two copies (a {earlier}/{later} leak)" if split_lists is None else
+                    f"a {earlier}/{later} leak: restore one copy from the original archive, or drop its entry from "
+                    f"the split lists ({split_lists}); deleting the file alone leaves it listed, and missing"))
     return report
 
 
@@ -157,4 +160,4 @@ def verify_dataset(spec: DatasetSpec, root: Path | None, options: dict, cache_di
     """Load through the adapter (a DataError propagates: the layout itself is wrong, or its
     metadata is malformed) and verify."""
     request = DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=cache_dir)
-    return verify_splits(spec.name, root, spec.load_checked(request))
+    return verify_splits(spec.name, root, spec.load_checked(request), split_lists=spec.split_lists)

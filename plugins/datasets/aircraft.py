@@ -84,7 +84,9 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=split("train"), val=split("val"), test=split("test"), crop_to_boxes=crop == "bbox")
 
 
-SPEC = DatasetSpec(name="aircraft", load=load_aircraft, layout=LAYOUT, default_root="fgvc-aircraft-2013b",
+SPEC = DatasetSpec(name="aircraft",
+                   split_lists="data/images_variant_{train,val,test}.txt (and the family/manufacturer lists)",
+                   load=load_aircraft, layout=LAYOUT, default_root="fgvc-aircraft-2013b",
                    description="FGVC-Aircraft (variant/family/manufacturer; 20-px banner removed)",
                    options={"level": "variant", "train_split": "trainval", "crop": "none"},
                    choices={"level": LEVELS, "train_split": ("trainval", "train"), "crop": CROP_CHOICES})

@@ -104,7 +104,9 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
                          crop_to_boxes=crop == "bbox")
 
 
-SPEC = DatasetSpec(name="cars", load=load_cars, layout=LAYOUT, default_root="stanford_cars",
+SPEC = DatasetSpec(name="cars",
+                   split_lists="the devkit's cars_train_annos.mat / cars_test_annos_withlabels.mat",
+                   load=load_cars, layout=LAYOUT, default_root="stanford_cars",
                    description="Stanford Cars, 196 models (devkit .mat files; coarse = make)",
                    options={"crop": "none", "level": "model"},
                    choices={"crop": CROP_CHOICES, "level": ("model", "make")})

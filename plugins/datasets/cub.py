@@ -85,6 +85,8 @@ def load_cub(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=split(True), test=split(False), crop_to_boxes=crop == "bbox")
 
 
-SPEC = DatasetSpec(name="cub", load=load_cub, layout=LAYOUT, default_root="CUB_200_2011",
+SPEC = DatasetSpec(name="cub",
+                   split_lists="train_test_split.txt",
+                   load=load_cub, layout=LAYOUT, default_root="CUB_200_2011",
                    description="CUB-200-2011 birds (official files; coarse = bird group word)",
                    options={"crop": "none"}, choices={"crop": CROP_CHOICES})

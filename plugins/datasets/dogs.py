@@ -69,6 +69,8 @@ def load_dogs(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=split("train"), test=split("test"), crop_to_boxes=crop == "bbox")
 
 
-SPEC = DatasetSpec(name="dogs", load=load_dogs, layout=LAYOUT, default_root="stanford_dogs",
+SPEC = DatasetSpec(name="dogs",
+                   split_lists="train_list.mat / test_list.mat",
+                   load=load_dogs, layout=LAYOUT, default_root="stanford_dogs",
                    description="Stanford Dogs, 120 breeds ({train,test}_list.mat; Annotation/ boxes)",
                    options={"crop": "none"}, choices={"crop": CROP_CHOICES})

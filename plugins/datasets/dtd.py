@@ -44,7 +44,9 @@ def load_dtd(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=split("train"), val=split("val"), test=split("test"))
 
 
-SPEC = DatasetSpec(name="dtd", load=load_dtd, layout=LAYOUT, default_root="dtd",
+SPEC = DatasetSpec(name="dtd",
+                   split_lists="labels/{train,val,test}<N>.txt",
+                   load=load_dtd, layout=LAYOUT, default_root="dtd",
                    description="Describable Textures, 47 classes, official splits 1–10",
                    options={"split": 1, "train_split": "trainval"},
                    choices={"train_split": ("trainval", "train")}, check=check_dtd)

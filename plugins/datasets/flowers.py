@@ -66,6 +66,8 @@ def load_flowers(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=split("trnid"), val=split("valid"), test=split("tstid"))
 
 
-SPEC = DatasetSpec(name="flowers102", load=load_flowers, layout=LAYOUT, default_root="flowers-102",
+SPEC = DatasetSpec(name="flowers102",
+                   split_lists="setid.mat",
+                   load=load_flowers, layout=LAYOUT, default_root="flowers-102",
                    description="Oxford Flowers-102 (imagelabels.mat, setid.mat)", options={"train_split": "trainval"},
                    choices={"train_split": ("trainval", "train")})

@@ -62,6 +62,8 @@ def load_pets(request: DatasetRequest) -> DatasetSplits:
     return DatasetSplits(train=split("trainval"), test=split("test"))
 
 
-SPEC = DatasetSpec(name="pets", load=load_pets, layout=LAYOUT, default_root="oxford-iiit-pet",
+SPEC = DatasetSpec(name="pets",
+                   split_lists="annotations/{trainval,test}.txt",
+                   load=load_pets, layout=LAYOUT, default_root="oxford-iiit-pet",
                    description="Oxford-IIIT Pets, 37 breeds (coarse = species)", options={"level": "breed"},
                    choices={"level": ("breed", "species")})
