@@ -396,7 +396,11 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
                                                                          "(mean ± std over seeds)."),
            baseline: Optional[List[str]] = typer.Option(
                None, "--baseline", help="A method-vs-baseline table (pipelines × datasets, Δ paired by seed) against "
-                                        "this method or method:variant; repeatable.")) -> None:
+                                        "this method or method:variant; repeatable."),
+           data_root: Optional[List[str]] = typer.Option(
+               None, "--data-root", metavar="DIR", callback=nonempty_path,
+               help="Where to find example images recorded on another machine (their path's tail under DIR, e.g. "
+                    "CUB_200_2011/images/…); repeatable.")) -> None:
     """A Markdown report with figures: leaderboard, ablation charts, accuracy vs training
     time, per-seed spread and the most-confused class pairs with example images."""
     from fgvcbench.report.leaderboard import check_extra_metrics, load_records
@@ -416,7 +420,11 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
     extra = _metrics_option(metrics)
     check_extra_metrics(records, extra)
     try:
-        path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()))
+        roots = tuple(data_root or ())
+        missing = next((r for r in roots if not Path(r).is_dir()), None)
+        if missing is not None:
+            raise UserError(f"--data-root {missing}: no such folder — give the folder that holds the datasets")
+        path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()), roots)
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
     console.print(f"wrote {path} ({len(list(path.parent.glob('*.png')))} figures)", markup=False)

@@ -87,7 +87,7 @@ def test_report_from_a_suite_with_an_ablation(tmp_path, runner):
     assert f"| {names[a]} | {names[b]} | {n} |" in text
     assert "### synthetic · test_resnet · scale smoke\n\nSetup: weights: random init · epochs 1" in text
     assert "Seeds: 0, 1 (every row, paired by seed)." in text
-    for figure in ("ablation-synthetic-test_resnet-smoke.png", "accuracy_vs_time.png", "spread-synthetic.png",
+    for figure in ("ablation-synthetic-test_resnet-smoke.png", "accuracy_vs_time-synthetic.png", "spread-synthetic.png",
                    "confusions-synthetic.png"):
         assert f"]({figure})" in text
         with Image.open(tmp_path / "rep" / figure) as im:
@@ -113,3 +113,34 @@ def test_report_on_a_missing_folder_says_what_to_pass(tmp_path, runner):
     result = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 2 and "results directory not found" in result.output
     assert "Traceback" not in result.output
+
+
+def test_two_entries_of_one_dataset_get_their_own_sections_and_charts_and_images_are_found_elsewhere(tmp_path, runner):
+    from fgvcbench.report.report import locate
+    out = tmp_path / "out"
+    one = "{name: synthetic, options: {coarse: 2, fine: 2, train_per_class: 8, test_per_class: 4, image_size: 40%s}}"
+    suite = write_suite(tmp_path, f"""
+        output: {out}
+        seeds: [0]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 16}}
+        datasets: [{one % ''}, {one % ', difficulty: 0.9'}]
+        backbones: [test_resnet]
+        methods: [finetune]
+        """)
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    result = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## synthetic (difficulty=0.5)" in text and "## synthetic (difficulty=0.9)" in text
+    charts = sorted(p.name for p in (tmp_path / "rep").glob("accuracy_vs_time-*.png"))
+    assert charts == ["accuracy_vs_time-synthetic_difficulty_0.5.png", "accuracy_vs_time-synthetic_difficulty_0.9.png"]
+    # records written on another machine: the image's path there, found by its tail under --data-root
+    image = json.loads(next(out.glob("artifacts/*/predictions.json")).read_text())["paths"][0]
+    elsewhere = "/elsewhere/home" + image
+    assert locate(elsewhere) == elsewhere and locate(elsewhere, (str(tmp_path / "nope"),)) == elsewhere
+    assert locate(elsewhere, ("/",)) == image
+    here, tail = image.split("/datasets/", 1)
+    assert locate("/home/someone/.cache/fgvcbench/datasets/" + tail, (here,)) == f"{here}/datasets/{tail}"
+    bad = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep2"), "--data-root", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--data-root" in bad.output and "no such folder" in bad.output

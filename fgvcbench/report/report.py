@@ -12,8 +12,8 @@ from pathlib import Path
 
 from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
 from fgvcbench.report.compare import add_baseline, baseline_note
-from fgvcbench.report.leaderboard import build_leaderboard, config_key, render, render_pivot
-from fgvcbench.spec import dataset_label, slug
+from fgvcbench.report.leaderboard import build_leaderboard, render, render_pivot
+from fgvcbench.spec import canonical_json, config_key, dataset_label, slug
 
 
 def _plt():
@@ -75,7 +75,23 @@ def confused_pairs(predictions: list[dict], top: int = 4) -> list[tuple[int, int
     return [(a, b, n) for (a, b), n in counts.most_common(top)]
 
 
-def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str) -> bool:
+def locate(image: str, data_roots: tuple = ()) -> str:
+    """``image`` where this machine has it: the recorded path, else the longest tail of it
+    that exists under one of ``data_roots`` (records written on another machine, e.g.
+    ``/root/.data/CUB_200_2011_first50/images/…`` found under ``--data-root .data``)."""
+    path = Path(image)
+    if path.exists() or not data_roots:
+        return image
+    parts = path.parts[1:] if path.is_absolute() else path.parts
+    for start in range(len(parts)):
+        for root in data_roots:
+            candidate = Path(root) / Path(*parts[start:])
+            if candidate.is_file():
+                return str(candidate)
+    return image
+
+
+def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str, data_roots: tuple = ()) -> bool:
     from PIL import Image
     plt = _plt()
     names = predictions[0]["class_names"]
@@ -97,12 +113,13 @@ def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str) ->
             if col < len(examples):
                 true, wrong, img = examples[col]
                 try:
-                    with Image.open(img) as im:
+                    with Image.open(locate(img, data_roots)) as im:
                         im = im.convert("RGB")
                         im.thumbnail((160, 160))
                         ax.imshow(im)
                 except OSError:
-                    ax.text(0.5, 0.5, "image not on\nthis machine", ha="center", va="center", fontsize=7)
+                    ax.text(0.5, 0.5, "image not on\nthis machine\n(report --data-root)", ha="center", va="center",
+                            fontsize=7)
                 ax.set_title(f"{names[true][:18]}\n→ {names[wrong][:18]}", fontsize=7)
         axes[row][0].text(-0.08, 0.5, f"{n} errors", transform=axes[row][0].transAxes, rotation=90,
                           va="center", ha="right", fontsize=8)
@@ -113,19 +130,33 @@ def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str) ->
     return True
 
 
-def _scatter_cost(df, path: Path, devices: str, unit: str) -> None:
+MARKERS = "os^DvP*X<>"
+
+
+def _scatter_cost(df, path: Path, devices: str, unit: str, dataset: str) -> None:
+    """One dataset's configurations: a colour per method, a marker per backbone (where there
+    are several), a point's variant written beside it where its method has several (an
+    ablation's ``steps:…`` rows are one line of points, named in the legend only)."""
     import textwrap
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    backbones = list(dict.fromkeys(df["backbone"]))
     for method, part in df.groupby("method"):
-        ax.errorbar(part["device_seconds_total_mean"], part["top1_mean"], yerr=part["top1_std"].fillna(0), fmt="o",
-                    capsize=3, label=method)
-        for r in part.itertuples():
-            ax.annotate(f"{r.variant}", (r.device_seconds_total_mean, r.top1_mean), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+        colour = None
+        for backbone, rows in part.groupby("backbone", sort=False):
+            marker = MARKERS[backbones.index(backbone) % len(MARKERS)]
+            label = method + (f" · {backbone}" if len(backbones) > 1 else "")
+            bars = ax.errorbar(rows["device_seconds_total_mean"], rows["top1_mean"], yerr=rows["top1_std"].fillna(0),
+                               fmt=marker, capsize=3, label=label, color=colour)
+            colour = bars[0].get_color()
+            named = part["variant"].nunique() > 1 and not part["variant"].str.startswith("steps:").all()
+            for r in rows.itertuples():
+                if named:
+                    ax.annotate(r.variant, (r.device_seconds_total_mean, r.top1_mean), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"{unit} of training per run (× devices; cached phases included; mean over seeds)", fontsize=8)
-    ax.set_title("\n".join(textwrap.wrap(devices, 90)), fontsize=7)   # device names are long: wrapped, not cut
+    ax.set_title("\n".join(textwrap.wrap(f"{dataset} · {devices}", 90)), fontsize=7)   # wrapped, not cut
     ax.set_ylabel("top-1 (%)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -184,17 +215,40 @@ def _setup_words(spec: dict) -> str:
     return "Setup: " + " · ".join(parts) + " (the base recipe, before the steps)."
 
 
+def dataset_titles(records: list[dict]) -> dict[str, str]:
+    """A heading per dataset the records use, keyed by its canonical JSON: its label (a
+    view's base and ρ), and where two entries share a label (other options, another root),
+    the options that tell them apart."""
+    datasets = {canonical_json(r["spec"]["dataset"]): r["spec"]["dataset"] for r in records}
+    labels = {key: dataset_label(d) for key, d in datasets.items()}
+    out = {}
+    for key, d in datasets.items():
+        label = labels[key]
+        twins = [datasets[k] for k in datasets if labels[k] == label]
+        if len(twins) > 1:
+            options = d.get("options") or {}
+            differ = sorted(k for k in {k for t in twins for k in (t.get("options") or {})}
+                            if len({canonical_json((t.get("options") or {}).get(k)) for t in twins}) > 1)
+            words = ", ".join(f"{k}={options.get(k)}" for k in differ) or f"root {d.get('root')}"
+            label = f"{label} ({words})"
+        out[key] = label
+    return out
+
+
 def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
-                 metrics: tuple[str, ...] = (), baselines: tuple[str, ...] = ()) -> Path:
+                 metrics: tuple[str, ...] = (), baselines: tuple[str, ...] = (), data_roots: tuple = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path.
     ``baselines``: one method-vs-baseline table each (``method`` or ``method:variant``); a
-    bad one raises before anything is written."""
+    bad one raises before anything is written. ``data_roots``: where to look for example
+    images whose recorded path is not on this machine (:func:`locate`)."""
     df = build_leaderboard(records, metrics)
     compared = [add_baseline(df, records, baseline) for baseline in baselines]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ok = [r for r in records if r.get("status") == "ok" and isinstance((r.get("metrics") or {}).get("top1"), (int, float))]
     devices = sorted({(r.get("provenance") or {}).get("device_name") or "?" for r in ok})
+    titles = dataset_titles(records)
+    title_of_config = {config_key(r["spec"]): titles[canonical_json(r["spec"]["dataset"])] for r in records}
     seeds = sorted({r["spec"].get("seed") for r in ok if isinstance(r["spec"].get("seed"), int)})
     when = sorted((r.get("provenance") or {}).get("finished") or "" for r in ok)
     lines = [f"# {title}", "",
@@ -231,20 +285,25 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
     if len(df) and df["device_seconds_total_mean"].notna().any():
         kinds = {str((r.get("provenance") or {}).get("device", "")).split(":")[0] for r in ok}
         unit = "GPU-seconds" if kinds == {"cuda"} else "CPU-seconds" if kinds == {"cpu"} else "device-seconds"
-        _scatter_cost(df[df["device_seconds_total_mean"].notna() & df["top1_mean"].notna()], out / "accuracy_vs_time.png",
-                      ", ".join(devices), unit)
+        timed = df[df["device_seconds_total_mean"].notna() & df["top1_mean"].notna()]
+        charts = []
+        for label, part in timed.groupby(timed["config"].map(title_of_config), sort=True):   # one dataset's
+            chart = f"accuracy_vs_time-{slug(label)}.png"
+            _scatter_cost(part, out / chart, ", ".join(devices), unit, label)
+            charts.append((label, chart))
         shared = int(df["device_shared_by"].max()) if "device_shared_by" in df else 1
         caveat = (f" Some runs shared their device (`--workers`, up to {shared} runs at once): their times are "
                   f"longer than a run alone would take." if shared > 1 else "")
         lines += [f"## Accuracy against {unit}", "",
                   f"One point per configuration (mean ± std over seeds), on a log scale of {unit} of training: "
                   "training seconds (cached phases included) × the devices a run trained on (torchrun's "
-                  "processes)." + caveat, "",
-                  f"![accuracy vs {unit}](accuracy_vs_time.png)", ""]
+                  "processes). One chart per dataset: accuracies of two datasets do not share an axis." + caveat, ""]
+        for label, chart in charts:
+            lines += [f"![{label}: accuracy vs {unit}]({chart})", ""]
 
     by_dataset: dict[str, list[dict]] = defaultdict(list)
     for r in ok:
-        by_dataset[dataset_label(r["spec"]["dataset"])].append(r)
+        by_dataset[titles[canonical_json(r["spec"]["dataset"])]].append(r)
     predictions = _artifacts(results_dirs)
     for label, runs in sorted(by_dataset.items()):
         lines += [f"## {label}", ""]
@@ -266,7 +325,8 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
         if pairs:
             names = preds[0]["class_names"]
             figure = f"confusions-{slug(label)}.png"
-            _confusion_figure(preds, pairs, out / figure, f"{label}: most-confused class pairs over {len(preds)} runs")
+            _confusion_figure(preds, pairs, out / figure, f"{label}: most-confused class pairs over {len(preds)} runs",
+                              data_roots)
             lines += [f"Most-confused class pairs (errors summed over {len(preds)} runs' test predictions):", "",
                       "| class | class | errors |", "|---|---|---|"]
             lines += [f"| {names[a]} | {names[b]} | {n} |" for a, b, n in pairs]
