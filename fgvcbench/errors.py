@@ -39,7 +39,10 @@ def yaml_number_hint(value: object, want_int: bool) -> str:
     import re
     if not isinstance(value, str) or not re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
         return ""
+    import math
     number = float(value)
+    if not math.isfinite(number):   # 1e400: no float holds it, so no setting can take it
+        return f" (YAML reads {value.strip()} as text, and it is beyond any float: write a smaller number)"
     meant = str(int(number)) if want_int and number.is_integer() else repr(number)
     return f" (YAML reads {value.strip()} as text: write {meant})"
 

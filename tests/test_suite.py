@@ -396,3 +396,22 @@ def test_a_view_without_root_reads_its_bases_folder_and_a_generated_dataset_refu
         """, "generated.yaml")
     err = error_of(generated, registry)
     assert err.key == "datasets[0].root" and "reads no folder" in str(err)
+
+
+@pytest.mark.parametrize("setting, needle", [
+    ("epochs: 99999999999999999999999", "epochs must be <= 100,000, got 99,999,999,999,999,999,999,999"),
+    ("repeated_augment: 99999999999", "repeated_augment must be <= 64"),
+    ("warmup_epochs: 100000000000000000000", "warmup_epochs must be <= 100,000"),
+    ("ema_steps: 100000000000", "ema_steps must be <= 10,000,000"),
+    ("momentum: 1e400", "beyond any float: write a smaller number"),
+])
+def test_a_typos_extra_digits_are_refused_at_load(tmp_path, registry, setting, needle):
+    # before, 1e23 epochs started training, repeated_augment 1e11 failed the run allocating 22 TB
+    err = error_of(write_suite(tmp_path, f"""
+        name: t
+        datasets: [synthetic]
+        backbones: [test_resnet]
+        methods: [finetune]
+        train: {{{setting}}}
+        """), registry)
+    assert needle in str(err) and err.line == 5 and "write inf" not in str(err)

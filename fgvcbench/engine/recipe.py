@@ -166,6 +166,11 @@ class Recipe:
                 problems.append((name, f"must be >= 0, got {getattr(self, name)}"))
         if self.repeated_augment < 1:
             problems.append(("repeated_augment", f"must be >= 1, got {self.repeated_augment}"))
+        for name, most in LIMITS.items():   # a typo's extra digits: would run for ever or fill the memory
+            value = getattr(self, name)
+            if value is not None and value > most:
+                problems.append((name, f"must be <= {most:,}, got {value:,}" if isinstance(value, int)
+                                 else f"must be <= {most:,}, got {value}"))
         for name in ("eval_image_size", "eval_resize_size"):
             if getattr(self, name) is not None and getattr(self, name) < 16:
                 problems.append((name, f"must be >= 16 pixels or null, got {getattr(self, name)}"))
@@ -197,6 +202,11 @@ RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 # larger than any FGVC protocol trains (448–600 px): 100000 is a typo, caught before a decode
 # cache of that size is attempted
 MAX_IMAGE_SIZE = 4096
+# upper bounds no real recipe reaches (the article's 600 epochs; torchvision's repeated
+# augmentation 4): larger values are typos that would train for ever or fill the memory
+LIMITS = {"epochs": 100_000, "min_epochs": 100_000, "warmup_epochs": 100_000, "step_size": 100_000,
+          "patience": 100_000, "batch_size": 1_000_000, "eval_batch_size": 1_000_000, "repeated_augment": 64,
+          "ema_steps": 10_000_000}
 
 
 def coerce_recipe_value(name: str, value: Any) -> Any:
