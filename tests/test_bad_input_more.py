@@ -190,6 +190,13 @@ def test_a_text_file_given_as_a_checkpoint_says_what_it_is_not(tmp_path):
     text.write_text("hello")
     with pytest.raises(PretrainedWeightsError, match=r"it is no torch.save file of plain tensors"):
         _read_checkpoint(text)
+    # bytes the weights-only unpickler refuses: its own words, not torch's paragraph on the 2.6 default
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(range(128, 256)) * 3)
+    with pytest.raises(PretrainedWeightsError) as info:
+        _read_checkpoint(garbage)
+    said = str(info.value)
+    assert "weights-only unpickler: Unsupported operand" in said and "PyTorch 2.6" not in said, said
 
 
 def test_pivot_csv_is_plain_csv_with_the_backbone_as_a_column(finished, runner, tmp_path):

@@ -140,9 +140,22 @@ def _read_checkpoint(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — pickled code, or a damaged file
-        raise PretrainedWeightsError(f"cannot load checkpoint {path} ({first_line(exc)}) — it is no torch.save "
+        raise PretrainedWeightsError(f"cannot load checkpoint {path} ({_load_problem(exc)}) — it is no torch.save "
                                      f"file of plain tensors: save a state dict with "
                                      f"torch.save(model.state_dict(), path)") from None
+
+
+def _load_problem(exc: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong, without its paragraph about the
+    PyTorch 2.6 default: the weights unpickler's own words (``Unsupported global: GLOBAL
+    x.Y``, ``Unsupported operand 208``), else the exception's first line."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        rest = text.split("WeightsUnpickler error:", 1)[1]
+        words = " ".join(line.strip() for line in rest.splitlines()
+                         if line.strip() and not line.strip().startswith("Check the documentation"))
+        return "weights-only unpickler: " + (words[:160] if words else "refused")
+    return first_line(exc)
 
 
 # timm's own order (``timm.models.load_state_dict``, use_ema=True): EMA weights when saved
