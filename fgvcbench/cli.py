@@ -752,6 +752,19 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:   # the terminal's output itself failed (a full disk behind `> file`, a closed pipe)
+        import errno
+        if exc.errno == errno.EPIPE:   # `| head`: the reader has what it wanted
+            sys.stdout = None
+            sys.exit(0)
+        if getattr(exc, "filename", None) is not None:
+            raise
+        try:
+            err_console.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))} — "
+                              "free space where it goes, or send it elsewhere; nothing finished is lost",
+                              highlight=False)
+        finally:
+            sys.exit(1)
     if code == 130 and not _interrupt_told:   # typer turns a Ctrl-C into exit 130 without a word
         err_console.print(f"[yellow]interrupted[/] — {INTERRUPTED}", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)

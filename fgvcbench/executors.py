@@ -184,6 +184,10 @@ def move_reruns(suite: Suite, specs: list):
         raise UserError(f"--rerun: {len(busy)} chosen run{'s are' if len(busy) != 1 else ' is'} running in another "
                         f"process ({', '.join(busy[:5])}) — let it finish or stop it, then run this again")
     store = Store(suite.output)
+    aside = store.root / "replaced"
+    if aside.exists() and not aside.is_dir():   # "Not a directory" would point at permissions
+        raise UserError(f"--rerun: {aside} is a file, and old results are moved into a folder of that name — "
+                        f"move the file away, then run the same command again")
     base = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1, 1000):
         try:

@@ -383,6 +383,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 "write `key: value` lines; suites/quickstart.yaml is a working example")
     ck.keys(data, TOP_KEYS, (), "the suite")
     name = ck.typed(data.get("name", file.stem), (str,), ("name",), "a string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):   # a line break or tab in titles and folder names
+        ck.fail(("name",), f"{name!r} holds a control character", "use a plain name such as my_suite, on one line")
     if output is None and "output" not in data and (not name.strip() or name.strip() in (".", "..")
                                                     or "/" in name or "\\" in name):
         # the default output is results/<name>: an empty name or a path would write elsewhere
@@ -428,7 +430,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     data_root = data_root.expanduser()
     default_cache = str(default_cache_dir())
     cache_dir = Path(ck.typed(data.get("cache_dir", default_cache), (str,), ("cache_dir",), "a path")).expanduser()
-    out = Path(output or ck.typed(data.get("output", f"results/{name}"), (str,), ("output",), "a path"))
+    given = output or ck.typed(data.get("output", f"results/{name}"), (str,), ("output",), "a path")
+    if not str(given).strip():   # '' is the current folder: records and tables would land among other files
+        ck.fail(("output",), "an empty output folder", f"give a folder, e.g. output: results/{name.strip() or 'my_suite'}")
+    out = Path(given)
     suite_train = ck.recipe_overrides(data.get("train"), ("train",))
 
     datasets = []

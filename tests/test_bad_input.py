@@ -137,6 +137,28 @@ def test_a_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_pat
     assert exit_info.value.code == 130 and "interrupted — nothing was changed" in capsys.readouterr().err
 
 
+def test_output_to_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys, tmp_path):
+    import errno
+    import io
+    import sys
+
+    from conftest import tiny_suite
+
+    class Full(io.TextIOBase):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    suite = tiny_suite(tmp_path)
+    monkeypatch.setattr("sys.argv", ["fgvcbench", "run", str(suite), "--dry-run"])
+    monkeypatch.setattr(sys, "stdout", Full())
+    from fgvcbench.cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert err.strip() == ("error: cannot write the output: No space left on device — free space where it goes, "
+                           "or send it elsewhere; nothing finished is lost")
+
+
 def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):
     code, out, _ = _main_exit(monkeypatch, capsys, "--help")
     listing = " ".join(line.strip("│ ").strip() for line in out.splitlines())

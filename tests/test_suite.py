@@ -415,3 +415,22 @@ def test_a_typos_extra_digits_are_refused_at_load(tmp_path, registry, setting, n
         train: {{{setting}}}
         """), registry)
     assert needle in str(err) and err.line == 5 and "write inf" not in str(err)
+
+
+def test_a_name_with_a_line_break_or_an_empty_output_is_refused(tmp_path, registry):
+    err = error_of(write_suite(tmp_path, 'name: "a\\nb"\ndatasets: [synthetic]\nbackbones: [test_resnet]\n'
+                                         'methods: [finetune]\n'), registry)
+    assert "holds a control character" in str(err) and err.key == "name"
+    err = error_of(write_suite(tmp_path, 'output: ""\ndatasets: [synthetic]\nbackbones: [test_resnet]\n'
+                                         'methods: [finetune]\n'), registry)
+    assert "an empty output folder" in str(err) and err.key == "output"
+
+
+def test_rerun_when_the_folder_for_old_results_is_a_file(tmp_path, runner):
+    from fgvcbench.cli import app
+    suite = tiny_suite(tmp_path)
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    (tmp_path / "out" / "replaced").write_text("not a folder")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "all"])
+    assert result.exit_code == 2 and "replaced is a file" in result.output and "move the file away" in result.output
+    assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 1      # the finished record stays
