@@ -213,6 +213,13 @@ def test_aircraft(tmp_path):
     fam = load("aircraft", root, level="family", train_split="train")
     assert fam.train.class_names == ["A300", "Boeing 707"] and len(fam.val) == 1
     assert fam.train.coarse_names == ["Airbus", "Boeing"]
+    # variants with manufacturers as their coarse level; a "coarser" level that is not is refused
+    maker = load("aircraft", root, coarse="manufacturer")
+    assert maker.train.class_names == ["707-320", "A300B4"] and maker.train.coarse_names == ["Airbus", "Boeing"]
+    assert maker.train.coarse_labels == [1, 0, 1]
+    spec = get_registry().datasets["aircraft"]
+    with pytest.raises(DataError, match="coarse: family is not coarser than level: family — use manufacturer"):
+        spec.check_options({**spec.options, "level": "family", "coarse": "family"})
     # the 20-px banner is gone before resizing: a red banner leaves no red in the decoded image
     img = Image.new("RGB", (40, 60), (0, 0, 255))
     img.paste((255, 0, 0), (0, 40, 40, 60))

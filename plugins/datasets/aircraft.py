@@ -12,7 +12,10 @@ Boxes: the official README gives ``xmin ymin xmax ymax`` with the top-left pixel
 
 Options: ``level`` (variant | family | manufacturer), ``train_split`` (trainval: train on
 train+val as the papers do, the core carves its own validation split; train: train only,
-the official val split selects epochs), ``crop`` (none | bbox).
+the official val split selects epochs), ``crop`` (none | bbox), ``coarse`` (the coarser
+level given as each image's coarse label: ``auto`` — the next one up: family for variants,
+manufacturer for families —, ``family`` or ``manufacturer``; it must be coarser than
+``level``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ LAYOUT = ("ROOT/images/<id>.jpg, ROOT/images_variant_{train,val,test}.txt (and _
 BANNER_PX = 20
 LEVELS = ("variant", "family", "manufacturer")
 PLURAL = {"variant": "variants", "family": "families", "manufacturer": "manufacturers"}
+COARSE_CHOICES = ("auto", "family", "manufacturer")
+
+
+def _check(options) -> None:
+    level, coarse = options.get("level"), options.get("coarse")
+    if coarse in LEVELS and level in LEVELS and LEVELS.index(coarse) <= LEVELS.index(level):
+        raise DataError(f"aircraft option coarse: {coarse} is not coarser than level: {level} — use "
+                        f"{' or '.join(LEVELS[LEVELS.index(level) + 1:]) or 'auto (manufacturers have no coarser level)'}")
 
 
 def _labelled(path):
@@ -49,6 +60,9 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
     index = {n: i for i, n in enumerate(names)}
     boxes = {r[0]: one_based_box(*(float(v) for v in r[1:5])) for r in read_columns(root / "images_box.txt", 5, LAYOUT)}
     coarse_level = {"variant": "family", "family": "manufacturer"}.get(level)
+    wanted = option(request, "coarse", COARSE_CHOICES)
+    if wanted != "auto":
+        coarse_level = wanted
     coarse_of: dict[str, str] = {}
     coarse_names = None
     if coarse_level and all((root / f"images_{coarse_level}_{s}.txt").exists() for s in ("train", "val", "test")):
@@ -88,5 +102,6 @@ SPEC = DatasetSpec(name="aircraft",
                    split_lists="data/images_variant_{train,val,test}.txt (and the family/manufacturer lists)",
                    load=load_aircraft, layout=LAYOUT, default_root="fgvc-aircraft-2013b",
                    description="FGVC-Aircraft (variant/family/manufacturer; 20-px banner removed)",
-                   options={"level": "variant", "train_split": "trainval", "crop": "none"},
-                   choices={"level": LEVELS, "train_split": ("trainval", "train"), "crop": CROP_CHOICES})
+                   options={"level": "variant", "train_split": "trainval", "crop": "none", "coarse": "auto"},
+                   choices={"level": LEVELS, "train_split": ("trainval", "train"), "crop": CROP_CHOICES,
+                            "coarse": COARSE_CHOICES}, check=_check)
