@@ -406,3 +406,55 @@ def test_rotation_in_both_pipelines_and_in_run_ids():
     rotated = RunSpec(**spec, recipe=Recipe(rotation_degrees=30).to_dict())
     assert rotated.run_id != plain.run_id and rotated.identity()["recipe"]["rotation_degrees"] == 30
     assert Recipe(rotation_degrees=200).validate() == [("rotation_degrees", "must be in [0, 180], got 200")]
+
+
+def test_flip_rate_and_mixup_cutmix_follow_torchvision_v2_definitions():
+    """Horizontal flip with p = ½ per sample; MixUp: x̃ = λx + (1−λ)x′, λ ~ Beta(α, α);
+    CutMix: a box of side √(1−λ)·(H, W) centred on a uniform pixel, clipped to the image,
+    λ corrected to 1 − box area / image area (torchvision.transforms.v2.MixUp / CutMix);
+    with both on, each batch one of the two with probability ½ (the article's setting)."""
+    from scipy import stats
+
+    from fgvcbench.engine.augment import random_resized_crop_flip
+    half = torch.zeros(2000, 1, 8, 8)
+    half[..., 4:] = 1.0                                           # left dark, right bright
+    out = random_resized_crop_flip(half, 8, 1.0, flip=True, generator=torch.Generator().manual_seed(0))
+    flipped = out[:, 0, :, :4].mean((1, 2)) > out[:, 0, :, 4:].mean((1, 2))
+    assert abs(flipped.float().mean().item() - 0.5) < 0.04        # 2000 coins: ±0.011 std
+    assert torch.equal(out[~flipped], half[~flipped]) and torch.equal(out[flipped], half[flipped].flip(-1))
+
+    n, y = 4, torch.arange(4)
+    ids = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 10, 12).contiguous()   # pixel = source
+    g = torch.Generator().manual_seed(7)
+    lams, kinds = [], []
+    for _ in range(1500):
+        mixed, soft = mix_batch(ids, y, n, Recipe(mixup_alpha=0.4), g)
+        assert torch.allclose(mixed[:, 0].amax((1, 2)), mixed[:, 0].amin((1, 2)))   # a whole-image blend, no box
+        paired = soft.max(1).values < 1                            # samples whose partner is another one
+        if not paired.any():
+            continue
+        i = int(paired.nonzero()[0])
+        lam = soft[i, i].item()
+        j = int(soft[i].index_fill(0, torch.tensor([i]), -1).argmax())
+        assert mixed[i, 0, 0, 0].item() == pytest.approx(lam * i + (1 - lam) * j, abs=1e-5)
+        assert torch.allclose(soft[paired, y[paired]], torch.full((int(paired.sum()),), lam))   # one λ per batch
+        lams.append(lam)
+    assert stats.kstest(lams, stats.beta(0.4, 0.4).cdf).pvalue > 1e-3
+
+    for _ in range(300):
+        mixed, soft = mix_batch(ids, y, n, Recipe(cutmix_alpha=1.0), g)
+        for i in range(n):
+            pasted = mixed[i, 0] != i
+            if pasted.any():                                       # one axis-aligned box from one partner
+                rows, cols = pasted.any(1).nonzero(), pasted.any(0).nonzero()
+                box = pasted[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+                assert box.all() and mixed[i, 0][pasted].unique().numel() == 1
+            # the label weight is the area actually kept (torchvision's λ correction)
+            assert soft[i, i].item() == pytest.approx(1 - pasted.float().mean().item(), abs=1e-6)
+
+    both = Recipe(mixup_alpha=1.0, cutmix_alpha=1.0)
+    for _ in range(400):
+        mixed, _ = mix_batch(ids, y, n, both, g)
+        blend = (mixed[:, 0] != mixed[:, 0].round()).any().item()   # a mixup pixel is between two ids
+        kinds.append(blend)
+    assert 0.42 < sum(kinds) / len(kinds) < 0.58
