@@ -279,8 +279,10 @@ def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
         options[key] = value
     try:
         spec.check_options(options)
-    except DataError as exc:
-        ck.fail(path, str(exc))
+    except DataError as exc:   # a plugin's check may say what is wrong and not what to do
+        said = str(exc)
+        ck.fail(path, said, None if " — " in said else
+                f"give a value it takes (`fgvcbench plugins {spec.name}` lists its options and defaults)")
     return options
 
 

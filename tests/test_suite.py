@@ -434,3 +434,9 @@ def test_rerun_when_the_folder_for_old_results_is_a_file(tmp_path, runner):
     result = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "all"])
     assert result.exit_code == 2 and "replaced is a file" in result.output and "move the file away" in result.output
     assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 1      # the finished record stays
+
+
+def test_a_dataset_check_without_a_fix_gets_one(tmp_path, registry):
+    err = error_of(write_suite(tmp_path, "name: t\ndatasets: [{name: synthetic, options: {coarse: 0}}]\n"
+                                         "backbones: [test_resnet]\nmethods: [finetune]\n"), registry)
+    assert "coarse must be >= 1" in str(err) and "`fgvcbench plugins synthetic` lists its options" in str(err)
