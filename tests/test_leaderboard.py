@@ -107,6 +107,19 @@ def test_formats_and_csv(results):
         render(df, "html")
 
 
+def test_leaderboard_command_merges_machines_by_run_id(results, runner, tmp_path):
+    # two machines' folders through the CLI: one row per configuration, a run present in both counted once
+    import csv
+    import shutil
+    shutil.copytree(results / "one", tmp_path / "copy")                 # a third machine holding the same runs
+    out = runner.invoke(app, ["leaderboard", str(results / "one"), str(results / "two"), str(tmp_path / "copy"),
+                              "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    rows = {r["method"]: r for r in csv.DictReader((results / "one" / "leaderboard.csv").open())}
+    assert rows["finetune"]["n"] == "3" and float(rows["finetune"]["top1_mean"]) == pytest.approx(88.2667, abs=1e-3)
+    assert rows["finernet"]["n"] == "3" and rows["finernet"]["failed"] == "1"
+
+
 def test_leaderboard_command(results, runner):
     out = runner.invoke(app, ["leaderboard", str(results / "one"), "--format", "md"])
     assert out.exit_code == 0, out.output
