@@ -24,7 +24,7 @@ from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accur
 from fgvcbench.errors import DataError, DivergedError, UserError, first_line
 from fgvcbench.plugins import Registry
 from fgvcbench.spec import RunSpec, canonical_json
-from fgvcbench.store import SCHEMA, Store
+from fgvcbench.store import SCHEMA, Store, temp_suffix
 
 
 def resolve_device(name: str) -> torch.device:
@@ -233,7 +233,7 @@ class RunContext:
         problem = None
         if distributed.is_main():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp = path.with_suffix(temp_suffix())
             torch.save({"result": result, "train_seconds": self.train_seconds - before}, tmp)
             problem = _unloadable(tmp, name, result)
             if problem:   # a cache no later run could read would be recomputed every time, in silence

@@ -66,7 +66,7 @@ def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     # the writer's pid is in the name, so a sweep can tell a dead writer's leftover from
     # another live process's file in progress
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{temp_suffix()[:-len('tmp')]}", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -82,6 +82,54 @@ def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> 
         except OSError:
             pass
         raise
+
+
+def _host_tag() -> str:
+    import re
+    import socket
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-") or "host"
+
+
+def temp_suffix() -> str:
+    """``.<host>.<pid>.tmp``: the writer of a temporary file, in its name. A sweep removes
+    only what a dead process of *this* host left (:func:`sweep_dead_temporaries`): on a
+    shared filesystem another node's pid says nothing here."""
+    return f".{_host_tag()}.{os.getpid()}.tmp"
+
+
+def _dead_writer(name: str, stale_seconds: float, mtime: float) -> bool:
+    """Whether the temporary file ``name`` was left by a writer that is gone: its host is
+    this one and its pid is not alive; another host's only once it is ``stale_seconds``
+    old (no write takes that long) — so also a name from before hosts were written, whose
+    last word before the pid reads as a host."""
+    import re
+    import time
+    found = re.search(r"(?:\.(?P<host>[A-Za-z0-9_-]*[A-Za-z_-][A-Za-z0-9_-]*))?\.(?P<pid>\d+)\.(?:[A-Za-z0-9_]+\.)?tmp$",
+                      name)
+    if found is None:
+        return False
+    host = found.group("host")
+    if host is not None and host != _host_tag():
+        return time.time() - mtime > stale_seconds
+    return not pid_alive(int(found.group("pid")))
+
+
+def sweep_dead_temporaries(folder: Path, pattern: str = "*.tmp", stale_seconds: float | None = None) -> int:
+    """Remove the temporary files under ``folder`` (``pattern``, recursive) that dead
+    writers left (:func:`_dead_writer`): half-written records, stage results, image caches.
+    Returns how many went."""
+    if not folder.is_dir():
+        return 0
+    stale = claim_stale_seconds() if stale_seconds is None else stale_seconds
+    removed = 0
+    for tmp in folder.rglob(pattern):
+        try:
+            if tmp.is_file() and _dead_writer(tmp.name, stale, tmp.stat().st_mtime):
+                tmp.unlink()
+                removed += 1
+        except OSError:   # gone meanwhile, or not ours to remove
+            pass
+    return removed
 
 
 def pid_alive(pid: int) -> bool:
@@ -290,22 +338,10 @@ class Store:
         return path
 
     def sweep_temporary(self) -> int:
-        """Remove half-written record files left by processes that died mid-write (their
-        pid, in the file name, is gone). Returns how many were removed."""
-        removed = 0
-        if not self.runs_dir.is_dir():
-            return 0
-        for tmp in self.runs_dir.glob(".*.tmp"):
-            parts = tmp.name.split(".")
-            pid = next((int(p) for p in reversed(parts[:-2]) if p.isdigit()), None)
-            if pid is None or pid_alive(pid):  # its writer is alive
-                continue
-            try:
-                tmp.unlink()
-                removed += 1
-            except OSError:
-                pass
-        return removed
+        """Remove what processes that died mid-write left in the results folder: half-written
+        records in ``runs/`` and stage results in ``stages/`` (:func:`sweep_dead_temporaries`:
+        this host's dead pids; another host's after the claim-stale time). Returns how many."""
+        return sweep_dead_temporaries(self.runs_dir, ".*.tmp") + sweep_dead_temporaries(self.stage_dir())
 
     def rerun_plan(self, runs: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
         """What ``replace`` would move for the chosen runs (``{run_id: method}``), moving

@@ -132,6 +132,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_ends_equal(tmp_path):
             output = final.communicate(timeout=600)[0]
             assert final.returncode == 0, output
             assert not list((out / "runs").glob(".*.tmp"))   # dead writers' temporary files are swept
+            assert not list((out / "stages").rglob("*.tmp"))  # stage results cut off by a kill too
             after = _finished(out)
             assert set(after) == set(expected)
             assert all(after[k]["metrics"]["top1"] == expected[k]["metrics"]["top1"] for k in expected)

@@ -32,6 +32,41 @@ def test_store_writes_atomically_and_skips_corrupt(tmp_path):
     assert json.loads((tmp_path / "runs" / "abc.json").read_text())["metrics"]["top1"] == 1.0
 
 
+def test_sweeps_remove_only_what_dead_writers_of_this_host_left(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from fgvcbench.store import Store, _host_tag, sweep_dead_temporaries, temp_suffix
+    store = Store(tmp_path)
+    store.runs_dir.mkdir(parents=True)
+    (store.stage_dir() / "finernet").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    me, host = os.getpid(), _host_tag()
+    files = {
+        "runs/.a.json.{h}.{d}.k2j8x_q1.tmp": True,           # a dead writer here: swept
+        "runs/.b.json.{h}.{me}.77777777.tmp": False,         # alive (this process), digits-only random part
+        "runs/.c.json.other-node.{d}.k2j8x_q1.tmp": False,   # another node's, fresh: its pid says nothing here
+        "runs/.d.json.{d}.k2j8x_q1.tmp": False,              # from before hosts were written: as a host's, when stale
+        "stages/finernet/phase1.{h}.{d}.tmp": True,           # a stage result cut off by a kill
+        "stages/finernet/phase3{suffix}": False,              # this process's, in progress
+    }
+    paths = {}
+    for pattern, swept in files.items():
+        path = tmp_path / pattern.format(h=host, d=dead, me=me, suffix=temp_suffix())
+        path.write_text("x")
+        paths[path] = swept
+    assert store.sweep_temporary() == 2
+    assert {p.name for p in paths if p.exists()} == {p.name for p, swept in paths.items() if not swept}
+    old = [p for p in paths if "other-node" in p.name or p.name.startswith(".d.")]
+    for p in old:
+        os.utime(p, (time.time() - 3600, time.time() - 3600))   # an hour old: no write takes that long
+    assert sweep_dead_temporaries(store.runs_dir, ".*.tmp", stale_seconds=600) == 2
+    assert not any(p.exists() for p in old)
+
+
 def test_a_hand_edited_record_is_not_finished_and_the_run_is_redone(tmp_path):
     """Valid JSON that is not a usable record (not an object, no spec, an ok run without a
     numeric top-1, another run's id) neither crashes the runner nor counts as done."""

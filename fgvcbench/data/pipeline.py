@@ -238,7 +238,9 @@ def decode_images(images: ImageList, size: int, cache_dir: Path | None,
             out[i] = torch.from_numpy(arr)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        from fgvcbench.store import sweep_dead_temporaries, temp_suffix
+        sweep_dead_temporaries(cache_file.parent, f"{cache_file.stem}.*.tmp")   # a killed decode's leftovers
+        tmp = cache_file.with_suffix(temp_suffix())
         torch.save(out, tmp)
         os.replace(tmp, cache_file)
     return out
