@@ -51,6 +51,7 @@ def test_aggregates_over_seeds_with_failures_and_dedup(results):
     assert list(df["method"]) == ["finernet", "finetune"]               # sorted by top-1
     fr = df.set_index("method").loc["finernet"]
     assert fr["n"] == 3 and fr["failed"] == 1 and fr["seeds"] == "0,1,2"
+    assert fr["top1_by_seed"] == "0:89.5000;1:90.0000;2:88.9000"           # each seed's, for pairing from the CSV
     assert fr["top1_mean"] == pytest.approx(statistics.mean([89.5, 90.0, 88.9]))
     assert fr["top1_std"] == pytest.approx(statistics.stdev([89.5, 90.0, 88.9]))
     half = stats.t.ppf(0.975, 2) * statistics.stdev([89.5, 90.0, 88.9]) / 3 ** 0.5

@@ -31,7 +31,7 @@ from fgvcbench.store import record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
 COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "test_selected", "n", "seeds",
-           "top1_mean", "top1_std", "top1_ci95", "top1_last_mean", "mean_class_acc_mean",
+           "top1_mean", "top1_std", "top1_ci95", "top1_by_seed", "top1_last_mean", "mean_class_acc_mean",
            "train_seconds_mean", "train_seconds_total_mean", "device_seconds_total_mean", "images_per_second_mean",
            "device_shared_by", "failed"]
 
@@ -206,6 +206,9 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "test_selected": (spec.get("params") or {}).get("selection") == "test",
             "n": len(ok), "seeds": ",".join(str(r["spec"].get("seed")) for r in ok),
             "top1_mean": top1.mean, "top1_std": top1.std, "top1_ci95": top1.half_width,
+            # each seed's top-1, so a reader can pair, test or plot them from the CSV alone
+            "top1_by_seed": ";".join(f"{r['spec'].get('seed')}:{float(r['metrics']['top1']):.4f}" for r in ok
+                                     if _number((r.get("metrics") or {}).get("top1")) is not None),
             "top1_last_mean": _mean(_metric(ok, "top1_last")),
             "mean_class_acc_mean": _mean(_metric(ok, "mean_class_acc")),
             "train_seconds_mean": _mean(_metric(ok, "train_seconds", "cost")),
