@@ -277,6 +277,9 @@ def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
         if problem:
             ck.fail((*path, key), problem, "fix the value's type")
         options[key] = value
+    for key in getattr(spec, "hash_if_set", ()):   # at its default: not part of the run's identity
+        if key in options and options[key] == spec.options[key]:
+            del options[key]
     try:
         spec.check_options(options)
     except DataError as exc:   # a plugin's check may say what is wrong and not what to do

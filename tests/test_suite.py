@@ -440,3 +440,20 @@ def test_a_dataset_check_without_a_fix_gets_one(tmp_path, registry):
     err = error_of(write_suite(tmp_path, "name: t\ndatasets: [{name: synthetic, options: {coarse: 0}}]\n"
                                          "backbones: [test_resnet]\nmethods: [finetune]\n"), registry)
     assert "coarse must be >= 1" in str(err) and "`fgvcbench plugins synthetic` lists its options" in str(err)
+
+
+def test_an_option_added_later_enters_run_ids_only_when_set(tmp_path, registry):
+    # aircraft's `coarse` came after aircraft records existed: at its default a run keeps its id
+    def ids(options):
+        path = write_suite(tmp_path, f"""
+            name: t
+            datasets: [{{name: aircraft, root: {tmp_path}, options: {options}}}]
+            backbones: [test_resnet]
+            methods: [finetune]
+            """)
+        suite = load_suite(path, registry, check_data=False)
+        return [spec.run_id for spec in suite.runs], suite.runs[0].dataset["options"]
+    plain, options = ids("{}")
+    assert "coarse" not in options and options["level"] == "variant"
+    assert ids("{coarse: auto}")[0] == plain
+    assert ids("{coarse: manufacturer}")[0] != plain and ids("{coarse: manufacturer}")[1]["coarse"] == "manufacturer"

@@ -122,6 +122,10 @@ class DatasetSpec:
     # where the splits are listed (e.g. "train_test_split.txt"), for `data verify`'s fixes:
     # None where a file's folder is its split (deleting a copy is the fix)
     split_lists: str | None = None
+    # options added after records existed: a suite's run carries one (and its id hashes it)
+    # only when set to another value than its default, so earlier runs keep their ids; the
+    # loader reads such an option with ``request.options.get(name, default)``
+    hash_if_set: tuple = ()
 
     @property
     def is_view(self) -> bool:

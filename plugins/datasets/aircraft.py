@@ -60,7 +60,9 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
     index = {n: i for i, n in enumerate(names)}
     boxes = {r[0]: one_based_box(*(float(v) for v in r[1:5])) for r in read_columns(root / "images_box.txt", 5, LAYOUT)}
     coarse_level = {"variant": "family", "family": "manufacturer"}.get(level)
-    wanted = option(request, "coarse", COARSE_CHOICES)
+    wanted = request.options.get("coarse", "auto")   # hash_if_set: absent from earlier runs' options
+    if wanted not in COARSE_CHOICES:
+        raise DataError(f"dataset option coarse: {wanted!r} is not one of {', '.join(COARSE_CHOICES)}")
     if wanted != "auto":
         coarse_level = wanted
     coarse_of: dict[str, str] = {}
@@ -104,4 +106,4 @@ SPEC = DatasetSpec(name="aircraft",
                    description="FGVC-Aircraft (variant/family/manufacturer; 20-px banner removed)",
                    options={"level": "variant", "train_split": "trainval", "crop": "none", "coarse": "auto"},
                    choices={"level": LEVELS, "train_split": ("trainval", "train"), "crop": CROP_CHOICES,
-                            "coarse": COARSE_CHOICES}, check=_check)
+                            "coarse": COARSE_CHOICES}, check=_check, hash_if_set=("coarse",))
