@@ -735,8 +735,35 @@ def interrupted(message: str = INTERRUPTED) -> None:
     raise typer.Exit(130)
 
 
+class _MarkedStdout:
+    """``sys.stdout`` whose failed writes are marked (``fgvcbench_stdout``), so ``main``
+    words only the failure of the output itself — a full disk behind ``> file`` — as one."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            exc.fgvcbench_stdout = True
+            raise
+
+    def flush(self):
+        try:
+            return self._stream.flush()
+        except OSError as exc:
+            exc.fgvcbench_stdout = True
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     no_args, usage, click_error, abort = _click_errors()
+    if sys.stdout is not None and not isinstance(sys.stdout, _MarkedStdout):
+        sys.stdout = _MarkedStdout(sys.stdout)
     try:
         code = app(standalone_mode=False, prog_name="fgvcbench")
     except no_args as exc:  # `fgvcbench` (or `fgvcbench data`) alone: its help, exit 2 as click does
@@ -752,14 +779,10 @@ def main() -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         code = 130
-    except OSError as exc:   # the terminal's output itself failed (a full disk behind `> file`, a closed pipe)
-        import errno
-        if exc.errno == errno.EPIPE:   # `| head`: the reader has what it wanted
-            sys.stdout = None
-            sys.exit(0)
-        if getattr(exc, "filename", None) is not None:
+    except OSError as exc:
+        if not getattr(exc, "fgvcbench_stdout", False):   # not the output's own failure: not ours to word
             raise
-        try:
+        try:   # the output itself failed: a full disk behind `> file`
             err_console.print(f"[bold red]error:[/] cannot write the output: {escape(exc.strerror or str(exc))} — "
                               "free space where it goes, or send it elsewhere; nothing finished is lost",
                               highlight=False)

@@ -87,7 +87,8 @@ def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> 
 def _host_tag() -> str:
     import re
     import socket
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-") or "host"
+    tag = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-") or "host"
+    return f"h{tag}" if tag.isdigit() else tag   # all digits would read as a pid in a temporary name
 
 
 def temp_suffix() -> str:

@@ -157,6 +157,16 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys, 
     assert exit_info.value.code == 1 and "Traceback" not in err
     assert err.strip() == ("error: cannot write the output: No space left on device — free space where it goes, "
                            "or send it elsewhere; nothing finished is lost")
+    # an OSError of something else (here: listing plugins) is not worded as the output's failure
+    import fgvcbench.plugins as plugins_module
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+    monkeypatch.setattr(plugins_module, "get_registry", broken)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setattr("sys.argv", ["fgvcbench", "plugins"])
+    with pytest.raises(OSError, match="Cannot allocate memory"):
+        main()
 
 
 def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):

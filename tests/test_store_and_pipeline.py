@@ -67,6 +67,18 @@ def test_sweeps_remove_only_what_dead_writers_of_this_host_left(tmp_path):
     assert not any(p.exists() for p in old)
 
 
+def test_a_host_named_by_digits_alone_is_not_read_as_a_pid(tmp_path, monkeypatch):
+    # a container named 123456789012: its stage temporaries `x.123456789012.<pid>.tmp` were read as pid 123456789012
+    import socket
+
+    from fgvcbench.store import sweep_dead_temporaries, temp_suffix
+    monkeypatch.setattr(socket, "gethostname", lambda: "123456789012")
+    live = tmp_path / ("phase1" + temp_suffix())
+    live.write_text("x")
+    assert ".h123456789012." in live.name
+    assert sweep_dead_temporaries(tmp_path) == 0 and live.exists()
+
+
 def test_a_hand_edited_record_is_not_finished_and_the_run_is_redone(tmp_path):
     """Valid JSON that is not a usable record (not an object, no spec, an ok run without a
     numeric top-1, another run's id) neither crashes the runner nor counts as done."""
