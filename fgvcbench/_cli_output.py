@@ -116,14 +116,14 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     import pandas as pd
 
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
-    from fgvcbench.spec import dataset_label, pretrained_label, slug
+    from fgvcbench.spec import canonical_json, dataset_titles, pretrained_label, slug
     from fgvcbench.store import atomic_write_text
     frames = []
-    labels = [dataset_label(dataset) for dataset, _ in suite.datasets]
+    # the same dataset twice (other options, another root): each named by what tells it apart
+    titles = dataset_titles(dataset for dataset, _ in suite.datasets)
     names = [backbone["name"] for backbone in suite.backbones]
-    for (dataset, _), label in zip(suite.datasets, labels):
-        if labels.count(label) > 1:   # the same dataset under other options: say which
-            label += " · " + ", ".join(f"{k}={v}" for k, v in sorted((dataset.get("options") or {}).items()))
+    for dataset, _ in suite.datasets:
+        label = titles[canonical_json(dataset)]
         for backbone in suite.backbones:
             weights = pretrained_label(backbone.get("pretrained"))
             model = backbone["name"] + (f" · pretrained {weights}" if names.count(backbone["name"]) > 1 else "")

@@ -37,6 +37,15 @@ MAX_FEATURES = 10**9           # n × dim for `bench knn`: 4 GB of float32
 MAX_LOADER_WORKERS = 256       # classic DataLoader processes: more is a typo, not a host
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (a SLURM job's cpus_per_task, taskset), not the
+    host's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def _machine(dev) -> dict:
     """Where and when a benchmark row was measured."""
     import torch
@@ -217,7 +226,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     # every step a full batch, as in the other two modes (and no recompile of a compiled model
     # for a short last batch inside the timed steps); all of the host's cores by default
     loader = classic_loader(images, recipe, cfg["mean"], cfg["std"], train=True,
-                            workers=(os.cpu_count() or 1) if workers is None else workers, drop_last=True)
+                            workers=_usable_cores() if workers is None else workers, drop_last=True)
     batches = iter(())
 
     def classic_step():

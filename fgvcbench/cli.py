@@ -651,7 +651,8 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         root = Path(base).expanduser() / (reader.default_root or reader.name)
     from fgvcbench.store import default_cache_dir
     cache = default_cache_dir()
-    report = verify_dataset(spec, root, options, cache / "datasets")
+    report = verify_dataset(spec, root, options, cache / "datasets",
+                            split_lists=reader.split_lists if reader is not None else None)
     if as_json:
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:

@@ -109,7 +109,23 @@ def local_alive(row: dict) -> bool:
         os.kill(int(job_id), 0)
     except (ProcessLookupError, PermissionError):   # gone, or the pid is another user's process now
         return False
+    started = _process_start(int(job_id))
+    submitted = row.get("submitted")
+    if started is not None and isinstance(submitted, (int, float)) and started > submitted + 60:
+        return False   # the pid was given to a process that started after the job (a reboot, a reuse)
     return True
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from /proc; None elsewhere."""
+    import os
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def queued_runs(folder: Path) -> dict[str, str]:

@@ -89,6 +89,27 @@ def dataset_label(dataset: dict) -> str:
     return f"{name}({label})"
 
 
+def dataset_titles(datasets) -> dict[str, str]:
+    """A heading per dataset (its dict, as a run's spec holds it), keyed by its canonical
+    JSON: its label (:func:`dataset_label`), and where two of them share a label (other
+    options, another root), the options that tell them apart — only those."""
+    found = {canonical_json(d): d for d in datasets}
+    labels = {key: dataset_label(d) for key, d in found.items()}
+    out = {}
+    for key, d in found.items():
+        label = labels[key]
+        twins = [found[k] for k in found if labels[k] == label]
+        if len(twins) > 1:
+            options = d.get("options") or {}
+            differ = sorted(k for k in {k for t in twins for k in (t.get("options") or {})}
+                            if len({canonical_json((t.get("options") or {}).get(k)) for t in twins}) > 1)
+            words = ", ".join(f"{k}={options.get(k)}" for k in differ) or \
+                f"root {d.get('root') or d.get('root_name') or '?'}"
+            label = f"{label} ({words})"
+        out[key] = label
+    return out
+
+
 def pretrained_label(value: Any) -> str:
     """A backbone's ``pretrained`` as tables print it: yes, no, or the weights file's name."""
     if value is True:

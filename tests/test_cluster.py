@@ -141,7 +141,9 @@ def test_a_local_job_counts_as_queued_while_its_process_lives(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     rows = [{"run_id": "live", "job_id": str(os.getpid()), "backend": "local"},
             {"run_id": "gone", "job_id": done.stdout.strip(), "backend": "local"},
-            {"run_id": "other", "job_id": "x", "backend": "local"}]
+            {"run_id": "other", "job_id": "x", "backend": "local"},
+            # a job submitted long before this process started: its pid has been given to another since
+            {"run_id": "reused", "job_id": str(os.getpid()), "backend": "local", "submitted": 1000.0}]
     (folder / "submitted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"run_id": "cut')
     assert queued_runs(folder) == {"live": str(os.getpid())}
     (folder / f"{os.getpid()}_0_result.pkl").write_bytes(b"")          # its result is there: it has ended

@@ -301,3 +301,19 @@ def test_a_noisy_view_s_injected_copies_are_notes_and_its_base_folder_is_found(t
     report = json.loads(result.stdout)
     noise = [n for n in report["notes"] if "injected label noise" in n["detail"]]
     assert report["problems"] == [] and noise and report["root"] == str(tmp_path / "CUB_200_2011")
+
+
+def test_a_views_leak_names_its_bases_split_lists(tmp_path, runner):
+    get_registry(refresh=True)
+    root = make_cub(tmp_path / "cub")
+    images = sorted((root / "images").rglob("*.jpg"))
+    for i, path in enumerate(images):                            # every image its own bytes
+        Image.new("RGB", (24, 24), (20 * i % 256, 90, 10 * i % 256)).save(path)
+    train_test = dict(line.split() for line in (root / "train_test_split.txt").read_text().splitlines())
+    paths = dict(line.split(maxsplit=1) for line in (root / "images.txt").read_text().splitlines())
+    train = next(root / "images" / paths[i] for i, s in train_test.items() if s == "1")
+    test = next(root / "images" / paths[i] for i, s in train_test.items() if s == "0")
+    shutil.copyfile(train, test)
+    result = runner.invoke(app, ["data", "verify", "coarse", "--root", str(root), "-o", "of=cub", "--json"])
+    fixes = [p["fix"] for p in json.loads(result.stdout)["problems"] if p["kind"] == "duplicate"]
+    assert fixes and all("split lists (train_test_split.txt)" in fix for fix in fixes), result.stdout

@@ -156,8 +156,10 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
     return report
 
 
-def verify_dataset(spec: DatasetSpec, root: Path | None, options: dict, cache_dir: Path) -> VerifyReport:
+def verify_dataset(spec: DatasetSpec, root: Path | None, options: dict, cache_dir: Path,
+                   split_lists: str | None = None) -> VerifyReport:
     """Load through the adapter (a DataError propagates: the layout itself is wrong, or its
-    metadata is malformed) and verify."""
+    metadata is malformed) and verify. ``split_lists``: where the folder's splits are listed
+    (default: the spec's own; a view passes its base's)."""
     request = DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=cache_dir)
-    return verify_splits(spec.name, root, spec.load_checked(request), split_lists=spec.split_lists)
+    return verify_splits(spec.name, root, spec.load_checked(request), split_lists=split_lists or spec.split_lists)

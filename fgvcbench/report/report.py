@@ -13,7 +13,7 @@ from pathlib import Path
 from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
 from fgvcbench.report.compare import add_baseline, baseline_note
 from fgvcbench.report.leaderboard import build_leaderboard, render, render_pivot
-from fgvcbench.spec import canonical_json, config_key, dataset_label, slug
+from fgvcbench.spec import canonical_json, config_key, dataset_label, dataset_titles, slug
 
 
 def _plt():
@@ -215,26 +215,6 @@ def _setup_words(spec: dict) -> str:
     return "Setup: " + " · ".join(parts) + " (the base recipe, before the steps)."
 
 
-def dataset_titles(records: list[dict]) -> dict[str, str]:
-    """A heading per dataset the records use, keyed by its canonical JSON: its label (a
-    view's base and ρ), and where two entries share a label (other options, another root),
-    the options that tell them apart."""
-    datasets = {canonical_json(r["spec"]["dataset"]): r["spec"]["dataset"] for r in records}
-    labels = {key: dataset_label(d) for key, d in datasets.items()}
-    out = {}
-    for key, d in datasets.items():
-        label = labels[key]
-        twins = [datasets[k] for k in datasets if labels[k] == label]
-        if len(twins) > 1:
-            options = d.get("options") or {}
-            differ = sorted(k for k in {k for t in twins for k in (t.get("options") or {})}
-                            if len({canonical_json((t.get("options") or {}).get(k)) for t in twins}) > 1)
-            words = ", ".join(f"{k}={options.get(k)}" for k in differ) or f"root {d.get('root')}"
-            label = f"{label} ({words})"
-        out[key] = label
-    return out
-
-
 def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, title: str = "fgvcbench report",
                  metrics: tuple[str, ...] = (), baselines: tuple[str, ...] = (), data_roots: tuple = ()) -> Path:
     """Write ``report.md`` and its PNG figures into ``out_dir``; return the report's path.
@@ -247,7 +227,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
     out.mkdir(parents=True, exist_ok=True)
     ok = [r for r in records if r.get("status") == "ok" and isinstance((r.get("metrics") or {}).get("top1"), (int, float))]
     devices = sorted({(r.get("provenance") or {}).get("device_name") or "?" for r in ok})
-    titles = dataset_titles(records)
+    titles = dataset_titles(r["spec"]["dataset"] for r in records)
     title_of_config = {config_key(r["spec"]): titles[canonical_json(r["spec"]["dataset"])] for r in records}
     seeds = sorted({r["spec"].get("seed") for r in ok if isinstance(r["spec"].get("seed"), int)})
     when = sorted((r.get("provenance") or {}).get("finished") or "" for r in ok)
