@@ -93,8 +93,11 @@ def test_cub_coarse_groups_are_words_not_taxa():
 @pytest.mark.parametrize("fname, row, line, message", [
     ("train_test_split.txt", 0, "10 2", r"train_test_split.txt:1: split value '2'"),
     ("train_test_split.txt", 1, "15 yes", r"train_test_split.txt:2: split value 'yes'"),
-    ("classes.txt", 1, "8 008.Rhinoceros_Auklet", r"malformed metadata .*KeyError: '7'"),   # class 7 unnamed
-    ("bounding_boxes.txt", 0, "10 2.0 three 20.0 15.0", r"malformed metadata .*ValueError"),
+    ("classes.txt", 1, "8 008.Rhinoceros_Auklet",                       # class 7 unnamed
+     r"image_class_labels.txt:4: class '7' of image 25 is not a class id of .*classes.txt"),
+    ("bounding_boxes.txt", 0, "10 2.0 three 20.0 15.0", r"bounding_boxes.txt:1: box 2.0 three 20.0 15.0 of image 10"),
+    ("bounding_boxes.txt", 0, "10 nan 2 20 15", r"bounding_boxes.txt:1: box nan 2 20 15 of image 10 is not x y"),
+    ("images.txt", 1, "10 001.Black_footed_Albatross/a.jpg", r"images.txt:2: id 10 is listed again \(first on line 1\)"),
 ])
 def test_cub_malformed_metadata_is_one_data_error(tmp_path, fname, row, line, message):
     root = make_cub(tmp_path)
