@@ -137,8 +137,16 @@ def _read_checkpoint(path: Path) -> Any:
             raise PretrainedWeightsError(f"cannot read {path} as safetensors ({first_line(exc)}) — save the "
                                          f"weights again with safetensors.torch.save_file(model.state_dict(), "
                                          f"path)") from None
+    import warnings
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # a file that fails makes torch warn too (e.g. "Detected pickle protocol 129"): the one
+        # line below says it all; a file that loads gets its warnings back
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return state
     except Exception as exc:  # noqa: BLE001 — pickled code, or a damaged file
         raise PretrainedWeightsError(f"cannot load checkpoint {path} ({_load_problem(exc)}) — it is no torch.save "
                                      f"file of plain tensors: save a state dict with "
