@@ -176,7 +176,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     from fgvcbench.store import default_cache_dir, default_data_root
     reader = spec.folder_reader({**spec.options, **(options or {})}, registry.datasets)
     if reader is not None and root is None:   # as data verify and a suite find it: $FGVCBENCH_DATA, ./data
-        root = str(Path(default_data_root()).expanduser() / (reader.default_root or reader.name))
+        root = str(Path(default_data_root()).expanduser() / reader.folder_name)
         if not Path(root).is_dir():
             raise UserError(f"dataset {dataset!r} is not at {root} — pass --root DIR or set FGVCBENCH_DATA; "
                             f"expected layout: {spec.layout}")
@@ -224,7 +224,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
                  "syncs_per_step": count_syncs(fast_step, dev)})
 
     # every step a full batch, as in the other two modes (and no recompile of a compiled model
-    # for a short last batch inside the timed steps); all of the host's cores by default
+    # for a short last batch inside the timed steps); every core this process may use by default
     loader = classic_loader(images, recipe, cfg["mean"], cfg["std"], train=True,
                             workers=_usable_cores() if workers is None else workers, drop_last=True)
     batches = iter(())
@@ -275,11 +275,12 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
 
     from fgvcbench._cli_output import warn_plugins
     from fgvcbench.plugins import get_registry
-    warn_plugins(get_registry())   # a dataset or backbone a broken plugin would provide
+    registry = get_registry()
+    warn_plugins(registry)   # a dataset or backbone a broken plugin would provide
     output = Path(output)
     check_csv(output / "throughput.csv", THROUGHPUT_FIELDS)    # before measuring, not after
 
-    spec = get_registry().datasets.get(dataset)   # an unknown one is named by measure_throughput
+    spec = registry.datasets.get(dataset)   # an unknown one is named by measure_throughput
     options = checked_options(spec, option) if spec is not None else {}
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
                               dataset=dataset, root=root, workers=workers, augment=augment,

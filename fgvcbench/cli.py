@@ -419,11 +419,11 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
         raise UserError(f"no run records under {', '.join(map(str, results_dirs))} — run a suite first")
     extra = _metrics_option(metrics)
     check_extra_metrics(records, extra)
+    roots = tuple(data_root or ())
+    missing = next((r for r in roots if not Path(r).is_dir()), None)
+    if missing is not None:
+        raise UserError(f"--data-root {missing}: no such folder — give the folder that holds the datasets")
     try:
-        roots = tuple(data_root or ())
-        missing = next((r for r in roots if not Path(r).is_dir()), None)
-        if missing is not None:
-            raise UserError(f"--data-root {missing}: no such folder — give the folder that holds the datasets")
         path = write_report(records, results_dirs, out, title, extra, tuple(baseline or ()), roots)
     except OSError as exc:
         raise UserError(f"cannot write the report into {out}: {exc.strerror or exc} — choose another --out") from None
@@ -616,15 +616,13 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     Exit 0: clean (notes such as same-class duplicates inside one split do not fail) ·
     1: problems (each with a one-line fix) · 2: the layout or its metadata is wrong."""
     from fgvcbench.data.verify import verify_dataset
-    from fgvcbench.plugins import get_registry, suggest, unknown_dataset
+    from fgvcbench.plugins import get_registry, unknown_dataset
 
     registry = get_registry()
     warn_plugins(registry)
     spec = registry.datasets.get(name)
     if spec is None:
-        close = suggest(name, registry.datasets)
-        raise UserError(f"unknown dataset {name!r}" + (f" — did you mean {close!r}?" if close else
-                                                       f" — known: {', '.join(sorted(registry.datasets))}"))
+        raise UserError(unknown_dataset(name, registry.datasets))
     options = checked_options(spec, option)
     root = Path(root) if root is not None else None
     if suite is not None:
@@ -648,7 +646,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
                         f"is generated: {', '.join(spec.options) or 'none'})")
     if reader is not None and root is None:
         base = data_root or default_data_root()
-        root = Path(base).expanduser() / (reader.default_root or reader.name)
+        root = Path(base).expanduser() / reader.folder_name
     from fgvcbench.store import default_cache_dir
     cache = default_cache_dir()
     report = verify_dataset(spec, root, options, cache / "datasets",
@@ -728,11 +726,16 @@ INTERRUPTED = "nothing finished is lost; run the same command to resume."
 _interrupt_told = False
 
 
-def interrupted(message: str = INTERRUPTED) -> None:
-    """Say what a Ctrl-C left behind (once), then exit 130."""
+def _tell_interrupted(message: str = INTERRUPTED) -> None:
+    """Say what a Ctrl-C left behind, once per process."""
     global _interrupt_told
     err_console.print(f"[yellow]interrupted[/] — {escape(message)}", highlight=False)
     _interrupt_told = True
+
+
+def interrupted(message: str = INTERRUPTED) -> None:
+    """Say what a Ctrl-C left behind, then exit 130."""
+    _tell_interrupted(message)
     raise typer.Exit(130)
 
 
@@ -743,19 +746,18 @@ class _MarkedStdout:
     def __init__(self, stream):
         self._stream = stream
 
-    def write(self, text):
+    def _marked(self, call, *args):
         try:
-            return self._stream.write(text)
+            return call(*args)
         except OSError as exc:
             exc.fgvcbench_stdout = True
             raise
 
+    def write(self, text):
+        return self._marked(self._stream.write, text)
+
     def flush(self):
-        try:
-            return self._stream.flush()
-        except OSError as exc:
-            exc.fgvcbench_stdout = True
-            raise
+        return self._marked(self._stream.flush)
 
     def __getattr__(self, name):
         return getattr(self._stream, name)
@@ -790,7 +792,7 @@ def main() -> None:
         finally:
             sys.exit(1)
     if code == 130 and not _interrupt_told:   # typer turns a Ctrl-C into exit 130 without a word
-        err_console.print(f"[yellow]interrupted[/] — {INTERRUPTED}", highlight=False)
+        _tell_interrupted()
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -146,7 +146,7 @@ def queued_runs(folder: Path) -> dict[str, str]:
         if isinstance(row, dict) and isinstance(row.get("run_id"), str):
             latest[row["run_id"]] = {"folder": str(folder), **row}
     slurm = [str(r.get("job_id")) for r in latest.values() if r.get("backend") == "slurm"]
-    states = slurm_states(slurm) if slurm else {}
+    states = slurm_states(slurm)
     now = time.time()
 
     def alive(row: dict) -> bool:

@@ -64,9 +64,9 @@ def claim_stale_seconds(default: float = CLAIM_STALE_SECONDS) -> float:
 
 def atomic_write_text(path: Path, text: str, fault_point: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's pid is in the name, so a sweep can tell a dead writer's leftover from
-    # another live process's file in progress
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{temp_suffix()[:-len('tmp')]}", suffix=".tmp", dir=path.parent)
+    # the writer's host and pid are in the name, so a sweep can tell a dead writer's leftover
+    # from another live process's file in progress
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_writer_tag()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -91,11 +91,15 @@ def _host_tag() -> str:
     return f"h{tag}" if tag.isdigit() else tag   # all digits would read as a pid in a temporary name
 
 
+def _writer_tag() -> str:
+    return f"{_host_tag()}.{os.getpid()}"
+
+
 def temp_suffix() -> str:
     """``.<host>.<pid>.tmp``: the writer of a temporary file, in its name. A sweep removes
     only what a dead process of *this* host left (:func:`sweep_dead_temporaries`): on a
     shared filesystem another node's pid says nothing here."""
-    return f".{_host_tag()}.{os.getpid()}.tmp"
+    return f".{_writer_tag()}.tmp"
 
 
 def _dead_writer(name: str, stale_seconds: float, mtime: float) -> bool:
@@ -287,9 +291,7 @@ class Store:
         path = self.record_path(run_id)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except ValueError:
+        except (FileNotFoundError, ValueError):   # none, or not JSON: the run is (re)done
             return None
         except OSError as exc:
             from fgvcbench.errors import UserError

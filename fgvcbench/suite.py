@@ -277,7 +277,7 @@ def _dataset_options(ck: "_Checker", spec, given: Any, path: tuple) -> dict:
         if problem:
             ck.fail((*path, key), problem, "fix the value's type")
         options[key] = value
-    for key in getattr(spec, "hash_if_set", ()):   # at its default: not part of the run's identity
+    for key in spec.hash_if_set:   # at its default: not part of the run's identity
         if key in options and options[key] == spec.options[key]:
             del options[key]
     try:
@@ -467,7 +467,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.typed(root, (str,), ("datasets", i, "root"), "a path")
             root = str(data_root / Path(root).expanduser())
         elif reader is not None:
-            root = str(data_root / (reader.default_root or reader.name))
+            root = str(data_root / reader.folder_name)
         root_error = None
         if reader is not None and not Path(root).is_dir():
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
@@ -481,7 +481,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             if check_data:
                 raise root_error   # else raised later, if a run that `--only` keeps needs it
         dataset = {"name": spec.name, "options": options}
-        if reader is not None and root is not None and Path(root).name != (reader.default_root or reader.name):
+        if reader is not None and root is not None and Path(root).name != reader.folder_name:
             # another copy than the usual folder (a subset, a re-split): part of the run's identity,
             # so two roots of one adapter are two datasets — by folder name, not machine path
             dataset["root_name"] = Path(root).name

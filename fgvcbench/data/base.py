@@ -128,6 +128,11 @@ class DatasetSpec:
     hash_if_set: tuple = ()
 
     @property
+    def folder_name(self) -> str:
+        """The folder this adapter's data is looked up as under a data root."""
+        return self.default_root or self.name
+
+    @property
     def is_view(self) -> bool:
         """A view is built of another registered dataset: its options declare ``of`` (the
         base's name) and ``of_options`` (the base's options)."""

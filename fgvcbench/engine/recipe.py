@@ -211,10 +211,11 @@ LIMITS = {"epochs": 100_000, "min_epochs": 100_000, "warmup_epochs": 100_000, "s
 
 def coerce_recipe_value(name: str, value: Any) -> Any:
     """Check a YAML value's type against the field; ints are accepted for floats."""
-    default = RECIPE_FIELDS[name].default
-    if name in ("patience", "grad_clip", "eval_image_size", "eval_resize_size", "eval_crop_pct") and value is None:
+    field = RECIPE_FIELDS[name]
+    default = field.default
+    if default is None and value is None:   # an optional field (``int | None``, ``float | None``)
         return None
-    expected = type(default) if default is not None else (float if name in ("grad_clip", "eval_crop_pct") else int)
+    expected = type(default) if default is not None else (float if str(field.type).startswith("float") else int)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool) or not isinstance(value, expected):

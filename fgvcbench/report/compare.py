@@ -82,17 +82,20 @@ def protocol(record: dict) -> dict[str, str]:
     """What a top-1 depends on besides the method, as people write it: the training crop,
     the test view (centre crop from resize; a method that sets its view at run start
     records it under ``notes.eval_crop_pct``) and the split the epoch was selected on."""
-    recipe = (record.get("spec") or {}).get("recipe") or {}
-    sized = lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None  # noqa: E731
-    train = sized(recipe.get("image_size"))
-    crop = sized(recipe.get("eval_image_size")) or train
-    pct = (record.get("notes") or {}).get("eval_crop_pct") or recipe.get("eval_crop_pct")
-    resize = sized(recipe.get("eval_resize_size"))
-    if resize is None and crop and isinstance(pct, (int, float)) and not isinstance(pct, bool) and pct > 0:
-        resize = int(round(crop / pct))
-    if resize is None and crop:
-        from fgvcbench.data.pipeline import load_size_for
-        resize = load_size_for(crop)
+    from fgvcbench.data.pipeline import load_size_for
+    from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe
+    given = (record.get("spec") or {}).get("recipe") or {}
+    train = crop = resize = None
+    try:   # the view as the pipelines compute it (Recipe.eval_resize), from the recorded recipe
+        if "image_size" in given:
+            recipe = Recipe(**{k: v for k, v in given.items() if k in RECIPE_FIELDS})
+            pct = (record.get("notes") or {}).get("eval_crop_pct")   # a method's own view, set at run start
+            if pct is not None:
+                recipe = recipe.replace(eval_crop_pct=pct)
+            train, crop = recipe.image_size, recipe.eval_image_size or recipe.image_size
+            resize = recipe.eval_resize or load_size_for(crop)
+    except (TypeError, ValueError, ZeroDivisionError):   # a hand-edited record: its protocol is unknown
+        train = crop = resize = None
     selection = ((record.get("spec") or {}).get("params") or {}).get("selection") == "test"
     return {"train crop": f"{train} px" if train else "?",
             "test view": f"{resize} → {crop} px" if crop else "?",
@@ -168,10 +171,9 @@ def baseline_note(df: pd.DataFrame) -> str:
         compared = (df["baseline"] != "") & ~df["is_baseline"].astype(bool)
         unpaired = int((compared & (df["delta_n"] == 0)).sum())
         no_base = int((df["baseline"] == "").sum())
-        protocols = df["delta_protocol"] if "delta_protocol" in df else df["baseline"].map(lambda _: "")
-        differs = compared & (df["delta_n"] > 0) & (protocols != "")
+        differs = compared & (df["delta_n"] > 0) & (df["delta_protocol"] != "")
         other_protocol = int(differs.sum())
-        test_selected = int((differs & protocols.str.contains("selected on test", regex=False)).sum())
+        test_selected = int((differs & df["delta_protocol"].str.contains("selected on test", regex=False)).sum())
     rows = lambda k: f"{k} row{'s' if k != 1 else ''}"  # noqa: E731
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
             "seeds both finished; ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."

@@ -85,8 +85,10 @@ def one_based_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[f
     return (xmin - 1.0, ymin - 1.0, xmax - xmin + 1.0, ymax - ymin + 1.0)
 
 
-def option(request: DatasetRequest, name: str, choices: tuple) -> str:
-    value = request.options.get(name)
+def option(request: DatasetRequest, name: str, choices: tuple, default: str | None = None) -> str:
+    """``request``'s option ``name``, one of ``choices``; ``default`` where the options lack
+    it (an option in the spec's ``hash_if_set``)."""
+    value = request.options.get(name, default)
     if value not in choices:
         raise DataError(f"dataset option {name}: {value!r} is not one of {', '.join(map(str, choices))}")
     return value

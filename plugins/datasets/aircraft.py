@@ -60,9 +60,7 @@ def load_aircraft(request: DatasetRequest) -> DatasetSplits:
     index = {n: i for i, n in enumerate(names)}
     boxes = {r[0]: one_based_box(*(float(v) for v in r[1:5])) for r in read_columns(root / "images_box.txt", 5, LAYOUT)}
     coarse_level = {"variant": "family", "family": "manufacturer"}.get(level)
-    wanted = request.options.get("coarse", "auto")   # hash_if_set: absent from earlier runs' options
-    if wanted not in COARSE_CHOICES:
-        raise DataError(f"dataset option coarse: {wanted!r} is not one of {', '.join(COARSE_CHOICES)}")
+    wanted = option(request, "coarse", COARSE_CHOICES, default="auto")   # hash_if_set: absent from earlier runs
     if wanted != "auto":
         coarse_level = wanted
     coarse_of: dict[str, str] = {}
