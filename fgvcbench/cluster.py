@@ -77,21 +77,40 @@ ALIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
 YOUNG_SECONDS = 600   # sacct may not know a job for a while after sbatch: an UNKNOWN one that young counts as queued
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
+SACCT_TIMEOUT = 60   # a sacct that hangs (slurmdbd down) must not hang the submission
+
+
+def slurm_states(job_ids: list[str], warn=None) -> dict[str, str]:
     """job id → SLURM state (``PENDING``, ``RUNNING``, ``COMPLETED``…; ``UNKNOWN`` where
-    sacct does not say), from one sacct call through submitit's watcher."""
+    sacct does not say), from one sacct call (at most ``SACCT_TIMEOUT`` seconds), read by
+    submitit's parser. Where sacct is missing, fails or hangs, every state is UNKNOWN and
+    ``warn`` gets one line that says so."""
+    import subprocess
     if not job_ids:
         return {}
-    from submitit.slurm.slurm import SlurmJob
-    watcher = SlurmJob.watcher
-    for job_id in job_ids:
-        watcher.register_job(job_id)
-    watcher.update()   # one sacct for all; submitit logs a warning and keeps UNKNOWN where it fails
-    states = {}
-    for job_id in job_ids:
-        state = watcher.get_state(job_id, mode="cache")
-        states[job_id] = str(state).split()[0].upper() if state else "UNKNOWN"   # "CANCELLED by 42" → CANCELLED
-    return states
+    from submitit.slurm.slurm import SlurmInfoWatcher
+    command = ["sacct", "-o", "JobID,State,NodeList", "--parsable2"]
+    for main_id in sorted({j.split("_")[0] for j in job_ids}):   # an array's main id brings all its tasks
+        command += ["-j", main_id]
+    try:
+        out = subprocess.run(command, capture_output=True, timeout=SACCT_TIMEOUT, check=True).stdout
+        info = SlurmInfoWatcher().read_info(out)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        if warn is not None:
+            if isinstance(exc, FileNotFoundError):
+                why = "sacct is not installed here"
+            elif isinstance(exc, subprocess.TimeoutExpired):
+                why = f"sacct gave no answer in {SACCT_TIMEOUT} s"
+            elif isinstance(exc, subprocess.CalledProcessError):
+                said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+                why = f"sacct failed (exit {exc.returncode}){': ' + said[0][:160] if said else ''}"
+            else:
+                why = f"sacct: {first_line(exc, 160)}"
+            warn(f"{why} — a job submitted in the last {YOUNG_SECONDS // 60} minutes counts as still queued, "
+                 "an older one as gone (its run is submitted again)")
+        info = {}
+    return {job_id: str(info.get(job_id, {}).get("State") or "UNKNOWN").split()[0].upper()  # "CANCELLED by 42"
+            for job_id in job_ids}
 
 
 def local_alive(row: dict) -> bool:
@@ -128,7 +147,7 @@ def _process_start(pid: int) -> float | None:
         return None
 
 
-def queued_runs(folder: Path) -> dict[str, str]:
+def queued_runs(folder: Path, warn=None) -> dict[str, str]:
     """run id → job id of every run whose latest submission (``folder/submitted.jsonl``)
     is a job still queued or running: SLURM's state through sacct (one still unknown to it
     counts for ``YOUNG_SECONDS`` after its submission), a local job's process. Such a job
@@ -146,7 +165,7 @@ def queued_runs(folder: Path) -> dict[str, str]:
         if isinstance(row, dict) and isinstance(row.get("run_id"), str):
             latest[row["run_id"]] = {"folder": str(folder), **row}
     slurm = [str(r.get("job_id")) for r in latest.values() if r.get("backend") == "slurm"]
-    states = slurm_states(slurm)
+    states = slurm_states(slurm, warn) if slurm else {}
     now = time.time()
 
     def alive(row: dict) -> bool:
@@ -172,7 +191,9 @@ def submit_suite(suite, load_args: dict, cli_settings: dict | None = None, wait:
     store, claims = Store(suite.output), Claims(suite.output)
     folder = Path(suite.output) / "submitit"
     todo = [s for s in pending_runs(suite, store) if not claims.held(s.run_id)]
-    queued = queued_runs(folder) if todo else {}
+    warn = None if console is None else (
+        lambda line: console.print(f"warning: {line}", highlight=False, markup=False))
+    queued = queued_runs(folder, warn) if todo else {}
     if queued and console is not None and any(s.run_id in queued for s in todo):
         waiting = [s for s in todo if s.run_id in queued]
         console.print(f"{len(waiting)} pending run{'s are' if len(waiting) != 1 else ' is'} still queued or running "

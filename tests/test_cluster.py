@@ -117,7 +117,7 @@ def test_runs_whose_jobs_still_wait_in_the_queue_are_not_submitted_twice(tmp_pat
     fake = _NeverStarts()
     monkeypatch.setattr(cluster, "_executor", lambda settings, folder: fake)
     states = {}
-    monkeypatch.setattr(cluster, "slurm_states", lambda ids: {i: states.get(i, "UNKNOWN") for i in ids})
+    monkeypatch.setattr(cluster, "slurm_states", lambda ids, warn=None: {i: states.get(i, "UNKNOWN") for i in ids})
     first = cluster.submit_suite(suite, {})
     assert len(first) == 4
     assert cluster.submit_suite(suite, {}) == []                        # just submitted: sacct may not know them yet
@@ -148,3 +148,49 @@ def test_a_local_job_counts_as_queued_while_its_process_lives(tmp_path):
     assert queued_runs(folder) == {"live": str(os.getpid())}
     (folder / f"{os.getpid()}_0_result.pkl").write_bytes(b"")          # its result is there: it has ended
     assert queued_runs(folder) == {}
+
+
+def _fake_sacct(tmp_path, body: str) -> str:
+    """A ``sacct`` on PATH that runs ``body`` (bash), for slurm_states to call."""
+    import os
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "sacct"
+    script.write_text("#!/bin/bash\n" + body + "\n")
+    script.chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def test_slurm_states_reads_one_sacct_call_with_job_arrays(tmp_path, monkeypatch):
+    from fgvcbench.cluster import slurm_states
+    log = tmp_path / "args"
+    monkeypatch.setenv("PATH", _fake_sacct(tmp_path, f'''echo "$@" > {log}
+printf 'JobID|State|NodeList\\n700_0|RUNNING|n1\\n700_0.batch|RUNNING|n1\\n700_[1-2]|PENDING|None\\n701|CANCELLED by 42|n2\\n' '''))
+    warned = []
+    states = slurm_states(["700_0", "700_1", "700_2", "701", "702"], warned.append)
+    assert states == {"700_0": "RUNNING", "700_1": "PENDING", "700_2": "PENDING", "701": "CANCELLED",
+                      "702": "UNKNOWN"}
+    assert log.read_text().split().count("-j") == 3   # one call; an array asked for by its main id once
+    assert warned == []
+
+
+def test_a_missing_or_hanging_sacct_is_one_warning_and_unknown_states(tmp_path, monkeypatch, capsys):
+    import os
+
+    import fgvcbench.cluster as cluster
+    path = os.environ.get("PATH", "")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))   # no sacct anywhere
+    warned = []
+    assert cluster.slurm_states(["5"], warned.append) == {"5": "UNKNOWN"}
+    assert len(warned) == 1 and "sacct is not installed" in warned[0] and "10 minutes" in warned[0]
+    assert capsys.readouterr().err == ""                  # submitit's own warning is not printed beside it
+    monkeypatch.setenv("PATH", path)
+    monkeypatch.setenv("PATH", _fake_sacct(tmp_path, "exec sleep 30"))
+    monkeypatch.setattr(cluster, "SACCT_TIMEOUT", 0.5)
+    warned.clear()
+    assert cluster.slurm_states(["5"], warned.append) == {"5": "UNKNOWN"}
+    assert len(warned) == 1 and "no answer in 0.5 s" in warned[0]
+    monkeypatch.setenv("PATH", _fake_sacct(tmp_path, "echo 'slurmdbd: connection refused' >&2; exit 1"))
+    warned.clear()
+    cluster.slurm_states(["5"], warned.append)
+    assert warned and "exit 1" in warned[0] and "connection refused" in warned[0]
