@@ -158,11 +158,34 @@ def test_cars_test_annotations_in_devkit_and_the_unlabelled_file(tmp_path):
     scipy.io.savemat(root / "devkit" / "cars_meta.mat", {"names": np.array(["x"], dtype=object)})
     with pytest.raises(DataError, match="malformed metadata .*KeyError: 'class_names'"):
         load("cars", root)
-    old = tmp_path / "old"
-    (old / "car_ims").mkdir(parents=True)
-    (old / "cars_annos.mat").write_bytes(b"")
-    with pytest.raises(DataError, match="cars_annos.mat \\+ car_ims/ release, which is not read"):
-        load("cars", old)
+
+
+def test_cars_all_in_one_release(tmp_path):
+    """cars_annos.mat + car_ims/: one annotations struct whose ``test`` field splits it."""
+    root = tmp_path / "stanford_cars"
+    names = np.array(["AM General Hummer SUV 2000", "Acura RL Sedan 2012", "Acura TL Sedan 2012"], dtype=object)
+    fields = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+    rows = [("car_ims/000001.jpg", 1, 2, 30, 20, 1, 0), ("car_ims/000002.jpg", 3, 3, 12, 12, 3, 1),
+            ("car_ims/000003.jpg", 1, 1, 10, 10, 2, 0), ("car_ims/000004.jpg", 1, 1, 10, 10, 1, 1)]
+    for r in rows:
+        jpeg(root / r[0])
+    annos = np.array(rows, dtype=[(k, "O") for k in fields]).reshape(1, -1)
+    scipy.io.savemat(root / "cars_annos.mat", {"annotations": annos, "class_names": names.reshape(1, -1)})
+    splits = load("cars", tmp_path)
+    assert [Path(p).name for p in splits.train.paths] == ["000001.jpg", "000003.jpg"]
+    assert splits.train.labels == [0, 1] and splits.test.labels == [2, 0]
+    assert splits.train.boxes[0] == (0.0, 1.0, 30.0, 19.0) and splits.test.boxes[0] == (2.0, 2.0, 10.0, 10.0)
+    assert splits.test.coarse_names == ["AM General", "Acura"] and splits.test.coarse_labels == [1, 0]
+    assert load("cars", root, level="make").train.labels == [0, 1]
+    assert load("cars", root, crop="bbox").crop_to_boxes
+    # a test field that does not split: refused with what was found
+    bad = np.array([r[:6] + (0,) for r in rows], dtype=[(k, "O") for k in fields]).reshape(1, -1)
+    scipy.io.savemat(root / "cars_annos.mat", {"annotations": bad, "class_names": names.reshape(1, -1)})
+    with pytest.raises(DataError, match=r"'test' field must be 0 \(train\) or 1 \(test\) and hold both — found \[0\]"):
+        load("cars", root)
+    (root / "cars_annos.mat").write_bytes(b"")
+    with pytest.raises(DataError, match="cannot read .*cars_annos.mat"):
+        load("cars", root)
 
 
 def test_cars_as_kaggle_nests_it_and_a_devkit_without_test_labels(tmp_path):
