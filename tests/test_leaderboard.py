@@ -224,6 +224,23 @@ def test_extra_metric_columns(tmp_path, runner):
     assert df.loc[0, "precision_at_1_mean"] == pytest.approx(62.0)
 
 
+def test_a_metric_only_some_seeds_recorded_says_over_how_many(tmp_path, runner):
+    recs = [record("metric_learning", s, v) for s, v in enumerate([70.0, 72.0, 74.0])]
+    del recs[2]["metrics"]["mean_class_acc"]             # an older record without it
+    recs[0]["metrics"]["precision_at_1"] = 60.0          # recorded by one seed of three
+    write(tmp_path, recs)
+    df = build_leaderboard(load_records(tmp_path)[0], ["precision_at_1"])
+    assert df.loc[0, "n"] == 3 and df.loc[0, "metrics_partial"] == "mean_class_acc:2/3;precision_at_1:1/3"
+    assert df.loc[0, "mean_class_acc_mean"] == pytest.approx(70.5)   # the mean over the two that have it
+    out = runner.invoke(app, ["leaderboard", str(tmp_path), "--metrics", "precision_at_1", "-f", "md", "--no-write"])
+    assert out.exit_code == 0, out.output
+    row = out.stdout.splitlines()[2]
+    assert "70.50 (2/3 seeds)" in row and "60.00 ± 0.00 (1/3 seeds)" not in row and "(1/3 seeds)" in row
+    assert "71.00 (" not in row                            # top-1 last: all three recorded it
+    full = build_leaderboard([r for r in load_records(tmp_path)[0] if r["spec"]["seed"] != 2])
+    assert full.loc[0, "metrics_partial"] == ""          # every ok seed recorded every column
+
+
 def test_an_extra_metric_no_run_recorded_exits_2_with_the_names(tmp_path, runner):
     recs = [record("metric_learning", s, v) for s, v in enumerate([70.0, 72.0])]
     recs[0]["metrics"]["precision_at_1"] = 60.0

@@ -33,7 +33,7 @@ FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_bookta
 COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "test_selected", "n", "seeds",
            "top1_mean", "top1_std", "top1_ci95", "top1_by_seed", "top1_last_mean", "mean_class_acc_mean",
            "train_seconds_mean", "train_seconds_total_mean", "device_seconds_total_mean", "images_per_second_mean",
-           "device_shared_by", "failed"]
+           "device_shared_by", "failed", "metrics_partial"]
 
 
 def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str]]:
@@ -223,6 +223,11 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
         for name in extra_metrics:  # method-specific metrics, mean and std over the ok seeds
             summary = mean_std_ci(_metric(ok, name))
             rows[-1][f"{name}_mean"], rows[-1][f"{name}_std"] = summary.mean, summary.std
+        # a metric some ok seeds did not record (an older record, a method that records it
+        # on some runs only) is a mean over fewer seeds than n: `metric:k/n`, `;`-separated
+        rows[-1]["metrics_partial"] = ";".join(
+            f"{name}:{k}/{len(ok)}" for name in ("top1_last", "mean_class_acc", *extra_metrics)
+            if 0 < (k := len(_metric(ok, name))) < len(ok))
     extra_columns = [f"{n}_{s}" for n in extra_metrics for s in ("mean", "std")]
     df = pd.DataFrame(rows, columns=COLUMNS + extra_columns)
     if len(df):
@@ -251,6 +256,15 @@ def _num(value: float, digits: int) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _over(row, metric: str) -> str:
+    """`` (k/n seeds)`` where only k of the row's n ok seeds recorded ``metric``."""
+    for part in str(getattr(row, "metrics_partial", "") or "").split(";"):
+        name, _, count = part.rpartition(":")
+        if name == metric:
+            return f" ({count} seeds)"
+    return ""
+
+
 def _is_time(metric: str) -> bool:
     return metric.endswith(("seconds", "per_second", "_ms"))
 
@@ -274,8 +288,8 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         rows.append([r.dataset, r.backbone, r.pretrained, r.method, variant_label(r)] +
                     ([r.scale] if show_scale else []) + ([r.config] if show_config else []) +
                     [str(r.n), format_mean_std(r.top1_mean, r.top1_std),
-                     "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2),
-                     _num(r.mean_class_acc_mean, 2), timed(r.train_seconds_mean, ".1f", r.device_shared_by),
+                     "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2) + _over(r, "top1_last"),
+                     _num(r.mean_class_acc_mean, 2) + _over(r, "mean_class_acc"), timed(r.train_seconds_mean, ".1f", r.device_shared_by),
                      timed(r.images_per_second_mean, ".0f", r.device_shared_by), str(r.failed)])
     if "delta_mean" in df.columns:
         headers += [f"Δ vs {df.attrs.get('baseline', 'baseline')} (95% CI)", "p (paired t)", "pairs"]
@@ -293,7 +307,7 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         for row, (_, r) in zip(rows, df.iterrows()):
             # a method's own timings (e.g. FineRNet's mining_seconds) are marked as the cost columns are
             row += [mark_shared(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]),
-                                r.device_shared_by if _is_time(m) else 1) for m in extras]
+                                r.device_shared_by if _is_time(m) else 1) + _over(r, m) for m in extras]
     return headers, rows
 
 
