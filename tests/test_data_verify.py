@@ -296,11 +296,17 @@ def test_a_noisy_view_s_injected_copies_are_notes_and_its_base_folder_is_found(t
     get_registry(refresh=True)
     (tmp_path / "CUB_200_2011").symlink_to(SHARED_DATA / "CUB_200_2011_first50")
     result = runner.invoke(app, ["data", "verify", "weak_shot", "-o", "of=cub", "-o", "novel=xian_cub",
-                                 "--data-root", str(tmp_path), "--json"])
+                                 "-o", "noise_pool=train", "--data-root", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     noise = [n for n in report["notes"] if "injected label noise" in n["detail"]]
     assert report["problems"] == [] and noise and report["root"] == str(tmp_path / "CUB_200_2011")
+    # by default the noise is base classes' test images: no training image twice, nothing to note
+    result = runner.invoke(app, ["data", "verify", "weak_shot", "-o", "of=cub", "-o", "novel=xian_cub",
+                                 "--data-root", str(tmp_path), "--json"])
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0 and report["problems"] == [], result.output
+    assert not [n for n in report["notes"] if "injected label noise" in n["detail"]]
 
 
 def test_a_views_leak_names_its_bases_split_lists(tmp_path, runner):

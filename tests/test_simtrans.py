@@ -167,6 +167,58 @@ def test_epoch_batches_draw_every_image_at_most_once_from_few_classes():
     assert epoch_batches(torch.tensor([0, 1]), 2, 3, torch.Generator().manual_seed(0)) == []
 
 
+def test_web_batches_follow_the_base_list_drawing_further_passes():
+    from fgvcbench_plugins.simtrans.simnet import follow_base
+    base = torch.arange(150).repeat_interleave(27)        # CUB's 150 base classes, 27 images each
+    web = torch.arange(50).repeat_interleave(27)          # the simulated web set: the 50 novel classes
+    g = torch.Generator().manual_seed(0)
+    a = epoch_batches(base, 20, 50, g)
+    zipped = list(zip(a, epoch_batches(web, 2, 50, g)))
+    taken = sum(len(x) == len(y) for x, y in zipped)
+    steps = follow_base(a, lambda: epoch_batches(web, 2, 50, g))
+    assert len(steps) == len(a) and sum(len(x) == len(y) for x, y in steps) == sum(len(x) == 50 for x in a)
+    assert taken < len(a) / 2                                # the code's zip: far fewer steps than the base list
+    for x, y in steps:
+        assert len(y) in (0, len(x)) and len(set(web[y].tolist())) <= 2
+    # a web set that can never fill a base batch's length: paired with nothing (skipped), no endless drawing
+    tiny = torch.tensor([0, 0, 1])
+    assert all(len(y) == 0 for _, y in follow_base(a[:3], lambda: epoch_batches(tiny, 2, 50, g)))
+
+
+def test_simnet_trains_as_many_steps_with_web_batches_as_without(monkeypatch):
+    from fgvcbench_plugins.simtrans.simnet import SimNet, train_simnet
+
+    class Flat(torch.nn.Module):
+        num_features = 8
+
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 4 * 4, 8)
+
+        def forward_features(self, x):
+            return self.fc(x.float().flatten(1))
+
+        def forward_head(self, x, pre_logits=False):
+            return x
+
+    class NoAugment:
+        def train(self, x):
+            return x.float()
+    base_labels, web_labels = torch.arange(12).repeat_interleave(9), torch.arange(4).repeat_interleave(9)
+    images = lambda n: torch.randint(0, 255, (n, 3, 4, 4), dtype=torch.uint8)  # noqa: E731
+    runs = {}
+    for name, web in (("base", False), ("follow_base", True), ("zip", True)):
+        torch.manual_seed(0)
+        history, _ = train_simnet(
+            SimNet(Flat(), (16, 8, 8)), images(len(base_labels)), base_labels,
+            images(len(web_labels)) if web else None, web_labels if web else None, NoAugment(),
+            epochs=1, lr=0.01, domain_lr=0.01, momentum=0.9, weight_decay=0.0, beta=0.1, classes_per_batch=6,
+            images_per_batch=18, web_classes_per_batch=2, device=torch.device("cpu"), seed=0, amp=False,
+            web_epoch="zip" if name == "zip" else "follow_base")
+        runs[name] = history[0]["steps"]
+    assert runs["follow_base"] == runs["base"] > runs["zip"]
+
+
 def _toy_train(n_classes=4, per_class=10) -> ImageList:
     labels = [c for c in range(n_classes) for _ in range(per_class)]
     return ImageList([f"/img/{c}_{i}.jpg" for i, c in enumerate(labels)], labels, [f"c{c}" for c in range(n_classes)],
@@ -176,7 +228,7 @@ def _toy_train(n_classes=4, per_class=10) -> ImageList:
 def test_noise_simulator_replaces_a_seeded_fraction_per_novel_class():
     train = _toy_train()
     ood = lambda n: [f"/ood/{i}.png" for i in range(n)]  # noqa: E731
-    paths, labels, noise, boxes = simulate_noise(train, [0, 2], 0.3, 0.5, 7, ood)
+    paths, labels, noise, boxes, taken = simulate_noise(train, [0, 2], 0.3, 0.5, 7, ood)
     assert len(paths) == 20 and labels == [0] * 10 + [2] * 10
     for c, part in ((0, noise[:10]), (2, noise[10:])):
         assert part.count("clean") == 7 and part.count("ood") == 2 and part.count("other_class") == 1
@@ -190,8 +242,23 @@ def test_noise_simulator_replaces_a_seeded_fraction_per_novel_class():
             assert p.startswith("/ood/")
     again = simulate_noise(train, [0, 2], 0.3, 0.5, 7, ood)
     other = simulate_noise(train, [0, 2], 0.3, 0.5, 8, ood)
-    assert again == (paths, labels, noise, boxes) and other[2] != noise
+    assert again == (paths, labels, noise, boxes, taken) and other[2] != noise and taken == set()
     assert simulate_noise(train, [0], 0.0, 0.5, 7, ood)[2] == ["clean"] * 10
+
+
+def test_other_class_noise_comes_from_a_pool_no_stage_trains_on():
+    train = _toy_train()
+    pool = ImageList([f"/test/{i}.jpg" for i in range(5)], [1, 1, 3, 3, 3], train.class_names,
+                     boxes=[(0.0, 0.0, 9.0, float(i)) for i in range(5)])
+    ood = lambda n: [f"/ood/{i}.png" for i in range(n)]  # noqa: E731
+    paths, _, noise, boxes, taken = simulate_noise(train, [0, 2], 0.4, 0.5, 7, ood, pool)
+    others = [(p, b) for p, b, kind in zip(paths, boxes, noise) if kind == "other_class"]
+    assert len(others) == 4 and all(p.startswith("/test/") for p, _ in others)
+    assert len({p for p, _ in others}) == 4 and len(taken) == 4        # no pool image twice while it lasts
+    assert all(b == pool.boxes[int(p[6])] for p, b in others)          # each keeps its own box
+    # more noise than the pool holds: every pool image first, then repeats
+    _, _, noise, _, taken = simulate_noise(train, [0, 2], 1.0, 0.0, 7, ood, pool)
+    assert noise.count("other_class") == 20 and taken == set(range(5))
 
 
 def _view(tmp_path, **options):
@@ -215,6 +282,17 @@ def test_weak_shot_view_puts_novel_classes_first_and_tests_only_them(tmp_path):
     assert all(c for c, n in zip(splits.train.meta["clean"], novel) if not n)     # base stays clean
     ood = [p for p, kind in zip(splits.train.paths, splits.train.meta["noise"]) if kind == "ood"]
     assert len(ood) == 2 and all(Path(p).exists() for p in ood)
+    assert all(min(Image.open(p).size) >= 256 for p in ood)   # no blur from upsampling tells them apart
+    # other-class noise: base classes' test images, which no stage trains on; the rest held out
+    others = {p for p, kind in zip(splits.train.paths, splits.train.meta["noise"]) if kind == "other_class"}
+    assert len(others) == 2 and not others & set(splits.train.paths[i] for i, n in enumerate(novel) if not n)
+    held = splits.extra["base_test"]
+    assert all(label >= k for label in held.labels) and len(held) == 6 * 3 - 2 and not others & set(held.paths)
+    old = _view(tmp_path, novel_fraction=0.25, noise_rate=0.2, noise_pool="train")
+    olds = [p for p, kind in zip(old.train.paths, old.train.meta["noise"]) if kind == "other_class"]
+    assert olds and not set(olds) & set(old.extra["base_test"].paths) and len(old.extra["base_test"]) == 18
+    with pytest.raises(DataError, match="noise_pool: 'web' is not one of base_test, train"):
+        _view(tmp_path, noise_pool="web")
 
 
 def test_weak_shot_view_reads_a_class_list_and_web_folders(tmp_path):
@@ -391,6 +469,7 @@ def test_every_variant_end_to_end_with_the_codes_stages(tmp_path, runner):
         m = records[name]["metrics"]
         assert 0 <= m["weight_auroc"] <= 100 and 0 <= m["simnet_pair_f1_base"] <= 100
         assert 0 <= m["simnet_pair_auroc_novel"] <= 100 and 0 <= m["simnet_pair_f1_code_novel"] <= 100
+        assert 0 <= m["simnet_pair_f1_code_base"] <= 100 and m["simnet_steps"] > 0
         assert m["novel_classes"] == 4 and 0 <= m["top1"] <= 100
     for name in ("weights_graph", "full", "beta0"):
         assert 0 <= records[name]["metrics"]["weight_auroc_avg1"] <= 100
@@ -458,6 +537,7 @@ def test_selection_on_test_keeps_the_first_simnet_epoch_with_the_best_code_f1(tm
     # the code's protocol trains every stage on all its images: no validation split is carved
     assert asked and all(val == 0 for _, val in asked), asked
     assert "simnet_pair_f1_base" not in record["metrics"]   # no held-out base images to score
+    assert 0 <= record["metrics"]["simnet_pair_f1_code_base"] <= 100   # the code's "Val" F1: base test images
 
 
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):

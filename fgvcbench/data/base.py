@@ -52,12 +52,15 @@ class DatasetSplits:
     """What a dataset loader returns. ``val`` only where the dataset has an official
     validation split; otherwise the core carves one from ``train`` deterministically.
     ``crop_to_boxes``: the dataset's ``crop: bbox`` option — decode each image cropped to
-    its bounding box."""
+    its bounding box. ``extra``: further named lists no training or evaluation reads, which a
+    method decodes on request (``RunContext.load_extra``) — e.g. a weak-shot view's base-class
+    test images."""
 
     train: ImageList
     test: ImageList
     val: ImageList | None = None
     crop_to_boxes: bool = False
+    extra: dict[str, ImageList] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

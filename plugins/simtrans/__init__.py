@@ -23,8 +23,21 @@ classes). Four trainings, each a cached stage shared by the variants that need i
    (momentum restarts), as the code does. The code keeps the first epoch with the best
    pair F1 on its novel *test* batches (10 batches of 10 classes × 10 images drawn once,
    every ordered pair, self-pairs included: ``simnet.code_f1_batches``) — ``selection:
-   test`` does exactly that; by default the epoch with the best pair F1 over all pairs
-   i ≠ j of the base classes' validation split (pair AUROC breaks ties) is kept.
+   test`` does exactly that; by default (``selection: val``) the same F1 protocol — 10
+   batches of 10 classes, so about 10 % of the pairs are same-class, as in the code's F1 —
+   picks the epoch on the base classes' validation split (a class with fewer than 10
+   images there gives each once; pair AUROC over all pairs i ≠ j breaks ties), so the
+   40 % save floor reads the number it was set for.
+
+   *Web epoch* (``web_epoch``): the code's web set (WebFG's CUB images, about 90 per class)
+   is about as large as its base training set, so its zip follows the base list. The
+   simulated web set is the novel classes' training set — a third of the base images in
+   CUB's 150/50 split, 2 classes of about 27 images rarely filling a batch of 50 — so the
+   zip would give the joint SimNet (``full``, ``beta0``) about a fifth of the steps of the
+   base-only one (``weights``, ``weights_graph``) and confound the ablation. By default
+   (``follow_base``) every base batch is paired with the next web batch of its length,
+   further passes over the web images drawn as needed; ``web_epoch: zip`` is the code's
+   literal loop. Every run records ``simnet_steps``.
 2. **Weighted CE** (``3_train.sh`` line 1, ``GCN_reg/train_main.py``): a fresh
    pretrained backbone on the noisy novel data, loss mean_i w_i·CE_i with the ``savg1``
    weights w_i = ½(mean_j S_ij + mean_j S_ji) / class mean, S_ij = SimNet's same-class
@@ -102,8 +115,10 @@ SimNet's pair F1 (at S > 0.5) and pair AUROC over all ordered pairs i ≠ j of h
 images (the validation split) and of the novel test images (``simnet_pair_f1_base`` /
 ``_novel``, up to ``f1_max_images`` images each). That F1 counts far fewer same-class pairs
 than the code's (≈ 10 % in its 10 × 10 batches, self-pairs included), so it is not the
-number the code logs: ``simnet_pair_f1_code_novel`` is — the code's protocol on the novel
-test images (with fewer than 10 novel classes, all of them per batch).
+number the code logs: ``simnet_pair_f1_code_novel`` and ``simnet_pair_f1_code_base`` are —
+the code's protocol on the novel test images and on the base classes' test images (the
+view's ``base_test`` list: those no simulated noise took), under either selection; with
+fewer than 10 classes, all of them per batch.
 """
 
 from __future__ import annotations
@@ -117,8 +132,8 @@ from fgvcbench.api import Method, Recipe, RunContext, TensorData, TensorSplit, U
 
 from .classifier import SimTransLoss, WithPooled, state_of, train_classifier
 from .data import WEAK_SHOT
-from .simnet import (SimNet, code_f1_batches, code_pair_f1, pair_auroc, pair_f1, same_probability, sample_weights,
-                     train_simnet)
+from .simnet import (WEB_EPOCHS, SimNet, code_f1_batches, code_pair_f1, pair_auroc, pair_f1, same_probability,
+                     sample_weights, train_simnet)
 
 # The code's epochs per training (``_scripts/CUB``); the recipe's epochs stand for the
 # weighted-CE stage's 60 and the others keep these proportions.
@@ -130,7 +145,7 @@ CLASSIFIER_ONLY = ("epochs", "batch_size", "optimizer", "lr", "momentum", "neste
                    "ema_steps", "ema_decay", "ema_adjust", "patience", "stop_on", "min_epochs", "grad_clip")
 SIMNET_KEYS = ("simnet_lr", "simnet_domain_lr", "simnet_momentum", "simnet_weight_decay", "beta", "simnet_web",
                "classes_per_batch", "images_per_batch", "web_classes_per_batch", "simnet_hidden", "f1_max_images",
-               "simnet_init")
+               "simnet_init", "web_epoch")
 
 
 
@@ -155,12 +170,13 @@ def stage_inputs(p: dict, recipe: Recipe, *, dataset: dict, backbone: dict, seed
                 "batch_size": p["pretrain_batch_size"], "stop_th": p["stop_th"]}
     simnet = {**common, "recipe": {k: v for k, v in whole.items() if k not in CLASSIFIER_ONLY},
               **{key: p[key] for key in SIMNET_KEYS},
-              # which pair F1 picks the epoch: the code's test batches, or all base validation pairs
-              "select_f1": "code_batches" if p["selection"] == "test" else "all_pairs",
+              # which pair F1 picks the epoch: the code's batches of novel test or of base validation images
+              "select_f1": "code_batches" if p["selection"] == "test" else "code_batches_base_val",
               "epochs": p["simnet_epochs"] or scaled_epochs(recipe.epochs, "simnet"),
               "init": pretrain if p["simnet_init"] == "pretrain" else "backbone"}
     if not p["simnet_web"]:
         simnet.pop("web_classes_per_batch")   # unused without web batches
+        simnet.pop("web_epoch")
     if p["selection"] == "test":
         simnet.pop("f1_max_images")           # the code's batches pick the epoch, over the whole test set
     weighted = {**common, "recipe": whole, "simnet": simnet, "use_weights": p["use_weights"], "weights": "savg1",
@@ -293,13 +309,16 @@ def run_simtrans(ctx: RunContext) -> dict:
     def new_simnet() -> SimNet:
         return SimNet(ctx.create_model(k), hidden)
 
+    # selection: val scores base validation images in the code's batches (its class balance)
+    select_batches = code_batches if p["selection"] == "test" else code_f1_batches(
+        select_part.labels, torch.Generator().manual_seed(ctx.seed * 1000 + 53), repeat_short=False)
+
     def evaluate(net: SimNet) -> dict[str, float]:
         f = ctx.features(net.backbone, select_part).to(ctx.device)
+        f1 = code_pair_f1(net.head, f, select_part.labels, select_batches)
         if p["selection"] == "test":   # the code's F1; the first best epoch is kept, as np.argmax does
-            return {"f1": code_pair_f1(net.head, f, select_part.labels, code_batches), "auroc": float("nan")}
-        probability = same_probability(net.head, f, f)
-        return {"f1": pair_f1(probability, select_part.labels)["f1"], "auroc": pair_auroc(probability,
-                                                                                         select_part.labels)}
+            return {"f1": f1, "auroc": float("nan")}
+        return {"f1": f1, "auroc": pair_auroc(same_probability(net.head, f, f), select_part.labels)}
 
     def train_stage():
         simnet, start_score = new_simnet(), float("nan")
@@ -314,7 +333,7 @@ def run_simtrans(ctx: RunContext) -> dict:
             epochs=simnet_epochs, lr=p["simnet_lr"], domain_lr=p["simnet_domain_lr"], momentum=p["simnet_momentum"],
             weight_decay=p["simnet_weight_decay"], beta=p["beta"], classes_per_batch=p["classes_per_batch"],
             images_per_batch=p["images_per_batch"], web_classes_per_batch=p["web_classes_per_batch"],
-            device=ctx.device, seed=ctx.seed, amp=recipe.amp,
+            device=ctx.device, seed=ctx.seed, amp=recipe.amp, web_epoch=p["web_epoch"],
             evaluate=evaluate if len(select_part) >= 2 else None)
         if not any(row["steps"] for row in history):
             raise UserError(f"simtrans: SimNet never took a step — images_per_batch {p['images_per_batch']} is more "
@@ -323,12 +342,13 @@ def run_simtrans(ctx: RunContext) -> dict:
         ctx.history.extend(history)
         best_f1 = history[best_epoch - 1].get("select_f1", float("nan"))
         return {"state_dict": state_of(simnet), "best_epoch": best_epoch, "best_f1": best_f1,
-                "pretrain_score": start_score}
+                "pretrain_score": start_score, "steps": sum(row["steps"] for row in history)}
     simnet = new_simnet()
     stage1 = ctx.stage("simtrans_simnet", train_stage, simnet_inputs)
     simnet.load_state_dict(stage1["state_dict"])
     place_model(simnet, recipe, ctx.device).eval()
     metrics["simnet_best_epoch"] = stage1["best_epoch"]
+    metrics["simnet_steps"] = stage1["steps"]
     selected.update(pretrain=stage1.get("pretrain_score", float("nan")), simnet=stage1.get("best_f1", float("nan")))
 
     feats = ctx.features(simnet.backbone, train).to(ctx.device)   # each novel image's test view
@@ -356,6 +376,11 @@ def run_simtrans(ctx: RunContext) -> dict:
         score_pairs("novel", test_f[:cap], data.test.labels[:cap])
         # the number the code logs as SimNet's test F1
         metrics["simnet_pair_f1_code_novel"] = code_pair_f1(simnet.head, test_f, data.test.labels, code_batches)
+    base_test = ctx.load_extra("base_test")
+    if base_test is not None and len(base_test) >= 2:   # the code's "Val" F1: its batches of base test images
+        batches = code_f1_batches(base_test.labels, torch.Generator().manual_seed(ctx.seed * 1000 + 57))
+        metrics["simnet_pair_f1_code_base"] = code_pair_f1(
+            simnet.head, ctx.features(simnet.backbone, base_test).to(ctx.device), base_test.labels, batches)
 
     # -- stage 2: weighted CE from the backbone's own weights (train_main.py, savg1)
     def loss_with(kind: str) -> SimTransLoss:
@@ -391,11 +416,12 @@ SIMTRANS = Method(
             "pretrain_epochs": None, "pretrain_batch_size": 64, "graph_epochs": None, "graph_batch_size": 128,
             "simnet_epochs": None, "simnet_lr": 5e-3, "simnet_domain_lr": 5e-3, "simnet_momentum": 0.9,
             "simnet_weight_decay": 1e-4, "classes_per_batch": 20, "images_per_batch": 50, "web_classes_per_batch": 2,
-            "simnet_hidden": None, "f1_max_images": 2000, "stop_th": 10, "save_floor": 40.0},
+            "simnet_hidden": None, "f1_max_images": 2000, "stop_th": 10, "save_floor": 40.0,
+            "web_epoch": "follow_base"},
     param_types={"pretrain_epochs": (int, None), "graph_epochs": (int, None), "simnet_epochs": (int, None),
                  "simnet_hidden": (list, None)},
     # simnet_init pretrain: the code's (SimNet starts from the CE model trained on the noisy novel data)
-    param_choices={"selection": ("val", "test"), "simnet_init": ("pretrain", "backbone")},
+    param_choices={"selection": ("val", "test"), "simnet_init": ("pretrain", "backbone"), "web_epoch": WEB_EPOCHS},
     check=check_params,
     variants={"default": {}, "full": {},
               "ce_noisy": {"use_weights": False, "use_graph": False},

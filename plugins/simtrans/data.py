@@ -11,14 +11,22 @@ downloaded here.
   of the dataset lacks (a subset) are skipped.
 - Noise: in every novel class's training set, ``round(ρ·n)`` images (``noise_rate`` ρ) are
   replaced — ``ood_share`` of them by out-of-distribution images (``ood_source:
-  synthetic``, the embedded generator, or a folder of images), the rest by training
-  images of *other* classes (base or novel), all keeping the novel class's label. Which
-  images are replaced, and by what, depends on ``noise_seed`` only.
+  synthetic``, the embedded generator at ``OOD_SIZE`` px, the size the pipeline decodes
+  for a 224 crop, so no blur tells them apart; or a folder of images), the rest by images
+  of *other* classes, all keeping the novel class's label. ``noise_pool: base_test``
+  (default) draws those from the base classes' *test* images, which no stage trains on —
+  as real web images are never in the code's base training set; ``noise_pool: train``
+  draws them from the other classes' training images (base or novel: images SimNet also
+  trains on, which makes them easier to tell apart). Which images are replaced, and by
+  what, depends on ``noise_seed`` only.
 - ``web_root``: users with real web data point the view at ``web_root/<class name>/*``;
   those images then are the novel classes' training sets (their clean flag is unknown).
 
 Labels: novel classes first (0..K−1, in the base dataset's order), then base classes.
-The test split holds the novel classes' test images only (the weak-shot protocol).
+The test split holds the novel classes' test images only (the weak-shot protocol). The
+base classes' test images that no noise took are ``extra["base_test"]`` (view labels), where
+a method scores what it learnt on base classes (SimTrans: SimNet's pair F1, as the code
+logs it on base test images).
 Per-image meta: ``novel`` (bool), ``clean`` (bool, or None when unknown) and
 ``noise`` (``clean``, ``other_class``, ``ood`` or ``web``); ``info`` has ``num_novel``.
 """
@@ -36,6 +44,8 @@ from fgvcbench.api import SyntheticConfig, load_synthetic_split, materialize_syn
 from .splits import NAMED_SPLITS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+NOISE_POOLS = ("base_test", "train")
+OOD_SIZE = 256   # the synthetic OOD images' side: what the pipeline decodes for a 224 crop
 
 
 def _novel_classes(names: list[str], o: dict, root: Path | None) -> list[str]:
@@ -77,7 +87,7 @@ def _ood_paths(o: dict, count: int, cache_dir: Path, root: Path | None) -> list[
     if source == "synthetic":
         per_class = math.ceil(count / 16) + 1
         config = SyntheticConfig(coarse=4, fine=4, train_per_class=per_class, test_per_class=1,
-                                 seed=1000 + int(o["noise_seed"]))
+                                 image_size=OOD_SIZE, seed=1000 + int(o["noise_seed"]))
         paths = load_synthetic_split(materialize_synthetic(config, cache_dir), "train")["paths"]
     else:
         folder = Path(source).expanduser()
@@ -93,16 +103,17 @@ def _ood_paths(o: dict, count: int, cache_dir: Path, root: Path | None) -> list[
 
 
 def simulate_noise(train: ImageList, novel: list[int], rate: float, ood_share: float, seed: int,
-                   ood_paths_for) -> tuple[list[str], list[int], list[str], list]:
+                   ood_paths_for, pool: ImageList | None = None) -> tuple[list[str], list[int], list[str], list, set]:
     """The novel classes' noisy training lists: per novel class, ``round(rate·n)`` of its
-    images are replaced (``round(ood_share·m)`` by OOD images, the rest by other classes'
-    images). Returns paths, labels (the novel class), noise kinds and boxes (an OOD image
-    has none)."""
+    images are replaced (``round(ood_share·m)`` by OOD images, the rest by images of other
+    classes: from ``pool`` — images of classes that are not novel — without repeats while
+    it lasts, else from ``train``'s other classes). Returns paths, labels (the novel
+    class), noise kinds, boxes (an OOD image has none) and the pool rows it took."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
     for i, label in enumerate(train.labels):
         by_class.setdefault(label, []).append(i)
-    plan, ood_needed = [], 0
+    plan, ood_needed, other_needed = [], 0, 0
     for c in novel:
         rows = by_class.get(c, [])
         m = int(round(rate * len(rows)))
@@ -113,10 +124,17 @@ def simulate_noise(train: ImageList, novel: list[int], rate: float, ood_share: f
             kinds[pos] = "ood" if k < n_ood else "other_class"
         plan.append((c, rows, kinds))
         ood_needed += n_ood
+        other_needed += m - n_ood
     ood = iter(ood_paths_for(ood_needed))
+    if pool is not None and len(pool):   # drawn once for all classes: no pool image serves twice while it lasts
+        taken = rng.permutation(len(pool))[:other_needed].tolist()
+        taken += rng.integers(len(pool), size=other_needed - len(taken)).tolist()
+        from_pool = iter(taken)
+    else:
+        taken, from_pool = [], None
     paths, labels, noise, boxes = [], [], [], []
     for c, rows, kinds in plan:
-        others = [i for i, label in enumerate(train.labels) if label != c]
+        others = [i for i, label in enumerate(train.labels) if label != c] if from_pool is None else []
         for pos, i in enumerate(rows):
             kind = kinds.get(pos, "clean")
             if kind == "clean":
@@ -125,13 +143,17 @@ def simulate_noise(train: ImageList, novel: list[int], rate: float, ood_share: f
             elif kind == "ood":
                 paths.append(next(ood))
                 boxes.append(None)
+            elif from_pool is not None:
+                j = next(from_pool)
+                paths.append(pool.paths[j])
+                boxes.append(pool.boxes[j] if pool.boxes is not None else None)
             else:
                 j = others[int(rng.integers(len(others)))]
                 paths.append(train.paths[j])
                 boxes.append(train.boxes[j] if train.boxes is not None else None)
             labels.append(c)
             noise.append(kind)
-    return paths, labels, noise, boxes
+    return paths, labels, noise, boxes, set(taken)
 
 
 def _web_images(web_root: Path, novel_names: list[str]) -> tuple[list[str], list[int]]:
@@ -176,6 +198,8 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
     new_id = {old: k for k, old in enumerate(novel_ids + base_ids)}
     order = novel_names + [names[i] for i in base_ids]
 
+    base_test_rows = [i for i, label in enumerate(test.labels) if label in set(base_ids)]
+    taken: set = set()
     if o["web_root"]:
         web = Path(o["web_root"]).expanduser()
         web = web if web.is_absolute() or request.root is None else request.root / web
@@ -183,9 +207,10 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
         n_noise, n_boxes = ["web"] * len(n_paths), [None] * len(n_paths)
         n_labels = [novel_ids[k] for k in n_labels]
     else:
-        n_paths, n_labels, n_noise, n_boxes = simulate_noise(
+        pool = test.subset(base_test_rows) if o["noise_pool"] == "base_test" else None
+        n_paths, n_labels, n_noise, n_boxes, taken = simulate_noise(
             train, novel_ids, float(o["noise_rate"]), float(o["ood_share"]), o["noise_seed"],
-            lambda count: _ood_paths(o, count, request.cache_dir, request.root))
+            lambda count: _ood_paths(o, count, request.cache_dir, request.root), pool)
     base_rows = [i for i, label in enumerate(train.labels) if label in set(base_ids)]
     paths = n_paths + [train.paths[i] for i in base_rows]
     labels = [new_id[c] for c in n_labels] + [new_id[train.labels[i]] for i in base_rows]
@@ -199,13 +224,18 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
                            meta={"novel": [lab < len(novel_ids) for lab in labels],
                                  "clean": [None if k == "web" else k == "clean" for k in noise], "noise": noise},
                            info=info)
-    test_rows = [i for i, label in enumerate(test.labels) if label in set(novel_ids)]
-    test_view = ImageList([test.paths[i] for i in test_rows], [new_id[test.labels[i]] for i in test_rows], order,
-                          boxes=[test.boxes[i] for i in test_rows] if use_boxes and test.boxes else None,
-                          trim_bottom=test.trim_bottom,
-                          meta={"novel": [True] * len(test_rows), "clean": [True] * len(test_rows),
-                                "noise": ["clean"] * len(test_rows)}, info=info)
-    return DatasetSplits(train=train_view, test=test_view, crop_to_boxes=use_boxes)
+
+    def test_part(rows: list[int]) -> ImageList:
+        return ImageList([test.paths[i] for i in rows], [new_id[test.labels[i]] for i in rows], order,
+                         boxes=[test.boxes[i] for i in rows] if use_boxes and test.boxes else None,
+                         trim_bottom=test.trim_bottom, meta={"novel": [test.labels[i] in set(novel_ids) for i in rows],
+                                                              "clean": [True] * len(rows),
+                                                              "noise": ["clean"] * len(rows)}, info=info)
+
+    test_view = test_part([i for i, label in enumerate(test.labels) if label in set(novel_ids)])
+    # base test images no noise took: where a method may score what it learnt on base classes
+    held_out = test_part([i for k, i in enumerate(base_test_rows) if k not in taken])
+    return DatasetSplits(train=train_view, test=test_view, crop_to_boxes=use_boxes, extra={"base_test": held_out})
 
 
 WEAK_SHOT = DatasetSpec(
@@ -213,5 +243,7 @@ WEAK_SHOT = DatasetSpec(
     description="view: clean base classes + novel classes with simulated (or real web) noisy training data",
     layout="the layout of the dataset named by `of`; give its folder as the view's `root:`",
     options={"of": "synthetic", "of_options": {}, "novel": None, "novel_fraction": 0.25, "split_seed": 0,
-             "noise_rate": 0.3, "ood_share": 0.5, "ood_source": "synthetic", "noise_seed": 0, "web_root": None},
+             "noise_rate": 0.3, "ood_share": 0.5, "ood_source": "synthetic", "noise_seed": 0,
+             "noise_pool": "base_test", "web_root": None},
+    choices={"noise_pool": NOISE_POOLS},
     check=check_weak_shot)

@@ -158,12 +158,15 @@ def pair_f1(probability: torch.Tensor, labels: torch.Tensor) -> dict[str, float]
 
 
 def code_f1_batches(labels: torch.Tensor, generator: torch.Generator, *, batches: int = 10, classes: int = 10,
-                    per_class: int = 10) -> list[torch.Tensor]:
+                    per_class: int = 10, repeat_short: bool = True) -> list[torch.Tensor]:
     """The code's SimNet test batches (``ad_modules.SequentialBalancedSampler2``, drawn once
     before training, so every epoch scores the same ones): ``batches`` batches, each of
     ``classes`` distinct classes × ``per_class`` images of each, drawn without replacement
-    (with replacement from a class that has fewer). With fewer than ``classes`` classes
-    (where the code would fail) every class is taken. Returns row indices per batch."""
+    (with replacement from a class that has fewer; with ``repeat_short=False`` such a class
+    gives the images it has, once each — a small validation split, where repeats would be
+    pairs of one image). With fewer than ``classes`` classes (where the code would fail)
+    every class is taken. Either way about 1/``classes`` of the pairs are same-class, the
+    balance the code's F1 is measured at. Returns row indices per batch."""
     by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
     out = []
     for _ in range(batches if by_class else 0):
@@ -171,7 +174,8 @@ def code_f1_batches(labels: torch.Tensor, generator: torch.Generator, *, batches
         rows = []
         for c in chosen:
             images = by_class[c]
-            pick = (torch.randperm(len(images), generator=generator)[:per_class] if len(images) >= per_class
+            pick = (torch.randperm(len(images), generator=generator)[:per_class]
+                    if len(images) >= per_class or not repeat_short
                     else torch.randint(len(images), (per_class,), generator=generator))
             rows.append(images[pick])
         out.append(torch.cat(rows))
@@ -234,6 +238,31 @@ def epoch_batches(labels: torch.Tensor, n_classes: int, n_images: int,
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
+WEB_EPOCHS = ("follow_base", "zip")
+
+
+def follow_base(a_batches: list[torch.Tensor], draw_pass: Callable[[], list[torch.Tensor]],
+                max_passes: int = 3) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pair every base batch with a web batch of its length, drawing further passes over
+    the web images (``draw_pass``: one epoch's web batches) as needed, so an epoch follows
+    the base list. A base batch that no web batch of ``max_passes`` fresh passes matches is
+    paired with an empty one (skipped, as the code skips unequal pairs)."""
+    pending: list[torch.Tensor] = []
+    steps = []
+    for a in a_batches:
+        match = next((i for i, b in enumerate(pending) if len(b) == len(a)), None)
+        for _ in range(max_passes if match is None else 0):
+            drawn = draw_pass()
+            if not drawn:
+                break
+            pending.extend(drawn)
+            match = next((i for i, b in enumerate(pending) if len(b) == len(a)), None)
+            if match is not None:
+                break
+        steps.append((a, pending.pop(match) if match is not None else torch.empty(0, dtype=torch.long)))
+    return steps
+
+
 def step_factor(epoch: int, interval: int, gamma: float = 0.5) -> float:
     """The code's schedule: lr · gamma^(epoch // interval), 0-based epochs."""
     return gamma ** (epoch // max(1, interval))
@@ -249,13 +278,15 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
                  web_images: torch.Tensor | None, web_labels: torch.Tensor | None, augment, *,
                  epochs: int, lr: float, domain_lr: float, momentum: float, weight_decay: float, beta: float,
                  classes_per_batch: int, images_per_batch: int, web_classes_per_batch: int,
-                 device: torch.device, seed: int, amp: bool = True,
+                 device: torch.device, seed: int, amp: bool = True, web_epoch: str = "follow_base",
                  evaluate: Callable[[SimNet], dict[str, float]] | None = None) -> tuple[list[dict], int]:
     """SimNet as ``train_GAN_similarity.py`` trains it. Without web images: base batches
     alone, 2-way CE over their B² ordered pairs. With web images (``web_images`` given,
-    the code's setting whatever β): each step zips a base batch with a web batch (an
-    epoch is as long as the shorter of the two batch lists; a pair of batches of unequal
-    length is skipped), the backbone runs on both at once and the head on both pair sets
+    the code's setting whatever β): each step pairs a base batch with a web batch of the
+    same length — ``web_epoch: zip`` as the code does (an epoch as long as the shorter
+    batch list, a pair of unequal length skipped), ``follow_base`` (default) every base
+    batch with the next web batch of its length, further passes over the web images drawn
+    as needed (``follow_base``) —; the backbone runs on both at once and the head on both pair sets
     at once (BatchNorm statistics mix base and web), the CE counts base pairs only and
     SimNet minimises CE − β·CE_D, CE_D the discriminator's loss on the relation features
     (base 0, web 1); the discriminator then learns on the detached features (also at
@@ -283,8 +314,13 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
         opt_d = torch.optim.SGD(disc.parameters(), lr=domain_lr * factor, momentum=momentum,
                                 weight_decay=weight_decay) if disc else None
         a_batches = epoch_batches(base_labels, classes_per_batch, images_per_batch, generator)
-        b_batches = epoch_batches(web_labels, web_classes_per_batch, images_per_batch, generator) if joint else None
-        steps = list(zip(a_batches, b_batches)) if joint else [(a, None) for a in a_batches]
+        if not joint:
+            steps = [(a, None) for a in a_batches]
+        elif web_epoch == "zip":
+            steps = list(zip(a_batches, epoch_batches(web_labels, web_classes_per_batch, images_per_batch, generator)))
+        else:
+            steps = follow_base(a_batches, lambda: epoch_batches(web_labels, web_classes_per_batch, images_per_batch,
+                                                                 generator))
         simnet.train()
         t0 = time.perf_counter()
         # summed on the device and read once per epoch (no per-step wait for the GPU)
