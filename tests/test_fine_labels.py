@@ -75,7 +75,8 @@ def test_clustering_recovers_well_separated_blobs(backend):
     x, truth = _blobs(60, 3)
     out = cluster_features(x, backend=backend)
     assert out["backend"] == backend and out["embedding"].shape == (180, 4)
-    assert out["min_cluster_size"] == auto_min_cluster_size(180) == 7
+    assert out["min_cluster_size"] == auto_min_cluster_size(180) == 8
+    assert auto_min_cluster_size(2250) == 100 and auto_min_cluster_size(20) == 5   # the seed's 100; at least 5
     assert len(np.unique(out["labels"])) == 3 and out["labels"].min() == 0      # every point labelled
     assert adjusted_rand_score(truth, out["labels"]) > 0.95
 
@@ -105,8 +106,12 @@ def test_recovery_scores_ignore_cluster_names_and_count_clusters():
     assert perfect["nmi_all"] == pytest.approx(100)
     assert perfect["clusters_found"] == 4 and perfect["fine_true"] == 4 and perfect["groups_scored"] == 2
     assert perfect["filtered_share"] == pytest.approx(10)
-    merged = recovery_scores(coarse, keep, np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, -1]), truth)
+    by_class: dict = {}
+    merged = recovery_scores(coarse, keep, np.array([0, 0, 0, 0, 0, 0, 1, 1, 2, -1]), truth, by_class)
     assert merged["nmi"] < 60 and merged["clusters_found"] == 3
+    # per coarse class: group 0's two species merged into one cluster, group 1's recovered
+    assert {c: (r["kept"], r["found"], r["true"]) for c, r in by_class.items()} == {0: (6, 1, 2), 1: (3, 2, 2)}
+    assert by_class[0]["nmi"] == pytest.approx(0) and by_class[1]["nmi"] == pytest.approx(100)
 
 
 def _splits(coarse_of_fine: dict[int, int]) -> DatasetSplits:
@@ -213,6 +218,23 @@ def test_every_variant_end_to_end_shares_the_coarse_and_discovery_stages(tmp_pat
     cost = records["stacked"]["cost"]      # it reused the coarse, discovery and fine stages …
     assert cost["train_seconds_total"] > cost["train_seconds"] > 0   # … whose training time still counts
     assert "multi_head" in {h.get("phase") for h in records["multi_head_0.1"]["history"]}
+    recovery = records["two_stage"]["notes"]["recovery_by_class"]
+    assert len(recovery) == 2 and all(r["true"] == 3 and r["min_cluster_size"] >= 5 for r in recovery.values())
+    # the same run with its fine stage cached gives the same result (the new head's draw is seeded)
+    again = tmp_path / "again"
+    again.mkdir()
+    import shutil
+    shutil.copytree(out / "stages", again / "out" / "stages")
+    suite2 = tiny_suite(again, scale=None, epochs=2, batch_size=16, datasets="""
+          [{name: coarse, options: {of: synthetic, of_options: {coarse: 2, fine: 3, train_per_class: 20,
+                                                                test_per_class: 3, image_size: 40}}}]""",
+                        methods="[{name: fine_labels, variants: [two_stage]}]")
+    assert runner.invoke(app, ["run", str(suite2), "--no-progress"]).exit_code == 0
+    cached = records_by_variant(again / "out")["two_stage"]
+    assert cached["run_id"] == records["two_stage"]["run_id"]
+    assert cached["metrics"]["top1"] == records["two_stage"]["metrics"]["top1"]
+    assert [h.get("train_loss") for h in cached["history"] if h.get("phase") == "coarse_finetune"] == \
+        [h.get("train_loss") for h in records["two_stage"]["history"] if h.get("phase") == "coarse_finetune"]
 
 
 def test_fine_phase_holds_out_pseudo_labelled_validation_with_the_fine_class_count():
@@ -255,6 +277,10 @@ def test_multi_head_loss_ignores_images_without_a_fine_label():
     assert loss((coarse_logits, changed), y).item() > expected.item()
     smoothed = MultiHeadLoss(alpha=0.3, label_smoothing=0.1)((coarse_logits, fine_logits), y)
     assert smoothed.item() != pytest.approx(expected.item())
+    # a batch of removed images only (an epoch's last): the coarse term alone, not NaN
+    none = torch.stack([y[:, 0], torch.full((8,), -1)], 1)
+    assert loss((coarse_logits, fine_logits), none).item() == pytest.approx(
+        0.3 * F.cross_entropy(coarse_logits, y[:, 0]).item(), rel=1e-6)
 
 
 def test_multi_head_trains_with_unlabelled_rows_in_the_batches():

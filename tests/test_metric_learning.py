@@ -96,9 +96,42 @@ def test_knn_majority_vote_by_hand():
     ref = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.0, 1.0]])
     query = torch.tensor([[1.0, 0.0]])                        # neighbours in order: 0, 1, 2
     got = knn_accuracy(query, torch.tensor([1]), ref, torch.tensor([0, 1, 1, 2, 3]), k=3)
-    assert got == {"knn1_accuracy": 0.0, "knn3_accuracy": 100.0}     # nearest is 0, the vote 1 (two of three)
+    assert got["knn1_accuracy"] == 0.0 and got["knn3_accuracy"] == 100.0   # nearest is 0, the vote 1 (two of three)
     got = knn_accuracy(query, torch.tensor([0]), ref, torch.tensor([0, 1, 2, 2, 3]), k=2)
-    assert got == {"knn1_accuracy": 100.0, "knn2_accuracy": 100.0}   # 0 vs 1, one each: the nearer, 0
+    assert got["knn1_accuracy"] == 100.0 and got["knn2_accuracy"] == 100.0  # 0 vs 1, one each: the nearer, 0
+
+
+def test_knn_mean_class_accuracy_weighs_every_class_alike():
+    ref, ref_labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    query = torch.tensor([[1.0, 0.1], [1.0, 0.2], [1.0, 0.3], [0.1, 1.0]])   # three of class 0 right, class 1 wrong
+    got = knn_accuracy(query, torch.tensor([0, 0, 0, 0]), ref, ref_labels, k=1)
+    assert got["knn1_accuracy"] == 75.0 and got["knn1_mean_class_accuracy"] == 75.0
+    got = knn_accuracy(query, torch.tensor([0, 0, 0, 1]), ref, ref_labels, k=1)
+    assert got["knn1_mean_class_accuracy"] == 100.0
+    got = knn_accuracy(query, torch.tensor([0, 0, 1, 1]), ref, ref_labels, k=1)
+    assert got["knn1_accuracy"] == 75.0 and got["knn1_mean_class_accuracy"] == pytest.approx(75.0)   # (100 + 50) / 2
+
+
+def test_nearest_class_mean_by_cosine_never_picks_a_class_without_references():
+    ref, ref_labels = torch.tensor([[-1.0, -0.2], [-0.2, -1.0]]), torch.tensor([0, 1])
+    query = torch.tensor([[-1.0, -0.1], [-0.1, -1.0]])        # negative sums: a NaN mean filled with -2 would win
+    assert nearest_class_mean_accuracy(query, torch.tensor([0, 1]), ref, ref_labels, 2) == 100.0
+    assert nearest_class_mean_accuracy(query, torch.tensor([0, 1]), ref, ref_labels, 3) == 100.0
+
+
+def test_batch_hard_averages_over_every_anchor_as_hermans_et_al():
+    from fgvcbench_plugins.metric_learning import METRIC_LEARNING, build_loss_and_miner
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(4)
+    emb = 0.3 * torch.randn(16, 8, generator=g) + torch.randn(4, 8, generator=g)[labels]
+    loss, miner = build_loss_and_miner(dict(METRIC_LEARNING.params, miner="batch_hard"))
+    d = torch.cdist(F.normalize(emb), F.normalize(emb))
+    same = labels[:, None] == labels[None, :]
+    hardest_pos = d.masked_fill(~same | torch.eye(16, dtype=torch.bool), -1).max(1).values
+    hardest_neg = d.masked_fill(same, float("inf")).min(1).values
+    per_anchor = F.relu(hardest_pos - hardest_neg + 0.2)
+    assert 0 < (per_anchor > 0).sum() < 16                                   # some anchors already satisfied
+    assert loss(emb, labels, miner(emb, labels)).item() == pytest.approx(per_anchor.mean().item(), rel=1e-4)
 
 
 def test_losses_use_the_normalize_and_soft_margin_settings():
@@ -170,6 +203,10 @@ def test_all_variants_run_end_to_end(tmp_path, runner):
     for r in records:
         m = r["metrics"]
         assert r["status"] == "ok" and m["top1"] == m["knn1_accuracy"]
+        assert 0 <= m["top1_last"] <= 100 and m["mean_class_acc"] == m["knn1_mean_class_accuracy"]
+        # one validation image per class: the epoch is picked on validation-vs-training 1-NN, never on NaN
+        scores = [h.get("val_knn1_accuracy", h.get("val_precision_at_1")) for h in r["history"]]
+        assert all(x == x for x in scores) and any(h.get("selected") for h in r["history"])
         assert {"precision_at_1", "r_precision", "map_at_r", "ncm_accuracy", "intra_cosine", "knn5_accuracy"} <= set(m)
         assert r["cost"]["train_seconds"] > 0
         artifacts = tmp_path / "out" / "artifacts" / r["run_id"]
@@ -178,6 +215,16 @@ def test_all_variants_run_end_to_end(tmp_path, runner):
         assert (artifacts / "tsne.png").stat().st_size > 1000
     report = next(r for r in records if r["spec"]["variant"] == "report")
     assert len(report["history"]) == 10                     # the report's 10 epochs
+
+
+def test_patience_stops_the_triplet_loop_as_it_stops_the_engine(tmp_path, runner, monkeypatch):
+    import fgvcbench_plugins.metric_learning as ml
+    monkeypatch.setattr(ml, "retrieval_metrics", lambda *a, **k: {"precision_at_1": 50.0, "r_precision": 0.0,
+                                                                   "map_at_r": 0.0})   # never better after epoch 1
+    (record,) = _run_one_epoch(tmp_path, runner, "{name: metric_learning, variants: [batch_hard], params: {tsne: false},"
+                                                 " train: {epochs: 5, patience: 2}}")
+    assert record["status"] == "ok", record.get("error")
+    assert [h["epoch"] for h in record["history"]] == [1, 2, 3] and record["history"][-1]["early_stop"] is True
 
 
 def test_a_batch_larger_than_the_classes_allow_uses_every_class_once(tmp_path, runner):

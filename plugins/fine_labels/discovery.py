@@ -50,11 +50,15 @@ def flip_passes_probs(forward, images: torch.Tensor, n_aug: int, p_h: float, p_v
     return total / n_aug
 
 
+SEED_KEPT = 2250   # a CIFAR-100 superclass's 2,500 training images, 90 % kept: where the seed set 100
+
+
 def auto_min_cluster_size(n: int) -> int:
     """HDBSCAN's ``min_cluster_size`` for a coarse class of ``n`` kept images. The seed's
-    100 was set for CIFAR-100 superclasses (2,500 training images of 5 fine classes), i.e.
-    4 % of the class; we keep that share, and never go below 5."""
-    return max(5, int(round(0.04 * n)))
+    100 was set for CIFAR-100 superclasses (2,500 training images of 5 fine classes, 2,250
+    kept by its 90 % filter), i.e. 100/2,250 ≈ 4.4 % of the kept images; we keep that
+    share (100 at 2,250), and never go below 5."""
+    return max(5, int(round(100 * n / SEED_KEPT)))
 
 
 def _hdbscan_soft(embedding: np.ndarray, min_cluster_size: int, backend: str) -> tuple[np.ndarray, str]:
@@ -139,10 +143,12 @@ def global_fine_labels(coarse: Sequence[int], keep: Sequence[bool], per_class: d
 
 
 def recovery_scores(coarse: Sequence[int], keep: Sequence[bool], found: Sequence[int],
-                    true_fine: Sequence[int]) -> dict[str, float]:
+                    true_fine: Sequence[int], by_class: dict | None = None) -> dict[str, float]:
     """How well the found clusters recover the true fine classes: NMI and ARI per coarse
     class (averaged over classes with two or more true fine classes among the kept
-    images), over all kept images at once, and clusters found vs true classes."""
+    images), over all kept images at once, and clusters found vs true classes.
+    ``by_class`` (a dict) receives each coarse class's own numbers: kept images,
+    clusters found, true fine classes, NMI and ARI (NaN below two true classes)."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
     coarse, keep = np.asarray(coarse), np.asarray(keep, dtype=bool)
     found, true_fine = np.asarray(found), np.asarray(true_fine)
@@ -152,12 +158,16 @@ def recovery_scores(coarse: Sequence[int], keep: Sequence[bool], found: Sequence
         rows = np.nonzero((coarse == c) & keep)[0]
         if not len(rows):
             continue
-        k_true = len(np.unique(true_fine[rows]))
-        n_found += len(np.unique(found[rows]))
+        k_true, k_found = len(np.unique(true_fine[rows])), len(np.unique(found[rows]))
+        n_found += k_found
         n_true += k_true
         if k_true >= 2:
             nmi.append(normalized_mutual_info_score(true_fine[rows], found[rows]))
             ari.append(adjusted_rand_score(true_fine[rows], found[rows]))
+        if by_class is not None:
+            by_class[int(c)] = {"kept": len(rows), "found": k_found, "true": k_true,
+                                "nmi": 100 * float(nmi[-1]) if k_true >= 2 else float("nan"),
+                                "ari": 100 * float(ari[-1]) if k_true >= 2 else float("nan")}
     rows = np.nonzero(keep)[0]
     nan = float("nan")
     return {"nmi": 100 * float(np.mean(nmi)) if nmi else nan, "ari": 100 * float(np.mean(ari)) if ari else nan,

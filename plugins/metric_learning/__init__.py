@@ -68,12 +68,19 @@ class EmbeddingNet(nn.Module):
 
 
 def build_loss_and_miner(params: dict):
-    from pytorch_metric_learning import losses, miners
+    """The loss and miner of ``params["miner"]``. Batch-all (no miner) averages over the
+    triplets with a non-zero loss (the library's ``AvgNonZeroReducer``, the issue's
+    "non-zero average"); batch-hard averages over every anchor, as Hermans et al. define
+    it (``MeanReducer``: an anchor whose hardest triplet is already satisfied counts as 0,
+    so the loss does not grow as training succeeds)."""
+    from pytorch_metric_learning import losses, miners, reducers
     from pytorch_metric_learning.distances import LpDistance
     distance = lambda: LpDistance(normalize_embeddings=params["normalize"])  # noqa: E731
     # soft margin (Hermans et al.): softplus(d_ap - d_an), no margin term
     margin = 0.0 if params["soft_margin"] else params["margin"]
-    loss = losses.TripletMarginLoss(margin=margin, smooth_loss=params["soft_margin"], distance=distance())
+    reducer = reducers.MeanReducer() if params["miner"] == "batch_hard" else None
+    loss = losses.TripletMarginLoss(margin=margin, smooth_loss=params["soft_margin"], distance=distance(),
+                                    **({"reducer": reducer} if reducer is not None else {}))
     if params["miner"] == "none":
         return loss, None
     if params["miner"] == "batch_hard":
@@ -94,7 +101,8 @@ def numpy_stream(rng):
         c_f.NUMPY_RANDOM = saved
 
 
-UNSUPPORTED = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_steps": 0, "repeated_augment": 1, "pipeline": "fast"}
+UNSUPPORTED = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_steps": 0, "repeated_augment": 1, "pipeline": "fast",
+               "stop_on": "top1", "compile": False}
 
 
 def check_recipe(recipe) -> None:
@@ -167,7 +175,7 @@ def run_metric_learning(ctx: RunContext) -> dict:
     sampler_rng = np.random.RandomState(ctx.seed % 2**32)   # MPerClassSampler's draws, seeded per run
     autocast = ctx.device.type == "cuda" and recipe.amp
     train_images, train_labels = resident(data.train.images, ctx.device), to_device(labels, ctx.device)
-    best, best_state = -1.0, None
+    best, best_state, since_best = -1.0, None, 0
     for epoch in range(1, recipe.epochs + 1):
         net.train()
         started = time.perf_counter()
@@ -199,14 +207,31 @@ def run_metric_learning(ctx: RunContext) -> dict:
         row = {"epoch": epoch, "train_loss": running.mean(),   # waits for the last step
                "lr": opt.param_groups[0]["lr"]}
         ctx.train_seconds += time.perf_counter() - started
+        stop = False
         if len(data.val) > 1:
-            row["val_precision_at_1"] = retrieval_metrics(embed_split(ctx, net, data.val.images, recipe),
-                                                          data.val.labels, metric)["precision_at_1"]
-            if row["val_precision_at_1"] > best:
-                best, best_state = row["val_precision_at_1"], copy.deepcopy(net.state_dict())
+            val_emb = embed_split(ctx, net, data.val.images, recipe)
+            score = row["val_precision_at_1"] = retrieval_metrics(val_emb, data.val.labels, metric)["precision_at_1"]
+            if score != score:   # no validation class has two images: 1-NN of validation against training
+                score = row["val_knn1_accuracy"] = knn_accuracy(
+                    val_emb, data.val.labels, embed_split(ctx, net, data.train.images, recipe), data.train.labels,
+                    1, metric)["knn1_accuracy"]
+            if score > best:
+                best, best_state, since_best = score, copy.deepcopy(net.state_dict()), 0
                 row["selected"] = True
+            else:
+                since_best += 1
+            # early stopping as the engine's: `patience` epochs without a better selection score
+            stop = recipe.patience is not None and since_best >= recipe.patience and epoch >= recipe.min_epochs
+            if stop and epoch < recipe.epochs:
+                row["early_stop"] = True
         ctx.history.append(row)
-    if best_state is not None:
+        if stop:
+            break
+    last_top1 = None
+    if best_state is not None and not ctx.history[-1].get("selected"):   # the last epoch's 1-NN, then the best's
+        last_top1 = knn_accuracy(embed_split(ctx, net, data.test.images, recipe), data.test.labels,
+                                 embed_split(ctx, net, data.train.images, recipe), data.train.labels, 1,
+                                 metric)["knn1_accuracy"]
         net.load_state_dict(best_state)
 
     test_emb = embed_split(ctx, net, data.test.images, recipe)
@@ -219,6 +244,9 @@ def run_metric_learning(ctx: RunContext) -> dict:
                "before_precision_at_1": retrieval_metrics(before, data.test.labels, metric)["precision_at_1"],
                "best_epoch": max((r["epoch"] for r in ctx.history if r.get("selected")), default=recipe.epochs)}
     metrics["top1"] = metrics["knn1_accuracy"]
+    # the leaderboard's "last top-1" and "per-class" columns, as every classifier fills them
+    metrics["top1_last"] = metrics["top1"] if last_top1 is None else last_top1
+    metrics["mean_class_acc"] = metrics["knn1_mean_class_accuracy"]
     torch.save({"embeddings": test_emb, "labels": data.test.labels}, ctx.artifact_dir / "test_embeddings.pt")
     if p["tsne"]:
         tsne_plot(before, test_emb, data.test.labels, ctx.artifact_dir / "tsne.png", ctx.seed)

@@ -29,10 +29,14 @@ def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, metric: st
 
 def knn_accuracy(query: torch.Tensor, query_labels: torch.Tensor, reference: torch.Tensor,
                  reference_labels: torch.Tensor, k: int, metric: str = "cosine") -> dict[str, float]:
-    """k = 1 accuracy and a majority vote over the k nearest (ties: the nearer class wins)."""
+    """k = 1 accuracy, its mean over classes (``knn1_mean_class_accuracy``: each query class's
+    own 1-NN accuracy, averaged) and a majority vote over the k nearest (ties: the nearer
+    class wins)."""
     _, idx = knn_search(query, reference, k, metric=metric)
     neighbour_labels = reference_labels.cpu()[idx.cpu()]
-    top1 = (neighbour_labels[:, 0] == query_labels.cpu()).float().mean().item()
+    hits = neighbour_labels[:, 0] == query_labels.cpu()
+    top1 = hits.float().mean().item()
+    per_class = [hits[query_labels.cpu() == c].float().mean().item() for c in torch.unique(query_labels.cpu())]
     votes = []
     for row in neighbour_labels.tolist():
         counts: dict[int, int] = {}
@@ -41,7 +45,8 @@ def knn_accuracy(query: torch.Tensor, query_labels: torch.Tensor, reference: tor
         best = max(counts.values())
         votes.append(next(label for label in row if counts[label] == best))   # nearest among the tied
     majority = (torch.tensor(votes) == query_labels.cpu()).float().mean().item()
-    return {"knn1_accuracy": 100 * top1, f"knn{k}_accuracy": 100 * majority}
+    return {"knn1_accuracy": 100 * top1, f"knn{k}_accuracy": 100 * majority,
+            "knn1_mean_class_accuracy": 100 * sum(per_class) / len(per_class) if per_class else float("nan")}
 
 
 def nearest_class_mean_accuracy(query, query_labels, reference, reference_labels, num_classes: int,
@@ -52,9 +57,10 @@ def nearest_class_mean_accuracy(query, query_labels, reference, reference_labels
     means = torch.stack([ref[reference_labels == c].mean(0) if (reference_labels == c).any()
                          else torch.full((ref.shape[1],), float("nan")) for c in range(num_classes)])
     if metric == "cosine":
-        scores = F.normalize(query.float(), dim=1) @ F.normalize(means, dim=1).nan_to_num(-2.0).T
-    else:   # nearer is higher; a class with no reference image is never chosen
-        scores = (-torch.cdist(query.float(), means.nan_to_num(0.0))).masked_fill(means.isnan().any(1), -float("inf"))
+        scores = F.normalize(query.float(), dim=1) @ F.normalize(means.nan_to_num(0.0), dim=1).T
+    else:   # nearer is higher
+        scores = -torch.cdist(query.float(), means.nan_to_num(0.0))
+    scores = scores.masked_fill(means.isnan().any(1), -float("inf"))   # a class with no reference image: never
     return 100 * (scores.argmax(1) == query_labels).float().mean().item()
 
 
