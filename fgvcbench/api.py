@@ -23,8 +23,8 @@ from fgvcbench.backbones import BackboneSpec
 from fgvcbench.data.base import DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 from fgvcbench.data.pipeline import TensorData, TensorSplit, stratified_split
 from fgvcbench.engine.recipe import Recipe, RecipeStep
-from fgvcbench.engine.train import (FitResult, RunningLoss, accuracy_metrics, build_optimizer, lr_multiplier,
-                                    model_layout, place_model)
+from fgvcbench.engine.train import (IMAGENET_MEAN, IMAGENET_STD, FitResult, RunningLoss, accuracy_metrics,
+                                    build_optimizer, lr_multiplier, model_layout, place_model)
 from fgvcbench.engine.transfer import gather_rows, resident, to_device
 from fgvcbench.errors import DataError, DivergedError, UserError
 from fgvcbench.knn import BACKENDS as KNN_BACKENDS
@@ -37,7 +37,7 @@ hookimpl = pluggy.HookimplMarker("fgvcbench")
 
 __all__ = [
     "BackboneSpec", "DataError", "DatasetRequest", "DatasetSpec", "DatasetSplits", "DivergedError",
-    "FitResult", "ImageList", "KNN_BACKENDS", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
+    "FitResult", "IMAGENET_MEAN", "IMAGENET_STD", "ImageList", "KNN_BACKENDS", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
     "RunningLoss", "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "build_optimizer",
     "create_timm_model",
     "engine_seconds", "faiss_available", "gather_rows", "hookimpl", "knn_search", "knn_within_classes",

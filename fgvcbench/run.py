@@ -84,6 +84,7 @@ class RunContext:
         self._splits: DatasetSplits | None = None
         self._data: dict[tuple, TensorData] = {}
         self._mean, self._std = IMAGENET_MEAN, IMAGENET_STD
+        self._fixed_norm: tuple | None = None   # normalize_with: kept across create_model
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -148,9 +149,16 @@ class RunContext:
         torch.manual_seed(self.seed)  # the head's initialisation depends on the seed only
         model = spec.create(name, num_classes, pretrained)
         config = spec.data_config(name) if spec.data_config else {}
-        self._mean = tuple(config.get("mean", IMAGENET_MEAN))
-        self._std = tuple(config.get("std", IMAGENET_STD))
+        if self._fixed_norm is None:
+            self._mean = tuple(config.get("mean", IMAGENET_MEAN))
+            self._std = tuple(config.get("std", IMAGENET_STD))
         return model
+
+    def normalize_with(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        """Normalise every input of this run (training, features, predictions) with ``mean``
+        and ``std`` instead of the backbone's pretrained config — a seed code's own statistics."""
+        self._fixed_norm = (tuple(mean), tuple(std))
+        self._mean, self._std = self._fixed_norm
 
     # -- training ------------------------------------------------------------------------
     def apply_steps(self, recipe: Recipe, steps: list[str]) -> Recipe:

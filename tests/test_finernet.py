@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import timm
 import torch
 
@@ -14,7 +15,7 @@ import fgvcbench_plugins.finernet as finernet
 from fgvcbench.cli import app
 from fgvcbench.plugins import get_registry
 from fgvcbench_plugins.finernet import FINERNET, phase4_plan, resolve_settings, settings_for
-from fgvcbench.api import knn_within_classes
+from fgvcbench.api import UserError, knn_within_classes
 from fgvcbench_plugins.finernet.pairs import mine_hard_pairs, pair_rules
 from fgvcbench_plugins.finernet.siamese import PairHead, Siamese, head_config, interpolate_backbones, train_siamese
 
@@ -106,6 +107,12 @@ def test_the_codes_settings_per_dataset_and_backbone_family():
     assert (vit384["alpha"], vit384["phase3_epochs"], vit384["phase3_batch"], vit384["phase4_batch"]) == \
         (0.7, 5, 64, 64)
     assert settings_for("vit_base_patch16_224", "dogs")["source"] == "default+resnet"    # no ViT config: ResNet's
+    dogs384 = settings_for("vit_base_patch16_384", "dogs")                # vit_base_patch16_384_dog.yaml
+    assert (dogs384["alpha"], dogs384["phase4_lr"], dogs384["phase4_batch"], dogs384["phase3_epochs"],
+            dogs384["phase3_batch"]) == (0.8, 2e-4, 64, 20, 64)
+    dtd384 = settings_for("vit_base_patch16_384", "dtd")                  # phase 3 from the 384 file, phase 4 the 224 one
+    assert (dtd384["phase3_epochs"], dtd384["phase3_batch"], dtd384["alpha"], dtd384["phase4_full"]) == (20, 64, 1.0, True)
+    assert settings_for("vit_base_patch16_384", "flowers102")["phase3_batch"] == 64
     other = settings_for("test_resnet", "synthetic")
     assert (other["alpha"], other["phase3_epochs"], other["phase3_lr"], other["k"]) == (0.2, None, 4e-4, 7)
     assert resolve_settings({"k": 3, "phase3_lr": None}, "resnet50", "flowers102")["k"] == 3
@@ -283,6 +290,45 @@ def test_the_test_view_is_the_codes_for_each_backbone():
     assert code_test_view(Recipe(image_size=224), "vit_base_patch16_224") == Recipe(image_size=224)
     assert code_test_view(r.replace(eval_resize_size=400), "vit_base_patch16_384").eval_resize == 400
     assert code_test_view(r.replace(eval_crop_pct=0.875), "vit_base_patch16_384").eval_resize == 439
+    # at any scale a 384 ViT trains and tests at 384 (the paper scale's 224 would not fit the model)
+    at224 = code_test_view(Recipe(image_size=224), "vit_base_patch16_384")
+    assert at224.image_size == 384 and at224.eval_resize == 512
+
+
+def test_classic_pipeline_is_refused_where_mining_and_pairs_would_ignore_it():
+    from fgvcbench.api import Recipe
+    from fgvcbench_plugins.finernet import check_params
+    params = dict(FINERNET.params)
+    with pytest.raises(UserError, match="pipeline: classic reaches phases 1 and 4 only"):
+        check_params(params, Recipe(pipeline="classic"))
+    check_params(dict(params, pipeline="single_step"), Recipe(pipeline="classic"))   # phase 1 alone: fine
+    check_params(params, Recipe())
+
+
+def test_a_vit_is_normalised_with_imagenet_statistics_as_the_code(tmp_path, monkeypatch):
+    """datasets.py normalises every model with ImageNet mean/std; timm's ViT config says 0.5."""
+    import fgvcbench_plugins.finernet as finernet
+    from fgvcbench.api import IMAGENET_MEAN
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.run import RunContext
+    from fgvcbench.spec import RunSpec
+    from fgvcbench.store import Store
+    seen = {}
+
+    def stop(ctx, data):
+        seen["mean"] = ctx.augmenter().mean.flatten().tolist()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(finernet, "_phase1", stop)
+    for norm, expected in (("code", IMAGENET_MEAN), ("timm", (0.5, 0.5, 0.5))):
+        spec = RunSpec(suite="s", dataset={"name": "synthetic", "options": {"coarse": 1, "fine": 2, "train_per_class": 2,
+                                                                            "test_per_class": 1, "image_size": 32}},
+                       backbone={"name": "test_vit", "pretrained": False}, method="finernet", variant="code", seed=0, scale="smoke",
+                       params=dict(FINERNET.params, input_norm=norm), recipe={"image_size": 32})
+        ctx = RunContext(spec, get_registry(), Store(tmp_path), device=torch.device("cpu"), cache_dir=tmp_path)
+        ctx.create_model(2)   # the backbone's own config, then the method's choice
+        with pytest.raises(KeyboardInterrupt):
+            finernet.run_finernet(ctx)
+        assert seen["mean"] == pytest.approx([255 * m for m in expected]), norm
 
 
 def test_a_killed_run_resumes_at_the_phase_after_the_last_finished_one(tmp_path):

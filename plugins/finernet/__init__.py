@@ -43,13 +43,21 @@ ViT (``'vit' in`` the backbone name, the code's own test), from
 (its phase-4 block is an ImageNet linear probe, not FineRNet's, so phase 4 keeps the
 ResNet CUB values); DTD phase 3 = 20 epochs, lr 4e-4, batch 64, phase 4 = full
 fine-tune of the α = 1.0 mix at lr 5e-4. ViT at 384 px (``384`` in the name), from
-``vit_base_patch16_384_{cub,car}.yaml``: CUB α 0.7, lr 1e-3, phase-4 batch 64, phase 3
-= 5 epochs, batch 64; Cars α 0.2, lr 2e-3, phase-4 batch 64, phase 3 = 20 epochs, batch
-64. Every ViT dataset without a config (Cars/Dogs/Flowers at 224; Dogs/Flowers/DTD at
-384 fall back to the 224 table first) takes the ResNet values. Phase-3 epochs apply at
+``vit_base_patch16_384_{cub,car,dog,dtd,flower}.yaml``: CUB α 0.7, lr 1e-3, phase-4
+batch 64, phase 3 = 5 epochs, batch 64; Cars α 0.2, lr 2e-3, phase-4 batch 64, phase 3 =
+20 epochs, batch 64; Dogs α 0.8, lr 2e-4, phase-4 batch 64, phase 3 = 20 epochs, batch
+64; DTD and Flowers phase 3 = 20 epochs, batch 64 (their phase-4 blocks train from
+ImageNet features, not FineRNet's: phase 4 falls back to the 224 table, then the ResNet
+one). A ViT at 384 px trains and tests at 384 px at every scale (the code's
+``RandomResizedCrop(384)``; timm's 384 models take no other size), recorded under
+``notes.image_size``. Every ViT dataset without a config (Cars/Dogs/Flowers at 224)
+takes the ResNet values. Phase-3 epochs apply at
 ``paper`` scale (otherwise the recipe's epochs); every other setting at every scale;
 a suite's params override any of them. Phase 1 is the same recipe for every backbone.
-The test view is the recipe's (resize 256 → crop 224, the code's ``T.Resize(256)``),
+Inputs are normalised with ImageNet statistics, as the code's ``datasets.py`` does for
+every model it runs — for a ViT too, whose timm config says 0.5 (``input_norm: code``,
+default; ``timm``: the backbone's pretrained config; a backbone the code never ran keeps
+its config either way). The test view is the recipe's (resize 256 → crop 224, the code's ``T.Resize(256)``),
 except ViT at 384 px: resize 512 → crop 384 as the code's ``datasets.py``
 (``eval_crop_pct`` 0.75, recorded under ``notes.eval_crop_pct``; a suite's
 ``eval_resize_size`` or ``eval_crop_pct`` wins).
@@ -65,8 +73,13 @@ split carved from train; ``selection: test`` (variant ``selection_test``) select
 test set and trains on the whole training set (no validation split carved), as the
 released code does — for comparison with the paper only.
 
-Our choices where the code differs or is silent: bf16 autocast instead of fp16 +
-GradScaler; the code's phase-3 checkpoint rule (strict ``>`` on F1 from 0) saves nothing
+Our choices where the code differs or is silent: the fast pipeline stores each image
+once as a centre square (short side resized), so RandomResizedCrop and TrivialAugment
+draw within that square, where the code's transforms see the whole photo at its own
+aspect ratio (CUB ≈ 4:3, Cars ≈ 3:2: the side strips are never seen); ``pipeline:
+classic`` would give the code's per-image transforms in phases 1 and 4 only, so it is
+refused for the variants that mine and train pairs (``single_step`` takes it); bf16
+autocast instead of fp16 + GradScaler; the code's phase-3 checkpoint rule (strict ``>`` on F1 from 0) saves nothing
 if the F1 stays 0 — we then keep epoch 1; with fewer pairs than one batch we train on
 that one partial batch (the code would train on none); integer BN buffers
 (``num_batches_tracked``) come from the side with the larger α weight; the CNN head is
@@ -79,7 +92,7 @@ import dataclasses
 import time
 
 from fgvcbench.api import KNN_BACKENDS as BACKENDS
-from fgvcbench.api import Method, RunContext, UserError, engine_seconds, hookimpl
+from fgvcbench.api import IMAGENET_MEAN, IMAGENET_STD, Method, RunContext, UserError, engine_seconds, hookimpl
 
 from .pairs import mine_hard_pairs, train_view_embeddings
 from .siamese import Siamese, head_config, interpolate_backbones, train_siamese
@@ -99,7 +112,12 @@ VIT_224 = {"cub": {"phase3_epochs": 40, "phase3_lr": 1e-6, "phase3_batch": 128},
 VIT_384 = {"cub": {"alpha": 0.7, "phase4_lr": 1e-3, "phase4_full": False, "phase4_batch": 64,
                    "phase3_epochs": 5, "phase3_lr": 4e-4, "phase3_batch": 64},
            "cars": {"alpha": 0.2, "phase4_lr": 2e-3, "phase4_full": False, "phase4_batch": 64,
-                    "phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64}}
+                    "phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64},
+           "dogs": {"alpha": 0.8, "phase4_lr": 2e-4, "phase4_full": False, "phase4_batch": 64,
+                    "phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64},
+           # their CLASS blocks train from ImageNet features (not FineRNet's phase 4): phase 3 only
+           "dtd": {"phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64},
+           "flowers102": {"phase3_epochs": 20, "phase3_lr": 4e-4, "phase3_batch": 64}}
 # the settings a suite's params may set (α is the ``alpha`` param, read by phase4_plan)
 PARAM_KEYS = ("phase4_lr", "phase4_batch", "phase3_epochs", "phase3_lr", "phase3_batch", "k")
 
@@ -200,6 +218,10 @@ def check_params(p: dict, recipe) -> None:
             raise UserError(f"finernet {key}: {p[key]!r} — use a positive number, or null for the code's value")
     if not 0 <= p["phase3_momentum"] <= 1:
         raise UserError(f"finernet phase3_momentum: {p['phase3_momentum']!r} — use a number in [0, 1] (the code's 0.95)")
+    if recipe.pipeline == "classic" and p["pipeline"] != "single_step":
+        raise UserError("finernet: pipeline: classic reaches phases 1 and 4 only — mining and the Siamese phase "
+                        "run on the fast pipeline, so one run would mix two views; drop pipeline: classic for "
+                        "finernet (the single_step variant may keep it)")
     if not 0 <= p["phase3_weight_decay"] < float("inf"):
         raise UserError(f"finernet phase3_weight_decay: {p['phase3_weight_decay']!r} — use a number >= 0 "
                         f"(the code's 5e-4)")
@@ -209,13 +231,21 @@ def check_params(p: dict, recipe) -> None:
 VIT_384_CROP_PCT = 384 / 512
 
 
+def is_vit_384(backbone: str) -> bool:
+    return "vit" in backbone.lower() and "384" in backbone
+
+
 def code_test_view(recipe, backbone: str):
-    """The recipe with the code's test view for ``backbone``: ViT at 384 px resizes to 512
+    """The recipe with the code's views for ``backbone``: ViT at 384 px trains and tests at
+    384 (timm's 384 models take no other size) and resizes to 512 for the test crop
     (``eval_crop_pct`` 0.75); every other backbone keeps the recipe's (256 → 224, the
     code's too). A test view the suite set (``eval_resize_size`` / ``eval_crop_pct``) wins."""
-    if "vit" in backbone.lower() and "384" in backbone and recipe.eval_resize_size is None \
-            and recipe.eval_crop_pct is None:
-        return recipe.replace(eval_crop_pct=VIT_384_CROP_PCT)
+    if not is_vit_384(backbone):
+        return recipe
+    if recipe.image_size != 384:
+        recipe = recipe.replace(image_size=384, eval_image_size=None)
+    if recipe.eval_resize_size is None and recipe.eval_crop_pct is None:
+        recipe = recipe.replace(eval_crop_pct=VIT_384_CROP_PCT)
     return recipe
 
 
@@ -223,8 +253,13 @@ def run_finernet(ctx: RunContext) -> dict:
     p = ctx.params
     view = code_test_view(ctx.recipe, ctx.spec.backbone["name"])
     if view != ctx.recipe:
+        if view.image_size != ctx.recipe.image_size:
+            ctx.notes["image_size"] = view.image_size
         ctx.recipe = view
         ctx.notes["eval_crop_pct"] = view.eval_crop_pct
+    if p["input_norm"] == "code" and "vit" in ctx.spec.backbone["name"].lower():
+        ctx.normalize_with(IMAGENET_MEAN, IMAGENET_STD)   # datasets.py: ImageNet statistics for every model
+        ctx.notes["input_norm"] = "imagenet (the code's)"
     # selection: test is the released code's protocol: it trains on the whole training set
     data = ctx.load_data(val_fraction=0.0 if p["selection"] == "test" else None)
     model1, m1, inputs1 = _phase1(ctx, data)
@@ -314,12 +349,12 @@ FINERNET = Method(
     params={"pipeline": "code", "alpha": None, "phase4_lr": None, "phase4_batch": None, "k": None,
             "selection": "val", "mining_view": "train", "frozen_bn": False, "knn_backend": "auto",
             "phase3_epochs": None, "phase3_lr": None, "phase3_momentum": 0.95, "phase3_weight_decay": 5e-4,
-            "phase3_batch": None},
+            "phase3_batch": None, "input_norm": "code"},
     param_types={"alpha": (float, None), "phase4_lr": (float, None), "phase4_batch": (int, None),
                  "k": (int, None), "phase3_epochs": (int, None), "phase3_lr": (float, None),
                  "phase3_batch": (int, None)},
     param_choices={"pipeline": ("code", "readme", "single_step"), "selection": ("val", "test"),
-                   "mining_view": ("train", "test"), "knn_backend": BACKENDS},
+                   "mining_view": ("train", "test"), "knn_backend": BACKENDS, "input_norm": ("code", "timm")},
     check=check_params,
     variants={"default": {}, "code": {}, "readme": {"pipeline": "readme"}, "single_step": {"pipeline": "single_step"},
               "selection_test": {"selection": "test"}, "frozen_bn": {"frozen_bn": True},
