@@ -512,7 +512,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     from fgvcbench.plugins import get_registry, suggest
     from fgvcbench.report.ablation import _by_seed, compare_sides
     from fgvcbench.store import Store, check_results
-    from fgvcbench.suite import AblationPlan, load_suite
+    from fgvcbench.suite import AblationPlan, _computation, load_suite
 
     if mode not in ("cumulative", "leave-one-out"):
         raise UserError(f"--mode {mode!r} — use cumulative or leave-one-out")
@@ -529,7 +529,9 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         method = registry.methods.get("recipe")
         if method is None:
             raise UserError("the suite has no ablation: section and no 'recipe' method is installed")
-        plan = AblationPlan(method="recipe", order=list(method.params["steps"]), extra=[])
+        # the order of the suite's own recipe entry (its `steps:` param), else the method's default
+        own_steps = next((list(spec.params["steps"]) for spec in suite.runs if spec.method == "recipe"), None)
+        plan = AblationPlan(method="recipe", order=own_steps or list(method.params["steps"]), extra=[])
     ds = next((d for d in suite.datasets if d[0]["name"] == dataset), None) if dataset is not None else suite.datasets[0]
     if ds is None:
         raise UserError(f"dataset {dataset!r} is not in the suite — it has {', '.join(d['name'] for d, _ in suite.datasets)}")
@@ -538,8 +540,13 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         raise UserError(f"backbone {backbone!r} is not in the suite — it has {', '.join(b['name'] for b in suite.backbones)}")
     without, with_ = plan.compare(step, mode)
     method = registry.methods[plan.method]
+    # seed by seed, the two sides in turn: a machine's load that drifts over time falls on both
     specs = [suite.make_spec(ds[0], ds[1], bb, method, plan.label(steps), {"steps": steps}, seed)
-             for steps in (without, with_) for seed in suite.seeds]
+             for seed in suite.seeds for steps in (without, with_)]
+    # a side the suite's own grid already computes (e.g. `methods: [recipe]`, the full recipe,
+    # under its variant's name) is that run: finished, it is reused rather than trained again
+    own = {_computation(spec): spec for spec in suite.runs}
+    specs = [own.get(_computation(spec), spec) for spec in specs]
     suite.runs = specs
     check_results(Path(suite.output), Path(suite.cache_dir))   # as `run`: nothing trains that cannot be saved
     inert = inert_step(registry, specs[0].recipe, without, with_)

@@ -294,6 +294,37 @@ def test_ablate_then_run_reuses_runs_and_prints_the_table(tmp_path, runner):
     assert "Left out: seed 1 (no successful run with the step)" in one.output and "n = 1 paired seed)" in one.output
 
 
+def test_ablate_reuses_the_suites_own_recipe_runs_and_alternates_the_sides(tmp_path, runner, monkeypatch):
+    """`methods: [recipe]` runs the full recipe under the variant `default`; `ablate` on the
+    same suite finds that computation instead of training it again under another label,
+    and queues the two sides seed by seed."""
+    import fgvcbench.executors as executors
+    get_registry(refresh=True)
+    suite = write_suite(tmp_path, f"""
+        name: tiny_recipe
+        output: {tmp_path / 'out'}
+        seeds: [0, 1]
+        device: cpu
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{{name: synthetic, options: {{coarse: 2, fine: 2, train_per_class: 6, test_per_class: 2, image_size: 40}}}}]
+        backbones: [test_resnet]
+        methods: [{{name: recipe, params: {{steps: [base, cosine]}}}}]
+        """)
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    real, order = executors.run_suite, []
+
+    def watch(s, *args, **kwargs):
+        order.extend((spec.seed, spec.params["steps"][-1], spec.variant) for spec in s.runs)
+        return real(s, *args, **kwargs)
+    monkeypatch.setattr(executors, "run_suite", watch)
+    result = runner.invoke(app, ["ablate", "--step", "cosine", "--suite", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    variants = sorted(json.loads(r.read_text())["spec"]["variant"] for r in (tmp_path / "out" / "runs").glob("*.json"))
+    assert variants == ["default", "default", "steps:base", "steps:base"]   # the `with` side: the suite's runs
+    assert order == [(0, "base", "steps:base"), (0, "cosine", "default"), (1, "base", "steps:base"),
+                     (1, "cosine", "default")]
+
+
 def test_ablate_bad_input(runner):
     get_registry(refresh=True)
     bad = runner.invoke(app, ["ablate", "--step", "label_smothing"])
@@ -435,3 +466,20 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     assert table.exit_code == 0 and "1 ran, 3 resumed" in table.output, table.output
     notes = [line for line in table.output.splitlines() if line.startswith("note: row")]
     assert len(notes) == 1 and notes[0].startswith("note: row +my_long_step: it changes scheduler, step_size")
+
+
+def test_every_step_describes_itself_in_full_sentences():
+    """`fgvcbench plugins STEP` is how users find steps: a description is the docstring's
+    first paragraph, not its first line cut mid-sentence."""
+    from fgvcbench_plugins.recipe import STEPS
+    for step in STEPS:
+        assert step.description.endswith((".", ")")) and "\n" not in step.description, step.name
+    described = {step.name: step.description for step in STEPS}
+    assert "warmup" in described["large_batch_warmup"] and "torchvision" in described["ema"]
+
+
+def test_repeated_augmentation_needs_the_fast_pipeline():
+    from fgvcbench.api import Recipe
+    problems = dict(Recipe(pipeline="classic", repeated_augment=4).validate())
+    assert "needs the fast pipeline" in problems["repeated_augment"]
+    assert "repeated_augment" not in dict(Recipe(repeated_augment=4).validate())

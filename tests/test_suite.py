@@ -291,6 +291,12 @@ def test_shipped_suites_validate(registry):
     for path in sorted((ROOT / "suites").glob("*.yaml")):
         suite = load_suite(path, registry, check_data=False)  # data may live elsewhere here
         assert suite.runs, path
+    # like for like with timm's train.py: every training image, the last epoch's top-1
+    bar = load_suite(ROOT / "suites" / "recipe_vs_timm_bar.yaml", registry, check_data=False)
+    assert {run.recipe["val_fraction"] for run in bar.runs} == {0}
+    # the FineRNet paper suite starts ResNet-50 from the code's torchvision weights
+    finernet = load_suite(ROOT / "suites" / "paper_tables_finernet.yaml", registry, check_data=False)
+    assert "resnet50.tv_in1k" in {run.backbone["name"] for run in finernet.runs}
 
 
 def test_missing_data_root_is_caught_before_running(tmp_path, registry):

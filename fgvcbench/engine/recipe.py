@@ -157,6 +157,10 @@ class Recipe:
                 problems.append((name, f"must be in [0, 1], got {getattr(self, name)}"))
         if not 0 <= self.val_fraction < 1:
             problems.append(("val_fraction", f"must be in [0, 1), got {self.val_fraction}"))
+        if self.pipeline == "classic" and self.repeated_augment > 1:
+            problems.append(("repeated_augment", f"{self.repeated_augment} needs the fast pipeline (its sampler "
+                                                 f"repeats images; the classic DataLoader has none) — set "
+                                                 f"repeated_augment: 1 or pipeline: fast"))
         if not 0 < self.crop_scale_min <= 1:
             problems.append(("crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}"))
         if not 0 <= self.rotation_degrees <= 180:

@@ -133,7 +133,12 @@ def ema_torchvision(r: Recipe) -> Recipe:
     return r.replace(ema_steps=32, ema_decay=0.99998, ema_adjust=True)
 
 
-STEPS = [RecipeStep(name=f.__name__, apply=f, description=(f.__doc__ or "").split("\n")[0])
+def _summary(doc: str | None) -> str:
+    """A step's description: its docstring's first paragraph as one line."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
+STEPS = [RecipeStep(name=f.__name__, apply=f, description=_summary(f.__doc__))
          for f in (base, large_batch_warmup, trivial_augment, cosine, label_smoothing, random_erasing, ema,
                    weight_decay, mixup_cutmix, autoaugment, adamw, long_training, repeated_augmentation, fixres,
                    no_decay_norm, ema_torchvision, ema_unadjusted)]
