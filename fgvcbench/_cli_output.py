@@ -163,6 +163,23 @@ def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> 
     return inert_change(*sides)
 
 
+def warmup_fills_run(registry, recipe: dict, sides: tuple[list[str], ...]) -> str | None:
+    """Where a side's warmup spans all its epochs (the lr never reaches the value the step
+    sets, as the embedded default's 5 epochs under the article's 5 warmup epochs): which."""
+    from fgvcbench.engine.recipe import Recipe
+    from fgvcbench.run import apply_steps
+    for name, steps in zip(("without", "with"), sides):
+        try:
+            r = apply_steps(registry, Recipe(**recipe), steps)
+        except Exception:  # noqa: BLE001 — a failing step fails its runs with the error
+            return None
+        if r.warmup_epochs and r.warmup_epochs >= r.epochs:
+            return (f"the {name} side warms up for {r.warmup_epochs} epochs of its {r.epochs}: its lr never reaches "
+                    f"the value the steps set, so the comparison says little about them — train longer (train: "
+                    f"{{epochs: N}}) for a reading of the steps themselves")
+    return None
+
+
 def _ablation_runs(suite, dataset: dict, backbone: dict) -> list:
     """The runs the suite's ``ablation:`` section adds for one dataset × backbone (their
     variants are ``steps:…`` labels). A ``methods:`` entry of the same method is not among

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (checked_options, console, err_console, inert_step, nonempty_path,
+from fgvcbench._cli_output import (checked_options, console, err_console, inert_step, nonempty_path, warmup_fills_run,
                                   print_ablation_tables,
                                   print_baseline_table, print_description, print_leaderboard, suite_records,
                                   warn_plugins)
@@ -552,6 +552,9 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     inert = inert_step(registry, specs[0].recipe, without, with_)
     if inert:   # before training: a comparison of two alike trainings measures noise, say so
         err_console.print(f"[yellow]note:[/] {escape(f'{step!r} at this budget: {inert}')}", highlight=False)
+    short = warmup_fills_run(registry, specs[0].recipe, (without, with_))
+    if short:
+        err_console.print(f"[yellow]note:[/] {escape(short)}", highlight=False)
     outcome = run_suite(suite, registry, console=console, show_progress=progress)
     ids = {spec.run_id for spec in specs}   # exactly these runs, whatever else the folder holds
     records = [r for r in Store(suite.output).records() if r["run_id"] in ids]
