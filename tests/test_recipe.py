@@ -28,7 +28,8 @@ def steps():
 
 EXPECTED = {
     "base": dict(optimizer="sgd", nesterov=True, lr=0.01, momentum=0.9, batch_size=32, weight_decay=0.0,
-                 scheduler="none", label_smoothing=0.0, augment="standard", ema_steps=0, ema_decay=0.0),
+                 scheduler="none", label_smoothing=0.0, augment="standard", ema_steps=0, ema_decay=0.0,
+                 lr_step="epoch"),
     "large_batch_warmup": dict(batch_size=128, lr=0.1, scheduler="step", step_size=30, gamma=0.1, warmup_epochs=5,
                                warmup_start_factor=0.01),
     "trivial_augment": dict(augment="trivial_augment"),
@@ -51,14 +52,16 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_step_changes_exactly_what_it_says(steps, name):
+    import dataclasses
     after = steps[name].apply(R0)
-    changed = {k: v for k, v in after.to_dict().items() if R0.to_dict()[k] != v}
-    expected = {k: v for k, v in EXPECTED[name].items() if R0.to_dict()[k] != v}
+    fields, before = dataclasses.asdict(after), dataclasses.asdict(R0)   # every field, set or not
+    changed = {k: v for k, v in fields.items() if before[k] != v}
+    expected = {k: v for k, v in EXPECTED[name].items() if before[k] != v}
     assert changed == expected
     # and it sets every value it names, also those R0 happens to hold (cosine's scheduler, …)
-    assert {k: after.to_dict()[k] for k in EXPECTED[name]} == EXPECTED[name]
+    assert {k: fields[k] for k in EXPECTED[name]} == EXPECTED[name]
     stepped = steps[name].apply(R0.replace(scheduler="step", optimizer="adamw", momentum=0.5, ema_adjust=False))
-    assert {k: stepped.to_dict()[k] for k in EXPECTED[name]} == EXPECTED[name]
+    assert {k: dataclasses.asdict(stepped)[k] for k in EXPECTED[name]} == EXPECTED[name]
     assert steps[name].apply(R0) == after and not after.validate()   # pure and valid
     assert after.epochs == R0.epochs or name == "long_training"
     assert after.image_size == R0.image_size or name == "fixres"
@@ -110,10 +113,17 @@ def test_warmup_and_schedule_match_torchvision_at_every_epoch(scheduler):
     main = CosineAnnealingLR(opt, T_max=12 - 3) if scheduler == "cosine" else StepLR(opt, step_size=4, gamma=0.1)
     ref = SequentialLR(opt, [warm, main], milestones=[3])
     factor = lr_multiplier(r, steps_per_epoch=7)
+    per_epoch = lr_multiplier(r.replace(lr_step="epoch"), steps_per_epoch=7)
     for epoch in range(12):
         assert factor(epoch * 7) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), epoch
+        # lr_step: epoch holds torchvision's value through every iteration of the epoch
+        for step in range(epoch * 7, epoch * 7 + 7):
+            assert per_epoch(step) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), (epoch, step)
         opt.step()
         ref.step()
+    assert factor(3) > 10 * per_epoch(3) and per_epoch(3) == pytest.approx(0.01)   # mid first epoch: ramping vs held
+    from fgvcbench_plugins.recipe import base
+    assert base(Recipe()).lr_step == "epoch" and "lr_step" not in Recipe().to_dict()   # old run ids kept
 
 
 def test_repeated_augmentation_order():
@@ -425,7 +435,10 @@ def test_a_step_that_trains_alike_at_this_budget_is_named():
     short = inert_change(after(warm, 5), after(warm + ["cosine"], 5))
     assert short is not None and "it changes scheduler, but over 5 epochs (warmup 5)" in short
     assert inert_change(after(warm, 30), after(warm + ["cosine"], 30)) is None   # 25 epochs of cosine
-    assert inert_change(after(warm, 6), after(warm + ["cosine"], 6)) is None     # one epoch of it is enough
+    # the lr moves once per epoch (base's lr_step: epoch, torchvision's): cosine's first epoch is at
+    # factor 1, as StepLR's, so one epoch after the warmup is still alike; two are not
+    assert inert_change(after(warm, 6), after(warm + ["cosine"], 6)) is not None
+    assert inert_change(after(warm, 7), after(warm + ["cosine"], 7)) is None
     full = ["base", "large_batch_warmup", "trivial_augment", "cosine", "label_smoothing", "random_erasing"]
     ema = inert_change(after(full, 5), after(full + ["ema"], 5))
     assert ema is not None and "EMA decay adjusts to 0" in ema

@@ -12,6 +12,7 @@ from fgvcbench.errors import yaml_number_hint
 AUGMENT_POLICIES = ("none", "flip", "standard", "trivial_augment", "autoaugment")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
+LR_STEPS = ("iteration", "epoch")
 PIPELINES = ("fast", "classic")
 ERASING_VALUES = ("zero", "random")
 STOP_ON = ("top1", "loss")
@@ -67,6 +68,10 @@ class Recipe:
     # In to_dict (run ids) only when set.
     eval_crop_pct: float | None = dataclasses.field(default=None, metadata={"hash_if_set": True})
     patience: int | None = None
+    # when warmup and schedule move the lr: every iteration, or once per epoch as torchvision's
+    # reference train.py steps its schedulers (its first warmup epoch all at the start factor).
+    # In to_dict (run ids) only when set.
+    lr_step: str = dataclasses.field(default="iteration", metadata={"hash_if_set": True})
     # what early stopping watches: validation top-1 (also what selects the epoch), or the
     # validation loss (Lightning's EarlyStopping('val_loss'), the fine-label seed's); no stop
     # before min_epochs (Lightning's Trainer(min_epochs)). In to_dict (run ids) only when set.
@@ -194,7 +199,8 @@ class Recipe:
             problems.append(("min_epochs", f"must be >= 0, got {self.min_epochs}"))
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
                               ("scheduler", SCHEDULERS), ("pipeline", PIPELINES),
-                              ("random_erasing_value", ERASING_VALUES), ("stop_on", STOP_ON)):
+                              ("random_erasing_value", ERASING_VALUES), ("stop_on", STOP_ON),
+                              ("lr_step", LR_STEPS)):
             if getattr(self, name) not in allowed:
                 problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
         return problems

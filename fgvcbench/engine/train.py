@@ -44,11 +44,16 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def lr_multiplier(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-iteration lr factor: linear warmup from ``warmup_start_factor``, then the main
-    schedule over the remaining epochs (as torchvision's reference SequentialLR)."""
+    schedule over the remaining epochs (as torchvision's reference SequentialLR). With
+    ``lr_step: epoch`` the factor holds for a whole epoch at its value at the epoch's start,
+    as torchvision's train.py steps its schedulers once per epoch."""
     warm = recipe.warmup_epochs * steps_per_epoch
     total = recipe.epochs * steps_per_epoch
+    per_epoch = recipe.lr_step == "epoch" and steps_per_epoch > 0
 
     def factor(step: int) -> float:
+        if per_epoch:
+            step -= step % steps_per_epoch
         if step < warm:
             return recipe.warmup_start_factor + (1 - recipe.warmup_start_factor) * step / warm
         after = step - warm

@@ -14,7 +14,9 @@ Tried and not adopted there: ``weight_decay``, ``mixup_cutmix``, ``autoaugment``
 ``ema_torchvision``.
 
 Where the article is silent we follow torchvision's reference ``train.py``, on which the
-recipe is built: EMA decay is adjusted by batch size, EMA steps and epochs
+recipe is built: warmup and schedule move the lr once per epoch (``lr_step: epoch``, set
+by ``base``: torchvision steps its schedulers per epoch, so the first warmup epoch runs at
+0.01·lr throughout); EMA decay is adjusted by batch size, EMA steps and epochs
 (``ema_adjust``; ``ema_unadjusted`` is the article's 0.994 read literally, for a
 comparison row); mixup α 0.2 / cutmix α 1.0, one of the two per batch with equal
 probability. Steps never touch ``epochs`` or ``image_size`` except ``long_training``
@@ -34,8 +36,10 @@ TORCHVISION_STEPS = ["long_training", "repeated_augmentation", "fixres", "no_dec
 
 
 def base(r: Recipe) -> Recipe:
-    """NAG, lr 0.01, momentum 0.9, batch 32, plain cross-entropy, standard augmentation."""
+    """NAG, lr 0.01, momentum 0.9, batch 32, plain cross-entropy, standard augmentation; the
+    lr schedule (from large_batch_warmup on) moves once per epoch, as torchvision's train.py."""
     return r.replace(optimizer="sgd", nesterov=True, lr=0.01, momentum=0.9, batch_size=32, weight_decay=0.0,
+                     lr_step="epoch",
                      scheduler="none", warmup_epochs=0, label_smoothing=0.0, augment="standard",
                      random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0, ema_steps=0, ema_decay=0.0,
                      repeated_augment=1, eval_image_size=None, eval_resize_size=None, eval_crop_pct=None,
