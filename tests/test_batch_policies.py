@@ -66,6 +66,33 @@ def test_each_op_matches_torchvision(op):
         assert (mismatch > 1).float().mean() < 0.01, (op, float(mags[i]), (mismatch > 1).float().mean())
 
 
+@pytest.mark.parametrize("op", ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"])
+def test_geometric_ops_resample_bilinearly_as_torchvisions_reference_scripts(op):
+    """policy_interpolation: bilinear — what torchvision's references/classification passes."""
+    g = torch.Generator().manual_seed(7)
+    images = torch.randint(0, 256, (4, 3, 24, 24), generator=g, dtype=torch.uint8)
+    mags = torch.tensor([float(_bins(op)[lv]) for lv in (5, 12, 20, 30)])
+    mags[1::2] *= -1
+    out = apply_ops(images, torch.full((4,), OPS.index(op)), mags, interpolation="bilinear")
+    nearest = apply_ops(images, torch.full((4,), OPS.index(op)), mags)
+    bilinear = TF.InterpolationMode.BILINEAR
+    for i in range(4):
+        m = float(mags[i])
+        if op == "Rotate":
+            expected = TF.rotate(images[i], angle=m, interpolation=bilinear)
+        elif op.startswith("Shear"):
+            shear = [math.degrees(math.atan(m)), 0.0] if op == "ShearX" else [0.0, math.degrees(math.atan(m))]
+            expected = TF.affine(images[i], angle=0.0, translate=[0, 0], scale=1.0, shear=shear,
+                                 interpolation=bilinear, center=[0, 0])
+        else:
+            move = [int(m), 0] if op == "TranslateX" else [0, int(m)]
+            expected = TF.affine(images[i], angle=0.0, translate=move, scale=1.0, shear=[0.0, 0.0],
+                                 interpolation=bilinear)
+        assert ((out[i].int() - expected.int()).abs() > 1).float().mean() < 0.01, (op, m)
+    if op in ("ShearX", "ShearY", "Rotate"):   # sub-pixel resampling: the two modes differ
+        assert not torch.equal(out, nearest)
+
+
 def test_trivial_augment_space_is_torchvisions_own():
     """Our op list, magnitude bins and signed-ness equal torchvision's
     ``TrivialAugmentWide._AUGMENTATION_SPACE`` (read from the installed torchvision)."""
@@ -150,3 +177,24 @@ def test_autoaugment_applies_each_samples_two_ops_in_order():
         assert (mismatch > 1).float().mean() < 0.01, (i, [(ALL_OPS[int(o[i])], float(m[i])) for o, m in passes])
     distinct = {tuple(o.flatten()[:300].tolist()) for o in out}
     assert len(distinct) > 20 and out.dtype == torch.uint8
+
+
+def test_both_pipelines_take_the_recipes_policy_interpolation():
+    from torchvision import transforms as T
+
+    from fgvcbench.data.classic import classic_transform
+    from fgvcbench.engine.augment import BatchAugmenter
+    from fgvcbench.engine.recipe import Recipe
+    r = Recipe(image_size=24, augment="trivial_augment", policy_interpolation="bilinear")
+    policies = [t for t in classic_transform(r, (0.5,) * 3, (0.5,) * 3, train=True).transforms
+                if isinstance(t, T.TrivialAugmentWide)]
+    assert len(policies) == 1 and policies[0].interpolation == T.InterpolationMode.BILINEAR
+    images = torch.randint(0, 256, (32, 3, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    outs = {}
+    for mode in ("nearest", "bilinear"):
+        aug = BatchAugmenter(r.replace(policy_interpolation=mode), (0.5,) * 3, (0.5,) * 3, torch.device("cpu"),
+                             torch.Generator().manual_seed(3))
+        outs[mode] = aug.train(images)
+    assert not torch.equal(outs["nearest"], outs["bilinear"])   # same draws, another resampling
+    assert "must be one of nearest, bilinear" in dict(Recipe(policy_interpolation="cubic").validate())[
+        "policy_interpolation"]

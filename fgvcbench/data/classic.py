@@ -33,7 +33,9 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
         steps.insert(0, T.RandomRotation(recipe.rotation_degrees))
     policy = {"trivial_augment": T.TrivialAugmentWide, "autoaugment": T.AutoAugment}.get(recipe.augment)
     if policy is not None:
-        policy = T.RandomApply([policy()], p=recipe.policy_p) if recipe.policy_p < 1 else policy()
+        mode = T.InterpolationMode(recipe.policy_interpolation)
+        policy = T.RandomApply([policy(interpolation=mode)], p=recipe.policy_p) if recipe.policy_p < 1 \
+            else policy(interpolation=mode)
         steps = [policy] + steps if recipe.policy_before_crop else steps + [policy]
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     if recipe.random_erasing > 0:

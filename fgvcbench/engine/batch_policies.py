@@ -7,7 +7,8 @@ correct but launches a few kernels per image. This module fills that gap: it dra
 (op, magnitude bin, sign) triple per sample exactly as torchvision defines them
 (``torchvision/transforms/v2/_auto_augment.py``: 14 ops, 31 magnitude bins) and applies
 each op to the samples that drew it — all geometric ops together as one batched
-``grid_sample`` (nearest, zero fill, torchvision's affine-grid convention), each colour op
+``grid_sample`` (nearest — torchvision's default — or bilinear, as its reference scripts
+pass; zero fill, torchvision's affine-grid convention), each colour op
 as one batched kernel with per-sample factors. Every op reproduces
 ``torchvision.transforms.v2.functional`` on uint8 images (tests compare them op by op).
 AutoAugment takes its sub-policies and magnitude space from torchvision's own
@@ -78,7 +79,8 @@ def _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y) -> torch.Tensor:
     return torch.stack([torch.stack([m0, m1, m2], -1), torch.stack([m3, m4, m5], -1)], -2)
 
 
-def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor) -> torch.Tensor:
+def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor,
+               interpolation: str = "nearest") -> torch.Tensor:
     b, _, h, w = images.shape
     dev = images.device
     zero = torch.zeros(b)
@@ -98,7 +100,7 @@ def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor) ->
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=dev)
     base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)], -1)
     grid = base.view(1, h * w, 3).expand(b, -1, -1).bmm(scaled).view(b, h, w, 2)
-    out = F.grid_sample(images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode=interpolation, padding_mode="zeros", align_corners=False)
     out = out.round_().to(torch.uint8)
     # torchvision's exact fast paths for right angles (and 0) when rotating square images
     turns = ((1, 90.0), (2, 180.0), (3, 270.0)) if h == w else ()
@@ -159,9 +161,11 @@ def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Ten
     return images
 
 
-def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
+              interpolation: str = "nearest") -> torch.Tensor:
     """Apply op ``ALL_OPS[op[i]]`` with ``magnitude[i]`` to sample ``i`` of a uint8 batch
-    (``op`` and ``magnitude`` on the host; ``images`` on any device)."""
+    (``op`` and ``magnitude`` on the host; ``images`` on any device); geometric ops resample
+    with ``interpolation`` (nearest or bilinear)."""
     names = [ALL_OPS[i] for i in op.tolist()]
     if all(n == "Identity" for n in names):
         return images
@@ -170,7 +174,7 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -
     geo = torch.tensor([n in GEOMETRIC for n in names]).nonzero().squeeze(1)
     if len(geo):
         rows = to_device(geo, dev)
-        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo])
+        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo], interpolation)
     for name in ALL_OPS:
         if name == "Identity" or name in GEOMETRIC:
             continue
@@ -181,10 +185,11 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor) -
     return out
 
 
-def trivial_augment_wide(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def trivial_augment_wide(images: torch.Tensor, generator: torch.Generator,
+                         interpolation: str = "nearest") -> torch.Tensor:
     """TrivialAugmentWide on a uint8 batch ``[B, 3, H, W]`` with per-sample parameters."""
     op, magnitude = sample_params(images.shape[0], generator)
-    return apply_ops(images, op, magnitude)
+    return apply_ops(images, op, magnitude, interpolation)
 
 
 @lru_cache(maxsize=None)
@@ -223,9 +228,10 @@ def autoaugment_params(batch: int, height: int, width: int, generator: torch.Gen
     return passes
 
 
-def auto_augment(images: torch.Tensor, generator: torch.Generator, policy: str = "imagenet") -> torch.Tensor:
+def auto_augment(images: torch.Tensor, generator: torch.Generator, policy: str = "imagenet",
+                 interpolation: str = "nearest") -> torch.Tensor:
     """AutoAugment (torchvision's policy, ImageNet by default) on a uint8 batch with
     per-sample sub-policies, coins and signs."""
     for op, magnitude in autoaugment_params(images.shape[0], images.shape[-2], images.shape[-1], generator, policy):
-        images = apply_ops(images, op, magnitude)
+        images = apply_ops(images, op, magnitude, interpolation)
     return images

@@ -12,6 +12,7 @@ from fgvcbench.errors import yaml_number_hint
 AUGMENT_POLICIES = ("none", "flip", "standard", "trivial_augment", "autoaugment")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULERS = ("none", "step", "cosine")
+INTERPOLATIONS = ("nearest", "bilinear")
 LR_STEPS = ("iteration", "epoch")
 PIPELINES = ("fast", "classic")
 ERASING_VALUES = ("zero", "random")
@@ -46,6 +47,10 @@ class Recipe:
     label_smoothing: float = 0.0
     augment: str = "standard"
     policy_p: float = 1.0             # probability a sample gets the augment policy (FineRNet: 0.5)
+    # how the policy's geometric ops resample: nearest (torchvision's TrivialAugmentWide /
+    # AutoAugment default, FineRNet's code) or bilinear (what torchvision's reference scripts
+    # pass). In to_dict (run ids) only when set.
+    policy_interpolation: str = dataclasses.field(default="nearest", metadata={"hash_if_set": True})
     policy_before_crop: bool = False  # policy on the whole image, then crop (FineRNet's code); else after
                                       # RandomResizedCrop + flip, as torchvision's reference recipe
     crop_scale_min: float = 0.08      # RandomResizedCrop lower scale bound (torchvision's default)
@@ -200,7 +205,7 @@ class Recipe:
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
                               ("scheduler", SCHEDULERS), ("pipeline", PIPELINES),
                               ("random_erasing_value", ERASING_VALUES), ("stop_on", STOP_ON),
-                              ("lr_step", LR_STEPS)):
+                              ("lr_step", LR_STEPS), ("policy_interpolation", INTERPOLATIONS)):
             if getattr(self, name) not in allowed:
                 problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
         return problems

@@ -14,7 +14,8 @@ Tried and not adopted there: ``weight_decay``, ``mixup_cutmix``, ``autoaugment``
 ``ema_torchvision``.
 
 Where the article is silent we follow torchvision's reference ``train.py``, on which the
-recipe is built: warmup and schedule move the lr once per epoch (``lr_step: epoch``, set
+recipe is built: TrivialAugmentWide / AutoAugment resample bilinearly (its ``presets.py``
+passes ``--interpolation``, bilinear by default; torchvision's own default is nearest); warmup and schedule move the lr once per epoch (``lr_step: epoch``, set
 by ``base``: torchvision steps its schedulers per epoch, so the first warmup epoch runs at
 0.01·lr throughout); EMA decay is adjusted by batch size, EMA steps and epochs
 (``ema_adjust``; ``ema_unadjusted`` is the article's 0.994 read literally, for a
@@ -54,8 +55,9 @@ def large_batch_warmup(r: Recipe) -> Recipe:
 
 
 def trivial_augment(r: Recipe) -> Recipe:
-    """TrivialAugmentWide replaces the standard policy (crop + flip stay)."""
-    return r.replace(augment="trivial_augment")
+    """TrivialAugmentWide replaces the standard policy (crop + flip stay); its geometric ops
+    resample bilinearly, as torchvision's reference scripts pass."""
+    return r.replace(augment="trivial_augment", policy_interpolation="bilinear")
 
 
 def cosine(r: Recipe) -> Recipe:
@@ -90,8 +92,9 @@ def mixup_cutmix(r: Recipe) -> Recipe:
 
 
 def autoaugment(r: Recipe) -> Recipe:
-    """AutoAugment's ImageNet policy replaces the augmentation policy."""
-    return r.replace(augment="autoaugment")
+    """AutoAugment's ImageNet policy replaces the augmentation policy (bilinear resampling,
+    as torchvision's reference scripts pass)."""
+    return r.replace(augment="autoaugment", policy_interpolation="bilinear")
 
 
 def adamw(r: Recipe) -> Recipe:
