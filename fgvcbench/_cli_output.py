@@ -150,29 +150,29 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     err_console.print(f"[dim]wrote {escape(str(path))}[/]")
 
 
+def _resolved_sides(registry, recipe: dict, sides) -> list | None:
+    """Each side's recipe after its steps, or None where a step fails (its runs then fail
+    with the error; a note before them stays silent)."""
+    from fgvcbench.engine.recipe import Recipe
+    from fgvcbench.run import apply_steps
+    try:
+        return [apply_steps(registry, Recipe(**recipe), steps) for steps in sides]
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> str | None:
     """Why the two sides of an ablation train alike in effect (or None): their recipes after
     the steps, compared by :func:`~fgvcbench.engine.train.inert_change`."""
-    from fgvcbench.engine.recipe import Recipe
     from fgvcbench.engine.train import inert_change
-    from fgvcbench.run import apply_steps
-    try:
-        sides = [apply_steps(registry, Recipe(**recipe), steps) for steps in (without, with_)]
-    except Exception:  # noqa: BLE001 — a missing or failing step fails its runs with the error; a note stays silent
-        return None
-    return inert_change(*sides)
+    resolved = _resolved_sides(registry, recipe, (without, with_))
+    return inert_change(*resolved) if resolved else None
 
 
 def warmup_fills_run(registry, recipe: dict, sides: tuple[list[str], ...]) -> str | None:
     """Where a side's warmup spans all its epochs (the lr never reaches the value the step
     sets, as the embedded default's 5 epochs under the article's 5 warmup epochs): which."""
-    from fgvcbench.engine.recipe import Recipe
-    from fgvcbench.run import apply_steps
-    for name, steps in zip(("without", "with"), sides):
-        try:
-            r = apply_steps(registry, Recipe(**recipe), steps)
-        except Exception:  # noqa: BLE001 — a failing step fails its runs with the error
-            return None
+    for name, r in zip(("without", "with"), _resolved_sides(registry, recipe, sides) or []):
         if r.warmup_epochs and r.warmup_epochs >= r.epochs:
             return (f"the {name} side warms up for {r.warmup_epochs} epochs of its {r.epochs}: its lr never reaches "
                     f"the value the steps set, so the comparison says little about them — train longer (train: "

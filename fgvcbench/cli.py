@@ -530,7 +530,9 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
         if method is None:
             raise UserError("the suite has no ablation: section and no 'recipe' method is installed")
         # the order of the suite's own recipe entry (its `steps:` param), else the method's default
-        own_steps = next((list(spec.params["steps"]) for spec in suite.runs if spec.method == "recipe"), None)
+        recipe_runs = sorted((spec for spec in suite.runs if spec.method == "recipe"),
+                             key=lambda spec: (spec.variant != "default", -len(spec.params["steps"])))
+        own_steps = list(recipe_runs[0].params["steps"]) if recipe_runs else None
         plan = AblationPlan(method="recipe", order=own_steps or list(method.params["steps"]), extra=[])
     ds = next((d for d in suite.datasets if d[0]["name"] == dataset), None) if dataset is not None else suite.datasets[0]
     if ds is None:

@@ -154,6 +154,12 @@ class RunContext:
             self._std = tuple(config.get("std", IMAGENET_STD))
         return model
 
+    @property
+    def fixed_norm(self) -> tuple | None:
+        """``(mean, std)`` set by :meth:`normalize_with`, or None (the backbone's config):
+        what a stage's cache key needs where a method sets it."""
+        return self._fixed_norm
+
     def normalize_with(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         """Normalise every input of this run (training, features, predictions) with ``mean``
         and ``std`` instead of the backbone's pretrained config — a seed code's own statistics."""

@@ -3,6 +3,7 @@ early stopping and determinism."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -458,3 +459,29 @@ def test_flip_rate_and_mixup_cutmix_follow_torchvision_v2_definitions():
         blend = (mixed[:, 0] != mixed[:, 0].round()).any().item()   # a mixup pixel is between two ids
         kinds.append(blend)
     assert 0.42 < sum(kinds) / len(kinds) < 0.58
+
+
+@pytest.mark.parametrize("pipeline_len, batch, steps", [(9, 8, 1), (10, 8, 2), (8, 8, 1), (17, 8, 2)])
+def test_the_schedule_counts_the_batches_an_epoch_really_takes(pipeline_len, batch, steps):
+    """A last batch of one image is skipped (BatchNorm): the schedule's steps per epoch are
+    the batches trained, so `lr_step: epoch` moves the lr on the epochs' boundaries —
+    torchvision's per-epoch warmup values, whatever the remainder."""
+    data = toy_data()
+    data = dataclasses.replace(data, train=TensorSplit(data.train.images[:pipeline_len],
+                                                       data.train.labels[:pipeline_len],
+                                                       data.train.index[:pipeline_len]))
+    recipe = Recipe(epochs=4, image_size=16, batch_size=batch, lr=1.0, augment="none", warmup_epochs=2,
+                    warmup_start_factor=0.01, lr_step="epoch")
+    totals, lrs = [], []
+    model = small_model()
+    real_step = torch.optim.SGD.step
+
+    def step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", step)
+        fit(model, data, recipe, device=torch.device("cpu"), seed=0, on_batch=lambda done, total: totals.append(total))
+    assert set(totals) == {steps} and len(lrs) == 4 * steps
+    per_epoch = [lrs[e * steps:(e + 1) * steps] for e in range(4)]
+    assert [sorted(set(epoch)) for epoch in per_epoch] == [[pytest.approx(v)] for v in (0.01, 0.505, 1.0, 1.0)]

@@ -305,8 +305,9 @@ def test_classic_pipeline_is_refused_where_mining_and_pairs_would_ignore_it():
     check_params(params, Recipe())
 
 
-def test_a_vit_is_normalised_with_imagenet_statistics_as_the_code(tmp_path, monkeypatch):
-    """datasets.py normalises every model with ImageNet mean/std; timm's ViT config says 0.5."""
+def test_a_vit_is_normalised_with_imagenet_statistics_as_the_code(tmp_path):
+    """datasets.py normalises every model with ImageNet mean/std; timm's ViT config says 0.5.
+    The choice reaches the models phase 1 builds and its stage's cache key."""
     import fgvcbench_plugins.finernet as finernet
     from fgvcbench.api import IMAGENET_MEAN
     from fgvcbench.plugins import get_registry
@@ -314,21 +315,24 @@ def test_a_vit_is_normalised_with_imagenet_statistics_as_the_code(tmp_path, monk
     from fgvcbench.spec import RunSpec
     from fgvcbench.store import Store
     seen = {}
-
-    def stop(ctx, data):
-        seen["mean"] = ctx.augmenter().mean.flatten().tolist()
-        raise KeyboardInterrupt
-    monkeypatch.setattr(finernet, "_phase1", stop)
     for norm, expected in (("code", IMAGENET_MEAN), ("timm", (0.5, 0.5, 0.5))):
         spec = RunSpec(suite="s", dataset={"name": "synthetic", "options": {"coarse": 1, "fine": 2, "train_per_class": 2,
                                                                             "test_per_class": 1, "image_size": 32}},
-                       backbone={"name": "test_vit", "pretrained": False}, method="finernet", variant="code", seed=0, scale="smoke",
-                       params=dict(FINERNET.params, input_norm=norm), recipe={"image_size": 32})
+                       backbone={"name": "vit_base_patch16_224", "pretrained": False}, method="finernet",
+                       variant="code", seed=0, scale="smoke", params=dict(FINERNET.params, input_norm=norm),
+                       recipe={"image_size": 32})
         ctx = RunContext(spec, get_registry(), Store(tmp_path), device=torch.device("cpu"), cache_dir=tmp_path)
-        ctx.create_model(2)   # the backbone's own config, then the method's choice
+
+        def stop(name, fn, inputs, _ctx=ctx):   # phase 1's stage: its key, and the model it would build
+            _ctx.create_model(2)
+            seen.update(inputs=inputs, mean=_ctx.augmenter().mean.flatten().tolist())
+            raise KeyboardInterrupt
+        ctx.stage = stop
         with pytest.raises(KeyboardInterrupt):
             finernet.run_finernet(ctx)
         assert seen["mean"] == pytest.approx([255 * m for m in expected]), norm
+        # a stage cached under the other normalisation is another stage
+        assert ("input_norm" in seen["inputs"]) == (norm == "code"), norm
 
 
 def test_a_killed_run_resumes_at_the_phase_after_the_last_finished_one(tmp_path):

@@ -447,6 +447,10 @@ def test_a_step_that_trains_alike_at_this_budget_is_named():
     # a step that changes anything beyond the schedule is never called inert
     assert inert_change(after(warm, 5), after(warm + ["label_smoothing"], 5)) is None
     assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=10)) is not None
+    # moving a constant lr per epoch instead of per iteration changes nothing either
+    assert inert_change(Recipe(epochs=5), Recipe(epochs=5, lr_step="epoch")) is not None
+    assert inert_change(Recipe(epochs=5, scheduler="cosine"), Recipe(epochs=5, scheduler="cosine",
+                                                                      lr_step="epoch")) is None
     assert inert_change(Recipe(epochs=5), Recipe(epochs=5, scheduler="step", step_size=2)) is None
     # an EMA kept at decay 0 on purpose (ema_adjust: false) is not "adjusted to 0"
     assert inert_change(Recipe(epochs=5), Recipe(epochs=5, ema_steps=4, ema_decay=0.0, ema_adjust=False)) is None

@@ -426,6 +426,11 @@ def test_stage_cache_keys_hold_every_recipe_field_and_param_a_stage_reads():
     assert _key(stage_inputs({**params["full"], "simnet_epochs": 7}, recipe, **where)["simnet"]) != _key(base["simnet"])
     stops = stage_inputs({**params["full"], "stop_th": 4}, recipe, **where)   # the classifier stages stop early
     assert [_key(stops[s]) != _key(base[s]) for s in ("pretrain", "simnet", "weighted")] == [True, True, True]
+    # SimNet's epoch under selection: val is picked with the code's batch F1 on base validation images
+    assert base["simnet"]["select_f1"] == "code_batches_base_val"
+    # lr_step: no stage reads it (SimNet has its own schedule, the classifier loop steps per epoch)
+    per_epoch = stage_inputs(params["full"], recipe.replace(lr_step="epoch"), **where)
+    assert all(_key(per_epoch[s]) == _key(base[s]) for s in base)
     floor = stage_inputs({**params["full"], "save_floor": 60.0}, recipe, **where)   # a record, not training
     assert all(_key(floor[s]) == _key(base[s]) for s in base)
     on_test = stage_inputs({**params["full"], "selection": "test"}, recipe, **where)
@@ -538,6 +543,31 @@ def test_selection_on_test_keeps_the_first_simnet_epoch_with_the_best_code_f1(tm
     assert asked and all(val == 0 for _, val in asked), asked
     assert "simnet_pair_f1_base" not in record["metrics"]   # no held-out base images to score
     assert 0 <= record["metrics"]["simnet_pair_f1_code_base"] <= 100   # the code's "Val" F1: base test images
+
+
+def test_simnet_is_selected_on_base_validation_images_in_the_codes_batches(tmp_path, runner, monkeypatch):
+    """selection: val scores each SimNet epoch with the code's F1 (10 classes a batch, ≈ 10 %
+    same-class pairs) on base validation images, each image once per batch."""
+    import fgvcbench_plugins.simtrans as simtrans
+    real_batches, real_f1, made, scored = simtrans.code_f1_batches, simtrans.code_pair_f1, {}, []
+
+    def batches(labels, generator, **kwargs):
+        out = real_batches(labels, generator, **kwargs)
+        if kwargs.get("repeat_short") is False:
+            made["val"] = out
+        return out
+
+    def f1(head, feats, labels, batches_):
+        scored.append(batches_ is made.get("val"))
+        return real_f1(head, feats, labels, batches_)
+    monkeypatch.setattr(simtrans, "code_f1_batches", batches)
+    monkeypatch.setattr(simtrans, "code_pair_f1", f1)
+    _, records = _run_on_a_weak_shot_view(
+        tmp_path, runner, "{name: simtrans, variants: [weights], params: {simnet_epochs: 3, "
+                          "simnet_hidden: [64, 32, 32], images_per_batch: 12, pretrain_batch_size: 16}}")
+    assert records["weights"]["status"] == "ok", records["weights"].get("error")
+    assert scored.count(True) == 3                          # one score per SimNet epoch, on those batches
+    assert all(len(set(b.tolist())) == len(b) for b in made["val"])   # no image twice in a batch
 
 
 def test_simtrans_on_a_plain_dataset_says_what_to_use(tmp_path, runner):

@@ -2,7 +2,7 @@
 
 ``fit`` trains a classifier on :class:`~fgvcbench.data.pipeline.TensorData` under a
 :class:`~fgvcbench.engine.recipe.Recipe`: SGD/Nesterov or AdamW, step or cosine schedule
-after a linear warmup (stepped per iteration), label smoothing, mixup/cutmix, EMA,
+after a linear warmup (moved every iteration, or once per epoch with lr_step: epoch), label smoothing, mixup/cutmix, EMA,
 bf16 autocast and channels_last on CUDA, and early stopping on the validation split.
 The reported ``top1`` is the test accuracy at the epoch selected on validation; the
 last epoch's test accuracy is reported next to it (``top1_last``). Test images are
@@ -67,7 +67,7 @@ def lr_multiplier(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float
     return factor
 
 
-SCHEDULE_FIELDS = ("scheduler", "step_size", "gamma", "warmup_epochs", "warmup_start_factor")
+SCHEDULE_FIELDS = ("scheduler", "step_size", "gamma", "warmup_epochs", "warmup_start_factor", "lr_step")
 INERT_CHECK_EPOCHS = 10_000   # inert_change compares lr schedules step by step up to this budget
 
 
@@ -323,7 +323,11 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             p.requires_grad_(True)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(named, recipe, model)
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(data.train) / world) / recipe.batch_size))
+    # the batches an epoch really takes: a last batch of one image is skipped (BatchNorm), so
+    # the schedule's epochs (lr_step: epoch above all) stay on the epochs' boundaries
+    per_rank = math.ceil(len(data.train) / world)
+    full, rest = divmod(per_rank, recipe.batch_size)
+    steps_per_epoch = max(1, full + (1 if rest >= 2 or per_rank == 1 else 0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(recipe, steps_per_epoch))
     train_model = torch.compile(model) if recipe.compile else model
     if world > 1:

@@ -56,8 +56,8 @@ import torch.nn.functional as F
 
 from fgvcbench.api import DataError, Method, RunContext, TensorSplit, UserError, hookimpl, stratified_split
 
-from .discovery import (cluster_features, filter_purity, flip_passes_probs, global_fine_labels, keep_most_certain,
-                        recovery_scores, uncertainty, umap_embedding)
+from .discovery import (SEED_KEPT, cluster_features, filter_purity, flip_passes_probs, global_fine_labels,
+                        keep_most_certain, recovery_scores, uncertainty, umap_embedding)
 
 STRATEGIES = ("coarse_only", "two_stage", "stacked", "multi_head")
 
@@ -198,6 +198,8 @@ def run_fine_labels(ctx: RunContext) -> dict:
     discovery_inputs = {**base, **{k: p[k] for k in ("n_aug", "flip_h", "flip_v", "keep_percent", "umap_neighbors",
                                                      "umap_min_dist", "umap_components", "umap_seed",
                                                      "min_cluster_size", "cluster_backend")}}
+    if p["min_cluster_size"] == "auto":   # the rule itself: a cache made under another rule is not reused
+        discovery_inputs["min_cluster_size"] = f"auto:100/{SEED_KEPT}"
 
     def discover():
         train = data.train

@@ -55,9 +55,9 @@ takes the ResNet values. Phase-3 epochs apply at
 ``paper`` scale (otherwise the recipe's epochs); every other setting at every scale;
 a suite's params override any of them. Phase 1 is the same recipe for every backbone.
 Inputs are normalised with ImageNet statistics, as the code's ``datasets.py`` does for
-every model it runs — for a ViT too, whose timm config says 0.5 (``input_norm: code``,
-default; ``timm``: the backbone's pretrained config; a backbone the code never ran keeps
-its config either way). The test view is the recipe's (resize 256 → crop 224, the code's ``T.Resize(256)``),
+every model it runs — for its ViTs (``vit_base_patch16_224`` / ``_384``) too, whose timm
+config says 0.5 (``input_norm: code``, default; ``timm``: the backbone's pretrained
+config; any other backbone, another ViT family included, keeps its config either way). The test view is the recipe's (resize 256 → crop 224, the code's ``T.Resize(256)``),
 except ViT at 384 px: resize 512 → crop 384 as the code's ``datasets.py``
 (``eval_crop_pct`` 0.75, recorded under ``notes.eval_crop_pct``; a suite's
 ``eval_resize_size`` or ``eval_crop_pct`` wins).
@@ -122,6 +122,11 @@ VIT_384 = {"cub": {"alpha": 0.7, "phase4_lr": 1e-3, "phase4_full": False, "phase
 PARAM_KEYS = ("phase4_lr", "phase4_batch", "phase3_epochs", "phase3_lr", "phase3_batch", "k")
 
 
+def is_vit_384(backbone: str) -> bool:
+    """A ViT at 384 px, by the code's own test (``'vit' in`` the name, ``384`` in it)."""
+    return "vit" in backbone.lower() and "384" in backbone
+
+
 def settings_for(backbone: str, dataset: str) -> dict:
     """The code's settings for a backbone and dataset: the ResNet table, then the ViT
     224 table and the ViT 384 table on top where they have the dataset. ``source``
@@ -130,7 +135,7 @@ def settings_for(backbone: str, dataset: str) -> dict:
     layers = [("resnet", RESNET)]
     if "vit" in backbone.lower():
         layers.append(("vit_224", VIT_224))
-        if "384" in backbone:
+        if is_vit_384(backbone):
             layers.append(("vit_384", VIT_384))
     for name, table in layers:
         if dataset in table:
@@ -172,6 +177,8 @@ def _phase1(ctx: RunContext, data):
     """Fine-tune with cross-entropy: the single-step baseline (a cached stage)."""
     inputs = {"dataset": ctx.spec.dataset, "backbone": ctx.identity["backbone"], "recipe": ctx.recipe.to_dict(),
               "seed": ctx.seed, "selection": ctx.params["selection"]}
+    if ctx.fixed_norm is not None:   # inputs normalised otherwise than the backbone's config (input_norm: code)
+        inputs["input_norm"] = [list(ctx.fixed_norm[0]), list(ctx.fixed_norm[1])]
 
     def train():
         model = ctx.create_model(data.num_classes)
@@ -227,12 +234,10 @@ def check_params(p: dict, recipe) -> None:
                         f"(the code's 5e-4)")
 
 
+# the ViTs the code runs (timm names, any pretrained tag): it normalises them with ImageNet statistics
+CODE_VITS = ("vit_base_patch16_224", "vit_base_patch16_384")
 # the code's ViT-384 test view (datasets.py, vit_base_patch16_384): Resize(512) → CenterCrop(384)
 VIT_384_CROP_PCT = 384 / 512
-
-
-def is_vit_384(backbone: str) -> bool:
-    return "vit" in backbone.lower() and "384" in backbone
 
 
 def code_test_view(recipe, backbone: str):
@@ -257,7 +262,7 @@ def run_finernet(ctx: RunContext) -> dict:
             ctx.notes["image_size"] = view.image_size
         ctx.recipe = view
         ctx.notes["eval_crop_pct"] = view.eval_crop_pct
-    if p["input_norm"] == "code" and "vit" in ctx.spec.backbone["name"].lower():
+    if p["input_norm"] == "code" and ctx.spec.backbone["name"].split(".")[0] in CODE_VITS:
         ctx.normalize_with(IMAGENET_MEAN, IMAGENET_STD)   # datasets.py: ImageNet statistics for every model
         ctx.notes["input_norm"] = "imagenet (the code's)"
     # selection: test is the released code's protocol: it trains on the whole training set

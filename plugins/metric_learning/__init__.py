@@ -20,7 +20,7 @@ miners). ``soft_margin: true`` is the soft-margin triplet loss of Hermans et al.
 softplus(d_ap − d_an), i.e. ``smooth_loss`` with the margin set to 0.
 
 The training loop follows the suite's recipe: optimizer (SGD/Nesterov or AdamW, with
-``no_decay_norm``), lr schedule with warmup (stepped per iteration, as the engine), label
+``no_decay_norm``), lr schedule with warmup (moved as the recipe's lr_step says, as the engine), label
 smoothing of the joint variant's cross-entropy; recipe knobs a triplet loop cannot honour
 (mixup/cutmix, EMA, repeated augmentation, the classic pipeline) are refused with a message.
 The P×K sampler (pytorch-metric-learning's ``MPerClassSampler``, which draws from NumPy)

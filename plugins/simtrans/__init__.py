@@ -163,7 +163,8 @@ def stage_inputs(p: dict, recipe: Recipe, *, dataset: dict, backbone: dict, seed
     ``simnet`` (stage 1), ``weighted`` (stage 2). Stage 0 trains with its own epochs and
     batch size, SimNet with its own optimiser, so a sweep of stage 2's batch size or of
     the classifier's lr (with ``simnet_init: backbone``) reuses them."""
-    whole = recipe.to_dict()
+    # lr_step: no stage reads it (SimNet has its own schedule, the classifier loop moves the lr per epoch)
+    whole = {k: v for k, v in recipe.to_dict().items() if k != "lr_step"}
     common = {"dataset": dataset, "backbone": backbone, "seed": seed, "selection": p["selection"]}
     pretrain = {**common, "recipe": {k: v for k, v in whole.items() if k not in ("epochs", "batch_size")},
                 "epochs": p["pretrain_epochs"] or scaled_epochs(recipe.epochs, "pretrain"),
