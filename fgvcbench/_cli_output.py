@@ -172,12 +172,15 @@ def inert_step(registry, recipe: dict, without: list[str], with_: list[str]) -> 
 def warmup_fills_run(registry, recipe: dict, sides: tuple[list[str], ...]) -> str | None:
     """Where a side's warmup spans all its epochs (the lr never reaches the value the step
     sets, as the embedded default's 5 epochs under the article's 5 warmup epochs): which."""
-    for name, r in zip(("without", "with"), _resolved_sides(registry, recipe, sides) or []):
-        if r.warmup_epochs and r.warmup_epochs >= r.epochs:
-            return (f"the {name} side warms up for {r.warmup_epochs} epochs of its {r.epochs}: its lr never reaches "
-                    f"the value the steps set, so the comparison says little about them — train longer (train: "
-                    f"{{epochs: N}}) for a reading of the steps themselves")
-    return None
+    short = [(name, r) for name, r in zip(("without", "with"), _resolved_sides(registry, recipe, sides) or [])
+             if r.warmup_epochs and r.warmup_epochs >= r.epochs]
+    if not short:
+        return None
+    name, r = short[0]
+    who = "both sides warm" if len(short) == 2 else f"the {name} side warms"
+    return (f"{who} up for {r.warmup_epochs} epochs of {r.epochs}: the lr never reaches the value the steps set, "
+            f"so the comparison says little about them — train longer (train: {{epochs: N}}) for a reading of the "
+            f"steps themselves")
 
 
 def _ablation_runs(suite, dataset: dict, backbone: dict) -> list:
@@ -233,8 +236,10 @@ def print_description(d: dict) -> None:
                           highlight=False)
     elif d["kind"] == "dataset":
         if d["options"]:
-            console.print("options: " + escape(", ".join(f"{k}={json.dumps(v)}" for k, v in d["options"].items())),
-                          highlight=False)
+            choices = d.get("choices") or {}
+            console.print("options: " + escape(", ".join(
+                f"{k}={json.dumps(v)}" + (f" (one of {' | '.join(map(str, choices[k]))})" if k in choices else "")
+                for k, v in d["options"].items())), highlight=False)
         if d["needs_root"]:
             console.print(f"root: <data root>/{d['default_root'] or d['name']} unless the suite sets root:",
                           highlight=False)

@@ -256,7 +256,7 @@ class Registry:
                 out["checks_values"] = item.check is not None
             elif kind == "datasets":
                 out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
-                           layout=item.layout)
+                           layout=item.layout, choices={k: list(v) for k, v in item.choices.items()})
             return out
         if name in self.skipped:
             raise UserError(f"method {name!r} was skipped when plugins loaded: {self.skipped[name]}")

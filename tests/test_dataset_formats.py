@@ -178,6 +178,9 @@ def test_cars_all_in_one_release(tmp_path):
     assert splits.test.coarse_names == ["AM General", "Acura"] and splits.test.coarse_labels == [1, 0]
     assert load("cars", root, level="make").train.labels == [0, 1]
     assert load("cars", root, crop="bbox").crop_to_boxes
+    # a devkit tarball unpacked beside it (devkit/ but no cars_train/): still the all-in-one release
+    (root / "devkit").mkdir()
+    assert load("cars", root).test.labels == [2, 0]
     # a test field that does not split: refused with what was found
     bad = np.array([r[:6] + (0,) for r in rows], dtype=[(k, "O") for k in fields]).reshape(1, -1)
     scipy.io.savemat(root / "cars_annos.mat", {"annotations": bad, "class_names": names.reshape(1, -1)})

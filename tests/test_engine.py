@@ -140,7 +140,8 @@ def test_the_policy_runs_after_the_crop_unless_asked_before(monkeypatch, before)
     import fgvcbench.engine.batch_policies as policies
     seen = []
     real = policies.trivial_augment_wide
-    monkeypatch.setattr(policies, "trivial_augment_wide", lambda x, g, **kw: seen.append(tuple(x.shape)) or real(x, g, **kw))
+    monkeypatch.setattr(policies, "trivial_augment_wide",
+                        lambda x, g, **kw: seen.append(tuple(x.shape)) or real(x, g, **kw))
     recipe = Recipe(augment="trivial_augment", image_size=32, policy_before_crop=before)
     images = torch.randint(0, 256, (4, 3, 37, 37), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     out = BatchAugmenter(recipe, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator()).train(images)

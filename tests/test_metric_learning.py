@@ -90,6 +90,19 @@ def test_an_unnormalised_embedding_is_scored_by_the_euclidean_distance_it_traine
     assert nearest_class_mean_accuracy(query, q_labels, ref, r_labels, 6, "l2") == pytest.approx(ncm)
 
 
+def test_retrieval_without_any_same_class_pair_is_nan_without_the_librarys_warning(caplog):
+    emb, labels = torch.randn(4, 3, generator=torch.Generator().manual_seed(0)), torch.arange(4)
+    got = retrieval_metrics(emb, labels)
+    assert all(v != v for v in got.values()) and "reference set" not in caplog.text
+
+
+def test_the_refusal_speaks_yaml():
+    from fgvcbench.api import Recipe
+    from fgvcbench_plugins.metric_learning import check_recipe
+    with pytest.raises(Exception, match="recipe compile: true is not supported .* set compile: false"):
+        check_recipe(Recipe(compile=True))
+
+
 def test_knn_majority_vote_by_hand():
     """k = 3 over hand-placed references: a clear majority wins over the nearest; a tie
     goes to the class of the nearer neighbour."""

@@ -101,6 +101,9 @@ def test_plugins_name_shows_what_a_suite_can_set(runner):
     assert table.exit_code == 0 and "alpha_0.4" in table.stdout and "scale paper" in table.stdout
     cub = json.loads(runner.invoke(app, ["plugins", "cub", "--json"]).stdout)
     assert cub["kind"] == "dataset" and cub["default_root"] == "CUB_200_2011" and "images.txt" in cub["layout"]
+    assert cub["choices"]["crop"] == ["none", "bbox"]
+    view = runner.invoke(app, ["plugins", "weak_shot"], terminal_width=300)
+    assert 'noise_pool="base_test" (one of base_test | train)' in " ".join(view.stdout.split())
     step = json.loads(runner.invoke(app, ["plugins", "label_smoothing", "--json"]).stdout)
     assert step["kind"] == "recipe step" and step["plugin"] == "recipe"
     timm_name = json.loads(runner.invoke(app, ["plugins", "test_resnet", "--json"]).stdout)

@@ -364,7 +364,7 @@ def test_ablate_without_a_suite_runs_the_embedded_default_with_the_options_given
                                                  ["base", "large_batch_warmup", "trivial_augment", "cosine"]]
     assert "ablate cosine (cumulative) · synthetic · tf_efficientnet_lite0 · seeds" in result.output
     # its 5 epochs under the article's 5 warmup epochs: said before anything trains
-    assert "warms up for 5 epochs of its 5" in " ".join(result.output.split())
+    assert "both sides warm up for 5 epochs of 5" in " ".join(result.output.split())
     for option, value, needle in (("--dataset", "cub", "dataset 'cub' is not in the suite — it has synthetic"),
                                   ("--backbone", "resnet50", "backbone 'resnet50' is not in the suite")):
         bad = runner.invoke(app, ["ablate", "--step", "cosine", option, value], terminal_width=200)

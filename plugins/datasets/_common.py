@@ -107,7 +107,8 @@ def loadmat(path: Path, layout: str):
     try:
         return _loadmat(str(path), squeeze_me=True)
     except Exception as exc:  # noqa: BLE001 — a truncated or foreign file
-        raise DataError(f"cannot read {path} ({exc.__class__.__name__}) — re-download the devkit") from None
+        raise DataError(f"cannot read {path} ({exc.__class__.__name__}) — the file is damaged or not a MATLAB "
+                        f"file: download it again from the dataset's release") from None
 
 
 def as_list(value) -> list:

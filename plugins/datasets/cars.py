@@ -9,7 +9,8 @@ The devkit's own ``cars_test_annos.mat`` has no ``class`` field (test labels wer
 later): with only that file the error points to the labelled one. Kaggle's copy, which
 nests the image folders (``cars_train/cars_train/*.jpg``), is read too.
 
-The older all-in-one release is read as well, where ROOT has no ``devkit/``:
+The older all-in-one release is read as well, where ROOT has no devkit layout (no
+``devkit/``, or no ``cars_train/``):
 ``ROOT/cars_annos.mat`` (``annotations``: relative_im_path, bbox_x1..bbox_y2, class,
 test [1 = test split]; ``class_names``) with the images in ``ROOT/car_ims/``. It holds
 the same 8,144 / 8,041 split and boxes under other file names.
@@ -108,7 +109,10 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
     root = descend(request.root, "stanford_cars")
     crop = option(request, "crop", CROP_CHOICES)
     level = option(request, "level", ("model", "make"))
-    if root is not None and not (root / "devkit").is_dir() and (root / "cars_annos.mat").is_file():
+    # the all-in-one release: where there is no devkit layout to read (no devkit/, or no
+    # cars_train/ — a devkit tarball unpacked beside the all-in-one files)
+    if root is not None and (root / "cars_annos.mat").is_file() and (
+            not (root / "devkit").is_dir() or not (root / "cars_train").is_dir()):
         return _load_all_in_one(root, crop, level)
     require(root, ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test"), LAYOUT)
     test_annos = next((root / rel for rel in TEST_ANNOS if (root / rel).is_file()), None)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import time
 
 import torch
@@ -108,8 +109,9 @@ UNSUPPORTED = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_steps": 0, "repeate
 def check_recipe(recipe) -> None:
     for name, plain in UNSUPPORTED.items():
         if getattr(recipe, name) != plain:
-            raise UserError(f"metric_learning: recipe {name}: {getattr(recipe, name)!r} is not supported by the "
-                            f"triplet loop — set {name}: {plain!r} for this method (a per-method `train:` in the suite)")
+            raise UserError(f"metric_learning: recipe {name}: {json.dumps(getattr(recipe, name))} is not supported by "
+                            f"the triplet loop — set {name}: {json.dumps(plain)} for this method (a per-method `train:` "
+                            f"in the suite)")
 
 
 @torch.no_grad()

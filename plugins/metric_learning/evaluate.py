@@ -19,6 +19,9 @@ def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, metric: st
     from pytorch_metric_learning.utils.inference import CustomKNN
     # the training distance, stated (the calculator's default would be FAISS L2 on the raw
     # embeddings when faiss is installed, and something else when it is not)
+    if not bool((torch.bincount(labels.cpu().long()) >= 2).any()):   # no image has a same-class neighbour
+        nan = float("nan")
+        return {"precision_at_1": nan, "r_precision": nan, "map_at_r": nan}
     distance = CosineSimilarity() if metric == "cosine" else LpDistance(normalize_embeddings=False)
     calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
                               device=torch.device("cpu"), knn_func=CustomKNN(distance))

@@ -106,8 +106,9 @@ def simulate_noise(train: ImageList, novel: list[int], rate: float, ood_share: f
                    ood_paths_for, pool: ImageList | None = None) -> tuple[list[str], list[int], list[str], list, set]:
     """The novel classes' noisy training lists: per novel class, ``round(rate·n)`` of its
     images are replaced (``round(ood_share·m)`` by OOD images, the rest by images of other
-    classes: from ``pool`` — images of classes that are not novel — without repeats while
-    it lasts, else from ``train``'s other classes). Returns paths, labels (the novel
+    classes: from ``pool`` — images of classes that are not novel — each once while it
+    lasts, then drawn again at random (a pool smaller than the noise repeats images); with
+    no pool, from ``train``'s other classes). Returns paths, labels (the novel
     class), noise kinds, boxes (an OOD image has none) and the pool rows it took."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list[int]] = {}
