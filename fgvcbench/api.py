@@ -37,7 +37,8 @@ hookimpl = pluggy.HookimplMarker("fgvcbench")
 
 __all__ = [
     "BackboneSpec", "DataError", "DatasetRequest", "DatasetSpec", "DatasetSplits", "DivergedError",
-    "FitResult", "IMAGENET_MEAN", "IMAGENET_STD", "ImageList", "KNN_BACKENDS", "Method", "PretrainedWeightsError", "Recipe", "RecipeStep", "RunContext",
+    "FitResult", "IMAGENET_MEAN", "IMAGENET_STD", "ImageList", "KNN_BACKENDS", "Method", "PretrainedWeightsError",
+    "Recipe", "RecipeStep", "RunContext",
     "RunningLoss", "TensorData", "TensorSplit", "UserError", "accuracy_metrics", "build_optimizer",
     "create_timm_model",
     "engine_seconds", "faiss_available", "gather_rows", "hookimpl", "knn_search", "knn_within_classes",

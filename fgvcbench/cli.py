@@ -19,10 +19,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (checked_options, console, err_console, inert_step, nonempty_path, warmup_fills_run,
-                                  print_ablation_tables,
-                                  print_baseline_table, print_description, print_leaderboard, suite_records,
-                                  warn_plugins)
+from fgvcbench._cli_output import (checked_options, console, err_console, inert_step, nonempty_path,
+                                  print_ablation_tables, print_baseline_table, print_description, print_leaderboard,
+                                  suite_records, warmup_fills_run, warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
 from fgvcbench.store import ONLY_HELP, RERUN_HELP, default_data_root
