@@ -323,3 +323,20 @@ def test_a_views_leak_names_its_bases_split_lists(tmp_path, runner):
     result = runner.invoke(app, ["data", "verify", "coarse", "--root", str(root), "-o", "of=cub", "--json"])
     fixes = [p["fix"] for p in json.loads(result.stdout)["problems"] if p["kind"] == "duplicate"]
     assert fixes and all("split lists (train_test_split.txt)" in fix for fix in fixes), result.stdout
+
+
+def test_a_noise_image_the_view_lists_often_is_one_note(runner):
+    """A base-test pool smaller than the noise repeats images: one note per file, with the
+    count, not one per repeat."""
+    get_registry(refresh=True)
+    result = runner.invoke(app, ["data", "verify", "weak_shot", "-o", "of=synthetic", "-o",
+                                 "of_options={coarse: 2, fine: 2, train_per_class: 8, test_per_class: 1, image_size: 32}",
+                                 "-o", "noise_rate=0.9", "-o", "ood_share=0", "--json"])
+    assert result.exit_code == 0, result.output
+    notes = [n for n in json.loads(result.stdout)["notes"] if "injected label noise" in n["detail"]]
+    paths = [n["path"] for n in notes]
+    assert notes and len(paths) == len(set(paths))                   # one note per file
+    import re
+    counts = [int(re.search(r"listed (\d+) times", n["detail"]).group(1)) for n in notes]
+    # 7 noise images drawn from 3 base test images (each once, then 4 again): one is listed 3+ times
+    assert max(counts) >= 3 and sum(counts) <= 7, notes

@@ -94,6 +94,7 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
     if splits.val is not None:
         named["val"] = splits.val
     digests: dict[str, dict[str, tuple[str, int, int]]] = {}   # split -> sha256 -> (first path, label, index)
+    injected: dict[tuple[str, str, str], list] = {}   # a noisy view's copies: (split, path, first) -> labels
     workers = workers or min(8, os.cpu_count() or 1)
     for split, images in named.items():
         counts = Counter(images.labels)
@@ -118,11 +119,8 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
                     continue
                 first, first_label, first_i = digests[split][digest]
                 if clean[i] is False or clean[first_i] is False:
-                    names = images.class_names
-                    where = "listed twice" if path == first else f"the same file as {split} image {first}"
-                    report.notes.append(Problem(
-                        "duplicate_within", path, f"{where}, as {names[first_label]} and {names[label]}: "
-                                                  "injected label noise", "none needed (the view puts it there by design)"))
+                    # one note per file, however often the view listed it (a small noise pool repeats)
+                    injected.setdefault((split, path, first), [first_label]).append(label)
                 elif first_label == label:
                     report.notes.append(Problem(
                         "duplicate_within", path, f"the same file as {split} image {first} (same class)",
@@ -133,6 +131,13 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
                         "duplicate_within", path,
                         f"the same file as {split} image {first}, but labelled {names[label]} vs {names[first_label]}",
                         "keep the copy with the right label and remove the other"))
+    for (split, path, first), labels in injected.items():
+        names = named[split].class_names
+        classes = " and ".join(sorted({names[label] for label in labels}))
+        where = (f"listed {len(labels)} times" if path == first else f"the same file as {split} image {first}"
+                 + (f" ({len(labels) - 1} copies)" if len(labels) > 2 else ""))
+        report.notes.append(Problem("duplicate_within", path, f"{where}, as {classes}: injected label noise",
+                                    "none needed (the view puts it there by design)"))
     for c, n in report.splits["train"].items():
         if n == 0 and report.splits["test"].get(c, 0) > 0:
             report.problems.append(Problem("empty_class", c, "has test images but no training images",
