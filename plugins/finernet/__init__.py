@@ -226,9 +226,9 @@ def check_params(p: dict, recipe) -> None:
     if not 0 <= p["phase3_momentum"] <= 1:
         raise UserError(f"finernet phase3_momentum: {p['phase3_momentum']!r} — use a number in [0, 1] (the code's 0.95)")
     if recipe.pipeline == "classic" and p["pipeline"] != "single_step":
-        raise UserError("finernet: pipeline: classic reaches phases 1 and 4 only — mining and the Siamese phase "
-                        "run on the fast pipeline, so one run would mix two views; drop pipeline: classic for "
-                        "finernet (the single_step variant may keep it)")
+        raise UserError("finernet: pipeline: classic (from a train: block) reaches phases 1 and 4 only — mining "
+                        "and the Siamese phase run on the fast pipeline, so one run would mix two views; give this "
+                        "methods entry its own train: {pipeline: fast} (the single_step variant may keep classic)")
     if not 0 <= p["phase3_weight_decay"] < float("inf"):
         raise UserError(f"finernet phase3_weight_decay: {p['phase3_weight_decay']!r} — use a number >= 0 "
                         f"(the code's 5e-4)")
