@@ -299,7 +299,7 @@ def test_classic_pipeline_is_refused_where_mining_and_pairs_would_ignore_it():
     from fgvcbench.api import Recipe
     from fgvcbench_plugins.finernet import check_params
     params = dict(FINERNET.params)
-    with pytest.raises(UserError, match="pipeline: classic reaches phases 1 and 4 only"):
+    with pytest.raises(UserError, match=r"pipeline: classic \(from a train: block\) reaches phases 1 and 4 only"):
         check_params(params, Recipe(pipeline="classic"))
     check_params(dict(params, pipeline="single_step"), Recipe(pipeline="classic"))   # phase 1 alone: fine
     check_params(params, Recipe())
