@@ -129,14 +129,15 @@ class RunContext:
     def load_extra(self, name: str, image_size: int | None = None, use_boxes: bool = False) -> TensorSplit | None:
         """The dataset's extra list ``name`` (``DatasetSplits.extra``) decoded as ``load_data``
         decodes its splits (same size, boxes, cache); None where the dataset has no such list."""
-        from fgvcbench.data.pipeline import decode_images, load_size_for
+        from fgvcbench.data.pipeline import decode_images, load_size_for, use_memmap
         splits = self.load_splits()
         images = splits.extra.get(name)
         if images is None:
             return None
         size = load_size_for(image_size or self.recipe.data_size)
-        pixels = decode_images(images, size, self.cache_dir, use_boxes or splits.crop_to_boxes)
-        return TensorSplit(pixels, torch.tensor(images.labels, dtype=torch.int64), list(range(len(images))))
+        streamed = use_memmap(len(images) * 3 * size * size)   # as load_data: an on-disk memmap when RAM is short
+        pixels = decode_images(images, size, self.cache_dir, use_boxes or splits.crop_to_boxes, streamed=streamed)
+        return TensorSplit(pixels, torch.tensor(images.labels, dtype=torch.int64), list(range(len(images))), streamed)
 
     # -- models --------------------------------------------------------------------------
     def create_model(self, num_classes: int, name: str | None = None, pretrained: Any = None) -> torch.nn.Module:

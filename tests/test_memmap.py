@@ -48,3 +48,25 @@ def test_memmap_cache_matches_memory_and_trains(tmp_path, monkeypatch):
     model = timm.create_model("test_resnet", num_classes=disk.num_classes)
     result = fit(model, disk, Recipe(epochs=1, image_size=32, batch_size=8), device=torch.device("cpu"), seed=0)
     assert 0 <= result.metrics["top1"] <= 100
+
+
+@pytest.mark.parametrize("mode", ["memory", "memmap"])
+def test_a_datasets_extra_list_decodes_like_its_splits(tmp_path, monkeypatch, mode):
+    """RunContext.load_extra: weak_shot's base test images, decoded at the run's size, in
+    memory or as a memmap as load_data would; a name the dataset lacks is None."""
+    from fgvcbench.run import RunContext
+    from fgvcbench.spec import RunSpec
+    from fgvcbench.store import Store
+    monkeypatch.setenv("FGVCBENCH_DECODE_CACHE", mode)
+    options = {"of": "synthetic", "novel_fraction": 0.25, "of_options": {"coarse": 2, "fine": 2, "train_per_class": 4,
+                                                                         "test_per_class": 2, "image_size": 40}}
+    registry = get_registry()
+    spec = RunSpec(suite="s", dataset={"name": "weak_shot", "options": {**registry.datasets["weak_shot"].options,
+                                                                        **options}},
+                   backbone={"name": "test_resnet", "pretrained": False}, method="simtrans", variant="default", seed=0,
+                   scale="smoke", recipe={"image_size": 32})
+    ctx = RunContext(spec, registry, Store(tmp_path), device=torch.device("cpu"), cache_dir=tmp_path)
+    held = ctx.load_extra("base_test")
+    listed = ctx.load_splits().extra["base_test"]
+    assert held.images.shape == (len(listed), 3, 37, 37) and held.labels.tolist() == listed.labels
+    assert held.streamed == (mode == "memmap") and ctx.load_extra("nothing") is None
