@@ -22,7 +22,8 @@ STOP_ON = ("top1", "loss")
 @dataclass(frozen=True)
 class Recipe:
     """Every training knob, with the defaults of the refined-recipe article's *base*
-    (NAG, lr 0.01, momentum 0.9, batch 32, cross-entropy, standard augmentation).
+    (NAG, lr 0.01, momentum 0.9, batch 32, cross-entropy, standard augmentation) — except
+    ``lr_step``, ``iteration`` here, which the ``base`` step sets to ``epoch``.
 
     ``patience`` is early stopping on the validation split, in epochs (``None``: train
     all epochs, still selecting the best validation epoch). ``val_fraction`` is the part

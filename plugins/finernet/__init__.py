@@ -53,7 +53,8 @@ one). A ViT at 384 px trains and tests at 384 px at every scale (the code's
 ``notes.image_size``. Every ViT dataset without a config (Cars/Dogs/Flowers at 224)
 takes the ResNet values. Phase-3 epochs apply at
 ``paper`` scale (otherwise the recipe's epochs); every other setting at every scale;
-a suite's params override any of them. Phase 1 is the same recipe for every backbone.
+a suite's params override any of them. Phase 1 is the same recipe for every backbone,
+except that a ViT at 384 px trains and tests at 384.
 Inputs are normalised with ImageNet statistics, as the code's ``datasets.py`` does for
 every model it runs — for its ViTs (``vit_base_patch16_224`` / ``_384``) too, whose timm
 config says 0.5 (``input_norm: code``, default; ``timm``: the backbone's pretrained

@@ -22,13 +22,16 @@ softplus(d_ap − d_an), i.e. ``smooth_loss`` with the margin set to 0.
 The training loop follows the suite's recipe: optimizer (SGD/Nesterov or AdamW, with
 ``no_decay_norm``), lr schedule with warmup (moved as the recipe's lr_step says, as the engine), label
 smoothing of the joint variant's cross-entropy; recipe knobs a triplet loop cannot honour
-(mixup/cutmix, EMA, repeated augmentation, the classic pipeline) are refused with a message.
+(mixup/cutmix, EMA, repeated augmentation, the classic pipeline, ``compile``, ``stop_on:
+loss``) are refused with a message.
 The P×K sampler (pytorch-metric-learning's ``MPerClassSampler``, which draws from NumPy)
 is driven by a NumPy generator seeded from the run's seed, so a seed gives the same batches.
 
 ``top1`` in the record is 1-NN classification accuracy of test embeddings against the
 training embeddings; retrieval metrics (precision@1, R-precision, MAP@R) rank the test set
-against itself. The epoch is selected on validation precision@1. Neighbours and class means
+against itself. The epoch is selected on validation precision@1 (where no validation class
+has two images: 1-NN accuracy of validation against training); ``patience`` and
+``min_epochs`` stop the loop early as they stop the engine's. Neighbours and class means
 are found with the distance the loss trained: cosine when ``normalize`` is true (the same
 ranking as Euclidean on the unit vectors), Euclidean on the raw embeddings when it is
 false; ``intra_cosine``/``inter_cosine`` are cosine either way.

@@ -105,8 +105,8 @@ whose selection score (top-1, SimNet's pair F1) is below 40 %, so a stage that n
 reaches it leaves the next stage nothing to load; here the best epoch is kept anyway, the
 run records ``save_floor_misses`` (how many stages stayed below ``save_floor``, default
 40) and names them and their scores under ``notes.save_floor`` in the run's record. Both read
-the selection split: the novel test set under ``selection: test`` (the code's), the
-noisy validation split otherwise.
+the selection split: the novel test set under ``selection: test`` (the code's); otherwise
+the noisy novel validation split for the classifiers and base validation images for SimNet.
 
 Recorded beyond the seed (the view knows which images are noise): ``weight_auroc`` —
 AUROC of the stage-2 (``savg1``) weights for telling clean from noisy novel training
