@@ -176,11 +176,13 @@ def warmup_fills_run(registry, recipe: dict, sides: tuple[list[str], ...]) -> st
              if r.warmup_epochs and r.warmup_epochs >= r.epochs]
     if not short:
         return None
-    name, r = short[0]
-    who = "both sides warm" if len(short) == 2 else f"the {name} side warms"
-    return (f"{who} up for {r.warmup_epochs} epochs of {r.epochs}: the lr never reaches the value the steps set, "
-            f"so the comparison says little about them — train longer (train: {{epochs: N}}) for a reading of the "
-            f"steps themselves")
+    spans = {(r.warmup_epochs, r.epochs) for _, r in short}
+    if len(short) == 2 and len(spans) == 1:
+        who = "both sides warm up for {} epochs of {}".format(*spans.pop())
+    else:
+        who = "; ".join(f"the {name} side warms up for {r.warmup_epochs} epochs of {r.epochs}" for name, r in short)
+    return (f"{who}: the lr never reaches the value the steps set, so the comparison says little about them — "
+            f"train longer (train: {{epochs: N}}) for a reading of the steps themselves")
 
 
 def _ablation_runs(suite, dataset: dict, backbone: dict) -> list:

@@ -135,7 +135,8 @@ class RunContext:
         if images is None:
             return None
         size = load_size_for(image_size or self.recipe.data_size)
-        streamed = use_memmap(len(images) * 3 * size * size)   # as load_data: an on-disk memmap when RAM is short
+        # as load_data: an on-disk memmap when RAM is short
+        streamed = self.cache_dir is not None and use_memmap(len(images) * 3 * size * size)
         pixels = decode_images(images, size, self.cache_dir, use_boxes or splits.crop_to_boxes, streamed=streamed)
         return TensorSplit(pixels, torch.tensor(images.labels, dtype=torch.int64), list(range(len(images))), streamed)
 

@@ -178,8 +178,12 @@ def test_cars_all_in_one_release(tmp_path):
     assert splits.test.coarse_names == ["AM General", "Acura"] and splits.test.coarse_labels == [1, 0]
     assert load("cars", root, level="make").train.labels == [0, 1]
     assert load("cars", root, crop="bbox").crop_to_boxes
-    # a devkit tarball unpacked beside it (devkit/ but no cars_train/): still the all-in-one release
+    # a devkit tarball unpacked beside it (devkit/ but no cars_train/, or an empty devkit/ beside
+    # image folders): still the all-in-one release
     (root / "devkit").mkdir()
+    assert load("cars", root).test.labels == [2, 0]
+    (root / "cars_train").mkdir()
+    (root / "cars_test").mkdir()
     assert load("cars", root).test.labels == [2, 0]
     # a test field that does not split: refused with what was found
     bad = np.array([r[:6] + (0,) for r in rows], dtype=[(k, "O") for k in fields]).reshape(1, -1)
@@ -189,6 +193,14 @@ def test_cars_all_in_one_release(tmp_path):
     (root / "cars_annos.mat").write_bytes(b"")
     with pytest.raises(DataError, match="cannot read .*cars_annos.mat"):
         load("cars", root)
+
+
+def test_a_complete_devkit_wins_over_the_all_in_one_files_beside_it(tmp_path):
+    root = make_cars(tmp_path / "cars")
+    (root / "car_ims").mkdir()
+    scipy.io.savemat(root / "cars_annos.mat", {"annotations": np.zeros((1, 1))})   # never read
+    splits = load("cars", root)
+    assert splits.train.labels == [0, 1, 2, 2] and splits.test.labels == [1, 0]
 
 
 def test_cars_as_kaggle_nests_it_and_a_devkit_without_test_labels(tmp_path):

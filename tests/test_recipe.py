@@ -497,6 +497,17 @@ def test_every_step_describes_itself_in_full_sentences():
     assert "warmup" in described["large_batch_warmup"] and "torchvision" in described["ema"]
 
 
+def test_the_warmup_note_gives_each_sides_own_epochs():
+    from fgvcbench._cli_output import warmup_fills_run
+    registry = get_registry(refresh=True)
+    warm = ["base", "large_batch_warmup"]
+    same = warmup_fills_run(registry, {"epochs": 3}, (warm, warm + ["cosine"]))
+    assert same.startswith("both sides warm up for 5 epochs of 3")
+    longer = warmup_fills_run(registry, {"epochs": 1}, (warm, warm + ["long_training"]))
+    assert "the without side warms up for 5 epochs of 1; the with side warms up for 5 epochs of 4" in longer
+    assert warmup_fills_run(registry, {"epochs": 30}, (warm, warm + ["cosine"])) is None
+
+
 def test_repeated_augmentation_needs_the_fast_pipeline():
     from fgvcbench.api import Recipe
     problems = dict(Recipe(pipeline="classic", repeated_augment=4).validate())

@@ -9,8 +9,8 @@ The devkit's own ``cars_test_annos.mat`` has no ``class`` field (test labels wer
 later): with only that file the error points to the labelled one. Kaggle's copy, which
 nests the image folders (``cars_train/cars_train/*.jpg``), is read too.
 
-The older all-in-one release is read as well, where ROOT has no devkit layout (no
-``devkit/``, or no ``cars_train/``):
+The older all-in-one release is read as well, where ROOT's devkit layout is not
+complete (no ``devkit/``, a devkit tarball unpacked beside it, no labelled test file):
 ``ROOT/cars_annos.mat`` (``annotations``: relative_im_path, bbox_x1..bbox_y2, class,
 test [1 = test split]; ``class_names``) with the images in ``ROOT/car_ims/``. It holds
 the same 8,144 / 8,041 split and boxes under other file names.
@@ -36,6 +36,7 @@ ALL_IN_ONE = "ROOT/cars_annos.mat (annotations with relative_im_path, bbox_x1..b
 MULTI_WORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
 FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 TEST_ANNOS = ("cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat")
+DEVKIT_PATHS = ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test")
 
 
 def car_make(class_name: str) -> str:
@@ -109,12 +110,14 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
     root = descend(request.root, "stanford_cars")
     crop = option(request, "crop", CROP_CHOICES)
     level = option(request, "level", ("model", "make"))
-    # the all-in-one release: where there is no devkit layout to read (no devkit/, or no
-    # cars_train/ — a devkit tarball unpacked beside the all-in-one files)
-    if root is not None and (root / "cars_annos.mat").is_file() and (
-            not (root / "devkit").is_dir() or not (root / "cars_train").is_dir()):
+    # the all-in-one release, where the devkit layout is not all there (no devkit/, a devkit
+    # tarball unpacked beside the all-in-one files, no labelled test annotations)
+    devkit_complete = root is not None and all((root / rel).exists() for rel in DEVKIT_PATHS) and any(
+        (root / rel).is_file() for rel in TEST_ANNOS)
+    if root is not None and (root / "cars_annos.mat").is_file() and (root / "car_ims").is_dir() \
+            and not devkit_complete:
         return _load_all_in_one(root, crop, level)
-    require(root, ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test"), LAYOUT)
+    require(root, DEVKIT_PATHS, LAYOUT)
     test_annos = next((root / rel for rel in TEST_ANNOS if (root / rel).is_file()), None)
     if test_annos is None:
         unlabelled = (root / "devkit" / "cars_test_annos.mat").is_file()

@@ -17,11 +17,11 @@ def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, metric: st
     from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
-    # the training distance, stated (the calculator's default would be FAISS L2 on the raw
-    # embeddings when faiss is installed, and something else when it is not)
-    if not bool((torch.bincount(labels.cpu().long()) >= 2).any()):   # no image has a same-class neighbour
+    if not bool(torch.unique(labels.cpu(), return_counts=True)[1].ge(2).any()):   # no same-class neighbour at all
         nan = float("nan")
         return {"precision_at_1": nan, "r_precision": nan, "map_at_r": nan}
+    # the training distance, stated (the calculator's default would be FAISS L2 on the raw
+    # embeddings when faiss is installed, and something else when it is not)
     distance = CosineSimilarity() if metric == "cosine" else LpDistance(normalize_embeddings=False)
     calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
                               device=torch.device("cpu"), knn_func=CustomKNN(distance))
