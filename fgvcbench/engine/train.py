@@ -2,8 +2,9 @@
 
 ``fit`` trains a classifier on :class:`~fgvcbench.data.pipeline.TensorData` under a
 :class:`~fgvcbench.engine.recipe.Recipe`: SGD/Nesterov or AdamW, step or cosine schedule
-after a linear warmup (moved every iteration, or once per epoch with lr_step: epoch), label smoothing, mixup/cutmix, EMA,
-bf16 autocast and channels_last on CUDA, and early stopping on the validation split.
+after a linear warmup (moved every iteration, or once per epoch with lr_step: epoch),
+label smoothing, mixup/cutmix, EMA, bf16 autocast and channels_last on CUDA, and early
+stopping on the validation split.
 The reported ``top1`` is the test accuracy at the epoch selected on validation; the
 last epoch's test accuracy is reported next to it (``top1_last``). Test images are
 never used to select anything.

@@ -197,6 +197,7 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
         spec = recs[0]["spec"]
         ok = sorted((r for r in recs if r.get("status") == "ok"), key=_seed_key)
         top1 = mean_std_ci(_metric(ok, "top1"))
+        recorded = {name: _metric(ok, name) for name in ("top1_last", "mean_class_acc", *extra_metrics)}
         rows.append({
             "dataset": dataset_label(spec["dataset"]), "backbone": spec["backbone"]["name"],
             "pretrained": pretrained_label(spec["backbone"].get("pretrained")),
@@ -209,8 +210,8 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             # each seed's top-1, so a reader can pair, test or plot them from the CSV alone
             "top1_by_seed": ";".join(f"{r['spec'].get('seed')}:{float(r['metrics']['top1']):.4f}" for r in ok
                                      if _number((r.get("metrics") or {}).get("top1")) is not None),
-            "top1_last_mean": _mean(_metric(ok, "top1_last")),
-            "mean_class_acc_mean": _mean(_metric(ok, "mean_class_acc")),
+            "top1_last_mean": _mean(recorded["top1_last"]),
+            "mean_class_acc_mean": _mean(recorded["mean_class_acc"]),
             "train_seconds_mean": _mean(_metric(ok, "train_seconds", "cost")),
             "train_seconds_total_mean": _mean(_train_seconds_total(ok)),
             # what the result cost its devices: GPU-seconds on CUDA
@@ -221,13 +222,12 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "failed": len(recs) - len(ok),
         })
         for name in extra_metrics:  # method-specific metrics, mean and std over the ok seeds
-            summary = mean_std_ci(_metric(ok, name))
+            summary = mean_std_ci(recorded[name])
             rows[-1][f"{name}_mean"], rows[-1][f"{name}_std"] = summary.mean, summary.std
         # a metric some ok seeds did not record (an older record, a method that records it
         # on some runs only) is a mean over fewer seeds than n: `metric:k/n`, `;`-separated
-        rows[-1]["metrics_partial"] = ";".join(
-            f"{name}:{k}/{len(ok)}" for name in ("top1_last", "mean_class_acc", *extra_metrics)
-            if 0 < (k := len(_metric(ok, name))) < len(ok))
+        rows[-1]["metrics_partial"] = ";".join(f"{name}:{len(values)}/{len(ok)}" for name, values in recorded.items()
+                                               if 0 < len(values) < len(ok))
     extra_columns = [f"{n}_{s}" for n in extra_metrics for s in ("mean", "std")]
     df = pd.DataFrame(rows, columns=COLUMNS + extra_columns)
     if len(df):
@@ -288,8 +288,10 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         rows.append([r.dataset, r.backbone, r.pretrained, r.method, variant_label(r)] +
                     ([r.scale] if show_scale else []) + ([r.config] if show_config else []) +
                     [str(r.n), format_mean_std(r.top1_mean, r.top1_std),
-                     "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}", _num(r.top1_last_mean, 2) + _over(r, "top1_last"),
-                     _num(r.mean_class_acc_mean, 2) + _over(r, "mean_class_acc"), timed(r.train_seconds_mean, ".1f", r.device_shared_by),
+                     "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}",
+                     _num(r.top1_last_mean, 2) + _over(r, "top1_last"),
+                     _num(r.mean_class_acc_mean, 2) + _over(r, "mean_class_acc"),
+                     timed(r.train_seconds_mean, ".1f", r.device_shared_by),
                      timed(r.images_per_second_mean, ".0f", r.device_shared_by), str(r.failed)])
     if "delta_mean" in df.columns:
         headers += [f"Δ vs {df.attrs.get('baseline', 'baseline')} (95% CI)", "p (paired t)", "pairs"]

@@ -32,7 +32,8 @@ from ._common import CROP_CHOICES, as_list, descend, loadmat, one_based_box, opt
 LAYOUT = ("ROOT/devkit/cars_meta.mat, ROOT/devkit/cars_train_annos.mat, ROOT/cars_test_annos_withlabels.mat "
           "(or ROOT/devkit/), ROOT/cars_train/*.jpg, ROOT/cars_test/*.jpg (torchvision's StanfordCars layout; "
           "or the all-in-one ROOT/cars_annos.mat + ROOT/car_ims/*.jpg)")
-ALL_IN_ONE = "ROOT/cars_annos.mat (annotations with relative_im_path, bbox_x1..bbox_y2, class, test) + ROOT/car_ims/*.jpg"
+ALL_IN_ONE = ("ROOT/cars_annos.mat (annotations with relative_im_path, bbox_x1..bbox_y2, class, test) + "
+              "ROOT/car_ims/*.jpg")
 MULTI_WORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
 FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 TEST_ANNOS = ("cars_test_annos_withlabels.mat", "devkit/cars_test_annos_withlabels.mat")
@@ -112,13 +113,12 @@ def load_cars(request: DatasetRequest) -> DatasetSplits:
     level = option(request, "level", ("model", "make"))
     # the all-in-one release, where the devkit layout is not all there (no devkit/, a devkit
     # tarball unpacked beside the all-in-one files, no labelled test annotations)
-    devkit_complete = root is not None and all((root / rel).exists() for rel in DEVKIT_PATHS) and any(
-        (root / rel).is_file() for rel in TEST_ANNOS)
+    test_annos = next((root / rel for rel in TEST_ANNOS if (root / rel).is_file()), None) if root else None
+    devkit_complete = test_annos is not None and all((root / rel).exists() for rel in DEVKIT_PATHS)
     if root is not None and (root / "cars_annos.mat").is_file() and (root / "car_ims").is_dir() \
             and not devkit_complete:
         return _load_all_in_one(root, crop, level)
     require(root, DEVKIT_PATHS, LAYOUT)
-    test_annos = next((root / rel for rel in TEST_ANNOS if (root / rel).is_file()), None)
     if test_annos is None:
         unlabelled = (root / "devkit" / "cars_test_annos.mat").is_file()
         raise DataError(f"{root / TEST_ANNOS[0]} not found (nor {root / TEST_ANNOS[1]})"

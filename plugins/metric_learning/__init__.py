@@ -82,9 +82,9 @@ def build_loss_and_miner(params: dict):
     distance = lambda: LpDistance(normalize_embeddings=params["normalize"])  # noqa: E731
     # soft margin (Hermans et al.): softplus(d_ap - d_an), no margin term
     margin = 0.0 if params["soft_margin"] else params["margin"]
-    reducer = reducers.MeanReducer() if params["miner"] == "batch_hard" else None
+    reducer = reducers.MeanReducer() if params["miner"] == "batch_hard" else reducers.AvgNonZeroReducer()
     loss = losses.TripletMarginLoss(margin=margin, smooth_loss=params["soft_margin"], distance=distance(),
-                                    **({"reducer": reducer} if reducer is not None else {}))
+                                    reducer=reducer)
     if params["miner"] == "none":
         return loss, None
     if params["miner"] == "batch_hard":
@@ -112,9 +112,9 @@ UNSUPPORTED = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_steps": 0, "repeate
 def check_recipe(recipe) -> None:
     for name, plain in UNSUPPORTED.items():
         if getattr(recipe, name) != plain:
-            raise UserError(f"metric_learning: recipe {name}: {json.dumps(getattr(recipe, name))} is not supported by "
-                            f"the triplet loop — set {name}: {json.dumps(plain)} for this method (a per-method `train:` "
-                            f"in the suite)")
+            raise UserError(f"metric_learning: recipe {name}: {json.dumps(getattr(recipe, name))} is not supported "
+                            f"by the triplet loop — set {name}: {json.dumps(plain)} for this method (a per-method "
+                            f"`train:` in the suite)")
 
 
 @torch.no_grad()

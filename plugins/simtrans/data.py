@@ -195,11 +195,13 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
     names = list(train.class_names)
     novel_names = _novel_classes(names, o, request.root)
     novel_ids = [names.index(n) for n in novel_names]
-    base_ids = [i for i in range(len(names)) if i not in set(novel_ids)]
+    novel_set = set(novel_ids)
+    base_ids = [i for i in range(len(names)) if i not in novel_set]
+    base_set = set(base_ids)
     new_id = {old: k for k, old in enumerate(novel_ids + base_ids)}
     order = novel_names + [names[i] for i in base_ids]
 
-    base_test_rows = [i for i, label in enumerate(test.labels) if label in set(base_ids)]
+    base_test_rows = [i for i, label in enumerate(test.labels) if label in base_set]
     taken: set = set()
     if o["web_root"]:
         web = Path(o["web_root"]).expanduser()
@@ -212,7 +214,7 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
         n_paths, n_labels, n_noise, n_boxes, taken = simulate_noise(
             train, novel_ids, float(o["noise_rate"]), float(o["ood_share"]), o["noise_seed"],
             lambda count: _ood_paths(o, count, request.cache_dir, request.root), pool)
-    base_rows = [i for i, label in enumerate(train.labels) if label in set(base_ids)]
+    base_rows = [i for i, label in enumerate(train.labels) if label in base_set]
     paths = n_paths + [train.paths[i] for i in base_rows]
     labels = [new_id[c] for c in n_labels] + [new_id[train.labels[i]] for i in base_rows]
     noise = n_noise + ["clean"] * len(base_rows)
@@ -229,11 +231,11 @@ def load_weak_shot(request: DatasetRequest) -> DatasetSplits:
     def test_part(rows: list[int]) -> ImageList:
         return ImageList([test.paths[i] for i in rows], [new_id[test.labels[i]] for i in rows], order,
                          boxes=[test.boxes[i] for i in rows] if use_boxes and test.boxes else None,
-                         trim_bottom=test.trim_bottom, meta={"novel": [test.labels[i] in set(novel_ids) for i in rows],
+                         trim_bottom=test.trim_bottom, meta={"novel": [test.labels[i] in novel_set for i in rows],
                                                               "clean": [True] * len(rows),
                                                               "noise": ["clean"] * len(rows)}, info=info)
 
-    test_view = test_part([i for i, label in enumerate(test.labels) if label in set(novel_ids)])
+    test_view = test_part([i for i, label in enumerate(test.labels) if label in novel_set])
     # base test images no noise took: where a method may score what it learnt on base classes
     held_out = test_part([i for k, i in enumerate(base_test_rows) if k not in taken])
     return DatasetSplits(train=train_view, test=test_view, crop_to_boxes=use_boxes, extra={"base_test": held_out})

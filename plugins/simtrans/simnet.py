@@ -250,15 +250,15 @@ def follow_base(a_batches: list[torch.Tensor], draw_pass: Callable[[], list[torc
     pending: list[torch.Tensor] = []
     steps = []
     for a in a_batches:
-        match = next((i for i, b in enumerate(pending) if len(b) == len(a)), None)
-        for _ in range(max_passes if match is None else 0):
-            drawn = draw_pass()
+        def matching() -> int | None:
+            return next((i for i, b in enumerate(pending) if len(b) == len(a)), None)
+        match, passes = matching(), 0
+        while match is None and passes < max_passes:
+            drawn, passes = draw_pass(), passes + 1
             if not drawn:
                 break
             pending.extend(drawn)
-            match = next((i for i, b in enumerate(pending) if len(b) == len(a)), None)
-            if match is not None:
-                break
+            match = matching()
         steps.append((a, pending.pop(match) if match is not None else torch.empty(0, dtype=torch.long)))
     return steps
 
@@ -286,7 +286,7 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
     same length — ``web_epoch: zip`` as the code does (an epoch as long as the shorter
     batch list, a pair of unequal length skipped), ``follow_base`` (default) every base
     batch with the next web batch of its length, further passes over the web images drawn
-    as needed (``follow_base``) —; the backbone runs on both at once and the head on both pair sets
+    as needed (:func:`follow_base`). The backbone runs on both at once and the head on both pair sets
     at once (BatchNorm statistics mix base and web), the CE counts base pairs only and
     SimNet minimises CE − β·CE_D, CE_D the discriminator's loss on the relation features
     (base 0, web 1); the discriminator then learns on the detached features (also at
@@ -314,13 +314,14 @@ def train_simnet(simnet: SimNet, base_images: torch.Tensor, base_labels: torch.T
         opt_d = torch.optim.SGD(disc.parameters(), lr=domain_lr * factor, momentum=momentum,
                                 weight_decay=weight_decay) if disc else None
         a_batches = epoch_batches(base_labels, classes_per_batch, images_per_batch, generator)
+        def web_pass() -> list[torch.Tensor]:
+            return epoch_batches(web_labels, web_classes_per_batch, images_per_batch, generator)
         if not joint:
             steps = [(a, None) for a in a_batches]
         elif web_epoch == "zip":
-            steps = list(zip(a_batches, epoch_batches(web_labels, web_classes_per_batch, images_per_batch, generator)))
+            steps = list(zip(a_batches, web_pass()))
         else:
-            steps = follow_base(a_batches, lambda: epoch_batches(web_labels, web_classes_per_batch, images_per_batch,
-                                                                 generator))
+            steps = follow_base(a_batches, web_pass)
         simnet.train()
         t0 = time.perf_counter()
         # summed on the device and read once per epoch (no per-step wait for the GPU)
