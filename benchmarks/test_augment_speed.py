@@ -5,7 +5,8 @@ every available device. pytest-benchmark; not part of `pytest` (testpaths = test
     pytest benchmarks --benchmark-only [--benchmark-json FILE]
 
 FGVCBENCH_BENCH_BATCH (64) and FGVCBENCH_BENCH_RES (224) set the batch; the stored images
-are res / 0.875 on a side, as the pipeline keeps them.
+are res / 0.875 on a side, as the pipeline keeps them: square (``crop_extent: square``), or
+on a ``full`` canvas of landscape and portrait images from 1:1 to 2:1 (the batched path only).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from fgvcbench.data.pipeline import load_size_for
+from fgvcbench.data.pipeline import canvas_row, load_size_for
 from fgvcbench.engine.augment import BatchAugmenter
 from fgvcbench.engine.recipe import Recipe
 
@@ -32,6 +33,17 @@ def _images(device: str) -> torch.Tensor:
     return torch.randint(0, 256, (BATCH, 3, size, size), generator=g, dtype=torch.uint8).to(device)
 
 
+def _canvas(device: str) -> torch.Tensor:
+    size = load_size_for(RES)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(BATCH):
+        extent = int(torch.randint(size, 2 * size + 1, (1,), generator=g))
+        image = torch.randint(0, 256, (3, size, extent), generator=g, dtype=torch.uint8).numpy()
+        rows.append(torch.from_numpy(canvas_row(image, extent, bool(i % 2), 2 * size + 2)))
+    return torch.stack(rows).to(device)
+
+
 def _timed(benchmark, fn, device: str):
     def step():
         out = fn()
@@ -43,8 +55,9 @@ def _timed(benchmark, fn, device: str):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("augment", ["standard", "trivial_augment", "autoaugment"])
-def test_batched_on_the_device(benchmark, device, augment):
-    images = _images(device)
+@pytest.mark.parametrize("layout", ["square", "full"])
+def test_batched_on_the_device(benchmark, device, augment, layout):
+    images = _images(device) if layout == "square" else _canvas(device)
     recipe = Recipe(augment=augment, image_size=RES, random_erasing=0.1)
     aug = BatchAugmenter(recipe, MEAN, STD, torch.device(device), torch.Generator().manual_seed(0))
     out = _timed(benchmark, lambda: aug.train(images), device)

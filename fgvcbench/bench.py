@@ -210,7 +210,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     rows.append({"mode": "model_only", "images_per_second": steps * batch / seconds,
                  "syncs_per_step": count_syncs(model_step, dev)})
 
-    stored = decode_images(images, load_size_for(res), cache)
+    stored = decode_images(images, load_size_for(res), cache, crop_extent=recipe.crop_extent)
     stored = stored.to(dev) if dev.type == "cuda" else stored
     labels = torch.tensor(images.labels, device=dev)
     aug = BatchAugmenter(recipe, cfg["mean"], cfg["std"], dev, torch.Generator().manual_seed(0))

@@ -115,29 +115,34 @@ class RunContext:
         return self._splits
 
     def load_data(self, image_size: int | None = None, use_boxes: bool = False,
-                  val_fraction: float | None = None) -> TensorData:
+                  val_fraction: float | None = None, crop_extent: str | None = None) -> TensorData:
         """Decoded tensors (cached) for train / val (carved from train: ``val_fraction``, by
-        default the recipe's) / test."""
+        default the recipe's) / test; ``crop_extent`` (by default the recipe's): what of
+        each image the cache keeps (``full`` or ``square``, :mod:`fgvcbench.data.pipeline`)."""
         # decode for the larger of the train and test views (FixRes tests above train)
         size = image_size or self.recipe.data_size
         fraction = self.recipe.val_fraction if val_fraction is None else val_fraction
-        key = (size, use_boxes, fraction)
+        extent = crop_extent or self.recipe.crop_extent
+        key = (size, use_boxes, fraction, extent)
         if key not in self._data:
-            self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir, fraction, use_boxes)
+            self._data[key] = build_tensor_data(self.load_splits(), size, self.cache_dir, fraction, use_boxes,
+                                                crop_extent=extent)
         return self._data[key]
 
     def load_extra(self, name: str, image_size: int | None = None, use_boxes: bool = False) -> TensorSplit | None:
         """The dataset's extra list ``name`` (``DatasetSplits.extra``) decoded as ``load_data``
         decodes its splits (same size, boxes, cache); None where the dataset has no such list."""
-        from fgvcbench.data.pipeline import decode_images, load_size_for, use_memmap
+        from fgvcbench.data.pipeline import decode_images, extent_factor, load_size_for, use_memmap
         splits = self.load_splits()
         images = splits.extra.get(name)
         if images is None:
             return None
         size = load_size_for(image_size or self.recipe.data_size)
+        extent = self.recipe.crop_extent
         # as load_data: an on-disk memmap when RAM is short
-        streamed = self.cache_dir is not None and use_memmap(len(images) * 3 * size * size)
-        pixels = decode_images(images, size, self.cache_dir, use_boxes or splits.crop_to_boxes, streamed=streamed)
+        streamed = self.cache_dir is not None and use_memmap(len(images) * 3 * size * size * extent_factor(extent))
+        pixels = decode_images(images, size, self.cache_dir, use_boxes or splits.crop_to_boxes, streamed=streamed,
+                               crop_extent=extent)
         return TensorSplit(pixels, torch.tensor(images.labels, dtype=torch.int64), list(range(len(images))), streamed)
 
     # -- models --------------------------------------------------------------------------

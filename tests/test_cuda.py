@@ -37,6 +37,43 @@ def test_the_augmented_batch_never_waits_for_the_gpu(augment):
     assert x.shape == (32, 3, 64, 64) and torch.isfinite(x).all() and soft.shape == (32, 10)
 
 
+def _canvas(n: int = 64, side: int = 37) -> torch.Tensor:
+    """A ``crop_extent: full`` canvas of random images, landscape and portrait, 1:1 to 2:1."""
+    import numpy as np
+    from fgvcbench.data.pipeline import canvas_row
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        extent = int(rng.integers(side, 2 * side + 1))
+        image = rng.integers(0, 256, (3, side, extent), dtype=np.uint8)
+        rows.append(torch.from_numpy(canvas_row(image, extent, bool(i % 2), 2 * side + 2)))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("rotation", [0.0, 30.0])
+def test_a_full_canvas_batch_never_waits_for_the_gpu_and_crops_as_on_the_cpu(rotation):
+    """The canvas's extents are read on the device: cropping from it makes no host wait,
+    and gives the CPU's batch (the same host draws)."""
+    dev = torch.device("cuda")
+    canvas = _canvas()
+    recipe = Recipe(augment="trivial_augment", image_size=32, random_erasing=0.3, rotation_degrees=rotation)
+    aug = BatchAugmenter(recipe, MEAN, STD, dev, torch.Generator().manual_seed(0))
+    on_gpu, order = canvas.to(dev), torch.randperm(64)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for start in range(0, 64, 32):
+            x = aug.train(on_gpu[to_device(order[start:start + 32], dev)])
+            y = aug.eval(on_gpu[to_device(order[start:start + 32], dev)])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.shape == y.shape == (32, 3, 32, 32) and torch.isfinite(x).all()
+    plain = Recipe(augment="standard", image_size=32, rotation_degrees=rotation)
+    cpu = BatchAugmenter(plain, MEAN, STD, torch.device("cpu"), torch.Generator().manual_seed(3)).train(canvas)
+    gpu = BatchAugmenter(plain, MEAN, STD, dev, torch.Generator().manual_seed(3)).train(on_gpu)
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-2)
+
+
 def test_host_images_gathered_through_pinned_memory_give_the_same_batch():
     dev = torch.device("cuda")
     host = torch.randint(0, 256, (40, 3, 37, 37), dtype=torch.uint8)

@@ -16,7 +16,7 @@ import scipy.io
 from PIL import Image
 
 from fgvcbench.api import DataError, DatasetRequest
-from fgvcbench.data.pipeline import build_tensor_data
+from fgvcbench.data.pipeline import build_tensor_data, canvas_layout
 from fgvcbench.plugins import get_registry
 
 from conftest import SHARED_DATA
@@ -61,7 +61,9 @@ def test_cub(tmp_path):
     assert splits.train.coarse_names == ["Albatross", "Auklet", "Blackbird"]
     assert splits.train.boxes[0] == (2.0, 3.0, 20.0, 15.0) and splits.crop_to_boxes
     data = build_tensor_data(splits, 16, tmp_path / "cache")
-    assert data.train.images.shape[1:] == (3, 18, 18)
+    # the whole 20 × 15 box (crop_extent: full), shorter side 18: 24 columns
+    assert data.train.images.shape[1:3] == (3, 18) and canvas_layout(data.train.images)[0][0] == 24
+    assert build_tensor_data(splits, 16, tmp_path / "cache", crop_extent="square").train.images.shape[1:] == (3, 18, 18)
     (tmp_path / "bounding_boxes.txt").write_text("10 1 1 1 1\n")
     with pytest.raises(DataError, match="bounding_boxes.txt"):
         load("cub", tmp_path)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from fgvcbench.data.base import DatasetSplits, ImageList
-from fgvcbench.data.pipeline import build_tensor_data, decode_images, load_size_for
+from fgvcbench.data.pipeline import build_tensor_data, canvas_layout, decode_images, load_size_for
 from fgvcbench.errors import DataError
 from fgvcbench.spec import RunSpec
 from fgvcbench.store import Store
@@ -130,15 +130,22 @@ def make_images(tmp_path, n=4, size=(60, 40)):
 def test_decode_resizes_crops_boxes_and_caches(tmp_path):
     paths = make_images(tmp_path)
     images = ImageList(paths, [0, 1, 0, 1], ["a", "b"], boxes=[(0, 0, 20, 40)] * 4)
-    out = decode_images(images, 16, tmp_path / "cache")
+    out = decode_images(images, 16, tmp_path / "cache", crop_extent="square")
     assert out.shape == (4, 3, 16, 16) and out.dtype == torch.uint8
     assert out[0, 0, :, 0].float().mean() > 200 and out[0, 2, :, -1].float().mean() > 200  # red | blue
-    boxed = decode_images(images, 16, tmp_path / "cache", use_boxes=True)
+    boxed = decode_images(images, 16, tmp_path / "cache", use_boxes=True, crop_extent="square")
     assert boxed[:, 0].float().mean() > 250 and boxed[:, 2].float().mean() < 5           # only the red half
+    # the default keeps each 3:2 image whole: 24 columns at 16 rows, red from the first, blue to the last
+    full = decode_images(images, 16, tmp_path / "cache")
+    assert full.shape == (4, 3, 16, 24 + 2) and canvas_layout(full)[0].tolist() == [24] * 4
+    assert (full[:, 0, :, :11] == 255).all() and (full[:, 2, :, 13:24] == 255).all()
+    boxed_full = decode_images(images, 16, tmp_path / "cache", use_boxes=True)
+    assert canvas_layout(boxed_full)[1].all() and (boxed_full[:, 0, :, :32] == 255).all()   # 1:2, transposed
     cached = list((tmp_path / "cache" / "decoded").glob("*.pt"))
-    assert len(cached) == 2
+    assert len(cached) == 4
     # a cache hit returns identical tensors without touching the images
-    assert torch.equal(decode_images(images, 16, tmp_path / "cache"), out)
+    assert torch.equal(decode_images(images, 16, tmp_path / "cache", crop_extent="square"), out)
+    assert torch.equal(decode_images(images, 16, tmp_path / "cache"), full)
 
 
 def test_unreadable_and_missing_images_name_the_path(tmp_path):
@@ -158,4 +165,4 @@ def test_build_tensor_data_carves_validation_from_train(tmp_path):
     assert len(data.train) + len(data.val) == 6 and len(data.val) == 2 and len(data.test) == 2
     assert sorted(data.val.labels.tolist()) == [0, 1]
     assert not set(data.train.index) & set(data.val.index)
-    assert data.train.images.shape[-1] == load_size_for(16) and data.num_classes == 2
+    assert data.train.images.shape[-2] == load_size_for(16) and data.num_classes == 2

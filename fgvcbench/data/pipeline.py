@@ -1,11 +1,27 @@
 """Decode once, augment on the device.
 
-Images are decoded a single time into a uint8 tensor ``[N, 3, S, S]`` (shorter side
-resized to ``S``, centre-cropped, optionally cropped to the bounding box first) and the
-tensor is cached on disk, keyed by the files' paths, sizes and mtimes and the decode
-settings. Training batches are then cut from that tensor and augmented in batch on the
-training device (random-resized-crop + flip as one ``grid_sample``), so no per-image
-Python work sits between the model and its data.
+Images are decoded a single time into a uint8 tensor (optionally cropped to the bounding
+box first, shorter side resized to ``S``) and the tensor is cached on disk, keyed by the
+files' paths, sizes and mtimes and the decode settings. Training batches are then cut
+from that tensor and augmented in batch on the training device (random-resized-crop +
+flip as one ``grid_sample``), so no per-image Python work sits between the model and its
+data.
+
+Two layouts (``crop_extent``):
+
+- ``square``: ``[N, 3, S, S]``, each image's centre square — RandomResizedCrop draws
+  within it, so the strips past it on a long image are never seen in training.
+- ``full`` (default): each image whole, as torchvision's RandomResizedCrop sees it, up to
+  ``MAX_ASPECT`` : 1 (a longer image loses its ends beyond that, centrally). A split whose
+  images are all square keeps the square layout. Otherwise it is a canvas
+  ``[N, 3, S, W + 2]``: image ``i`` lies left-aligned in columns ``[0, extent_i)`` with its
+  longer side along the width (a portrait image is stored transposed), its last column
+  is repeated to column ``W`` (so a bilinear sample at the edge reads the edge), and the
+  last column carries the image's layout — ``extent_i`` in two bytes (channels 0, 1 of
+  row 0) and whether it is transposed (channel 2). The layout travels with every row
+  that is sliced or gathered, so any batch of the canvas knows its images' extents on
+  the device, and the augmenter never reads them back to the host. :func:`canvas_layout`
+  reads it; a non-square stored tensor is a canvas.
 """
 
 from __future__ import annotations
@@ -33,10 +49,31 @@ def load_size_for(image_size: int) -> int:
     return int(round(image_size / CROP_RATIO))
 
 
+# crop_extent (what of each image the cache keeps, see the module's docstring): the Recipe's
+# CROP_EXTENTS, "full" and "square"
+# the longest side a ``full`` cache keeps, as a multiple of the shorter side: Stanford Cars'
+# boxes (about 2:1), CUB's and Aircraft's photos (4:3, 3:2) fit whole
+MAX_ASPECT = 2.0
+
+
+def is_canvas(images: torch.Tensor) -> bool:
+    """Whether stored images are a ``full`` canvas (non-square) rather than centre squares."""
+    return images.shape[-1] != images.shape[-2]
+
+
+def canvas_layout(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(extent, transposed)`` of each row of a canvas batch, on the batch's device (no
+    copy to the host): the stored longer side in pixels (int64) and whether the image is
+    stored transposed (bool)."""
+    meta = images[:, :, 0, -1].long()
+    return meta[:, 0] * 256 + meta[:, 1], meta[:, 2] > 0
+
+
 @dataclass
 class TensorSplit:
-    """One split as tensors: ``images`` uint8 ``[N, 3, S, S]``, ``labels`` int64 ``[N]``;
-    ``index`` maps each row back to the split's :class:`ImageList`."""
+    """One split as tensors: ``images`` uint8 ``[N, 3, S, S]`` (or a ``full`` canvas
+    ``[N, 3, S, W + 2]``: the module's docstring), ``labels`` int64 ``[N]``; ``index`` maps
+    each row back to the split's :class:`ImageList`."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -119,17 +156,84 @@ def _decode_one(path: str, size: int, box, trim_bottom: int = 0) -> np.ndarray:
             left, top = (new[0] - size) // 2, (new[1] - size) // 2
             img = img.crop((left, top, left + size, top + size))
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
-    except FileNotFoundError as exc:
-        raise DataError(f"image not found: {path} — check the dataset root or run "
-                        f"`fgvcbench data verify`") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot decode image {path} ({exc.__class__.__name__}: {exc}) — "
-                        f"replace or remove the file") from exc
+    except (UnidentifiedImageError, OSError) as exc:   # FileNotFoundError among them
+        raise _decode_error(path, exc) from exc
 
 
-def _fingerprint(paths: Sequence[str], size: int, boxes, trim_bottom: int = 0) -> str:
+def _decode_error(path: str, exc: Exception) -> DataError:
+    if isinstance(exc, FileNotFoundError):
+        return DataError(f"image not found: {path} — check the dataset root or run `fgvcbench data verify`")
+    return DataError(f"cannot decode image {path} ({exc.__class__.__name__}: {exc}) — replace or remove the file")
+
+
+def _full_plan(path: str, size: int, box, trim_bottom: int = 0) -> tuple[tuple[int, int], int, bool]:
+    """From the file's header alone (no pixel decoded): the size an image (its box, less a trimmed banner) is
+    resized to (shorter side ``size``), the longer side a ``full`` cache keeps of it (at
+    most ``MAX_ASPECT`` × ``size``), and whether it is stored transposed (portrait)."""
+    try:
+        with Image.open(path) as img:
+            if box is None and not trim_bottom:   # the size the decode will draft (JPEG), so the
+                img.draft("RGB", (size, size))    # resize, and the centre square, are _decode_one's
+            width, height = img.size
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise _decode_error(path, exc) from exc
+    height = max(1, height - trim_bottom) if trim_bottom else height
+    if box is not None:
+        x, y, w, h = box   # as _decode_one and PIL's crop (which rounds the corners) cut it
+        left, top, right, bottom = max(0.0, x), max(0.0, y), min(width, x + w), min(height, y + h)
+        if right - left >= 1 and bottom - top >= 1:
+            width, height = round(right) - round(left), round(bottom) - round(top)
+    scale = size / max(1, min(width, height))
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return new, min(max(new), int(MAX_ASPECT * size)), new[1] > new[0]
+
+
+def _decode_full(path: str, size: int, box, trim_bottom: int, plan) -> np.ndarray:
+    """One image for a ``full`` cache: resized to the plan's size, transposed when
+    portrait, the longer side cut centrally to the plan's extent: uint8 ``[3, size, extent]``."""
+    new, extent, transposed = plan
+    try:
+        with Image.open(path) as img:
+            full_width = img.width
+            if box is None and not trim_bottom:
+                img.draft("RGB", (size, size))
+            img = img.convert("RGB")
+            if trim_bottom:
+                img = img.crop((0, 0, img.width, max(1, img.height - trim_bottom)))
+            if box is not None:
+                x, y, w, h = box
+                sx = img.width / full_width
+                left, top = max(0.0, x * sx), max(0.0, y * sx)
+                right, bottom = min(img.width, (x + w) * sx), min(img.height, (y + h) * sx)
+                if right - left >= 1 and bottom - top >= 1:
+                    img = img.crop((left, top, right, bottom))
+            img = img.resize(new, Image.BILINEAR, reducing_gap=2.0)
+            array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)   # [3, H, W]
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise _decode_error(path, exc) from exc
+    if transposed:
+        array = array.transpose(0, 2, 1)
+    off = (array.shape[2] - extent) // 2
+    return np.ascontiguousarray(array[:, :, off:off + extent])
+
+
+def canvas_row(array: np.ndarray, extent: int, transposed: bool, width: int) -> np.ndarray:
+    """A ``[3, S, width]`` canvas row: the image, its last column repeated up to the
+    layout column, which carries ``extent`` and ``transposed``."""
+    row = np.empty((3, array.shape[1], width), dtype=np.uint8)
+    row[:, :, :extent] = array
+    row[:, :, extent:width - 1] = array[:, :, extent - 1:extent]
+    row[:, :, width - 1] = array[:, :, extent - 1]
+    row[0, 0, width - 1], row[1, 0, width - 1], row[2, 0, width - 1] = extent >> 8, extent & 255, int(transposed)
+    return row
+
+
+def _fingerprint(paths: Sequence[str], size: int, boxes, trim_bottom: int = 0, crop_extent: str = "square") -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"size": size, "boxes": boxes is not None, "trim": trim_bottom, "v": 1}).encode())
+    settings = {"size": size, "boxes": boxes is not None, "trim": trim_bottom, "v": 1}
+    if crop_extent != "square":   # a square cache keeps the key it had before full ones existed
+        settings.update(extent=crop_extent, max_aspect=MAX_ASPECT)
+    h.update(json.dumps(settings).encode())
     for i, p in enumerate(paths):
         try:
             st = os.stat(p)
@@ -164,6 +268,12 @@ def decode_cache_mode(mode: str | None = None) -> str:
     return mode
 
 
+def extent_factor(crop_extent: str) -> float:
+    """The most a ``crop_extent`` cache takes per image against a square one (for the
+    decision to stream it from disk, before the images' sizes are read)."""
+    return MAX_ASPECT if crop_extent == "full" else 1.0
+
+
 def use_memmap(nbytes: int, mode: str | None = None, available: int | None = None) -> bool:
     """Whether to decode into an on-disk memmap: ``FGVCBENCH_DECODE_CACHE`` = ``memory``,
     ``memmap`` or ``auto`` (default: memmap when ``nbytes`` exceeds half the available memory)."""
@@ -174,30 +284,70 @@ def use_memmap(nbytes: int, mode: str | None = None, available: int | None = Non
     return available is not None and nbytes > MEMMAP_SHARE * available
 
 
-def _decode_memmap(images: ImageList, size: int, cache_dir: Path, boxes, workers: int) -> torch.Tensor:
+class _Rows:
+    """How a list's images become rows of its cache: the rows' shape, and row ``i``."""
+
+    def __init__(self, images: ImageList, size: int, boxes, crop_extent: str, workers: int):
+        self.images, self.size, self.boxes, self.workers = images, size, boxes, workers
+        self.plans = None
+        self.shape = (len(images), 3, size, size)
+        if crop_extent == "full":
+            with ThreadPoolExecutor(max_workers=workers) as pool:   # the headers only: no pixel is decoded
+                self.plans = list(pool.map(lambda i: _full_plan(images.paths[i], size, self._box(i),
+                                                                images.trim_bottom), range(len(images))))
+            widest = max((extent for _, extent, _ in self.plans), default=size)
+            if widest > size:   # else every image is square: the square layout, with no layout column
+                self.shape = (len(images), 3, size, widest + 2)
+
+    def _box(self, i: int):
+        return self.boxes[i] if self.boxes is not None else None
+
+    def row(self, i: int) -> np.ndarray:
+        if self.plans is None:
+            return _decode_one(self.images.paths[i], self.size, self._box(i), self.images.trim_bottom)
+        array = _decode_full(self.images.paths[i], self.size, self._box(i), self.images.trim_bottom, self.plans[i])
+        if self.shape[-1] == self.size:
+            return array
+        _, extent, transposed = self.plans[i]
+        return canvas_row(array, extent, transposed, self.shape[-1])
+
+    def each(self):
+        """Every row, in order, decoded by a pool of threads."""
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            yield from pool.map(self.row, range(len(self.images)))
+
+
+def _cached_shape_fits(shape, images: ImageList, size: int, crop_extent: str) -> bool:
+    """Whether a cached tensor has the rows a decode would give (a ``full`` cache's width
+    depends on the images, which the key already pins)."""
+    shape = tuple(shape)
+    if crop_extent == "square":
+        return shape == (len(images), 3, size, size)
+    return len(shape) == 4 and shape[:3] == (len(images), 3, size) and shape[3] >= size
+
+
+def _decode_memmap(images: ImageList, size: int, cache_dir: Path, boxes, workers: int,
+                   crop_extent: str) -> torch.Tensor:
     """Decode into ``<cache>/decoded/<key>.npy`` row by row (never all in memory) and
     return a read-only tensor view of the memory-mapped file."""
     import warnings
-    key = _fingerprint(images.paths, size, boxes, images.trim_bottom)
+    key = _fingerprint(images.paths, size, boxes, images.trim_bottom, crop_extent)
     path = Path(cache_dir) / "decoded" / f"{key}.npy"
-    shape = (len(images), 3, size, size)
     array = None
     if path.exists():
         try:
             array = np.load(path, mmap_mode="r")
-            if array.shape != shape or array.dtype != np.uint8:
+            if not _cached_shape_fits(array.shape, images, size, crop_extent) or array.dtype != np.uint8:
                 array = None
         except (OSError, ValueError):
             array = None
     if array is None:
+        rows = _Rows(images, size, boxes, crop_extent, workers)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            rows = pool.map(lambda i: _decode_one(images.paths[i], size, boxes[i] if boxes is not None else None,
-                                                  images.trim_bottom), range(len(images)))
-            for i, row in enumerate(rows):
-                out[i] = row
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=rows.shape)
+        for i, row in enumerate(rows.each()):
+            out[i] = row
         out.flush()
         del out
         os.replace(tmp, path)
@@ -208,34 +358,35 @@ def _decode_memmap(images: ImageList, size: int, cache_dir: Path, boxes, workers
 
 
 def decode_images(images: ImageList, size: int, cache_dir: Path | None,
-                  use_boxes: bool = False, workers: int | None = None, streamed: bool = False) -> torch.Tensor:
-    """Decode every image of ``images`` to uint8 ``[N, 3, size, size]``, with a disk cache
-    (with ``streamed``, an on-disk memmap the tensor views instead of a copy in memory)."""
+                  use_boxes: bool = False, workers: int | None = None, streamed: bool = False,
+                  crop_extent: str = "full") -> torch.Tensor:
+    """Decode every image of ``images`` to uint8 — ``[N, 3, size, size]`` centre squares
+    (``crop_extent: square``, or a ``full`` list whose images are all square), else a
+    ``full`` canvas (the module's docstring) — with a disk cache (with ``streamed``, an
+    on-disk memmap the tensor views instead of a copy in memory)."""
+    if crop_extent not in ("full", "square"):
+        raise ValueError(f"crop_extent must be full or square; got {crop_extent!r}")
     boxes = images.boxes if use_boxes else None
     if use_boxes and boxes is None:
         raise DataError("crop to bounding boxes was asked for, but this dataset has no boxes")
+    workers = workers or min(8, os.cpu_count() or 1)
     if streamed and cache_dir is not None:
-        return _decode_memmap(images, size, Path(cache_dir), boxes, workers or min(8, os.cpu_count() or 1))
+        return _decode_memmap(images, size, Path(cache_dir), boxes, workers, crop_extent)
     cache_file = None
     if cache_dir is not None:
-        key = _fingerprint(images.paths, size, boxes, images.trim_bottom)
+        key = _fingerprint(images.paths, size, boxes, images.trim_bottom, crop_extent)
         cache_file = Path(cache_dir) / "decoded" / f"{key}.pt"
         if cache_file.exists():
             try:
                 cached = torch.load(cache_file, map_location="cpu", weights_only=True)
-                if cached.shape == (len(images), 3, size, size):
+                if _cached_shape_fits(cached.shape, images, size, crop_extent):
                     return cached
             except Exception:  # a corrupt cache file is rebuilt, never trusted
                 pass
-    workers = workers or min(8, os.cpu_count() or 1)
-    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        arrays = pool.map(lambda i: _decode_one(images.paths[i], size,
-                                                boxes[i] if boxes is not None else None,
-                                                images.trim_bottom),
-                          range(len(images)))
-        for i, arr in enumerate(arrays):
-            out[i] = torch.from_numpy(arr)
+    rows = _Rows(images, size, boxes, crop_extent, workers)
+    out = torch.empty(rows.shape, dtype=torch.uint8)
+    for i, array in enumerate(rows.each()):
+        out[i] = torch.from_numpy(array)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         from fgvcbench.store import sweep_dead_temporaries, temp_suffix
@@ -247,8 +398,9 @@ def decode_images(images: ImageList, size: int, cache_dir: Path | None,
 
 
 def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | None,
-                      val_fraction: float = 0.1, use_boxes: bool = False) -> TensorData:
-    """Decode a dataset's splits; carve a validation split from train if it has none."""
+                      val_fraction: float = 0.1, use_boxes: bool = False, crop_extent: str = "full") -> TensorData:
+    """Decode a dataset's splits (``crop_extent``: :func:`decode_images`); carve a
+    validation split from train if it has none."""
     load = load_size_for(image_size)
     use_boxes = use_boxes or splits.crop_to_boxes
     train_list = splits.train
@@ -260,21 +412,23 @@ def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | 
     def labels(lst: ImageList, idx: list[int]) -> torch.Tensor:
         return torch.tensor([lst.labels[i] for i in idx], dtype=torch.int64)
 
+    def decode(images: ImageList, streamed: bool = False) -> torch.Tensor:
+        return decode_images(images, load, cache_dir, use_boxes, streamed=streamed, crop_extent=crop_extent)
+
     total = (len(train_list) + len(splits.test) + (len(splits.val) if splits.val is not None else 0)) * 3 * load * load
-    streamed = cache_dir is not None and use_memmap(total)
+    streamed = cache_dir is not None and use_memmap(total * extent_factor(crop_extent))
     if streamed:
         # one file in split order, so train and val are views of it (slices copy nothing)
         if splits.val is None:
-            both = decode_images(train_list.subset(train_idx + val_idx), load, cache_dir, use_boxes, streamed=True)
+            both = decode(train_list.subset(train_idx + val_idx), streamed=True)
             train_images, val_images = both[:len(train_idx)], both[len(train_idx):]
         else:
-            train_images = decode_images(train_list, load, cache_dir, use_boxes, streamed=True)
-            val_images = decode_images(val_source, load, cache_dir, use_boxes, streamed=True)
+            train_images, val_images = decode(train_list, streamed=True), decode(val_source, streamed=True)
     else:
-        train_all = decode_images(train_list, load, cache_dir, use_boxes)
+        train_all = decode(train_list)
         train_images = train_all[train_idx]
-        val_images = train_all[val_idx] if splits.val is None else decode_images(val_source, load, cache_dir, use_boxes)
-    test_images = decode_images(splits.test, load, cache_dir, use_boxes, streamed=streamed)
+        val_images = train_all[val_idx] if splits.val is None else decode(val_source)
+    test_images = decode(splits.test, streamed=streamed)
 
     return TensorData(
         train=TensorSplit(train_images, labels(train_list, train_idx), train_idx, streamed),

@@ -30,13 +30,27 @@ def test_view(images: torch.Tensor, size: int, resize: int | None = None) -> tor
     """The evaluation view: resize to ``resize`` (default ``size / 0.875``, e.g. 256 for
     224), centre-crop ``size``. Stored images already at that size are only cropped;
     otherwise (FixRes: torchvision's val resize 232 → crop 224 after training at 176)
-    they are resized first."""
-    from fgvcbench.data.pipeline import load_size_for
+    they are resized first. A ``full`` canvas gives each image's centre square first
+    (Resize(256) + CenterCrop(224) never reaches past it)."""
+    from fgvcbench.data.pipeline import is_canvas, load_size_for
     target = resize or load_size_for(size)
+    if is_canvas(images):   # a full cache: the test view sees each image's centre square, as torchvision's
+        images = centre_squares(images)
     x = images.float()
     if x.shape[-1] != target:
         x = F.interpolate(x, size=(target, target), mode="bilinear", antialias=True, align_corners=False)
     return center_crop(x, size)
+
+
+def centre_squares(images: torch.Tensor) -> torch.Tensor:
+    """Each row's centre square of a ``full`` canvas (``fgvcbench.data.pipeline``), turned
+    back to the image's own orientation: ``[B, C, S, S]``, cut on the batch's device."""
+    from fgvcbench.data.pipeline import canvas_layout
+    b, c, side, _ = images.shape
+    extent, transposed = canvas_layout(images)
+    columns = ((extent - side) // 2).view(b, 1) + torch.arange(side, device=images.device)
+    square = images.gather(3, columns.view(b, 1, 1, side).expand(b, c, side, side))
+    return torch.where(transposed.view(b, 1, 1, 1), square.transpose(2, 3), square)
 
 
 def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,16 +82,90 @@ def crop_boxes(b: int, side: int, scale_min: float, generator: torch.Generator,
     return w / side, h / side
 
 
+def sized_crop_boxes(width: torch.Tensor, height: torch.Tensor, scale_min: float, area_u: torch.Tensor,
+                     ratio_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RandomResizedCrop's box as torchvision's ``get_params`` draws it, for images of
+    per-sample ``width`` × ``height`` (float tensors ``[B]``, pixels), from uniforms drawn
+    beforehand (``[B, tries]`` each), on whatever device they are: the first try that fits
+    (area ~ U(scale_min, 1)·W·H, log-ratio ~ U(log 3/4, log 4/3), rounded to pixels), else
+    torchvision's fallback — the whole image, its ratio clamped to [3/4, 4/3] (a wider
+    image keeps its height and 4/3 of it as width). Returns ``(w, h, found)``."""
+    area = (scale_min + (1 - scale_min) * area_u) * (width * height).unsqueeze(1)
+    ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * ratio_u)
+    w = torch.sqrt(area * ratio).round()
+    h = torch.sqrt(area / ratio).round()
+    fits = (w > 0) & (w <= width.unsqueeze(1)) & (h > 0) & (h <= height.unsqueeze(1))
+    first = fits.float().argmax(1, keepdim=True)   # the first try that fits (0 when none does)
+    found = fits.any(1)
+    in_ratio = width / height
+    fallback_w = torch.where(in_ratio > 4 / 3, (height * 4 / 3).round(), width)
+    fallback_h = torch.where(in_ratio < 3 / 4, (width / (3 / 4)).round(), height)
+    return (torch.where(found, w.gather(1, first).squeeze(1), fallback_w),
+            torch.where(found, h.gather(1, first).squeeze(1), fallback_h), found)
+
+
+def canvas_crop_flip(images: torch.Tensor, size: int, scale_min: float, flip: bool,
+                     generator: torch.Generator, rotation: float = 0.0) -> torch.Tensor:
+    """:func:`random_resized_crop_flip` on a ``full`` canvas (float): each image's crop is
+    drawn within its own extent and orientation. The uniforms are drawn on the host in the
+    square path's order and reach the device in one copy; the boxes are worked out there
+    from each row's layout, so the host never waits for the device."""
+    from fgvcbench.data.pipeline import canvas_layout
+    b, _, side, canvas_width = images.shape
+    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    area_u, ratio_u = rand(b, 10), rand(b, 10)
+    drawn = [rand(b), rand(b)]                                    # the crop's position
+    drawn.append(rand(b) if flip else torch.ones(b))              # ≥ 0.5: not flipped
+    drawn.append(rand(b) * 2 - 1 if rotation > 0 else torch.zeros(b))
+    u = to_device(torch.cat([area_u, ratio_u, torch.stack(drawn, 1)], 1), images.device)
+    area_u, ratio_u, ux, uy, uf, ur = u[:, :10], u[:, 10:20], u[:, 20], u[:, 21], u[:, 22], u[:, 23]
+    extent, transposed = canvas_layout(images)
+    extent = extent.to(images.dtype)
+    full_side = torch.full_like(extent, float(side))
+    width, height = torch.where(transposed, full_side, extent), torch.where(transposed, extent, full_side)
+    w, h, found = sized_crop_boxes(width, height, scale_min, area_u, ratio_u)
+    # the fallback is centred as torchvision centres it: at whole pixels, (W - w) // 2
+    cx = torch.where(found, w / 2 + ux * (width - w), torch.div(width - w, 2, rounding_mode="floor") + w / 2)
+    cy = torch.where(found, h / 2 + uy * (height - h), torch.div(height - h, 2, rounding_mode="floor") + h / 2)
+    sign = torch.where(uf < 0.5, -1.0, 1.0).to(images.dtype)
+    # an output point (a, b) in [-1, 1]² shows the image's pixel point A·(a, b) + t
+    zero = torch.zeros_like(w)
+    a = torch.stack([torch.stack([sign * w / 2, zero], 1), torch.stack([zero, h / 2], 1)], 1)   # [B, 2, 2]
+    t = torch.stack([cx, cy], 1)
+    if rotation > 0:   # RandomRotation about the image's centre, as the square path (pixels are square)
+        angle = torch.deg2rad(ur * rotation)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+        middle = torch.stack([width / 2, height / 2], 1)
+        a = rot @ a
+        t = (rot @ (t - middle).unsqueeze(2)).squeeze(2) + middle
+    theta = torch.cat([a, t.unsqueeze(2)], 2)
+    theta = torch.where(transposed.view(b, 1, 1), theta.flip(1), theta)   # stored transposed: swap x and y
+    theta = torch.stack([theta[:, 0] * (2 / canvas_width), theta[:, 1] * (2 / side)], 1)   # pixels → [-1, 1]
+    theta[:, :, 2] -= 1                                                   # (align_corners=False)
+    grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros" if rotation > 0 else "reflection",
+                        align_corners=False)
+    if rotation > 0:   # what the rotation uncovers past the image's extent is black, as past its other sides
+        inside = (grid[..., 0] + 1) * (canvas_width / 2) <= extent.view(b, 1, 1)
+        out = out * inside.unsqueeze(1)
+    return out
+
+
 def random_resized_crop_flip(images: torch.Tensor, size: int, scale_min: float,
                              flip: bool, generator: torch.Generator, rotation: float = 0.0) -> torch.Tensor:
     """Per-sample RandomResizedCrop(scale=(scale_min, 1), ratio=(3/4, 4/3)) and flip,
-    as a single batched bilinear resample. ``images`` float ``[B, C, S, S]``.
+    as a single batched bilinear resample. ``images`` float ``[B, C, S, S]`` (a ``full``
+    canvas goes to :func:`canvas_crop_flip`).
 
     ``rotation`` > 0: first RandomRotation(±rotation°) of the whole image about its centre,
     corners filled with 0 (torchvision's ``RandomRotation(d)`` before the crop, SimTrans's
     code), folded into the same affine map, so the batch is still resampled once
     (bilinearly; torchvision rotates with nearest, then crops bilinearly). The angles are
     drawn after the crop's numbers, so ``rotation`` 0 leaves a seed's crops as they were."""
+    from fgvcbench.data.pipeline import is_canvas
+    if is_canvas(images):
+        return canvas_crop_flip(images, size, scale_min, flip, generator, rotation)
     b = images.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     w, h = crop_boxes(b, images.shape[-1], scale_min, generator)   # fractions of the source side
@@ -199,6 +287,10 @@ class BatchAugmenter:
         images_u8 = images_u8.to(self.device, non_blocking=True)
         has_policy = r.augment in ("trivial_augment", "autoaugment")
         if has_policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
+            from fgvcbench.data.pipeline import is_canvas
+            if is_canvas(images_u8):
+                raise ValueError("policy_before_crop needs images of one size, and these come from a "
+                                 "crop_extent: full cache — decode with crop_extent: square")
             images_u8 = self._policy(images_u8)
         if r.augment == "none":  # the test-time view
             x = test_view(images_u8, r.image_size)

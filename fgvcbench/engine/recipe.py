@@ -15,6 +15,7 @@ SCHEDULERS = ("none", "step", "cosine")
 INTERPOLATIONS = ("nearest", "bilinear")
 LR_STEPS = ("iteration", "epoch")
 PIPELINES = ("fast", "classic")
+CROP_EXTENTS = ("full", "square")   # the fast pipeline's cache: fgvcbench.data.pipeline
 ERASING_VALUES = ("zero", "random")
 STOP_ON = ("top1", "loss")
 
@@ -85,6 +86,11 @@ class Recipe:
     min_epochs: int = dataclasses.field(default=0, metadata={"hash_if_set": True})
     val_fraction: float = 0.1
     pipeline: str = "fast"            # fast: decode once, augment batches on the device; classic: DataLoader
+    # what of each image the fast pipeline's cache keeps for RandomResizedCrop to draw from:
+    # full (the whole image, up to 2:1, as torchvision's transforms see it) or square (its
+    # centre square, the cache before full existed). Not in to_dict with pipeline: classic,
+    # which always reads the whole image.
+    crop_extent: str = dataclasses.field(default="full", metadata={"fast_only": True})
     amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True        # on CUDA
     compile: bool = False             # torch.compile the model
@@ -116,9 +122,13 @@ class Recipe:
         """Every field, except one added after records existed (``hash_if_set`` in its
         metadata) while it holds its default: run ids, the leaderboard's configuration key
         and cached-stage keys all hash this dict, so adding such a field keeps every earlier
-        record and cache valid. ``Recipe(**d)`` gives the recipe back."""
+        record and cache valid — and except a fast pipeline's field (``fast_only``) at its
+        default under ``pipeline: classic``, where it has no effect. ``Recipe(**d)`` gives
+        the recipe back."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if not (f.metadata.get("hash_if_set") and getattr(self, f.name) == f.default)}
+                if not (f.metadata.get("hash_if_set") and getattr(self, f.name) == f.default)
+                and not (f.metadata.get("fast_only") and self.pipeline == "classic"
+                         and getattr(self, f.name) == f.default)}
 
     @property
     def data_size(self) -> int:
@@ -172,6 +182,15 @@ class Recipe:
             problems.append(("repeated_augment", f"{self.repeated_augment} needs the fast pipeline (its sampler "
                                                  f"repeats images; the classic DataLoader has none) — set "
                                                  f"repeated_augment: 1 or pipeline: fast"))
+        if self.pipeline == "classic" and self.crop_extent != "full":
+            problems.append(("crop_extent", f"{self.crop_extent} is the fast pipeline's cache; the classic "
+                                            f"pipeline always crops from the whole image — remove crop_extent "
+                                            f"or set pipeline: fast"))
+        elif (self.pipeline == "fast" and self.crop_extent == "full" and self.policy_before_crop
+              and self.augment in ("trivial_augment", "autoaugment")):
+            problems.append(("crop_extent", "full stores images of several sizes in one canvas, and "
+                                            "policy_before_crop runs the policy on whole stored images, which "
+                                            "needs one size — set crop_extent: square (or pipeline: classic)"))
         if not 0 < self.crop_scale_min <= 1:
             problems.append(("crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}"))
         if not 0 <= self.rotation_degrees <= 180:
@@ -206,7 +225,8 @@ class Recipe:
         for name, allowed in (("augment", AUGMENT_POLICIES), ("optimizer", OPTIMIZERS),
                               ("scheduler", SCHEDULERS), ("pipeline", PIPELINES),
                               ("random_erasing_value", ERASING_VALUES), ("stop_on", STOP_ON),
-                              ("lr_step", LR_STEPS), ("policy_interpolation", INTERPOLATIONS)):
+                              ("lr_step", LR_STEPS), ("policy_interpolation", INTERPOLATIONS),
+                              ("crop_extent", CROP_EXTENTS)):
             if getattr(self, name) not in allowed:
                 problems.append((name, f"must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"))
         return problems

@@ -152,7 +152,8 @@ def run_metric_learning(ctx: RunContext) -> dict:
     from pytorch_metric_learning import samplers
     p = ctx.params
     recipe = loop_recipe(p, ctx.recipe)
-    data = ctx.load_data(image_size=recipe.data_size, val_fraction=recipe.val_fraction)
+    data = ctx.load_data(image_size=recipe.data_size, val_fraction=recipe.val_fraction,
+                         crop_extent=recipe.crop_extent)
     backbone = ctx.create_model(data.num_classes)
     net = place_model(EmbeddingNet(backbone, p["embedding_dim"], p["normalize"]), recipe, ctx.device)
     metric = "cosine" if p["normalize"] else "l2"   # neighbours by the distance the loss trained

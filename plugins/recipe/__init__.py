@@ -155,7 +155,7 @@ def run_recipe(ctx: RunContext) -> dict:
     """Apply the steps in order to the suite's recipe, then fine-tune the backbone."""
     recipe = ctx.apply_steps(ctx.recipe, ctx.params["steps"])
     ctx.notes["applied_recipe"] = recipe.to_dict()
-    data = ctx.load_data(image_size=recipe.data_size)
+    data = ctx.load_data(image_size=recipe.data_size, crop_extent=recipe.crop_extent)
     model = ctx.create_model(data.num_classes)
     return ctx.fit(model, data, recipe).metrics
 

@@ -1,0 +1,213 @@
+"""The fast pipeline's ``full`` cache (``crop_extent: full``): each image whole on a canvas,
+cropped within its own extent and orientation, as torchvision's RandomResizedCrop does."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fgvcbench.data import pipeline as P
+from fgvcbench.data.base import ImageList
+from fgvcbench.engine import augment
+from fgvcbench.engine.augment import BatchAugmenter, centre_squares, random_resized_crop_flip, sized_crop_boxes
+from fgvcbench.engine.recipe import Recipe
+
+
+def _images(tmp_path, sizes, seed=0, boxes=None) -> ImageList:
+    """PNG files (lossless, no JPEG draft) of random pixels at ``sizes`` (width, height)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return ImageList(paths, list(range(len(paths))), [str(i) for i in range(len(paths))], boxes=boxes)
+
+
+def _resized(path: str, size: int) -> np.ndarray:
+    """The image with its shorter side at ``size`` as the decode resizes it, ``[3, H, W]``."""
+    with Image.open(path) as img:
+        scale = size / min(img.size)
+        new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
+        return np.array(img.convert("RGB").resize(new, Image.BILINEAR, reducing_gap=2.0)).transpose(2, 0, 1)
+
+
+def test_full_cache_keeps_each_image_whole_with_its_layout(tmp_path):
+    images = _images(tmp_path, [(60, 40), (40, 60), (40, 40), (120, 30)])   # landscape, portrait, square, 4:1
+    canvas = P.decode_images(images, 20, None)
+    assert P.is_canvas(canvas) and canvas.shape == (4, 3, 20, 40 + 2)       # the widest kept: 2:1 (MAX_ASPECT)
+    extent, transposed = P.canvas_layout(canvas)
+    assert extent.tolist() == [30, 30, 20, 40] and transposed.tolist() == [False, True, False, False]
+    landscape, portrait, square, long = (_resized(p, 20) for p in images.paths)
+    assert torch.equal(canvas[0, :, :, :30], torch.from_numpy(landscape))
+    assert torch.equal(canvas[1, :, :, :30], torch.from_numpy(portrait).transpose(1, 2))   # stored transposed
+    assert torch.equal(canvas[2, :, :, :20], torch.from_numpy(square))
+    assert torch.equal(canvas[3, :, :, :40], torch.from_numpy(long[:, :, 20:60]))         # its ends cut, centrally
+    # past the extent, the edge repeats (a bilinear sample at the edge reads the edge)
+    assert torch.equal(canvas[0, :, :, 30:41], canvas[0, :, :, 29:30].expand(3, 20, 11))
+    # each image's centre square is the square cache's, so the test view is unchanged
+    assert torch.equal(centre_squares(canvas), P.decode_images(images, 20, None, crop_extent="square"))
+
+
+def test_a_list_of_square_images_keeps_the_square_layout(tmp_path):
+    images = _images(tmp_path, [(32, 32), (50, 50)])
+    full = P.decode_images(images, 16, None)
+    assert full.shape == (2, 3, 16, 16) and not P.is_canvas(full)
+    assert torch.equal(full, P.decode_images(images, 16, None, crop_extent="square"))
+
+
+def test_full_cache_crops_to_boxes_and_reloads_from_disk(tmp_path):
+    images = _images(tmp_path, [(80, 60), (80, 60)], boxes=[(10, 10, 40, 20), (0, 0, 30, 60)])
+    cache = tmp_path / "cache"
+    boxed = P.decode_images(images, 16, cache, use_boxes=True)
+    assert P.canvas_layout(boxed)[0].tolist() == [32, 32] and P.canvas_layout(boxed)[1].tolist() == [False, True]
+    assert torch.equal(P.decode_images(images, 16, cache, use_boxes=True), boxed)          # from the cache
+    assert len(list((cache / "decoded").glob("*.pt"))) == 1
+    square = P.decode_images(images, 16, cache, use_boxes=True, crop_extent="square")
+    assert square.shape == (2, 3, 16, 16) and len(list((cache / "decoded").glob("*.pt"))) == 2   # its own key
+    streamed = P.decode_images(images, 16, tmp_path / "mm", use_boxes=True, streamed=True)
+    assert torch.equal(streamed, boxed)
+
+
+@pytest.mark.parametrize("size", [(60, 30), (30, 60)])
+def test_the_crop_falls_back_as_torchvision_does_in_either_orientation(tmp_path, size):
+    """scale (1, 1) on a 2:1 image never fits a ratio in [3/4, 4/3]: torchvision then takes
+    the centred box of ratio 4/3 (3/4 for a portrait image) at full height (width)."""
+    images = _images(tmp_path, [size, (20, 20)])
+    canvas = P.decode_images(images, 20, None)
+    out = random_resized_crop_flip(canvas.float(), 12, 1.0, flip=False, generator=torch.Generator().manual_seed(0))
+    whole = torch.from_numpy(_resized(images.paths[0], 20)).float().unsqueeze(0)   # [1, 3, H, W]
+    h, w = whole.shape[-2:]
+    ch, cw = (20, round(20 * 4 / 3)) if w > h else (round(20 * 4 / 3), 20)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    expected = F.interpolate(whole[..., top:top + ch, left:left + cw], size=(12, 12), mode="bilinear",
+                             align_corners=False)
+    assert torch.allclose(out[0:1], expected, atol=1e-3)
+    square = torch.from_numpy(_resized(images.paths[1], 20)).float().unsqueeze(0)
+    assert torch.allclose(out[1:2], F.interpolate(square, size=(12, 12), mode="bilinear", align_corners=False),
+                          atol=1e-3)
+
+
+def test_crops_are_drawn_per_sample_within_each_image_as_torchvision_draws_them():
+    width, height = torch.tensor([400.0, 300.0]).repeat(2000), torch.tensor([200.0, 300.0]).repeat(2000)
+    g = torch.Generator().manual_seed(1)
+    w, h, found = sized_crop_boxes(width, height, 0.08, torch.rand(4000, 10, generator=g),
+                                   torch.rand(4000, 10, generator=g))
+    assert found.float().mean() > 0.95 and (w <= width).all() and (h <= height).all() and (w >= 1).all()
+    assert len({(a, b) for a, b in zip(w.tolist(), h.tolist())}) > 1000          # per sample, not one box
+    # torchvision's own draws on the same sizes: the area share and the ratio agree in distribution
+    from torchvision.transforms import RandomResizedCrop
+    torch.manual_seed(0)
+    for wid, hgt in ((400, 200), (300, 300)):
+        boxes = [RandomResizedCrop.get_params(torch.empty(1, hgt, wid), [0.08, 1.0], [3 / 4, 4 / 3])
+                 for _ in range(2000)]
+        tv_area = np.mean([bh * bw / (wid * hgt) for _, _, bh, bw in boxes])
+        tv_ratio = np.mean([math.log(bw / bh) for _, _, bh, bw in boxes])
+        ours = width == wid
+        assert abs((w[ours] * h[ours] / (wid * hgt)).mean().item() - tv_area) < 0.03
+        assert abs(torch.log(w[ours] / h[ours]).mean().item() - tv_ratio) < 0.03
+
+
+def test_rotation_blacks_out_only_what_it_uncovers(tmp_path):
+    grey, wide = tmp_path / "grey.png", tmp_path / "wide.png"
+    Image.fromarray(np.full((30, 40, 3), 200, dtype=np.uint8)).save(grey)      # 4:3, stored 27 of 40 columns
+    Image.fromarray(np.full((30, 60, 3), 50, dtype=np.uint8)).save(wide)       # 2:1, sets the canvas's width
+    images = ImageList([str(grey)] * 64 + [str(wide)], [0] * 65, ["a"])
+    canvas = P.decode_images(images, 20, None)
+    assert P.canvas_layout(canvas)[0][0] == 27 and canvas.shape[-1] == 42
+    out = random_resized_crop_flip(canvas.float(), 16, 1.0, flip=True, generator=torch.Generator().manual_seed(0),
+                                   rotation=90)[:64]
+    centre = out[:, :, 6:10, 6:10]
+    assert torch.allclose(centre, torch.full_like(centre, 200.0), atol=1e-3)   # the centre stays in the image
+    black = (out[:, 0] < 100).float()
+    share = black.flatten(1).mean(1)
+    assert share.max() > 0.1 and share.min() < share.max()                   # corners uncovered, per angle
+    # crop and image share their centre, so what is uncovered is symmetric about it: the side
+    # past the stored extent (where the canvas repeats the image's edge) is black too
+    assert (black - black.flip(-1, -2)).abs().mean() < 0.012   # 0.005 here; 0.025 with the edge left grey
+
+
+def test_the_augmenter_trains_and_tests_on_a_canvas_and_refuses_a_policy_before_the_crop(tmp_path):
+    images = _images(tmp_path, [(60, 40), (40, 60), (44, 40)])
+    canvas = P.decode_images(images, 18, None)
+    aug = BatchAugmenter(Recipe(image_size=16, augment="trivial_augment", random_erasing=0.5), (0.5,) * 3,
+                         (0.25,) * 3, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert aug.train(canvas).shape == (3, 3, 16, 16)
+    square = P.decode_images(images, 18, None, crop_extent="square")
+    assert torch.equal(aug.eval(canvas), aug.eval(square))                    # the same test view
+    assert torch.equal(augment.test_view(canvas, 16), augment.test_view(square, 16))
+    before = BatchAugmenter(Recipe(image_size=16, augment="trivial_augment", policy_before_crop=True),
+                            (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="crop_extent: square"):
+        before.train(canvas)
+    assert before.train(square).shape == (3, 3, 16, 16)
+
+
+def test_recipe_checks_crop_extent_and_hashes_it_only_where_it_acts():
+    assert Recipe().crop_extent == "full" and Recipe().to_dict()["crop_extent"] == "full"
+    assert "crop_extent" not in Recipe(pipeline="classic").to_dict()           # classic always reads whole images
+    assert Recipe(**Recipe(pipeline="classic").to_dict()) == Recipe(pipeline="classic")
+    with pytest.raises(ValueError, match="crop_extent .*classic pipeline always crops from the whole image"):
+        Recipe().override({"pipeline": "classic", "crop_extent": "square"})
+    with pytest.raises(ValueError, match="crop_extent full .*set crop_extent: square"):
+        Recipe().override({"augment": "trivial_augment", "policy_before_crop": True})
+    assert Recipe().override({"augment": "trivial_augment", "policy_before_crop": True,
+                              "crop_extent": "square"}).crop_extent == "square"
+    with pytest.raises(ValueError, match="crop_extent must be one of full, square"):
+        Recipe().override({"crop_extent": "centre"})
+
+
+def _folder(root, classes=4, train=8, test=3, seed=0):
+    """``root/train/<class>/*`` and ``root/test/<class>/*``: random non-square PNGs, both
+    orientations, 3:2 to 2:1 (so every fast run below trains on a canvas)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(48, 32), (32, 48), (64, 32), (40, 30)]
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                w, h = shapes[(i + c) % len(shapes)]
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                pixels[:, :, c % 3] = 255 - 40 * c   # a class colour, so there is something to learn
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_every_method_trains_on_a_full_canvas_and_finernet_on_its_square(tmp_path, runner):
+    import json
+    from conftest import tiny_suite
+    from fgvcbench.cli import app
+    root = _folder(tmp_path / "folder")
+    out = tmp_path / "out"
+    suite = tiny_suite(tmp_path, scale=None, epochs=2, methods="""
+          [finetune,
+           {name: recipe, params: {steps: [base, trivial_augment, random_erasing]}},
+           {name: metric_learning, params: {tsne: false}},
+           {name: finernet, params: {phase3_batch: 8, phase3_epochs: 1}}]""",
+                       datasets=f"[{{name: imagefolder, root: {root}}}]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    records = {r["spec"]["method"]: r for r in map(json.loads, map(Path.read_text, (out / "runs").glob("*.json")))}
+    assert set(records) == {"finetune", "recipe", "metric_learning", "finernet"}
+    assert all(r["status"] == "ok" for r in records.values()), {m: r.get("error") for m, r in records.items()}
+    assert {m: r["spec"]["recipe"].get("crop_extent") for m, r in records.items()} == {
+        "finetune": "full", "recipe": "full", "metric_learning": "full", "finernet": "square"}
+    # SimTrans's rotation on a canvas: a weak-shot view of the same folder
+    (tmp_path / "w").mkdir()
+    suite = tiny_suite(tmp_path / "w", scale=None, batch_size=8, methods="""
+          [{name: simtrans, variants: [weights], params: {simnet_hidden: [32, 16, 16], images_per_batch: 8,
+            pretrain_batch_size: 8, simnet_epochs: 1}}]""",
+                       datasets=f"[{{name: weak_shot, root: {root}, options: {{of: imagefolder, novel: [c2, c3], "
+                                f"noise_rate: 0.25}}}}]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "w" / "out" / "runs").glob("*.json")]
+    assert record["status"] == "ok", record.get("error")
+    assert record["spec"]["recipe"]["rotation_degrees"] > 0 and record["spec"]["recipe"]["crop_extent"] == "full"
