@@ -29,7 +29,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: data pipeline vs
 FIELDS = ["date", "host", "device_name", "torch", "timm", "backbone", "res", "batch", "compile", "augment",
           "random_erasing", "mode",
           "images_per_second", "syncs_per_step", "steps", "workers", "git_sha"]
-THROUGHPUT_FIELDS = FIELDS + ["ratio_to_model_only", "ratio_to_classic"]
+THROUGHPUT_FIELDS = FIELDS + ["ratio_to_model_only", "ratio_to_classic", "crop_extent"]
 
 
 MAX_BATCH = 8192               # images per step; the synthetic set behind it is generated on disk
@@ -140,8 +140,10 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
                        device: str = "auto", compile: bool = False, dataset: str = "synthetic",
                        root: Optional[str] = None, workers: Optional[int] = None,
                        augment: str = "trivial_augment", random_erasing: float = 0.1,
-                       cache_dir: Optional[Path] = None, options: Optional[dict] = None) -> list[dict]:
-    """Images/s of the three modes (rows: mode, images_per_second)."""
+                       cache_dir: Optional[Path] = None, options: Optional[dict] = None,
+                       crop_extent: str = "full") -> list[dict]:
+    """Images/s of the three modes (rows: mode, images_per_second); ``crop_extent``: what
+    the fast pipeline's cache keeps of each image (the classic one always reads it whole)."""
     import torch
     from fgvcbench.data.base import DatasetRequest
     from fgvcbench.data.classic import classic_loader
@@ -161,7 +163,8 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     if workers is not None and not 0 <= workers <= MAX_LOADER_WORKERS:
         raise UserError(f"--workers {workers}: use 0 (load in the main process) to {MAX_LOADER_WORKERS} "
                         f"DataLoader processes")
-    recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01, random_erasing=random_erasing)
+    recipe = Recipe(image_size=res, batch_size=batch, augment=augment, lr=0.01, random_erasing=random_erasing,
+                    crop_extent=crop_extent)
     problems = recipe.validate()
     if problems:
         key, what = problems[0]
@@ -247,7 +250,7 @@ def measure_throughput(backbone: str, res: int, batch: int, *, steps: int = 20, 
     import timm
     meta = {**_machine(dev), "timm": timm.__version__, "backbone": backbone, "res": res, "batch": batch,
             "compile": compile, "augment": augment, "random_erasing": random_erasing, "steps": steps,
-            "workers": loader.num_workers}
+            "workers": loader.num_workers, "crop_extent": crop_extent}
     return [{**meta, **row} for row in rows]
 
 
@@ -267,6 +270,8 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                                                 help="Dataset option KEY=VALUE (repeatable), e.g. -o crop=bbox."),
                augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
                random_erasing: float = typer.Option(0.1, help="RandomErasing probability in both pipelines."),
+               crop_extent: str = typer.Option("full", help="What the fast pipeline's cache keeps of each image: "
+                                                            "full (whole, up to 2:1) or square (its centre)."),
                output: str = typer.Option("results/bench", help="Folder for throughput.csv.", metavar="DIR",
                                           callback=nonempty_path)) -> None:
     """Model-only vs fast-pipeline vs classic-pipeline images/s, and their ratios."""
@@ -284,10 +289,10 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
     options = checked_options(spec, option) if spec is not None else {}
     rows = measure_throughput(backbone, res, batch, steps=steps, warmup=warmup, device=device, compile=compile,
                               dataset=dataset, root=root, workers=workers, augment=augment,
-                              random_erasing=random_erasing, options=options)
+                              random_erasing=random_erasing, options=options, crop_extent=crop_extent)
     # the title as its own line: a narrow table would wrap it into its own width
     title = (f"{backbone} · {dataset} · {res}px · batch {batch}{' · compiled' if compile else ''} · "
-             f"{rows[0]['device_name']}")
+             f"crop_extent {crop_extent} · {rows[0]['device_name']}")
     table = Table()
     for col in ("mode", "images/s", "× model-only", "× classic", "host waits / step"):
         table.add_column(col, justify="right" if col != "mode" else "left")

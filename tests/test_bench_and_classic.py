@@ -72,6 +72,13 @@ def test_bench_throughput_finds_the_data_root_takes_options_and_times_whole_batc
     assert bad.exit_code == 2 and "crop" in bad.output and "Traceback" not in bad.output
     big = runner.invoke(app, [*args[:6], "--batch", "999", *args[8:]], env={"FGVCBENCH_DATA": str(tmp_path / "data")})
     assert big.exit_code == 2 and "lower --batch to at most" in big.output
+    odd = runner.invoke(app, args + ["--crop-extent", "centre"], env={"FGVCBENCH_DATA": str(tmp_path / "data")})
+    assert odd.exit_code == 2 and "--crop-extent: must be one of full, square" in odd.output
+    square = runner.invoke(app, args + ["--crop-extent", "square"], env={"FGVCBENCH_DATA": str(tmp_path / "data")})
+    assert square.exit_code == 0 and "crop_extent square" in square.output
+    import csv
+    with open(tmp_path / "bench" / "throughput.csv", newline="") as fh:
+        assert [r["crop_extent"] for r in csv.DictReader(fh)] == ["full"] * 3 + ["square"] * 3
 
 
 def test_bench_refuses_a_csv_it_cannot_append_to_before_measuring(tmp_path, runner, monkeypatch):

@@ -24,7 +24,8 @@
 #
 # Environment: BUDGET (seconds for the suites of this call, default 520), RUN_ARGS (more
 # `fgvcbench run` options, e.g. "--seeds 1"), BENCH_DATA (default .data/CUB_200_2011_first50),
-# BENCH_ARGS (default "--res 224 --batch 256 --steps 30 --warmup 10"), BENCH_BACKBONES
+# BENCH_ARGS (default "--res 224 --batch 256 --steps 30 --warmup 10"; add "--crop-extent square"
+# to time the centre-square cache against the default whole-image canvas), BENCH_BACKBONES
 # (default "tf_efficientnet_lite0 resnet50"), BENCH_COMPILE (default "eager compiled").
 set -uo pipefail
 cd "$(dirname "$0")/.."
