@@ -133,6 +133,16 @@ def test_rotation_blacks_out_only_what_it_uncovers(tmp_path):
     assert (black - black.flip(-1, -2)).abs().mean() < 0.012   # 0.005 here; 0.025 with the edge left grey
 
 
+@pytest.mark.parametrize("size", [21, 37])
+def test_the_centre_square_is_the_square_caches_at_odd_sizes_and_past_2_to_1(tmp_path, size):
+    """The kept part of an image longer than 2:1 is cut so that its centre square is the
+    square cache's to the pixel, also where the two centrings round apart (odd sizes)."""
+    images = _images(tmp_path, [(150, 40), (40, 150), (113, 37), (97, 41), (60, 40)])
+    canvas = P.decode_images(images, size, None)
+    assert P.canvas_layout(canvas)[0].max() == int(2 * size)
+    assert torch.equal(centre_squares(canvas), P.decode_images(images, size, None, crop_extent="square"))
+
+
 def test_the_augmenter_trains_and_tests_on_a_canvas_and_refuses_a_policy_before_the_crop(tmp_path):
     images = _images(tmp_path, [(60, 40), (40, 60), (44, 40)])
     canvas = P.decode_images(images, 18, None)
@@ -151,10 +161,13 @@ def test_the_augmenter_trains_and_tests_on_a_canvas_and_refuses_a_policy_before_
 
 def test_recipe_checks_crop_extent_and_hashes_it_only_where_it_acts():
     assert Recipe().crop_extent == "full" and Recipe().to_dict()["crop_extent"] == "full"
-    assert "crop_extent" not in Recipe(pipeline="classic").to_dict()           # classic always reads whole images
+    # classic runs keep their ids; square is taken there (FineRNet sets it for its fast phases, and
+    # its single_step variant takes pipeline: classic) and tells the run apart (a method's own loop
+    # on the tensors, SimTrans's, follows it under classic too)
+    assert "crop_extent" not in Recipe(pipeline="classic").to_dict()
     assert Recipe(**Recipe(pipeline="classic").to_dict()) == Recipe(pipeline="classic")
-    with pytest.raises(ValueError, match="crop_extent .*classic pipeline always crops from the whole image"):
-        Recipe().override({"pipeline": "classic", "crop_extent": "square"})
+    classic_square = Recipe().override({"pipeline": "classic", "crop_extent": "square"})
+    assert classic_square.to_dict()["crop_extent"] == "square" and Recipe(**classic_square.to_dict()) == classic_square
     with pytest.raises(ValueError, match="crop_extent full .*set crop_extent: square"):
         Recipe().override({"augment": "trivial_augment", "policy_before_crop": True})
     assert Recipe().override({"augment": "trivial_augment", "policy_before_crop": True,
@@ -211,3 +224,17 @@ def test_every_method_trains_on_a_full_canvas_and_finernet_on_its_square(tmp_pat
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "w" / "out" / "runs").glob("*.json")]
     assert record["status"] == "ok", record.get("error")
     assert record["spec"]["recipe"]["rotation_degrees"] > 0 and record["spec"]["recipe"]["crop_extent"] == "full"
+
+
+def test_finernet_single_step_still_takes_the_classic_pipeline(tmp_path):
+    """FineRNet's recipe sets crop_extent: square for its fast phases; a suite's pipeline:
+    classic (its single_step variant's option) takes it."""
+    from conftest import tiny_suite
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    suite = tiny_suite(tmp_path, methods="[{name: finernet, variants: [single_step]}]")
+    (fast,) = load_suite(suite, get_registry()).runs
+    assert fast.recipe["crop_extent"] == "square"
+    suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, pipeline: classic}"))
+    (run,) = load_suite(suite, get_registry()).runs
+    assert run.recipe["pipeline"] == "classic" and run.recipe["crop_extent"] == "square"

@@ -396,7 +396,10 @@ def test_a_delta_across_protocols_says_which_and_the_note_warns():
         r["spec"]["recipe"] = {"image_size": 224, "eval_crop_pct": 224 / 255}
         r["spec"]["params"] = {"selection": "test"}
     records = base + large + same + picked
-    assert protocol(base[0]) == {"train crop": "224 px", "test view": "256 → 224 px", "selected on": "validation"}
+    assert protocol(base[0]) == {"train crop": "224 px", "crops from": "centre square", "test view": "256 → 224 px",
+                                 "selected on": "validation"}   # a fast run from before crop_extent
+    assert protocol({"spec": {"recipe": {"image_size": 224, "crop_extent": "full"}}})["crops from"] == "whole image"
+    assert protocol({"spec": {"recipe": {"image_size": 224, "pipeline": "classic"}}})["crops from"] == "whole image"
     assert protocol(picked[0])["test view"] == "255 → 224 px"
     df = add_baseline(build_leaderboard(records), records, "finetune")
     by = {(r.method, r.n, r.config): r.delta_protocol for r in df.itertuples()}

@@ -213,7 +213,9 @@ def _decode_full(path: str, size: int, box, trim_bottom: int, plan) -> np.ndarra
         raise _decode_error(path, exc) from exc
     if transposed:
         array = array.transpose(0, 2, 1)
-    off = (array.shape[2] - extent) // 2
+    # cut so that the kept part's own centre square, at (extent - size) // 2, is the square
+    # cache's, at (longer side - size) // 2 (plain centring can miss it by a pixel)
+    off = (array.shape[2] - size) // 2 - (extent - size) // 2
     return np.ascontiguousarray(array[:, :, off:off + extent])
 
 

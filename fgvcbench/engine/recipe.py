@@ -88,8 +88,9 @@ class Recipe:
     pipeline: str = "fast"            # fast: decode once, augment batches on the device; classic: DataLoader
     # what of each image the fast pipeline's cache keeps for RandomResizedCrop to draw from:
     # full (the whole image, up to 2:1, as torchvision's transforms see it) or square (its
-    # centre square, the cache before full existed). Not in to_dict with pipeline: classic,
-    # which always reads the whole image.
+    # centre square, the cache before full existed). The engine's classic loop reads whole
+    # images whatever it says; a method's own loop on the tensors (SimTrans's) still follows
+    # it. In to_dict (run ids) under pipeline: classic only when set to square.
     crop_extent: str = dataclasses.field(default="full", metadata={"fast_only": True})
     amp: bool = True                  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True        # on CUDA
@@ -123,7 +124,7 @@ class Recipe:
         metadata) while it holds its default: run ids, the leaderboard's configuration key
         and cached-stage keys all hash this dict, so adding such a field keeps every earlier
         record and cache valid — and except a fast pipeline's field (``fast_only``) at its
-        default under ``pipeline: classic``, where it has no effect. ``Recipe(**d)`` gives
+        default under ``pipeline: classic``, whose runs kept their ids. ``Recipe(**d)`` gives
         the recipe back."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if not (f.metadata.get("hash_if_set") and getattr(self, f.name) == f.default)
@@ -182,11 +183,7 @@ class Recipe:
             problems.append(("repeated_augment", f"{self.repeated_augment} needs the fast pipeline (its sampler "
                                                  f"repeats images; the classic DataLoader has none) — set "
                                                  f"repeated_augment: 1 or pipeline: fast"))
-        if self.pipeline == "classic" and self.crop_extent != "full":
-            problems.append(("crop_extent", f"{self.crop_extent} is the fast pipeline's cache; the classic "
-                                            f"pipeline always crops from the whole image — remove crop_extent "
-                                            f"or set pipeline: fast"))
-        elif (self.pipeline == "fast" and self.crop_extent == "full" and self.policy_before_crop
+        if (self.pipeline == "fast" and self.crop_extent == "full" and self.policy_before_crop
               and self.augment in ("trivial_augment", "autoaugment")):
             problems.append(("crop_extent", "full stores images of several sizes in one canvas, and "
                                             "policy_before_crop runs the policy on whole stored images, which "

@@ -79,8 +79,9 @@ def match_baseline(configs: Iterable[tuple[str, dict]], baseline: str) -> dict[s
 
 
 def protocol(record: dict) -> dict[str, str]:
-    """What a top-1 depends on besides the method, as people write it: the training crop,
-    the test view (centre crop from resize; a method that sets its view at run start
+    """What a top-1 depends on besides the method, as people write it: the training crop
+    and what it is drawn from (the whole image, or its centre square), the test view
+    (centre crop from resize; a method that sets its view at run start
     records it under ``notes.eval_crop_pct``) and the split the epoch was selected on."""
     from fgvcbench.data.pipeline import load_size_for
     from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe
@@ -97,7 +98,13 @@ def protocol(record: dict) -> dict[str, str]:
     except (TypeError, ValueError, ZeroDivisionError):   # a hand-edited record: its protocol is unknown
         train = crop = resize = None
     selection = ((record.get("spec") or {}).get("params") or {}).get("selection") == "test"
+    # what the training crops are drawn from, as the record says (crop_extent); where it does
+    # not, as runs were before it existed: the classic pipeline's whole images, the fast
+    # one's centre squares
+    extent = given.get("crop_extent") or ("full" if given.get("pipeline", "fast") == "classic" else "square")
+    whole = extent == "full"
     return {"train crop": f"{train} px" if train else "?",
+            "crops from": "whole image" if whole else "centre square",
             "test view": f"{resize} → {crop} px" if crop else "?",
             "selected on": "test" if selection else "validation"}
 
