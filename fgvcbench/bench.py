@@ -271,7 +271,7 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                augment: str = typer.Option("trivial_augment", help="Augmentation policy in both pipelines."),
                random_erasing: float = typer.Option(0.1, help="RandomErasing probability in both pipelines."),
                crop_extent: str = typer.Option("full", help="What the fast pipeline's cache keeps of each image: "
-                                                            "full (whole, up to 2:1) or square (its centre)."),
+                                                            "full (whole, up to 3:1) or square (its centre)."),
                output: str = typer.Option("results/bench", help="Folder for throughput.csv.", metavar="DIR",
                                           callback=nonempty_path)) -> None:
     """Model-only vs fast-pipeline vs classic-pipeline images/s, and their ratios."""

@@ -688,8 +688,9 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         for note in report.notes:
             console.print(f"[yellow]note[/]: {escape(f'{note.kind}: {note.path} — {note.detail}; {note.fix}')}",
                           highlight=False)
-        notes = f" ({len(report.notes)} notes)" if report.notes else ""
-        console.print(("[green]no problems found[/]" if report.ok else f"{len(report.problems)} problems found")
+        notes = f" ({len(report.notes)} note{'' if len(report.notes) == 1 else 's'})" if report.notes else ""
+        n = len(report.problems)
+        console.print(("[green]no problems found[/]" if report.ok else f"{n} problem{'' if n == 1 else 's'} found")
                       + notes)
     if not report.ok:
         raise typer.Exit(1)

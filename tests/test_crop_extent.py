@@ -39,18 +39,18 @@ def _resized(path: str, size: int) -> np.ndarray:
 
 
 def test_full_cache_keeps_each_image_whole_with_its_layout(tmp_path):
-    images = _images(tmp_path, [(60, 40), (40, 60), (40, 40), (120, 30)])   # landscape, portrait, square, 4:1
+    images = _images(tmp_path, [(60, 40), (40, 60), (40, 40), (120, 24)])   # landscape, portrait, square, 5:1
     canvas = P.decode_images(images, 20, None)
-    assert P.is_canvas(canvas) and canvas.shape == (4, 3, 20, 40 + 2)       # the widest kept: 2:1 (MAX_ASPECT)
+    assert P.is_canvas(canvas) and canvas.shape == (4, 3, 20, 60 + 2)       # the widest kept: 3:1 (MAX_ASPECT)
     extent, transposed = P.canvas_layout(canvas)
-    assert extent.tolist() == [30, 30, 20, 40] and transposed.tolist() == [False, True, False, False]
+    assert extent.tolist() == [30, 30, 20, 60] and transposed.tolist() == [False, True, False, False]
     landscape, portrait, square, long = (_resized(p, 20) for p in images.paths)
     assert torch.equal(canvas[0, :, :, :30], torch.from_numpy(landscape))
     assert torch.equal(canvas[1, :, :, :30], torch.from_numpy(portrait).transpose(1, 2))   # stored transposed
     assert torch.equal(canvas[2, :, :, :20], torch.from_numpy(square))
-    assert torch.equal(canvas[3, :, :, :40], torch.from_numpy(long[:, :, 20:60]))         # its ends cut, centrally
+    assert torch.equal(canvas[3, :, :, :60], torch.from_numpy(long[:, :, 20:80]))         # its ends cut, centrally
     # past the extent, the edge repeats (a bilinear sample at the edge reads the edge)
-    assert torch.equal(canvas[0, :, :, 30:41], canvas[0, :, :, 29:30].expand(3, 20, 11))
+    assert torch.equal(canvas[0, :, :, 30:61], canvas[0, :, :, 29:30].expand(3, 20, 31))
     # each image's centre square is the square cache's, so the test view is unchanged
     assert torch.equal(centre_squares(canvas), P.decode_images(images, 20, None, crop_extent="square"))
 
@@ -134,13 +134,27 @@ def test_rotation_blacks_out_only_what_it_uncovers(tmp_path):
 
 
 @pytest.mark.parametrize("size", [21, 37])
-def test_the_centre_square_is_the_square_caches_at_odd_sizes_and_past_2_to_1(tmp_path, size):
-    """The kept part of an image longer than 2:1 is cut so that its centre square is the
+def test_the_centre_square_is_the_square_caches_at_odd_sizes_and_past_3_to_1(tmp_path, size):
+    """The kept part of an image longer than 3:1 is cut so that its centre square is the
     square cache's to the pixel, also where the two centrings round apart (odd sizes)."""
-    images = _images(tmp_path, [(150, 40), (40, 150), (113, 37), (97, 41), (60, 40)])
+    images = _images(tmp_path, [(170, 40), (40, 170), (113, 37), (125, 41), (60, 40)])
     canvas = P.decode_images(images, size, None)
-    assert P.canvas_layout(canvas)[0].max() == int(2 * size)
+    assert P.canvas_layout(canvas)[0].max() == int(3 * size)
     assert torch.equal(centre_squares(canvas), P.decode_images(images, size, None, crop_extent="square"))
+
+
+@pytest.mark.parametrize("rotation", [0.0, 30.0])
+def test_a_square_image_crops_alike_from_a_canvas_and_from_the_square_cache(tmp_path, rotation):
+    """The same draws give the same crop, flip and rotation of a square image whether it sits
+    in a canvas (beside a wider image) or in the square cache — the edge the rotation uncovers
+    past its extent fading to black as the zero padding does past its other sides."""
+    images = _images(tmp_path, [(40, 40), (40, 40), (80, 40)])
+    canvas = P.decode_images(images, 20, None)
+    square = P.decode_images(images, 20, None, crop_extent="square")
+    assert P.is_canvas(canvas) and not P.is_canvas(square)
+    outs = [random_resized_crop_flip(x.float(), 16, 0.3, flip=True, generator=torch.Generator().manual_seed(5),
+                                     rotation=rotation)[:2] for x in (canvas, square)]
+    assert torch.allclose(outs[0], outs[1], atol=0.05)
 
 
 def test_the_augmenter_trains_and_tests_on_a_canvas_and_refuses_a_policy_before_the_crop(tmp_path):

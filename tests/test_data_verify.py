@@ -232,7 +232,7 @@ def test_duplicates_within_a_split_are_notes_unless_labels_differ(tmp_path, runn
     result = runner.invoke(app, ["data", "verify", "cub", "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert "note: duplicate_within" in result.output and str(images[1]) in result.output
-    assert "no problems found (1 notes)" in result.output
+    assert "no problems found (1 note)" in result.output
     shutil.copyfile(images[0], images[3])                        # another class's train image
     report = json.loads(runner.invoke(app, ["data", "verify", "cub", "--root", str(root), "--json"]).stdout)
     assert [p["kind"] for p in report["problems"]] == ["duplicate_within"] and len(report["notes"]) == 1
@@ -340,3 +340,31 @@ def test_a_noise_image_the_view_lists_often_is_one_note(runner):
     counts = [int(re.search(r"listed (\d+) times", n["detail"]).group(1)) for n in notes]
     # 7 noise images drawn from 3 base test images (each once, then 4 again): one is listed 3+ times
     assert max(counts) >= 3 and sum(counts) <= 7, notes
+
+
+def test_training_images_past_2_to_1_get_one_note_boxes_counted_as_trained(tmp_path, runner):
+    """The fast pipeline's default cache keeps an image's middle 3:1: verify says how many
+    training images (boxes, where the dataset crops to them) are longer; test images, seen
+    through a centre crop in every pipeline, are not counted."""
+    get_registry(refresh=True)
+    folder = tmp_path / "folder"
+    for split, shapes in (("train", [(100, 30), (40, 30), (30, 100), (60, 30)]), ("test", [(100, 30), (30, 30)])):
+        for c in ("a", "b"):
+            (folder / split / c).mkdir(parents=True)
+            for i, size in enumerate(shapes):
+                colour = (40 * i, 90 if c == "a" else 10, len(split) * 20)   # no file twice
+                Image.new("RGB", size, colour).save(folder / split / c / f"{i}.png")
+    report = json.loads(runner.invoke(app, ["data", "verify", "imagefolder", "--root", str(folder), "--json"]).stdout)
+    (note,) = report["notes"]
+    assert note["kind"] == "long_images" and note["path"].endswith("train/a/0.png") and not report["problems"]
+    assert note["detail"] == "4 of the 8 training images are longer than 3:1 (this one first)"   # not the 2:1
+    # CUB cropped to its boxes: the fixture's 20 × 15 boxes are not long
+    root = make_cub(tmp_path / "cub")
+    args = ["data", "verify", "cub", "--root", str(root), "-o", "crop=bbox", "--json"]
+    assert json.loads(runner.invoke(app, args).stdout)["notes"] == []
+    boxes = (root / "bounding_boxes.txt").read_text().splitlines()
+    boxes[0] = boxes[0].split()[0] + " 0 0 40 10"      # the first training image's box: 4:1
+    (root / "bounding_boxes.txt").write_text("\n".join(boxes) + "\n")
+    (note,) = json.loads(runner.invoke(app, args).stdout)["notes"]
+    assert note["detail"].startswith("1 of the 6 training boxes is longer than 3:1")
+    assert note["fix"].endswith("pipeline: classic from the whole box")

@@ -6,6 +6,9 @@ for every image: does the file exist, does it decode completely (a truncated JPE
 two splits — train and test, train and val, or val and test: a leak that inflates the
 score of the split that holds the copy.
 
+A note, too, where training images (their boxes, when the dataset crops to them) are
+longer than 3:1 (``MAX_ASPECT``): the fast pipeline's default cache keeps their middle 3:1.
+
 Problems (exit 1): ``missing``, ``corrupt``, ``duplicate`` (across splits),
 ``empty_class``, ``one_class`` (fewer than two classes with training images), and ``duplicate_within`` when the two copies inside one split carry
 *different* labels. Notes (reported, exit stays 0): ``duplicate_within`` with the same
@@ -70,31 +73,46 @@ def _shorten(text: str, path: str, limit: int = DETAIL_CHARS) -> str:
     return path.join(cut(piece) for piece in text.split(path)) if path else cut(text)
 
 
-def _check_file(path: str) -> tuple[str, str | None, str | None]:
-    """(path, sha256 or None, error or None)."""
+def _check_file(path: str) -> tuple[str, str | None, str | None, tuple[int, int] | None]:
+    """(path, sha256 or None, error or None, (width, height) or None)."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        return path, None, "missing"
+        return path, None, "missing", None
     except OSError as exc:
-        return path, None, f"unreadable: {exc.strerror}"
+        return path, None, f"unreadable: {exc.strerror}", None
     digest = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(path) as img:
             img.load()   # decodes every byte: truncated files fail here
+            size = img.size
     except Exception as exc:  # noqa: BLE001 — any decoder error is a corrupt image
-        return path, digest, f"corrupt: {exc.__class__.__name__}: {_shorten(str(exc), path)}"
-    return path, digest, None
+        return path, digest, f"corrupt: {exc.__class__.__name__}: {_shorten(str(exc), path)}", None
+    return path, digest, None, size
+
+
+def _longer_than(size: tuple[int, int], images, i: int, boxed: bool, aspect: float) -> bool:
+    """Whether image ``i`` (``size`` as stored), as a run trains on it — less the trimmed
+    banner, cut to its box when the dataset crops to boxes — is longer than ``aspect``:1."""
+    width, height = size
+    height = max(1, height - images.trim_bottom)
+    if boxed and images.boxes is not None:
+        _, _, w, h = images.boxes[i]
+        if w >= 1 and h >= 1:
+            width, height = min(w, width), min(h, height)
+    return max(width, height) > aspect * max(1, min(width, height))
 
 
 def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: int | None = None,
                   split_lists: str | None = None) -> VerifyReport:
+    from fgvcbench.data.pipeline import MAX_ASPECT
     report = VerifyReport(dataset=name, root=str(root) if root else None)
     named = {"train": splits.train, "test": splits.test}
     if splits.val is not None:
         named["val"] = splits.val
     digests: dict[str, dict[str, tuple[str, int, int]]] = {}   # split -> sha256 -> (first path, label, index)
     injected: dict[tuple[str, str, str], list] = {}   # a noisy view's copies: (split, path, first) -> labels
+    long_images: list[str] = []   # training images past the full cache's 3:1 (tests see centre crops)
     workers = workers or min(8, os.cpu_count() or 1)
     for split, images in named.items():
         counts = Counter(images.labels)
@@ -105,7 +123,10 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
         digests[split] = {}
         with ThreadPoolExecutor(max_workers=workers) as pool:
             checked = pool.map(_check_file, images.paths)
-            for i, ((path, digest, error), label) in enumerate(zip(checked, images.labels)):
+            for i, ((path, digest, error, size), label) in enumerate(zip(checked, images.labels)):
+                if split == "train" and size is not None and _longer_than(size, images, i, splits.crop_to_boxes,
+                                                                          MAX_ASPECT):
+                    long_images.append(path)
                 if error == "missing":
                     report.problems.append(Problem("missing", path, f"listed in the {split} split but absent",
                                                    "restore the file from the original archive"))
@@ -138,6 +159,13 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
                  + (f" ({len(labels) - 1} copies)" if len(labels) > 2 else ""))
         report.notes.append(Problem("duplicate_within", path, f"{where}, as {classes}: injected label noise",
                                     "none needed (the view puts it there by design)"))
+    if long_images:
+        what = "boxes" if splits.crop_to_boxes else "images"
+        report.notes.append(Problem(
+            "long_images", long_images[0], f"{len(long_images)} of the {len(splits.train)} training {what} "
+            f"{'is' if len(long_images) == 1 else 'are'} longer than {MAX_ASPECT:g}:1 (this one first)",
+            f"none needed: the fast pipeline (crop_extent: full) draws training crops from their middle "
+            f"{MAX_ASPECT:g}:1, pipeline: classic from the whole {what[:-2] if what == 'boxes' else 'image'}"))
     for c, n in report.splits["train"].items():
         if n == 0 and report.splits["test"].get(c, 0) > 0:
             report.problems.append(Problem("empty_class", c, "has test images but no training images",

@@ -146,9 +146,10 @@ def canvas_crop_flip(images: torch.Tensor, size: int, scale_min: float, flip: bo
     grid = F.affine_grid(theta, [b, images.shape[1], size, size], align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros" if rotation > 0 else "reflection",
                         align_corners=False)
-    if rotation > 0:   # what the rotation uncovers past the image's extent is black, as past its other sides
-        inside = (grid[..., 0] + 1) * (canvas_width / 2) <= extent.view(b, 1, 1)
-        out = out * inside.unsqueeze(1)
+    if rotation > 0:   # what the rotation uncovers past the image's extent is black, as past its other
+        # sides, where bilinear sampling fades to the zero padding over the pixel across the edge
+        column = (grid[..., 0] + 1) * (canvas_width / 2)
+        out = out * (extent.view(b, 1, 1) + 0.5 - column).clamp(0, 1).unsqueeze(1)
     return out
 
 

@@ -87,7 +87,7 @@ class Recipe:
     val_fraction: float = 0.1
     pipeline: str = "fast"            # fast: decode once, augment batches on the device; classic: DataLoader
     # what of each image the fast pipeline's cache keeps for RandomResizedCrop to draw from:
-    # full (the whole image, up to 2:1, as torchvision's transforms see it) or square (its
+    # full (the whole image, up to 3:1, as torchvision's transforms see it) or square (its
     # centre square, the cache before full existed). The engine's classic loop reads whole
     # images whatever it says; a method's own loop on the tensors (SimTrans's) still follows
     # it. In to_dict (run ids) under pipeline: classic only when set to square.
