@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from fgvcbench.engine.recipe import RECIPE_FIELDS, Recipe, coerce_recipe_value
+from fgvcbench.engine.recipe import RECIPE_FIELDS, RELATED_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError
 from fgvcbench.plugins import Registry, _one_line, suggest
 from fgvcbench.spec import RunSpec, canonical_json, portable
@@ -775,11 +775,19 @@ def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checke
     for layer in (suite_train, entry_train):
         recipe = recipe.replace(**{k: coerce_recipe_value(k, v) for k, v in layer.items()})
     for key, problem in recipe.validate():
-        where = path + ("train", key) if key in entry_train else (("train", key) if key in suite_train else path)
-        given = key in entry_train or key in suite_train
-        ck.fail(where, f"training setting {key} {problem}",
-                f"give a value that fits, or remove it for the default ({key}: {getattr(default, key)})" if given
-                else f"method {method.name!r} sets it itself: report it to the plugin's authors")
+        # the setting the suite gave: the named one, else one whose value causes the problem too
+        fields = (key,) + RELATED_FIELDS.get(key, ())
+        mine = next((k for k in fields if k in entry_train), None)
+        theirs = next((k for k in fields if k in suite_train), None)
+        where = path + ("train", mine) if mine else (("train", theirs) if theirs else path)
+        given = mine or theirs
+        if given == key:
+            hint = f"give a value that fits, or remove it for the default ({key}: {getattr(default, key)})"
+        elif given:
+            hint = f"{key} is the method's default ({getattr(default, key)}); {given} is set here"
+        else:
+            hint = f"method {method.name!r} sets it itself: report it to the plugin's authors"
+        ck.fail(where, f"training setting {key} {problem}", hint)
     return recipe
 
 

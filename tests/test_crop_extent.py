@@ -252,3 +252,17 @@ def test_finernet_single_step_still_takes_the_classic_pipeline(tmp_path):
     suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, pipeline: classic}"))
     (run,) = load_suite(suite, get_registry()).runs
     assert run.recipe["pipeline"] == "classic" and run.recipe["crop_extent"] == "square"
+
+
+def test_a_policy_before_the_crop_on_a_full_cache_is_refused_at_the_line_that_asks_for_it(tmp_path, runner):
+    from conftest import tiny_suite
+    from fgvcbench.cli import app
+    suite = tiny_suite(tmp_path)
+    suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, augment: trivial_augment,\n"
+                                                                "                policy_before_crop: true}"))
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    line = next(i for i, text in enumerate(suite.read_text().splitlines(), 1) if "policy_before_crop" in text)
+    assert f"suite.yaml:{line}: train.policy_before_crop: training setting crop_extent full" in result.output
+    assert "set crop_extent: square" in result.output and "report it to the plugin" not in result.output
+    assert not (tmp_path / "out" / "runs").exists() or not list((tmp_path / "out" / "runs").glob("*.json"))

@@ -230,6 +230,11 @@ class Recipe:
 
 
 RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Recipe)}
+# a problem ``validate`` names by one field that other fields' values cause too: where a
+# suite set one of these and not the named field, its error points at that one
+RELATED_FIELDS = {"crop_extent": ("policy_before_crop", "augment", "pipeline"), "repeated_augment": ("pipeline",),
+                  "eval_resize_size": ("eval_image_size", "image_size"),
+                  "eval_crop_pct": ("eval_image_size", "image_size")}
 
 
 # larger than any FGVC protocol trains (448–600 px): 100000 is a typo, caught before a decode
