@@ -198,3 +198,76 @@ def test_both_pipelines_take_the_recipes_policy_interpolation():
     assert not torch.equal(outs["nearest"], outs["bilinear"])   # same draws, another resampling
     assert "must be one of nearest, bilinear" in dict(Recipe(policy_interpolation="cubic").validate())[
         "policy_interpolation"]
+
+
+def _canvas_of(images: list[torch.Tensor]) -> torch.Tensor:
+    """A ``full`` canvas of uint8 images ``[3, H, W]`` with a common shorter side."""
+    from fgvcbench.data.pipeline import canvas_row
+    width = max(max(im.shape[-2:]) for im in images) + 2
+    rows = []
+    for im in images:
+        transposed = im.shape[-2] > im.shape[-1]
+        stored = im.transpose(-2, -1) if transposed else im
+        rows.append(torch.from_numpy(canvas_row(stored.numpy(), stored.shape[-1], transposed, width)))
+    return torch.stack(rows)
+
+
+def _row_image(canvas: torch.Tensor, i: int) -> torch.Tensor:
+    """Row ``i`` of a canvas as the image it holds, in its own orientation."""
+    from fgvcbench.data.pipeline import canvas_layout
+    extent, transposed = canvas_layout(canvas)
+    image = canvas[i, :, :, :int(extent[i])]
+    return image.transpose(-2, -1) if transposed[i] else image
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_op_on_a_canvas_row_is_torchvisions_on_that_image_alone(op):
+    """FineRNet's policy runs on whole images before the crop: on a ``full`` canvas each
+    row — landscape, portrait (stored transposed), square — gets the op torchvision gives
+    that image alone, at its own size, and the canvas keeps its layout."""
+    g = torch.Generator().manual_seed(100 + OPS.index(op))
+    shapes = [(20, 34), (34, 20), (20, 20), (20, 51), (46, 20), (20, 27)]       # (height, width)
+    images = []
+    for h, w in shapes:
+        im = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        im[:, 5:12, 3:15] = 200                                                  # some structure
+        images.append(im)
+    canvas = _canvas_of(images)
+    bins = _bins(op)
+    levels = [0, 7, 15, 22, 30, 20]
+    mags = torch.tensor([0.0 if bins is None else float(bins[lv]) for lv in levels])
+    if op in SIGNED:
+        mags[1::2] *= -1
+    if op == "Rotate":   # torchvision's exact fast paths too: 0° and 180° any image, 270° a square one (a
+        # right angle on an oblong image puts pixel centres on edges: float rounding picks, there and in torchvision)
+        mags = torch.tensor([0.0, -45.2, 270.0, 31.5, 180.0, -121.5])
+    out = apply_ops(canvas, torch.full((6,), OPS.index(op)), mags)
+    assert torch.equal(out[:, :, 0, -1], canvas[:, :, 0, -1])                     # the layout column kept
+    for i in range(6):
+        expected = reference(images[i], op, float(mags[i]))
+        got = _row_image(out, i)
+        assert got.shape == expected.shape
+        mismatch = (got.int() - expected.int()).abs()
+        assert (mismatch > 1).float().mean() < 0.01, (op, shapes[i], float(mags[i]), (mismatch > 1).float().mean())
+
+
+@pytest.mark.parametrize("op", ["ShearY", "TranslateX", "Rotate"])
+def test_geometric_ops_on_a_canvas_resample_bilinearly_too(op):
+    g = torch.Generator().manual_seed(7)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((20, 33), (41, 20))]
+    canvas = _canvas_of(images)
+    mags = torch.tensor({"ShearY": [0.4, -0.7], "TranslateX": [9.0, -14.0], "Rotate": [23.0, -61.5]}[op])
+    out = apply_ops(canvas, torch.full((2,), OPS.index(op)), mags, interpolation="bilinear")
+    bilinear = TF.InterpolationMode.BILINEAR
+    for i, im in enumerate(images):
+        m = float(mags[i])
+        if op == "Rotate":
+            expected = TF.rotate(im, angle=m, interpolation=bilinear)
+        elif op == "ShearY":
+            expected = TF.affine(im, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(m))],
+                                 interpolation=bilinear, center=[0, 0])
+        else:
+            expected = TF.affine(im, angle=0.0, translate=[int(m), 0], scale=1.0, shear=[0.0, 0.0],
+                                 interpolation=bilinear)
+        mismatch = (_row_image(out, i).int() - expected.int()).abs()
+        assert (mismatch > 1).float().mean() < 0.01, (op, m, (mismatch > 1).float().mean())

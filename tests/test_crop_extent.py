@@ -157,7 +157,7 @@ def test_a_square_image_crops_alike_from_a_canvas_and_from_the_square_cache(tmp_
     assert torch.allclose(outs[0], outs[1], atol=0.05)
 
 
-def test_the_augmenter_trains_and_tests_on_a_canvas_and_refuses_a_policy_before_the_crop(tmp_path):
+def test_the_augmenter_trains_and_tests_on_a_canvas_with_the_policy_before_or_after_the_crop(tmp_path):
     images = _images(tmp_path, [(60, 40), (40, 60), (44, 40)])
     canvas = P.decode_images(images, 18, None)
     aug = BatchAugmenter(Recipe(image_size=16, augment="trivial_augment", random_erasing=0.5), (0.5,) * 3,
@@ -168,9 +168,12 @@ def test_the_augmenter_trains_and_tests_on_a_canvas_and_refuses_a_policy_before_
     assert torch.equal(augment.test_view(canvas, 16), augment.test_view(square, 16))
     before = BatchAugmenter(Recipe(image_size=16, augment="trivial_augment", policy_before_crop=True),
                             (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert before.train(canvas).shape == before.train(square).shape == (3, 3, 16, 16)
+    auto = BatchAugmenter(Recipe(image_size=16, augment="autoaugment", policy_before_crop=True),
+                          (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="crop_extent: square"):
-        before.train(canvas)
-    assert before.train(square).shape == (3, 3, 16, 16)
+        auto.train(canvas)                 # its translations are a share of each image's own size
+    assert auto.train(square).shape == (3, 3, 16, 16)
 
 
 def test_recipe_checks_crop_extent_and_hashes_it_only_where_it_acts():
@@ -183,9 +186,10 @@ def test_recipe_checks_crop_extent_and_hashes_it_only_where_it_acts():
     classic_square = Recipe().override({"pipeline": "classic", "crop_extent": "square"})
     assert classic_square.to_dict()["crop_extent"] == "square" and Recipe(**classic_square.to_dict()) == classic_square
     with pytest.raises(ValueError, match="crop_extent full .*set crop_extent: square"):
-        Recipe().override({"augment": "trivial_augment", "policy_before_crop": True})
-    assert Recipe().override({"augment": "trivial_augment", "policy_before_crop": True,
+        Recipe().override({"augment": "autoaugment", "policy_before_crop": True})
+    assert Recipe().override({"augment": "autoaugment", "policy_before_crop": True,
                               "crop_extent": "square"}).crop_extent == "square"
+    assert Recipe().override({"augment": "trivial_augment", "policy_before_crop": True}).crop_extent == "full"
     with pytest.raises(ValueError, match="crop_extent must be one of full, square"):
         Recipe().override({"crop_extent": "centre"})
 
@@ -207,7 +211,7 @@ def _folder(root, classes=4, train=8, test=3, seed=0):
     return root
 
 
-def test_every_method_trains_on_a_full_canvas_and_finernet_on_its_square(tmp_path, runner):
+def test_every_method_trains_on_a_full_canvas(tmp_path, runner):
     import json
     from conftest import tiny_suite
     from fgvcbench.cli import app
@@ -225,7 +229,7 @@ def test_every_method_trains_on_a_full_canvas_and_finernet_on_its_square(tmp_pat
     assert set(records) == {"finetune", "recipe", "metric_learning", "finernet"}
     assert all(r["status"] == "ok" for r in records.values()), {m: r.get("error") for m, r in records.items()}
     assert {m: r["spec"]["recipe"].get("crop_extent") for m, r in records.items()} == {
-        "finetune": "full", "recipe": "full", "metric_learning": "full", "finernet": "square"}
+        "finetune": "full", "recipe": "full", "metric_learning": "full", "finernet": "full"}
     # SimTrans's rotation on a canvas: a weak-shot view of the same folder
     (tmp_path / "w").mkdir()
     suite = tiny_suite(tmp_path / "w", scale=None, batch_size=8, methods="""
@@ -240,25 +244,28 @@ def test_every_method_trains_on_a_full_canvas_and_finernet_on_its_square(tmp_pat
     assert record["spec"]["recipe"]["rotation_degrees"] > 0 and record["spec"]["recipe"]["crop_extent"] == "full"
 
 
-def test_finernet_single_step_still_takes_the_classic_pipeline(tmp_path):
-    """FineRNet's recipe sets crop_extent: square for its fast phases; a suite's pipeline:
-    classic (its single_step variant's option) takes it."""
+def test_a_classic_suite_takes_a_square_cache_and_keeps_its_ids_without_one(tmp_path):
+    """Under pipeline: classic, crop_extent: square loads (a method's own loop on the tensors
+    follows it) and enters the run id; left out, the id is a classic run's of before."""
     from conftest import tiny_suite
     from fgvcbench.plugins import get_registry
     from fgvcbench.suite import load_suite
     suite = tiny_suite(tmp_path, methods="[{name: finernet, variants: [single_step]}]")
     (fast,) = load_suite(suite, get_registry()).runs
-    assert fast.recipe["crop_extent"] == "square"
+    assert fast.recipe["crop_extent"] == "full" and fast.recipe["policy_before_crop"] is True
     suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, pipeline: classic}"))
-    (run,) = load_suite(suite, get_registry()).runs
-    assert run.recipe["pipeline"] == "classic" and run.recipe["crop_extent"] == "square"
+    (classic,) = load_suite(suite, get_registry()).runs
+    assert classic.recipe["pipeline"] == "classic" and "crop_extent" not in classic.recipe
+    suite.write_text(suite.read_text().replace("pipeline: classic}", "pipeline: classic, crop_extent: square}"))
+    (square,) = load_suite(suite, get_registry()).runs
+    assert square.recipe["crop_extent"] == "square" and square.run_id != classic.run_id
 
 
 def test_a_policy_before_the_crop_on_a_full_cache_is_refused_at_the_line_that_asks_for_it(tmp_path, runner):
     from conftest import tiny_suite
     from fgvcbench.cli import app
     suite = tiny_suite(tmp_path)
-    suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, augment: trivial_augment,\n"
+    suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, augment: autoaugment,\n"
                                                                 "                policy_before_crop: true}"))
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 2 and "Traceback" not in result.output

@@ -50,13 +50,15 @@ def _canvas(n: int = 64, side: int = 37) -> torch.Tensor:
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("rotation", [0.0, 30.0])
-def test_a_full_canvas_batch_never_waits_for_the_gpu_and_crops_as_on_the_cpu(rotation):
-    """The canvas's extents are read on the device: cropping from it makes no host wait,
-    and gives the CPU's batch (the same host draws)."""
+@pytest.mark.parametrize("rotation, before", [(0.0, False), (30.0, False), (0.0, True)])
+def test_a_full_canvas_batch_never_waits_for_the_gpu_and_crops_as_on_the_cpu(rotation, before):
+    """The canvas's extents are read on the device: cropping from it, and TrivialAugment
+    on its whole rows before the crop (FineRNet), make no host wait; the crop gives the
+    CPU's batch (the same host draws)."""
     dev = torch.device("cuda")
     canvas = _canvas()
-    recipe = Recipe(augment="trivial_augment", image_size=32, random_erasing=0.3, rotation_degrees=rotation)
+    recipe = Recipe(augment="trivial_augment", image_size=32, random_erasing=0.3, rotation_degrees=rotation,
+                    policy_before_crop=before)
     aug = BatchAugmenter(recipe, MEAN, STD, dev, torch.Generator().manual_seed(0))
     on_gpu, order = canvas.to(dev), torch.randperm(64)
     torch.cuda.synchronize()

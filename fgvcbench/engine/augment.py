@@ -289,10 +289,11 @@ class BatchAugmenter:
         has_policy = r.augment in ("trivial_augment", "autoaugment")
         if has_policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
             from fgvcbench.data.pipeline import is_canvas
-            if is_canvas(images_u8):
-                raise ValueError("policy_before_crop needs images of one size, and these come from a "
-                                 "crop_extent: full cache — decode with crop_extent: square")
-            images_u8 = self._policy(images_u8)
+            if r.augment == "autoaugment" and is_canvas(images_u8):
+                raise ValueError("AutoAugment before the crop needs images of one size (its translations are a "
+                                 "share of the size), and these come from a crop_extent: full cache — decode "
+                                 "with crop_extent: square")
+            images_u8 = self._policy(images_u8)   # TrivialAugment: each canvas row as the image it holds
         if r.augment == "none":  # the test-time view
             x = test_view(images_u8, r.image_size)
         else:

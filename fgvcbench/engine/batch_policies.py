@@ -79,22 +79,90 @@ def _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y) -> torch.Tensor:
     return torch.stack([torch.stack([m0, m1, m2], -1), torch.stack([m3, m4, m5], -1)], -2)
 
 
+def _host_affine(ops: list[str], magnitude: torch.Tensor) -> tuple[dict, torch.Tensor, ...]:
+    """Each sample's op kind and its affine numbers (angle, translation, shears), on the host."""
+    zero = torch.zeros(len(ops))
+    m = magnitude.float()
+    kind = {name: torch.tensor([o == name for o in ops]) for name in GEOMETRIC}
+    shear_deg = torch.rad2deg(torch.atan(m))
+    angle = torch.where(kind["Rotate"], -(m % 360), zero)            # rotate uses -angle in affine terms
+    tx = torch.where(kind["TranslateX"], torch.trunc(m), zero)        # int(magnitude)
+    ty = torch.where(kind["TranslateY"], torch.trunc(m), zero)
+    return (kind, angle, tx, ty, torch.where(kind["ShearX"], shear_deg, zero),
+            torch.where(kind["ShearY"], shear_deg, zero))
+
+
+def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor,
+                      interpolation: str = "nearest") -> torch.Tensor:
+    """:func:`_geometric` on rows of a ``full`` canvas: each op on the image as it is — its
+    own size and orientation, turned about its own centre (shears about its top-left corner),
+    zero fill past its extent — as torchvision applies it to that image alone. The affine
+    numbers come from the host; the images' sizes are read on the device."""
+    from fgvcbench.data.pipeline import canvas_layout
+    b, c, side, width = images.shape
+    dev = images.device
+    kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude)
+    corner = kind["ShearX"] | kind["ShearY"]
+    params = to_device(torch.stack([angle, tx, ty, shear_x, shear_y, corner.float()], 1), dev)
+    extent, transposed = canvas_layout(images)
+    ext, t = extent.float(), transposed.float()
+    full = torch.full_like(ext, float(side))
+    wid, hgt = torch.where(transposed, full, ext), torch.where(transposed, ext, full)   # the image's own size
+    cx, cy = -wid * 0.5 * params[:, 5], -hgt * 0.5 * params[:, 5]
+    theta = _inverse_affine(cx, cy, params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4])
+    one, zero = torch.ones_like(ext), torch.zeros_like(ext)
+    bottom = torch.stack([zero, zero, one], 1).unsqueeze(1)                           # [B, 1, 3]
+    # stored pixel → the image's centred coordinates (swapping x and y where stored transposed)
+    to_image = torch.stack([torch.stack([1 - t, t, -wid / 2], 1), torch.stack([t, 1 - t, -hgt / 2], 1)], 1)
+    # the image's centred coordinates → stored pixel → the canvas's [-1, 1]
+    to_stored = torch.stack([torch.stack([1 - t, t, (1 - t) * wid / 2 + t * hgt / 2], 1),
+                             torch.stack([t, 1 - t, t * wid / 2 + (1 - t) * hgt / 2], 1)], 1)
+    to_grid = to_device(torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / side, -1.0]]), dev)
+    chain = torch.cat([to_stored, bottom], 1) @ torch.cat([theta, bottom], 1) @ torch.cat([to_image, bottom], 1)
+    matrix = to_grid.expand(b, 2, 3) @ chain                                          # [B, 2, 3]
+    xs = torch.arange(width, device=dev, dtype=torch.float32) + 0.5                   # pixel centres
+    ys = torch.arange(side, device=dev, dtype=torch.float32) + 0.5
+    base = torch.stack([xs.expand(side, width), ys[:, None].expand(side, width), torch.ones(side, width, device=dev)],
+                       -1)
+    grid = base.view(1, side * width, 3).expand(b, -1, -1).bmm(matrix.transpose(1, 2)).view(b, side, width, 2)
+    columns = torch.arange(width, device=dev).view(1, 1, 1, width)
+    source = images.float() * (columns < extent.view(b, 1, 1, 1))    # zero past the extent: torchvision's fill
+    out = F.grid_sample(source, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
+    out = out.round_().to(torch.uint8)
+    # torchvision's exact fast paths: 0° and 180° for any image, 90° and 270° for a square one
+    right = {deg: (kind["Rotate"] & ((magnitude.float() % 360) == deg)).nonzero().squeeze(1)
+             for deg in (0.0, 90.0, 180.0, 270.0)}
+    if len(right[0.0]):
+        rows = to_device(right[0.0], dev)
+        out[rows] = images[rows]
+    if len(right[180.0]):
+        rows = to_device(right[180.0], dev)
+        picked = images[rows]
+        mirrored = (extent[rows].view(-1, 1) - 1 - torch.arange(width, device=dev)).clamp(min=0)
+        out[rows] = picked.flip(-2).gather(3, mirrored.view(-1, 1, 1, width).expand(-1, c, side, width))
+    for k, deg in ((1, 90.0), (3, 270.0)):
+        if len(right[deg]):
+            rows = to_device(right[deg], dev)
+            picked = images[rows]
+            turned = torch.cat([torch.rot90(picked[..., :side], k=k, dims=(-2, -1)), picked[..., side:]], -1)
+            out[rows] = torch.where((extent[rows] == side).view(-1, 1, 1, 1), turned, out[rows])
+    return out
+
+
 def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor,
                interpolation: str = "nearest") -> torch.Tensor:
+    from fgvcbench.data.pipeline import is_canvas
+    if is_canvas(images):
+        return _geometric_canvas(images, ops, magnitude, interpolation)
     b, _, h, w = images.shape
     dev = images.device
     zero = torch.zeros(b)
     m = magnitude.float()  # host: every per-sample parameter is worked out there
-    kind = {name: torch.tensor([o == name for o in ops]) for name in GEOMETRIC}
-    shear_deg = torch.rad2deg(torch.atan(m))
+    kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude)
     # shears turn around the top-left corner (center=[0, 0] → -w/2, -h/2 in centred coordinates)
     corner = kind["ShearX"] | kind["ShearY"]
     cx, cy = torch.where(corner, -w * 0.5, zero), torch.where(corner, -h * 0.5, zero)
-    angle = torch.where(kind["Rotate"], -(m % 360), zero)            # rotate uses -angle in affine terms
-    tx = torch.where(kind["TranslateX"], torch.trunc(m), zero)        # int(magnitude)
-    ty = torch.where(kind["TranslateY"], torch.trunc(m), zero)
-    theta = _inverse_affine(cx, cy, angle, tx, ty, torch.where(kind["ShearX"], shear_deg, zero),
-                            torch.where(kind["ShearY"], shear_deg, zero))
+    theta = _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y)
     scaled = to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), dev)
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=dev)
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=dev)
@@ -121,9 +189,36 @@ def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.T
     return (x * r + other * (1.0 - r)).clamp_(0, 255).to(torch.uint8)   # .to() truncates, as torchvision
 
 
+def _equalize_within(images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``equalize`` (PIL's lookup table), each image's histogram counted over
+    its ``valid`` pixels only (``[B, 1, H, W]`` bool)."""
+    b, c, h, w = images.shape
+    flat = images.flatten(-2).long()                                       # [B, C, H·W]
+    counted = valid.flatten(-2).expand(b, c, h * w).to(torch.int32)
+    hist = torch.zeros(b, c, 256, dtype=torch.int32, device=images.device).scatter_add_(-1, flat, counted)
+    cum = hist.cumsum(-1)
+    last = cum.argmax(-1, keepdim=True)                                     # the last value present
+    pixels = counted.sum(-1, keepdim=True)
+    step = (pixels - hist.gather(-1, last)).div(255, rounding_mode="floor")
+    lut = (cum[..., :-1] + step // 2).div(step.clamp(min=1), rounding_mode="floor").clamp(0, 255).to(torch.uint8)
+    lut = torch.cat([torch.zeros_like(lut[..., :1]), lut], -1)
+    equalized = lut.gather(-1, flat).view_as(images)
+    return torch.where((step != 0).unsqueeze(-1), equalized, images)
+
+
 def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Tensor:
+    """A colour op per sample; on a ``full`` canvas each image's statistics (mean, extremes,
+    histogram) and Sharpness's untouched border are its own, not the canvas's."""
+    from fgvcbench.data.pipeline import canvas_layout, is_canvas
     x = images.float()
     factor = to_device(1.0 + magnitude, images.device)
+    valid = None
+    if is_canvas(images):
+        extent, _ = canvas_layout(images)
+        columns = torch.arange(images.shape[-1], device=images.device).view(1, 1, 1, -1)
+        valid = columns < extent.view(-1, 1, 1, 1)                       # [B, 1, 1, W]
+    if valid is not None and op in ("Contrast", "Sharpness", "AutoContrast", "Equalize"):
+        return _colour_within(images, x, op, factor, valid, extent)
     if op == "Brightness":
         return (x * factor.view(-1, 1, 1, 1)).clamp_(0, 255).to(torch.uint8)
     if op == "Color":
@@ -161,11 +256,49 @@ def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Ten
     return images
 
 
+def _colour_within(images: torch.Tensor, x: torch.Tensor, op: str, factor: torch.Tensor, valid: torch.Tensor,
+                   extent: torch.Tensor) -> torch.Tensor:
+    """The colour ops that look past a pixel, on canvas rows (:func:`_colour`)."""
+    b, _, h, w = images.shape
+    if op == "Contrast":
+        gray = _gray(x) * valid
+        mean = gray.sum(dim=(-3, -2, -1), keepdim=True) / (extent.view(-1, 1, 1, 1) * h)
+        return _blend(x, mean, factor)
+    if op == "Sharpness":
+        kernel = torch.ones(3, 3, device=x.device)
+        kernel[1, 1] = 5.0
+        blurred = F.conv2d(x, (kernel / 13.0).expand(3, 1, 3, 3), groups=3, padding=1).round_()
+        rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+        columns = torch.arange(w, device=x.device).view(1, 1, 1, w)
+        inside = (rows >= 1) & (rows <= h - 2) & (columns >= 1) & (columns <= extent.view(-1, 1, 1, 1) - 2)
+        out = torch.where(inside, x + (blurred - x) * (1.0 - factor).view(-1, 1, 1, 1), x)   # the border as it is
+        return out.clamp_(0, 255).to(torch.uint8)
+    if op == "AutoContrast":
+        low = torch.where(valid, x, torch.inf).amin(dim=(-2, -1), keepdim=True)
+        high = torch.where(valid, x, -torch.inf).amax(dim=(-2, -1), keepdim=True)
+        flat = high == low
+        scale = torch.where(flat, 1.0, (high - low) * (1.0 / 255))
+        return (x - torch.where(flat, 0.0, low)).div_(scale).clamp_(0, 255).to(torch.uint8)
+    return _equalize_within(images, valid.expand(b, 1, h, w))
+
+
+def _refill(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Canvas rows after an op: each row's edge repeated again past its extent, and the
+    layout column as it was (an op may have changed both)."""
+    from fgvcbench.data.pipeline import canvas_layout
+    b, c, h, w = images.shape
+    extent, _ = canvas_layout(images)
+    columns = torch.minimum(torch.arange(w - 1, device=images.device).view(1, -1), (extent - 1).view(-1, 1))
+    body = out[..., :w - 1].gather(3, columns.view(b, 1, 1, w - 1).expand(b, c, h, w - 1))
+    return torch.cat([body, images[..., w - 1:]], -1)
+
+
 def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
               interpolation: str = "nearest") -> torch.Tensor:
     """Apply op ``ALL_OPS[op[i]]`` with ``magnitude[i]`` to sample ``i`` of a uint8 batch
-    (``op`` and ``magnitude`` on the host; ``images`` on any device); geometric ops resample
-    with ``interpolation`` (nearest or bilinear)."""
+    (``op`` and ``magnitude`` on the host; ``images`` on any device; a ``full`` canvas's
+    rows each as the image it holds); geometric ops resample with ``interpolation``
+    (nearest or bilinear)."""
     names = [ALL_OPS[i] for i in op.tolist()]
     if all(n == "Identity" for n in names):
         return images
@@ -182,7 +315,8 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
         if len(idx):
             rows = to_device(idx, dev)
             out[rows] = _colour(images[rows], name, magnitude[idx])
-    return out
+    from fgvcbench.data.pipeline import is_canvas
+    return _refill(out, images) if is_canvas(images) else out
 
 
 def trivial_augment_wide(images: torch.Tensor, generator: torch.Generator,

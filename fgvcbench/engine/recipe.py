@@ -184,10 +184,11 @@ class Recipe:
                                                  f"repeats images; the classic DataLoader has none) — set "
                                                  f"repeated_augment: 1 or pipeline: fast"))
         if (self.pipeline == "fast" and self.crop_extent == "full" and self.policy_before_crop
-              and self.augment in ("trivial_augment", "autoaugment")):
-            problems.append(("crop_extent", "full stores images of several sizes in one canvas, and "
-                                            "policy_before_crop runs the policy on whole stored images, which "
-                                            "needs one size — set crop_extent: square (or pipeline: classic)"))
+                and self.augment == "autoaugment"):
+            problems.append(("crop_extent", "full stores images of several sizes in one canvas, and AutoAugment "
+                                            "before the crop would translate each by a share of its own size, "
+                                            "which the batched policy does not do — set crop_extent: square, "
+                                            "augment: trivial_augment or pipeline: classic"))
         if not 0 < self.crop_scale_min <= 1:
             problems.append(("crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}"))
         if not 0 <= self.rotation_degrees <= 180:

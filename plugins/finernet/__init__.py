@@ -75,11 +75,11 @@ test set and trains on the whole training set (no validation split carved), as t
 released code does — for comparison with the paper only.
 
 Our choices where the code differs or is silent: the fast pipeline stores each image
-once as a centre square (short side resized; ``crop_extent: square``, because the code's
-TrivialAugment runs on the whole image before the crop and the batched policy needs one
-size per batch), so RandomResizedCrop and TrivialAugment draw within that square, where
-the code's transforms see the whole photo at its own aspect ratio (CUB ≈ 4:3, Cars ≈ 3:2:
-the side strips are never seen); ``pipeline:
+once, shorter side resized (to 256 for 224 px) and whole up to 3:1 (``crop_extent: full``),
+so TrivialAugment runs on the whole image at that size — each op as torchvision applies
+it to that image alone — where the code's runs on the photo at its own resolution (a
+translation of 32 px moves a smaller share of a larger photo); ``crop_extent: square``
+gives the cache of earlier versions (each image's centre square); ``pipeline:
 classic`` would give the code's per-image transforms in phases 1 and 4 only, so it is
 refused for the variants that mine and train pairs (``single_step`` takes it); bf16
 autocast instead of fp16 + GradScaler; the code's phase-3 checkpoint rule (strict ``>`` on F1 from 0) saves nothing
@@ -374,7 +374,7 @@ FINERNET = Method(
     # the same augmentation.
     recipe={"optimizer": "sgd", "nesterov": False, "momentum": 0.9, "weight_decay": 1e-3, "scheduler": "none",
             "batch_size": 128, "augment": "trivial_augment", "policy_p": 0.5,
-            "policy_before_crop": True, "crop_extent": "square", "crop_scale_min": 0.08, "lr": 1e-3},
+            "policy_before_crop": True, "crop_scale_min": 0.08, "lr": 1e-3},
     scales={"paper": {"epochs": 100, "image_size": 224}},
 )
 
