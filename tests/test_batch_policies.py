@@ -241,8 +241,11 @@ def test_each_op_on_a_canvas_row_is_torchvisions_on_that_image_alone(op):
     if op == "Rotate":   # torchvision's exact fast paths too: 0° and 180° any image, 270° a square one (a
         # right angle on an oblong image puts pixel centres on edges: float rounding picks, there and in torchvision)
         mags = torch.tensor([0.0, -45.2, 270.0, 31.5, 180.0, -121.5])
-    out = apply_ops(canvas, torch.full((6,), OPS.index(op)), mags)
-    assert torch.equal(out[:, :, 0, -1], canvas[:, :, 0, -1])                     # the layout column kept
+    out = apply_ops(canvas, torch.full((6,), OPS.index(op)), mags, canvas=True)
+    assert torch.equal(out[:, :, 0, -1], canvas[:, :, 0, -1])                     # the layout kept
+    from fgvcbench.data.pipeline import canvas_layout
+    for i, extent in enumerate(canvas_layout(canvas)[0].tolist()):                # the new edge repeated past it
+        assert torch.equal(out[i, :, 1:, extent:], out[i, :, 1:, extent - 1:extent].expand(-1, -1, out.shape[-1] - extent))
     for i in range(6):
         expected = reference(images[i], op, float(mags[i]))
         got = _row_image(out, i)
@@ -257,7 +260,7 @@ def test_geometric_ops_on_a_canvas_resample_bilinearly_too(op):
     images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in ((20, 33), (41, 20))]
     canvas = _canvas_of(images)
     mags = torch.tensor({"ShearY": [0.4, -0.7], "TranslateX": [9.0, -14.0], "Rotate": [23.0, -61.5]}[op])
-    out = apply_ops(canvas, torch.full((2,), OPS.index(op)), mags, interpolation="bilinear")
+    out = apply_ops(canvas, torch.full((2,), OPS.index(op)), mags, interpolation="bilinear", canvas=True)
     bilinear = TF.InterpolationMode.BILINEAR
     for i, im in enumerate(images):
         m = float(mags[i])
@@ -271,3 +274,17 @@ def test_geometric_ops_on_a_canvas_resample_bilinearly_too(op):
                                  interpolation=bilinear)
         mismatch = (_row_image(out, i).int() - expected.int()).abs()
         assert (mismatch > 1).float().mean() < 0.01, (op, m, (mismatch > 1).float().mean())
+
+
+@pytest.mark.parametrize("op", ["Rotate", "TranslateX", "Contrast", "Equalize", "Sharpness"])
+def test_a_plain_oblong_batch_is_not_taken_for_a_canvas(op):
+    """Only a caller that says so gets the canvas reading: an oblong batch of ordinary
+    images is augmented as it is (its last column is pixels, not a layout)."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (4, 3, 24, 32), generator=g, dtype=torch.uint8)
+    mags = torch.tensor({"Rotate": [17.0, -40.5, 60.0, 3.0], "TranslateX": [5.0, -9.0, 13.0, 2.0]}.get(op, [0.3, -0.4,
+                                                                                                             0.5, 0.1]))
+    out = apply_ops(images, torch.full((4,), OPS.index(op)), mags)
+    for i in range(4):
+        mismatch = (out[i].int() - reference(images[i], op, float(mags[i])).int()).abs()
+        assert (mismatch > 1).float().mean() < 0.01, (op, float(mags[i]))

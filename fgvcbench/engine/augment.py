@@ -311,8 +311,12 @@ class BatchAugmenter:
         """TrivialAugmentWide or AutoAugment, batched with per-sample ops on the device;
         with ``policy_p`` < 1 each sample gets it on its own coin (RandomApply)."""
         from fgvcbench.engine.batch_policies import auto_augment, trivial_augment_wide
-        policy = trivial_augment_wide if self.recipe.augment == "trivial_augment" else auto_augment
-        augmented = policy(images_u8, self.generator, interpolation=self.recipe.policy_interpolation)
+        from fgvcbench.data.pipeline import is_canvas
+        if self.recipe.augment == "trivial_augment":   # a stored batch that is not square is a full canvas
+            augmented = trivial_augment_wide(images_u8, self.generator, interpolation=self.recipe.policy_interpolation,
+                                             canvas=is_canvas(images_u8))
+        else:
+            augmented = auto_augment(images_u8, self.generator, interpolation=self.recipe.policy_interpolation)
         if self.recipe.policy_p < 1.0:
             keep = to_device(torch.rand(len(images_u8), generator=self.generator) < self.recipe.policy_p, self.device)
             augmented = torch.where(keep.view(-1, 1, 1, 1), augmented, images_u8)

@@ -150,9 +150,8 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
 
 
 def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor,
-               interpolation: str = "nearest") -> torch.Tensor:
-    from fgvcbench.data.pipeline import is_canvas
-    if is_canvas(images):
+               interpolation: str = "nearest", canvas: bool = False) -> torch.Tensor:
+    if canvas:
         return _geometric_canvas(images, ops, magnitude, interpolation)
     b, _, h, w = images.shape
     dev = images.device
@@ -206,14 +205,14 @@ def _equalize_within(images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where((step != 0).unsqueeze(-1), equalized, images)
 
 
-def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor) -> torch.Tensor:
+def _colour(images: torch.Tensor, op: str, magnitude: torch.Tensor, canvas: bool = False) -> torch.Tensor:
     """A colour op per sample; on a ``full`` canvas each image's statistics (mean, extremes,
     histogram) and Sharpness's untouched border are its own, not the canvas's."""
-    from fgvcbench.data.pipeline import canvas_layout, is_canvas
+    from fgvcbench.data.pipeline import canvas_layout
     x = images.float()
     factor = to_device(1.0 + magnitude, images.device)
     valid = None
-    if is_canvas(images):
+    if canvas:
         extent, _ = canvas_layout(images)
         columns = torch.arange(images.shape[-1], device=images.device).view(1, 1, 1, -1)
         valid = columns < extent.view(-1, 1, 1, 1)                       # [B, 1, 1, W]
@@ -283,22 +282,23 @@ def _colour_within(images: torch.Tensor, x: torch.Tensor, op: str, factor: torch
 
 
 def _refill(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Canvas rows after an op: each row's edge repeated again past its extent, and the
-    layout column as it was (an op may have changed both)."""
+    """Canvas rows after an op, as ``canvas_row`` writes them: each row's (new) edge
+    repeated past its extent to the last column, whose first pixel keeps the layout."""
     from fgvcbench.data.pipeline import canvas_layout
     b, c, h, w = images.shape
     extent, _ = canvas_layout(images)
-    columns = torch.minimum(torch.arange(w - 1, device=images.device).view(1, -1), (extent - 1).view(-1, 1))
-    body = out[..., :w - 1].gather(3, columns.view(b, 1, 1, w - 1).expand(b, c, h, w - 1))
-    return torch.cat([body, images[..., w - 1:]], -1)
+    columns = torch.minimum(torch.arange(w, device=images.device).view(1, -1), (extent - 1).view(-1, 1))
+    refilled = out.gather(3, columns.view(b, 1, 1, w).expand(b, c, h, w))
+    refilled[:, :, 0, w - 1] = images[:, :, 0, w - 1]
+    return refilled
 
 
 def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
-              interpolation: str = "nearest") -> torch.Tensor:
+              interpolation: str = "nearest", canvas: bool = False) -> torch.Tensor:
     """Apply op ``ALL_OPS[op[i]]`` with ``magnitude[i]`` to sample ``i`` of a uint8 batch
-    (``op`` and ``magnitude`` on the host; ``images`` on any device; a ``full`` canvas's
-    rows each as the image it holds); geometric ops resample with ``interpolation``
-    (nearest or bilinear)."""
+    (``op`` and ``magnitude`` on the host; ``images`` on any device, of any height and
+    width — with ``canvas``, a ``full`` cache's rows, each as the image it holds);
+    geometric ops resample with ``interpolation`` (nearest or bilinear)."""
     names = [ALL_OPS[i] for i in op.tolist()]
     if all(n == "Identity" for n in names):
         return images
@@ -307,23 +307,23 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
     geo = torch.tensor([n in GEOMETRIC for n in names]).nonzero().squeeze(1)
     if len(geo):
         rows = to_device(geo, dev)
-        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo], interpolation)
+        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo], interpolation, canvas)
     for name in ALL_OPS:
         if name == "Identity" or name in GEOMETRIC:
             continue
         idx = torch.tensor([i for i, n in enumerate(names) if n == name], dtype=torch.long)
         if len(idx):
             rows = to_device(idx, dev)
-            out[rows] = _colour(images[rows], name, magnitude[idx])
-    from fgvcbench.data.pipeline import is_canvas
-    return _refill(out, images) if is_canvas(images) else out
+            out[rows] = _colour(images[rows], name, magnitude[idx], canvas)
+    return _refill(out, images) if canvas else out
 
 
 def trivial_augment_wide(images: torch.Tensor, generator: torch.Generator,
-                         interpolation: str = "nearest") -> torch.Tensor:
-    """TrivialAugmentWide on a uint8 batch ``[B, 3, H, W]`` with per-sample parameters."""
+                         interpolation: str = "nearest", canvas: bool = False) -> torch.Tensor:
+    """TrivialAugmentWide on a uint8 batch ``[B, 3, H, W]`` with per-sample parameters
+    (``canvas``: the rows of a ``full`` cache, each augmented as the image it holds)."""
     op, magnitude = sample_params(images.shape[0], generator)
-    return apply_ops(images, op, magnitude, interpolation)
+    return apply_ops(images, op, magnitude, interpolation, canvas)
 
 
 @lru_cache(maxsize=None)
