@@ -135,28 +135,36 @@ def stratified_split(labels, fraction: float, seed: int = 0) -> tuple[list[int],
     return sorted(keep), sorted(val)
 
 
+def _region(path: str, size: int, box, trim_bottom: int = 0) -> Image.Image:
+    """The RGB pixels a run trains on: the image less a trimmed banner, cut to its box
+    (a degenerate box keeps the whole image), decoded at a reduced JPEG scale where that
+    still gives at least ``size`` (no box, no trim)."""
+    with Image.open(path) as img:
+        full_width = img.width
+        if box is None and not trim_bottom:  # JPEG: decode at a reduced scale when still >= size
+            img.draft("RGB", (size, size))
+        img = img.convert("RGB")
+    if trim_bottom:
+        img = img.crop((0, 0, img.width, max(1, img.height - trim_bottom)))
+    if box is not None:
+        x, y, w, h = box  # pixels of the stored image
+        sx = img.width / full_width
+        left, top = max(0.0, x * sx), max(0.0, y * sx)
+        right, bottom = min(img.width, (x + w) * sx), min(img.height, (y + h) * sx)
+        if right - left >= 1 and bottom - top >= 1:
+            img = img.crop((left, top, right, bottom))
+    return img
+
+
 def _decode_one(path: str, size: int, box, trim_bottom: int = 0) -> np.ndarray:
     try:
-        with Image.open(path) as img:
-            full_width = img.width
-            if box is None and not trim_bottom:  # JPEG: decode at a reduced scale when still >= size
-                img.draft("RGB", (size, size))
-            img = img.convert("RGB")
-            if trim_bottom:
-                img = img.crop((0, 0, img.width, max(1, img.height - trim_bottom)))
-            if box is not None:
-                x, y, w, h = box  # pixels of the stored image
-                sx = img.width / full_width
-                left, top = max(0.0, x * sx), max(0.0, y * sx)
-                right, bottom = min(img.width, (x + w) * sx), min(img.height, (y + h) * sx)
-                if right - left >= 1 and bottom - top >= 1:  # a degenerate box keeps the whole image
-                    img = img.crop((left, top, right, bottom))
-            scale = size / min(img.size)
-            new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
-            img = img.resize(new, Image.BILINEAR, reducing_gap=2.0)
-            left, top = (new[0] - size) // 2, (new[1] - size) // 2
-            img = img.crop((left, top, left + size, top + size))
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+        img = _region(path, size, box, trim_bottom)
+        scale = size / min(img.size)
+        new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
+        img = img.resize(new, Image.BILINEAR, reducing_gap=2.0)
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
     except (UnidentifiedImageError, OSError) as exc:   # FileNotFoundError among them
         raise _decode_error(path, exc) from exc
 
@@ -194,23 +202,9 @@ def _decode_full(path: str, size: int, box, trim_bottom: int, plan) -> np.ndarra
     portrait, the longer side cut centrally to the plan's extent: uint8 ``[3, size, extent]``."""
     new, extent, transposed = plan
     try:
-        with Image.open(path) as img:
-            full_width = img.width
-            if box is None and not trim_bottom:
-                img.draft("RGB", (size, size))
-            img = img.convert("RGB")
-            if trim_bottom:
-                img = img.crop((0, 0, img.width, max(1, img.height - trim_bottom)))
-            if box is not None:
-                x, y, w, h = box
-                sx = img.width / full_width
-                left, top = max(0.0, x * sx), max(0.0, y * sx)
-                right, bottom = min(img.width, (x + w) * sx), min(img.height, (y + h) * sx)
-                if right - left >= 1 and bottom - top >= 1:
-                    img = img.crop((left, top, right, bottom))
-            img = img.resize(new, Image.BILINEAR, reducing_gap=2.0)
-            array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)   # [3, H, W]
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        img = _region(path, size, box, trim_bottom).resize(new, Image.BILINEAR, reducing_gap=2.0)
+        array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)   # [3, H, W]
+    except (UnidentifiedImageError, OSError) as exc:   # FileNotFoundError among them
         raise _decode_error(path, exc) from exc
     if transposed:
         array = array.transpose(0, 2, 1)
