@@ -65,6 +65,18 @@ def test_batched_on_the_device(benchmark, device, augment, layout):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["square", "full"])
+def test_trivial_augment_before_the_crop(benchmark, device, layout):
+    """FineRNet's order: TrivialAugment on the whole stored images (p 0.5), then the crop."""
+    images = _images(device) if layout == "square" else _canvas(device)
+    recipe = Recipe(augment="trivial_augment", policy_p=0.5, policy_before_crop=True, image_size=RES,
+                    crop_extent=layout)
+    aug = BatchAugmenter(recipe, MEAN, STD, torch.device(device), torch.Generator().manual_seed(0))
+    out = _timed(benchmark, lambda: aug.train(images), device)
+    assert out.shape == (BATCH, 3, RES, RES)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("augment", ["standard", "trivial_augment", "autoaugment"])
 def test_torchvision_one_image_at_a_time(benchmark, device, augment):
     images = _images(device)
