@@ -132,7 +132,7 @@ class RunContext:
     def load_extra(self, name: str, image_size: int | None = None, use_boxes: bool = False) -> TensorSplit | None:
         """The dataset's extra list ``name`` (``DatasetSplits.extra``) decoded as ``load_data``
         decodes its splits (same size, boxes, cache); None where the dataset has no such list."""
-        from fgvcbench.data.pipeline import decode_images, extent_factor, load_size_for, use_memmap
+        from fgvcbench.data.pipeline import decode_images, load_size_for, streams
         splits = self.load_splits()
         images = splits.extra.get(name)
         if images is None:
@@ -140,7 +140,7 @@ class RunContext:
         size = load_size_for(image_size or self.recipe.data_size)
         extent = self.recipe.crop_extent
         # as load_data: an on-disk memmap when RAM is short
-        streamed = self.cache_dir is not None and use_memmap(len(images) * 3 * size * size * extent_factor(extent))
+        streamed = streams(len(images), size, self.cache_dir, extent)
         pixels = decode_images(images, size, self.cache_dir, use_boxes or splits.crop_to_boxes, streamed=streamed,
                                crop_extent=extent)
         return TensorSplit(pixels, torch.tensor(images.labels, dtype=torch.int64), list(range(len(images))), streamed)

@@ -70,6 +70,15 @@ def canvas_layout(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return meta[:, 0] * 256 + meta[:, 1], meta[:, 2] > 0
 
 
+def image_sizes(extent: torch.Tensor, transposed: torch.Tensor, side: int,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The width and height of each canvas row's image in its own orientation (``dtype``,
+    on the layout's device), from :func:`canvas_layout` and the canvas's height."""
+    extent = extent.to(dtype)
+    side = torch.full_like(extent, float(side))
+    return torch.where(transposed, side, extent), torch.where(transposed, extent, side)
+
+
 @dataclass
 class TensorSplit:
     """One split as tensors: ``images`` uint8 ``[N, 3, S, S]`` (or a ``full`` canvas
@@ -175,6 +184,19 @@ def _decode_error(path: str, exc: Exception) -> DataError:
     return DataError(f"cannot decode image {path} ({exc.__class__.__name__}: {exc}) — replace or remove the file")
 
 
+def region_size(width: int, height: int, box, trim_bottom: int = 0) -> tuple[int, int]:
+    """The width and height of what a run trains on in an image of ``width`` × ``height``:
+    less the trimmed banner, cut to ``box`` (clipped to the image, corners rounded as PIL's
+    crop rounds them; a degenerate box keeps the whole image) — as :func:`_region` cuts it."""
+    height = max(1, height - trim_bottom) if trim_bottom else height
+    if box is not None:
+        x, y, w, h = box
+        left, top, right, bottom = max(0.0, x), max(0.0, y), min(width, x + w), min(height, y + h)
+        if right - left >= 1 and bottom - top >= 1:
+            width, height = round(right) - round(left), round(bottom) - round(top)
+    return width, height
+
+
 def _full_plan(path: str, size: int, box, trim_bottom: int = 0) -> tuple[tuple[int, int], int, bool]:
     """From the file's header alone (no pixel decoded): the size an image (its box, less a trimmed banner) is
     resized to (shorter side ``size``), the longer side a ``full`` cache keeps of it (at
@@ -186,12 +208,7 @@ def _full_plan(path: str, size: int, box, trim_bottom: int = 0) -> tuple[tuple[i
             width, height = img.size
     except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
         raise _decode_error(path, exc) from exc
-    height = max(1, height - trim_bottom) if trim_bottom else height
-    if box is not None:
-        x, y, w, h = box   # as _decode_one and PIL's crop (which rounds the corners) cut it
-        left, top, right, bottom = max(0.0, x), max(0.0, y), min(width, x + w), min(height, y + h)
-        if right - left >= 1 and bottom - top >= 1:
-            width, height = round(right) - round(left), round(bottom) - round(top)
+    width, height = region_size(width, height, box, trim_bottom)
     scale = size / max(1, min(width, height))
     new = (max(size, round(width * scale)), max(size, round(height * scale)))
     return new, min(max(new), int(MAX_ASPECT * size)), new[1] > new[0]
@@ -265,10 +282,12 @@ def decode_cache_mode(mode: str | None = None) -> str:
     return mode
 
 
-def extent_factor(crop_extent: str) -> float:
-    """The most a ``crop_extent`` cache takes per image against a square one (for the
-    decision to stream it from disk, before the images' sizes are read)."""
-    return MAX_ASPECT if crop_extent == "full" else 1.0
+def streams(count: int, size: int, cache_dir: Path | None, crop_extent: str) -> bool:
+    """Whether ``count`` images decoded at ``size`` go to an on-disk memmap (a cache folder,
+    and :func:`use_memmap`), counted at the most a ``crop_extent`` cache takes per image
+    (before the images' sizes are read: 3:1 for ``full``)."""
+    factor = MAX_ASPECT if crop_extent == "full" else 1.0
+    return cache_dir is not None and use_memmap(count * 3 * size * size * factor)
 
 
 def use_memmap(nbytes: int, mode: str | None = None, available: int | None = None) -> bool:
@@ -412,8 +431,8 @@ def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | 
     def decode(images: ImageList, streamed: bool = False) -> torch.Tensor:
         return decode_images(images, load, cache_dir, use_boxes, streamed=streamed, crop_extent=crop_extent)
 
-    total = (len(train_list) + len(splits.test) + (len(splits.val) if splits.val is not None else 0)) * 3 * load * load
-    streamed = cache_dir is not None and use_memmap(total * extent_factor(crop_extent))
+    count = len(train_list) + len(splits.test) + (len(splits.val) if splits.val is not None else 0)
+    streamed = streams(count, load, cache_dir, crop_extent)
     if streamed:
         # one file in split order, so train and val are views of it (slices copy nothing)
         if splits.val is None:

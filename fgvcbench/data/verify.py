@@ -93,13 +93,11 @@ def _check_file(path: str) -> tuple[str, str | None, str | None, tuple[int, int]
 
 def _longer_than(size: tuple[int, int], images, i: int, boxed: bool, aspect: float) -> bool:
     """Whether image ``i`` (``size`` as stored), as a run trains on it — less the trimmed
-    banner, cut to its box when the dataset crops to boxes — is longer than ``aspect``:1."""
-    width, height = size
-    height = max(1, height - images.trim_bottom)
-    if boxed and images.boxes is not None:
-        _, _, w, h = images.boxes[i]
-        if w >= 1 and h >= 1:
-            width, height = min(w, width), min(h, height)
+    banner, cut to its box when the dataset crops to boxes (``region_size``) — is longer
+    than ``aspect``:1."""
+    from fgvcbench.data.pipeline import region_size
+    box = images.boxes[i] if boxed and images.boxes is not None else None
+    width, height = region_size(*size, box, images.trim_bottom)
     return max(width, height) > aspect * max(1, min(width, height))
 
 

@@ -69,16 +69,10 @@ def crop_boxes(b: int, side: int, scale_min: float, generator: torch.Generator,
     U(log 3/4, log 4/3), rounded to pixels, keeping the first that fits; a sample with no
     fit takes the whole image (torchvision's fallback for a square image). Returns widths
     and heights as fractions of the side."""
-    rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    area = (scale_min + (1 - scale_min) * rand(b, attempts)) * side * side
-    ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * rand(b, attempts))
-    w = torch.sqrt(area * ratio).round()
-    h = torch.sqrt(area / ratio).round()
-    fits = (w > 0) & (w <= side) & (h > 0) & (h <= side)
-    first = fits.float().argmax(1)                 # the first attempt that fits (0 when none does)
-    rows = torch.arange(b)
-    w = torch.where(fits.any(1), w[rows, first], torch.full((b,), float(side)))
-    h = torch.where(fits.any(1), h[rows, first], torch.full((b,), float(side)))
+    area_u = torch.rand(b, attempts, generator=generator)
+    ratio_u = torch.rand(b, attempts, generator=generator)
+    sides = torch.full((b,), float(side))
+    w, h, _ = sized_crop_boxes(sides, sides, scale_min, area_u, ratio_u)
     return w / side, h / side
 
 
@@ -90,7 +84,7 @@ def sized_crop_boxes(width: torch.Tensor, height: torch.Tensor, scale_min: float
     (area ~ U(scale_min, 1)·W·H, log-ratio ~ U(log 3/4, log 4/3), rounded to pixels), else
     torchvision's fallback — the whole image, its ratio clamped to [3/4, 4/3] (a wider
     image keeps its height and 4/3 of it as width). Returns ``(w, h, found)``."""
-    area = (scale_min + (1 - scale_min) * area_u) * (width * height).unsqueeze(1)
+    area = (scale_min + (1 - scale_min) * area_u) * width.unsqueeze(1) * height.unsqueeze(1)
     ratio = torch.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * ratio_u)
     w = torch.sqrt(area * ratio).round()
     h = torch.sqrt(area / ratio).round()
@@ -110,7 +104,7 @@ def canvas_crop_flip(images: torch.Tensor, size: int, scale_min: float, flip: bo
     drawn within its own extent and orientation. The uniforms are drawn on the host in the
     square path's order and reach the device in one copy; the boxes are worked out there
     from each row's layout, so the host never waits for the device."""
-    from fgvcbench.data.pipeline import canvas_layout
+    from fgvcbench.data.pipeline import canvas_layout, image_sizes
     b, _, side, canvas_width = images.shape
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
     area_u, ratio_u = rand(b, 10), rand(b, 10)
@@ -120,9 +114,8 @@ def canvas_crop_flip(images: torch.Tensor, size: int, scale_min: float, flip: bo
     u = to_device(torch.cat([area_u, ratio_u, torch.stack(drawn, 1)], 1), images.device)
     area_u, ratio_u, ux, uy, uf, ur = u[:, :10], u[:, 10:20], u[:, 20], u[:, 21], u[:, 22], u[:, 23]
     extent, transposed = canvas_layout(images)
+    width, height = image_sizes(extent, transposed, side, images.dtype)
     extent = extent.to(images.dtype)
-    full_side = torch.full_like(extent, float(side))
-    width, height = torch.where(transposed, full_side, extent), torch.where(transposed, extent, full_side)
     w, h, found = sized_crop_boxes(width, height, scale_min, area_u, ratio_u)
     # the fallback is centred as torchvision centres it: at whole pixels, (W - w) // 2
     cx = torch.where(found, w / 2 + ux * (width - w), torch.div(width - w, 2, rounding_mode="floor") + w / 2)

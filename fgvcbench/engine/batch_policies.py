@@ -98,7 +98,7 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
     own size and orientation, turned about its own centre (shears about its top-left corner),
     zero fill past its extent — as torchvision applies it to that image alone. The affine
     numbers come from the host; the images' sizes are read on the device."""
-    from fgvcbench.data.pipeline import canvas_layout
+    from fgvcbench.data.pipeline import canvas_layout, image_sizes
     b, c, side, width = images.shape
     dev = images.device
     kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude)
@@ -106,8 +106,7 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
     params = to_device(torch.stack([angle, tx, ty, shear_x, shear_y, corner.float()], 1), dev)
     extent, transposed = canvas_layout(images)
     ext, t = extent.float(), transposed.float()
-    full = torch.full_like(ext, float(side))
-    wid, hgt = torch.where(transposed, full, ext), torch.where(transposed, ext, full)   # the image's own size
+    wid, hgt = image_sizes(extent, transposed, side)
     cx, cy = -wid * 0.5 * params[:, 5], -hgt * 0.5 * params[:, 5]
     theta = _inverse_affine(cx, cy, params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4])
     one, zero = torch.ones_like(ext), torch.zeros_like(ext)
