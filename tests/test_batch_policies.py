@@ -200,15 +200,17 @@ def test_both_pipelines_take_the_recipes_policy_interpolation():
         "policy_interpolation"]
 
 
-def _canvas_of(images: list[torch.Tensor]) -> torch.Tensor:
-    """A ``full`` canvas of uint8 images ``[3, H, W]`` with a common shorter side."""
+def _canvas_of(images: list[torch.Tensor], photo_sides=None) -> torch.Tensor:
+    """A ``full`` canvas of uint8 images ``[3, H, W]`` with a common shorter side (each
+    resized from a photo with shorter side ``photo_sides[i]``; default: unknown, 0)."""
     from fgvcbench.data.pipeline import canvas_row
     width = max(max(im.shape[-2:]) for im in images) + 2
     rows = []
-    for im in images:
+    for i, im in enumerate(images):
         transposed = im.shape[-2] > im.shape[-1]
         stored = im.transpose(-2, -1) if transposed else im
-        rows.append(torch.from_numpy(canvas_row(stored.numpy(), stored.shape[-1], transposed, width)))
+        photo = photo_sides[i] if photo_sides else 0
+        rows.append(torch.from_numpy(canvas_row(stored.numpy(), stored.shape[-1], transposed, width, photo)))
     return torch.stack(rows)
 
 
@@ -244,14 +246,42 @@ def test_each_op_on_a_canvas_row_is_torchvisions_on_that_image_alone(op):
     out = apply_ops(canvas, torch.full((6,), OPS.index(op)), mags, canvas=True)
     assert torch.equal(out[:, :, 0, -1], canvas[:, :, 0, -1])                     # the layout kept
     from fgvcbench.data.pipeline import canvas_layout
+    assert torch.equal(out[:, :, 1, -1], canvas[:, :, 1, -1])
     for i, extent in enumerate(canvas_layout(canvas)[0].tolist()):                # the new edge repeated past it
-        assert torch.equal(out[i, :, 1:, extent:], out[i, :, 1:, extent - 1:extent].expand(-1, -1, out.shape[-1] - extent))
+        edge = out[i, :, :, extent - 1:extent]
+        assert torch.equal(out[i, :, :, extent:-1], edge.expand(-1, -1, out.shape[-1] - 1 - extent))
+        assert torch.equal(out[i, :, 2:, -1:], edge[:, 2:])
     for i in range(6):
         expected = reference(images[i], op, float(mags[i]))
         got = _row_image(out, i)
         assert got.shape == expected.shape
         mismatch = (got.int() - expected.int()).abs()
         assert (mismatch > 1).float().mean() < 0.01, (op, shapes[i], float(mags[i]), (mismatch > 1).float().mean())
+
+
+def test_a_translation_on_a_canvas_row_is_in_the_pixels_of_the_photo_it_was_resized_from():
+    """FineRNet's code runs TrivialAugment on the photo: 32 px there is 16 px of a row
+    stored at half the photo's size. Rotations and shears look the same at any scale."""
+    g = torch.Generator().manual_seed(11)
+    shapes = [(20, 34), (34, 20), (20, 27), (20, 20)]
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in shapes]
+    canvas = _canvas_of(images, photo_sides=[40, 80, 20, 60])       # stored at 1/2, 1/4, 1, 1/3 of the photo
+    cases = [("TranslateX", 16.0, [8, 0]), ("TranslateY", -24.0, [0, -6]), ("TranslateX", -7.0, [-7, 0]),
+             ("TranslateY", 30.0, [0, 10])]
+    out = apply_ops(canvas, torch.tensor([OPS.index(op) for op, _, _ in cases]),
+                    torch.tensor([m for _, m, _ in cases]), canvas=True)
+    for i, (_, _, shift) in enumerate(cases):
+        expected = TF.affine(images[i], angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0])
+        assert torch.equal(_row_image(out, i), expected), (i, shift)
+    turned = apply_ops(canvas, torch.full((4,), OPS.index("Rotate")), torch.tensor([31.5, -45.2, 12.0, 60.0]),
+                       canvas=True)
+    unknown = apply_ops(_canvas_of(images), torch.full((4,), OPS.index("Rotate")),
+                        torch.tensor([31.5, -45.2, 12.0, 60.0]), canvas=True)
+    assert torch.equal(turned[..., :-1], unknown[..., :-1])
+    same = _canvas_of(images)   # a row that does not know its photo translates in its own pixels
+    out = apply_ops(same, torch.full((1,), OPS.index("TranslateX")), torch.tensor([16.0]), canvas=True)
+    assert torch.equal(_row_image(out, 0), TF.affine(images[0], angle=0.0, translate=[16, 0], scale=1.0,
+                                                     shear=[0.0, 0.0]))
 
 
 @pytest.mark.parametrize("op", ["ShearY", "TranslateX", "Rotate"])

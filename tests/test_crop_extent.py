@@ -75,6 +75,35 @@ def test_full_cache_crops_to_boxes_and_reloads_from_disk(tmp_path):
     assert torch.equal(streamed, boxed)
 
 
+def test_the_layout_carries_the_shorter_side_of_each_photo_in_its_own_pixels(tmp_path):
+    """The policy before the crop translates in the photo's pixels (the code's transforms see
+    the photo): each canvas row says how large the region it was resized from was — before
+    a reduced-scale JPEG decode, after the box and the banner trim — and keeps saying it
+    through the cache and the batched policy's ops."""
+    images = _images(tmp_path, [(60, 40), (40, 90), (120, 24)])
+    canvas = P.decode_images(images, 20, tmp_path / "cache")
+    assert P.canvas_photo_side(canvas).tolist() == [40, 40, 24]
+    assert P.canvas_photo_side(P.decode_images(images, 20, tmp_path / "cache")).tolist() == [40, 40, 24]  # reloaded
+    boxed = ImageList(images.paths, images.labels, images.class_names, boxes=[(5, 5, 40, 30), (0, 10, 30, 70),
+                                                                              (0, 0, 120, 24)])
+    assert P.canvas_photo_side(P.decode_images(boxed, 20, None, use_boxes=True)).tolist() == [30, 30, 24]
+    trimmed = ImageList(images.paths, images.labels, images.class_names, trim_bottom=12)
+    assert P.canvas_photo_side(P.decode_images(trimmed, 20, None)).tolist() == [28, 40, 12]
+    photo = tmp_path / "photo.jpg"   # a JPEG the decode drafts at a quarter of its size
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(photo)
+    with Image.open(photo) as img:
+        img.draft("RGB", (20, 20))
+        assert min(img.size) < 300   # the draft does reduce it
+    jpeg = ImageList([str(photo), images.paths[1]], [0, 1], ["0", "1"])
+    canvas = P.decode_images(jpeg, 20, None)
+    assert P.canvas_photo_side(canvas).tolist() == [300, 40]
+    from fgvcbench.engine.batch_policies import OPS, apply_ops
+    for op in ("Brightness", "Rotate", "Equalize"):
+        out = apply_ops(canvas, torch.full((2,), OPS.index(op)), torch.tensor([0.5, 30.0]), canvas=True)
+        assert P.canvas_photo_side(out).tolist() == [300, 40] and torch.equal(
+            P.canvas_layout(out)[0], P.canvas_layout(canvas)[0])
+
+
 @pytest.mark.parametrize("size", [(60, 30), (30, 60)])
 def test_the_crop_falls_back_as_torchvision_does_in_either_orientation(tmp_path, size):
     """scale (1, 1) on a 2:1 image never fits a ratio in [3/4, 4/3]: torchvision then takes

@@ -18,10 +18,12 @@ Two layouts (``crop_extent``):
   longer side along the width (a portrait image is stored transposed), its last column
   is repeated to column ``W`` (so a bilinear sample at the edge reads the edge), and the
   last column carries the image's layout — ``extent_i`` in two bytes (channels 0, 1 of
-  row 0) and whether it is transposed (channel 2). The layout travels with every row
-  that is sliced or gathered, so any batch of the canvas knows its images' extents on
-  the device, and the augmenter never reads them back to the host. :func:`canvas_layout`
-  reads it; a non-square stored tensor is a canvas.
+  row 0), whether it is transposed (channel 2), and the shorter side of the photo it was
+  resized from, in the photo's own pixels (two bytes, channels 0, 1 of row 1; 0:
+  unknown). The layout travels with every row that is sliced or gathered, so any batch
+  of the canvas knows its images' extents on the device, and the augmenter never reads
+  them back to the host. :func:`canvas_layout` and :func:`canvas_photo_side` read it; a
+  non-square stored tensor is a canvas.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ def canvas_layout(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     stored transposed (bool)."""
     meta = images[:, :, 0, -1].long()
     return meta[:, 0] * 256 + meta[:, 1], meta[:, 2] > 0
+
+
+def canvas_photo_side(images: torch.Tensor) -> torch.Tensor:
+    """The shorter side, in the photo's own pixels, of the photo (its box, less a trimmed
+    banner) each row of a canvas batch was resized from: int64 on the batch's device, 0
+    where the row does not say (a canvas built without it)."""
+    meta = images[:, :2, 1, -1].long()
+    return meta[:, 0] * 256 + meta[:, 1]
 
 
 def image_sizes(extent: torch.Tensor, transposed: torch.Tensor, side: int,
@@ -197,12 +207,14 @@ def region_size(width: int, height: int, box, trim_bottom: int = 0) -> tuple[int
     return width, height
 
 
-def _full_plan(path: str, size: int, box, trim_bottom: int = 0) -> tuple[tuple[int, int], int, bool]:
+def _full_plan(path: str, size: int, box, trim_bottom: int = 0) -> tuple[tuple[int, int], int, bool, int]:
     """From the file's header alone (no pixel decoded): the size an image (its box, less a trimmed banner) is
     resized to (shorter side ``size``), the longer side a ``full`` cache keeps of it (at
-    most ``MAX_ASPECT`` × ``size``), and whether it is stored transposed (portrait)."""
+    most ``MAX_ASPECT`` × ``size``), whether it is stored transposed (portrait), and the
+    shorter side of that region in the photo's own pixels (before any reduced-scale decode)."""
     try:
         with Image.open(path) as img:
+            photo = region_size(*img.size, box, trim_bottom)
             if box is None and not trim_bottom:   # the size the decode will draft (JPEG), so the
                 img.draft("RGB", (size, size))    # resize, and the centre square, are _decode_one's
             width, height = img.size
@@ -211,13 +223,13 @@ def _full_plan(path: str, size: int, box, trim_bottom: int = 0) -> tuple[tuple[i
     width, height = region_size(width, height, box, trim_bottom)
     scale = size / max(1, min(width, height))
     new = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return new, min(max(new), int(MAX_ASPECT * size)), new[1] > new[0]
+    return new, min(max(new), int(MAX_ASPECT * size)), new[1] > new[0], max(1, min(photo))
 
 
 def _decode_full(path: str, size: int, box, trim_bottom: int, plan) -> np.ndarray:
     """One image for a ``full`` cache: resized to the plan's size, transposed when
     portrait, the longer side cut centrally to the plan's extent: uint8 ``[3, size, extent]``."""
-    new, extent, transposed = plan
+    new, extent, transposed, _ = plan
     try:
         img = _region(path, size, box, trim_bottom).resize(new, Image.BILINEAR, reducing_gap=2.0)
         array = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)   # [3, H, W]
@@ -231,14 +243,17 @@ def _decode_full(path: str, size: int, box, trim_bottom: int, plan) -> np.ndarra
     return np.ascontiguousarray(array[:, :, off:off + extent])
 
 
-def canvas_row(array: np.ndarray, extent: int, transposed: bool, width: int) -> np.ndarray:
+def canvas_row(array: np.ndarray, extent: int, transposed: bool, width: int, photo_side: int = 0) -> np.ndarray:
     """A ``[3, S, width]`` canvas row: the image, its last column repeated up to the
-    layout column, which carries ``extent`` and ``transposed``."""
+    layout column, which carries ``extent``, ``transposed`` and ``photo_side`` (the
+    shorter side of the photo it was resized from, up to 65535; 0: unknown)."""
     row = np.empty((3, array.shape[1], width), dtype=np.uint8)
     row[:, :, :extent] = array
     row[:, :, extent:width - 1] = array[:, :, extent - 1:extent]
     row[:, :, width - 1] = array[:, :, extent - 1]
     row[0, 0, width - 1], row[1, 0, width - 1], row[2, 0, width - 1] = extent >> 8, extent & 255, int(transposed)
+    photo_side = min(int(photo_side), 65535)
+    row[0, 1, width - 1], row[1, 1, width - 1] = photo_side >> 8, photo_side & 255
     return row
 
 
@@ -246,7 +261,7 @@ def _fingerprint(paths: Sequence[str], size: int, boxes, trim_bottom: int = 0, c
     h = hashlib.sha256()
     settings = {"size": size, "boxes": boxes is not None, "trim": trim_bottom, "v": 1}
     if crop_extent != "square":   # a square cache keeps the key it had before full ones existed
-        settings.update(extent=crop_extent, max_aspect=MAX_ASPECT)
+        settings.update(extent=crop_extent, max_aspect=MAX_ASPECT, layout=2)   # 2: the photo's side in it
     h.update(json.dumps(settings).encode())
     for i, p in enumerate(paths):
         try:
@@ -311,7 +326,7 @@ class _Rows:
             with ThreadPoolExecutor(max_workers=workers) as pool:   # the headers only: no pixel is decoded
                 self.plans = list(pool.map(lambda i: _full_plan(images.paths[i], size, self._box(i),
                                                                 images.trim_bottom), range(len(images))))
-            widest = max((extent for _, extent, _ in self.plans), default=size)
+            widest = max((plan[1] for plan in self.plans), default=size)
             if widest > size:   # else every image is square: the square layout, with no layout column
                 self.shape = (len(images), 3, size, widest + 2)
 
@@ -324,8 +339,8 @@ class _Rows:
         array = _decode_full(self.images.paths[i], self.size, self._box(i), self.images.trim_bottom, self.plans[i])
         if self.shape[-1] == self.size:
             return array
-        _, extent, transposed = self.plans[i]
-        return canvas_row(array, extent, transposed, self.shape[-1])
+        _, extent, transposed, photo_side = self.plans[i]
+        return canvas_row(array, extent, transposed, self.shape[-1], photo_side)
 
     def each(self):
         """Every row, in order, decoded by a pool of threads."""

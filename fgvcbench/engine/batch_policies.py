@@ -96,14 +96,20 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
                       interpolation: str = "nearest") -> torch.Tensor:
     """:func:`_geometric` on rows of a ``full`` canvas: each op on the image as it is — its
     own size and orientation, turned about its own centre (shears about its top-left corner),
-    zero fill past its extent — as torchvision applies it to that image alone. The affine
-    numbers come from the host; the images' sizes are read on the device."""
-    from fgvcbench.data.pipeline import canvas_layout, image_sizes
+    zero fill past its extent — as torchvision applies it to that image alone, on the photo
+    the row was resized from: a translation is in the photo's pixels, scaled to the row's
+    (where the layout has the photo's size; else in the row's own pixels). Rotations and
+    shears look the same at any resolution. The affine numbers come from the host; the
+    images' sizes are read on the device."""
+    from fgvcbench.data.pipeline import canvas_layout, canvas_photo_side, image_sizes
     b, c, side, width = images.shape
     dev = images.device
     kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude)
     corner = kind["ShearX"] | kind["ShearY"]
     params = to_device(torch.stack([angle, tx, ty, shear_x, shear_y, corner.float()], 1), dev)
+    photo = canvas_photo_side(images).float()
+    to_row = torch.where(photo > 0, side / photo.clamp(min=1), torch.ones_like(photo))   # photo pixel → row pixel
+    params = torch.cat([params[:, :1], params[:, 1:3] * to_row.unsqueeze(1), params[:, 3:]], 1)
     extent, transposed = canvas_layout(images)
     ext, t = extent.float(), transposed.float()
     wid, hgt = image_sizes(extent, transposed, side)
@@ -282,13 +288,13 @@ def _colour_within(images: torch.Tensor, x: torch.Tensor, op: str, factor: torch
 
 def _refill(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Canvas rows after an op, as ``canvas_row`` writes them: each row's (new) edge
-    repeated past its extent to the last column, whose first pixel keeps the layout."""
+    repeated past its extent to the last column, whose first two pixels keep the layout."""
     from fgvcbench.data.pipeline import canvas_layout
     b, c, h, w = images.shape
     extent, _ = canvas_layout(images)
     columns = torch.minimum(torch.arange(w, device=images.device).view(1, -1), (extent - 1).view(-1, 1))
     refilled = out.gather(3, columns.view(b, 1, 1, w).expand(b, c, h, w))
-    refilled[:, :, 0, w - 1] = images[:, :, 0, w - 1]
+    refilled[:, :, :2, w - 1] = images[:, :, :2, w - 1]
     return refilled
 
 

@@ -76,10 +76,11 @@ released code does — for comparison with the paper only.
 
 Our choices where the code differs or is silent: the fast pipeline stores each image
 once, shorter side resized (to 256 for 224 px) and whole up to 3:1 (``crop_extent: full``),
-so TrivialAugment runs on the whole image at that size — each op as torchvision applies
-it to that image alone — where the code's runs on the photo at its own resolution (a
-translation of 32 px moves a smaller share of a larger photo); ``crop_extent: square``
-gives the cache of earlier versions (each image's centre square); ``pipeline:
+so TrivialAugment runs on the whole image — each op as torchvision applies it to that
+image alone, translations in the photo's own pixels as the code's (the cache records each
+photo's size), Sharpness's smoothing at the stored size; ``crop_extent: square`` gives
+the cache of earlier versions (each image's centre square, translated in stored pixels,
+as is a dataset whose images are all square); ``pipeline:
 classic`` would give the code's per-image transforms in phases 1 and 4 only, so it is
 refused for the variants that mine and train pairs (``single_step`` takes it); bf16
 autocast instead of fp16 + GradScaler; the code's phase-3 checkpoint rule (strict ``>`` on F1 from 0) saves nothing
