@@ -459,6 +459,97 @@ def test_a_step_that_trains_alike_at_this_budget_is_named():
     assert inert_change(Recipe(epochs=10**6), Recipe(epochs=10**6, scheduler="step", step_size=10**7)) is None
 
 
+# (a recipe where the fields have no effect, those fields set away from their defaults):
+# one pair per rule of INERT_WHEN
+WITHOUT_EFFECT = [
+    (dict(augment="standard"), dict(policy_p=0.5, policy_interpolation="bilinear", policy_before_crop=True)),
+    (dict(augment="flip"), dict(crop_scale_min=0.3)),
+    (dict(augment="none"), dict(rotation_degrees=30.0, crop_scale_min=0.3)),
+    (dict(scheduler="cosine"), dict(step_size=1, gamma=0.5)),
+    (dict(scheduler="step", step_size=1, gamma=0.5), dict(warmup_start_factor=0.2)),
+    (dict(), dict(lr_step="epoch")),
+    (dict(), dict(ema_decay=0.5, ema_adjust=False)),
+    (dict(random_erasing=0.0), dict(random_erasing_value="random")),
+    (dict(optimizer="adamw", lr=1e-3), dict(momentum=0.2, nesterov=False)),
+    (dict(momentum=0.0), dict(nesterov=False)),
+    (dict(weight_decay=0.0), dict(no_decay_norm=True)),
+    (dict(), dict(stop_on="loss", min_epochs=2)),
+    (dict(eval_resize_size=20), dict(eval_crop_pct=0.5)),
+]
+
+
+def _weights_after(recipe):
+    from test_engine import small_model, toy_data
+
+    from fgvcbench.engine.train import fit
+    torch.manual_seed(0)
+    result = fit(small_model(), toy_data(), recipe, device=torch.device("cpu"), seed=5)
+    return result.model.state_dict(), result.metrics
+
+
+def test_the_rules_for_fields_without_effect_cover_every_one_of_them():
+    from fgvcbench.engine.recipe import INERT_WHEN
+    ruled = {name for _, names, _ in INERT_WHEN for name in names}
+    assert ruled == {name for _, twin in WITHOUT_EFFECT for name in twin}
+    assert len(WITHOUT_EFFECT) == len(INERT_WHEN)
+
+
+@pytest.mark.parametrize("base, twin", WITHOUT_EFFECT, ids=lambda d: ",".join(d) or "defaults")
+def test_fields_a_recipe_leaves_without_effect_train_bit_for_bit_alike(base, twin):
+    """What ``Recipe.effective`` (and so the ablation note) calls without effect is: the
+    engine trains the twin to the same weights and metrics, in the fast pipeline, and the
+    classic pipeline's transforms give the same pixels."""
+    plain = Recipe(epochs=2, image_size=16, batch_size=8, lr=0.05).replace(**base)
+    other = plain.replace(**twin)
+    assert not plain.validate() and not other.validate()
+    assert set(other.inert_fields()) == set(twin) and other.effective() == plain
+    (weights, metrics), (weights2, metrics2) = _weights_after(plain), _weights_after(other)
+    assert metrics == metrics2
+    assert all(torch.equal(weights[k], weights2[k]) for k in weights)
+    from PIL import Image
+
+    from fgvcbench.data.classic import classic_transform
+    image = Image.fromarray(torch.randint(0, 256, (30, 40, 3), generator=torch.Generator().manual_seed(1),
+                                          dtype=torch.uint8).numpy())
+    for train in (True, False):
+        views = []
+        for r in (plain, other):
+            torch.manual_seed(3)
+            views.append(classic_transform(r, (0.5,) * 3, (0.25,) * 3, train)(image))
+        assert torch.equal(*views)
+
+
+def test_the_same_fields_do_change_training_where_the_rule_does_not_hold():
+    """The comparison above can fail: lift each rule's condition and the twin trains apart."""
+    lifted = [(dict(augment="trivial_augment"), dict(policy_p=0.5)), (dict(augment="standard"), dict(crop_scale_min=0.3)),
+              (dict(scheduler="step", step_size=5), dict(step_size=1, gamma=0.5)),
+              (dict(random_erasing=0.5), dict(random_erasing_value="random")), (dict(), dict(nesterov=False))]
+    for base, twin in lifted:
+        plain = Recipe(epochs=2, image_size=16, batch_size=8, lr=0.05).replace(**base)
+        other = plain.replace(**twin)
+        assert not other.inert_fields() and other.effective() != plain.effective()
+        weights, weights2 = _weights_after(plain)[0], _weights_after(other)[0]
+        assert not all(torch.equal(weights[k], weights2[k]) for k in weights), twin
+
+
+def test_a_step_that_changes_only_fields_without_effect_is_named():
+    """A third party's step that only keeps the EMA decay as given, ordered before any EMA;
+    one that sets an erasing value and a policy probability before erasing or a policy: the
+    step's row would measure seed noise, and the note says what it needs."""
+    from fgvcbench.engine.train import inert_change
+    steps = get_registry(refresh=True).recipe_steps
+    before = steps["base"].apply(Recipe(epochs=30))
+    why = inert_change(before, before.replace(ema_adjust=False))
+    assert why is not None and "it changes ema_adjust, which has no effect here (ema_steps is 0 (no EMA))" in why
+    why = inert_change(before, before.replace(random_erasing_value="random", policy_p=0.5))
+    assert "policy_p, random_erasing_value, which have no effect here" in why
+    assert "augment: standard runs no policy; random_erasing is 0" in why
+    after_ema = steps["ema"].apply(before)
+    assert inert_change(after_ema, after_ema.replace(ema_adjust=False)) is None
+    ta = steps["trivial_augment"].apply(before)
+    assert inert_change(ta, ta.replace(policy_p=0.5)) is None
+
+
 def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runner, registry_with):
     """A step from another distribution (the recipe-step hook) works in ``ablate`` as the
     built-in ones do; a step that leaves the training alike gets a note before it trains."""

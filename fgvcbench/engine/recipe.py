@@ -119,6 +119,23 @@ class Recipe:
             raise ValueError(f"recipe {problems[0][0]} {problems[0][1]}")
         return out
 
+    def inert_fields(self) -> dict[str, str]:
+        """The fields set away from their defaults that this recipe's other values leave
+        without effect in the engine (:data:`INERT_WHEN`) — a step size without a step
+        schedule, a policy's settings without a policy, … —, each with why."""
+        return {name: why.format(**{f: getattr(self, f) for f in RECIPE_FIELDS})
+                for applies, names, why in INERT_WHEN if applies(self) for name in names
+                if getattr(self, name) != RECIPE_FIELDS[name].default}
+
+    def effective(self) -> "Recipe":
+        """This recipe with every field it leaves without effect back at its default: two
+        recipes that train alike in the engine have the same ``effective()``. Only for a
+        recipe as it trains — after a method's steps and overrides, which can give such a
+        field its effect back (``policy_p`` before a step that sets a policy) — so run ids,
+        which hash a suite's recipe before those, keep every field as given."""
+        inert = self.inert_fields()
+        return self.replace(**{name: RECIPE_FIELDS[name].default for name in inert}) if inert else self
+
     def to_dict(self) -> dict[str, Any]:
         """Every field, except one added after records existed (``hash_if_set`` in its
         metadata) while it holds its default: run ids, the leaderboard's configuration key
@@ -236,6 +253,30 @@ RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fi
 RELATED_FIELDS = {"crop_extent": ("policy_before_crop", "augment", "pipeline"), "repeated_augment": ("pipeline",),
                   "eval_resize_size": ("eval_image_size", "image_size"),
                   "eval_crop_pct": ("eval_image_size", "image_size")}
+
+
+POLICIES = ("trivial_augment", "autoaugment")
+# (when, fields, why): while ``when(recipe)`` holds, nothing the engine (fast or classic
+# pipeline, training loop, optimiser) reads depends on ``fields`` (Recipe.effective puts
+# them back at their defaults; an ablation row whose step changes only such fields says so).
+# tests/test_recipe.py trains such pairs and compares the weights.
+INERT_WHEN: tuple[tuple[Callable[["Recipe"], bool], tuple[str, ...], str], ...] = (
+    (lambda r: r.augment not in POLICIES, ("policy_p", "policy_interpolation", "policy_before_crop"),
+     "augment: {augment} runs no policy"),
+    (lambda r: r.augment in ("none", "flip"), ("crop_scale_min",), "augment: {augment} crops no smaller share"),
+    (lambda r: r.augment == "none", ("rotation_degrees",), "augment: none trains on the test view"),
+    (lambda r: r.scheduler != "step", ("step_size", "gamma"), "scheduler: {scheduler} takes no steps"),
+    (lambda r: r.warmup_epochs == 0, ("warmup_start_factor",), "warmup_epochs is 0"),
+    (lambda r: r.scheduler == "none" and r.warmup_epochs == 0, ("lr_step",),
+     "the lr never moves (scheduler: none, no warmup)"),
+    (lambda r: r.ema_steps == 0, ("ema_decay", "ema_adjust"), "ema_steps is 0 (no EMA)"),
+    (lambda r: r.random_erasing == 0, ("random_erasing_value",), "random_erasing is 0"),
+    (lambda r: r.optimizer == "adamw", ("momentum", "nesterov"), "optimizer: adamw takes no momentum"),
+    (lambda r: r.optimizer == "sgd" and r.momentum == 0, ("nesterov",), "momentum is 0"),
+    (lambda r: r.weight_decay == 0, ("no_decay_norm",), "weight_decay is 0"),
+    (lambda r: r.patience is None, ("stop_on", "min_epochs"), "patience is null (no early stopping)"),
+    (lambda r: r.eval_resize_size is not None, ("eval_crop_pct",), "eval_resize_size sets the test resize"),
+)
 
 
 # larger than any FGVC protocol trains (448–600 px): 100000 is a typo, caught before a decode

@@ -73,8 +73,9 @@ INERT_CHECK_EPOCHS = 10_000   # inert_change compares lr schedules step by step 
 
 
 def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | None:
-    """Why ``after`` trains no differently from ``before`` in effect, or None. Two cases a
-    recipe step meets at a small budget (the article tuned its steps for 600 epochs): the
+    """Why ``after`` trains no differently from ``before`` in effect, or None: the fields
+    that differ have no effect under the others' values (``Recipe.effective``), or one of
+    two cases a recipe step meets at a small budget (the article tuned its steps for 600 epochs): the
     fields that differ are schedule fields and the lr factor is the same at every iteration
     (``cosine`` after 5 warmup epochs of 5); or an EMA whose decay ``ema_adjust`` brings to 0,
     which holds the weights of its last update rather than an average. Beyond
@@ -83,6 +84,12 @@ def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | No
         return None   # a recipe no run can use says so itself, when it runs
     epochs = f"{after.epochs} epoch{'s' if after.epochs != 1 else ''}"
     changed = [f.name for f in dataclasses.fields(Recipe) if getattr(before, f.name) != getattr(after, f.name)]
+    if changed and before.effective() == after.effective():
+        why = {**before.inert_fields(), **after.inert_fields()}
+        reasons = "; ".join(dict.fromkeys(why[name] for name in changed if name in why))
+        return (f"it changes {', '.join(changed)}, which {'has' if len(changed) == 1 else 'have'} no effect here "
+                f"({reasons}), so both sides train alike — order the steps so that it follows the one its "
+                f"setting needs")
     if changed and set(changed) <= set(SCHEDULE_FIELDS) and before.epochs == after.epochs:
         same = True
         for spe in (1, 3, 8):   # steps per epoch: the warmup and the step boundaries fall between them
