@@ -159,6 +159,24 @@ def test_classic_pipeline_orders_the_policy_the_same_way():
         assert (policy_at < names.index("RandomResizedCrop")) == before
 
 
+def test_augment_none_trains_on_the_test_view_and_erases_in_both_pipelines():
+    """``augment: none`` with random erasing: the fast augmenter erases its test view, and so
+    does the classic transform (it used to return the bare test view)."""
+    from fgvcbench.data.classic import classic_transform
+    recipe = Recipe(augment="none", image_size=16, random_erasing=1.0)
+    names = [type(t).__name__ for t in classic_transform(recipe, (0.5,) * 3, (0.25,) * 3, True).transforms]
+    assert names == ["Resize", "CenterCrop", "ToTensor", "Normalize", "RandomErasing"]
+    names = [type(t).__name__ for t in classic_transform(recipe, (0.5,) * 3, (0.25,) * 3, False).transforms]
+    assert "RandomErasing" not in names
+    images = torch.full((4, 3, 18, 18), 128, dtype=torch.uint8)
+    aug = BatchAugmenter(recipe, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"), torch.Generator().manual_seed(0))
+    plain = aug.eval(images)
+    erased = aug.train(images)
+    assert erased.shape == plain.shape and not torch.equal(erased, plain)
+    assert torch.equal(BatchAugmenter(recipe.replace(random_erasing=0.0), (0.5,) * 3, (0.25,) * 3,
+                                      torch.device("cpu"), torch.Generator()).train(images), plain)
+
+
 def test_accuracy_metrics_by_hand():
     logits = torch.tensor([[3., 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])
     labels = torch.tensor([0, 2, 2, 1])

@@ -25,7 +25,11 @@ def classic_transform(recipe: Recipe, mean, std, train: bool):
     if not train or recipe.augment == "none":
         size = recipe.image_size if train else (recipe.eval_image_size or recipe.image_size)
         resize = (None if train else recipe.eval_resize) or load_size_for(size)
-        return T.Compose([T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+        steps = [T.Resize(resize), T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)]
+        if train and recipe.random_erasing > 0:   # augment: none trains on the test view, erased as the fast one
+            steps.append(T.RandomErasing(p=recipe.random_erasing,
+                                         value="random" if recipe.random_erasing_value == "random" else 0))
+        return T.Compose(steps)
     steps = [T.RandomResizedCrop(recipe.image_size,
                                  scale=(recipe.crop_scale_min if recipe.augment != "flip" else 1.0, 1.0)),
              T.RandomHorizontalFlip()]
