@@ -3,7 +3,9 @@ show (leaderboard, method-vs-baseline, recipe ablations, a plugin's description)
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,6 +19,57 @@ from fgvcbench.errors import UserError
 # Long paths stay on one line; logs (not a terminal) get tables wide enough to read.
 console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+
+
+class GuardedStdout:
+    """``sys.stdout`` for the CLI. A failed write is marked (``fgvcbench_stdout``), so
+    ``main`` words only the failure of the output itself — a full disk behind ``> file`` —
+    as one. A reader that went away (``fgvcbench run … | head``: a broken pipe) is not a
+    failure: the rest of the output goes nowhere and the command carries on — a suite
+    finishes its runs — and exits as it would have."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.reader_gone = False
+
+    def _guarded(self, call, *args):
+        if self.reader_gone:
+            return len(args[0]) if args else None
+        try:
+            return call(*args)
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+                self._drop()
+                return len(args[0]) if args else None
+            exc.fgvcbench_stdout = True
+            raise
+
+    def _drop(self) -> None:
+        """Point the stream's file descriptor at /dev/null, so what is still buffered (and
+        Python's flush at exit) goes there instead of raising again."""
+        self.reader_gone = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):   # no descriptor (a test's stream): nothing buffered there
+            pass
+
+    def write(self, text):
+        return self._guarded(self._stream.write, text)
+
+    def flush(self):
+        return self._guarded(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def guard_stdout() -> None:
+    """Put :class:`GuardedStdout` around ``sys.stdout`` (once): ``main`` and every worker
+    process of ``run --workers`` / ``--gpus`` call it."""
+    if sys.stdout is not None and not isinstance(sys.stdout, GuardedStdout):
+        sys.stdout = GuardedStdout(sys.stdout)
 
 
 def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fgvcbench import __version__
-from fgvcbench._cli_output import (checked_options, console, err_console, inert_step, nonempty_path,
+from fgvcbench._cli_output import (checked_options, console, err_console, guard_stdout, inert_step, nonempty_path,
                                   print_ablation_tables, print_baseline_table, print_description, print_leaderboard,
                                   suite_records, warmup_fills_run, warn_plugins)
 from fgvcbench.errors import UserError
@@ -349,8 +349,9 @@ def _results_folders(values: list[str]) -> list[Path]:
     folders = [Path(v) for v in values]
     for d in folders:
         if not d.is_dir():
-            raise UserError(f"{_not_a_folder(d, 'results directory')} — pass a suite's output directory, "
-                            f"e.g. results/quickstart")
+            hint = ("pass a suite's output directory (a suite's output:, results/<name> by default), or run the "
+                    "suite first: `fgvcbench run suites/quickstart.yaml` writes results/quickstart")
+            raise UserError(f"{_not_a_folder(d, 'results directory')} — {hint}")
     return folders
 
 
@@ -751,38 +752,15 @@ def interrupted(message: str = INTERRUPTED) -> None:
     raise typer.Exit(130)
 
 
-class _MarkedStdout:
-    """``sys.stdout`` whose failed writes are marked (``fgvcbench_stdout``), so ``main``
-    words only the failure of the output itself — a full disk behind ``> file`` — as one."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def _marked(self, call, *args):
-        try:
-            return call(*args)
-        except OSError as exc:
-            exc.fgvcbench_stdout = True
-            raise
-
-    def write(self, text):
-        return self._marked(self._stream.write, text)
-
-    def flush(self):
-        return self._marked(self._stream.flush)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
 def main() -> None:
     no_args, usage, click_error, abort = _click_errors()
-    if sys.stdout is not None and not isinstance(sys.stdout, _MarkedStdout):
-        sys.stdout = _MarkedStdout(sys.stdout)
+    guard_stdout()
     try:
         code = app(standalone_mode=False, prog_name="fgvcbench")
     except no_args as exc:  # `fgvcbench` (or `fgvcbench data`) alone: its help, exit 2 as click does
-        sys.stdout.write(exc.ctx.get_help() + "\n")
+        text = exc.format_message()   # the help the error was made with; rich's help printed itself then
+        if text:
+            sys.stdout.write(text + "\n")
         sys.exit(2)
     except usage as exc:  # missing argument, unknown option or command, bad value: one line, exit 2
         err_console.print(f"[bold red]error:[/] {escape(_usage_line(exc))}", highlight=False, soft_wrap=True)

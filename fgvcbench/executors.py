@@ -433,8 +433,10 @@ def _worker(load_args: dict, device: str, shared_by: int = 1, run_ids: list[str]
     does not pickle), keep the parent's runs (``run_ids``: what ``--only`` left), then the
     same claim loop as a single ``fgvcbench run``; its records say how many workers share
     its device."""
+    from fgvcbench._cli_output import guard_stdout
     from fgvcbench.plugins import get_registry
     from fgvcbench.suite import load_suite
+    guard_stdout()   # a reader that goes away (`| head`) does not stop this worker's runs
     registry = get_registry()
     if device.startswith("cuda:"):   # what uses "the current GPU" (pinned-memory threads, …) uses this one
         import torch

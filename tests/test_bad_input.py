@@ -104,10 +104,12 @@ def test_the_entry_point_keeps_exit_codes_and_help(monkeypatch, capsys, tmp_path
     assert code == 0 and out.startswith("fgvcbench ")
     code, out, _ = _main_exit(monkeypatch, capsys, "run", "--help")
     assert code == 0 and "SUITE_FILE" in out.upper()
-    code, out, _ = _main_exit(monkeypatch, capsys)         # no command: the help, exit 2 as click does
-    assert code == 2 and "Commands" in out
+    for group in ((), ("data",), ("bench",)):                 # no command: the help once, exit 2 as click does
+        code, out, _ = _main_exit(monkeypatch, capsys, *group)
+        assert code == 2 and "Commands" in out and out.count("Usage:") == 1, group
     code, _, err = _main_exit(monkeypatch, capsys, "leaderboard", str(tmp_path / "missing"))
     assert code == 2 and err.startswith("error: results directory not found")
+    assert "run the suite first" in err
 
 
 def test_a_ctrl_c_anywhere_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
@@ -167,6 +169,30 @@ def test_output_to_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys, 
     monkeypatch.setattr("sys.argv", ["fgvcbench", "plugins"])
     with pytest.raises(OSError, match="Cannot allocate memory"):
         main()
+
+
+def test_a_reader_that_goes_away_neither_stops_a_suite_nor_fails_the_command(tmp_path):
+    """``fgvcbench run SUITE | head -1``: the pipe closes after the first line, and the suite
+    still finishes every run and exits 0; a listing into a closed pipe exits 0 without a
+    word (click would exit 1, and stop a suite half-way)."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_suite
+    suite = tiny_suite(tmp_path, seeds="[0, 1, 2]")
+
+    def piped(*args):
+        proc = subprocess.Popen([sys.executable, "-m", "fgvcbench.cli", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=tmp_path)
+        proc.stdout.readline()
+        proc.stdout.close()   # the reader goes away, as `head -1` does
+        err = proc.stderr.read().decode()
+        return proc.wait(timeout=600), err
+    code, err = piped("run", str(suite), "--no-progress")
+    assert code == 0 and "Traceback" not in err and "Broken pipe" not in err, err
+    assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 3
+    code, err = piped("plugins")
+    assert code == 0 and err == "", err
 
 
 def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):
