@@ -155,7 +155,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
     from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
-    from fgvcbench.store import Store, check_results
+    from fgvcbench.store import Store, check_results, check_results_readable
     from fgvcbench.suite import EXECUTORS, load_suite
 
     from fgvcbench import distributed
@@ -183,6 +183,8 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         _gpu_indices(gpus)
     if not dry_run:   # the results and the cache take files, before any run starts
         check_results(Path(suite.output), Path(suite.cache_dir))
+    else:
+        check_results_readable(Path(suite.output))
     if not dry_run and distributed.init_from_env(suite.device):  # launched by torchrun
         if gpus is not None or workers is not None or chosen != "local":
             raise UserError("under torchrun every rank runs the suite together — drop --gpus/--workers/--executor")
@@ -243,9 +245,9 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
                 err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(exc))}", highlight=False)
         used = {canonical_json(spec.dataset) for spec in suite.runs}   # what --only keeps
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
-            if canonical_json(dataset) in used and root is not None and not Path(root).is_dir():
-                err_console.print(f"[yellow]note:[/] data root for {escape(repr(dataset_label(dataset)))} not found here: {escape(str(root))} "
-                                  f"— a real run needs it (pass --data-root, or set the entry's root:)", highlight=False)
+            error = suite.root_errors.get(canonical_json(dataset))
+            if canonical_json(dataset) in used and error is not None:
+                err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(error))}", highlight=False)
         return
     # how a worker process or a cluster job loads the same suite (a Suite does not pickle)
     load_args = {"path": str(Path(suite_file).resolve()), "scale": scale, "seeds": suite.seeds,
@@ -637,6 +639,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         raise UserError(unknown_dataset(name, registry.datasets))
     options = checked_options(spec, option)
     root = Path(root) if root is not None else None
+    root_from = "option" if root is not None else "default"
     if suite is not None:
         from fgvcbench.suite import load_suite
         # the suite's own resolution: --data-root > suite data_root > $FGVCBENCH_DATA > ./data
@@ -647,7 +650,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
             raise UserError(f"{suite}: no `datasets:` entry named {name!r} — it has: {', '.join(listed) or 'none'}")
         options = {**entry[0]["options"], **options}
         if root is None and entry[1] is not None:
-            root = Path(entry[1])
+            root, root_from = Path(entry[1]), "suite"
     merged = {**spec.options, **options}
     if spec.is_view and not (isinstance(merged.get("of"), str) and merged["of"] in registry.datasets):
         raise UserError(unknown_dataset(merged.get("of"), registry.datasets))   # the view's base
@@ -659,6 +662,13 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     if reader is not None and root is None:
         base = data_root or default_data_root()
         root = Path(base).expanduser() / reader.folder_name
+    if reader is not None and not root.is_dir():   # where the folder came from, and how to point elsewhere
+        fix = ("check --root" if root_from == "option" else
+               "pass --root DIR (the dataset's folder) or --data-root DIR (the folder above it), or fix the suite's "
+               "data_root: / the entry's root:" if root_from == "suite" else
+               "pass --root DIR (the dataset's folder), --data-root DIR (the folder above it) or set FGVCBENCH_DATA")
+        what = f"{root} is a file, not the dataset's folder" if root.exists() else f"dataset root not found: {root}"
+        raise UserError(f"{what} — {fix}; expected layout: {reader.layout or 'see `fgvcbench plugins ' + name + '`'}")
     from fgvcbench.store import default_cache_dir
     cache = default_cache_dir()
     report = verify_dataset(spec, root, options, cache / "datasets",
@@ -671,8 +681,9 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
             table.add_column(col, justify="left" if col == "split" else "right")
         for split, counts in report.splits.items():
             values = list(counts.values())
-            table.add_row(split, str(sum(values)), str(sum(v > 0 for v in values)), str(min(values, default=0)),
-                          str(max(values, default=0)))
+            present = [v for v in values if v > 0]   # a weak-shot test split holds the novel classes only
+            classes = str(len(present)) if len(present) == len(values) else f"{len(present)} of {len(values)}"
+            table.add_row(split, str(sum(values)), classes, str(min(present, default=0)), str(max(values, default=0)))
         console.print(table)
         if per_class:
             classes = Table(title="images per class")

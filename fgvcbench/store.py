@@ -203,6 +203,17 @@ def check_results(output: Path, cache_dir: Path) -> None:
     check_writable(cache_dir, "the cache", "cache_dir: DIR in the suite, or FGVCBENCH_CACHE=DIR,")
 
 
+def check_results_readable(output: Path) -> None:
+    """What a dry run reads of a suite's results folder (it writes nothing): a folder, and
+    its records' folder a folder, where they exist."""
+    from fgvcbench.errors import UserError
+    if output.exists() and not output.is_dir():
+        raise UserError(f"cannot read results from {output}: it is a file — pass --output DIR with a folder")
+    runs = output / "runs"
+    if runs.exists() and not runs.is_dir():
+        raise UserError(f"{runs} is a file where fgvcbench keeps a folder — move it away, then run again")
+
+
 def record_problem(record: Any) -> str | None:
     """Why ``record`` is not a usable run record, or None: the fields a leaderboard row
     indexes, and for a finished ``ok`` run its finite numeric ``metrics.top1``. A record with a

@@ -476,8 +476,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             root_error = ck.error(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})"
                                                                            if reader is not spec else "")
                                   + f" {missing}: {root}",
-                                  f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
-                                  + f", or set this entry's root:; expected layout: {reader.layout or 'see the docs'}")
+                                  ("fix this entry's root: (an absolute path, which --data-root and "
+                                   "FGVCBENCH_DATA do not move)" if holds is None and entry.get("root") is not None
+                                   else f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
+                                   + ", or set this entry's root:")
+                                  + f"; expected layout: {reader.layout or 'see the docs'}")
             if check_data:
                 raise root_error   # else raised later, if a run that `--only` keeps needs it
         dataset = {"name": spec.name, "options": options}

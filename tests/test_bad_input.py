@@ -266,7 +266,8 @@ def test_a_dry_run_notes_a_missing_data_root_without_failing(tmp_path, runner):
     (tmp_path / "s.yaml").write_text(suite)
     dry = runner.invoke(app, ["run", str(tmp_path / "s.yaml"), "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert f"note: data root for 'cub' not found here: {tmp_path / 'nowhere' / 'CUB_200_2011'}" in dry.output
+    assert "note: a real run here would stop: " in dry.output
+    assert f"data root for 'cub' not found: {tmp_path / 'nowhere' / 'CUB_200_2011'}" in dry.output
     assert "synthetic" not in dry.output.split("note:")[1]                # only the missing one is named
     real = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "s.yaml"), "--no-progress"]))
     assert "data root for 'cub' not found" in real                        # a real run refuses it

@@ -182,6 +182,31 @@ def test_paths_of_the_wrong_kind_say_so(tmp_path, runner):
     assert "is a file, not a folder" in _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
     said = _exit_2(runner.invoke(app, ["leaderboard", str(a_file)]))
     assert f"results directory {a_file} is a file, not a folder" in said
+    # an absolute root: --data-root and FGVCBENCH_DATA would not move it, so the hint does not offer them
+    suite = tiny_suite(tmp_path, datasets=f"[{{name: imagefolder, root: {tmp_path / 'gone'}}}]")
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "fix this entry's root: (an absolute path" in said and "pass --data-root" not in said
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert dry.exit_code == 0 and "a real run here would stop: " in dry.output and "fix this entry's root:" in dry.output
+    # a dry run reads the results folder: a file there is named as a real run names it, not as a record
+    suite = tiny_suite(tmp_path)
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--output", str(a_file)]))
+    assert f"cannot read results from {a_file}: it is a file — pass --output DIR with a folder" in said
+
+
+def test_data_verify_says_where_a_missing_root_came_from_and_how_to_point_elsewhere(tmp_path, runner, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    monkeypatch.setenv("FGVCBENCH_DATA", str(tmp_path / "data"))
+    said = _exit_2(runner.invoke(app, ["data", "verify", "cub"]))
+    assert f"dataset root not found: {tmp_path / 'data' / 'CUB_200_2011'} — pass --root DIR" in said
+    assert "--data-root DIR (the folder above it) or set FGVCBENCH_DATA; expected layout: ROOT/images.txt" in said
+    said = _exit_2(runner.invoke(app, ["data", "verify", "cub", "--root", str(a_file)]))
+    assert f"{a_file} is a file, not the dataset's folder — check --root; expected layout:" in said
+    suite = write_suite(tmp_path, f"datasets: [{{name: cub, root: {tmp_path / 'gone'}}}]\nbackbones: [test_resnet]\n"
+                                  "methods: [finetune]\n")
+    said = _exit_2(runner.invoke(app, ["data", "verify", "cub", "--suite", str(suite)]))
+    assert "or fix the suite's data_root: / the entry's root:" in said
 
 
 def test_a_text_file_given_as_a_checkpoint_says_what_it_is_not(tmp_path):
@@ -260,7 +285,7 @@ def test_only_needs_the_data_of_the_runs_it_keeps_not_of_the_whole_grid(tmp_path
     said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "dataset=imagefolder"]))
     assert "data root for 'imagefolder' not found" in said and "suite.yaml:" in said
     dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "dataset=synthetic"])
-    assert dry.exit_code == 0 and "not found here" not in dry.output   # no note about data it will not read
+    assert dry.exit_code == 0 and "a real run here would stop" not in dry.output   # no note about data it will not read
 
 
 def test_a_suite_name_with_a_slash_is_fine_where_output_is_set(tmp_path, runner):

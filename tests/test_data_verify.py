@@ -63,6 +63,10 @@ def test_per_class_lists_every_class_of_every_split(tmp_path, runner):
             if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 3 and cells[0][:1].isdigit()}
     assert rows == {"003.Sooty_Albatross": ["2", "1"], "007.Parakeet_Auklet": ["2", "1"],
                     "009.Brewer_Blackbird": ["0", "3"]}, result.stdout
+    # the summary counts the classes a split has out of all, and its least filled among those
+    summary = {cells[0]: cells[1:] for line in result.stdout.split("images per class")[0].splitlines()
+               if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 5}
+    assert summary["train"] == ["4", "2 of 3", "2", "2"] and summary["test"] == ["5", "3", "1", "3"], result.stdout
 
 
 def test_bad_input_exits_2(tmp_path, runner):

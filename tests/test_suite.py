@@ -72,10 +72,10 @@ def test_run_scale_and_the_data_folder_from_the_command_line(tmp_path, runner, m
     assert short.exit_code == 0, short.output
     assert f"{len(SCALES['short']['seeds'])} runs" in short.output and "not found" not in short.output
     monkeypatch.setenv("FGVCBENCH_DATA", str(tmp_path / "elsewhere"))
-    assert "not found here" in runner.invoke(app, ["run", str(path), "--dry-run"]).output
+    assert "a real run here would stop" in runner.invoke(app, ["run", str(path), "--dry-run"]).output
     monkeypatch.setenv("FGVCBENCH_DATA", "")            # empty counts as unset: ./data, not the working folder
     monkeypatch.chdir(tmp_path)
-    assert "not found here" not in runner.invoke(app, ["run", str(path), "--dry-run"]).output
+    assert "a real run here would stop" not in runner.invoke(app, ["run", str(path), "--dry-run"]).output
     result = runner.invoke(app, ["run", str(path), "--scale", "smoke", "--data-root", str(tmp_path / "data"),
                                  "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
