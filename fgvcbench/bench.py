@@ -261,7 +261,7 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                compile: bool = typer.Option(False, "--compile", help="torch.compile the model."),
                steps: int = typer.Option(20, help="Timed steps per mode."),
                warmup: int = typer.Option(5, help="Untimed steps first."),
-               device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+               device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
                dataset: str = typer.Option("synthetic", help="Dataset whose training images feed the pipelines."),
                root: Optional[str] = typer.Option(None, help="The dataset's folder (real datasets).",
                                                   metavar="DIR", callback=nonempty_path),
@@ -337,7 +337,7 @@ def knn(n: int = typer.Option(5994, help="Images (default: CUB-200's training se
         classes: int = typer.Option(200, help="Classes (each image is searched against every class)."),
         k: int = typer.Option(8, help="Neighbours per class (FineRNet: top-7 + the image itself)."),
         repeats: int = typer.Option(3, help="Timed repeats; the best is kept."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N (where the torch engine searches)."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps (where the torch engine searches)."),
         output: str = typer.Option("results/bench", help="Folder for knn.csv.", metavar="DIR",
                                    callback=nonempty_path)) -> None:
     """FineRNet's pair-mining search: seconds per kNN engine (torch on the device, FAISS)."""

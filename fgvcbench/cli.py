@@ -130,7 +130,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and what is done; run nothing."),
         scale: Optional[str] = typer.Option(None, help="Override the suite's scale: smoke, short or paper."),
         seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
-        device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+        device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N or mps."),
         output: Optional[str] = typer.Option(None, help="Output directory (default: the suite's output).",
                                              metavar="DIR", callback=nonempty_path),
         data_root: Optional[str] = typer.Option(None, "--data-root", metavar="DIR", callback=nonempty_path,
@@ -140,16 +140,16 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         workers: Optional[int] = typer.Option(None, "--workers",
                                               help="N worker processes on the suite's device (e.g. CPU)."),
         executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or submitit (job array)."),
-        cluster: Optional[List[str]] = typer.Option(None, "--cluster",
+        cluster: Optional[List[str]] = typer.Option(None, "--cluster", metavar="KEY=VALUE",
                                                     help="submitit setting KEY=VALUE (partition, time_min, gpus, "
                                                          "cpus, mem_gb, backend …); repeatable."),
         wait: bool = typer.Option(False, "--wait", help="With submitit: wait for the jobs, then print the table."),
         rerun: Optional[List[str]] = typer.Option(
-            None, "--rerun", help="Run these again from scratch, finished or not: " + RERUN_HELP + ". Their "
+            None, "--rerun", metavar="WHICH", help="Run these again from scratch, finished or not: " + RERUN_HELP + ". Their "
                                   "records, artifacts and cached stages move to OUTPUT/replaced/, nothing is "
                                   "deleted."),
         only: Optional[List[str]] = typer.Option(
-            None, "--only", help="Run only part of the grid: " + ONLY_HELP + ". The tables still cover every "
+            None, "--only", metavar="WHICH", help="Run only part of the grid: " + ONLY_HELP + ". The tables still cover every "
                                  "finished run of the suite.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
     from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
@@ -370,7 +370,7 @@ def leaderboard(results_dirs: List[str] = typer.Argument(..., help="One or more 
                                                       help="Extra metric columns, e.g. precision_at_1,map_at_r "
                                                            "(mean ± std over seeds)."),
                 baseline: Optional[List[str]] = typer.Option(
-                    None, "--baseline", help="Compare every row with this method (or method:variant, "
+                    None, "--baseline", metavar="METHOD[:VARIANT]", help="Compare every row with this method (or method:variant, "
                                              "method:variant@CONFIG) on the same "
                                              "dataset, backbone, weights and scale: Δ top-1 paired by seed, its 95% "
                                              "CI and p.")) -> None:
@@ -397,7 +397,7 @@ def report(results_dirs: List[str] = typer.Argument(..., help="One or more resul
            metrics: Optional[str] = typer.Option(None, "--metrics", help="Extra leaderboard columns, e.g. nmi,ari "
                                                                          "(mean ± std over seeds)."),
            baseline: Optional[List[str]] = typer.Option(
-               None, "--baseline", help="A method-vs-baseline table (pipelines × datasets, Δ paired by seed) against "
+               None, "--baseline", metavar="METHOD[:VARIANT]", help="A method-vs-baseline table (pipelines × datasets, Δ paired by seed) against "
                                         "this method or method:variant; repeatable."),
            data_root: Optional[List[str]] = typer.Option(
                None, "--data-root", metavar="DIR", callback=nonempty_path,
@@ -503,7 +503,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
            seeds: Optional[str] = typer.Option(None, help="Seeds: a count (3 → 0,1,2) or a list (0,4)."),
            mode: str = typer.Option("cumulative", help="cumulative (up to the step before vs including it) or "
                                                        "leave-one-out (full recipe minus the step vs full)."),
-           device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N."),
+           device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N or mps."),
            output: Optional[str] = typer.Option(None, help="Results directory (default: the suite's output).",
                                                 metavar="DIR", callback=nonempty_path),
            progress: bool = typer.Option(True, "--progress/--no-progress")) -> None:
@@ -744,6 +744,27 @@ def _flowing_short_helps(typer_app: typer.Typer) -> None:
 
 
 _flowing_short_helps(app)
+
+
+def _no_type_on_flags() -> None:
+    """typer 0.2x's help writes each option's Python type after it, flags too
+    (``--dry-run <bool>``, ``--help <bool>``), so a flag reads as if it took a value: a
+    flag shows no type, as click's own help has it. Other typer versions are left alone."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_fgvcbench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+    display_type_rich._fgvcbench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_type_on_flags()
 
 
 INTERRUPTED = "nothing finished is lost; run the same command to resume."

@@ -33,7 +33,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"unknown device {name!r} — use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"unknown device {name!r} — use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise UserError(f"device {name!r} asked for but Apple's MPS is not available here — use device: auto or cpu")
     if device.type == "cuda" and not torch.cuda.is_available():

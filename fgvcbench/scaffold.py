@@ -171,6 +171,9 @@ def scaffold(name: str, where: Path, force: bool = False, taken: dict[str, str] 
     method = name.replace("-", "_")
     # regenerating one's own installed scaffold (--force) is not a clash: same entry point
     if method in (taken or {}) and not (force and taken[method] == module):
+        if taken[method] == module:   # this plugin's own installed copy
+            raise UserError(f"a method named {method!r} is already registered by the installed {module} (this "
+                            f"plugin) — pass --force to write its files again, or choose another name")
         raise UserError(f"a method named {method!r} is already registered (plugin {taken[method]!r}); a second one "
                         f"would be ignored — choose another name, e.g. my-{dist}")
     root = where / f"fgvcbench-{dist}"

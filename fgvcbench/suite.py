@@ -423,10 +423,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     if not seeds:
         ck.fail(("seeds",), "no seeds", "give at least one seed")
     if device is not None and not DEVICE.fullmatch(device):   # --device (a dry run checks it too)
-        raise UserError(f"--device {device!r}: unknown device — use auto, cpu, cuda or cuda:N")
+        raise UserError(f"--device {device!r}: unknown device — use auto, cpu, cuda, cuda:N or mps")
     device = device or ck.typed(data.get("device", "auto"), (str,), ("device",), "a string")
     if not DEVICE.fullmatch(device):
-        ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+        ck.fail(("device",), f"unknown device {device!r}", "use auto, cpu, cuda, cuda:N or mps")
     env_root = default_data_root()
     # what a missing data root's message suggests: FGVCBENCH_DATA only where it would count
     root_fix = ("check --data-root" if data_root else

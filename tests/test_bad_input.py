@@ -104,6 +104,7 @@ def test_the_entry_point_keeps_exit_codes_and_help(monkeypatch, capsys, tmp_path
     assert code == 0 and out.startswith("fgvcbench ")
     code, out, _ = _main_exit(monkeypatch, capsys, "run", "--help")
     assert code == 0 and "SUITE_FILE" in out.upper()
+    assert "<bool>" not in out and "list[str]" not in out and "KEY=VALUE" in out   # a flag reads as a flag
     for group in ((), ("data",), ("bench",)):                 # no command: the help once, exit 2 as click does
         code, out, _ = _main_exit(monkeypatch, capsys, *group)
         assert code == 2 and "Commands" in out and out.count("Usage:") == 1, group
@@ -289,7 +290,7 @@ def test_a_plugin_check_that_crashes_is_one_line_not_a_traceback(tmp_path, runne
 def test_an_unknown_device_exits_2_from_the_suite_or_the_command_line_even_in_a_dry_run(tmp_path, runner):
     suite = tiny_suite(tmp_path)
     out = _one_line_exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--device", "tpu"]))
-    assert "--device 'tpu': unknown device — use auto, cpu, cuda or cuda:N" in out
+    assert "--device 'tpu': unknown device — use auto, cpu, cuda, cuda:N or mps" in out
     (tmp_path / "gpu.yaml").write_text(suite.read_text().replace("device: cpu", "device: gpu"))
     out = _one_line_exit_2(runner.invoke(app, ["run", str(tmp_path / "gpu.yaml"), "--dry-run"]))
     assert "gpu.yaml" in out and "unknown device 'gpu'" in out

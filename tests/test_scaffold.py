@@ -58,7 +58,7 @@ def test_a_name_that_clashes_with_a_registered_method_is_refused(tmp_path, runne
     # an installed scaffold (its entry point is its module) may be regenerated in place with --force
     own = {"my_method": "fgvcbench_my_method"}
     assert scaffold("my-method", tmp_path, force=True, taken=own).name == "fgvcbench-my-method"
-    with pytest.raises(UserError, match="already registered"):
+    with pytest.raises(UserError, match="registered by the installed fgvcbench_my_method .this plugin. — pass --force"):
         scaffold("my-method", tmp_path, force=False, taken=own)
     with pytest.raises(UserError, match="already registered"):
         scaffold("my-method", tmp_path, force=True, taken={"my_method": "someone_else"})
