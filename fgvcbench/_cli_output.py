@@ -22,14 +22,15 @@ err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isat
 
 
 class GuardedStdout:
-    """``sys.stdout`` for the CLI. A failed write is marked (``fgvcbench_stdout``), so
-    ``main`` words only the failure of the output itself — a full disk behind ``> file`` —
-    as one. A reader that went away (``fgvcbench run … | head``: a broken pipe) is not a
-    failure: the rest of the output goes nowhere and the command carries on — a suite
-    finishes its runs — and exits as it would have."""
+    """``sys.stdout`` (and ``sys.stderr``) for the CLI. A failed write to stdout is marked
+    (``fgvcbench_stdout``), so ``main`` words only the failure of the output itself — a
+    full disk behind ``> file`` — as one. A reader that went away (``fgvcbench run … |
+    head``, or ``2>&1 | head``: a broken pipe) is not a failure: the rest of the output
+    goes nowhere and the command carries on — a suite finishes its runs — and exits as it
+    would have."""
 
-    def __init__(self, stream):
-        self._stream = stream
+    def __init__(self, stream, mark: bool = True):
+        self._stream, self._mark = stream, mark
         self.reader_gone = False
 
     def _guarded(self, call, *args):
@@ -41,7 +42,8 @@ class GuardedStdout:
             if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
                 self._drop()
                 return len(args[0]) if args else None
-            exc.fgvcbench_stdout = True
+            if self._mark:
+                exc.fgvcbench_stdout = True
             raise
 
     def _drop(self) -> None:
@@ -66,10 +68,12 @@ class GuardedStdout:
 
 
 def guard_stdout() -> None:
-    """Put :class:`GuardedStdout` around ``sys.stdout`` (once): ``main`` and every worker
-    process of ``run --workers`` / ``--gpus`` call it."""
+    """Put :class:`GuardedStdout` around ``sys.stdout`` and ``sys.stderr`` (once): ``main``
+    and every worker process of ``run --workers`` / ``--gpus`` call it."""
     if sys.stdout is not None and not isinstance(sys.stdout, GuardedStdout):
         sys.stdout = GuardedStdout(sys.stdout)
+    if sys.stderr is not None and not isinstance(sys.stderr, GuardedStdout):
+        sys.stderr = GuardedStdout(sys.stderr, mark=False)
 
 
 def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool = False,

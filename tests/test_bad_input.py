@@ -176,24 +176,28 @@ def test_a_reader_that_goes_away_neither_stops_a_suite_nor_fails_the_command(tmp
     """``fgvcbench run SUITE | head -1``: the pipe closes after the first line, and the suite
     still finishes every run and exits 0; a listing into a closed pipe exits 0 without a
     word (click would exit 1, and stop a suite half-way)."""
+    import shutil
     import subprocess
     import sys
 
     from conftest import tiny_suite
     suite = tiny_suite(tmp_path, seeds="[0, 1, 2]")
 
-    def piped(*args):
+    def piped(*args, both=False):   # both: stderr into the same pipe, as `2>&1 | head -1`
         proc = subprocess.Popen([sys.executable, "-m", "fgvcbench.cli", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=tmp_path)
+                                stderr=subprocess.STDOUT if both else subprocess.PIPE, cwd=tmp_path)
         proc.stdout.readline()
         proc.stdout.close()   # the reader goes away, as `head -1` does
-        err = proc.stderr.read().decode()
+        err = "" if both else proc.stderr.read().decode()
         return proc.wait(timeout=600), err
     code, err = piped("run", str(suite), "--no-progress")
     assert code == 0 and "Traceback" not in err and "Broken pipe" not in err, err
     assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 3
     code, err = piped("plugins")
     assert code == 0 and err == "", err
+    shutil.rmtree(tmp_path / "out")
+    assert piped("run", str(suite), both=True)[0] == 0
+    assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 3
 
 
 def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):
