@@ -17,8 +17,9 @@ from rich.table import Table
 from fgvcbench.errors import UserError
 
 # Long paths stay on one line; logs (not a terminal) get tables wide enough to read.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+# (a stream closed by the shell, `>&-`, is None: no terminal)
+console = Console(soft_wrap=True, width=None if sys.stdout is not None and sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr is not None and sys.stderr.isatty() else 200)
 
 
 class GuardedStdout:
@@ -64,6 +65,8 @@ class GuardedStdout:
         return self._guarded(self._stream.flush)
 
     def __getattr__(self, name):
+        if name.startswith("__") or name in ("_stream", "_mark"):   # not set yet (a copy, an unpickle)
+            raise AttributeError(name)
         return getattr(self._stream, name)
 
 

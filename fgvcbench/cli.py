@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -639,7 +640,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         raise UserError(unknown_dataset(name, registry.datasets))
     options = checked_options(spec, option)
     root = Path(root) if root is not None else None
-    root_from = "option" if root is not None else "default"
+    root_from, root_error = ("option" if root is not None else None), None
     if suite is not None:
         from fgvcbench.suite import load_suite
         # the suite's own resolution: --data-root > suite data_root > $FGVCBENCH_DATA > ./data
@@ -651,6 +652,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         options = {**entry[0]["options"], **options}
         if root is None and entry[1] is not None:
             root, root_from = Path(entry[1]), "suite"
+            root_error = loaded.root_errors.get(canonical_json(entry[0]))   # its file, line and fix
     merged = {**spec.options, **options}
     if spec.is_view and not (isinstance(merged.get("of"), str) and merged["of"] in registry.datasets):
         raise UserError(unknown_dataset(merged.get("of"), registry.datasets))   # the view's base
@@ -662,11 +664,16 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     if reader is not None and root is None:
         base = data_root or default_data_root()
         root = Path(base).expanduser() / reader.folder_name
+        root_from = ("data_root" if data_root else
+                     "env" if os.environ.get("FGVCBENCH_DATA", "").strip() else "default")
     if reader is not None and not root.is_dir():   # where the folder came from, and how to point elsewhere
-        fix = ("check --root" if root_from == "option" else
-               "pass --root DIR (the dataset's folder) or --data-root DIR (the folder above it), or fix the suite's "
-               "data_root: / the entry's root:" if root_from == "suite" else
-               "pass --root DIR (the dataset's folder), --data-root DIR (the folder above it) or set FGVCBENCH_DATA")
+        if root_error is not None:
+            raise root_error
+        fix = {"option": "check --root",
+               "data_root": "check --data-root (the folder above the dataset's), or pass --root DIR",
+               "env": "check FGVCBENCH_DATA (the folder above the dataset's), or pass --root DIR or --data-root DIR",
+               }.get(root_from, "pass --root DIR (the dataset's folder), --data-root DIR (the folder above it) or "
+                                "set FGVCBENCH_DATA")
         what = f"{root} is a file, not the dataset's folder" if root.exists() else f"dataset root not found: {root}"
         raise UserError(f"{what} — {fix}; expected layout: {reader.layout or 'see `fgvcbench plugins ' + name + '`'}")
     from fgvcbench.store import default_cache_dir

@@ -208,7 +208,8 @@ def check_results_readable(output: Path) -> None:
     its records' folder a folder, where they exist."""
     from fgvcbench.errors import UserError
     if output.exists() and not output.is_dir():
-        raise UserError(f"cannot read results from {output}: it is a file — pass --output DIR with a folder")
+        raise UserError(f"cannot read results from {output}: it is a file — pass --output DIR with a folder (or "
+                        f"fix the suite's output:)")
     runs = output / "runs"
     if runs.exists() and not runs.is_dir():
         raise UserError(f"{runs} is a file where fgvcbench keeps a folder — move it away, then run again")

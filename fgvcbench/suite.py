@@ -471,13 +471,14 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         root_error = None
         if reader is not None and not Path(root).is_dir():
             where = ("datasets", i, "root") if entry.get("root") is not None else ("datasets", i)
+            absolute = entry.get("root") is not None and Path(entry["root"]).expanduser().is_absolute()
             holds = Path(root).relative_to(data_root) if Path(root).is_relative_to(data_root) else None
             missing = "is a file, not a folder" if Path(root).exists() else "not found"
             root_error = ck.error(where, f"data root for {spec.name!r}" + (f" (its base {reader.name!r})"
                                                                            if reader is not spec else "")
                                   + f" {missing}: {root}",
                                   ("fix this entry's root: (an absolute path, which --data-root and "
-                                   "FGVCBENCH_DATA do not move)" if holds is None and entry.get("root") is not None
+                                   "FGVCBENCH_DATA do not move)" if absolute
                                    else f"{root_fix}" + (f" (the folder that holds {holds})" if holds else "")
                                    + ", or set this entry's root:")
                                   + f"; expected layout: {reader.layout or 'see the docs'}")

@@ -198,6 +198,17 @@ def test_a_reader_that_goes_away_neither_stops_a_suite_nor_fails_the_command(tmp
     shutil.rmtree(tmp_path / "out")
     assert piped("run", str(suite), both=True)[0] == 0
     assert len(list((tmp_path / "out" / "runs").glob("*.json"))) == 3
+    # a stream the shell closed (`>&-`, `2>&-`) is None in Python: no traceback at import
+    for close in (">&-", "2>&-"):
+        done = subprocess.run(["sh", "-c", f'"$0" -m fgvcbench.cli plugins {close}', sys.executable],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0 and "Traceback" not in done.stderr + done.stdout, (close, done.stderr)
+    import copy
+    import io
+
+    from fgvcbench._cli_output import GuardedStdout
+    copied = copy.copy(GuardedStdout(io.StringIO()))     # no endless __getattr__ while it has no stream yet
+    assert copied.write("x") == 1
 
 
 def test_the_command_listing_flows_each_docstring_as_one_paragraph(monkeypatch, capsys):

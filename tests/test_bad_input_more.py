@@ -192,22 +192,35 @@ def test_paths_of_the_wrong_kind_say_so(tmp_path, runner):
     suite = tiny_suite(tmp_path)
     said = _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run", "--output", str(a_file)]))
     assert f"cannot read results from {a_file}: it is a file — pass --output DIR with a folder" in said
+    # an absolute root under the data root is still the entry's own: --data-root does not move it
+    data = tmp_path / "dr"
+    data.mkdir()
+    suite = tiny_suite(tmp_path, datasets=f"[{{name: imagefolder, root: {data / 'gone'}}}]",
+                       extra=f"data_root: {data}")
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "fix this entry's root: (an absolute path" in said and "check --data-root" not in said
 
 
 def test_data_verify_says_where_a_missing_root_came_from_and_how_to_point_elsewhere(tmp_path, runner, monkeypatch):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    monkeypatch.setenv("FGVCBENCH_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("FGVCBENCH_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)   # ./data, the default, is not there
     said = _exit_2(runner.invoke(app, ["data", "verify", "cub"]))
-    assert f"dataset root not found: {tmp_path / 'data' / 'CUB_200_2011'} — pass --root DIR" in said
+    assert "dataset root not found: data/CUB_200_2011 — pass --root DIR" in said
     assert "--data-root DIR (the folder above it) or set FGVCBENCH_DATA; expected layout: ROOT/images.txt" in said
     said = _exit_2(runner.invoke(app, ["data", "verify", "cub", "--root", str(a_file)]))
     assert f"{a_file} is a file, not the dataset's folder — check --root; expected layout:" in said
+    said = _exit_2(runner.invoke(app, ["data", "verify", "cub", "--data-root", str(tmp_path / "nowhere")]))
+    assert "— check --data-root (the folder above the dataset's), or pass --root DIR" in said
+    monkeypatch.setenv("FGVCBENCH_DATA", str(tmp_path / "elsewhere"))
+    said = _exit_2(runner.invoke(app, ["data", "verify", "cub"]))
+    assert "— check FGVCBENCH_DATA (the folder above the dataset's), or pass --root DIR or --data-root DIR" in said
     suite = write_suite(tmp_path, f"datasets: [{{name: cub, root: {tmp_path / 'gone'}}}]\nbackbones: [test_resnet]\n"
                                   "methods: [finetune]\n")
     said = _exit_2(runner.invoke(app, ["data", "verify", "cub", "--suite", str(suite)]))
-    assert "or fix the suite's data_root: / the entry's root:" in said
-
+    assert "suite.yaml:1: datasets[0].root: data root for 'cub' not found" in said   # the suite's own error
+    assert "fix this entry's root: (an absolute path" in said and "check --data-root" not in said
 
 def test_a_text_file_given_as_a_checkpoint_says_what_it_is_not(tmp_path):
     from fgvcbench.models.pretrained import PretrainedWeightsError, _read_checkpoint

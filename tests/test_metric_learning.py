@@ -101,6 +101,9 @@ def test_the_refusal_speaks_yaml():
     from fgvcbench_plugins.metric_learning import check_recipe
     with pytest.raises(Exception, match="recipe compile: true is not supported .* set compile: false"):
         check_recipe(Recipe(compile=True))
+    check_recipe(Recipe(stop_on="loss"))   # without patience it stops nothing: the loop's run, accepted
+    with pytest.raises(Exception, match='recipe stop_on: "loss" is not supported'):
+        check_recipe(Recipe(stop_on="loss", patience=3))
 
 
 def test_knn_majority_vote_by_hand():

@@ -88,8 +88,7 @@ def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | No
         why = {**before.inert_fields(), **after.inert_fields()}
         reasons = "; ".join(dict.fromkeys(why[name] for name in changed if name in why))
         return (f"it changes {', '.join(changed)}, which {'has' if len(changed) == 1 else 'have'} no effect here "
-                f"({reasons}), so both sides train alike — order the steps so that it follows the one its "
-                f"setting needs")
+                f"({reasons}), so both sides train alike")
     if changed and set(changed) <= set(SCHEDULE_FIELDS) and before.epochs == after.epochs:
         same = True
         for spe in (1, 3, 8):   # steps per epoch: the warmup and the step boundaries fall between them

@@ -110,8 +110,9 @@ UNSUPPORTED = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_steps": 0, "repeate
 
 
 def check_recipe(recipe) -> None:
+    idle = recipe.inert_fields()   # e.g. stop_on with patience: null, which stops nothing
     for name, plain in UNSUPPORTED.items():
-        if getattr(recipe, name) != plain:
+        if getattr(recipe, name) != plain and name not in idle:
             raise UserError(f"metric_learning: recipe {name}: {json.dumps(getattr(recipe, name))} is not supported "
                             f"by the triplet loop — set {name}: {json.dumps(plain)} for this method (a per-method "
                             f"`train:` in the suite)")
