@@ -537,9 +537,20 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
                              key=lambda spec: (spec.variant != "default", -len(spec.params["steps"])))
         own_steps = list(recipe_runs[0].params["steps"]) if recipe_runs else None
         plan = AblationPlan(method="recipe", order=own_steps or list(method.params["steps"]), extra=[])
-    ds = next((d for d in suite.datasets if d[0]["name"] == dataset), None) if dataset is not None else suite.datasets[0]
+    # a dataset by its table label (imagefolder@mybirds, coarse(cub)) or, where that picks one, its adapter's name
+    labels = [dataset_label(d) for d, _ in suite.datasets]
+    if dataset is None:
+        ds = suite.datasets[0]
+    elif dataset in labels:
+        ds = suite.datasets[labels.index(dataset)]
+    else:
+        named = [d for d in suite.datasets if d[0]["name"] == dataset]
+        if len(named) > 1:
+            raise UserError(f"--dataset {dataset!r} names {len(named)} datasets of the suite — give one of "
+                            f"{', '.join(labels)}")
+        ds = named[0] if named else None
     if ds is None:
-        raise UserError(f"dataset {dataset!r} is not in the suite — it has {', '.join(d['name'] for d, _ in suite.datasets)}")
+        raise UserError(f"dataset {dataset!r} is not in the suite — it has {', '.join(labels)}")
     bb = next((b for b in suite.backbones if b["name"] == backbone), None) if backbone is not None else suite.backbones[0]
     if bb is None:
         raise UserError(f"backbone {backbone!r} is not in the suite — it has {', '.join(b['name'] for b in suite.backbones)}")

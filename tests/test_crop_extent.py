@@ -3,6 +3,7 @@ cropped within its own extent and orientation, as torchvision's RandomResizedCro
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -302,3 +303,26 @@ def test_a_policy_before_the_crop_on_a_full_cache_is_refused_at_the_line_that_as
     assert f"suite.yaml:{line}: train.policy_before_crop: training setting crop_extent full" in result.output
     assert "set crop_extent: square" in result.output and "report it to the plugin" not in result.output
     assert not (tmp_path / "out" / "runs").exists() or not list((tmp_path / "out" / "runs").glob("*.json"))
+
+
+def test_ablate_picks_one_of_two_folder_datasets_by_its_label(tmp_path, runner):
+    """Two own datasets are both `imagefolder`: `ablate --dataset` takes the label the tables
+    print (imagefolder@b), and the bare adapter name, which would pick one silently, is refused."""
+    from conftest import tiny_suite
+
+    from fgvcbench.cli import app
+    for name in ("a", "b"):
+        _folder(tmp_path / "data" / name, classes=2, train=4, test=2)
+    suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: a}, {name: imagefolder, root: b}]",
+                       extra=f"data_root: {tmp_path / 'data'}",
+                       methods="[{name: recipe, params: {steps: [base, cosine]}}]")
+    said = runner.invoke(app, ["ablate", "--step", "cosine", "--suite", str(suite), "--dataset", "imagefolder"])
+    assert said.exit_code == 2 and "names 2 datasets of the suite — give one of imagefolder@a, imagefolder@b" in \
+        " ".join(said.output.split())
+    said = runner.invoke(app, ["ablate", "--step", "cosine", "--suite", str(suite), "--dataset", "imagefolder@c"])
+    assert said.exit_code == 2 and "it has imagefolder@a, imagefolder@b" in " ".join(said.output.split())
+    done = runner.invoke(app, ["ablate", "--step", "cosine", "--suite", str(suite), "--dataset", "imagefolder@b",
+                               "--seeds", "1", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert records and {r["spec"]["dataset"].get("root_name") for r in records} == {"b"}

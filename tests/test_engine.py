@@ -177,6 +177,15 @@ def test_augment_none_trains_on_the_test_view_and_erases_in_both_pipelines():
                                       torch.device("cpu"), torch.Generator()).train(images), plain)
 
 
+def test_the_history_records_the_lr_each_epoch_trained_at():
+    """Not the next epoch's: a cosine schedule stepped per epoch over 3 epochs trains at
+    factors 1, 0.75, 0.25, and the history says so (it used to say 0.75, 0.25, 0)."""
+    data = toy_data()
+    recipe = Recipe(epochs=3, image_size=16, batch_size=8, lr=0.1, scheduler="cosine", lr_step="epoch", augment="flip")
+    history = fit(small_model(), data, recipe, device=torch.device("cpu"), seed=0).history
+    assert [round(h["lr"], 6) for h in history] == [0.1, 0.075, 0.025]
+
+
 def test_accuracy_metrics_by_hand():
     logits = torch.tensor([[3., 1, 0], [0, 2, 1], [1, 0, 2], [2, 1, 0]])
     labels = torch.tensor([0, 2, 2, 1])

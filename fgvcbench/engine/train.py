@@ -391,6 +391,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         if freeze_backbone and freeze_bn:
             model.eval()  # frozen BN statistics; the linear head has no train/eval difference
         t0 = time.perf_counter()
+        epoch_lr = optimizer.param_groups[0]["lr"]   # the history's lr: the epoch's first step's, not the next epoch's
         running = RunningLoss(device, "training loss", f"at epoch {epoch}")
         for b, x, y in train_batches(generator, epoch):
             x = model_layout(x, recipe, device)
@@ -428,7 +429,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
         row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
-                               "lr": optimizer.param_groups[0]["lr"], "seconds": epoch_seconds}
+                               "lr": epoch_lr, "seconds": epoch_seconds}
         if len(data.val):
             val_logits = logits_of(eval_model(), "val")
             val = accuracy_metrics(val_logits, data.val.labels, data.num_classes)

@@ -186,6 +186,7 @@ def run_metric_learning(ctx: RunContext) -> dict:
     for epoch in range(1, recipe.epochs + 1):
         net.train()
         started = time.perf_counter()
+        epoch_lr = opt.param_groups[0]["lr"]   # the epoch's first step's lr, as the engine's history
         with numpy_stream(sampler_rng):
             order = torch.tensor(list(iter(sampler)))
         # the epoch's order copied once to each device; losses summed there (no per-step wait)
@@ -212,7 +213,7 @@ def run_metric_learning(ctx: RunContext) -> dict:
             running.add(loss)
             ctx.images_seen += batch_size
         row = {"epoch": epoch, "train_loss": running.mean(),   # waits for the last step
-               "lr": opt.param_groups[0]["lr"]}
+               "lr": epoch_lr}
         ctx.train_seconds += time.perf_counter() - started
         stop = False
         if len(data.val) > 1:
