@@ -414,3 +414,14 @@ def test_data_verify_refuses_a_root_for_generated_data(runner, tmp_path):
     typo = runner.invoke(app, ["data", "verify", "weak_shot", "--root", str(tmp_path), "-o", "of=folder"],
                          env={"COLUMNS": "300"})
     assert "unknown dataset 'folder' — did you mean 'imagefolder'?" in _exit_2(typo)
+
+
+def test_a_coarse_view_of_a_dataset_without_a_hierarchy_is_refused_when_the_suite_loads(tmp_path, runner):
+    """It used to load, pass a dry run, and fail every run with 'has no coarse level'."""
+    (tmp_path / "data" / "mine" / "train").mkdir(parents=True)
+    suite = tiny_suite(tmp_path, datasets="[{name: coarse, root: mine, options: {of: imagefolder}}]",
+                       extra=f"data_root: {tmp_path / 'data'}")
+    for extra in ([], ["--dry-run"]):
+        said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress", *extra]))
+        assert "of: 'imagefolder' has no coarse level — name a dataset with a hierarchy (synthetic, cub" in said
+    assert not (tmp_path / "out" / "runs").exists()
