@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -25,7 +24,7 @@ from fgvcbench._cli_output import (checked_options, console, err_console, guard_
                                   suite_records, warmup_fills_run, warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
-from fgvcbench.store import ONLY_HELP, RERUN_HELP, default_data_root
+from fgvcbench.store import ONLY_HELP, RERUN_HELP, default_cache_dir, default_data_root, env_data_root
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
@@ -662,7 +661,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
             raise UserError(f"{suite}: no `datasets:` entry named {name!r} — it has: {', '.join(listed) or 'none'}")
         options = {**entry[0]["options"], **options}
         if root is None and entry[1] is not None:
-            root, root_from = Path(entry[1]), "suite"
+            root = Path(entry[1])
             root_error = loaded.root_errors.get(canonical_json(entry[0]))   # its file, line and fix
     merged = {**spec.options, **options}
     if spec.is_view and not (isinstance(merged.get("of"), str) and merged["of"] in registry.datasets):
@@ -675,8 +674,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     if reader is not None and root is None:
         base = data_root or default_data_root()
         root = Path(base).expanduser() / reader.folder_name
-        root_from = ("data_root" if data_root else
-                     "env" if os.environ.get("FGVCBENCH_DATA", "").strip() else "default")
+        root_from = "data_root" if data_root else "env" if env_data_root() else "default"
     if reader is not None and not root.is_dir():   # where the folder came from, and how to point elsewhere
         if root_error is not None:
             raise root_error
@@ -687,7 +685,6 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
                                 "set FGVCBENCH_DATA")
         what = f"{root} is a file, not the dataset's folder" if root.exists() else f"dataset root not found: {root}"
         raise UserError(f"{what} — {fix}; expected layout: {reader.layout or 'see `fgvcbench plugins ' + name + '`'}")
-    from fgvcbench.store import default_cache_dir
     cache = default_cache_dir()
     report = verify_dataset(spec, root, options, cache / "datasets",
                             split_lists=reader.split_lists if reader is not None else None)

@@ -34,9 +34,14 @@ def default_cache_dir() -> Path:
     return Path(value or "~/.cache/fgvcbench").expanduser()
 
 
+def env_data_root() -> str | None:
+    """``$FGVCBENCH_DATA``, or None where it is unset or empty."""
+    return os.environ.get("FGVCBENCH_DATA", "").strip() or None
+
+
 def default_data_root() -> str:
     """``$FGVCBENCH_DATA`` (an empty value counts as unset), else ``./data``."""
-    return os.environ.get("FGVCBENCH_DATA", "").strip() or "./data"
+    return env_data_root() or "./data"
 
 
 # after how long a claim from another host is stale (a job killed by the scheduler cannot
@@ -190,8 +195,7 @@ def check_results(output: Path, cache_dir: Path) -> None:
     check_writable(output)
     for sub in ("runs", "claims", "stages", "artifacts"):   # a run would train, then fail to save
         folder = output / sub
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file where fgvcbench keeps a folder — move it away, then run again")
+        _not_a_file(folder)
         if folder.is_dir():
             if not os.access(folder, os.R_OK | os.X_OK):   # its records would read as missing: all redone
                 raise UserError(f"cannot read {folder} — fix its permissions (chmod u+rwx), then run again")
@@ -210,9 +214,14 @@ def check_results_readable(output: Path) -> None:
     if output.exists() and not output.is_dir():
         raise UserError(f"cannot read results from {output}: it is a file — pass --output DIR with a folder (or "
                         f"fix the suite's output:)")
-    runs = output / "runs"
-    if runs.exists() and not runs.is_dir():
-        raise UserError(f"{runs} is a file where fgvcbench keeps a folder — move it away, then run again")
+    _not_a_file(output / "runs")
+
+
+def _not_a_file(folder: Path) -> None:
+    """A UserError where a file stands at ``folder``, a sub-folder fgvcbench keeps."""
+    from fgvcbench.errors import UserError
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} is a file where fgvcbench keeps a folder — move it away, then run again")
 
 
 def record_problem(record: Any) -> str | None:

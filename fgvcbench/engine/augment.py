@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.recipe import POLICIES, Recipe
 from fgvcbench.engine.transfer import to_device
 
 
@@ -279,7 +279,7 @@ class BatchAugmenter:
     def train(self, images_u8: torch.Tensor) -> torch.Tensor:
         r = self.recipe
         images_u8 = images_u8.to(self.device, non_blocking=True)
-        has_policy = r.augment in ("trivial_augment", "autoaugment")
+        has_policy = r.augment in POLICIES
         if has_policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
             from fgvcbench.data.pipeline import is_canvas
             if r.augment == "autoaugment" and is_canvas(images_u8):

@@ -123,9 +123,9 @@ class Recipe:
         """The fields set away from their defaults that this recipe's other values leave
         without effect in the engine (:data:`INERT_WHEN`) — a step size without a step
         schedule, a policy's settings without a policy, … —, each with why."""
-        return {name: why.format(**{f: getattr(self, f) for f in RECIPE_FIELDS})
-                for applies, names, why in INERT_WHEN if applies(self) for name in names
-                if getattr(self, name) != RECIPE_FIELDS[name].default}
+        values = {f: getattr(self, f) for f in RECIPE_FIELDS}
+        return {name: why.format(**values) for applies, names, why in INERT_WHEN if applies(self) for name in names
+                if values[name] != RECIPE_FIELDS[name].default}
 
     def effective(self) -> "Recipe":
         """This recipe with every field it leaves without effect back at its default: two
