@@ -152,7 +152,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
             None, "--only", metavar="WHICH", help="Run only part of the grid: " + ONLY_HELP + ". The tables still cover every "
                                  "finished run of the suite.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import grid_status, run_suite, run_suite_workers, select_reruns
+    from fgvcbench.executors import check_data_versions, grid_status, run_suite, run_suite_workers, select_reruns
     from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_results, check_results_readable
@@ -191,8 +191,9 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         # world size × batch size is the global batch: these are other runs than one process's
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
         _apply_only(suite, only, check_data=True)
+        reruns = select_reruns(suite, rerun) if rerun is not None else []   # every rank checks: all exit 2 together
+        check_data_versions(suite, registry, {spec.run_id for spec in reruns})
         if rerun is not None:
-            reruns = select_reruns(suite, rerun)   # every rank checks the selectors: all exit 2 together
             failure = None
             if distributed.is_main():
                 try:
@@ -243,6 +244,10 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
                 _worker_devices(gpus, workers, suite.device)   # --gpus: the GPUs it names are here
             except UserError as exc:
                 err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(exc))}", highlight=False)
+        try:   # finished runs made on data the folder no longer holds: a real run refuses to resume them
+            check_data_versions(suite, registry, reruns)
+        except UserError as exc:
+            err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(exc))}", highlight=False)
         used = {canonical_json(spec.dataset) for spec in suite.runs}   # what --only keeps
         for dataset, root in suite.datasets:  # a preview may be made away from the data: say, do not fail
             error = suite.root_errors.get(canonical_json(dataset))
@@ -255,6 +260,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
                  # with --only, the data of the kept runs was checked here; others may be absent
                  "check_data": only is None}
     # every option is checked before --rerun moves anything: a refused command leaves the store as it was
+    check_data_versions(suite, registry, reruns)
     again = " without --rerun" if rerun is not None else ""   # repeating --rerun would redo what just finished
     if chosen == "submitit":
         from fgvcbench.cluster import parse_cli_settings, require_submitit, submit_suite
@@ -510,7 +516,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     """One recipe step, with vs without, paired over the same seeds. Finished runs are reused."""
     from importlib import resources
 
-    from fgvcbench.executors import run_suite
+    from fgvcbench.executors import check_data_versions, run_suite
     from fgvcbench.plugins import get_registry, suggest
     from fgvcbench.report.ablation import _by_seed, compare_sides
     from fgvcbench.store import Store, check_results
@@ -564,6 +570,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     specs = [own.get(_computation(spec), spec) for spec in specs]
     suite.runs = specs
     check_results(Path(suite.output), Path(suite.cache_dir))   # as `run`: nothing trains that cannot be saved
+    check_data_versions(suite, registry, rerun=False)   # reused runs must have read the data there is now
     inert = inert_step(registry, specs[0].recipe, without, with_)
     if inert:   # before training: a comparison of two alike trainings measures noise, say so
         err_console.print(f"[yellow]note:[/] {escape(f'{step!r} at this budget: {inert}')}", highlight=False)
@@ -715,6 +722,8 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         for note in report.notes:
             console.print(f"[yellow]note[/]: {escape(f'{note.kind}: {note.path} — {note.detail}; {note.fix}')}",
                           highlight=False)
+        console.print(f"data fingerprint {report.fingerprint} (run records keep it as data.fingerprint; the same "
+                      f"files, labels and boxes give the same one anywhere)", highlight=False, markup=False)
         notes = f" ({len(report.notes)} note{'' if len(report.notes) == 1 else 's'})" if report.notes else ""
         n = len(report.problems)
         console.print(("[green]no problems found[/]" if report.ok else f"{n} problem{'' if n == 1 else 's'} found")

@@ -28,8 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import (CLAIM_STALE_SECONDS, ONLY_HELP, RERUN_HELP, Store, claim_stale_seconds,
-                             locked_append, pid_alive, record_problem)
+from fgvcbench.store import (CLAIM_STALE_SECONDS, ONLY_HELP, RERUN_HELP, Store, claim_stale_seconds, data_counts,
+                             locked_append, pid_alive, record_data, record_problem)
 from fgvcbench.suite import Suite
 
 
@@ -48,6 +48,47 @@ class SuiteOutcome:
 
 def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
+
+
+def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = frozenset(), rerun: bool = True) -> None:
+    """A UserError where finished runs of ``suite.runs`` (those not in ``skip``, the runs
+    ``--rerun`` replaces) were made on other data than their dataset's folder holds now: a
+    run id names the dataset by its adapter, options and folder name, not by the folder's
+    content, so resuming would skip those runs and the tables would mix two versions of the
+    data. Each dataset with such records is listed once (its lists are read, its files
+    stat'ed); one whose data cannot be read now is left to its runs, which say why.
+    ``rerun``: the command has ``--rerun`` (the fix names it)."""
+    from fgvcbench.errors import UserError
+    from fgvcbench.run import data_identity, load_splits
+    from fgvcbench.spec import canonical_json, dataset_label
+    store = Store(suite.output)
+    made: dict[str, list] = {}   # dataset (canonical JSON) -> [(spec, record data)] of its finished runs
+    for spec in suite.runs:
+        if spec.run_id in skip:
+            continue
+        record = store.get(spec.run_id)
+        data = record_data(record) if record and record_problem(record) is None and \
+            record["status"] in ("ok", "diverged") else None
+        if data is not None:
+            made.setdefault(canonical_json(spec.dataset), []).append((spec, data))
+    for runs in made.values():
+        spec = runs[0][0]
+        try:
+            now = data_identity(spec, registry, load_splits(spec, registry, suite.cache_dir))
+        except Exception:  # noqa: BLE001 — a dataset that cannot be read fails its runs, with the reason
+            continue
+        other = [data for _, data in runs if data["fingerprint"] != now["fingerprint"]]
+        if not other:
+            continue
+        then = other[0]
+        counts = (f"then {data_counts(then)}, now {data_counts(now)}" if data_counts(then) != data_counts(now)
+                  else f"the same counts ({data_counts(now)}), other files, labels or boxes")
+        n = len(other)
+        raise UserError(
+            f"{n} finished run{'s' if n != 1 else ''} in {suite.output} {'were' if n != 1 else 'was'} made on other "
+            f"data than {dataset_label(spec.dataset)}'s folder {spec.data_root} holds now ({counts}) — keep the new "
+            f"data's runs apart with another --output" + (f", or run them again with --rerun all (the old records "
+                                                            f"move to {suite.output}/replaced/)" if rerun else ""))
 
 
 def _split_terms(text: str) -> list[str]:

@@ -58,6 +58,27 @@ def apply_steps(registry, recipe: Recipe, steps: list[str]) -> Recipe:
     return recipe
 
 
+def load_splits(spec: RunSpec, registry: Registry, cache_dir: Path) -> DatasetSplits:
+    """The image lists of ``spec``'s dataset, read from its data root (a DataError where it
+    is missing or malformed)."""
+    dataset = registry.datasets[spec.dataset["name"]]
+    root = Path(spec.data_root) if spec.data_root else None
+    if dataset.needs_root and (root is None or not root.exists()):
+        raise DataError(f"data root for {dataset.name!r} not found: {root} — set `root:` in the suite, "
+                        f"--data-root or FGVCBENCH_DATA. Expected layout: {dataset.layout or 'see the docs'}")
+    request = DatasetRequest(root=root, options=dict(spec.dataset["options"]), cache_dir=Path(cache_dir) / "datasets",
+                             datasets=registry.datasets)
+    return dataset.load_checked(request)
+
+
+def data_identity(spec: RunSpec, registry: Registry, splits: DatasetSplits) -> dict[str, Any]:
+    """``splits.identity()`` (fingerprint, classes, images per split), with the files' sizes
+    where the dataset reads a folder (generated data is defined by its options)."""
+    dataset = registry.datasets[spec.dataset["name"]]
+    files = dataset.folder_reader(spec.dataset["options"], registry.datasets) is not None
+    return splits.identity(files=files)
+
+
 class RunContext:
     """What a method's ``run(ctx)`` may use. Everything is scoped to one run."""
 
@@ -82,6 +103,7 @@ class RunContext:
         self._registry, self._store = registry, store
         self._on_epoch, self._on_batch = on_epoch, on_batch
         self._splits: DatasetSplits | None = None
+        self._data_identity: dict[str, Any] | None = None
         self._data: dict[tuple, TensorData] = {}
         self._mean, self._std = IMAGENET_MEAN, IMAGENET_STD
         self._fixed_norm: tuple | None = None   # normalize_with: kept across create_model
@@ -104,15 +126,15 @@ class RunContext:
     def load_splits(self) -> DatasetSplits:
         """The dataset's image lists (paths, labels, boxes, coarse labels)."""
         if self._splits is None:
-            spec = self._registry.datasets[self.spec.dataset["name"]]
-            root = Path(self.spec.data_root) if self.spec.data_root else None
-            if spec.needs_root and (root is None or not root.exists()):
-                raise DataError(f"data root for {spec.name!r} not found: {root} — set `root:` in the suite, "
-                                f"--data-root or FGVCBENCH_DATA. Expected layout: {spec.layout or 'see the docs'}")
-            request = DatasetRequest(root=root, options=dict(self.spec.dataset["options"]),
-                                     cache_dir=self.cache_dir / "datasets", datasets=self._registry.datasets)
-            self._splits = spec.load_checked(request)
+            self._splits = load_splits(self.spec, self._registry, self.cache_dir)
         return self._splits
+
+    def data_identity(self) -> dict[str, Any]:
+        """The loaded data's fingerprint and counts (:func:`data_identity`): the record's
+        ``data``, and part of every stage's key."""
+        if self._data_identity is None:
+            self._data_identity = data_identity(self.spec, self._registry, self.load_splits())
+        return self._data_identity
 
     def load_data(self, image_size: int | None = None, use_boxes: bool = False,
                   val_fraction: float | None = None, crop_extent: str | None = None) -> TensorData:
@@ -235,7 +257,8 @@ class RunContext:
         phases between variants and an interrupted suite resumes mid-pipeline. ``inputs``
         must be JSON-serialisable and hold everything the stage's result depends on."""
         from fgvcbench import distributed
-        identity = {"stage": name, "inputs": inputs or {}}
+        # the data's fingerprint: a stage trained on a folder that changed since is not reused
+        identity = {"stage": name, "inputs": inputs or {}, "data": self.data_identity()["fingerprint"]}
         if distributed.world_size() > 1:   # ctx.fit's global batch (and its steps) scale with the ranks
             identity["world_size"] = distributed.world_size()
         key = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
@@ -440,7 +463,11 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
             "peak_memory_mb": round(_peak_memory_mb(device), 1)}
     if shared_by > 1:
         cost["device_shared_by"] = shared_by
-    record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(),
+    try:   # what data the run read (resume and the tables check it); none where it could not be read
+        data = ctx.data_identity()
+    except Exception:  # noqa: BLE001 — the run's own error (if any) is in the record already
+        data = None
+    record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(), "data": data,
               "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost, "stages": ctx.stages,
               "provenance": {**provenance(device), "method_plugin": _plugin_of(registry, spec.method),
                              "started": started, "finished": _now()}, "error": error}

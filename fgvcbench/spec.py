@@ -78,6 +78,8 @@ def dataset_label(dataset: dict) -> str:
     ``coarse(cub@CUB_200_2011_first50)``)."""
     name = str(dataset.get("name"))
     folder = f"@{dataset['root_name']}" if dataset.get("root_name") else ""   # a copy elsewhere (e.g. a subset)
+    if dataset.get("data"):   # records of two versions of one folder's data (leaderboard.load_records)
+        return f"{dataset_label({k: v for k, v in dataset.items() if k != 'data'})} [data {dataset['data']}]"
     options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
     of = options.get("of")
     if not isinstance(of, str) or not of:

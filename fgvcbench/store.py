@@ -267,6 +267,21 @@ def record_problem(record: Any) -> str | None:
     return None
 
 
+def record_data(record: dict) -> dict | None:
+    """A record's ``data`` (what it trained on: fingerprint, classes, images per split), or
+    None for a record made before records kept it, or a malformed one."""
+    data = record.get("data") if isinstance(record, dict) else None
+    return data if isinstance(data, dict) and isinstance(data.get("fingerprint"), str) else None
+
+
+def data_counts(data: dict) -> str:
+    """``50 classes, 1,499 train / 1,390 test images``: a record's ``data`` as people read it."""
+    images = data.get("images") if isinstance(data.get("images"), dict) else {}
+    parts = [f"{images[k]:,} {k}" for k in ("train", "val", "test") if isinstance(images.get(k), int)]
+    classes = data.get("classes")
+    return (f"{classes} classes, " if isinstance(classes, int) else "") + " / ".join(parts) + " images"
+
+
 # what `fgvcbench run --rerun` takes (its help, its errors)
 RERUN_HELP = "all, diverged, failed, a method, method:variant or a run id (repeatable, or comma-separated)"
 # what `fgvcbench run --only` takes

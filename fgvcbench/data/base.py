@@ -62,6 +62,39 @@ class DatasetSplits:
     crop_to_boxes: bool = False
     extra: dict[str, ImageList] = field(default_factory=dict)
 
+    def identity(self, files: bool = True) -> dict[str, Any]:
+        """What a run record keeps of the data it trained on (its ``data``): a ``fingerprint``
+        of every list (each image's path below the folder all images share, its label, box,
+        coarse label and further columns, with ``files`` its size on disk; the class names)
+        and the counts — ``classes`` and ``images`` per split. The same data copied to another
+        machine or folder has the same fingerprint; an image added, removed, relabelled,
+        moved to the other split or replaced by another file changes it. ``files=False``
+        (generated data, which the options define) leaves the sizes out."""
+        import hashlib
+        import json
+        import os
+        lists = [("train", self.train), ("val", self.val), ("test", self.test), *sorted(self.extra.items())]
+        lists = [(name, images) for name, images in lists if images is not None]
+        folders = {os.path.dirname(os.path.abspath(p)) for _, images in lists for p in images.paths}
+        base = os.path.commonpath(sorted(folders)) if folders else ""
+        h = hashlib.sha256(json.dumps({"crop_to_boxes": self.crop_to_boxes}).encode())
+        for name, images in lists:
+            h.update(json.dumps([name, images.class_names, images.coarse_names, images.trim_bottom,
+                                 {k: v for k, v in sorted(images.meta.items())}], default=str).encode())
+            for i, path in enumerate(images.paths):
+                size = -1
+                if files:
+                    try:
+                        size = os.stat(path).st_size
+                    except OSError:   # a missing file: the run that reads it says so
+                        pass
+                rel = os.path.relpath(os.path.abspath(path), base).replace(os.sep, "/")
+                box = images.boxes[i] if images.boxes is not None else None
+                coarse = images.coarse_labels[i] if images.coarse_labels is not None else None
+                h.update(json.dumps([rel, images.labels[i], box, coarse, size], default=str).encode())
+        return {"fingerprint": h.hexdigest()[:16], "classes": len(self.train.class_names),
+                "images": {name: len(images) for name, images in lists}}
+
 
 @dataclass(frozen=True)
 class DatasetRequest:

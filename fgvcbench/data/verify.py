@@ -56,13 +56,14 @@ class VerifyReport:
     splits: dict[str, dict[str, int]] = field(default_factory=dict)   # split -> class -> images
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)                # informational: do not fail
+    fingerprint: str | None = None   # DatasetSplits.identity's: what run records keep as data.fingerprint
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict:
-        return {"dataset": self.dataset, "root": self.root, "splits": self.splits,
+        return {"dataset": self.dataset, "root": self.root, "fingerprint": self.fingerprint, "splits": self.splits,
                 "problems": [p.__dict__ for p in self.problems], "notes": [n.__dict__ for n in self.notes]}
 
 
@@ -104,7 +105,8 @@ def _longer_than(size: tuple[int, int], images, i: int, boxed: bool, aspect: flo
 def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: int | None = None,
                   split_lists: str | None = None) -> VerifyReport:
     from fgvcbench.data.pipeline import MAX_ASPECT
-    report = VerifyReport(dataset=name, root=str(root) if root else None)
+    report = VerifyReport(dataset=name, root=str(root) if root else None,
+                          fingerprint=splits.identity(files=root is not None)["fingerprint"])
     named = {"train": splits.train, "test": splits.test}
     if splits.val is not None:
         named["val"] = splits.val

@@ -7,7 +7,10 @@ column (a short hash of the spec without the seed, suite and data root — the s
 the run id hashes, so it is stable across machines) — never silently averaged together.
 Whether the backbone started from pretrained weights is its own ``pretrained`` column
 (yes / no / the weights file's name) rather than folded into the backbone name, so the
-backbone column stays a timm name that can be filtered and grouped on.
+backbone column stays a timm name that can be filtered and grouped on. The ``data`` column
+is the fingerprint of the data the row's runs read (its files' paths, labels, boxes and
+sizes); runs of one dataset folder that read two versions of it are two rows, their
+dataset labelled ``[data <fingerprint>]``, and a warning says so.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
 from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci
 from fgvcbench.spec import canonical_json, config_key, dataset_label, portable, pretrained_label
-from fgvcbench.store import record_problem
+from fgvcbench.store import data_counts, record_data, record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
-COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "test_selected", "n", "seeds",
+COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "data", "test_selected", "n",
+           "seeds",
            "top1_mean", "top1_std", "top1_ci95", "top1_by_seed", "top1_last_mean", "mean_class_acc_mean",
            "train_seconds_mean", "train_seconds_total_mean", "device_seconds_total_mean", "images_per_second_mean",
            "device_shared_by", "failed", "metrics_partial"]
@@ -67,12 +71,63 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
                 warnings.append(f"skipped malformed record {path}: {problem}")
                 continue
             # one run is its portable spec, in full (what its id hashes): so also a run recorded
-            # under an older id scheme (e.g. a checkpoint's path in the id) never counts twice
-            key = canonical_json(portable(record["spec"]))
+            # under an older id scheme (e.g. a checkpoint's path in the id) never counts twice —
+            # on one version of its data (the id names a folder, not what it holds)
+            key = (canonical_json(portable(record["spec"])), _version(record))
             old = by_run.get(key)
             if old is None or _precedence(record) >= _precedence(old):
                 by_run[key] = record
-    return list(by_run.values()), warnings
+    records, apart = _data_versions(by_run)
+    return records, warnings + apart
+
+
+def _version(record: dict) -> str | None:
+    data = record_data(record)
+    return data["fingerprint"] if data else None
+
+
+def _data_versions(by_run: dict[tuple[str, str | None], dict]) -> tuple[list[dict], list[str]]:
+    """The records, with a dataset whose runs read two versions of its data (the same name,
+    options and folder name; other files) told apart: each of its records' ``spec.dataset``
+    gains ``data`` (the fingerprint's first 8 characters, or ``unknown`` for a record made
+    before records kept it), which its label, config and setup then carry — so no row
+    averages, and no Δ pairs, seeds of two versions. A run recorded once without its data and
+    once with it is one run; records without it, of a dataset all of whose other records
+    read one version, are taken as that version. One warning per dataset told apart."""
+    runs: dict[str, dict[str | None, dict]] = {}
+    for (key, version), record in by_run.items():
+        runs.setdefault(key, {})[version] = record
+    records = []
+    for versions in runs.values():
+        known = [v for v in versions if v is not None]
+        if None in versions and len(known) == 1:   # one run, recorded before and after records kept their data
+            older = versions.pop(None)
+            if _precedence(older) > _precedence(versions[known[0]]):
+                versions[known[0]] = older
+        records += versions.values()
+    by_dataset: dict[str, list[dict]] = {}
+    for record in records:
+        by_dataset.setdefault(canonical_json(portable(record["spec"])["dataset"]), []).append(record)
+    out, warnings = [], []
+    for group in by_dataset.values():
+        versions = {}
+        for record in group:
+            if _version(record) is not None:
+                versions.setdefault(_version(record), []).append(record)
+        if len(versions) < 2:
+            out += group
+            continue
+        for record in group:
+            tag = (_version(record) or "unknown")[:8]
+            out.append({**record, "spec": {**record["spec"], "dataset": {**record["spec"]["dataset"], "data": tag}}})
+        label = dataset_label(group[0]["spec"]["dataset"])
+        unknown = sum(_version(r) is None for r in group)
+        warnings.append(f"{label}: its runs read {len(versions)} versions of its data, shown apart as "
+                        + ", ".join(f"data {v[:8]} ({len(rs)} run{'s' if len(rs) != 1 else ''}; "
+                                    f"{data_counts(record_data(rs[0]))})" for v, rs in versions.items())
+                        + (f" and data unknown ({unknown} older record{'s' if unknown != 1 else ''})" if unknown else "")
+                        + " — compare runs of one version; rerun the others on the data you keep")
+    return out, warnings
 
 
 MAX_DEPTH = 6          # results/<machine>/<suite>/runs is 3; `replaced/<time>/runs` under it 5
@@ -203,6 +258,9 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
             "pretrained": pretrained_label(spec["backbone"].get("pretrained")),
             "method": spec["method"], "variant": spec.get("variant", "default"), "scale": spec.get("scale", ""),
             "config": config,
+            # the fingerprint of the data its runs read (one version per row: load_records); blank for
+            # records made before records kept it
+            "data": next((v for v in map(_version, recs) if v is not None), ""),
             # the seed codes' protocol (FineRNet, SimTrans `selection: test`): picked on the test split
             "test_selected": (spec.get("params") or {}).get("selection") == "test",
             "n": len(ok), "seeds": ",".join(str(r["spec"].get("seed")) for r in ok),

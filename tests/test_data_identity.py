@@ -1,0 +1,219 @@
+"""Which data a run read: records keep the data's fingerprint and counts; resuming runs made
+on other data than the folder holds now is refused; cached stages and tables never mix two
+versions of one folder's data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgvcbench.api import DatasetSplits, ImageList, Method, hookimpl
+from fgvcbench.cli import app
+
+from conftest import tiny_suite
+
+
+def _folder(root, classes=3, train=4, test=2, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (36, 44, 3), dtype=np.uint8)
+                pixels[:, :, c % 3] = 250
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def _records(out):
+    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.split())
+
+
+def _splits(paths_train, paths_test, labels_train=None, boxes=None):
+    names = ["a", "b"]
+    train = ImageList(list(map(str, paths_train)), labels_train or [i % 2 for i in range(len(paths_train))], names,
+                      boxes=boxes)
+    test = ImageList(list(map(str, paths_test)), [i % 2 for i in range(len(paths_test))], names)
+    return DatasetSplits(train=train, test=test)
+
+
+def test_the_fingerprint_follows_the_content_not_the_folder(tmp_path):
+    a = _folder(tmp_path / "a")
+    shutil.copytree(a, tmp_path / "elsewhere" / "b")
+    b = tmp_path / "elsewhere" / "b"
+
+    def listing(root):
+        train = sorted((root / "train").rglob("*.png"))
+        test = sorted((root / "test").rglob("*.png"))
+        return train, test
+
+    ta, sa = listing(a)
+    tb, sb = listing(b)
+    first = _splits(ta, sa).identity()
+    assert first == _splits(tb, sb).identity()   # a copy in another place is the same data
+    assert first["classes"] == 2 and first["images"] == {"train": 12, "test": 6}
+    assert len(first["fingerprint"]) == 16
+    changed = {
+        "an image less": _splits(ta[:-1], sa).identity(),
+        "a label changed": _splits(ta, sa, labels_train=[1] + [i % 2 for i in range(1, len(ta))]).identity(),
+        "an image moved to the test split": _splits(ta[1:], [ta[0]] + sa).identity(),
+        "boxes": _splits(ta, sa, boxes=[(0, 0, 10, 10)] * len(ta)).identity(),
+    }
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(ta[0])   # another file under the same name
+    changed["a file replaced"] = _splits(ta, sa).identity()
+    for what, identity in changed.items():
+        assert identity["fingerprint"] != first["fingerprint"], what
+    # generated data is defined by its options: its files' sizes are left out
+    assert _splits(ta, sa).identity(files=False) == _splits(tb, sb).identity(files=False)
+
+
+@pytest.fixture
+def folder_suite(tmp_path):
+    _folder(tmp_path / "data" / "birds")
+    suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: birds}]", backbones="[pixels]",
+                       extra=f"data_root: {tmp_path / 'data'}")
+    return suite, tmp_path / "out", tmp_path / "data" / "birds"
+
+
+def test_resuming_runs_made_on_other_data_is_refused(runner, folder_suite):
+    suite, out, birds = folder_suite
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (record,) = _records(out)
+    assert record["data"]["classes"] == 3 and record["data"]["images"] == {"train": 12, "test": 6}
+    before = record["data"]["fingerprint"]
+    verified = runner.invoke(app, ["data", "verify", "imagefolder", "--root", str(birds), "--json"])
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["fingerprint"] == before   # what to compare with
+
+    again = runner.invoke(app, ["run", str(suite), "--no-progress"])   # the same data: resumed
+    assert again.exit_code == 0 and "0 ran, 1 resumed" in again.output
+
+    shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
+    text = _one_line(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "1 finished run in" in text and "made on other data than imagefolder@birds's folder" in text
+    assert "then 3 classes, 12 train / 6 test images, now 3 classes, 13 train / 6 test images" in text
+    assert "--output" in text and "--rerun all" in text
+    assert [r["data"]["fingerprint"] for r in _records(out)] == [before]   # nothing moved or redone
+
+    preview = runner.invoke(app, ["run", str(suite), "--dry-run"])   # a preview says so, and stops nothing
+    assert preview.exit_code == 0, preview.output
+    assert "a real run here would stop: 1 finished run" in " ".join(preview.output.split())
+
+    rerun = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "all"])
+    assert rerun.exit_code == 0, rerun.output
+    (record,) = _records(out)
+    assert record["data"]["images"]["train"] == 13 and record["data"]["fingerprint"] != before
+    (old,) = list((out / "replaced").glob("*/runs/*.json"))
+    assert json.loads(old.read_text())["data"]["fingerprint"] == before
+
+
+def test_same_counts_other_files(runner, folder_suite):
+    suite, out, birds = folder_suite
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    # the same counts, another picture under one name
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(birds / "test" / "c2" / "1.png")
+    text = _one_line(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "the same counts (3 classes, 12 train / 6 test images), other files, labels or boxes" in text
+
+
+def test_records_made_before_records_kept_their_data_still_resume(runner, folder_suite):
+    suite, out, birds = folder_suite
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    (path,) = (out / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    del record["data"]
+    path.write_text(json.dumps(record))
+    shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])   # nothing to compare with: as before
+    assert result.exit_code == 0 and "0 ran, 1 resumed" in result.output
+
+
+def _stage_counter(calls):
+    mod = types.ModuleType("stage_counter")
+
+    def run(ctx):
+        def compute():
+            calls.append(ctx.seed)
+            return {"n": len(ctx.load_splits().train)}
+        return {"top1": float(ctx.stage("count", compute, inputs={"dataset": ctx.spec.dataset})["n"])}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="counts_images", run=run)])
+    return mod
+
+
+def test_a_cached_stage_is_not_reused_on_other_data(runner, tmp_path, registry_with):
+    calls = []
+    registry_with(_stage_counter(calls))
+    birds = _folder(tmp_path / "data" / "birds")
+    suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: birds}]", backbones="[pixels]",
+                       methods="[counts_images]", seeds="[0, 1, 2]", extra=f"data_root: {tmp_path / 'data'}")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=0,seed=1"])
+    assert result.exit_code == 0, result.output
+    assert calls == [0]   # seed 1 reused seed 0's stage: its inputs hold no seed
+    shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=2"])
+    assert result.exit_code == 0, result.output
+    assert calls == [0, 2]   # the same inputs, other data: computed again
+    assert sorted(r["metrics"]["top1"] for r in _records(tmp_path / "out")) == [12.0, 12.0, 13.0]
+
+
+def test_ablate_refuses_to_reuse_runs_made_on_other_data(runner, tmp_path):
+    birds = _folder(tmp_path / "data" / "birds")
+    suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: birds}]", backbones="[pixels]",
+                       methods="[recipe]", extra=f"data_root: {tmp_path / 'data'}")
+    args = ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
+    text = _one_line(runner.invoke(app, args))
+    assert "made on other data than imagefolder@birds's folder" in text
+    assert "another --output" in text and "--rerun" not in text   # ablate has no --rerun
+
+
+def test_the_leaderboard_keeps_two_versions_of_the_data_apart(runner, folder_suite, tmp_path):
+    suite, out, birds = folder_suite
+    assert runner.invoke(app, ["run", str(suite), "--no-progress", "--seeds", "0,1"]).exit_code == 0
+    shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
+    assert runner.invoke(app, ["run", str(suite), "--no-progress", "--seeds", "1",
+                               "--output", str(tmp_path / "new")]).exit_code == 0
+    result = runner.invoke(app, ["leaderboard", str(out), str(tmp_path / "new"), "-f", "csv", "--no-write"],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "imagefolder@birds: its runs read 2 versions of its data, shown apart as" in text
+    assert "(2 runs; 3 classes, 12 train / 6 test images)" in text
+    assert "(1 run; 3 classes, 13 train / 6 test images)" in text
+    import io
+
+    import pandas as pd
+    rows = pd.read_csv(io.StringIO(result.stdout[result.stdout.index("dataset,"):]))
+    assert sorted(rows["n"]) == [1, 2]   # seed 0 of each version stays its own seed
+    assert rows["dataset"].str.startswith("imagefolder@birds [data ").all()
+    assert rows["data"].str.len().eq(16).all() and rows["data"].nunique() == 2
+    assert all(label.endswith(f"[data {fp[:8]}]") for label, fp in zip(rows["dataset"], rows["data"]))
+
+
+def test_a_record_without_its_data_joins_the_one_version_there_is(runner, folder_suite, tmp_path):
+    suite, out, birds = folder_suite
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    shutil.copytree(out, tmp_path / "older")
+    (path,) = (tmp_path / "older" / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    del record["data"]
+    path.write_text(json.dumps(record))
+    result = runner.invoke(app, ["leaderboard", str(out), str(tmp_path / "older"), "-f", "csv", "--no-write"])
+    assert result.exit_code == 0, result.output
+    assert "versions of its data" not in result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("imagefolder@birds,")]
+    assert len(lines) == 1 and ",1,0," in lines[0]   # one run, once: n = 1, seed 0
