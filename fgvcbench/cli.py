@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -163,6 +164,9 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
                        data_root=data_root, check_data=not dry_run and only is None)   # --only: its runs' data
+    if os.environ.get("RANK", "0") == "0":   # under torchrun once (the process group starts later), not per rank
+        for note in suite.notes:
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     chosen = suite.executor if executor is None else executor   # --executor '' is a mistake, not the default
     if chosen not in EXECUTORS:
         raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
@@ -574,6 +578,12 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     inert = inert_step(registry, specs[0].recipe, without, with_)
     if inert:   # before training: a comparison of two alike trainings measures noise, say so
         err_console.print(f"[yellow]note:[/] {escape(f'{step!r} at this budget: {inert}')}", highlight=False)
+    from fgvcbench.suite import steps_overwrite, steps_overwrite_note
+    from fgvcbench.engine.recipe import Recipe
+    overwritten = steps_overwrite(registry, Recipe(**specs[0].recipe), [with_], suite.train_given)
+    if overwritten:   # the suite's train: values the steps being compared overwrite
+        err_console.print(f"[yellow]note:[/] {escape(steps_overwrite_note('ablate', overwritten, suite.train_given))}",
+                          highlight=False)
     short = warmup_fills_run(registry, specs[0].recipe, (without, with_))
     if short:
         err_console.print(f"[yellow]note:[/] {escape(short)}", highlight=False)

@@ -202,6 +202,9 @@ class Suite:
     run_cluster: dict = field(default_factory=dict)
     grid: list[RunSpec] | None = None   # the whole grid, where `run --only` narrowed ``runs``
     root_errors: dict = field(default_factory=dict)   # dataset (canonical JSON) -> its missing root's error
+    # notes to print before running: train: values a methods entry's (or the ablation's) recipe steps overwrite
+    notes: list[str] = field(default_factory=list)
+    train_given: dict = field(default_factory=dict)   # the suite's own train: settings (what `ablate` checks)
 
     def check_roots(self) -> None:
         """Raise the data-root error of the first dataset one of ``runs`` needs (a suite
@@ -649,12 +652,71 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
         ck.fail((), "the grid is empty", "list at least one dataset, backbone and method (or an ablation:)")
     baseline = _baseline(data.get("baseline"), runs, ck)
+    notes = []
+    for method, variants, params, train, mpath in methods:
+        given = {**suite_train, **train}
+        if not given:
+            continue
+        rows = [method.resolve_params(v, params).get("steps") for v in variants]
+        rows = [r for r in rows if isinstance(r, list)]
+        recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
+        overwritten = steps_overwrite(registry, recipe, rows, given)
+        if overwritten:
+            line = ck.lines.get(mpath)
+            notes.append(steps_overwrite_note(f"{_dotted(mpath)} ({method.name}" + (f", line {line})" if line else ")"),
+                                              overwritten, given, suite_level=any(k not in train for k in overwritten)))
+    if ablation and suite_train:
+        method = registry.methods[ablation.method]
+        recipe = _resolve_recipe(method, scale, preset, suite_train, {}, ck, ("ablation",))
+        overwritten = steps_overwrite(registry, recipe, [steps for _, steps in ablation.rows()], suite_train)
+        if overwritten:
+            line = ck.lines.get(("ablation",))
+            notes.append(steps_overwrite_note("ablation" + (f" (line {line})" if line else ""), overwritten,
+                                              suite_train))
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
                  data_root=data_root, cache_dir=cache_dir, runs=runs,
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
                  make_spec=make_spec, executor=executor, cluster=cluster, run_cluster=run_cluster,
-                 baseline=baseline, root_errors=root_errors)
+                 baseline=baseline, root_errors=root_errors, notes=notes, train_given=dict(suite_train))
+
+
+def steps_overwrite(registry, recipe: Recipe, rows: list[list[str]], given: dict[str, Any]) -> dict[str, str]:
+    """The ``train:`` settings (``given``) that recipe steps overwrite: field -> the first step
+    that sets it to another value, over each list of steps in ``rows`` applied to ``recipe`` in
+    order (a field some row's steps leave alone is still listed where another row overwrites
+    it). A step that sets the value ``train:`` gave overwrites nothing."""
+    found: dict[str, str] = {}
+    for steps in rows:
+        current = recipe
+        for name in steps:
+            step = registry.recipe_steps.get(name)
+            if step is None:
+                break
+            try:
+                after = step.apply(current)
+            except Exception:  # noqa: BLE001 — a broken step fails its runs, with the reason
+                break
+            for key in given:
+                if key not in found and getattr(after, key) != getattr(current, key):
+                    found[key] = name
+            current = after
+    return found
+
+
+def steps_overwrite_note(where: str, overwritten: dict[str, str], given: dict[str, Any],
+                         suite_level: bool = True) -> str:
+    """The note for :func:`steps_overwrite`'s finding; ``suite_level``: some of them come from
+    the suite's own ``train:`` (which other methods read too), not the entry's."""
+    n = len(overwritten)
+    them = "it" if n == 1 else "them"
+    fix = (f"move {them} from the suite's train: to the train: of the methods entries meant to use {them}"
+           if suite_level else f"remove {them} from this entry's train:")
+    fields = "; ".join(f"{key}: {given[key]} (from step {step!r} on)" for key, step in overwritten.items())
+    return (f"{where}: its recipe steps overwrite {n} train: setting{'s' if n != 1 else ''} — {fields}; runs train "
+            f"with the steps' values (--dry-run and a record's spec.recipe show train:'s, notes.applied_recipe what "
+            f"trained): {fix}, or leave out the step{'s' if len(set(overwritten.values())) != 1 else ''} that "
+            f"set{'s' if len(set(overwritten.values())) == 1 else ''} {them}")
 
 
 def _computation(spec: RunSpec) -> str:

@@ -604,3 +604,44 @@ def test_repeated_augmentation_needs_the_fast_pipeline():
     problems = dict(Recipe(pipeline="classic", repeated_augment=4).validate())
     assert "needs the fast pipeline" in problems["repeated_augment"]
     assert "repeated_augment" not in dict(Recipe(repeated_augment=4).validate())
+
+
+def test_a_note_names_the_train_settings_recipe_steps_overwrite(runner, tmp_path):
+    from fgvcbench.suite import load_suite
+    registry = get_registry()
+    # lr 0.05 and label_smoothing 0.2: base sets 0.01 and 0.0; lr 0.01 would be base's own (no note for it)
+    suite = tiny_suite(tmp_path, methods="[{name: recipe, params: {steps: [base, label_smoothing]}}, finetune]",
+                       backbones="[pixels]", extra="")
+    text = suite.read_text().replace("batch_size: 8}", "batch_size: 32, lr: 0.05, label_smoothing: 0.2}")
+    suite.write_text(text)
+    (note,) = load_suite(suite, registry).notes   # one note: finetune has no steps
+    assert note.startswith("methods[0] (recipe, line ")
+    assert "overwrite 2 train: settings — lr: 0.05 (from step 'base' on); label_smoothing: 0.2 (from step 'base' on)" \
+        in note   # batch_size 32 is base's own value: nothing overwritten
+    assert "move them from the suite's train: to the train: of the methods entries" in note
+    result = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert result.exit_code == 0 and "note: methods[0] (recipe, line" in " ".join(result.output.split())
+
+    # the entry's own train:, and a value a later step overwrites
+    suite.write_text(text.replace("label_smoothing: 0.2}", "}").replace(
+        "methods: [{name: recipe, params: {steps: [base, label_smoothing]}}, finetune]",
+        "methods: [{name: recipe, params: {steps: [base, label_smoothing]}, train: {lr: 0.01}}]").replace(
+        "lr: 0.05, ", ""))
+    (note,) = load_suite(suite, registry).notes
+    assert "overwrite 1 train: setting — lr: 0.01 (from step 'label_smoothing' on)" in note
+    assert "remove it from this entry's train:, or leave out the step that sets it" in note
+
+    suite.write_text(text.replace("lr: 0.05, label_smoothing: 0.2", "lr: 0.01").replace(   # base's own lr
+        "[base, label_smoothing]", "[base, cosine]"))
+    assert load_suite(suite, registry).notes == []
+
+
+def test_ablate_names_the_train_settings_its_steps_overwrite(runner, tmp_path):
+    suite = tiny_suite(tmp_path, methods="[recipe]", backbones="[pixels]")
+    suite.write_text(suite.read_text().replace("batch_size: 8}", "batch_size: 8, label_smoothing: 0.3}"))
+    result = runner.invoke(app, ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress",
+                                 "--seeds", "1"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "note: ablate: its recipe steps overwrite 2 train: settings — batch_size: 8 (from step 'base' on); " \
+           "label_smoothing: 0.3 (from step 'base' on)" in text
