@@ -83,3 +83,31 @@ def test_imagefolder_runs_through_a_suite(tmp_path, runner):
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "imagefolder" in (tmp_path / "out" / "leaderboard.csv").read_text()
+
+
+def test_imagefolder_levels_2_reads_coarse_and_fine_folders(tmp_path, runner):
+    root = make_tree(tmp_path / "d", {"train": {"gull/herring": 2, "gull/ivory": 1, "tern/arctic": 2},
+                                      "test": {"gull/ivory": 1, "tern/arctic": 1}})
+    splits = load("imagefolder", root, levels=2)
+    assert splits.train.class_names == ["gull/herring", "gull/ivory", "tern/arctic"]
+    assert splits.train.coarse_names == ["gull", "tern"]
+    assert splits.train.labels == [0, 0, 1, 2, 2] and splits.train.coarse_labels == [0, 0, 0, 1, 1]
+    assert splits.test.labels == [1, 2] and splits.test.coarse_labels == [0, 1]
+    assert load("imagefolder", root).train.class_names == ["gull", "tern"]   # levels: 1 (default): the top folders
+    # its coarse view: the groups as labels, the fine folders as each image's true fine label
+    coarse = load("coarse", root, of="imagefolder", of_options={"levels": 2}, min_fine=1)
+    assert coarse.train.class_names == ["gull", "tern"] and coarse.train.labels == [0, 0, 0, 1, 1]
+    assert coarse.train.meta["fine_label"] == [0, 0, 1, 2, 2]
+    # an image beside the fine folders belongs to no fine class: say where, and what to do
+    Image.new("RGB", (8, 8)).save(root / "train" / "gull" / "loose.png")
+    with pytest.raises(DataError, match=r"gull holds 1 image\(s\) outside fine-class folders \(e.g. loose.png\) — "
+                                        r"move them into a <fine> folder, or read the folder with levels: 1"):
+        load("imagefolder", root, levels=2)
+    # a coarse view of a one-level folder is refused when the suite loads; levels: 3 is no choice
+    for options, said in (("{of: imagefolder}", "has no coarse level"),
+                          ("{of: imagefolder, of_options: {levels: 3}}", "levels: 3 is not one of 1, 2")):
+        suite = tmp_path / f"s{len(said)}.yaml"
+        suite.write_text(f"name: s\noutput: {tmp_path / 'out'}\ndatasets: [{{name: coarse, root: {root}, "
+                         f"options: {options}}}]\nbackbones: [pixels]\nmethods: [finetune]\n")
+        result = runner.invoke(app, ["run", str(suite), "--dry-run"])
+        assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output

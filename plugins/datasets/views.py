@@ -3,7 +3,7 @@
 ``coarse`` — the coarse-label task of a dataset that has a hierarchy: the labels become
 the coarse level (synthetic: its groups; ``cub``: the bird-group word of the class name;
 ``cars``: the make; ``aircraft`` with ``level: variant``: the family, ``level: family``:
-the manufacturer; ``pets``: the species). Every image keeps its true fine label in
+the manufacturer; ``pets``: the species; ``imagefolder`` with ``levels: 2``: the top folders). Every image keeps its true fine label in
 ``meta["fine_label"]`` (names in ``info["fine_names"]``), so a method that discovers
 fine labels can be scored against the truth. ``min_fine`` drops coarse groups that hold
 fewer fine classes (CUB's single-species groups have nothing to discover).
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from fgvcbench.api import DataError, DatasetRequest, DatasetSpec, DatasetSplits, ImageList
 
-HIERARCHIES = "synthetic, cub, cars (level: model), aircraft (level: variant or family), pets"
+HIERARCHIES = ("synthetic, cub, cars (level: model), aircraft (level: variant or family), pets, "
+               "imagefolder (levels: 2)")
 
 
 def coarse_view(splits: DatasetSplits, base: str, min_fine: int = 1) -> DatasetSplits:
@@ -59,7 +60,10 @@ NO_HIERARCHY = ("imagefolder", "flowers102", "dogs", "dtd")
 
 
 def check_coarse(o) -> None:
-    if not isinstance(o["of"], str) or o["of"] in ("coarse",) + NO_HIERARCHY:
+    # imagefolder at levels: 2 has one (another value than 1 is left to the base's own check, which names it)
+    two_levels = o["of"] == "imagefolder" and isinstance(o.get("of_options"), dict) and \
+        o["of_options"].get("levels", 1) != 1
+    if not isinstance(o["of"], str) or (o["of"] in ("coarse",) + NO_HIERARCHY and not two_levels):
         raise DataError(f"coarse view: of: {o['of']!r} has no coarse level — name a dataset with a hierarchy "
                         f"({HIERARCHIES})")
     if isinstance(o["min_fine"], bool) or not isinstance(o["min_fine"], int) or o["min_fine"] < 1:
