@@ -249,7 +249,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
             except UserError as exc:
                 err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(exc))}", highlight=False)
         try:   # finished runs made on data the folder no longer holds: a real run refuses to resume them
-            check_data_versions(suite, registry, reruns)
+            check_data_versions(suite, registry, reruns, preview=True)
         except UserError as exc:
             err_console.print(f"[yellow]note:[/] a real run here would stop: {escape(str(exc))}", highlight=False)
         used = {canonical_json(spec.dataset) for spec in suite.runs}   # what --only keeps
@@ -732,8 +732,8 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         for note in report.notes:
             console.print(f"[yellow]note[/]: {escape(f'{note.kind}: {note.path} — {note.detail}; {note.fix}')}",
                           highlight=False)
-        console.print(f"data fingerprint {report.fingerprint} (run records keep it as data.fingerprint; the same "
-                      f"files, labels and boxes give the same one anywhere)", highlight=False, markup=False)
+        console.print(f"data fingerprint {report.fingerprint} (run records keep it as data.fingerprint: the same "
+                      f"images, labels and boxes give the same one at any path)", highlight=False, markup=False)
         notes = f" ({len(report.notes)} note{'' if len(report.notes) == 1 else 's'})" if report.notes else ""
         n = len(report.problems)
         console.print(("[green]no problems found[/]" if report.ok else f"{n} problem{'' if n == 1 else 's'} found")

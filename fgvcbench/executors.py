@@ -50,45 +50,58 @@ def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
 
 
-def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = frozenset(), rerun: bool = True) -> None:
-    """A UserError where finished runs of ``suite.runs`` (those not in ``skip``, the runs
-    ``--rerun`` replaces) were made on other data than their dataset's folder holds now: a
-    run id names the dataset by its adapter, options and folder name, not by the folder's
-    content, so resuming would skip those runs and the tables would mix two versions of the
-    data. Each dataset with such records is listed once (its lists are read, its files
-    stat'ed); one whose data cannot be read now is left to its runs, which say why.
-    ``rerun``: the command has ``--rerun`` (the fix names it)."""
+def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = frozenset(), rerun: bool = True,
+                        preview: bool = False) -> None:
+    """A UserError where finished runs of the suite's grid (the whole grid, also outside
+    ``--only``: the tables ``run`` prints cover it; not those in ``skip``, which ``--rerun``
+    replaces) were made on other data than their dataset holds now: a run id names the
+    dataset by its adapter, options and folder name, not by the folder's content, so
+    resuming would skip those runs and the tables would mix two versions of the data.
+    Every such dataset is named, with its counts then and now; its lists are read once and
+    its files stat'ed (the first 4 KiB of each read). A dataset whose data cannot be read
+    now is left to its runs, which say why. ``rerun``: the command has ``--rerun`` (the fix
+    names it). ``preview`` (a dry run): only datasets read from a folder as they are — a
+    view or generated data, which loading may write into the cache, is left to the run."""
     from fgvcbench.errors import UserError
     from fgvcbench.run import data_identity, load_splits
     from fgvcbench.spec import canonical_json, dataset_label
     store = Store(suite.output)
+    kept = {spec.run_id for spec in suite.runs}
     made: dict[str, list] = {}   # dataset (canonical JSON) -> [(spec, record data)] of its finished runs
-    for spec in suite.runs:
-        if spec.run_id in skip:
+    for spec in suite.grid if suite.grid is not None else suite.runs:
+        adapter = registry.datasets.get(spec.dataset["name"])
+        if spec.run_id in skip or adapter is None or (preview and not adapter.needs_root):
             continue
         record = store.get(spec.run_id)
         data = record_data(record) if record and record_problem(record) is None and \
             record["status"] in ("ok", "diverged") else None
         if data is not None:
             made.setdefault(canonical_json(spec.dataset), []).append((spec, data))
+    stale, outside, parts = 0, 0, []
     for runs in made.values():
         spec = runs[0][0]
         try:
-            now = data_identity(spec, registry, load_splits(spec, registry, suite.cache_dir))
+            now = data_identity(spec, load_splits(spec, registry, suite.cache_dir), suite.cache_dir)
         except Exception:  # noqa: BLE001 — a dataset that cannot be read fails its runs, with the reason
             continue
-        other = [data for _, data in runs if data["fingerprint"] != now["fingerprint"]]
+        other = [(s, data) for s, data in runs if data["fingerprint"] != now["fingerprint"]]
         if not other:
             continue
-        then = other[0]
+        stale += len(other)
+        outside += sum(s.run_id not in kept for s, _ in other)
+        then = other[0][1]
         counts = (f"then {data_counts(then)}, now {data_counts(now)}" if data_counts(then) != data_counts(now)
                   else f"the same counts ({data_counts(now)}), other files, labels or boxes")
-        n = len(other)
-        raise UserError(
-            f"{n} finished run{'s' if n != 1 else ''} in {suite.output} {'were' if n != 1 else 'was'} made on other "
-            f"data than {dataset_label(spec.dataset)}'s folder {spec.data_root} holds now ({counts}) — keep the new "
-            f"data's runs apart with another --output" + (f", or run them again with --rerun all (the old records "
-                                                            f"move to {suite.output}/replaced/)" if rerun else ""))
+        where = f"in {spec.data_root}" if spec.data_root else "generated"
+        parts.append(f"{dataset_label(spec.dataset)} {where}: {counts}")
+    if not stale:
+        return
+    fix = "keep the new data's runs apart with another --output"
+    if rerun:
+        fix += (f", or run them again with --rerun all{' and without --only' if outside else ''} (the old records "
+                f"move to {suite.output}/replaced/)")
+    raise UserError(f"{stale} finished run{'s' if stale != 1 else ''} in {suite.output} {'were' if stale != 1 else 'was'} "
+                    f"made on other data than there is now — {'; '.join(parts)} — {fix}")
 
 
 def _split_terms(text: str) -> list[str]:

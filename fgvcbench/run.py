@@ -71,12 +71,10 @@ def load_splits(spec: RunSpec, registry: Registry, cache_dir: Path) -> DatasetSp
     return dataset.load_checked(request)
 
 
-def data_identity(spec: RunSpec, registry: Registry, splits: DatasetSplits) -> dict[str, Any]:
-    """``splits.identity()`` (fingerprint, classes, images per split), with the files' sizes
-    where the dataset reads a folder (generated data is defined by its options)."""
-    dataset = registry.datasets[spec.dataset["name"]]
-    files = dataset.folder_reader(spec.dataset["options"], registry.datasets) is not None
-    return splits.identity(files=files)
+def data_identity(spec: RunSpec, splits: DatasetSplits, cache_dir: Path) -> dict[str, Any]:
+    """``splits.identity`` (fingerprint, classes, images per split), paths named below the
+    data root and the dataset cache (where :func:`load_splits` lets adapters generate)."""
+    return splits.identity({"data": spec.data_root, "cache": Path(cache_dir) / "datasets"})
 
 
 class RunContext:
@@ -133,7 +131,7 @@ class RunContext:
         """The loaded data's fingerprint and counts (:func:`data_identity`): the record's
         ``data``, and part of every stage's key."""
         if self._data_identity is None:
-            self._data_identity = data_identity(self.spec, self._registry, self.load_splits())
+            self._data_identity = data_identity(self.spec, self.load_splits(), self.cache_dir)
         return self._data_identity
 
     def load_data(self, image_size: int | None = None, use_boxes: bool = False,

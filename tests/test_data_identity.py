@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from fgvcbench.api import DatasetSplits, ImageList, Method, hookimpl
+from fgvcbench.api import DatasetSplits, ImageList
 from fgvcbench.cli import app
 
 from conftest import tiny_suite
@@ -75,8 +74,34 @@ def test_the_fingerprint_follows_the_content_not_the_folder(tmp_path):
     changed["a file replaced"] = _splits(ta, sa).identity()
     for what, identity in changed.items():
         assert identity["fingerprint"] != first["fingerprint"], what
-    # generated data is defined by its options: its files' sizes are left out
-    assert _splits(ta, sa).identity(files=False) == _splits(tb, sb).identity(files=False)
+    # two files of one size swapped (uncompressed images: what a relabelling by hand looks like)
+    one, two = ta[2], ta[3]
+    for path, value in ((one, 10), (two, 200)):
+        Image.fromarray(np.full((30, 30, 3), value, np.uint8)).save(path.with_suffix(".bmp"))
+    bmp = [one.with_suffix(".bmp"), two.with_suffix(".bmp")]
+    before = _splits(bmp + ta[4:], sa).identity()["fingerprint"]
+    swap = bmp[0].read_bytes()
+    bmp[0].write_bytes(bmp[1].read_bytes())
+    bmp[1].write_bytes(swap)
+    assert _splits(bmp + ta[4:], sa).identity()["fingerprint"] != before
+
+
+def test_images_from_the_data_root_and_the_cache_are_named_below_them(tmp_path):
+    """A view mixes the data root's images with ones generated into the cache (weak_shot's
+    out-of-distribution images): another data root and another cache give the same
+    fingerprint; a generated file's bytes (the local encoder's) do not count."""
+    runs = []
+    for place in ("one", "two"):
+        data = _folder(tmp_path / place / "data" / "birds")
+        cache = tmp_path / place / "cache"
+        generated = cache / "synthetic-abc" / "train"
+        generated.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((20, 20, 3), i * 40 + len(place), np.uint8)).save(generated / f"{i}.png")
+        train = sorted((data / "train").rglob("*.png")) + sorted(generated.glob("*.png"))
+        runs.append(_splits(train, sorted((data / "test").rglob("*.png"))).identity({"data": data, "cache": cache}))
+    assert runs[0] == runs[1]
+    assert runs[0]["images"] == {"train": 15, "test": 6}
 
 
 @pytest.fixture
@@ -102,7 +127,7 @@ def test_resuming_runs_made_on_other_data_is_refused(runner, folder_suite):
 
     shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
     text = _one_line(runner.invoke(app, ["run", str(suite), "--no-progress"]))
-    assert "1 finished run in" in text and "made on other data than imagefolder@birds's folder" in text
+    assert "1 finished run in" in text and "made on other data than there is now — imagefolder@birds in" in text
     assert "then 3 classes, 12 train / 6 test images, now 3 classes, 13 train / 6 test images" in text
     assert "--output" in text and "--rerun all" in text
     assert [r["data"]["fingerprint"] for r in _records(out)] == [before]   # nothing moved or redone
@@ -140,32 +165,44 @@ def test_records_made_before_records_kept_their_data_still_resume(runner, folder
     assert result.exit_code == 0 and "0 ran, 1 resumed" in result.output
 
 
-def _stage_counter(calls):
-    mod = types.ModuleType("stage_counter")
+def test_a_cached_stage_is_not_reused_on_other_data(tmp_path):
+    import torch
 
-    def run(ctx):
-        def compute():
-            calls.append(ctx.seed)
-            return {"n": len(ctx.load_splits().train)}
-        return {"top1": float(ctx.stage("count", compute, inputs={"dataset": ctx.spec.dataset})["n"])}
-    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="counts_images", run=run)])
-    return mod
-
-
-def test_a_cached_stage_is_not_reused_on_other_data(runner, tmp_path, registry_with):
-    calls = []
-    registry_with(_stage_counter(calls))
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.run import RunContext
+    from fgvcbench.store import Store
+    from fgvcbench.suite import load_suite
     birds = _folder(tmp_path / "data" / "birds")
     suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: birds}]", backbones="[pixels]",
-                       methods="[counts_images]", seeds="[0, 1, 2]", extra=f"data_root: {tmp_path / 'data'}")
-    result = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=0,seed=1"])
-    assert result.exit_code == 0, result.output
-    assert calls == [0]   # seed 1 reused seed 0's stage: its inputs hold no seed
+                       extra=f"data_root: {tmp_path / 'data'}")
+    registry = get_registry()
+    spec = load_suite(suite, registry).runs[0]
+    calls = []
+
+    def counted():
+        ctx = RunContext(spec, registry, Store(tmp_path / "out"), device=torch.device("cpu"),
+                         cache_dir=tmp_path / "cache")
+
+        def compute():
+            calls.append(1)
+            return {"n": len(ctx.load_splits().train)}
+        return ctx.stage("count", compute, inputs={"dataset": spec.dataset})["n"]
+    assert counted() == 12 and counted() == 12 and len(calls) == 1   # the same data: the stage is reused
     shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
-    result = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=2"])
+    assert counted() == 13 and len(calls) == 2   # the same inputs, other data: computed again
+
+
+def test_only_does_not_hide_runs_made_on_other_data(runner, tmp_path):
+    birds = _folder(tmp_path / "data" / "birds")
+    suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: birds}]", backbones="[pixels]",
+                       seeds="[0, 1]", extra=f"data_root: {tmp_path / 'data'}")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=0"])
     assert result.exit_code == 0, result.output
-    assert calls == [0, 2]   # the same inputs, other data: computed again
-    assert sorted(r["metrics"]["top1"] for r in _records(tmp_path / "out")) == [12.0, 12.0, 13.0]
+    shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
+    # seed 1 alone would be new: but run's tables cover seed 0 too, made on the other data
+    text = _one_line(runner.invoke(app, ["run", str(suite), "--no-progress", "--only", "seed=1"]))
+    assert "1 finished run in" in text and "--rerun all and without --only" in text
+    assert len(_records(tmp_path / "out")) == 1
 
 
 def test_ablate_refuses_to_reuse_runs_made_on_other_data(runner, tmp_path):
@@ -177,7 +214,7 @@ def test_ablate_refuses_to_reuse_runs_made_on_other_data(runner, tmp_path):
     assert result.exit_code == 0, result.output
     shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
     text = _one_line(runner.invoke(app, args))
-    assert "made on other data than imagefolder@birds's folder" in text
+    assert "made on other data than there is now — imagefolder@birds" in text
     assert "another --output" in text and "--rerun" not in text   # ablate has no --rerun
 
 

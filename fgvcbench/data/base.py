@@ -62,36 +62,57 @@ class DatasetSplits:
     crop_to_boxes: bool = False
     extra: dict[str, ImageList] = field(default_factory=dict)
 
-    def identity(self, files: bool = True) -> dict[str, Any]:
+    def identity(self, roots: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """What a run record keeps of the data it trained on (its ``data``): a ``fingerprint``
-        of every list (each image's path below the folder all images share, its label, box,
-        coarse label and further columns, with ``files`` its size on disk; the class names)
-        and the counts — ``classes`` and ``images`` per split. The same data copied to another
-        machine or folder has the same fingerprint; an image added, removed, relabelled,
-        moved to the other split or replaced by another file changes it. ``files=False``
-        (generated data, which the options define) leaves the sizes out."""
+        of every list — each image's path, its label, box, coarse label and further columns,
+        the size and first 4 KiB of its file; the class names — and the counts: ``classes``
+        and ``images`` per split.
+
+        A path is named below the first of ``roots`` (name → folder: the data root, the
+        cache) that holds it, else below the folder the other paths share, so the same data
+        at another place, or another cache, has the same fingerprint. Files under
+        ``roots["cache"]`` were generated there (synthetic images, a view's out-of-distribution
+        ones): their options define them and their bytes depend on the local encoder, so only
+        their names count. An image added, removed, relabelled, moved to the other split or
+        replaced by a file whose size or first 4 KiB differ changes the fingerprint; an edit
+        past the first 4 KiB that keeps the size does not."""
         import hashlib
         import json
         import os
         lists = [("train", self.train), ("val", self.val), ("test", self.test), *sorted(self.extra.items())]
         lists = [(name, images) for name, images in lists if images is not None]
-        folders = {os.path.dirname(os.path.abspath(p)) for _, images in lists for p in images.paths}
-        base = os.path.commonpath(sorted(folders)) if folders else ""
+        named = [(key, os.path.abspath(folder)) for key, folder in (roots or {}).items() if folder is not None]
+        generated = os.path.abspath(roots["cache"]) if roots and roots.get("cache") is not None else None
+
+        def below(path: str, folder: str) -> bool:
+            return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+        def root_of(path: str) -> tuple[str, str] | None:
+            return next(((key, folder) for key, folder in named if below(path, folder)), None)
+        others = {os.path.dirname(os.path.abspath(p)) for _, images in lists for p in images.paths
+                  if root_of(os.path.abspath(p)) is None}
+        base = os.path.commonpath(sorted(others)) if others else ""
         h = hashlib.sha256(json.dumps({"crop_to_boxes": self.crop_to_boxes}).encode())
         for name, images in lists:
             h.update(json.dumps([name, images.class_names, images.coarse_names, images.trim_bottom,
                                  {k: v for k, v in sorted(images.meta.items())}], default=str).encode())
             for i, path in enumerate(images.paths):
-                size = -1
-                if files:
+                path = os.path.abspath(path)
+                found = root_of(path)
+                key, folder = found if found else ("", base)
+                rel = key + ":" + os.path.relpath(path, folder).replace(os.sep, "/")
+                size, head = -1, b""
+                if generated is None or not below(path, generated):
                     try:
                         size = os.stat(path).st_size
+                        with open(path, "rb") as fh:
+                            head = fh.read(4096)
                     except OSError:   # a missing file: the run that reads it says so
                         pass
-                rel = os.path.relpath(os.path.abspath(path), base).replace(os.sep, "/")
                 box = images.boxes[i] if images.boxes is not None else None
                 coarse = images.coarse_labels[i] if images.coarse_labels is not None else None
                 h.update(json.dumps([rel, images.labels[i], box, coarse, size], default=str).encode())
+                h.update(hashlib.sha256(head).digest())
         return {"fingerprint": h.hexdigest()[:16], "classes": len(self.train.class_names),
                 "images": {name: len(images) for name, images in lists}}
 

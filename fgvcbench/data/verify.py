@@ -103,10 +103,10 @@ def _longer_than(size: tuple[int, int], images, i: int, boxed: bool, aspect: flo
 
 
 def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: int | None = None,
-                  split_lists: str | None = None) -> VerifyReport:
+                  split_lists: str | None = None, cache_dir: Path | None = None) -> VerifyReport:
     from fgvcbench.data.pipeline import MAX_ASPECT
     report = VerifyReport(dataset=name, root=str(root) if root else None,
-                          fingerprint=splits.identity(files=root is not None)["fingerprint"])
+                          fingerprint=splits.identity({"data": root, "cache": cache_dir})["fingerprint"])
     named = {"train": splits.train, "test": splits.test}
     if splits.val is not None:
         named["val"] = splits.val
@@ -195,4 +195,5 @@ def verify_dataset(spec: DatasetSpec, root: Path | None, options: dict, cache_di
     metadata is malformed) and verify. ``split_lists``: where the folder's splits are listed
     (default: the spec's own; a view passes its base's)."""
     request = DatasetRequest(root=root, options={**spec.options, **options}, cache_dir=cache_dir)
-    return verify_splits(spec.name, root, spec.load_checked(request), split_lists=split_lists or spec.split_lists)
+    return verify_splits(spec.name, root, spec.load_checked(request), split_lists=split_lists or spec.split_lists,
+                         cache_dir=cache_dir)
