@@ -381,6 +381,14 @@ def provenance(device: torch.device) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
+def _numerics(device: torch.device, recipe: Mapping[str, Any]) -> dict[str, str]:
+    """What the engine did with the recipe's ``amp`` and ``channels_last``, which it applies
+    on CUDA only: a CPU record says fp32 and contiguous whatever its spec.recipe holds."""
+    cuda = device.type == "cuda"
+    return {"precision": "bf16-autocast" if cuda and recipe.get("amp", True) else "fp32",
+            "memory_format": "channels_last" if cuda and recipe.get("channels_last", True) else "contiguous"}
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -467,7 +475,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         data = None
     record = {"schema": SCHEMA, "run_id": spec.run_id, "status": status, "spec": spec.to_dict(), "data": data,
               "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost, "stages": ctx.stages,
-              "provenance": {**provenance(device), "method_plugin": _plugin_of(registry, spec.method),
+              "provenance": {**provenance(device), **_numerics(device, spec.recipe),
+                             "method_plugin": _plugin_of(registry, spec.method),
                              "started": started, "finished": _now()}, "error": error}
     return record
 

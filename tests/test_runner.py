@@ -654,3 +654,12 @@ def test_a_rerun_cut_short_leaves_the_record_and_the_next_one_completes_it(runne
     claims.release(run_id)
     again = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged"])
     assert again.exit_code == 0 and "1 record moved" in again.output and "1 ran" in again.output
+
+
+def test_a_cpu_record_says_it_trained_in_fp32_whatever_its_recipe_asks(runner, tmp_path):
+    suite = tiny_suite(tmp_path, backbones="[pixels]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    (record,) = records(tmp_path / "out").values()
+    assert record["spec"]["recipe"]["amp"] is True and record["spec"]["recipe"]["channels_last"] is True
+    assert record["provenance"]["precision"] == "fp32" and record["provenance"]["memory_format"] == "contiguous"
