@@ -144,3 +144,9 @@ def test_two_entries_of_one_dataset_get_their_own_sections_and_charts_and_images
     assert locate("/home/someone/.cache/fgvcbench/datasets/" + tail, (here,)) == f"{here}/datasets/{tail}"
     bad = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep2"), "--data-root", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--data-root" in bad.output and "no such folder" in bad.output
+
+
+def test_class_names_cut_in_figures_say_so():
+    from fgvcbench.report.report import _short
+    assert _short("Black_footed_Albatross") == "Black_footed_Alba…" and len(_short("x" * 40)) == 18
+    assert _short("Laysan_Albatross") == "Laysan_Albatross"   # what fits stays whole

@@ -120,7 +120,7 @@ def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str, da
                 except OSError:
                     ax.text(0.5, 0.5, "image not on\nthis machine\n(report --data-root)", ha="center", va="center",
                             fontsize=7)
-                ax.set_title(f"{names[true][:18]}\n→ {names[wrong][:18]}", fontsize=7)
+                ax.set_title(f"{_short(names[true])}\n→ {_short(names[wrong])}", fontsize=7)
         axes[row][0].text(-0.08, 0.5, f"{n} errors", transform=axes[row][0].transAxes, rotation=90,
                           va="center", ha="right", fontsize=8)
     fig.suptitle(title, fontsize=9)
@@ -128,6 +128,11 @@ def _confusion_figure(predictions: list[dict], pairs, path: Path, title: str, da
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _short(name: str, width: int = 18) -> str:
+    """``name`` in at most ``width`` characters, an ellipsis where it was cut."""
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 MARKERS = "os^DvP*X<>"
@@ -150,10 +155,10 @@ def _scatter_cost(df, path: Path, devices: str, unit: str, dataset: str) -> None
                                fmt=marker, capsize=3, label=label, color=colour)
             colour = bars[0].get_color()
             named = part["variant"].nunique() > 1 and not part["variant"].str.startswith("steps:").all()
-            for r in rows.itertuples():
-                if named:
-                    ax.annotate(r.variant, (r.device_seconds_total_mean, r.top1_mean), fontsize=6, xytext=(3, 3),
-                                textcoords="offset points")
+            for k, r in enumerate(rows.sort_values("device_seconds_total_mean").itertuples()):
+                if named:   # neighbours above and below in turn, so close points' names do not print over each other
+                    ax.annotate(r.variant, (r.device_seconds_total_mean, r.top1_mean), fontsize=6,
+                                xytext=(3, 3 if k % 2 == 0 else -9), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel(f"{unit} of training per run (× devices; cached phases included; mean over seeds)", fontsize=8)
     ax.set_title("\n".join(textwrap.wrap(f"{dataset} · {devices}", 90)), fontsize=7)   # wrapped, not cut

@@ -257,7 +257,8 @@ def run_metric_learning(ctx: RunContext) -> dict:
     metrics["mean_class_acc"] = metrics["knn1_mean_class_accuracy"]
     torch.save({"embeddings": test_emb, "labels": data.test.labels}, ctx.artifact_dir / "test_embeddings.pt")
     if p["tsne"]:
-        tsne_plot(before, test_emb, data.test.labels, ctx.artifact_dir / "tsne.png", ctx.seed)
+        tsne_plot(before, test_emb, data.test.labels, ctx.artifact_dir / "tsne.png", ctx.seed,
+                  class_names=list(data.class_names))
     return metrics
 
 

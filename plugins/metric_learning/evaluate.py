@@ -79,8 +79,11 @@ def cosine_similarities(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[
             "inter_cosine": float(inter.mean()) if len(inter) else float("nan")}
 
 
-def tsne_plot(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor, path, seed: int) -> bool:
-    """Two t-SNE panels (scikit-learn) of the test embeddings before and after training."""
+def tsne_plot(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor, path, seed: int,
+              class_names: list[str] | None = None) -> bool:
+    """Two t-SNE panels (scikit-learn) of the test embeddings before and after training, a
+    colour per class: named in a legend up to 12 classes, else counted in the caption (the
+    palette repeats after 20)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -88,14 +91,25 @@ def tsne_plot(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor, p
         from sklearn.manifold import TSNE
     except ImportError:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    y = labels.numpy()
+    present = sorted(set(y.tolist()))
+    palette = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, 2, figsize=(9 + (1.6 if len(present) <= 12 else 0), 4.4))
     for ax, emb, title in ((axes[0], before, "before training"), (axes[1], after, "after training")):
         perplexity = max(2.0, min(30.0, (len(emb) - 1) / 3))
         xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb.numpy())
-        ax.scatter(xy[:, 0], xy[:, 1], c=labels.numpy(), cmap="tab20", s=8)
         ax.set_title(f"test embeddings, {title}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
+        for k, label in enumerate(present):
+            mask = y == label
+            name = class_names[label] if class_names and label < len(class_names) else str(label)
+            ax.scatter(xy[mask, 0], xy[mask, 1], color=palette(k % 20), s=8,
+                       label=(name if len(name) <= 24 else name[:23] + "…"))
+    if len(present) <= 12:
+        axes[1].legend(fontsize=6, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(f"{len(present)} test classes, one colour each" + (" (colours repeat after 20)" if len(present) > 20
+                                                                    else ""), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
