@@ -593,7 +593,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     a, b = (_by_seed(records, plan.method, ds[0]["name"], bb["name"], steps) for steps in (without, with_))
     result = compare_sides(a, b)
     p = result["paired"]
-    table = Table(title=escape(f"ablate {step} ({mode}) · {ds[0]['name']} · {bb['name']} · seeds {result['seeds']}"))
+    table = Table(title=escape(f"ablate {step} ({mode}) · {dataset_label(ds[0])} · {bb['name']} · seeds {result['seeds']}"))
     for col in ("side", "steps", "top-1 % mean ± std", "n", result["cost_label"]):
         table.add_column(col)
     from fgvcbench.report.stats import format_mean_std, signed

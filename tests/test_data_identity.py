@@ -210,8 +210,9 @@ def test_ablate_refuses_to_reuse_runs_made_on_other_data(runner, tmp_path):
     suite = tiny_suite(tmp_path, datasets="[{name: imagefolder, root: birds}]", backbones="[pixels]",
                        methods="[recipe]", extra=f"data_root: {tmp_path / 'data'}")
     args = ["ablate", "--step", "label_smoothing", "--suite", str(suite), "--no-progress"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    assert "ablate label_smoothing (cumulative) · imagefolder@birds · pixels" in result.output   # its table's label
     shutil.copy(birds / "train" / "c0" / "0.png", birds / "train" / "c1" / "extra.png")
     text = _one_line(runner.invoke(app, args))
     assert "made on other data than there is now — imagefolder@birds" in text

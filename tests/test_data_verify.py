@@ -47,6 +47,21 @@ def test_planted_corruption_duplicate_and_missing_file_are_each_reported(tmp_pat
     assert any(str(images[1]) in line for line in lines if line.startswith("corrupt"))
     assert any(str(test_img) in line and str(train_img) in line for line in lines if line.startswith("duplicate"))
     assert "3 problems found" in result.stdout
+    text = " ".join(result.stdout.split())   # a listed image is deleted with its entries; a folder's, alone
+    assert "or delete it and its entries in the lists that name it (train_test_split.txt among them)" in text
+
+
+def test_a_corrupt_image_of_a_folder_layout_is_deleted_alone(tmp_path, runner):
+    root = tmp_path / "folder"
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            Image.new("RGB", (12, 12), (40 if c == "a" else 200, 0, 0)).save(root / split / c / f"{split}.png")
+    (root / "test" / "b" / "bad.png").write_bytes(b"garbage")
+    result = runner.invoke(app, ["data", "verify", "imagefolder", "--root", str(root)])
+    assert result.exit_code == 1, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("corrupt"))
+    assert line.endswith("fix: replace it with the original file, or delete it")
 
 
 def test_per_class_lists_every_class_of_every_split(tmp_path, runner):

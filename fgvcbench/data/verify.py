@@ -132,7 +132,9 @@ def verify_splits(name: str, root: Path | None, splits: DatasetSplits, workers: 
                                                    "restore the file from the original archive"))
                 elif error:
                     report.problems.append(Problem("corrupt", path, error,
-                                                   "replace it with the original file, or delete it and its line"))
+                                                   "replace it with the original file, or delete it" +
+                                                   (f" and its entries in the lists that name it ({split_lists} among them)"
+                                                    if split_lists else "")))
                 if not digest:
                     continue
                 if digest not in digests[split]:
