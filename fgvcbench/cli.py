@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -164,9 +163,6 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     warn_plugins(registry)
     suite = load_suite(suite_file, registry, scale=scale, seeds=_parse_seeds(seeds), output=output, device=device,
                        data_root=data_root, check_data=not dry_run and only is None)   # --only: its runs' data
-    if os.environ.get("RANK", "0") == "0":   # under torchrun once (the process group starts later), not per rank
-        for note in suite.notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     chosen = suite.executor if executor is None else executor   # --executor '' is a mistake, not the default
     if chosen not in EXECUTORS:
         raise UserError(f"--executor {chosen!r}: use {' or '.join(EXECUTORS)}")
@@ -195,6 +191,8 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         # world size × batch size is the global batch: these are other runs than one process's
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
         _apply_only(suite, only, check_data=True)
+        if distributed.is_main():
+            _print_notes(suite)
         reruns = select_reruns(suite, rerun) if rerun is not None else []   # every rank checks: all exit 2 together
         check_data_versions(suite, registry, {spec.run_id for spec in reruns})
         if rerun is not None:
@@ -218,6 +216,7 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
             raise typer.Exit(1)
         return
     _apply_only(suite, only, check_data=not dry_run)
+    _print_notes(suite)
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
@@ -321,6 +320,14 @@ def _apply_only(suite, only: Optional[List[str]], check_data: bool) -> None:
     suite.runs, suite.grid = select_only(suite, only), suite.runs
     if check_data:
         suite.check_roots()
+
+
+def _print_notes(suite) -> None:
+    """The suite's notes about the runs this command runs (``--only`` keeps its own)."""
+    kept = {spec.run_id for spec in suite.runs}
+    for note, ids in suite.notes:
+        if ids & kept:
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def _suite_tables(suite) -> None:

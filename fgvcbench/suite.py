@@ -202,8 +202,9 @@ class Suite:
     run_cluster: dict = field(default_factory=dict)
     grid: list[RunSpec] | None = None   # the whole grid, where `run --only` narrowed ``runs``
     root_errors: dict = field(default_factory=dict)   # dataset (canonical JSON) -> its missing root's error
-    # notes to print before running: train: values a methods entry's (or the ablation's) recipe steps overwrite
-    notes: list[str] = field(default_factory=list)
+    # notes to print before running, each with the run ids it is about: train: values a methods
+    # entry's (or the ablation's) recipe steps replace
+    notes: list[tuple[str, set]] = field(default_factory=list)
     train_given: dict = field(default_factory=dict)   # the suite's own train: settings (what `ablate` checks)
 
     def check_roots(self) -> None:
@@ -652,27 +653,37 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
         ck.fail((), "the grid is empty", "list at least one dataset, backbone and method (or an ablation:)")
     baseline = _baseline(data.get("baseline"), runs, ck)
-    notes = []
+    notes: list[tuple[str, set[str]]] = []   # (note, the run ids of what it is about): `--only` shows its own
+    found: dict[str, list] = {}   # one finding (fields, steps, values) -> [where, ids, overwritten, given, entry keys]
     for method, variants, params, train, mpath in methods:
         given = {**suite_train, **train}
-        if not given:
-            continue
-        rows = [method.resolve_params(v, params).get("steps") for v in variants]
+        rows = [method.resolve_params(v, params).get("steps") for v in variants] if given else []
         rows = [r for r in rows if isinstance(r, list)]
+        if not rows:
+            continue
         recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
         overwritten = steps_overwrite(registry, recipe, rows, given)
         if overwritten:
             line = ck.lines.get(mpath)
-            notes.append(steps_overwrite_note(f"{_dotted(mpath)} ({method.name}" + (f", line {line})" if line else ")"),
-                                              overwritten, given, suite_level=any(k not in train for k in overwritten)))
+            ids = {spec.run_id for spec in runs if spec.method == method.name}
+            where = f"{_dotted(mpath)} ({method.name}" + (f", line {line})" if line else ")")
+            key = canonical_json([overwritten, given, sorted(set(train) & set(overwritten))])
+            found.setdefault(key, [[], set(), overwritten, given, set(train)])
+            found[key][0].append(where)
+            found[key][1] |= ids
     if ablation and suite_train:
         method = registry.methods[ablation.method]
         recipe = _resolve_recipe(method, scale, preset, suite_train, {}, ck, ("ablation",))
         overwritten = steps_overwrite(registry, recipe, [steps for _, steps in ablation.rows()], suite_train)
         if overwritten:
             line = ck.lines.get(("ablation",))
-            notes.append(steps_overwrite_note("ablation" + (f" (line {line})" if line else ""), overwritten,
-                                              suite_train))
+            key = canonical_json([overwritten, suite_train, []])
+            found.setdefault(key, [[], set(), overwritten, suite_train, set()])
+            found[key][0].append("ablation" + (f" (line {line})" if line else ""))
+            found[key][1] |= {spec.run_id for spec in runs if spec.method == method.name
+                              and spec.variant.startswith("steps:")}
+    for wheres, ids, overwritten, given, entry_keys in found.values():   # the same finding once, naming each place
+        notes.append((steps_overwrite_note(" and ".join(wheres), overwritten, given, entry_keys), ids))
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
                  data_root=data_root, cache_dir=cache_dir, runs=runs,
                  description=str(data.get("description", "")),
@@ -681,42 +692,79 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  baseline=baseline, root_errors=root_errors, notes=notes, train_given=dict(suite_train))
 
 
-def steps_overwrite(registry, recipe: Recipe, rows: list[list[str]], given: dict[str, Any]) -> dict[str, str]:
-    """The ``train:`` settings (``given``) that recipe steps overwrite: field -> the first step
-    that sets it to another value, over each list of steps in ``rows`` applied to ``recipe`` in
-    order (a field some row's steps leave alone is still listed where another row overwrites
-    it). A step that sets the value ``train:`` gave overwrites nothing."""
-    found: dict[str, str] = {}
+def _probe(value: Any) -> Any:
+    """Another value of ``value``'s type, to tell a step that scales a setting from one that
+    replaces it; ``_probe`` itself where there is none to try (None)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 7
+    if isinstance(value, float):
+        return value * 1.5 + 0.125
+    if isinstance(value, str):
+        return value + "-probe"
+    return _probe
+
+
+def _through(registry, recipe: Recipe, steps: list[str]) -> list[Recipe] | None:
+    """``recipe`` after each of ``steps`` in turn (the first item: ``recipe``); None where a
+    step is unknown or raises (its runs fail and say why)."""
+    trail = [recipe]
+    for name in steps:
+        step = registry.recipe_steps.get(name)
+        if step is None:
+            return None
+        try:
+            trail.append(step.apply(trail[-1]))
+        except Exception:  # noqa: BLE001
+            return None
+    return trail
+
+
+def steps_overwrite(registry, recipe: Recipe, rows: list[list[str]], given: dict[str, Any]) -> dict[str, tuple]:
+    """The ``train:`` settings (``given``, already in ``recipe``) that recipe steps replace:
+    field -> (the step that last set it, the value trained), from the first of ``rows`` (lists
+    of steps) that does. A field the steps leave at ``train:``'s value at the end is not
+    one, nor one they derive from it (``long_training`` multiplies the epochs it is given,
+    ``fixres`` sizes from the image size: another ``train:`` value would train otherwise)."""
+    found: dict[str, tuple] = {}
     for steps in rows:
-        current = recipe
-        for name in steps:
-            step = registry.recipe_steps.get(name)
-            if step is None:
-                break
-            try:
-                after = step.apply(current)
-            except Exception:  # noqa: BLE001 — a broken step fails its runs, with the reason
-                break
-            for key in given:
-                if key not in found and getattr(after, key) != getattr(current, key):
-                    found[key] = name
-            current = after
+        trail = _through(registry, recipe, steps)
+        if trail is None:
+            continue
+        for key in given:
+            final = getattr(trail[-1], key)
+            if key in found or final == getattr(recipe, key):
+                continue
+            probe = _probe(getattr(recipe, key))
+            if probe is not _probe:
+                try:
+                    other = _through(registry, recipe.replace(**{key: probe}), steps)
+                except Exception:  # noqa: BLE001 — a value the recipe refuses: no probe
+                    other = None
+                if other is not None and getattr(other[-1], key) != final:
+                    continue   # derived from train:'s value
+            last = max(i for i in range(1, len(trail)) if getattr(trail[i], key) != getattr(trail[i - 1], key))
+            found[key] = (steps[last - 1], final)
     return found
 
 
-def steps_overwrite_note(where: str, overwritten: dict[str, str], given: dict[str, Any],
-                         suite_level: bool = True) -> str:
-    """The note for :func:`steps_overwrite`'s finding; ``suite_level``: some of them come from
-    the suite's own ``train:`` (which other methods read too), not the entry's."""
+def steps_overwrite_note(where: str, overwritten: dict[str, tuple], given: dict[str, Any],
+                         entry_keys: set[str] | frozenset = frozenset()) -> str:
+    """The note for :func:`steps_overwrite`'s finding; ``entry_keys``: those set in a methods
+    entry's own ``train:`` (the others come from the suite's, which other methods read too)."""
     n = len(overwritten)
-    them = "it" if n == 1 else "them"
-    fix = (f"move {them} from the suite's train: to the train: of the methods entries meant to use {them}"
-           if suite_level else f"remove {them} from this entry's train:")
-    fields = "; ".join(f"{key}: {given[key]} (from step {step!r} on)" for key, step in overwritten.items())
-    return (f"{where}: its recipe steps overwrite {n} train: setting{'s' if n != 1 else ''} — {fields}; runs train "
+    fields = "; ".join(f"{key}: {given[key]} → {final} (step {step!r})" for key, (step, final) in overwritten.items())
+    mine = [k for k in overwritten if k in entry_keys]
+    suite = [k for k in overwritten if k not in entry_keys]
+    fixes = ([f"remove {', '.join(mine)} from this entry's train:"] if mine else []) + \
+        ([f"move {', '.join(suite)} from the suite's train: to the train: of the methods entries meant to use "
+          f"{'it' if len(suite) == 1 else 'them'}"] if suite else [])
+    steps = len({step for step, _ in overwritten.values()})
+    return (f"{where}: its recipe steps replace {n} train: setting{'s' if n != 1 else ''} — {fields}; runs train "
             f"with the steps' values (--dry-run and a record's spec.recipe show train:'s, notes.applied_recipe what "
-            f"trained): {fix}, or leave out the step{'s' if len(set(overwritten.values())) != 1 else ''} that "
-            f"set{'s' if len(set(overwritten.values())) == 1 else ''} {them}")
+            f"trained): {' and '.join(fixes)}, or leave out the step{'s' if steps != 1 else ''} that "
+            f"set{'s' if steps == 1 else ''} {'it' if n == 1 else 'them'}")
 
 
 def _computation(spec: RunSpec) -> str:

@@ -98,6 +98,9 @@ def test_imagefolder_levels_2_reads_coarse_and_fine_folders(tmp_path, runner):
     coarse = load("coarse", root, of="imagefolder", of_options={"levels": 2}, min_fine=1)
     assert coarse.train.class_names == ["gull", "tern"] and coarse.train.labels == [0, 0, 0, 1, 1]
     assert coarse.train.meta["fine_label"] == [0, 0, 1, 2, 2]
+    (root / "test" / "tern" / "arctic" / "0.png").unlink()
+    (root / "test" / "tern" / "arctic").rmdir()   # a coarse class with no test image, as levels: 1 allows
+    assert load("imagefolder", root, levels=2).test.labels == [1]
     # an image beside the fine folders belongs to no fine class: say where, and what to do
     Image.new("RGB", (8, 8)).save(root / "train" / "gull" / "loose.png")
     with pytest.raises(DataError, match=r"gull holds 1 image\(s\) outside fine-class folders \(e.g. loose.png\) — "

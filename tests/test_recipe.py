@@ -609,30 +609,35 @@ def test_repeated_augmentation_needs_the_fast_pipeline():
 def test_a_note_names_the_train_settings_recipe_steps_overwrite(runner, tmp_path):
     from fgvcbench.suite import load_suite
     registry = get_registry()
-    # lr 0.05 and label_smoothing 0.2: base sets 0.01 and 0.0; lr 0.01 would be base's own (no note for it)
     suite = tiny_suite(tmp_path, methods="[{name: recipe, params: {steps: [base, label_smoothing]}}, finetune]",
                        backbones="[pixels]", extra="")
     text = suite.read_text().replace("batch_size: 8}", "batch_size: 32, lr: 0.05, label_smoothing: 0.2}")
     suite.write_text(text)
-    (note,) = load_suite(suite, registry).notes   # one note: finetune has no steps
+    ((note, ids),) = load_suite(suite, registry).notes   # one note: finetune has no steps
     assert note.startswith("methods[0] (recipe, line ")
-    assert "overwrite 2 train: settings — lr: 0.05 (from step 'base' on); label_smoothing: 0.2 (from step 'base' on)" \
-        in note   # batch_size 32 is base's own value: nothing overwritten
-    assert "move them from the suite's train: to the train: of the methods entries" in note
+    # batch_size 32 is base's own value; lr: base sets 0.01, then label_smoothing 0.4
+    assert "replace 2 train: settings — lr: 0.05 → 0.4 (step 'label_smoothing'); label_smoothing: 0.2 → 0.1 " \
+           "(step 'label_smoothing')" in note
+    assert "move lr, label_smoothing from the suite's train: to the train: of the methods entries" in note
     result = runner.invoke(app, ["run", str(suite), "--dry-run"])
     assert result.exit_code == 0 and "note: methods[0] (recipe, line" in " ".join(result.output.split())
+    only = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finetune"])   # not about its runs
+    assert only.exit_code == 0 and "note:" not in only.output
 
-    # the entry's own train:, and a value a later step overwrites
-    suite.write_text(text.replace("label_smoothing: 0.2}", "}").replace(
+    # the entry's own train: and the suite's, each with its fix; epochs and image_size scaled
+    # by long_training and fixres are derived from train:, not replaced
+    suite.write_text(text.replace(
         "methods: [{name: recipe, params: {steps: [base, label_smoothing]}}, finetune]",
-        "methods: [{name: recipe, params: {steps: [base, label_smoothing]}, train: {lr: 0.01}}]").replace(
-        "lr: 0.05, ", ""))
-    (note,) = load_suite(suite, registry).notes
-    assert "overwrite 1 train: setting — lr: 0.01 (from step 'label_smoothing' on)" in note
-    assert "remove it from this entry's train:, or leave out the step that sets it" in note
+        "methods: [{name: recipe, params: {steps: [base, long_training, fixres]}, train: {lr: 0.3}}]").replace(
+        "lr: 0.05, label_smoothing: 0.2", "label_smoothing: 0.2"))
+    ((note, _),) = load_suite(suite, registry).notes
+    assert "replace 2 train: settings — label_smoothing: 0.2 → 0.0 (step 'base'); lr: 0.3 → 0.01 (step 'base')" \
+        in note and "epochs" not in note and "image_size" not in note
+    assert "remove lr from this entry's train: and move label_smoothing from the suite's train:" in note
 
-    suite.write_text(text.replace("lr: 0.05, label_smoothing: 0.2", "lr: 0.01").replace(   # base's own lr
-        "[base, label_smoothing]", "[base, cosine]"))
+    # a value a later step sets back to train:'s: nothing replaced
+    suite.write_text(text.replace("lr: 0.05, label_smoothing: 0.2", "lr: 0.01").replace(
+        "[base, label_smoothing]", "[large_batch_warmup, base, cosine]"))
     assert load_suite(suite, registry).notes == []
 
 
@@ -643,5 +648,5 @@ def test_ablate_names_the_train_settings_its_steps_overwrite(runner, tmp_path):
                                  "--seeds", "1"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "note: ablate: its recipe steps overwrite 2 train: settings — batch_size: 8 (from step 'base' on); " \
-           "label_smoothing: 0.3 (from step 'base' on)" in text
+    assert "note: ablate: its recipe steps replace 2 train: settings — batch_size: 8 → 128 (step 'large_batch_warmup'); " \
+           "label_smoothing: 0.3 → 0.1 (step 'label_smoothing')" in text

@@ -60,9 +60,10 @@ def _list_folder(split_dir: Path, class_names: list[str], coarse_names: list[str
                      coarse_names=coarse_names)
 
 
-def _two_level_classes(split_dir: Path, layout: str) -> list[str]:
+def _two_level_classes(split_dir: Path, layout: str, empty_ok: bool = False) -> list[str]:
     """``<coarse>/<fine>`` for every fine folder under ``split_dir``'s coarse folders; a
-    DataError for a coarse folder with images of its own or without fine folders."""
+    DataError for a coarse folder with images of its own or (unless ``empty_ok``: the test
+    split, where a class may have no image) without fine folders."""
     classes = []
     for coarse in _class_dirs(split_dir):
         folder = split_dir / coarse
@@ -72,7 +73,7 @@ def _two_level_classes(split_dir: Path, layout: str) -> list[str]:
             raise DataError(f"{folder} holds {len(loose)} image(s) outside fine-class folders (e.g. {loose[0]}) — "
                             f"move them into a <fine> folder, or read the folder with levels: 1; expected {layout}")
         fines = _class_dirs(folder)
-        if not fines:
+        if not fines and not empty_ok:
             raise DataError(f"no fine-class folders in {folder} — with levels: 2 each coarse folder holds one folder "
                             f"per fine class; expected {layout}")
         classes += [f"{coarse}/{fine}" for fine in fines]
@@ -91,7 +92,7 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
         _class_dirs(train_dir)
     if not classes:
         raise DataError(f"no class folders in {train_dir} — expected {layout}")
-    test_classes = _two_level_classes(test_dir, layout) if levels == 2 else _class_dirs(test_dir)
+    test_classes = _two_level_classes(test_dir, layout, empty_ok=True) if levels == 2 else _class_dirs(test_dir)
     extra = sorted(set(test_classes) - set(classes))
     if extra:
         raise DataError(f"test classes without training folders: {', '.join(extra[:5])} — "

@@ -62,7 +62,7 @@ NO_HIERARCHY = ("imagefolder", "flowers102", "dogs", "dtd")
 def check_coarse(o) -> None:
     # imagefolder at levels: 2 has one (another value than 1 is left to the base's own check, which names it)
     two_levels = o["of"] == "imagefolder" and isinstance(o.get("of_options"), dict) and \
-        o["of_options"].get("levels", 1) != 1
+        not (type(o["of_options"].get("levels", 1)) is int and o["of_options"].get("levels", 1) == 1)
     if not isinstance(o["of"], str) or (o["of"] in ("coarse",) + NO_HIERARCHY and not two_levels):
         raise DataError(f"coarse view: of: {o['of']!r} has no coarse level — name a dataset with a hierarchy "
                         f"({HIERARCHIES})")
