@@ -566,7 +566,8 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     result = runner.invoke(app, ["ablate", "--step", "my_smoothing", "--suite", str(suite), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "Δ top-1 (my_smoothing)" in result.output and "base → my_smoothing" in result.output
-    assert "note:" not in result.output
+    assert "note: 'my_smoothing'" not in result.output   # not inert (batch_size 8 → 32 by base: its own note)
+    assert "note: ablate: its recipe steps replace 1 train: setting — batch_size: 8 → 32 (step 'base')" in " ".join(result.output.split())
     inert = runner.invoke(app, ["ablate", "--step", "my_long_step", "--suite", str(suite), "--no-progress"])
     assert inert.exit_code == 0, inert.output
     text = " ".join(inert.output.split())
