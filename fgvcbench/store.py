@@ -360,12 +360,17 @@ class Store:
             except OSError:
                 pass   # the new record replaces it; nothing else to do
 
-    def is_finished(self, run_id: str) -> bool:
-        """A usable record (``record_problem``) of this run that finished (ok or diverged);
-        anything else — a hand-edited or truncated file — is run again."""
+    def finished(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record where it is usable (``record_problem``) and finished (ok or
+        diverged); None for anything else — a hand-edited or truncated file —, which is run again."""
         record = self.get(run_id)
-        return (record is not None and record_problem(record) is None and record.get("run_id") == run_id
-                and record.get("status") in FINISHED)
+        if (record is not None and record_problem(record) is None and record.get("run_id") == run_id
+                and record.get("status") in FINISHED):
+            return record
+        return None
+
+    def is_finished(self, run_id: str) -> bool:
+        return self.finished(run_id) is not None
 
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])

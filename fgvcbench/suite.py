@@ -653,37 +653,35 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
         ck.fail((), "the grid is empty", "list at least one dataset, backbone and method (or an ablation:)")
     baseline = _baseline(data.get("baseline"), runs, ck)
-    notes: list[tuple[str, set[str]]] = []   # (note, the run ids of what it is about): `--only` shows its own
-    found: dict[str, list] = {}   # one finding (fields, steps, values) -> [where, ids, overwritten, given, entry keys]
-    for method, variants, params, train, mpath in methods:
-        given = {**suite_train, **train}
-        rows = [method.resolve_params(v, params).get("steps") for v in variants] if given else []
-        rows = [r for r in rows if isinstance(r, list)]
-        if not rows:
-            continue
-        recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
+    # train: settings recipe steps replace: one note per finding, naming each place that has it,
+    # with the run ids it is about (`--only` shows its own)
+    found: dict[str, list] = {}   # finding -> [places, run ids, overwritten, given, the entry's own train: keys]
+
+    def replaced(where: str, ids: set[str], method, rows: list[list[str]], entry_train: dict, path: tuple) -> None:
+        given = {**suite_train, **entry_train}
+        recipe = _resolve_recipe(method, scale, preset, suite_train, entry_train, ck, path)
         overwritten = steps_overwrite(registry, recipe, rows, given)
         if overwritten:
+            mine = set(entry_train) & set(overwritten)
+            finding = found.setdefault(canonical_json([overwritten, given, sorted(mine)]),
+                                       [[], set(), overwritten, given, mine])
+            finding[0].append(where)
+            finding[1].update(ids)
+
+    for method, variants, params, train, mpath in methods:
+        rows = [method.resolve_params(v, params).get("steps") for v in variants]
+        rows = [r for r in rows if isinstance(r, list)]
+        if rows and (suite_train or train):
             line = ck.lines.get(mpath)
-            ids = {spec.run_id for spec in runs if spec.method == method.name}
-            where = f"{_dotted(mpath)} ({method.name}" + (f", line {line})" if line else ")")
-            key = canonical_json([overwritten, given, sorted(set(train) & set(overwritten))])
-            found.setdefault(key, [[], set(), overwritten, given, set(train)])
-            found[key][0].append(where)
-            found[key][1] |= ids
+            replaced(f"{_dotted(mpath)} ({method.name}" + (f", line {line})" if line else ")"),
+                     {spec.run_id for spec in runs if spec.method == method.name}, method, rows, train, mpath)
     if ablation and suite_train:
-        method = registry.methods[ablation.method]
-        recipe = _resolve_recipe(method, scale, preset, suite_train, {}, ck, ("ablation",))
-        overwritten = steps_overwrite(registry, recipe, [steps for _, steps in ablation.rows()], suite_train)
-        if overwritten:
-            line = ck.lines.get(("ablation",))
-            key = canonical_json([overwritten, suite_train, []])
-            found.setdefault(key, [[], set(), overwritten, suite_train, set()])
-            found[key][0].append("ablation" + (f" (line {line})" if line else ""))
-            found[key][1] |= {spec.run_id for spec in runs if spec.method == method.name
-                              and spec.variant.startswith("steps:")}
-    for wheres, ids, overwritten, given, entry_keys in found.values():   # the same finding once, naming each place
-        notes.append((steps_overwrite_note(" and ".join(wheres), overwritten, given, entry_keys), ids))
+        method, line = registry.methods[ablation.method], ck.lines.get(("ablation",))
+        replaced("ablation" + (f" (line {line})" if line else ""),
+                 {spec.run_id for spec in runs if spec.method == method.name and spec.variant.startswith("steps:")},
+                 method, [steps for _, steps in ablation.rows()], {}, ("ablation",))
+    notes = [(steps_overwrite_note(" and ".join(places), overwritten, given, mine), ids)
+             for places, ids, overwritten, given, mine in found.values()]
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
                  data_root=data_root, cache_dir=cache_dir, runs=runs,
                  description=str(data.get("description", "")),

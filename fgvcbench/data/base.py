@@ -89,16 +89,19 @@ class DatasetSplits:
 
         def root_of(path: str) -> tuple[str, str] | None:
             return next(((key, folder) for key, folder in named if below(path, folder)), None)
-        others = {os.path.dirname(os.path.abspath(p)) for _, images in lists for p in images.paths
-                  if root_of(os.path.abspath(p)) is None}
+        located = {}   # each listed path -> (its absolute path, the root that holds it or None), found once
+        for _, images in lists:
+            for p in images.paths:
+                if p not in located:
+                    located[p] = (os.path.abspath(p), root_of(os.path.abspath(p)))
+        others = {os.path.dirname(path) for path, root in located.values() if root is None}
         base = os.path.commonpath(sorted(others)) if others else ""
         h = hashlib.sha256(json.dumps({"crop_to_boxes": self.crop_to_boxes}).encode())
         for name, images in lists:
             h.update(json.dumps([name, images.class_names, images.coarse_names, images.trim_bottom,
                                  {k: v for k, v in sorted(images.meta.items())}], default=str).encode())
-            for i, path in enumerate(images.paths):
-                path = os.path.abspath(path)
-                found = root_of(path)
+            for i, listed in enumerate(images.paths):
+                path, found = located[listed]
                 key, folder = found if found else ("", base)
                 rel = key + ":" + os.path.relpath(path, folder).replace(os.sep, "/")
                 size, head = -1, b""

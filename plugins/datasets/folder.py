@@ -88,8 +88,7 @@ def load_imagefolder(request: DatasetRequest) -> DatasetSplits:
     for d in (train_dir, test_dir):
         if not d.is_dir():
             raise DataError(f"{d} not found — expected {layout}")
-    classes = _two_level_classes(train_dir, layout) if levels == 2 and _class_dirs(train_dir) else \
-        _class_dirs(train_dir)
+    classes = _two_level_classes(train_dir, layout) if levels == 2 else _class_dirs(train_dir)
     if not classes:
         raise DataError(f"no class folders in {train_dir} — expected {layout}")
     test_classes = _two_level_classes(test_dir, layout, empty_ok=True) if levels == 2 else _class_dirs(test_dir)
