@@ -191,9 +191,9 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         # world size × batch size is the global batch: these are other runs than one process's
         suite.runs = [dataclasses.replace(spec, world_size=distributed.world_size()) for spec in suite.runs]
         _apply_only(suite, only, check_data=True)
+        reruns = select_reruns(suite, rerun) if rerun is not None else []   # every rank checks: all exit 2 together
         if distributed.is_main():
             _print_notes(suite)
-        reruns = select_reruns(suite, rerun) if rerun is not None else []   # every rank checks: all exit 2 together
         check_data_versions(suite, registry, {spec.run_id for spec in reruns})
         if rerun is not None:
             failure = None
@@ -216,8 +216,8 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
             raise typer.Exit(1)
         return
     _apply_only(suite, only, check_data=not dry_run)
-    _print_notes(suite)
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
+    _print_notes(suite)
     if dry_run:
         rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
                 for spec, status in grid_status(suite)]

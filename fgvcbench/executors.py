@@ -124,30 +124,41 @@ def _terms(selectors: list[str], option: str, help_text: str) -> list[str]:
     return terms
 
 
-def _matching(runs: list, term: str) -> list:
-    """The runs ``term`` names: a run id, a method, or ``method:variant``."""
+def _matching(runs: list, term: str, aliases: dict | None = None) -> list:
+    """The runs ``term`` names: a run id, a method, or ``method:variant`` — a variant by its
+    label or by another name of the same computation (``aliases``: run id → names)."""
     method, colon, variant = term.partition(":")
+    aliases = aliases or {}
     return [spec for spec in runs if term in _ids(spec)
-            or (spec.method == method and (not colon or spec.variant == variant))]
+            or (spec.method == method and (not colon or spec.variant == variant
+                                           or variant in aliases.get(_ids(spec)[-1], ())))]
 
 
 def _named_runs(suite: Suite, term: str, option: str, help_text: str) -> list:
     """The suite's runs ``term`` names (:func:`_matching`); a half-typed ``method:`` (refused
     rather than read as every variant) or a term that names none is a user error that lists
-    the grid's method:variant pairs — and says so where ``--only`` left its runs out."""
+    the grid's method:variant pairs — and says so where ``--only`` left its runs out. A
+    variant the grid lists under another name adds a note (the tables show that name)."""
     from fgvcbench.errors import UserError
     method, colon, variant = term.partition(":")
     if colon and not variant.strip():
         raise UserError(f"{option} {term!r}: no variant after ':' — write {method}:VARIANT, or {method} for all "
                         f"its variants")
-    hit = _matching(suite.runs, term)
+    hit = _matching(suite.runs, term, suite.aliases)
     if not hit:
         methods = ", ".join(dict.fromkeys(f"{s.method}:{s.variant}" for s in suite.runs))
-        if suite.grid is not None and _matching(suite.grid, term):
+        if suite.grid is not None and _matching(suite.grid, term, suite.aliases):
             raise UserError(f"{option} {term!r} names no run that --only keeps (those: {methods}) — "
                             f"widen --only, or drop it")
         raise UserError(f"{option} {term!r} names no run of suite {suite.name!r} (its runs: {methods}) — "
                         f"use {help_text}; `fgvcbench run SUITE --dry-run` lists the run ids")
+    if colon:
+        labels = sorted({spec.variant for spec in hit if spec.variant != variant and term not in _ids(spec)})
+        if labels:
+            listed = " and ".join(f"{method}:{label}" for label in labels)
+            suite.notes.append((f"{option} {term}: variant {variant!r} computes the same runs as {listed}, which "
+                                f"the suite lists — they run and show in the tables as {listed}",
+                                {spec.run_id for spec in hit}))
     return hit
 
 

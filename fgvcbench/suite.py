@@ -206,6 +206,9 @@ class Suite:
     # entry's (or the ablation's) recipe steps replace
     notes: list[tuple[str, set]] = field(default_factory=list)
     train_given: dict = field(default_factory=dict)   # the suite's own train: settings (what `ablate` checks)
+    # run id → the method's other variants that compute the same run (finernet's code is its
+    # default): ``--only``/``--rerun`` method:VARIANT names the run by these too
+    aliases: dict = field(default_factory=dict)
 
     def check_roots(self) -> None:
         """Raise the data-root error of the first dataset one of ``runs`` needs (a suite
@@ -609,16 +612,21 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     # two entries or two variants that give one computation would run it twice under two labels
     made_by: dict[str, tuple] = {}   # computation (_computation) -> (the methods entry, the variant) that listed it
     run_cluster: dict[str, dict] = {}   # two entries of one method may ask for other cluster settings
+    aliases: dict[str, set[str]] = {}
     for dataset, root, _ in datasets:
         for backbone in backbones:
             for method, variants, params, train, mpath in methods:
                 for variant in variants:
                     recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
+                    params_of = method.resolve_params(variant, params)
+                    same = {v for v in method.variants if v not in variants
+                            and method.resolve_params(v, params) == params_of}
                     for seed in seeds:
                         spec = RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name,
                                        variant=variant, seed=seed, scale=scale,
-                                       params=method.resolve_params(variant, params),
-                                       recipe=recipe.to_dict(), data_root=root)
+                                       params=params_of, recipe=recipe.to_dict(), data_root=root)
+                        if same:
+                            aliases[spec.run_id] = same
                         first, first_variant = made_by.setdefault(_computation(spec), (mpath, variant))
                         if (first, first_variant) != (mpath, variant):
                             _repeated(ck, method.name, first, first_variant, mpath, variant)
@@ -687,7 +695,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  description=str(data.get("description", "")),
                  datasets=[(d, r) for d, r, _ in datasets], backbones=backbones, ablation=ablation,
                  make_spec=make_spec, executor=executor, cluster=cluster, run_cluster=run_cluster,
-                 baseline=baseline, root_errors=root_errors, notes=notes, train_given=dict(suite_train))
+                 baseline=baseline, root_errors=root_errors, notes=notes, train_given=dict(suite_train),
+                 aliases=aliases)
 
 
 def _probe(value: Any) -> Any:

@@ -663,3 +663,31 @@ def test_a_cpu_record_says_it_trained_in_fp32_whatever_its_recipe_asks(runner, t
     (record,) = records(tmp_path / "out").values()
     assert record["spec"]["recipe"]["amp"] is True and record["spec"]["recipe"]["channels_last"] is True
     assert record["provenance"]["precision"] == "fp32" and record["provenance"]["memory_format"] == "contiguous"
+
+
+def test_only_and_rerun_name_a_run_by_a_variant_the_suite_lists_under_another_name(runner, tmp_path):
+    """FineRNet's ``code`` variant is its default: ``--only finernet:code`` keeps the
+    ``default`` runs and says they show as finernet:default; a variant whose params differ
+    still names nothing, and an entry whose params make ``default`` compute ``readme``'s runs
+    lets ``finernet:readme`` name them."""
+    suite = tiny_suite(tmp_path, methods="[finernet, finetune]", seeds="[0, 1]")
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:code"])
+    assert dry.exit_code == 0, dry.output
+    assert "2 runs: 0 already done, 2 to run." in dry.stdout and "finetune" not in dry.stdout
+    said = " ".join(dry.stderr.split())
+    assert ("--only finernet:code: variant 'code' computes the same runs as finernet:default, which the suite "
+            "lists — they run and show in the tables as finernet:default") in said
+    plain = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:default"])
+    assert plain.exit_code == 0 and "computes the same runs" not in plain.output
+    rerun = runner.invoke(app, ["run", str(suite), "--dry-run", "--rerun", "finernet:code"])
+    assert rerun.exit_code == 0 and "--rerun finernet:code: variant 'code'" in " ".join(rerun.stderr.split())
+    readme = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:readme"])
+    assert readme.exit_code == 2 and "names no run of suite 'tiny' (its runs: finernet:default" in readme.output
+
+    suite = tiny_suite(tmp_path, methods="[{name: finernet, params: {pipeline: readme}}]")
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:readme"])
+    assert dry.exit_code == 0 and "1 run: 0 already done, 1 to run." in dry.stdout
+    assert "variant 'readme' computes the same runs as finernet:default" in " ".join(dry.stderr.split())
+    # the entry's params set the pipeline of any variant it would list: code runs readme's pipeline too
+    code = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:code"])
+    assert code.exit_code == 0 and "variant 'code' computes the same runs" in " ".join(code.stderr.split())
