@@ -86,8 +86,8 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
     """The leaderboard of ``dirs``' records. With ``grid_ids`` (``run``: its suite's run ids)
     a note counts the records in the folder that the suite's grid does not hold."""
     from fgvcbench.report.compare import add_baseline, baseline_note
-    from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, load_records, render,
-                                              render_pivot, render_rich_table, write_leaderboard_csv)
+    from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, config_notes, load_records,
+                                              render, render_pivot, render_rich_table, write_leaderboard_csv)
     from fgvcbench.store import atomic_write_text
     records, warnings = load_records(*dirs)
     for w in warnings:
@@ -130,6 +130,12 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
         except ValueError as exc:
             raise UserError(str(exc)) from None
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if fmt != "csv":   # rows named alike, told apart by their config hash: what differs
+        notes = config_notes(plain)
+        if notes and fmt != "table":
+            sys.stdout.write("\n" + "".join(("% " if fmt == "latex" else "") + line + "\n" for line in notes))
+        for line in notes if fmt == "table" else ():
+            console.print(line, highlight=False, markup=False)
     outside = sum(r["run_id"] not in grid_ids for r in records) if grid_ids is not None else 0
     if outside:   # e.g. a configuration the suite had before its params were changed
         err_console.print(f"[yellow]note:[/] {outside} record{'s' if outside != 1 else ''} in this folder "

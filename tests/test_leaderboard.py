@@ -61,11 +61,28 @@ def test_aggregates_over_seeds_with_failures_and_dedup(results):
     assert ft["train_seconds_mean"] == pytest.approx(20.0)
 
 
-def test_different_configurations_are_not_averaged_together(tmp_path):
-    write(tmp_path, [record("finetune", 0, 80.0), record("finetune", 0, 90.0, lr=0.1)])
+def test_different_configurations_are_not_averaged_together_and_say_what_differs(tmp_path, runner):
+    steps = record("recipe", 0, 70.0)
+    steps["spec"]["params"], steps["run_id"] = {"steps": ["base", "cosine"]}, "recipe-two-steps"
+    write(tmp_path, [record("finetune", 0, 80.0), record("finetune", 0, 90.0, lr=0.1), steps,
+                     record("recipe", 0, 75.0)])
     df = build_leaderboard(load_records(tmp_path)[0])
-    assert len(df) == 2 and df["config"].nunique() == 2
+    assert len(df) == 4 and df["config"].nunique() == 4
     assert "config" in render(df, "md")
+    differs = dict(zip(zip(df["method"], df["top1_mean"]), df["config_differs"]))
+    assert differs == {("finetune", 90.0): "recipe.lr=0.1", ("finetune", 80.0): "recipe.lr=0.01",
+                       ("recipe", 75.0): "params.steps=–", ("recipe", 70.0): "params.steps=[base, cosine]"}
+    one = build_leaderboard([record("finetune", 0, 80.0)])   # nothing to tell apart
+    assert list(one["config_differs"]) == [""]
+    config = df.set_index("top1_mean").loc[70.0, "config"]
+    for fmt, prefix in (("table", ""), ("md", ""), ("latex", "% ")):
+        out = runner.invoke(app, ["leaderboard", str(tmp_path), "--format", fmt, "--no-write"],
+                            env={"COLUMNS": "300"})
+        assert out.exit_code == 0, out.output
+        assert (f"{prefix}config {config} (recipe:default on cub · resnet50): params.steps=[base, cosine]"
+                in out.stdout.splitlines()), (fmt, out.stdout)
+    out = runner.invoke(app, ["leaderboard", str(tmp_path), "--format", "csv", "--no-write"])
+    assert "params.steps=[base, cosine]" in out.stdout and "(recipe:default" not in out.stdout
 
 
 def test_times_of_runs_that_shared_their_device_are_marked(tmp_path):

@@ -150,3 +150,12 @@ def test_class_names_cut_in_figures_say_so():
     from fgvcbench.report.report import _short
     assert _short("Black_footed_Albatross") == "Black_footed_Alba…" and len(_short("x" * 40)) == 18
     assert _short("Laysan_Albatross") == "Laysan_Albatross"   # what fits stays whole
+
+
+def test_the_report_says_what_tells_rows_named_alike_apart(tmp_path):
+    from fgvcbench.report.report import write_report
+    one, two = _record("default", ["base"]), _record("default", ["base", "cosine"])
+    two["run_id"] += "-two"
+    text = write_report([one, two], [tmp_path], tmp_path / "rep").read_text()
+    assert "- config " in text and "(recipe:default on " in text
+    assert ": params.steps=[base, cosine]" in text and ": params.steps=[base]" in text

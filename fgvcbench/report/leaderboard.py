@@ -4,7 +4,9 @@ A row is one dataset × backbone × method × variant *configuration*: runs that
 only in their seed. Runs that share the four names but differ in anything else (dataset
 options, weights, recipe, params, scale) are different rows, told apart by the ``config``
 column (a short hash of the spec without the seed, suite and data root — the same fields
-the run id hashes, so it is stable across machines) — never silently averaged together.
+the run id hashes, so it is stable across machines) — never silently averaged together;
+their ``config_differs`` column, and a note under a printed table, say what tells them
+apart (e.g. ``params.steps=[base, cosine]``).
 Whether the backbone started from pretrained weights is its own ``pretrained`` column
 (yes / no / the weights file's name) rather than folded into the backbone name, so the
 backbone column stays a timm name that can be filtered and grouped on. The ``data`` column
@@ -33,8 +35,8 @@ from fgvcbench.spec import canonical_json, config_key, dataset_label, portable, 
 from fgvcbench.store import data_counts, record_data, record_problem
 
 FORMATS = {"csv": None, "md": "pipe", "github": "github", "latex": "latex_booktabs"}
-COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "data", "test_selected", "n",
-           "seeds",
+COLUMNS = ["dataset", "backbone", "pretrained", "method", "variant", "scale", "config", "config_differs", "data",
+           "test_selected", "n", "seeds",
            "top1_mean", "top1_std", "top1_ci95", "top1_by_seed", "top1_last_mean", "mean_class_acc_mean",
            "train_seconds_mean", "train_seconds_total_mean", "device_seconds_total_mean", "images_per_second_mean",
            "device_shared_by", "failed", "metrics_partial"]
@@ -286,12 +288,68 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
         # on some runs only) is a mean over fewer seeds than n: `metric:k/n`, `;`-separated
         rows[-1]["metrics_partial"] = ";".join(f"{name}:{len(values)}/{len(ok)}" for name, values in recorded.items()
                                                if 0 < len(values) < len(ok))
+    differs = _config_differences({config: recs[0]["spec"] for config, recs in groups.items()},
+                                  {row["config"]: tuple(row[k] for k in NAMES) for row in rows})
+    for row in rows:
+        row["config_differs"] = differs.get(row["config"], "")
     extra_columns = [f"{n}_{s}" for n in extra_metrics for s in ("mean", "std")]
     df = pd.DataFrame(rows, columns=COLUMNS + extra_columns)
     if len(df):
         df = df.sort_values(["dataset", "top1_mean", "method", "variant"], ascending=[True, False, True, True],
                             na_position="last", kind="mergesort").reset_index(drop=True)
     return df
+
+
+NAMES = ("dataset", "backbone", "pretrained", "method", "variant", "scale")   # what a table row is named by
+
+
+def _flat(value, prefix: str = "") -> dict[str, str]:
+    """A spec as dotted keys → values as people write them (``params.steps``:
+    ``[base, cosine]``); a list stays one value, an empty mapping none."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: _shown(value)}
+
+
+def _shown(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_shown, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, default=str)
+
+
+def _config_differences(specs: dict[str, dict], names: dict[str, tuple]) -> dict[str, str]:
+    """config → what sets it apart from the other configurations a table would name alike
+    (``names``: config → its row's names): each spec field whose value differs among them,
+    ``key=value`` joined by ``; `` (``–`` where a configuration lacks the field)."""
+    by_names: dict[tuple, list[str]] = {}
+    for config, named in names.items():
+        by_names.setdefault(named, []).append(config)
+    out: dict[str, str] = {}
+    for configs in by_names.values():
+        if len(configs) < 2:
+            continue
+        flat = {c: _flat({k: v for k, v in portable(specs[c]).items() if k != "seed"}) for c in configs}
+        keys = sorted({k for f in flat.values() for k in f})
+        varying = [k for k in keys if len({flat[c].get(k, "–") for c in configs}) > 1]
+        for c in configs:
+            out[c] = "; ".join(f"{k}={flat[c].get(k, '–')}" for k in varying)
+    return out
+
+
+def config_notes(df: pd.DataFrame) -> list[str]:
+    """One line per configuration a printed table tells apart by its config hash alone:
+    what differs from the rows named alike (the ``config_differs`` column)."""
+    if "config_differs" not in df.columns:
+        return []
+    return [f"config {r.config} ({r.method}:{r.variant} on {r.dataset} · {r.backbone}): {r.config_differs}"
+            for r in df.itertuples(index=False) if r.config_differs]
 
 
 def write_leaderboard_csv(df: pd.DataFrame, results_dir: str | os.PathLike) -> Path:
@@ -337,7 +395,7 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     scale is shown when rows of several scales share the table, the config hash when rows
     share all their names."""
     show_scale = df["scale"].nunique() > 1
-    show_config = df.duplicated(["dataset", "backbone", "pretrained", "method", "variant", "scale"], keep=False).any()
+    show_config = df.duplicated(list(NAMES), keep=False).any()
     headers = ["dataset", "backbone", "pretrained", "method", "variant"] + (["scale"] if show_scale else []) + \
               (["config"] if show_config else []) + \
               ["n", "top-1 %", "95% CI", "last top-1", "per-class", "train s", "img/s", "failed"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fgvcbench.report.ablation import ablation_config, ablation_table, render_ablation, write_ablation_chart
 from fgvcbench.report.compare import add_baseline, baseline_note
-from fgvcbench.report.leaderboard import build_leaderboard, render, render_pivot
+from fgvcbench.report.leaderboard import build_leaderboard, config_notes, render, render_pivot
 from fgvcbench.spec import canonical_json, config_key, dataset_label, dataset_titles, slug
 
 
@@ -247,6 +247,9 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
                 "does — for comparison with it, not a result" if any((r["spec"].get("params") or {}).get("selection")
                                                                      == "test" for r in ok) else "") + ".", ""]
     lines += ["## Leaderboard", "", render(df, "github"), ""]
+    notes = config_notes(df)   # rows named alike: what their config hashes stand for
+    if notes:
+        lines += [f"- {line}" for line in notes] + [""]
     for table in compared:
         lines += [f"## Against {table.attrs['baseline']}", "", render_pivot(table, "github", markdown=True), "",
                   baseline_note(table), ""]
