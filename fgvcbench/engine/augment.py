@@ -281,12 +281,7 @@ class BatchAugmenter:
         images_u8 = images_u8.to(self.device, non_blocking=True)
         has_policy = r.augment in POLICIES
         if has_policy and r.policy_before_crop:   # FineRNet's code: the policy sees the whole image
-            from fgvcbench.data.pipeline import is_canvas
-            if r.augment == "autoaugment" and is_canvas(images_u8):
-                raise ValueError("AutoAugment before the crop needs images of one size (its translations are a "
-                                 "share of the size), and these come from a crop_extent: full cache — decode "
-                                 "with crop_extent: square")
-            images_u8 = self._policy(images_u8)   # TrivialAugment: each canvas row as the image it holds
+            images_u8 = self._policy(images_u8)   # each canvas row as the image it holds
         if r.augment == "none":  # the test-time view
             x = test_view(images_u8, r.image_size)
         else:
@@ -309,7 +304,8 @@ class BatchAugmenter:
             augmented = trivial_augment_wide(images_u8, self.generator, interpolation=self.recipe.policy_interpolation,
                                              canvas=is_canvas(images_u8))
         else:
-            augmented = auto_augment(images_u8, self.generator, interpolation=self.recipe.policy_interpolation)
+            augmented = auto_augment(images_u8, self.generator, interpolation=self.recipe.policy_interpolation,
+                                     canvas=is_canvas(images_u8))
         if self.recipe.policy_p < 1.0:
             keep = to_device(torch.rand(len(images_u8), generator=self.generator) < self.recipe.policy_p, self.device)
             augmented = torch.where(keep.view(-1, 1, 1, 1), augmented, images_u8)

@@ -10,7 +10,9 @@ each op to the samples that drew it — all geometric ops together as one batche
 ``grid_sample`` (nearest — torchvision's default — or bilinear, as its reference scripts
 pass; zero fill, torchvision's affine-grid convention), each colour op
 as one batched kernel with per-sample factors. Every op reproduces
-``torchvision.transforms.v2.functional`` on uint8 images (tests compare them op by op).
+``torchvision.transforms.v2.functional`` on uint8 images, pixel for pixel — nearest ties of
+shears and rotations included — but for Color's blend, which may round a level apart (tests
+compare them op by op).
 AutoAugment takes its sub-policies and magnitude space from torchvision's own
 ``v2.AutoAugment`` and applies each sample's two ops as two such batched passes.
 
@@ -79,57 +81,70 @@ def _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y) -> torch.Tensor:
     return torch.stack([torch.stack([m0, m1, m2], -1), torch.stack([m3, m4, m5], -1)], -2)
 
 
-def _host_affine(ops: list[str], magnitude: torch.Tensor) -> tuple[dict, torch.Tensor, ...]:
-    """Each sample's op kind and its affine numbers (angle, translation, shears), on the host."""
-    zero = torch.zeros(len(ops))
-    m = magnitude.float()
+def _host_affine(ops: list[str], magnitude: torch.Tensor, truncate: bool = True) -> tuple[dict, torch.Tensor, ...]:
+    """Each sample's op kind and its affine numbers (angle, translation, shears), on the host
+    (``truncate=False``: translations as given, shares of the image's size)."""
+    zero = torch.zeros(len(ops), dtype=torch.float64)
+    m = magnitude.double()   # torchvision works these out in Python floats: a nearest tie falls alike
     kind = {name: torch.tensor([o == name for o in ops]) for name in GEOMETRIC}
     shear_deg = torch.rad2deg(torch.atan(m))
     angle = torch.where(kind["Rotate"], -(m % 360), zero)            # rotate uses -angle in affine terms
-    tx = torch.where(kind["TranslateX"], torch.trunc(m), zero)        # int(magnitude)
-    ty = torch.where(kind["TranslateY"], torch.trunc(m), zero)
+    shift = torch.trunc(m) if truncate else m                          # int(magnitude)
+    tx = torch.where(kind["TranslateX"], shift, zero)
+    ty = torch.where(kind["TranslateY"], shift, zero)
     return (kind, angle, tx, ty, torch.where(kind["ShearX"], shear_deg, zero),
             torch.where(kind["ShearY"], shear_deg, zero))
 
 
 def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor,
-                      interpolation: str = "nearest") -> torch.Tensor:
+                      interpolation: str = "nearest", relative: bool = False) -> torch.Tensor:
     """:func:`_geometric` on rows of a ``full`` canvas: each op on the image as it is — its
     own size and orientation, turned about its own centre (shears about its top-left corner),
     zero fill past its extent — as torchvision applies it to that image alone, on the photo
     the row was resized from: a translation is in the photo's pixels, scaled to the row's
-    (where the layout has the photo's size; else in the row's own pixels). Rotations and
-    shears look the same at any resolution. The affine numbers come from the host; the
-    images' sizes are read on the device."""
+    (where the layout has the photo's size; else in the row's own pixels). ``relative``
+    (AutoAugment's translations, a share of the image's width or height): the magnitude is
+    that share, taken of the photo's size — its longer side worked out from the row's
+    aspect, so to within a pixel of the photo — and truncated to whole photo pixels as
+    torchvision's ``int()`` does. Rotations and shears look the same at any resolution. The
+    affine numbers come from the host; the images' sizes are read on the device."""
     from fgvcbench.data.pipeline import canvas_layout, canvas_photo_side, image_sizes
     b, c, side, width = images.shape
     dev = images.device
-    kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude)
+    kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude, truncate=not relative)
     corner = kind["ShearX"] | kind["ShearY"]
-    params = to_device(torch.stack([angle, tx, ty, shear_x, shear_y, corner.float()], 1), dev)
-    photo = canvas_photo_side(images).float()
-    to_row = torch.where(photo > 0, side / photo.clamp(min=1), torch.ones_like(photo))   # photo pixel → row pixel
-    params = torch.cat([params[:, :1], params[:, 1:3] * to_row.unsqueeze(1), params[:, 3:]], 1)
+    # the matrices in float64 where the device has it (as torchvision's Python floats), else float32
+    work = torch.float32 if dev.type == "mps" else torch.float64
+    params = to_device(torch.stack([angle, tx, ty, shear_x, shear_y, corner.double()], 1).to(work), dev)
     extent, transposed = canvas_layout(images)
-    ext, t = extent.float(), transposed.float()
-    wid, hgt = image_sizes(extent, transposed, side)
+    ext, t = extent.to(work), transposed.to(work)
+    wid, hgt = image_sizes(extent, transposed, side, dtype=work)
+    photo = canvas_photo_side(images).to(work)
+    to_row = torch.where(photo > 0, side / photo.clamp(min=1), torch.ones_like(photo))   # photo pixel → row pixel
+    shift = params[:, 1:3]
+    if relative:   # a share of the photo's width / height, in whole photo pixels
+        shift = torch.trunc(shift * torch.stack([wid, hgt], 1) / to_row.unsqueeze(1))
+    params = torch.cat([params[:, :1], shift * to_row.unsqueeze(1), params[:, 3:]], 1)
     cx, cy = -wid * 0.5 * params[:, 5], -hgt * 0.5 * params[:, 5]
     theta = _inverse_affine(cx, cy, params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4])
-    one, zero = torch.ones_like(ext), torch.zeros_like(ext)
-    bottom = torch.stack([zero, zero, one], 1).unsqueeze(1)                           # [B, 1, 3]
-    # stored pixel → the image's centred coordinates (swapping x and y where stored transposed)
-    to_image = torch.stack([torch.stack([1 - t, t, -wid / 2], 1), torch.stack([t, 1 - t, -hgt / 2], 1)], 1)
-    # the image's centred coordinates → stored pixel → the canvas's [-1, 1]
-    to_stored = torch.stack([torch.stack([1 - t, t, (1 - t) * wid / 2 + t * hgt / 2], 1),
-                             torch.stack([t, 1 - t, t * wid / 2 + (1 - t) * hgt / 2], 1)], 1)
-    to_grid = to_device(torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / side, -1.0]]), dev)
-    chain = torch.cat([to_stored, bottom], 1) @ torch.cat([theta, bottom], 1) @ torch.cat([to_image, bottom], 1)
-    matrix = to_grid.expand(b, 2, 3) @ chain                                          # [B, 2, 3]
-    xs = torch.arange(width, device=dev, dtype=torch.float32) + 0.5                   # pixel centres
-    ys = torch.arange(side, device=dev, dtype=torch.float32) + 0.5
-    base = torch.stack([xs.expand(side, width), ys[:, None].expand(side, width), torch.ones(side, width, device=dev)],
-                       -1)
-    grid = base.view(1, side * width, 3).expand(b, -1, -1).bmm(matrix.transpose(1, 2)).view(b, side, width, 2)
+    if interpolation == "nearest":   # each source pixel as torchvision picks it, ties included
+        grid = _nearest_canvas_grid(theta.float(), wid.float(), hgt.float(), transposed, side, width)
+    else:   # bilinear has no ties: one matrix per row from the canvas's pixel to its source
+        one, zero = torch.ones_like(ext), torch.zeros_like(ext)
+        bottom = torch.stack([zero, zero, one], 1).unsqueeze(1)                       # [B, 1, 3]
+        # stored pixel → the image's centred coordinates (swapping x and y where stored transposed)
+        to_image = torch.stack([torch.stack([1 - t, t, -wid / 2], 1), torch.stack([t, 1 - t, -hgt / 2], 1)], 1)
+        # the image's centred coordinates → stored pixel → the canvas's [-1, 1]
+        to_stored = torch.stack([torch.stack([1 - t, t, (1 - t) * wid / 2 + t * hgt / 2], 1),
+                                 torch.stack([t, 1 - t, t * wid / 2 + (1 - t) * hgt / 2], 1)], 1)
+        to_grid = to_device(torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / side, -1.0]], dtype=work), dev)
+        chain = torch.cat([to_stored, bottom], 1) @ torch.cat([theta, bottom], 1) @ torch.cat([to_image, bottom], 1)
+        matrix = (to_grid.expand(b, 2, 3) @ chain).float()                            # [B, 2, 3]
+        xs = torch.arange(width, device=dev, dtype=torch.float32) + 0.5               # pixel centres
+        ys = torch.arange(side, device=dev, dtype=torch.float32) + 0.5
+        base = torch.stack([xs.expand(side, width), ys[:, None].expand(side, width),
+                            torch.ones(side, width, device=dev)], -1)
+        grid = base.view(1, side * width, 3).expand(b, -1, -1).bmm(matrix.transpose(1, 2)).view(b, side, width, 2)
     columns = torch.arange(width, device=dev).view(1, 1, 1, width)
     source = images.float() * (columns < extent.view(b, 1, 1, 1))    # zero past the extent: torchvision's fill
     out = F.grid_sample(source, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
@@ -154,19 +169,51 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
     return out
 
 
+def _nearest_canvas_grid(theta: torch.Tensor, wid: torch.Tensor, hgt: torch.Tensor, transposed: torch.Tensor,
+                         side: int, width: int) -> torch.Tensor:
+    """A ``grid_sample`` grid over canvas rows that lands on the centre of the very pixel
+    torchvision's nearest ``affine`` picks for each row's image alone: its float32 steps —
+    the image's centred pixel grid times ``theta`` (float32 ``[B, 2, 3]``, the image's
+    inverse affine) over half its size, un-normalised as ``grid_sample`` does, rounded half
+    to even — in the image's own orientation, mapped to the stored pixel (transposed rows
+    swap x and y); a pixel outside the image samples zeros. A tie (a source coordinate on a
+    pixel edge, common for shears and rotations of simple magnitudes) thus falls as in
+    torchvision, not as float rounding of the canvas's coordinates would have it."""
+    b, dev = theta.shape[0], theta.device
+    t = transposed.view(b, 1, 1)
+    rows = torch.arange(side, device=dev, dtype=torch.float32).view(1, side, 1).expand(b, side, width)
+    cols = torch.arange(width, device=dev, dtype=torch.float32).view(1, 1, width).expand(b, side, width)
+    x, y = torch.where(t, rows, cols), torch.where(t, cols, rows)            # the image's own pixel
+    size = torch.stack([wid, hgt], 1)                                        # [B, 2]
+    centred = torch.stack([x - (wid * 0.5).view(b, 1, 1) + 0.5, y - (hgt * 0.5).view(b, 1, 1) + 0.5,
+                           torch.ones_like(x)], -1).view(b, side * width, 3)
+    rescaled = theta.transpose(1, 2) / (0.5 * size).unsqueeze(1)             # [B, 3, 2], torchvision's _affine_grid
+    normalised = centred.bmm(rescaled)                                       # [B, N, 2]
+    source = (((normalised + 1) * size.unsqueeze(1) - 1) / 2).round()       # grid_sample's un-normalise, nearbyint
+    inside = ((source >= 0) & (source < size.unsqueeze(1))).all(-1)
+    sx, sy = source[..., 0], source[..., 1]
+    flat_t = transposed.view(b, 1)
+    col, row = torch.where(flat_t, sy, sx), torch.where(flat_t, sx, sy)     # the stored pixel
+    grid = torch.stack([(2 * col + 1) / width - 1, (2 * row + 1) / side - 1], -1)
+    grid = torch.where(inside.unsqueeze(-1), grid, torch.full_like(grid, -3.0))
+    return grid.view(b, side, width, 2)
+
+
 def _geometric(images: torch.Tensor, ops: list[str], magnitude: torch.Tensor,
-               interpolation: str = "nearest", canvas: bool = False) -> torch.Tensor:
+               interpolation: str = "nearest", canvas: bool = False, relative: bool = False) -> torch.Tensor:
     if canvas:
-        return _geometric_canvas(images, ops, magnitude, interpolation)
+        return _geometric_canvas(images, ops, magnitude, interpolation, relative)
+    if relative:
+        raise ValueError("relative translations are for canvas rows; give others their magnitudes in pixels")
     b, _, h, w = images.shape
     dev = images.device
-    zero = torch.zeros(b)
+    zero = torch.zeros(b, dtype=torch.float64)
     m = magnitude.float()  # host: every per-sample parameter is worked out there
     kind, angle, tx, ty, shear_x, shear_y = _host_affine(ops, magnitude)
     # shears turn around the top-left corner (center=[0, 0] → -w/2, -h/2 in centred coordinates)
     corner = kind["ShearX"] | kind["ShearY"]
     cx, cy = torch.where(corner, -w * 0.5, zero), torch.where(corner, -h * 0.5, zero)
-    theta = _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y)
+    theta = _inverse_affine(cx, cy, angle, tx, ty, shear_x, shear_y).float()   # as torchvision: float64 → float32
     scaled = to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), dev)
     xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, w, device=dev)
     ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, h, device=dev)
@@ -299,11 +346,12 @@ def _refill(out: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
 
 
 def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
-              interpolation: str = "nearest", canvas: bool = False) -> torch.Tensor:
+              interpolation: str = "nearest", canvas: bool = False, relative: bool = False) -> torch.Tensor:
     """Apply op ``ALL_OPS[op[i]]`` with ``magnitude[i]`` to sample ``i`` of a uint8 batch
     (``op`` and ``magnitude`` on the host; ``images`` on any device, of any height and
-    width — with ``canvas``, a ``full`` cache's rows, each as the image it holds);
-    geometric ops resample with ``interpolation`` (nearest or bilinear)."""
+    width — with ``canvas``, a ``full`` cache's rows, each as the image it holds, and with
+    ``relative`` too, translations given as a share of each image's size); geometric ops
+    resample with ``interpolation`` (nearest or bilinear)."""
     names = [ALL_OPS[i] for i in op.tolist()]
     if all(n == "Identity" for n in names):
         return images
@@ -312,7 +360,8 @@ def apply_ops(images: torch.Tensor, op: torch.Tensor, magnitude: torch.Tensor,
     geo = torch.tensor([n in GEOMETRIC for n in names]).nonzero().squeeze(1)
     if len(geo):
         rows = to_device(geo, dev)
-        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo], interpolation, canvas)
+        out[rows] = _geometric(images[rows], [names[i] for i in geo.tolist()], magnitude[geo], interpolation, canvas,
+                               relative)
     for name in ALL_OPS:
         if name == "Identity" or name in GEOMETRIC:
             continue
@@ -368,9 +417,12 @@ def autoaugment_params(batch: int, height: int, width: int, generator: torch.Gen
 
 
 def auto_augment(images: torch.Tensor, generator: torch.Generator, policy: str = "imagenet",
-                 interpolation: str = "nearest") -> torch.Tensor:
+                 interpolation: str = "nearest", canvas: bool = False) -> torch.Tensor:
     """AutoAugment (torchvision's policy, ImageNet by default) on a uint8 batch with
-    per-sample sub-policies, coins and signs."""
-    for op, magnitude in autoaugment_params(images.shape[0], images.shape[-2], images.shape[-1], generator, policy):
-        images = apply_ops(images, op, magnitude, interpolation)
+    per-sample sub-policies, coins and signs. ``canvas``: the rows of a ``full`` cache, each
+    augmented as the image it holds — its translations a share of that image's own size
+    (the magnitude space taken at size 1, the share applied per row)."""
+    height, width = (1, 1) if canvas else images.shape[-2:]
+    for op, magnitude in autoaugment_params(images.shape[0], height, width, generator, policy):
+        images = apply_ops(images, op, magnitude, interpolation, canvas=canvas, relative=canvas)
     return images

@@ -200,12 +200,6 @@ class Recipe:
             problems.append(("repeated_augment", f"{self.repeated_augment} needs the fast pipeline (its sampler "
                                                  f"repeats images; the classic DataLoader has none) — set "
                                                  f"repeated_augment: 1 or pipeline: fast"))
-        if (self.pipeline == "fast" and self.crop_extent == "full" and self.policy_before_crop
-                and self.augment == "autoaugment"):
-            problems.append(("crop_extent", "full stores images of several sizes in one canvas, and AutoAugment "
-                                            "before the crop would translate each by a share of its own size, "
-                                            "which the batched policy does not do — set crop_extent: square, "
-                                            "augment: trivial_augment or pipeline: classic"))
         if not 0 < self.crop_scale_min <= 1:
             problems.append(("crop_scale_min", f"must be in (0, 1], got {self.crop_scale_min}"))
         if not 0 <= self.rotation_degrees <= 180:
@@ -250,7 +244,7 @@ class Recipe:
 RECIPE_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Recipe)}
 # a problem ``validate`` names by one field that other fields' values cause too: where a
 # suite set one of these and not the named field, its error points at that one
-RELATED_FIELDS = {"crop_extent": ("policy_before_crop", "augment", "pipeline"), "repeated_augment": ("pipeline",),
+RELATED_FIELDS = {"repeated_augment": ("pipeline",),
                   "eval_resize_size": ("eval_image_size", "image_size"),
                   "eval_crop_pct": ("eval_image_size", "image_size")}
 
