@@ -660,7 +660,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if exclude:
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
         ck.fail((), "the grid is empty", "list at least one dataset, backbone and method (or an ablation:)")
-    baseline = _baseline(data.get("baseline"), runs, ck)
+    baseline, baseline_note = _baseline(data.get("baseline"), runs, ck, aliases)
     # train: settings recipe steps replace: one note per finding, naming each place that has it,
     # with the run ids it is about (`--only` shows its own)
     found: dict[str, list] = {}   # finding -> [places, run ids, overwritten, given, the entry's own train: keys]
@@ -690,6 +690,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  method, [steps for _, steps in ablation.rows()], {}, ("ablation",))
     notes = [(steps_overwrite_note(" and ".join(places), overwritten, given, mine), ids)
              for places, ids, overwritten, given, mine in found.values()]
+    if baseline_note:   # about the whole grid's tables: shown whatever --only keeps
+        notes.append((baseline_note, {spec.run_id for spec in runs}))
     return Suite(name=name, file=str(path), output=out, scale=scale, seeds=seeds, device=device,
                  data_root=data_root, cache_dir=cache_dir, runs=runs,
                  description=str(data.get("description", "")),
@@ -801,13 +803,16 @@ def _repeated(ck: "_Checker", method: str, first: tuple, first_variant: str, pat
             + f": {same} resolves to the same params and recipe", "remove one, or change its params or train")
 
 
-def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
+def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker",
+              aliases: dict | None = None) -> tuple[str | None, str | None]:
     """``baseline: method[:variant][@config]``: one configuration of the grid's own runs
     per setup, as ``leaderboard --baseline`` takes it (one matcher,
-    :func:`~fgvcbench.report.compare.match_baseline`) — checked here, before anything runs."""
+    :func:`~fgvcbench.report.compare.match_baseline`) — checked here, before anything runs.
+    A variant the suite lists under another name (``aliases``: run id → names) becomes that
+    name, with a note (the tables name the listed variant). Returns (baseline, note)."""
     if value is None:
-        return None
-    from fgvcbench.report.compare import BaselineMismatch, match_baseline
+        return None, None
+    from fgvcbench.report.compare import BaselineMismatch, match_baseline, parse_baseline
     from fgvcbench.spec import config_key
     ck.typed(value, (str,), ("baseline",), "a method name or method:variant, e.g. finernet:single_step")
     # under torchrun the runs become world_size-N runs (another config hash): hash them as they will be
@@ -822,8 +827,16 @@ def _baseline(value: Any, runs: list[RunSpec], ck: "_Checker") -> str | None:
     try:
         match_baseline(configs, value)
     except BaselineMismatch as exc:
-        ck.fail(("baseline",), f"{value!r} {exc.message}", exc.hint)
-    return value
+        method, variant, _ = parse_baseline(value) if exc.message == "matches no run" else (None, None, None)
+        listed = sorted({r.variant for r in runs if r.method == method and variant in (aliases or {}).get(r.run_id, ())})
+        if len(listed) != 1:
+            ck.fail(("baseline",), f"{value!r} {exc.message}", exc.hint)
+        _, at, config = value.strip().partition("@")
+        named = f"{method}:{listed[0]}" + (f"@{config}" if at else "")
+        note = (f"baseline: {value} — variant {variant!r} computes the same runs as {method}:{listed[0]}, which the "
+                f"suite lists; the tables compare with {named}")
+        return _baseline(named, runs, ck)[0], note
+    return value, None
 
 
 def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> AblationPlan | None:

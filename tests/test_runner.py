@@ -691,3 +691,18 @@ def test_only_and_rerun_name_a_run_by_a_variant_the_suite_lists_under_another_na
     # the entry's params set the pipeline of any variant it would list: code runs readme's pipeline too
     code = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:code"])
     assert code.exit_code == 0 and "variant 'code' computes the same runs" in " ".join(code.stderr.split())
+
+
+def test_a_baseline_named_by_a_variant_the_suite_lists_under_another_name_becomes_that_name(runner, tmp_path):
+    from fgvcbench.plugins import get_registry
+    from fgvcbench.suite import load_suite
+    suite = tiny_suite(tmp_path, methods="[finernet, finetune]", extra="baseline: finernet:code")
+    loaded = load_suite(suite, get_registry())
+    assert loaded.baseline == "finernet:default"
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finetune"])
+    assert dry.exit_code == 0, dry.output
+    assert ("baseline: finernet:code — variant 'code' computes the same runs as finernet:default, which the suite "
+            "lists; the tables compare with finernet:default") in " ".join(dry.stderr.split())
+    suite = tiny_suite(tmp_path, methods="[finernet, finetune]", extra="baseline: finernet:readme")
+    bad = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert bad.exit_code == 2 and "baseline: 'finernet:readme' matches no run" in " ".join(bad.output.split())
