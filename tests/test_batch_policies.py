@@ -362,3 +362,18 @@ def test_autoaugment_on_a_canvas_of_square_images_is_autoaugment_on_the_squares(
     assert not torch.equal(on_squares, squares)
     for i in range(len(squares)):
         assert torch.equal(_row_image(on_canvas, i), on_squares[i]), i
+
+
+def test_a_nearest_canvas_grid_worked_out_in_chunks_of_rows_is_the_grid_worked_out_at_once(monkeypatch):
+    import fgvcbench.engine.batch_policies as policies
+    g = torch.Generator().manual_seed(21)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+              for h, w in ((20, 34), (34, 20), (20, 27), (20, 20), (41, 20))]
+    canvas = _canvas_of(images)
+    ops, mags = torch.tensor([OPS.index(o) for o in ("ShearX", "Rotate", "ShearY", "Rotate", "TranslateY")]), \
+        torch.tensor([0.3, -33.0, -0.2, 17.5, 9.0])
+    whole = apply_ops(canvas, ops, mags, canvas=True)
+    monkeypatch.setattr(policies, "GRID_CHUNK_PIXELS", 2 * canvas.shape[-2] * canvas.shape[-1])   # two rows a chunk
+    assert torch.equal(apply_ops(canvas, ops, mags, canvas=True), whole)
+    for i in range(len(images)):   # and each row is still torchvision's on its image alone
+        assert torch.equal(_row_image(whole, i), reference(images[i], ALL_OPS[int(ops[i])], float(mags[i])))

@@ -36,6 +36,7 @@ NUM_BINS = 31
 GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 # every op ``apply_ops`` knows: TrivialAugmentWide's 14 (drawn from) and AutoAugment's Invert
 ALL_OPS = OPS + ("Invert",)
+GRID_CHUNK_PIXELS = 1 << 24   # canvas rows × pixels a nearest grid works out at once (its memory in flight)
 
 
 def _bins(op: str) -> torch.Tensor | None:
@@ -178,8 +179,14 @@ def _nearest_canvas_grid(theta: torch.Tensor, wid: torch.Tensor, hgt: torch.Tens
     to even — in the image's own orientation, mapped to the stored pixel (transposed rows
     swap x and y); a pixel outside the image samples zeros. A tie (a source coordinate on a
     pixel edge, common for shears and rotations of simple magnitudes) thus falls as in
-    torchvision, not as float rounding of the canvas's coordinates would have it."""
+    torchvision, not as float rounding of the canvas's coordinates would have it (the same
+    ``bmm`` as torchvision's: an elementwise sum rounds apart). Rows go in chunks of at most
+    16 M pixels, so a large batch of wide rows holds no more than that in flight."""
     b, dev = theta.shape[0], theta.device
+    step = max(1, GRID_CHUNK_PIXELS // (side * width))
+    if b > step:
+        return torch.cat([_nearest_canvas_grid(theta[i:i + step], wid[i:i + step], hgt[i:i + step],
+                                               transposed[i:i + step], side, width) for i in range(0, b, step)])
     t = transposed.view(b, 1, 1)
     rows = torch.arange(side, device=dev, dtype=torch.float32).view(1, side, 1).expand(b, side, width)
     cols = torch.arange(width, device=dev, dtype=torch.float32).view(1, 1, width).expand(b, side, width)
