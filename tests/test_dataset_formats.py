@@ -71,6 +71,20 @@ def test_cub(tmp_path):
         load("cub", tmp_path / "empty_missing")
 
 
+def test_a_root_one_folder_above_a_renamed_copy_names_the_folder_that_holds_it(tmp_path, runner):
+    from fgvcbench.cli import app
+    make_cub(tmp_path / "data" / "CUB_first3")
+    (tmp_path / "data" / "notes").mkdir()   # another folder, looked at first, without the files
+    with pytest.raises(DataError, match=r"images.txt not found, but .*CUB_first3 has the dataset's files — use that "
+                                        r"folder as the dataset's root"):
+        load("cub", tmp_path / "data")
+    said = runner.invoke(app, ["data", "verify", "cub", "--root", str(tmp_path / "data")])
+    assert said.exit_code == 2 and "Traceback" not in said.output
+    assert f"`--root {tmp_path / 'data' / 'CUB_first3'}`" in said.output
+    with pytest.raises(DataError, match="not found — expected layout"):   # nothing below holds it either
+        load("cub", tmp_path / "data" / "notes")
+
+
 def test_cub_from_its_parent_folder_with_spaces_in_names_and_a_byte_order_mark(tmp_path):
     root = make_cub(tmp_path / "CUB_200_2011")
     lines = (root / "images.txt").read_text().splitlines()

@@ -3,6 +3,7 @@ path and shows the layout the adapter expects."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Iterable
 
@@ -12,12 +13,35 @@ CROP_CHOICES = ("none", "bbox")
 
 
 def require(root: Path, relative: Iterable[str], layout: str) -> None:
-    """Fail with the expected layout if any of these files/folders is missing."""
+    """Fail with the expected layout if any of these files/folders is missing — naming the
+    sub-folder of ``root`` that has them all, where one does (the folder above the dataset's
+    given as its root, e.g. ``data/`` for ``data/CUB_200_2011_first50``)."""
     if root is None or not root.is_dir():
         raise DataError(f"dataset root not found: {root} — expected layout: {layout}")
+    relative = list(relative)
     for rel in relative:
         if not (root / rel).exists():
+            inside = _holding(root, relative)
+            if inside is not None:
+                raise DataError(f"{root / rel} not found, but {inside} has the dataset's files — use that folder "
+                                f"as the dataset's root (`--root {inside}`, or `root:` in the suite)")
             raise DataError(f"{root / rel} not found — expected layout: {layout}")
+
+
+def _holding(root: Path, relative: list[str], most: int = 200) -> Path | None:
+    """The first sub-folder of ``root`` (by name; at most ``most`` entries looked at) that
+    has every path of ``relative``; None if none does or ``root`` cannot be listed."""
+    try:
+        entries = sorted(itertools.islice(root.iterdir(), most))
+    except OSError:
+        return None
+    for sub in entries:
+        try:
+            if sub.is_dir() and all((sub / rel).exists() for rel in relative):
+                return sub
+        except OSError:
+            continue
+    return None
 
 
 def descend(root: Path | None, *candidates: str) -> Path | None:
