@@ -302,7 +302,23 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
                       "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
     Console().print(title, style="bold", markup=False, highlight=False)
     Console().print(table)
+    note = ceiling_note(rows, steps)
+    if note:
+        Console(stderr=True).print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     _append_csv(output / "throughput.csv", THROUGHPUT_FIELDS, rows)
+
+
+def ceiling_note(rows: list[dict], steps: int, slack: float = 1.1) -> str | None:
+    """A warning where a pipeline measured faster than the model alone (beyond ``slack``):
+    model-only trains on a batch already on the device, the ceiling of both pipelines, so
+    such figures are timing noise — too few steps, or a machine busy with something else."""
+    over = [r for r in rows[1:] if r["ratio_to_model_only"] > slack]
+    if not over:
+        return None
+    said = ", ".join(f"{r['mode']} {r['ratio_to_model_only']:.2f}×" for r in over)
+    return (f"{said} model-only, which is the ceiling of every pipeline: these timings are noise ({steps} timed "
+            f"steps, or another process sharing the machine) — raise --steps and --warmup, or measure on an idle "
+            f"machine; the rows are still appended to throughput.csv")
 
 
 KNN_FIELDS = ["date", "host", "device_name", "torch", "n", "dim", "classes", "k", "backend", "seconds", "git_sha"]

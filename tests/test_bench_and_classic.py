@@ -194,3 +194,29 @@ def test_eval_crop_pct_sets_the_test_views_resize_in_both_pipelines(tmp_path):
     assert span(fast) == pytest.approx(span(usual) * 27 / 40, rel=0.08)
     assert span(classic) == pytest.approx(span(usual_classic) * 27 / 40, rel=0.08)
     assert fast.shape == classic.shape and (fast - classic).abs().mean() < 0.05
+
+
+def test_a_pipeline_timed_faster_than_the_model_alone_is_flagged_as_noise(tmp_path, runner, monkeypatch):
+    """Model-only trains on a batch already on the device: the ceiling of both pipelines.
+    A pipeline measured above it (few steps, a busy machine) gets a warning; the rows are
+    still written."""
+    import fgvcbench.bench as bench
+    from fgvcbench.bench import ceiling_note
+
+    def rows(fast, classic):
+        return [{"mode": "model_only", "ratio_to_model_only": 1.0}, {"mode": "fast", "ratio_to_model_only": fast},
+                {"mode": "classic", "ratio_to_model_only": classic}]
+    assert ceiling_note(rows(0.95, 0.4), 20) is None and ceiling_note(rows(1.08, 0.4), 20) is None
+    note = ceiling_note(rows(13.83, 0.98), 3)
+    assert note.startswith("fast 13.83× model-only, which is the ceiling of every pipeline") and "(3 timed steps" in note
+    assert "classic" not in note
+    measured = [{**r, "images_per_second": 100 * r["ratio_to_model_only"], "device_name": "cpu"}
+                for r in rows(1.5, 1.3)]
+    measured[1]["ratio_to_classic"] = 1.5 / 1.3
+    monkeypatch.setattr(bench, "measure_throughput", lambda *a, **k: [dict(r) for r in measured])
+    monkeypatch.setattr(bench, "THROUGHPUT_FIELDS", ["mode", "images_per_second"])
+    result = runner.invoke(app, ["bench", "throughput", "--device", "cpu", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())
+    assert "warning: fast 1.50×, classic 1.30× model-only" in said and "raise --steps and --warmup" in said
+    assert len((tmp_path / "throughput.csv").read_text().splitlines()) == 4
