@@ -156,9 +156,10 @@ def _named_runs(suite: Suite, term: str, option: str, help_text: str) -> list:
         labels = sorted({spec.variant for spec in hit if spec.variant != variant and term not in _ids(spec)})
         if labels:
             listed = " and ".join(f"{method}:{label}" for label in labels)
-            suite.notes.append((f"{option} {term}: variant {variant!r} computes the same runs as {listed}, which "
-                                f"the suite lists — they run and show in the tables as {listed}",
-                                {spec.run_id for spec in hit}))
+            note = (f"{option} {term}: variant {variant!r} computes the same runs as {listed}, which the suite "
+                    f"lists — they run and show in the tables as {listed}", {spec.run_id for spec in hit})
+            if note not in suite.notes:   # a term given twice says it once
+                suite.notes.append(note)
     return hit
 
 

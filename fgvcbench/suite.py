@@ -635,6 +635,11 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                             run_cluster[spec.run_id] = entry_cluster[mpath]
     _check_exclude_values(ck, exclude, runs)
     runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]
+    # a variant some entry of the method lists is that entry's name, never another entry's alias
+    listed: dict[str, set[str]] = {}
+    for spec in runs:
+        listed.setdefault(spec.method, set()).add(spec.variant)
+    aliases = {spec.run_id: rest for spec in runs if (rest := aliases.get(spec.run_id, set()) - listed[spec.method])}
     def make_spec(dataset, root, backbone, method, variant, params, seed) -> RunSpec:
         recipe = _resolve_recipe(method, scale, preset, suite_train, {}, ck, ("ablation",))
         return RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name, variant=variant,

@@ -377,3 +377,20 @@ def test_a_nearest_canvas_grid_worked_out_in_chunks_of_rows_is_the_grid_worked_o
     assert torch.equal(apply_ops(canvas, ops, mags, canvas=True), whole)
     for i in range(len(images)):   # and each row is still torchvision's on its image alone
         assert torch.equal(_row_image(whole, i), reference(images[i], ALL_OPS[int(ops[i])], float(mags[i])))
+
+
+@pytest.mark.parametrize("trial", range(9))
+def test_nearest_shears_and_rotations_of_simple_magnitudes_fall_on_torchvisions_pixels(trial):
+    """Shears of a tenth and rotations of 30° or 45° put source points on pixel edges; each
+    such tie falls as in torchvision, on squares and on canvas rows alike."""
+    g = torch.Generator().manual_seed(21 + trial)
+    shapes = [(20, 34), (34, 20), (20, 27), (20, 20), (41, 20), (20, 20)]
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in shapes]
+    names = ["ShearX", "Rotate", "ShearY", "Rotate", "ShearX", "ShearY"]
+    mags = torch.tensor([0.3, -30.0, -0.2, 45.0, 0.1 * trial, -0.1 * (trial % 7)])
+    ops = torch.tensor([OPS.index(o) for o in names])
+    on_canvas = apply_ops(_canvas_of(images), ops, mags, canvas=True)
+    on_squares = apply_ops(torch.stack([images[5]] * 6), ops, mags)
+    for i in range(6):
+        assert torch.equal(_row_image(on_canvas, i), reference(images[i], names[i], float(mags[i]))), (i, names[i])
+        assert torch.equal(on_squares[i], reference(images[5], names[i], float(mags[i]))), (i, names[i])

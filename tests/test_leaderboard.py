@@ -74,6 +74,8 @@ def test_different_configurations_are_not_averaged_together_and_say_what_differs
                        ("recipe", 75.0): "params.steps=–", ("recipe", 70.0): "params.steps=[base, cosine]"}
     one = build_leaderboard([record("finetune", 0, 80.0)])   # nothing to tell apart
     assert list(one["config_differs"]) == [""]
+    alike = build_leaderboard([record("finetune", 0, 80.0, lr=1), record("finetune", 0, 81.0, lr="1")])
+    assert sorted(alike["config_differs"]) == ['recipe.lr="1"', "recipe.lr=1"]   # read alike: shown as JSON
     config = df.set_index("top1_mean").loc[70.0, "config"]
     for fmt, prefix in (("table", ""), ("md", ""), ("latex", "% ")):
         out = runner.invoke(app, ["leaderboard", str(tmp_path), "--format", fmt, "--no-write"],

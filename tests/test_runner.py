@@ -689,8 +689,15 @@ def test_only_and_rerun_name_a_run_by_a_variant_the_suite_lists_under_another_na
     assert dry.exit_code == 0 and "1 run: 0 already done, 1 to run." in dry.stdout
     assert "variant 'readme' computes the same runs as finernet:default" in " ".join(dry.stderr.split())
     # the entry's params set the pipeline of any variant it would list: code runs readme's pipeline too
+    code = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:code,finernet:code"])
+    assert code.exit_code == 0 and " ".join(code.stderr.split()).count("variant 'code' computes the same runs") == 1
+
+    # a variant another entry of the method lists is that entry's, never an alias of this one's default
+    suite = tiny_suite(tmp_path, methods="[{name: finernet}, {name: finernet, variants: [code], "
+                                         "params: {alpha: 0.5}}]")
     code = runner.invoke(app, ["run", str(suite), "--dry-run", "--only", "finernet:code"])
-    assert code.exit_code == 0 and "variant 'code' computes the same runs" in " ".join(code.stderr.split())
+    assert code.exit_code == 0 and "1 run: 0 already done, 1 to run." in code.stdout
+    assert "computes the same runs" not in code.output and "│ default" not in code.stdout
 
 
 def test_a_baseline_named_by_a_variant_the_suite_lists_under_another_name_becomes_that_name(runner, tmp_path):

@@ -303,15 +303,15 @@ def build_leaderboard(records: Iterable[dict], extra_metrics: Iterable[str] = ()
 NAMES = ("dataset", "backbone", "pretrained", "method", "variant", "scale")   # what a table row is named by
 
 
-def _flat(value, prefix: str = "") -> dict[str, str]:
-    """A spec as dotted keys → values as people write them (``params.steps``:
-    ``[base, cosine]``); a list stays one value, an empty mapping none."""
+def _flat(value, prefix: str = "") -> dict[str, tuple[str, str]]:
+    """A spec as dotted keys → (the value as people write it, e.g. ``params.steps``:
+    ``[base, cosine]``, its canonical JSON); a list stays one value, an empty mapping none."""
     if isinstance(value, dict):
-        out: dict[str, str] = {}
+        out: dict[str, tuple[str, str]] = {}
         for key, item in value.items():
             out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
         return out
-    return {prefix: _shown(value)}
+    return {prefix: (_shown(value), canonical_json(value))}
 
 
 def _shown(value) -> str:
@@ -327,7 +327,8 @@ def _shown(value) -> str:
 def _config_differences(specs: dict[str, dict], names: dict[str, tuple]) -> dict[str, str]:
     """config → what sets it apart from the other configurations a table would name alike
     (``names``: config → its row's names): each spec field whose value differs among them,
-    ``key=value`` joined by ``; `` (``–`` where a configuration lacks the field)."""
+    ``key=value`` joined by ``; `` (``–`` where a configuration lacks the field; as JSON,
+    strings quoted, where two values would read alike, ``1`` and ``"1"``)."""
     by_names: dict[tuple, list[str]] = {}
     for config, named in names.items():
         by_names.setdefault(named, []).append(config)
@@ -337,9 +338,14 @@ def _config_differences(specs: dict[str, dict], names: dict[str, tuple]) -> dict
             continue
         flat = {c: _flat({k: v for k, v in portable(specs[c]).items() if k != "seed"}) for c in configs}
         keys = sorted({k for f in flat.values() for k in f})
-        varying = [k for k in keys if len({flat[c].get(k, "–") for c in configs}) > 1]
+        absent = ("–", None)
+        shown: dict[str, int] = {}   # a varying key → 0: as people write it, 1: as JSON (reads alike otherwise)
+        for k in keys:
+            values = {flat[c].get(k, absent) for c in configs}
+            if len({v[1] for v in values}) > 1:
+                shown[k] = 0 if len({v[0] for v in values}) == len(values) else 1
         for c in configs:
-            out[c] = "; ".join(f"{k}={flat[c].get(k, '–')}" for k in varying)
+            out[c] = "; ".join(f"{k}={flat[c][k][i] if k in flat[c] else '–'}" for k, i in shown.items())
     return out
 
 
