@@ -130,12 +130,12 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
         except ValueError as exc:
             raise UserError(str(exc)) from None
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    if fmt != "csv":   # rows named alike, told apart by their config hash: what differs
-        notes = config_notes(plain)
-        if notes and fmt != "table":
-            sys.stdout.write("\n" + "".join(("% " if fmt == "latex" else "") + line + "\n" for line in notes))
-        for line in notes if fmt == "table" else ():
+    notes = config_notes(plain) if fmt != "csv" else []   # rows named alike, told apart by their config hash
+    if fmt == "table":
+        for line in notes:
             console.print(line, highlight=False, markup=False)
+    elif notes:
+        sys.stdout.write("\n" + "".join(("% " if fmt == "latex" else "") + line + "\n" for line in notes))
     outside = sum(r["run_id"] not in grid_ids for r in records) if grid_ids is not None else 0
     if outside:   # e.g. a configuration the suite had before its params were changed
         err_console.print(f"[yellow]note:[/] {outside} record{'s' if outside != 1 else ''} in this folder "

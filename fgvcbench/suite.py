@@ -619,8 +619,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 for variant in variants:
                     recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
                     params_of = method.resolve_params(variant, params)
-                    same = {v for v in method.variants if v not in variants
-                            and method.resolve_params(v, params) == params_of}
+                    # the variants that would compute this run (the grid's own names are dropped below)
+                    same = {v for v in method.variants if method.resolve_params(v, params) == params_of}
                     for seed in seeds:
                         spec = RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name,
                                        variant=variant, seed=seed, scale=scale,
@@ -635,7 +635,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                             run_cluster[spec.run_id] = entry_cluster[mpath]
     _check_exclude_values(ck, exclude, runs)
     runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]
-    # a variant some entry of the method lists is that entry's name, never another entry's alias
+    # a variant some entry of the method lists (this run's own included) is that entry's name,
+    # never another entry's alias
     listed: dict[str, set[str]] = {}
     for spec in runs:
         listed.setdefault(spec.method, set()).add(spec.variant)

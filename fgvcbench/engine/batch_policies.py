@@ -118,7 +118,6 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
     work = torch.float32 if dev.type == "mps" else torch.float64
     params = to_device(torch.stack([angle, tx, ty, shear_x, shear_y, corner.double()], 1).to(work), dev)
     extent, transposed = canvas_layout(images)
-    ext, t = extent.to(work), transposed.to(work)
     wid, hgt = image_sizes(extent, transposed, side, dtype=work)
     photo = canvas_photo_side(images).to(work)
     to_row = torch.where(photo > 0, side / photo.clamp(min=1), torch.ones_like(photo))   # photo pixel → row pixel
@@ -131,7 +130,8 @@ def _geometric_canvas(images: torch.Tensor, ops: list[str], magnitude: torch.Ten
     if interpolation == "nearest":   # each source pixel as torchvision picks it, ties included
         grid = _nearest_canvas_grid(theta.float(), wid.float(), hgt.float(), transposed, side, width)
     else:   # bilinear has no ties: one matrix per row from the canvas's pixel to its source
-        one, zero = torch.ones_like(ext), torch.zeros_like(ext)
+        t = transposed.to(work)
+        one, zero = torch.ones_like(t), torch.zeros_like(t)
         bottom = torch.stack([zero, zero, one], 1).unsqueeze(1)                       # [B, 1, 3]
         # stored pixel → the image's centred coordinates (swapping x and y where stored transposed)
         to_image = torch.stack([torch.stack([1 - t, t, -wid / 2], 1), torch.stack([t, 1 - t, -hgt / 2], 1)], 1)
@@ -187,7 +187,7 @@ def _nearest_canvas_grid(theta: torch.Tensor, wid: torch.Tensor, hgt: torch.Tens
     if b > step:
         return torch.cat([_nearest_canvas_grid(theta[i:i + step], wid[i:i + step], hgt[i:i + step],
                                                transposed[i:i + step], side, width) for i in range(0, b, step)])
-    t = transposed.view(b, 1, 1)
+    t = transposed.view(b, 1, 1)   # each row: stored transposed (its image's x along the canvas's rows)
     rows = torch.arange(side, device=dev, dtype=torch.float32).view(1, side, 1).expand(b, side, width)
     cols = torch.arange(width, device=dev, dtype=torch.float32).view(1, 1, width).expand(b, side, width)
     x, y = torch.where(t, rows, cols), torch.where(t, cols, rows)            # the image's own pixel
@@ -199,8 +199,7 @@ def _nearest_canvas_grid(theta: torch.Tensor, wid: torch.Tensor, hgt: torch.Tens
     source = (((normalised + 1) * size.unsqueeze(1) - 1) / 2).round()       # grid_sample's un-normalise, nearbyint
     inside = ((source >= 0) & (source < size.unsqueeze(1))).all(-1)
     sx, sy = source[..., 0], source[..., 1]
-    flat_t = transposed.view(b, 1)
-    col, row = torch.where(flat_t, sy, sx), torch.where(flat_t, sx, sy)     # the stored pixel
+    col, row = torch.where(t.view(b, 1), sy, sx), torch.where(t.view(b, 1), sx, sy)   # the stored pixel
     grid = torch.stack([(2 * col + 1) / width - 1, (2 * row + 1) / side - 1], -1)
     grid = torch.where(inside.unsqueeze(-1), grid, torch.full_like(grid, -3.0))
     return grid.view(b, side, width, 2)

@@ -352,8 +352,6 @@ def _config_differences(specs: dict[str, dict], names: dict[str, tuple]) -> dict
 def config_notes(df: pd.DataFrame) -> list[str]:
     """One line per configuration a printed table tells apart by its config hash alone:
     what differs from the rows named alike (the ``config_differs`` column)."""
-    if "config_differs" not in df.columns:
-        return []
     return [f"config {r.config} ({r.method}:{r.variant} on {r.dataset} · {r.backbone}): {r.config_differs}"
             for r in df.itertuples(index=False) if r.config_differs]
 
