@@ -88,6 +88,7 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import (build_leaderboard, check_extra_metrics, config_notes, load_records,
                                               render, render_pivot, render_rich_table, write_leaderboard_csv)
+    from fgvcbench.report.stats import csv_text
     from fgvcbench.store import atomic_write_text
     records, warnings = load_records(*dirs)
     for w in warnings:
@@ -111,7 +112,7 @@ def print_leaderboard(dirs: list[Path], fmt: str, write_csv: bool, pivot: bool =
             err_console.print(f"[dim]wrote {escape(str(path))}[/]")
             if baseline is not None:   # the comparison beside it (a suite's own baseline: table is baseline.csv)
                 path = folder / "leaderboard-baseline.csv"
-                atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
+                atomic_write_text(path, csv_text(df))
                 err_console.print(f"[dim]wrote {escape(str(path))}[/]")
         except OSError as exc:   # a read-only copy of results: the table is still worth printing
             err_console.print("[yellow]warning:[/] could not write the table's CSV into "
@@ -162,6 +163,7 @@ def print_baseline_table(suite, records: list[dict]) -> None:
     pipelines × datasets, Δ paired by seed), and ``baseline.csv`` beside the leaderboard."""
     from fgvcbench.report.compare import add_baseline, baseline_note
     from fgvcbench.report.leaderboard import build_leaderboard, render_pivot
+    from fgvcbench.report.stats import csv_text
     from fgvcbench.store import atomic_write_text
     try:
         df = add_baseline(build_leaderboard(records), records, suite.baseline, source="the suite's baseline:")
@@ -172,7 +174,7 @@ def print_baseline_table(suite, records: list[dict]) -> None:
     sys.stdout.write(render_pivot(df, "github") + "\n")
     console.print(baseline_note(df), highlight=False)
     path = Path(suite.output) / "baseline.csv"
-    atomic_write_text(path, df.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(path, csv_text(df))
     err_console.print(f"[dim]wrote {escape(str(path))}[/]")
 
 
@@ -183,6 +185,7 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
 
     from fgvcbench.report.ablation import ablation_table, render_ablation, write_ablation_chart
     from fgvcbench.spec import canonical_json, dataset_titles, pretrained_label, slug
+    from fgvcbench.report.stats import csv_text
     from fgvcbench.store import atomic_write_text
     frames = []
     # the same dataset twice (other options, another root): each named by what tells it apart
@@ -212,7 +215,7 @@ def print_ablation_tables(suite, records: list[dict]) -> None:
     if not frames:
         return
     path = Path(suite.output) / "ablation.csv"
-    atomic_write_text(path, pd.concat(frames).to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(path, csv_text(pd.concat(frames)))
     err_console.print(f"[dim]wrote {escape(str(path))}[/]")
 
 

@@ -353,6 +353,11 @@ def _rerun(suite, reruns: set):
     return replaced
 
 
+def _is(p_value: str) -> str:
+    """``= 0.0496`` or ``< 0.001``: a p-value's text (stats.p_text) after "p"."""
+    return f"< {p_value[1:]}" if p_value.startswith("<") else f"= {p_value}"
+
+
 def _not_a_folder(path: Path, what: str) -> str:
     """``what`` at ``path``: not found, or a file where a folder belongs."""
     return f"{what} {path} is a file, not a folder" if path.exists() else f"{what} not found: {path}"
@@ -603,7 +608,7 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     table = Table(title=escape(f"ablate {step} ({mode}) · {dataset_label(ds[0])} · {bb['name']} · seeds {result['seeds']}"))
     for col in ("side", "steps", "top-1 % mean ± std", "n", result["cost_label"]):
         table.add_column(col)
-    from fgvcbench.report.stats import format_mean_std, signed
+    from fgvcbench.report.stats import format_mean_std, p_text, signed
     for side, steps, summary, cost in (("without", without, result["without"], result["cost_without"]),
                                        ("with", with_, result["with"], result["cost_with"])):
         table.add_row(side, " → ".join(steps) or "(none)", format_mean_std(summary.mean, summary.std),
@@ -616,12 +621,11 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
                                                for seed, sides in unpaired), highlight=False)
     if p is not None and p.n:
         ci = "–" if p.ci_low != p.ci_low else f"[{signed(p.ci_low)}, {signed(p.ci_high)}]"
-        pv = "–" if p.p_value != p.p_value else f"{p.p_value:.3f}"
-        wp = "–" if p.wilcoxon_p != p.wilcoxon_p else f"{p.wilcoxon_p:.3f}"
+        pv, wp = p_text(p.p_value), p_text(p.wilcoxon_p)
         if p.wilcoxon_p == p.wilcoxon_p and p.wilcoxon_n < p.n:
             wp += f" over the {p.wilcoxon_n} seed{'s' if p.wilcoxon_n != 1 else ''} that moved"
-        console.print(f"Δ top-1 ({step}) = {signed(p.mean_delta)} points, 95% CI {ci}, paired t-test p = {pv}, "
-                      f"Wilcoxon p = {wp} (n = {p.n} paired seed{'s' if p.n != 1 else ''})", highlight=False)
+        console.print(f"Δ top-1 ({step}) = {signed(p.mean_delta)} points, 95% CI {ci}, paired t-test p {_is(pv)}, "
+                      f"Wilcoxon p {_is(wp)} (n = {p.n} paired seed{'s' if p.n != 1 else ''})", highlight=False)
     console.print(f"records in {suite.output}/runs", highlight=False, markup=False)
     if outcome.interrupted:
         interrupted(f"the finished runs are saved in {suite.output}; run the same command to resume.")

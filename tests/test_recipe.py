@@ -180,6 +180,12 @@ def test_ablation_table_pairs_seeds_and_marks_times_of_a_shared_device():
     assert first["n"].tolist() == [2, 0] and first.attrs["not_yet"] == ["cosine"]
     assert render_ablation(first).splitlines()[-1] == \
         "Seeds: 0, 1 (every row with a successful run, paired by seed). No successful run yet: cosine."
+    # rows of two setups (another lr in the second row's recipe): never paired into a gain
+    other_lr = [run(["base", "cosine"], s, 70.0 + s) for s in (0, 1)]
+    for r in other_lr:
+        r["spec"]["recipe"] = {"lr": 0.5}
+    with pytest.raises(ValueError, match="rows of the recipe ablation on cub · r come from 2 setups"):
+        ablation_table(records[:2] + other_lr, plan, "cub", "r")
 
 
 def test_ablation_rows_share_their_seeds_and_count_failures():
@@ -651,3 +657,18 @@ def test_ablate_names_the_train_settings_its_steps_overwrite(runner, tmp_path):
     text = " ".join(result.output.split())
     assert "note: ablate: its recipe steps replace 2 train: settings — batch_size: 8 → 128 (step 'large_batch_warmup'); " \
            "label_smoothing: 0.3 → 0.1 (step 'label_smoothing')" in text
+
+
+def test_a_one_seed_row_of_the_ablation_chart_is_marked_not_drawn_as_a_zero_spread(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    from fgvcbench.report.ablation import write_ablation_chart
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    import pandas as pd
+    df = pd.DataFrame({"step": ["base", "cosine"], "n": [3, 1], "top1_mean": [60.0, 62.0],
+                       "top1_std": [1.0, float("nan")], "incremental": [float("nan"), 2.0]})
+    assert write_ablation_chart(df, tmp_path / "chart.png", "t")
+    ax = saved[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["base", "cosine (1 seed)"]
+    assert [bar.get_hatch() for bar in ax.patches] == [None, "//"]

@@ -488,7 +488,7 @@ def test_a_suite_s_baseline_table_is_printed_after_the_run(runner, tmp_path, reg
     from scipy import stats
     half = stats.t.ppf(0.975, 1) * stats.tstd([31, 32]) / 2 ** 0.5
     p = stats.ttest_rel([41, 42], [10, 10]).pvalue
-    assert f"Δ +31.50 ±{half:.2f} (p {p:.3f})" in result.output
+    assert f"Δ +31.50 ±{half:.2f} (p {p:#.3g})" in result.output   # three significant digits: 0.0101
     import pandas as pd
     table = pd.read_csv(tmp_path / "out" / "baseline.csv")
     assert table.set_index("method").loc["staged", "delta_n"] == 2

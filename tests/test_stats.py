@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci, paired_difference, signed
+from fgvcbench.report.stats import (csv_text, delta_text, format_mean_std, mean_std_ci, p_text, paired_difference,
+                                    signed, spread)
 
 
 def test_t_interval_matches_a_hand_computation():
@@ -112,3 +113,26 @@ def test_a_gain_that_cancels_reads_plus_zero_and_a_tiny_one_keeps_its_sign():
     assert r.mean_delta == 0.0 and delta_text(r.mean_delta, r.ci_high - r.mean_delta, r.n).startswith("+0.00 ±")
     assert signed(-0.0027) == "-0.003" and signed(0.0004) == "+0.0004" and signed(-1.234) == "-1.23"
     assert signed(float("nan")) == "–" and signed(0.0) == "+0.00"
+
+
+def test_a_narrow_interval_or_small_spread_never_reads_as_none():
+    # accuracies that move by 0.001 (a large test set): the interval's half-width is 0.0014,
+    # which two decimals would print as "±0.00", a certainty the seeds do not give
+    r = paired_difference([80.0, 81.0, 82.0], [80.001, 81.001, 82.002])
+    half = r.ci_high - r.mean_delta
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * stats.tstd([0.001, 0.001, 0.002]) / 3 ** 0.5, rel=1e-6)
+    assert delta_text(r.mean_delta, half, r.n) == "+0.001 ±0.001"
+    assert format_mean_std(80.0013, 0.00058) == "80.00 ± 0.0006"
+    assert spread(0.0) == "0.00" and spread(0.314) == "0.31" and spread(float("nan")) == "–"
+
+
+def test_p_values_keep_three_significant_digits_and_small_ones_are_not_zero():
+    assert p_text(0.0496) == "0.0496"             # ".3f" said 0.050: the other side of 0.05
+    assert p_text(0.5) == "0.500" and p_text(0.01013) == "0.0101"
+    assert p_text(1.3e-11) == "<0.001" and p_text(float("nan")) == "–"
+    import pandas as pd
+    df = pd.DataFrame({"step": ["a", "b"], "top1_mean": [80.123456, 81.0],
+                       "incremental_p": [1.3e-11, float("nan")], "delta_wilcoxon_p": [0.0496, 0.25]})
+    back = pd.read_csv(__import__("io").StringIO(csv_text(df)))
+    assert back["incremental_p"].iloc[0] == pytest.approx(1.3e-11) and math.isnan(back["incremental_p"].iloc[1])
+    assert back["delta_wilcoxon_p"].tolist() == [0.0496, 0.25] and back["top1_mean"].tolist() == [80.1235, 81.0]

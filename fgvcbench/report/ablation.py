@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from fgvcbench.report.stats import mean_std_ci, paired_difference, signed
+from fgvcbench.report.stats import mean_std_ci, p_text, paired_difference, signed, spread
 from fgvcbench.spec import config_key
 
 
@@ -121,6 +121,10 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
         matched = _matching(records, plan.method, dataset, backbone, steps, scale=scale, seeds=seeds, config=config)
         by_row.append((label, _ok_by_seed(matched, f"{plan.method} {steps} on {dataset} · {backbone}"),
                        [r for r in matched if r.get("status") != "ok"]))
+    setups = {ablation_config(r["spec"]) for _, runs, _ in by_row for r in runs.values()}
+    if len(setups) > 1:   # each row is of one setup (_ok_by_seed); the rows must share it too
+        raise ValueError(f"the rows of the {plan.method} ablation on {dataset} · {backbone} come from {len(setups)} "
+                         "setups (scale, weights, recipe or dataset options differ): give the one to tabulate")
     finished = [set(runs) for label, runs, _ in by_row if not label.startswith("+") and runs]
     common = set.intersection(*finished) if finished else set()
     everything = set().union(*(set(runs) for _, runs, _ in by_row))
@@ -172,10 +176,10 @@ def _f(value: float, fmt: str) -> str:
 def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
     """The table, then a line naming its seeds (and the finished seeds it left out)."""
     from tabulate import tabulate
-    rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {_f(r.top1_std, '.2f')} ({r.n})"
+    rows = [[r.step, f"{_f(r.top1_mean, '.2f')} ± {spread(r.top1_std)} ({r.n})"
              + (f", {r.failed} failed" if getattr(r, "failed", 0) else ""),
-             signed(r.incremental) + (f" ±{r.incremental_ci95:.2f}" if not math.isnan(r.incremental_ci95) else ""),
-             signed(r.absolute), _f(r.incremental_p, ".3f"), timed(r.device_seconds, ".0f", r.shared_by)]
+             signed(r.incremental) + (f" ±{spread(r.incremental_ci95)}" if not math.isnan(r.incremental_ci95) else ""),
+             signed(r.absolute), p_text(r.incremental_p), timed(r.device_seconds, ".0f", r.shared_by)]
             for r in df.itertuples(index=False)]
     devices = [d for value in df["device"] for d in str(value).split(",")] if "device" in df else []
     headers = ["step", "top-1 % mean ± std (n)", "incremental (95% CI)", "absolute", "p (paired t)",
@@ -211,14 +215,20 @@ def write_ablation_chart(df: pd.DataFrame, path, title: str) -> bool:
     cumulative = df[~df["step"].str.startswith("+")]
     width = max(5, 1.1 * len(cumulative))   # inches; about 11 title characters to the inch at 10 pt
     fig, ax = plt.subplots(figsize=(width, 3.6))
-    ax.bar(range(len(cumulative)), cumulative["top1_mean"], yerr=cumulative["top1_std"].fillna(0), capsize=3,
-           color="#4c72b0")
+    bars = ax.bar(range(len(cumulative)), cumulative["top1_mean"], yerr=cumulative["top1_std"].fillna(0), capsize=3,
+                  color="#4c72b0")
+    for bar, n in zip(bars, cumulative["n"]):
+        if n < 2:   # no spread measured: hatched and named so, never a bar that looks like a zero std
+            bar.set_hatch("//")
+            bar.set_facecolor("#a6bddb")
     for i, (mean, std, inc) in enumerate(zip(cumulative["top1_mean"], cumulative["top1_std"].fillna(0),
                                              cumulative["incremental"])):
         if not math.isnan(inc):  # the incremental gain, above the error bar
             ax.annotate(signed(inc), (i, mean + std), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
                         textcoords="offset points")
-    ax.set_xticks(range(len(cumulative)), cumulative["step"], rotation=30, ha="right")
+    ax.set_xticks(range(len(cumulative)), [step + (" (1 seed)" if n < 2 else "")
+                                           for step, n in zip(cumulative["step"], cumulative["n"])],
+                  rotation=30, ha="right")
     low = cumulative["top1_mean"].min()
     high = (cumulative["top1_mean"] + cumulative["top1_std"].fillna(0)).max()
     ax.set_ylim(max(0, low - 10), min(100, high + 4))

@@ -30,7 +30,7 @@ import pandas as pd
 from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
-from fgvcbench.report.stats import delta_text, format_mean_std, mean_std_ci
+from fgvcbench.report.stats import csv_text, delta_text, format_mean_std, mean_std_ci, p_text, spread
 from fgvcbench.spec import canonical_json, config_key, dataset_label, portable, pretrained_label
 from fgvcbench.store import data_counts, record_data, record_problem
 
@@ -364,7 +364,7 @@ def write_leaderboard_csv(df: pd.DataFrame, results_dir: str | os.PathLike) -> P
     fd, tmp = tempfile.mkstemp(prefix=".leaderboard.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            df.to_csv(fh, index=False, float_format="%.4f")
+            fh.write(csv_text(df))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -408,7 +408,7 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         rows.append([r.dataset, r.backbone, r.pretrained, r.method, variant_label(r)] +
                     ([r.scale] if show_scale else []) + ([r.config] if show_config else []) +
                     [str(r.n), format_mean_std(r.top1_mean, r.top1_std),
-                     "–" if math.isnan(r.top1_ci95) else f"±{r.top1_ci95:.2f}",
+                     "–" if math.isnan(r.top1_ci95) else f"±{spread(r.top1_ci95)}",
                      _num(r.top1_last_mean, 2) + _over(r, "top1_last"),
                      _num(r.mean_class_acc_mean, 2) + _over(r, "mean_class_acc"),
                      timed(r.train_seconds_mean, ".1f", r.device_shared_by),
@@ -419,7 +419,7 @@ def human_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         headers += ["protocol vs baseline"] if other else []
         for row, r in zip(rows, df.itertuples(index=False)):
             row += ["baseline", "", ""] if r.is_baseline else \
-                [delta_text(r.delta_mean, r.delta_ci95, r.delta_n), _num(r.delta_p, 3), str(r.delta_n) if r.baseline else ""]
+                [delta_text(r.delta_mean, r.delta_ci95, r.delta_n), p_text(r.delta_p), str(r.delta_n) if r.baseline else ""]
             row += [r.delta_protocol or ("same" if r.baseline and not r.is_baseline else "")] if other else []
     extras = [c[:-5] for c in df.columns if c.endswith("_mean") and c[:-5] + "_std" in df.columns
               and c not in ("top1_mean",) and not c.startswith(("top1_last", "mean_class_acc", "train_seconds",
@@ -439,7 +439,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "csv":
-        return df.to_csv(index=False, float_format="%.4f")
+        return csv_text(df)
     from tabulate import tabulate
     headers, rows = human_table(df)
     if fmt != "latex":
@@ -503,7 +503,7 @@ def pivot_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             delta = " · baseline" if getattr(r, "is_baseline", False) else ""
             if "delta_mean" in part.columns and r.baseline and r.delta_n:
                 delta = f" · Δ {delta_text(r.delta_mean, r.delta_ci95, r.delta_n)}" + \
-                    ("" if math.isnan(r.delta_p) else f" (p {r.delta_p:.3f})") + \
+                    ("" if math.isnan(r.delta_p) else f" (p {p_text(r.delta_p)})") + \
                     (f" over {r.delta_n} pair{'s' if r.delta_n != 1 else ''}" if r.delta_n != r.n else "") + \
                     (f" · {r.delta_protocol}" if getattr(r, "delta_protocol", "") else "")
             cells.setdefault(r.pivot_label, {})[r.dataset] = \

@@ -146,6 +146,7 @@ def _scatter_cost(df, path: Path, devices: str, unit: str, dataset: str) -> None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     backbones = list(dict.fromkeys(df["backbone"]))
+    hollow = False
     for method, part in df.groupby("method"):
         colour = None
         for backbone, rows in part.groupby("backbone", sort=False):
@@ -154,6 +155,11 @@ def _scatter_cost(df, path: Path, devices: str, unit: str, dataset: str) -> None
             bars = ax.errorbar(rows["device_seconds_total_mean"], rows["top1_mean"], yerr=rows["top1_std"].fillna(0),
                                fmt=marker, capsize=3, label=label, color=colour)
             colour = bars[0].get_color()
+            one = rows[rows["n"] < 2]
+            if len(one):   # no spread measured: hollow (drawn over the filled marker), never read as a zero std
+                ax.plot(one["device_seconds_total_mean"], one["top1_mean"], marker, color=colour,
+                        markerfacecolor="white", zorder=3)
+                hollow = True
             named = part["variant"].nunique() > 1 and not part["variant"].str.startswith("steps:").all()
             for k, r in enumerate(rows.sort_values("device_seconds_total_mean").itertuples()):
                 if named:   # neighbours above and below in turn, so close points' names do not print over each other
@@ -163,7 +169,7 @@ def _scatter_cost(df, path: Path, devices: str, unit: str, dataset: str) -> None
     ax.set_xlabel(f"{unit} of training per run (× devices; cached phases included; mean over seeds)", fontsize=8)
     ax.set_title("\n".join(textwrap.wrap(f"{dataset} · {devices}", 90)), fontsize=7)   # wrapped, not cut
     ax.set_ylabel("top-1 (%)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title="hollow: one seed, no spread" if hollow else None, title_fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

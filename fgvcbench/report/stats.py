@@ -108,12 +108,42 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
 
 
 def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
-    """``88.22 ± 0.31``; without a spread (one seed) just ``88.22``; no value: ``–``."""
+    """``88.22 ± 0.31``; without a spread (one seed) just ``88.22``; no value: ``–``. A
+    spread too small for ``digits`` keeps one significant digit (``± 0.003``)."""
     if mean is None or math.isnan(mean):
         return "–"
     if std is None or math.isnan(std):
         return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f} ± {spread(std, digits)}"
+
+
+def spread(value: float, digits: int = 2) -> str:
+    """A std or an interval's half-width: ``0.31``; one that is not zero but would round to
+    it keeps one significant digit (``0.001``), so no measured spread reads as none; a
+    true zero (every seed equal) is ``0.00``; no value: ``–``."""
+    if value is None or math.isnan(value):
+        return "–"
+    text = f"{value:.{digits}f}"
+    return text if float(text) != 0 or value == 0 else f"{value:.1g}"
+
+
+def p_text(p: float) -> str:
+    """A p-value in three significant digits (``0.0496``, not ``0.050``, which would read
+    as the other side of 0.05), ``<0.001`` below that; none: ``–``."""
+    if p is None or math.isnan(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:#.3g}"
+
+
+def csv_text(df) -> str:
+    """A table as CSV for tools: numbers to 4 decimals, except p-values (columns ``*_p``),
+    written in 4 significant digits so that a small one (1.3e-11) is not stored as 0."""
+    out = df.copy()
+    for column in out.columns:
+        if str(column).endswith("_p"):
+            out[column] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else format(float(v), ".4g")
+                           for v in out[column]]
+    return out.to_csv(index=False, float_format="%.4f")
 
 
 def delta_text(mean: float, half: float, n: int) -> str:
@@ -121,7 +151,7 @@ def delta_text(mean: float, half: float, n: int) -> str:
     (one pair, or every seed moved the same), ``–`` without a pair."""
     if not n or mean is None or math.isnan(mean):
         return "–"
-    return signed(mean) + ("" if half is None or math.isnan(half) else f" ±{half:.2f}")
+    return signed(mean) + ("" if half is None or math.isnan(half) else f" ±{spread(half)}")
 
 
 def signed(value: float, digits: int = 2) -> str:
