@@ -219,13 +219,14 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     reruns = {spec.run_id for spec in select_reruns(suite, rerun)} if rerun is not None else set()
     _print_notes(suite)
     if dry_run:
-        rows = [(spec, "rerun" if spec.run_id in reruns and status != "pending" else status)
+        rows = [(spec, "rerun" if spec.run_id in reruns and status not in ("pending", "running") else status)
                 for spec, status in grid_status(suite)]
         table = Table(title=escape(f"suite {suite.name} · scale {suite.scale} · {len(rows)} runs → {suite.output}"))
         for col in ("run id", "dataset", "backbone", "method", "variant", "seed", "epochs", "px", "status"):
             table.add_column(col)
         for spec, status in rows:
-            style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow", "rerun": "magenta"}[status]
+            style = {"ok": "green", "failed": "red", "diverged": "red", "pending": "yellow", "rerun": "magenta",
+                     "running": "cyan"}[status]
             table.add_row(spec.run_id, escape(dataset_label(spec.dataset)), escape(spec.backbone["name"]
                           + (" (pretrained)" if spec.backbone["pretrained"] else "")), spec.method, escape(spec.variant),
                           str(spec.seed), str(spec.recipe["epochs"]), str(spec.recipe["image_size"]),
@@ -233,8 +234,11 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         console.print(table)
         done = sum(s in ("ok", "diverged") for _, s in rows)
         again = sum(s == "rerun" for _, s in rows)
+        running = sum(s == "running" for _, s in rows)
         console.print(f"{len(rows)} run{'s' if len(rows) != 1 else ''}: {done} already done, {len(rows) - done} to run"
-                      + (f" ({again} again: --rerun)" if again else "") + ".", highlight=False)
+                      + (f" ({again} again: --rerun)" if again else "")
+                      + (f", of which {running} running in another process now (a run here leaves "
+                         f"{'it' if running == 1 else 'them'} to it)" if running else "") + ".", highlight=False)
         if reruns:   # what the rerun would leave behind: unchosen runs that share a stage with it
             from fgvcbench.executors import sharing_note
             chosen_specs = [spec for spec in suite.runs if spec.run_id in reruns]
@@ -284,6 +288,11 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     if gpus is None:
         resolve_device(suite.device)   # a device this machine lacks is refused now, not after --rerun moved runs
     replaced = _rerun(suite, reruns) if rerun is not None else None
+    # a first line at once, for an output that is not a terminal (no progress bar there)
+    store = Store(suite.output)
+    done = sum(store.is_finished(spec.run_id) for spec in suite.runs)
+    console.print(f"suite {suite.name} · scale {suite.scale} · {len(suite.runs)} run{'s' if len(suite.runs) != 1 else ''}: "
+                  f"{done} finished, {len(suite.runs) - done} to run → {suite.output}", highlight=False, markup=False)
     if devices:
         outcome = run_suite_workers(suite, devices, load_args, console=console)
     else:

@@ -484,12 +484,17 @@ def run_suite(suite: Suite, registry: Registry, console: Console | None = None,
 
 
 def grid_status(suite: Suite) -> list[tuple[object, str]]:
-    """(spec, status) for each run of the grid: ok / diverged / failed / pending."""
-    store = Store(suite.output)
+    """(spec, status) for each run of the grid: ok / diverged / failed / pending, or running
+    where no record is finished and a live process holds the run's claim (another
+    ``fgvcbench run`` of the same output, a worker, a cluster job)."""
+    store, claims = Store(suite.output), Claims(suite.output)
     out = []
     for spec in suite.runs:
         record = store.get(spec.run_id)
-        out.append((spec, record["status"] if record and record_problem(record) is None else "pending"))
+        if record and record_problem(record) is None:
+            out.append((spec, record["status"]))
+        else:
+            out.append((spec, "running" if claims.held(spec.run_id) else "pending"))
     return out
 
 

@@ -713,3 +713,23 @@ def test_a_baseline_named_by_a_variant_the_suite_lists_under_another_name_become
     suite = tiny_suite(tmp_path, methods="[finernet, finetune]", extra="baseline: finernet:readme")
     bad = runner.invoke(app, ["run", str(suite), "--dry-run"])
     assert bad.exit_code == 2 and "baseline: 'finernet:readme' matches no run" in " ".join(bad.output.split())
+
+
+def test_dry_run_names_a_run_another_live_process_holds_as_running(runner, tmp_path, registry_with):
+    import os
+    import re
+    import socket
+    registry_with()
+    suite = tiny_suite(tmp_path, seeds="[0, 1]", epochs=1)
+    first = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert "2 runs: 0 already done, 2 to run." in first.stdout
+    ids = re.findall(r"\b[0-9a-f]{12}\b", first.stdout)
+    claims = tmp_path / "out" / "claims"
+    claims.mkdir(parents=True)
+    (claims / f"{ids[0]}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert "2 runs: 0 already done, 2 to run, of which 1 running in another process now" in dry.stdout
+    assert dry.stdout.count("running") == 2   # the claimed run's status, and the summary
+    # a dead process's claim is not a running run
+    (claims / f"{ids[0]}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 7}))
+    assert "2 runs: 0 already done, 2 to run." in runner.invoke(app, ["run", str(suite), "--dry-run"]).stdout

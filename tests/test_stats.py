@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fgvcbench.report.stats import (csv_text, delta_text, format_mean_std, mean_std_ci, p_text, paired_difference,
+from fgvcbench.report.stats import (csv_text, delta_text, fixed, format_mean_std, mean_std_ci, p_text, paired_difference,
                                     signed, spread)
 
 
@@ -136,3 +136,12 @@ def test_p_values_keep_three_significant_digits_and_small_ones_are_not_zero():
     back = pd.read_csv(__import__("io").StringIO(csv_text(df)))
     assert back["incremental_p"].iloc[0] == pytest.approx(1.3e-11) and math.isnan(back["incremental_p"].iloc[1])
     assert back["delta_wilcoxon_p"].tolist() == [0.0496, 0.25] and back["top1_mean"].tolist() == [80.1235, 81.0]
+
+
+def test_one_number_computed_two_ways_prints_alike():
+    # top-1 and per-class accuracy of a balanced test set: 10.875 exactly, and the mean of
+    # per-class rates, 10.874999999999998, printed 10.88 and 10.87 side by side
+    per_class = 10.874999999999998
+    assert f"{per_class:.2f}" == "10.87" and fixed(per_class) == fixed(10.875) == "10.88"
+    assert f"{22.374999999999996:.2f}" == "22.37" and format_mean_std(22.374999999999996, 3.01) == "22.38 ± 3.01"
+    assert fixed(1 / 3, 3) == "0.333"

@@ -30,7 +30,7 @@ import pandas as pd
 from fgvcbench.errors import UserError
 from fgvcbench.plugins import suggest
 from fgvcbench.report.ablation import mark_shared, shared_by, timed
-from fgvcbench.report.stats import csv_text, delta_text, format_mean_std, mean_std_ci, p_text, spread
+from fgvcbench.report.stats import csv_text, delta_text, fixed, format_mean_std, mean_std_ci, p_text, spread
 from fgvcbench.spec import canonical_json, config_key, dataset_label, portable, pretrained_label
 from fgvcbench.store import data_counts, record_data, record_problem
 
@@ -373,7 +373,7 @@ def write_leaderboard_csv(df: pd.DataFrame, results_dir: str | os.PathLike) -> P
 
 
 def _num(value: float, digits: int) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else fixed(value, digits)
 
 
 def _over(row, metric: str) -> str:

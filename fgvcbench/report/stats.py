@@ -113,8 +113,15 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     if mean is None or math.isnan(mean):
         return "–"
     if std is None or math.isnan(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {spread(std, digits)}"
+        return fixed(mean, digits)
+    return f"{fixed(mean, digits)} ± {spread(std, digits)}"
+
+
+def fixed(value: float, digits: int = 2) -> str:
+    """``value`` to ``digits`` decimals, first rounded to 9 so that two computations of one
+    number (top-1 and per-class accuracy of a balanced test set: 10.875 and 10.874999…)
+    print alike, not as 10.88 and 10.87."""
+    return f"{round(value, 9):.{digits}f}"
 
 
 def spread(value: float, digits: int = 2) -> str:
