@@ -160,7 +160,7 @@ def queued_runs(folder: Path, warn=None) -> dict[str, str]:
     for line in lines:
         try:
             row = json.loads(line)
-        except ValueError:   # a line cut by a kill: the rows around it still count
+        except (ValueError, RecursionError):   # a line cut by a kill: the rows around it still count
             continue
         if isinstance(row, dict) and isinstance(row.get("run_id"), str):
             latest[row["run_id"]] = {"folder": str(folder), **row}

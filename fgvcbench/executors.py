@@ -28,8 +28,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fgvcbench.plugins import Registry
 from fgvcbench.run import execute_run, resolve_device
-from fgvcbench.store import (CLAIM_STALE_SECONDS, ONLY_HELP, RERUN_HELP, Store, claim_stale_seconds, data_counts,
-                             locked_append, pid_alive, record_data, record_problem)
+from fgvcbench.store import (CLAIM_STALE_SECONDS, ONLY_HELP, RERUN_HELP, SCHEMA, Store, claim_stale_seconds,
+                             data_counts, locked_append, pid_alive, record_data, record_is_newer, record_problem)
 from fgvcbench.suite import Suite
 
 
@@ -50,9 +50,25 @@ def pending_runs(suite: Suite, store: Store):
     return [spec for spec in suite.runs if not store.is_finished(spec.run_id)]
 
 
+def check_newer_records(suite: Suite, skip: set[str] = frozenset()) -> None:
+    """A UserError where a run of the suite (as ``--only`` left it; not those in ``skip``,
+    which ``--rerun`` moves aside) has a record a newer fgvcbench wrote: this version cannot
+    read it, so the run would be trained again and its record moved aside, a finished run
+    lost from every table."""
+    from fgvcbench.errors import UserError
+    store = Store(suite.output)
+    newer = [spec.run_id for spec in suite.runs if spec.run_id not in skip and record_is_newer(store.get(spec.run_id))]
+    if newer:
+        schema = store.get(newer[0])["schema"]
+        raise UserError(f"{len(newer)} record{'s' if len(newer) != 1 else ''} in {store.runs_dir} "
+                        f"({newer[0]}.json{', …' if len(newer) > 1 else ''}) {'were' if len(newer) != 1 else 'was'} "
+                        f"written by a newer fgvcbench (schema {schema}; this one reads {SCHEMA}) — upgrade "
+                        f"fgvcbench, or run into another --output (this version would train {'them' if len(newer) != 1 else 'it'} again)")
+
+
 def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = frozenset(), rerun: bool = True,
                         preview: bool = False) -> None:
-    """A UserError where finished runs of the suite's grid (the whole grid, also outside
+    """First :func:`check_newer_records`; then a UserError where finished runs of the suite's grid (the whole grid, also outside
     ``--only``: the tables ``run`` prints cover it; not those in ``skip``, which ``--rerun``
     replaces) were made on other data than their dataset holds now: a run id names the
     dataset by its adapter, options and folder name, not by the folder's content, so
@@ -65,6 +81,7 @@ def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = froze
     from fgvcbench.errors import UserError
     from fgvcbench.run import data_identity, load_splits
     from fgvcbench.spec import canonical_json, dataset_label
+    check_newer_records(suite, skip)
     store = Store(suite.output)
     kept = {spec.run_id for spec in suite.runs}
     made: dict[str, list] = {}   # dataset (canonical JSON) -> [(spec, record data)] of its finished runs
@@ -324,7 +341,7 @@ class Claims:
             owner = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return True
-        except (OSError, ValueError):  # killed while writing the claim
+        except (OSError, ValueError, RecursionError):  # killed while writing the claim
             owner = None
         if not isinstance(owner, dict):   # unreadable, or not a claim this code wrote: stale once old enough
             try:

@@ -237,8 +237,10 @@ def record_problem(record: Any) -> str | None:
     if record["status"] not in STATUSES:
         return f"unknown status {record['status']!r} (a record's is one of {', '.join(STATUSES)})"
     schema = record.get("schema", SCHEMA)
-    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA:
-        return f"schema {schema!r} is newer than this fgvcbench reads ({SCHEMA}): upgrade fgvcbench"
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        return f"schema {schema!r} is not an integer (this fgvcbench writes {SCHEMA})"
+    if schema > SCHEMA:
+        return newer_schema(schema)
     spec = record.get("spec")
     if not isinstance(spec, dict):
         return "no spec"
@@ -251,7 +253,7 @@ def record_problem(record: Any) -> str | None:
         if part in spec and not isinstance(spec[part], str):
             return f"spec.{part} is not a string"
     seed = spec.get("seed")   # tables pair runs by it
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if isinstance(seed, bool) or not isinstance(seed, int):
         return "spec.seed is not an integer"
     for section in ("metrics", "cost", "provenance"):
         if record.get(section) is not None and not isinstance(record[section], dict):
@@ -264,7 +266,20 @@ def record_problem(record: Any) -> str | None:
             finite = False
         if not finite:
             return "status ok without a finite numeric metrics.top1"
+        if not 0 <= top1 <= 100:
+            return f"metrics.top1 {top1!r} is not a percentage (0 to 100)"
     return None
+
+
+def newer_schema(schema: int) -> str:
+    return f"schema {schema!r} is newer than this fgvcbench reads ({SCHEMA}): upgrade fgvcbench"
+
+
+def record_is_newer(record: Any) -> bool:
+    """Whether ``record`` was written by a newer fgvcbench (its schema above ours): it may be
+    a finished run this version cannot read, which a run must neither redo nor move aside."""
+    schema = record.get("schema") if isinstance(record, dict) else None
+    return isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA
 
 
 def record_data(record: dict) -> dict | None:
@@ -327,7 +342,7 @@ class Store:
         path = self.record_path(run_id)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, ValueError):   # none, or not JSON: the run is (re)done
+        except (FileNotFoundError, ValueError, RecursionError):   # none, or not JSON (or nested past the stack): redone
             return None
         except OSError as exc:
             from fgvcbench.errors import UserError
@@ -350,7 +365,7 @@ class Store:
         try:
             record = json.loads(text) if text is not None else None
             usable = record_problem(record) is None and record.get("run_id") == path.stem
-        except ValueError:
+        except (ValueError, RecursionError):
             usable = False
         if not usable:
             from datetime import datetime, timezone
@@ -453,7 +468,7 @@ class Store:
         for path in sorted(self.runs_dir.glob("*.json")):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             if record_problem(record) is None:
                 yield record

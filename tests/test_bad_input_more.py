@@ -80,6 +80,45 @@ def test_records_with_wrongly_typed_fields_are_skipped_with_a_warning(finished, 
     assert "spec.seed is not an integer" in said
 
 
+def test_records_a_third_fuzzing_pass_met(finished, runner, tmp_path):
+    out = _copy(finished, tmp_path)
+    (good,) = [p for p in (out / "runs").glob("*.json")][:1]
+    base = json.loads(good.read_text())
+    for run_id, change in (("a" * 12, {"metrics": {**base["metrics"], "top1": 1e6}}),
+                           ("b" * 12, {"metrics": {**base["metrics"], "top1": -5}}),
+                           ("c" * 12, {"spec": {**base["spec"], "seed": None}}),
+                           ("d" * 12, {"schema": "1"})):
+        (out / "runs" / f"{run_id}.json").write_text(json.dumps({**base, "run_id": run_id, **change}))
+    # nested past Python's stack: json raises RecursionError, not ValueError
+    (out / "runs" / f"{'e' * 12}.json").write_text("[" * 100000 + "]" * 100000)
+    for command in (["leaderboard", str(out), "--no-write"], ["report", str(out), "--out", str(tmp_path / "rep")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        said = " ".join(result.output.split())
+        assert "metrics.top1 1000000.0 is not a percentage (0 to 100)" in said and "metrics.top1 -5 is not" in said
+        assert f"{'c' * 12}.json: spec.seed is not an integer" in said
+        assert "schema '1' is not an integer (this fgvcbench writes 1)" in said and "newer" not in said
+        assert f"skipped unreadable record {out / 'runs' / ('e' * 12)}.json: RecursionError" in said
+    suite = write_suite(tmp_path, finished[0].read_text().replace(str(finished[1]), str(out)))
+    again = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert again.exit_code == 0 and "0 ran, 2 resumed" in again.output, again.output
+
+
+def test_a_record_of_a_newer_fgvcbench_is_neither_redone_nor_moved(finished, runner, tmp_path):
+    out = _copy(finished, tmp_path)
+    record = sorted((out / "runs").glob("*.json"))[0]
+    text = json.dumps({**json.loads(record.read_text()), "schema": 99})
+    record.write_text(text)
+    suite = write_suite(tmp_path, finished[0].read_text().replace(str(finished[1]), str(out)))
+    said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert f"1 record in {out / 'runs'} ({record.stem}.json) was written by a newer fgvcbench (schema 99; " \
+           "this one reads 1) — upgrade fgvcbench, or run into another --output" in said
+    assert record.read_text() == text and not list((out / "runs").glob("*.corrupt-*"))
+    dry = runner.invoke(app, ["run", str(suite), "--dry-run"])
+    assert dry.exit_code == 0 and "a real run here would stop" in dry.output and "newer fgvcbench" in dry.output
+    assert record.read_text() == text
+
+
 @pytest.mark.parametrize("value", ["abc", "-5", "0", "nan"])
 def test_a_bad_claim_stale_setting_stops_the_command_before_any_run(tmp_path, runner, monkeypatch, value):
     monkeypatch.setenv("FGVCBENCH_CLAIM_STALE_SECONDS", value)

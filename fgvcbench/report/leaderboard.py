@@ -64,7 +64,7 @@ def load_records(*results_dirs: str | os.PathLike) -> tuple[list[dict], list[str
         for path in sorted(paths):
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:   # RecursionError: JSON nested past Python's stack
                 why = getattr(exc, "strerror", None) or exc.__class__.__name__   # Permission denied, JSONDecodeError
                 warnings.append(f"skipped unreadable record {path}: {why}")
                 continue

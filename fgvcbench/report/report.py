@@ -310,7 +310,7 @@ def write_report(records: list[dict], results_dirs, out_dir: str | os.PathLike, 
             if path is not None:
                 try:
                     pred = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
+                except (OSError, ValueError, RecursionError):
                     continue
                 if _predictions_usable(pred):
                     preds.append(pred)
