@@ -6,6 +6,8 @@ code 2. Its message says what is wrong *and* what to do about it.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """Bad input: a suite, a path, a name. Printed as one line; exit code 2."""
@@ -53,3 +55,14 @@ def first_line(exc: BaseException, limit: int = 160) -> str:
     import re
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
     return f"{exc.__class__.__name__}: {text[0][:limit]}" if text else exc.__class__.__name__
+
+
+def yaml_text(value: Any) -> str:
+    """``value`` as a suite would spell it: ``true``, ``null``, ``[base, cosine]``, ``'1'``
+    (not Python's ``True``, ``None``, ``['base', 'cosine']``)."""
+    import yaml
+    try:
+        text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20, allow_unicode=True).strip()
+    except yaml.YAMLError:
+        return repr(value)
+    return text[:-3].strip() if text.endswith("\n...") else text

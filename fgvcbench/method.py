@@ -135,8 +135,10 @@ class Method:
         if kinds is not None and not any(_admits(value, kind) for kind in kinds):
             from fgvcbench.errors import yaml_number_hint
             hint = yaml_number_hint(value, all(k is int or k is None for k in kinds))
+            from fgvcbench.errors import yaml_text
+            given = repr(value) if isinstance(value, str) else yaml_text(value)
             return (f"{self.name} {key}: expected {self.param_type_words(key)}, got {type(value).__name__} "
-                    f"{value!r}{hint} — fix the value's type")
+                    f"{given}{hint} — fix the value's type")
         choices = self.param_choices.get(key)
         if choices is not None and value not in choices:
             return f"{self.name} {key}: {value!r} — use one of {', '.join(map(str, choices))}"

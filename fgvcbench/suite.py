@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from fgvcbench.engine.recipe import RECIPE_FIELDS, RELATED_FIELDS, Recipe, coerce_recipe_value
-from fgvcbench.errors import DataError, SuiteError, UserError
+from fgvcbench.errors import DataError, SuiteError, UserError, yaml_text
 from fgvcbench.plugins import Registry, _one_line, suggest
 from fgvcbench.spec import RunSpec, canonical_json, portable
 from fgvcbench.store import claim_stale_seconds, default_cache_dir, default_data_root
@@ -267,7 +267,8 @@ def dataset_option_problem(spec, key: str, value: Any) -> str | None:
     kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
     if kinds and value is not None and (not isinstance(value, kinds)
                                         or (isinstance(value, bool) and type(default) is not bool)):
-        return f"expected {type(default).__name__} like the default {default!r}, got {type(value).__name__} {value!r}"
+        given = repr(value) if isinstance(value, str) else yaml_text(value)
+        return f"expected {type(default).__name__} like the default {yaml_text(default)}, got {type(value).__name__} {given}"
     return None
 
 
@@ -350,7 +351,7 @@ class _Checker:
             try:
                 out[key] = coerce_recipe_value(key, value)
             except TypeError as exc:
-                self.fail(path + (key,), str(exc), f"write it like the default, {key}: {RECIPE_FIELDS[key].default}")
+                self.fail(path + (key,), str(exc), f"write it like the default, {key}: {yaml_text(RECIPE_FIELDS[key].default)}")
         return out
 
 
@@ -576,7 +577,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             problem = method.param_problem(key, params[key])
             if problem:   # its type or choices, at the key's own line
                 ck.fail(("methods", i, "params", key), problem,
-                        None if " — " in problem else f"write it like the default, {key}: {method.params[key]!r}")
+                        None if " — " in problem else f"write it like the default, {key}: {yaml_text(method.params[key])}")
         steps = params.get("steps")
         if "steps" in params:  # a `steps` parameter is an ordered list of recipe-step names
             ck.typed(steps, (list,), ("methods", i, "params", "steps"), "a list of recipe-step names")
@@ -584,6 +585,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                 if not isinstance(step, str) or step not in registry.recipe_steps:
                     _unknown(ck, ("methods", i, "params", "steps", j), "recipe step", str(step),
                              registry.recipe_steps)
+            repeat = first_repeat(steps)   # the ablation section refuses the same; a step applied twice is a typo
+            if repeat is not None:
+                ck.fail(("methods", i, "params", "steps", repeat), f"step {steps[repeat]!r} is listed twice",
+                        "list each step once (for a knob a step would change twice, set it under train:)")
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
         if entry.get("cluster") is not None:
             entry_cluster[("methods", i)] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
@@ -871,6 +876,10 @@ def _ablation_plan(section: Any, registry: Registry, ck: "_Checker") -> Ablation
         repeat = first_repeat(lists[key])
         if repeat is not None:
             ck.fail(("ablation", key, repeat), f"{key} step {lists[key][repeat]!r} is listed twice", fix)
+    for j, step in enumerate(lists["extra"]):   # every row has it already: +step would be the full recipe again
+        if step in lists["steps"]:
+            ck.fail(("ablation", "extra", j), f"extra step {step!r} is in steps: already, so its row would train "
+                    "the full recipe again under another name", f"drop {step} from extra:")
     if not lists["steps"]:
         ck.fail(("ablation", "steps"), "no steps to ablate", "list the steps in order, e.g. [base, cosine]")
     return AblationPlan(method=method_name, order=lists["steps"], extra=lists["extra"])
@@ -954,5 +963,9 @@ def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec]) -> N
                 continue
             names = [str(v) for v in values]
             close = suggest(str(value), names) if isinstance(value, str) else None
+            if close == value and str(value) in names:   # '0' for the seed 0: the same text, another type
+                hint = f"write it unquoted, {key}: {value} (the grid's {key}s are {type(values[0]).__name__}s)"
+            else:
+                hint = f"did you mean {close!r}?" if close else f"its {key}s: {', '.join(names) or 'none'}"
             ck.fail(("exclude", i, key), f"{key} {value!r} is not in this suite's grid, so the rule excludes nothing",
-                    f"did you mean {close!r}?" if close else f"its {key}s: {', '.join(names) or 'none'}")
+                    hint)

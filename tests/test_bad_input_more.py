@@ -464,3 +464,19 @@ def test_a_coarse_view_of_a_dataset_without_a_hierarchy_is_refused_when_the_suit
         said = _exit_2(runner.invoke(app, ["run", str(suite), "--no-progress", *extra]))
         assert "of: 'imagefolder' has no coarse level — name a dataset with a hierarchy (synthetic, cub" in said
     assert not (tmp_path / "out" / "runs").exists()
+
+
+@pytest.mark.parametrize("methods, extra, needle", [
+    ("[finetune]", "exclude: [{seed: '0'}]",
+     "exclude[0].seed: seed '0' is not in this suite's grid, so the rule excludes nothing — write it unquoted, seed: 0"),
+    ("[{name: recipe, params: {steps: [base, cosine, base]}}]", "",
+     "methods[0].params.steps[2]: step 'base' is listed twice — list each step once"),
+    ("[recipe]", "ablation: {steps: [base, cosine], extra: [ema, cosine]}",
+     "ablation.extra[1]: extra step 'cosine' is in steps: already, so its row would train the full recipe again"),
+    # hints spell values as YAML does, not as Python prints them
+    ("[{name: finetune, train: {amp: 3}}]", "", "expected bool, got int 3 — write it like the default, amp: true"),
+    ("[{name: finernet, params: {k: true}}]", "", "finernet k: expected an integer or null, got bool true"),
+])
+def test_repeats_and_hints_a_third_fuzzing_pass_met(tmp_path, runner, methods, extra, needle):
+    said = _exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path, methods=methods, extra=extra)), "--dry-run"]))
+    assert needle in said and "True" not in said
