@@ -723,6 +723,9 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
         what = f"{root} is a file, not the dataset's folder" if root.exists() else f"dataset root not found: {root}"
         raise UserError(f"{what} — {fix}; expected layout: {reader.layout or 'see `fgvcbench plugins ' + name + '`'}")
     cache = default_cache_dir()
+    if reader is None:   # generated data or a view: loading writes into the cache, as a run's does
+        from fgvcbench.store import check_writable
+        check_writable(cache / "datasets", "the dataset cache", "FGVCBENCH_CACHE=DIR")
     report = verify_dataset(spec, root, options, cache / "datasets",
                             split_lists=reader.split_lists if reader is not None else None)
     if as_json:

@@ -480,3 +480,12 @@ def test_a_coarse_view_of_a_dataset_without_a_hierarchy_is_refused_when_the_suit
 def test_repeats_and_hints_a_third_fuzzing_pass_met(tmp_path, runner, methods, extra, needle):
     said = _exit_2(runner.invoke(app, ["run", str(tiny_suite(tmp_path, methods=methods, extra=extra)), "--dry-run"]))
     assert needle in said and "True" not in said
+
+
+def test_data_verify_of_generated_data_names_a_cache_that_is_a_file(tmp_path, runner, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    monkeypatch.setenv("FGVCBENCH_CACHE", str(afile))
+    said = _exit_2(runner.invoke(app, ["data", "verify", "synthetic"]))
+    assert said == (f"error: cannot write the dataset cache to {afile / 'datasets'}: Not a directory — pass "
+                    "FGVCBENCH_CACHE=DIR with a writable folder")

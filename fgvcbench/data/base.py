@@ -243,7 +243,8 @@ class DatasetSpec:
                             f"({exc.__class__.__name__}: {exc}) — expected layout: "
                             f"{self.layout or 'see the docs'}") from exc
         except OSError as exc:   # a metadata file missing or unreadable
-            raise DataError(f"{self.name}: cannot read under {request.root} ({exc.__class__.__name__}: {exc}) — "
+            where = f"under {request.root}" if request.root is not None else f"in the cache {request.cache_dir}"
+            raise DataError(f"{self.name}: cannot read {where} ({exc.__class__.__name__}: {exc}) — "
                             f"expected layout: {self.layout or 'see the docs'}") from exc
         if not isinstance(splits, DatasetSplits):
             raise DataError(f"dataset {self.name!r}: its loader returned a {type(splits).__name__}, not a "
