@@ -367,6 +367,26 @@ def _unknown(checker: _Checker, path: tuple, kind: str, name: str, choices, skip
     checker.fail(path, f"unknown {kind} {name!r}", hint)
 
 
+def _checkpoint_problem(registry: Registry, name: str, path: str) -> str | None:
+    """Why the checkpoint at ``path`` cannot be ``name``'s weights (not a state dict, damaged,
+    another architecture), or None: the model is built once with the file loaded, as every
+    run would, so a bad file stops the suite here instead of failing each run. Errors other
+    than the weights' own are left to the runs, which report them."""
+    spec = registry.find_backbone(name)
+    if spec is None:
+        return None
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spec.create(name, 2, path)
+    except UserError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 — a plugin's own failure: its runs say what it is
+        return None
+    return None
+
+
 def _file_digest(path: Path) -> str:
     """The first 16 hex digits of a file's SHA-256, read in 1 MiB blocks."""
     import hashlib
@@ -526,6 +546,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             # the same weights: by a checkpoint's content, as a run's identity reads them
             ck.fail(("backbones", i), f"backbone {entry['name']!r} is listed twice with the same weights",
                     "remove the repeated entry")
+        if isinstance(pretrained, str):
+            problem = _checkpoint_problem(registry, entry["name"], pretrained)
+            if problem:
+                ck.fail(("backbones", i, "pretrained"), problem)
         backbones.append(backbone)
 
     methods, entry_cluster = [], {}

@@ -489,3 +489,21 @@ def test_data_verify_of_generated_data_names_a_cache_that_is_a_file(tmp_path, ru
     said = _exit_2(runner.invoke(app, ["data", "verify", "synthetic"]))
     assert said == (f"error: cannot write the dataset cache to {afile / 'datasets'}: Not a directory — pass "
                     "FGVCBENCH_CACHE=DIR with a writable folder")
+
+
+def test_a_checkpoint_that_is_not_the_backbone_s_weights_stops_the_suite_at_its_line(tmp_path, runner):
+    import timm
+    import torch
+    other = tmp_path / "vit.pth"
+    torch.save(timm.create_model("test_vit").state_dict(), other)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    for path, needle in ((other, "does not fit the model"), (text, "is no torch.save file of plain tensors")):
+        suite = tiny_suite(tmp_path, backbones=f"[{{name: test_resnet, pretrained: {path}}}]")
+        said = _exit_2(runner.invoke(app, ["run", str(suite), "--dry-run"]))
+        assert "backbones[0].pretrained:" in said and needle in said and str(path) in said
+        assert not (tmp_path / "out" / "runs").exists()
+    fits = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=7).state_dict(), fits)   # another head: fine
+    suite = tiny_suite(tmp_path, backbones=f"[{{name: test_resnet, pretrained: {fits}}}]")
+    assert runner.invoke(app, ["run", str(suite), "--dry-run"]).exit_code == 0

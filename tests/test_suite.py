@@ -127,7 +127,9 @@ def test_a_backbone_listed_twice_is_named_and_other_weights_are_not_a_repeat(tmp
     err = error_of(path, registry)
     assert err.key == "backbones[2]" and "'test_resnet' is listed twice" in str(err) and err.line == 2
     weights = tmp_path / "w.pth"
-    weights.write_bytes(b"not read here")
+    import timm
+    import torch
+    torch.save(timm.create_model("test_resnet").state_dict(), weights)   # loaded once, to check it fits
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\n"
                                  f"backbones: [test_resnet, {{name: test_resnet, pretrained: {weights}}}]\n"
                                  "methods: [finetune]\n")
@@ -164,8 +166,10 @@ def test_variants_all_collapses_what_the_entrys_params_make_equal(tmp_path, regi
 
 
 def test_a_backbone_checkpoint_copied_to_another_path_is_the_same_weights(tmp_path, registry):
-    for name in ("a.pth", "b.pth"):
-        (tmp_path / name).write_bytes(b"same bytes")
+    import timm
+    import torch
+    torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "a.pth")
+    (tmp_path / "b.pth").write_bytes((tmp_path / "a.pth").read_bytes())
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [{{name: test_resnet, pretrained: "
                                  f"{tmp_path / 'a.pth'}}}, {{name: test_resnet, pretrained: {tmp_path / 'b.pth'}}}]\n"
                                  "methods: [finetune]\n")
