@@ -513,3 +513,16 @@ def test_the_schedule_counts_the_batches_an_epoch_really_takes(pipeline_len, bat
     assert set(totals) == {steps} and len(lrs) == 4 * steps
     per_epoch = [lrs[e * steps:(e + 1) * steps] for e in range(4)]
     assert [sorted(set(epoch)) for epoch in per_epoch] == [[pytest.approx(v)] for v in (0.01, 0.505, 1.0, 1.0)]
+
+
+def test_accuracy_is_counted_exactly_so_top1_and_per_class_of_a_balanced_set_print_alike():
+    from fgvcbench.report.stats import fixed
+    labels = torch.arange(8).repeat_interleave(50)                     # 8 classes × 50 images
+    logits = torch.zeros(400, 8)
+    right = torch.zeros(400, dtype=torch.bool)
+    right[torch.arange(0, 400, 8)[:49]] = True                         # 49 correct, spread over the classes
+    logits[right, labels[right]] = 1.0
+    logits[~right, (labels[~right] + 1) % 8] = 1.0
+    m = accuracy_metrics(logits, labels, 8)
+    assert m["top1"] == 12.25 and fixed(m["mean_class_acc"]) == fixed(m["top1"]) == "12.25"
+    assert m["mean_class_acc"] == pytest.approx(12.25, abs=1e-12)    # float32 was 1e-7 off
