@@ -308,6 +308,9 @@ def test_weak_shot_view_reads_a_class_list_and_web_folders(tmp_path):
     splits = _view(tmp_path, novel="novel.txt", root=tmp_path, web_root="web")
     novel_noise = [kind for kind, n in zip(splits.train.meta["noise"], splits.train.meta["novel"]) if n]
     assert novel_noise == ["web"] * 3 and splits.train.meta["clean"][0] is None
+    (tmp_path / "afile").write_text("")   # a file as web_root: said so, not "no images in afile/<class>"
+    with pytest.raises(DataError, match=r"weak_shot web_root: .*afile is a file — give the folder that holds"):
+        _view(tmp_path, novel="novel.txt", root=tmp_path, web_root="afile")
     listed.write_text("nothing_here")
     with pytest.raises(DataError, match="none of the 1 novel classes"):
         _view(tmp_path, novel="novel.txt", root=tmp_path)

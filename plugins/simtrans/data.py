@@ -158,6 +158,9 @@ def simulate_noise(train: ImageList, novel: list[int], rate: float, ood_share: f
 
 
 def _web_images(web_root: Path, novel_names: list[str]) -> tuple[list[str], list[int]]:
+    if not web_root.is_dir():
+        raise DataError(f"weak_shot web_root: {web_root} is {'a file' if web_root.exists() else 'not found'} — "
+                        f"give the folder that holds <novel class>/*.jpg")
     paths, labels = [], []
     for k, name in enumerate(novel_names):
         folder = web_root / name
