@@ -291,8 +291,9 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     # a first line at once, for an output that is not a terminal (no progress bar there)
     store = Store(suite.output)
     done = sum(store.is_finished(spec.run_id) for spec in suite.runs)
-    console.print(f"suite {suite.name} · scale {suite.scale} · {len(suite.runs)} run{'s' if len(suite.runs) != 1 else ''}: "
-                  f"{done} finished, {len(suite.runs) - done} to run → {suite.output}", highlight=False, markup=False)
+    total = len(suite.runs)
+    console.print(f"suite {suite.name} · scale {suite.scale} · {total} run{'s' if total != 1 else ''}: {done} finished, "
+                  f"{total - done} to run → {suite.output}", highlight=False, markup=False)
     if devices:
         outcome = run_suite_workers(suite, devices, load_args, console=console)
     else:

@@ -59,17 +59,17 @@ def check_newer_records(suite: Suite, skip: set[str] = frozenset()) -> None:
     store = Store(suite.output)
     newer = [spec.run_id for spec in suite.runs if spec.run_id not in skip and record_is_newer(store.get(spec.run_id))]
     if newer:
-        schema = store.get(newer[0])["schema"]
-        raise UserError(f"{len(newer)} record{'s' if len(newer) != 1 else ''} in {store.runs_dir} "
-                        f"({newer[0]}.json{', …' if len(newer) > 1 else ''}) {'were' if len(newer) != 1 else 'was'} "
-                        f"written by a newer fgvcbench (schema {schema}; this one reads {SCHEMA}) — upgrade "
-                        f"fgvcbench, or run into another --output (this version would train {'them' if len(newer) != 1 else 'it'} again)")
+        schema, many = store.get(newer[0])["schema"], len(newer) > 1
+        raise UserError(f"{len(newer)} record{'s' if many else ''} in {store.runs_dir} ({newer[0]}.json"
+                        f"{', …' if many else ''}) {'were' if many else 'was'} written by a newer fgvcbench (schema "
+                        f"{schema}; this one reads {SCHEMA}) — upgrade fgvcbench, or run into another --output (this "
+                        f"version would train {'them' if many else 'it'} again)")
 
 
 def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = frozenset(), rerun: bool = True,
                         preview: bool = False) -> None:
-    """First :func:`check_newer_records`; then a UserError where finished runs of the suite's grid (the whole grid, also outside
-    ``--only``: the tables ``run`` prints cover it; not those in ``skip``, which ``--rerun``
+    """First :func:`check_newer_records`; then a UserError where finished runs of the
+    suite's grid (the whole grid, also outside ``--only``: the tables ``run`` prints cover it; not those in ``skip``, which ``--rerun``
     replaces) were made on other data than their dataset holds now: a run id names the
     dataset by its adapter, options and folder name, not by the folder's content, so
     resuming would skip those runs and the tables would mix two versions of the data.

@@ -240,7 +240,7 @@ def record_problem(record: Any) -> str | None:
     if not isinstance(schema, int) or isinstance(schema, bool):
         return f"schema {schema!r} is not an integer (this fgvcbench writes {SCHEMA})"
     if schema > SCHEMA:
-        return newer_schema(schema)
+        return f"schema {schema!r} is newer than this fgvcbench reads ({SCHEMA}): upgrade fgvcbench"
     spec = record.get("spec")
     if not isinstance(spec, dict):
         return "no spec"
@@ -269,10 +269,6 @@ def record_problem(record: Any) -> str | None:
         if not 0 <= top1 <= 100:
             return f"metrics.top1 {top1!r} is not a percentage (0 to 100)"
     return None
-
-
-def newer_schema(schema: int) -> str:
-    return f"schema {schema!r} is newer than this fgvcbench reads ({SCHEMA}): upgrade fgvcbench"
 
 
 def record_is_newer(record: Any) -> bool:

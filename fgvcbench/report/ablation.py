@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from fgvcbench.report.stats import mean_std_ci, p_text, paired_difference, signed, spread
+from fgvcbench.report.stats import fixed, mean_std_ci, p_text, paired_difference, signed, spread
 from fgvcbench.spec import config_key
 
 
@@ -169,17 +169,14 @@ def ablation_table(records: list[dict], plan, dataset: str, backbone: str, *, sc
     return df
 
 
-def _f(value: float, fmt: str, ndigits: int | None = None) -> str:
-    """``value`` in ``fmt``, first rounded to ``ndigits`` where given (stats.fixed's reason); none: ``–``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return format(value if ndigits is None else round(value, ndigits), fmt)
+def _f(value: float, fmt: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
 def render_ablation(df: pd.DataFrame, tablefmt: str = "github") -> str:
     """The table, then a line naming its seeds (and the finished seeds it left out)."""
     from tabulate import tabulate
-    rows = [[r.step, f"{_f(r.top1_mean, '.2f', 9)} ± {spread(r.top1_std)} ({r.n})"
+    rows = [[r.step, f"{'–' if math.isnan(r.top1_mean) else fixed(r.top1_mean)} ± {spread(r.top1_std)} ({r.n})"
              + (f", {r.failed} failed" if getattr(r, "failed", 0) else ""),
              signed(r.incremental) + (f" ±{spread(r.incremental_ci95)}" if not math.isnan(r.incremental_ci95) else ""),
              signed(r.absolute), p_text(r.incremental_p), timed(r.device_seconds, ".0f", r.shared_by)]

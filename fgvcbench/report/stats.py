@@ -119,8 +119,8 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
 
 def fixed(value: float, digits: int = 2) -> str:
     """``value`` to ``digits`` decimals, first rounded to 9 so that two computations of one
-    number (top-1 and per-class accuracy of a balanced test set: 10.875 and 10.874999…)
-    print alike, not as 10.88 and 10.87."""
+    number that differ in the last bits (top-1 of a balanced test set, and the mean of its
+    per-class rates: 10.875 and 10.874999999999998) print alike, not as 10.88 and 10.87."""
     return f"{round(value, 9):.{digits}f}"
 
 
