@@ -16,7 +16,7 @@ from fgvcbench.spec import RunSpec
 from fgvcbench.store import Store
 
 
-SPEC = {"dataset": {"name": "d", "options": {}}, "backbone": {"name": "b", "pretrained": False}, "method": "m"}
+SPEC = {"dataset": {"name": "d", "options": {}}, "backbone": {"name": "b", "pretrained": False}, "method": "m", "seed": 0}
 
 
 def test_store_writes_atomically_and_skips_corrupt(tmp_path):
