@@ -66,3 +66,9 @@ def yaml_text(value: Any) -> str:
     except yaml.YAMLError:
         return repr(value)
     return text[:-3].strip() if text.endswith("\n...") else text
+
+
+def given_text(value: Any) -> str:
+    """A value a user gave, in an error: text quoted (``'five'``, so it reads as the string
+    it is), anything else as YAML spells it (:func:`yaml_text`)."""
+    return repr(value) if isinstance(value, str) else yaml_text(value)

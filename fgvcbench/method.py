@@ -133,11 +133,10 @@ class Method:
         ``param_choices`` — as one line with the fix; None when it can."""
         kinds = self.param_types.get(key) or _default_types(self.params.get(key))
         if kinds is not None and not any(_admits(value, kind) for kind in kinds):
-            from fgvcbench.errors import yaml_number_hint, yaml_text
+            from fgvcbench.errors import given_text, yaml_number_hint
             hint = yaml_number_hint(value, all(k is int or k is None for k in kinds))
-            given = repr(value) if isinstance(value, str) else yaml_text(value)
             return (f"{self.name} {key}: expected {self.param_type_words(key)}, got {type(value).__name__} "
-                    f"{given}{hint} — fix the value's type")
+                    f"{given_text(value)}{hint} — fix the value's type")
         choices = self.param_choices.get(key)
         if choices is not None and value not in choices:
             return f"{self.name} {key}: {value!r} — use one of {', '.join(map(str, choices))}"

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from fgvcbench.engine.recipe import RECIPE_FIELDS, RELATED_FIELDS, Recipe, coerce_recipe_value
-from fgvcbench.errors import DataError, SuiteError, UserError, yaml_text
+from fgvcbench.errors import DataError, SuiteError, UserError, given_text, yaml_text
 from fgvcbench.plugins import Registry, _one_line, suggest
 from fgvcbench.spec import RunSpec, canonical_json, portable
 from fgvcbench.store import claim_stale_seconds, default_cache_dir, default_data_root
@@ -267,8 +267,8 @@ def dataset_option_problem(spec, key: str, value: Any) -> str | None:
     kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
     if kinds and value is not None and (not isinstance(value, kinds)
                                         or (isinstance(value, bool) and type(default) is not bool)):
-        given = repr(value) if isinstance(value, str) else yaml_text(value)
-        return f"expected {type(default).__name__} like the default {yaml_text(default)}, got {type(value).__name__} {given}"
+        return (f"expected {type(default).__name__} like the default {yaml_text(default)}, got "
+                f"{type(value).__name__} {given_text(value)}")
     return None
 
 
@@ -987,7 +987,7 @@ def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec]) -> N
                 continue
             names = [str(v) for v in values]
             close = suggest(str(value), names) if isinstance(value, str) else None
-            if close == value and str(value) in names:   # '0' for the seed 0: the same text, another type
+            if close is not None and close == value:   # '0' for the seed 0: the same text, another type
                 hint = f"write it unquoted, {key}: {value} (the grid's {key}s are {type(values[0]).__name__}s)"
             else:
                 hint = f"did you mean {close!r}?" if close else f"its {key}s: {', '.join(names) or 'none'}"
