@@ -152,7 +152,8 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
             None, "--only", metavar="WHICH", help="Run only part of the grid: " + ONLY_HELP + ". The tables still cover every "
                                  "finished run of the suite.")) -> None:
     """Run every pending run of a suite (finished runs are resumed from the store)."""
-    from fgvcbench.executors import check_data_versions, grid_status, run_suite, run_suite_workers, select_reruns
+    from fgvcbench.executors import (check_data_versions, grid_status, pending_runs, run_suite, run_suite_workers,
+                                     select_reruns)
     from fgvcbench.run import resolve_device
     from fgvcbench.plugins import get_registry
     from fgvcbench.store import Store, check_results, check_results_readable
@@ -289,9 +290,8 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
         resolve_device(suite.device)   # a device this machine lacks is refused now, not after --rerun moved runs
     replaced = _rerun(suite, reruns) if rerun is not None else None
     # a first line at once, for an output that is not a terminal (no progress bar there)
-    store = Store(suite.output)
-    done = sum(store.is_finished(spec.run_id) for spec in suite.runs)
     total = len(suite.runs)
+    done = total - len(pending_runs(suite, Store(suite.output)))
     console.print(f"suite {suite.name} · scale {suite.scale} · {total} run{'s' if total != 1 else ''}: {done} finished, "
                   f"{total - done} to run → {suite.output}", highlight=False, markup=False)
     if devices:

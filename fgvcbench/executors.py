@@ -529,7 +529,7 @@ def _worker(load_args: dict, device: str, shared_by: int = 1, run_ids: list[str]
         import torch
         torch.cuda.set_device(torch.device(device))
     try:
-        suite = load_suite(registry=registry, **{**load_args, "device": device})
+        suite = load_suite(registry=registry, **{**load_args, "device": device, "check_weights": False})
         if run_ids is not None:
             wanted = set(run_ids)
             suite.runs = [spec for spec in suite.runs if spec.run_id in wanted]

@@ -399,10 +399,13 @@ def _file_digest(path: Path) -> str:
 
 def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None = None,
                seeds: list[int] | None = None, output: str | None = None,
-               device: str | None = None, data_root: str | None = None, check_data: bool = True) -> Suite:
+               device: str | None = None, data_root: str | None = None, check_data: bool = True,
+               check_weights: bool = True) -> Suite:
     """Read, validate and expand a suite. CLI options override the file. With
     ``check_data`` a dataset whose root folder does not exist is an error here, before
-    anything runs."""
+    anything runs; with ``check_weights`` each checkpoint is loaded into its backbone once
+    (a worker or a cluster job passes False: the command that started it checked them,
+    and a checkpoint changed since has another digest, so another run id)."""
     from fgvcbench.data.pipeline import decode_cache_mode
     decode_cache_mode()   # a bad FGVCBENCH_DECODE_CACHE stops the command, not every run
     claim_stale_seconds()   # as a bad FGVCBENCH_CLAIM_STALE_SECONDS does
@@ -546,7 +549,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             # the same weights: by a checkpoint's content, as a run's identity reads them
             ck.fail(("backbones", i), f"backbone {entry['name']!r} is listed twice with the same weights",
                     "remove the repeated entry")
-        if isinstance(pretrained, str):
+        if isinstance(pretrained, str) and check_weights:
             problem = _checkpoint_problem(registry, entry["name"], pretrained)
             if problem:
                 ck.fail(("backbones", i, "pretrained"), problem)

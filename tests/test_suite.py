@@ -177,6 +177,30 @@ def test_a_backbone_checkpoint_copied_to_another_path_is_the_same_weights(tmp_pa
     assert err.key == "backbones[1]" and "listed twice with the same weights" in str(err)
 
 
+def test_workers_and_cluster_jobs_do_not_load_the_checkpoint_again(tmp_path, registry, monkeypatch):
+    import timm
+    import torch
+
+    import fgvcbench.suite as suite_module
+    from fgvcbench import cluster, executors
+    torch.save(timm.create_model("test_vit").state_dict(), tmp_path / "vit.pth")   # not test_resnet's weights
+    path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [{{name: test_resnet, pretrained: "
+                                 f"{tmp_path / 'vit.pth'}}}]\nmethods: [finetune]\n")
+    assert error_of(path, registry).key == "backbones[0].pretrained"   # the command that starts them checks
+    assert len(load_suite(path, registry, check_weights=False).runs) == 1
+    seen = []
+
+    def record(**kwargs):
+        seen.append(kwargs["check_weights"])
+        raise KeyboardInterrupt   # the worker's own way out; the job's propagates
+
+    monkeypatch.setattr(suite_module, "load_suite", record)
+    executors._worker({"path": str(path)}, "cpu")
+    with pytest.raises(KeyboardInterrupt):
+        cluster.run_one({"path": str(path)}, "some-run")
+    assert seen == [False, False]
+
+
 def test_a_methods_entry_that_runs_an_ablation_row_again_is_named(tmp_path, registry):
     path = write_suite(tmp_path, f"datasets: [{TINY_DATASET}]\nbackbones: [test_resnet]\n"
                                  "methods: [{name: recipe, params: {steps: [base, cosine]}}]\n"
