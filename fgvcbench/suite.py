@@ -21,7 +21,7 @@ import yaml
 from fgvcbench.engine.recipe import RECIPE_FIELDS, RELATED_FIELDS, Recipe, coerce_recipe_value
 from fgvcbench.errors import DataError, SuiteError, UserError, given_text, yaml_text
 from fgvcbench.plugins import Registry, _one_line, suggest
-from fgvcbench.spec import RunSpec, canonical_json, portable
+from fgvcbench.spec import RunSpec, canonical_json, dataset_label, portable
 from fgvcbench.store import claim_stale_seconds, default_cache_dir, default_data_root
 
 # A scale sets epochs, image size and seeds in one place.
@@ -634,6 +634,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     for i, rule in enumerate(exclude):
         ck.typed(rule, (dict,), ("exclude", i), "a mapping like {backbone: pixels, variant: linear_probe}")
         ck.keys(rule, EXCLUDE_KEYS, ("exclude", i), "an exclude rule")
+        if isinstance(rule.get("seed"), bool):   # true would match seed 1 (true == 1 in Python)
+            ck.fail(("exclude", i, "seed"), f"seed {yaml_text(rule['seed'])} is not a seed", "write one of the grid's seeds as an "
+                    "integer, e.g. seed: 1")
 
     ablation = _ablation_plan(data.get("ablation"), registry, ck)
     for key, items in (("datasets", datasets), ("backbones", backbones), ("methods", methods)):
@@ -967,22 +970,27 @@ def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checke
     return recipe
 
 
-def _rule_values(spec: RunSpec) -> dict[str, Any]:
-    return {"dataset": spec.dataset["name"], "backbone": spec.backbone["name"], "method": spec.method,
-            "variant": spec.variant, "seed": spec.seed}
+def _rule_values(spec: RunSpec) -> dict[str, list]:
+    """What each exclude key matches in a run: a dataset by its adapter's name or by the
+    label tables print (``imagefolder@mybirds``, ``coarse(cub)``), which tells apart two
+    entries of one adapter."""
+    names = [spec.dataset["name"]]
+    label = dataset_label(spec.dataset)
+    return {"dataset": names + ([label] if label not in names else []), "backbone": [spec.backbone["name"]],
+            "method": [spec.method], "variant": [spec.variant], "seed": [spec.seed]}
 
 
 def _matches(rule: dict, spec: RunSpec) -> bool:
     values = _rule_values(spec)
-    return all(values[k] == v for k, v in rule.items())
+    return all(v in values[k] for k, v in rule.items())
 
 
 def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec]) -> None:
     """Every value an exclude rule names is in the grid: a typo would exclude nothing."""
     grid: dict[str, dict] = {}   # key -> its values in the grid, in order (a dict: no quadratic scan)
     for spec in runs:
-        for key, value in _rule_values(spec).items():
-            grid.setdefault(key, {})[value] = None
+        for key, values in _rule_values(spec).items():
+            grid.setdefault(key, {}).update(dict.fromkeys(values))
     for i, rule in enumerate(exclude):
         for key, value in rule.items():
             values = list(grid.get(key, {}))   # a list: a rule's value may be unhashable (a YAML list)

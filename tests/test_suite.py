@@ -309,6 +309,30 @@ def test_an_exclude_value_outside_the_grid_is_a_typo_not_a_silent_no_op(tmp_path
     assert [r.variant for r in suite.runs] == ["default"]
 
 
+def test_an_exclude_rule_tells_two_folders_of_one_adapter_apart_by_their_label(tmp_path, registry):
+    from PIL import Image
+    for root in ("birds", "cars"):
+        for split in ("train", "test"):
+            for cls in ("a", "b"):
+                (tmp_path / root / split / cls).mkdir(parents=True)
+                Image.new("RGB", (8, 8)).save(tmp_path / root / split / cls / "0.jpg")
+    datasets = f"[{{name: imagefolder, root: {tmp_path / 'birds'}}}, {{name: imagefolder, root: {tmp_path / 'cars'}}}]"
+    suite = load_suite(tiny_suite(tmp_path, datasets=datasets, backbones="[test_resnet, pixels]",
+                                  extra="exclude: [{dataset: imagefolder@cars, backbone: pixels}]"), registry)
+    assert sorted((r.dataset["root_name"], r.backbone["name"]) for r in suite.runs) == [
+        ("birds", "pixels"), ("birds", "test_resnet"), ("cars", "test_resnet")]
+    by_name = load_suite(tiny_suite(tmp_path, datasets=datasets, backbones="[test_resnet, pixels]",
+                                    extra="exclude: [{dataset: imagefolder, backbone: pixels}]"), registry)
+    assert sorted(r.dataset["root_name"] for r in by_name.runs) == ["birds", "cars"]   # the name: both folders
+    err = error_of(tiny_suite(tmp_path, datasets=datasets, extra="exclude: [{dataset: imagefolder@carz}]"), registry)
+    assert err.key == "exclude[0].dataset" and "did you mean 'imagefolder@cars'?" in str(err)
+
+
+def test_an_exclude_seed_of_true_is_refused_rather_than_read_as_seed_1(tmp_path, registry):
+    err = error_of(tiny_suite(tmp_path, seeds="[0, 1]", extra="exclude: [{seed: true}]"), registry)
+    assert err.key == "exclude[0].seed" and "seed true is not a seed" in str(err) and "seed: 1" in str(err)
+
+
 def test_checkpoint_path_must_exist(tmp_path, registry):
     path = tiny_suite(tmp_path, backbones="[{name: test_resnet, pretrained: /nonexistent/w.pth}]")
     err = error_of(path, registry)
