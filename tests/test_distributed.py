@@ -28,7 +28,9 @@ def test_shards_are_disjoint_equal_and_cover_the_epoch():
 
 
 def _torchrun(args, tmp_path, nproc=2):
-    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200")
+    tmp = tmp_path / "tmp"   # torchrun's own torchelastic_* folders go here, not into the system's /tmp
+    tmp.mkdir(exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200", TMPDIR=str(tmp))
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                            "--master_port", str(29500 + os.getpid() % 1000), *args],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
