@@ -546,7 +546,9 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     from fgvcbench.plugins import get_registry, suggest
     from fgvcbench.report.ablation import _by_seed, compare_sides
     from fgvcbench.store import Store, check_results
-    from fgvcbench.suite import AblationPlan, _computation, load_suite
+    from fgvcbench.engine.recipe import Recipe
+    from fgvcbench.suite import (AblationPlan, _computation, _steps_problem, load_suite, steps_overwrite,
+                                 steps_overwrite_note)
 
     if mode not in ("cumulative", "leave-one-out"):
         raise UserError(f"--mode {mode!r} — use cumulative or leave-one-out")
@@ -597,11 +599,13 @@ def ablate(step: str = typer.Option(..., "--step", help="The recipe step to meas
     suite.runs = specs
     check_results(Path(suite.output), Path(suite.cache_dir))   # as `run`: nothing trains that cannot be saved
     check_data_versions(suite, registry, rerun=False)   # reused runs must have read the data there is now
+    for steps in (without, with_):   # a step that cannot apply fails both sides' every run: say so now
+        problem = _steps_problem(registry, Recipe(**specs[0].recipe), steps)
+        if problem:
+            raise UserError(problem)
     inert = inert_step(registry, specs[0].recipe, without, with_)
     if inert:   # before training: a comparison of two alike trainings measures noise, say so
         err_console.print(f"[yellow]note:[/] {escape(f'{step!r} at this budget: {inert}')}", highlight=False)
-    from fgvcbench.suite import steps_overwrite, steps_overwrite_note
-    from fgvcbench.engine.recipe import Recipe
     overwritten = steps_overwrite(registry, Recipe(**specs[0].recipe), [with_], suite.train_given)
     if overwritten:   # the suite's train: values the steps being compared overwrite
         err_console.print(f"[yellow]note:[/] {escape(steps_overwrite_note('ablate', overwritten, suite.train_given))}",

@@ -46,12 +46,29 @@ def resolve_device(name: str) -> torch.device:
 
 def apply_steps(registry, recipe: Recipe, steps: list[str]) -> Recipe:
     """``recipe`` after the named recipe steps (the recipe-step hook's), in order; a
-    UserError for an unknown step or a recipe no run can use."""
+    UserError for an unknown step, a step that raises or returns something other than a
+    Recipe (naming the step and its plugin), or a recipe no run can use."""
+    import dataclasses
     for name in steps:
         step = registry.recipe_steps.get(name)
         if step is None:
             raise UserError(f"unknown recipe step {name!r} — `fgvcbench plugins` lists the steps")
-        recipe = step.apply(recipe)
+        plugin = registry.origin.get(("recipe_steps", name))
+        of = f" (plugin {plugin!r})" if plugin else ""
+        try:
+            changed = step.apply(recipe)
+        except UserError:
+            raise
+        except dataclasses.FrozenInstanceError as exc:
+            raise UserError(f"recipe step {name!r}{of} assigns to the recipe it is given ({first_line(exc)}) — a "
+                            "Recipe is frozen: return a new one, recipe.replace(field=value)") from exc
+        except Exception as exc:  # noqa: BLE001 — a plugin's step: one line that names it, not a traceback
+            raise UserError(f"recipe step {name!r}{of} raised {first_line(exc)} — fix the "
+                            "step, or drop it from the steps") from exc
+        if not isinstance(changed, Recipe):
+            raise UserError(f"recipe step {name!r}{of} returned {_kind(changed)}, not a Recipe — return a new one: "
+                            "recipe.replace(field=value)")
+        recipe = changed
     problems = recipe.validate()
     if problems:
         raise UserError(f"recipe after steps {steps}: {problems[0][0]} {problems[0][1]}")

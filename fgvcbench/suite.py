@@ -621,13 +621,18 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
             entry_cluster[("methods", i)] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
         for variant in variants:  # values no run can use fail now, not hours into the grid
             recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, ("methods", i))
+            resolved = method.resolve_params(variant, params)
             try:
-                method.check_params(method.resolve_params(variant, params), recipe)
+                method.check_params(resolved, recipe)
             except Exception as exc:  # noqa: BLE001 — a plugin's check must not end in a traceback
                 message = str(exc) if isinstance(exc, UserError) else \
                     f"{method.name}'s parameter check raised {_one_line(exc)}"
                 where = ("methods", i, "params") if params else ("methods", i)
                 ck.fail(where, message if variant == "default" else f"variant {variant!r}: {message}")
+            problem = _steps_problem(registry, recipe, resolved.get("steps") if "steps" in method.params else None)
+            if problem:
+                where = ("methods", i, "params", "steps") if "steps" in params else ("methods", i)
+                ck.fail(where, problem if variant == "default" else f"variant {variant!r}: {problem}")
         methods.append((method, variants, params, train, ("methods", i)))
 
     exclude = ck.typed(data.get("exclude") or [], (list,), ("exclude",), "a list of mappings")
@@ -639,6 +644,14 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                     "integer, e.g. seed: 1")
 
     ablation = _ablation_plan(data.get("ablation"), registry, ck)
+    if ablation:   # each row's steps on the recipe its runs take: a step that fails, fails every run of it
+        recipe = _resolve_recipe(registry.methods[ablation.method], scale, preset, suite_train, {}, ck, ("ablation",))
+        for row, steps in ablation.rows():
+            problem = _steps_problem(registry, recipe, steps)
+            if problem:
+                extra = row.startswith("+")
+                ck.fail(("ablation", "extra", ablation.extra.index(row[1:])) if extra
+                        else ("ablation", "steps", ablation.order.index(row)), problem)
     for key, items in (("datasets", datasets), ("backbones", backbones), ("methods", methods)):
         if not items and not (key == "methods" and ablation):
             ck.fail((key,), f"no {key} listed", f"add at least one entry under '{key}:' (see `fgvcbench plugins`)")
@@ -756,6 +769,20 @@ def _probe(value: Any) -> Any:
     return _probe
 
 
+def _steps_problem(registry, recipe: Recipe, steps: Any) -> str | None:
+    """Why ``steps`` (a list of known recipe-step names; anything else is checked elsewhere)
+    cannot apply to ``recipe`` as every run of them would — a step that raises or returns
+    no Recipe, or a recipe no run can use — or None."""
+    if not isinstance(steps, list) or not all(isinstance(s, str) and s in registry.recipe_steps for s in steps):
+        return None
+    from fgvcbench.run import apply_steps
+    try:
+        apply_steps(registry, recipe, steps)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def _through(registry, recipe: Recipe, steps: list[str]) -> list[Recipe] | None:
     """``recipe`` after each of ``steps`` in turn (the first item: ``recipe``); None where a
     step is unknown or raises (its runs fail and say why)."""
@@ -767,6 +794,8 @@ def _through(registry, recipe: Recipe, steps: list[str]) -> list[Recipe] | None:
         try:
             trail.append(step.apply(trail[-1]))
         except Exception:  # noqa: BLE001
+            return None
+        if not isinstance(trail[-1], Recipe):   # refused where the suite loads (_steps_problem)
             return None
     return trail
 

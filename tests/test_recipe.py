@@ -585,6 +585,51 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     assert len(notes) == 1 and notes[0].startswith("note: row +my_long_step: it changes scheduler, step_size")
 
 
+def _forgot_return(r):
+    r.replace(weight_decay=5e-4)
+
+
+def _assigns(r):
+    r.weight_decay = 5e-4
+    return r
+
+
+def _raises(r):
+    raise KeyError("weight_decay")
+
+
+@pytest.mark.parametrize("apply, said", [
+    (_forgot_return, "recipe step 'bad_step' (plugin 'my_bad_steps') returned None, not a Recipe — return a new "
+                     "one: recipe.replace(field=value)"),
+    (_assigns, "recipe step 'bad_step' (plugin 'my_bad_steps') assigns to the recipe it is given "
+               "(FrozenInstanceError: cannot assign to field 'weight_decay') — a Recipe is frozen: return a new one, "
+               "recipe.replace(field=value)"),
+    (_raises, "recipe step 'bad_step' (plugin 'my_bad_steps') raised KeyError: 'weight_decay' — fix the step, or "
+              "drop it from the steps"),
+])
+def test_a_step_that_cannot_apply_stops_the_suite_at_its_line_before_any_run(tmp_path, runner, registry_with,
+                                                                              apply, said):
+    import types
+
+    from fgvcbench.api import RecipeStep, hookimpl
+    mod = types.ModuleType("my_bad_steps")
+    mod.fgvcbench_recipe_steps = hookimpl(lambda: [RecipeStep(name="bad_step", apply=apply)])
+    registry_with(mod)
+    for extra, methods, where in (
+            ("ablation: {steps: [base], extra: [bad_step]}", "[]", "ablation.extra[0]:"),
+            ("", "[{name: recipe, params: {steps: [base, bad_step]}}]", "methods[0].params.steps:")):
+        suite = tiny_suite(tmp_path, extra=extra, methods=methods)
+        result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert where in result.output and said in " ".join(result.output.split())
+        assert not (tmp_path / "out" / "runs").exists()
+    # ablate --step with a step outside the suite's order: the same line, before it trains
+    suite = tiny_suite(tmp_path, extra="ablation: {steps: [base]}", methods="[]")
+    result = runner.invoke(app, ["ablate", "--step", "bad_step", "--suite", str(suite), "--no-progress"])
+    assert result.exit_code == 2 and said in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out" / "runs").exists()
+
+
 def test_every_step_describes_itself_in_full_sentences():
     """`fgvcbench plugins STEP` is how users find steps: a description is the docstring's
     first paragraph, not its first line cut mid-sentence."""
