@@ -216,9 +216,10 @@ class Registry:
             self.warnings.append(f"plugin {info.name!r} returned a {kind[:-1]} without a name; skipped")
             return
         if name in table:
+            kept = self.origin[(kind, name)]
             self.warnings.append(f"{kind[:-1]} {name!r} from plugin {info.name!r} clashes with the one "
-                                 f"from {self.origin[(kind, name)]!r}; keeping the first — rename the one in "
-                                 f"{info.name!r} (built-ins load first, then plugins by entry-point name)")
+                                 f"from {kept!r}, which is kept (it loaded first: built-ins, then plugins by "
+                                 f"entry-point name) — rename the one in {info.name!r}")
             return
         table[name] = item
         self.origin[(kind, name)] = info.name

@@ -192,6 +192,15 @@ class RunContext:
             raise UserError(f"unknown backbone {name!r} — run `fgvcbench plugins` to list them")
         torch.manual_seed(self.seed)  # the head's initialisation depends on the seed only
         model = spec.create(name, num_classes, pretrained)
+        plugin = self._registry.origin.get(("backbones", spec.name))
+        of = f" (plugin {plugin!r})" if plugin else ""
+        if not isinstance(model, torch.nn.Module):
+            raise UserError(f"backbone {name!r}{of}: create() returned {_kind(model)}, not a torch.nn.Module — "
+                            "return the model")
+        outputs = _classifier_outputs(model)
+        if outputs is not None and outputs != num_classes:
+            raise UserError(f"backbone {name!r}{of}: create() returned a model with {outputs} outputs for "
+                            f"{num_classes} classes — build its classifier with the num_classes it is given")
         config = spec.data_config(name) if spec.data_config else {}
         if self._fixed_norm is None:
             self._mean = tuple(config.get("mean", IMAGENET_MEAN))
@@ -496,6 +505,20 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
                              "method_plugin": _plugin_of(registry, spec.method),
                              "started": started, "finished": _now()}, "error": error}
     return record
+
+
+def _classifier_outputs(model: torch.nn.Module) -> int | None:
+    """How many classes a model's classifier predicts, where it says (timm's ``num_classes``,
+    else a linear ``get_classifier()``), or None."""
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and not isinstance(n, bool):
+        return n
+    get = getattr(model, "get_classifier", None)
+    try:
+        head = get() if callable(get) else None
+    except Exception:  # noqa: BLE001 — a model that cannot say: the run goes on
+        return None
+    return head.out_features if isinstance(head, torch.nn.Linear) else None
 
 
 def _kind(value: Any) -> str:

@@ -266,8 +266,9 @@ def test_plugins_name_warns_when_another_plugin_s_item_of_that_name_was_refused(
     registry_with(*mods)
     result = runner.invoke(app, ["plugins", "twin"])
     assert result.exit_code == 0
-    assert "method 'twin' from plugin 'second_plugin' clashes with the one from 'first_plugin'" in result.output
     assert "rename the one in 'second_plugin'" in result.output
+    assert ("method 'twin' from plugin 'second_plugin' clashes with the one from 'first_plugin', which is kept "
+            "(it loaded first") in " ".join(result.output.split())
 
 
 def test_an_entry_point_in_a_misspelt_group_is_warned_about():

@@ -324,6 +324,30 @@ def test_what_a_method_returns_wrongly_fails_its_run_with_one_line_that_says_wha
     assert got["fine"]["status"] == "ok"
 
 
+def test_a_backbone_that_ignores_num_classes_or_returns_no_module_fails_its_run_with_one_line(
+        runner, tmp_path, registry_with):
+    from fgvcbench.api import BackboneSpec
+    mod = types.ModuleType("wrong_backbones")
+    mod.fgvcbench_backbones = hookimpl(lambda: [
+        BackboneSpec(name="ten_outputs", create=lambda name, num_classes, pretrained: nn.Sequential(
+            nn.Flatten(), nn.LazyLinear(10))),
+        BackboneSpec(name="timm_ten", create=lambda name, num_classes, pretrained: __import__("timm").create_model(
+            "test_resnet", num_classes=10)),
+        BackboneSpec(name="no_model", create=lambda name, num_classes, pretrained: None)])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, backbones="[timm_ten, no_model, ten_outputs]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    got = {r["spec"]["backbone"]["name"]: r for r in records(tmp_path / "out").values()}
+    assert got["timm_ten"]["status"] == "failed" and got["timm_ten"]["error"].startswith(
+        "backbone 'timm_ten' (plugin 'wrong_backbones'): create() returned a model with 10 outputs for "
+        "4 classes — build its classifier with the num_classes it is given")
+    assert got["no_model"]["status"] == "failed" and got["no_model"]["error"].startswith(
+        "backbone 'no_model' (plugin 'wrong_backbones'): create() returned None, not a torch.nn.Module")
+    # a model that does not say how many classes it predicts (no num_classes, no get_classifier()) trains
+    assert got["ten_outputs"]["status"] == "ok"
+
+
 def test_a_stage_whose_result_its_cache_cannot_hold_fails_the_run_instead_of_recomputing_in_silence(
         runner, tmp_path, registry_with):
     mod = types.ModuleType("module_stage")
