@@ -503,6 +503,7 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
               "metrics": metrics, "history": ctx.history, "notes": ctx.notes, "cost": cost, "stages": ctx.stages,
               "provenance": {**provenance(device), **_numerics(device, spec.recipe),
                              "method_plugin": _plugin_of(registry, spec.method),
+                             "plugins": _plugins_used(registry, spec),
                              "started": started, "finished": _now()}, "error": error}
     return record
 
@@ -529,10 +530,30 @@ def _kind(value: Any) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def _plugin_of(registry: Registry, method: str) -> dict[str, Any]:
-    """Which plugin (entry point, distribution, version) provided the method: a change of a
-    plugin's code keeps its run ids, so a record says what produced it."""
-    name = registry.origin.get(("methods", method))
+def _plugin_of(registry: Registry, method: str, kind: str = "methods") -> dict[str, Any]:
+    """Which plugin (entry point, distribution, version) provided the method (or another
+    ``kind`` of item): a change of a plugin's code keeps its run ids, so a record says what
+    produced it."""
+    name = registry.origin.get((kind, method))
     info = registry.plugins.get(name) if name else None
     return {"name": name, "distribution": info.distribution if info else None,
             "version": info.version if info else None}
+
+
+def _plugins_used(registry: Registry, spec: RunSpec) -> dict[str, dict]:
+    """The plugin of everything else the run used, keyed ``"dataset cub"``, ``"backbone
+    resnet50"``, ``"recipe step cosine"``: the dataset (and a view's base), the backbone (by
+    the spec that serves its name, a family's for a timm name) and the recipe steps of a
+    ``steps`` param."""
+    used = [("dataset", "datasets", spec.dataset.get("name"), spec.dataset.get("name"))]
+    base = (spec.dataset.get("options") or {}).get("of") if isinstance(spec.dataset.get("options"), dict) else None
+    if isinstance(base, str):
+        used.append(("dataset", "datasets", base, base))
+    backbone = registry.find_backbone(spec.backbone["name"])
+    if backbone is not None:
+        used.append(("backbone", "backbones", spec.backbone["name"], backbone.name))
+    steps = spec.params.get("steps")
+    if isinstance(steps, list):
+        used += [("recipe step", "recipe_steps", step, step) for step in steps if isinstance(step, str)]
+    return {f"{what} {name}": _plugin_of(registry, item, kind) for what, kind, name, item in used
+            if registry.origin.get((kind, item))}

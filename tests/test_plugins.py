@@ -307,3 +307,38 @@ def test_a_plugin_package_named_like_the_core_is_not_taken_for_the_core(tmp_path
     frame = types.SimpleNamespace(filename=os.path.join(sibling, "__init__.py"), lineno=13)
     core = types.SimpleNamespace(filename=os.path.join(plugins_module._CORE, "method.py"), lineno=99)
     assert plugins_module._where([frame, core]) == " (__init__.py:13)"
+
+
+def test_the_readme_s_step_backbone_and_dataset_plugin_runs_as_printed(tmp_path, runner, registry_with, monkeypatch):
+    """The README's second plugin module, exactly as printed: its step, backbone family and
+    generated dataset run through a suite, and the step is ablated."""
+    import re
+
+    from conftest import ROOT, write_suite
+    block = next(b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+                 if b.startswith("# src/my_fgvc/more.py"))
+    mod = types.ModuleType("my_fgvc_more")
+    exec(compile(block, "README.md", "exec"), mod.__dict__)   # noqa: S102 — the project's own README
+    registry_with(mod)
+    monkeypatch.setenv("FGVCBENCH_CACHE", str(tmp_path / "cache"))
+    suite = write_suite(tmp_path, f"""
+        scale: smoke
+        device: cpu
+        output: {tmp_path / 'out'}
+        seeds: [0]
+        train: {{epochs: 1, image_size: 32, batch_size: 8}}
+        datasets: [{{name: myblobs, options: {{classes: 3}}}}]
+        backbones: [tinynet_8]
+        ablation: {{steps: [base, my_wd]}}
+        """)
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")]
+    assert sorted(r["spec"]["variant"] for r in records) == ["steps:base", "steps:my_wd"]
+    assert all(r["status"] == "ok" for r in records)
+    with_wd = next(r for r in records if r["spec"]["variant"] == "steps:my_wd")
+    assert with_wd["notes"]["applied_recipe"]["weight_decay"] == 5e-4
+    assert with_wd["data"]["classes"] == 3 and with_wd["data"]["images"] == {"train": 24, "test": 12}
+    assert with_wd["provenance"]["plugins"]["backbone tinynet_8"]["name"] == "my_fgvc_more"
+    ablated = runner.invoke(app, ["ablate", "--step", "my_wd", "--suite", str(suite), "--no-progress"])
+    assert ablated.exit_code == 0 and "Δ top-1 (my_wd)" in ablated.output, ablated.output

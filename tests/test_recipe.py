@@ -581,6 +581,13 @@ def test_a_third_party_step_is_ablated_and_an_inert_one_is_named(tmp_path, runne
     assert "Δ top-1 (my_long_step)" in text
     table = runner.invoke(app, ["run", str(suite), "--no-progress"])   # the ablation's runs are done
     assert table.exit_code == 0 and "1 ran, 3 resumed" in table.output, table.output
+    # a record names the plugin of each step it applied, and of its backbone (the timm family's spec)
+    record = next(json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json")
+                  if json.loads(p.read_text())["spec"]["variant"] == "steps:my_smoothing")
+    used = record["provenance"]["plugins"]
+    assert used["recipe step my_smoothing"]["name"] == "my_steps" and used["recipe step base"]["name"] == "recipe"
+    assert used["backbone test_resnet"]["name"] == "backbones"
+    assert used["backbone test_resnet"]["distribution"] == "fgvcbench"
     notes = [line for line in table.output.splitlines() if line.startswith("note: row")]
     assert len(notes) == 1 and notes[0].startswith("note: row +my_long_step: it changes scheduler, step_size")
 

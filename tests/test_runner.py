@@ -288,6 +288,9 @@ def test_tensors_and_arrays_a_plugin_leaves_in_notes_or_metrics_are_saved(runner
     assert sorted(recs[0]["notes"]["('a', 1)"]) == [1, 2] and recs[0]["metrics"]["per_class"] == [40.0, 60.0]
     # which plugin produced the record, since a change of its code keeps the run ids
     assert recs[0]["provenance"]["method_plugin"] == {"name": "tensor_plugin", "distribution": None, "version": None}
+    # and which plugins gave the dataset and the backbone
+    used = recs[0]["provenance"]["plugins"]
+    assert set(used) == {"dataset synthetic", "backbone pixels"} and used["backbone pixels"]["name"] == "backbones"
 
 
 def test_what_a_method_returns_wrongly_fails_its_run_with_one_line_that_says_what_to_return(
