@@ -681,8 +681,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                         runs.append(spec)
                         if mpath in entry_cluster:
                             run_cluster[spec.run_id] = entry_cluster[mpath]
-    _check_exclude_values(ck, exclude, runs)
-    runs = [spec for spec in runs if not any(_matches(rule, spec) for rule in exclude)]
+    names = _DatasetNames(runs)
+    _check_exclude_values(ck, exclude, runs, names)
+    runs = [spec for spec in runs if not any(_matches(rule, spec, names) for rule in exclude)]
     # a variant some entry of the method lists (this run's own included) is that entry's name,
     # never another entry's alias
     listed: dict[str, set[str]] = {}
@@ -999,26 +1000,44 @@ def _resolve_recipe(method, scale, preset, suite_train, entry_train, ck: _Checke
     return recipe
 
 
-def _rule_values(spec: RunSpec) -> dict[str, list]:
-    """What each exclude key matches in a run: a dataset by its adapter's name or by the
-    label tables print (``imagefolder@mybirds``, ``coarse(cub)``), which tells apart two
-    entries of one adapter."""
-    names = [spec.dataset["name"]]
-    label = dataset_label(spec.dataset)
-    return {"dataset": names + ([label] if label not in names else []), "backbone": [spec.backbone["name"]],
-            "method": [spec.method], "variant": [spec.variant], "seed": [spec.seed]}
+class _DatasetNames:
+    """What an exclude rule's ``dataset:`` names, as tables print datasets: a run's title
+    (``cub (crop=bbox)`` where two entries share a label), its label (``imagefolder@birds``,
+    ``coarse(cub)``) — each picks only the runs it is printed for — or else an adapter's
+    name, which picks every entry of that adapter."""
+
+    def __init__(self, runs: list[RunSpec]) -> None:
+        from fgvcbench.spec import dataset_titles
+        found = {canonical_json(spec.dataset): spec.dataset for spec in runs}
+        titles = dataset_titles(found.values())
+        self.texts = {key: {titles[key], dataset_label(d)} for key, d in found.items()}
+        self.printed = set().union(*self.texts.values())
+
+    def match(self, value: Any, spec: RunSpec) -> bool:
+        if value in self.printed:
+            return value in self.texts[canonical_json(spec.dataset)]
+        return value == spec.dataset["name"]
+
+    def values(self, spec: RunSpec) -> list:
+        return sorted(self.texts[canonical_json(spec.dataset)]) + [spec.dataset["name"]]
 
 
-def _matches(rule: dict, spec: RunSpec) -> bool:
-    values = _rule_values(spec)
-    return all(v in values[k] for k, v in rule.items())
+def _rule_values(spec: RunSpec, names: _DatasetNames) -> dict[str, list]:
+    """What each exclude key may name in a run (a dataset: see :class:`_DatasetNames`)."""
+    return {"dataset": names.values(spec), "backbone": [spec.backbone["name"]], "method": [spec.method],
+            "variant": [spec.variant], "seed": [spec.seed]}
 
 
-def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec]) -> None:
+def _matches(rule: dict, spec: RunSpec, names: _DatasetNames) -> bool:
+    values = _rule_values(spec, names)
+    return all(names.match(v, spec) if k == "dataset" else v in values[k] for k, v in rule.items())
+
+
+def _check_exclude_values(ck: _Checker, exclude: list, runs: list[RunSpec], names: _DatasetNames) -> None:
     """Every value an exclude rule names is in the grid: a typo would exclude nothing."""
     grid: dict[str, dict] = {}   # key -> its values in the grid, in order (a dict: no quadratic scan)
     for spec in runs:
-        for key, values in _rule_values(spec).items():
+        for key, values in _rule_values(spec, names).items():
             grid.setdefault(key, {}).update(dict.fromkeys(values))
     for i, rule in enumerate(exclude):
         for key, value in rule.items():

@@ -326,6 +326,19 @@ def test_an_exclude_rule_tells_two_folders_of_one_adapter_apart_by_their_label(t
     assert sorted(r.dataset["root_name"] for r in by_name.runs) == ["birds", "cars"]   # the name: both folders
     err = error_of(tiny_suite(tmp_path, datasets=datasets, extra="exclude: [{dataset: imagefolder@carz}]"), registry)
     assert err.key == "exclude[0].dataset" and "did you mean 'imagefolder@cars'?" in str(err)
+    # a label that is also the adapter's name (its default folder) names that entry only, and two
+    # entries of one label are named as tables title them, by the options that tell them apart
+    twins = f"[{TINY_DATASET}, {TINY_DATASET.replace('fine: 2', 'fine: 3')}, {{name: imagefolder, root: {tmp_path / 'cars'}}}]"
+    suite = load_suite(tiny_suite(tmp_path, datasets=twins, extra="exclude: [{dataset: synthetic (fine=3)}]"), registry)
+    assert sorted((r.dataset["name"], r.dataset["options"].get("fine")) for r in suite.runs) == [
+        ("imagefolder", None), ("synthetic", 2)]
+    suite = load_suite(tiny_suite(tmp_path, datasets=twins, extra="exclude: [{dataset: synthetic}]"), registry)
+    assert [r.dataset["name"] for r in suite.runs] == ["imagefolder"]   # the label both share names both
+    import shutil
+    shutil.copytree(tmp_path / "birds", tmp_path / "imagefolder")   # the adapter's own folder name: label imagefolder
+    three = datasets[:-1] + f", {{name: imagefolder, root: {tmp_path / 'imagefolder'}}}]"
+    suite = load_suite(tiny_suite(tmp_path, datasets=three, extra="exclude: [{dataset: imagefolder}]"), registry)
+    assert sorted(r.dataset.get("root_name") for r in suite.runs) == ["birds", "cars"]
 
 
 def test_an_exclude_seed_of_true_is_refused_rather_than_read_as_seed_1(tmp_path, registry):
