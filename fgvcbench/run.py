@@ -19,9 +19,9 @@ import torch
 import fgvcbench
 from fgvcbench.data.base import DatasetRequest, DatasetSplits
 from fgvcbench.data.pipeline import TensorData, TensorSplit, build_tensor_data
-from fgvcbench.engine.recipe import Recipe
+from fgvcbench.engine.recipe import RELATED_FIELDS, Recipe
 from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
-from fgvcbench.errors import DataError, DivergedError, UserError, first_line
+from fgvcbench.errors import DataError, DivergedError, UserError, first_line, yaml_text
 from fgvcbench.plugins import Registry
 from fgvcbench.spec import RunSpec, canonical_json
 from fgvcbench.store import SCHEMA, Store, temp_suffix
@@ -49,6 +49,7 @@ def apply_steps(registry, recipe: Recipe, steps: list[str]) -> Recipe:
     UserError for an unknown step, a step that raises or returns something other than a
     Recipe (naming the step and its plugin), or a recipe no run can use."""
     import dataclasses
+    trail = [("", recipe)]   # (step, the recipe after it)
     for name in steps:
         step = registry.recipe_steps.get(name)
         if step is None:
@@ -68,10 +69,22 @@ def apply_steps(registry, recipe: Recipe, steps: list[str]) -> Recipe:
         if not isinstance(changed, Recipe):
             raise UserError(f"recipe step {name!r}{of} returned {_kind(changed)}, not a Recipe — return a new one: "
                             "recipe.replace(field=value)")
+        trail.append((name, changed))
         recipe = changed
     problems = recipe.validate()
     if problems:
-        raise UserError(f"recipe after steps {steps}: {problems[0][0]} {problems[0][1]}")
+        key, problem = problems[0]
+        # the step that set the field at fault (or one its value depends on, e.g. pipeline)
+        fields = (key,) + RELATED_FIELDS.get(key, ())
+        by = [(name, field) for (name, after), (_, before) in zip(trail[1:], trail)
+              for field in fields if getattr(after, field) != getattr(before, field)]
+        if not by:
+            raise UserError(f"recipe after steps {steps}: {key} {problem}")
+        name, field = by[-1]
+        other = [f for f in fields if f != field]
+        fix = f"drop {name} from the steps" + (f", or change {' or '.join(other)} under train:" if other else "")
+        raise UserError(f"recipe step {name!r} sets {field} to {yaml_text(getattr(recipe, field))}, and then {key} "
+                        f"{problem.split(' — ')[0]} — {fix}")
     return recipe
 
 

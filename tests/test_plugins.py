@@ -342,3 +342,9 @@ def test_the_readme_s_step_backbone_and_dataset_plugin_runs_as_printed(tmp_path,
     assert with_wd["provenance"]["plugins"]["backbone tinynet_8"]["name"] == "my_fgvc_more"
     ablated = runner.invoke(app, ["ablate", "--step", "my_wd", "--suite", str(suite), "--no-progress"])
     assert ablated.exit_code == 0 and "Δ top-1 (my_wd)" in ablated.output, ablated.output
+    import pytest
+
+    from fgvcbench.api import UserError
+    for name, pretrained in (("tinynet", False), ("tinynet_8", True)):   # what the family cannot build
+        with pytest.raises(UserError, match="write tinynet_<width>"):
+            mod.create_tinynet(name, 3, pretrained)

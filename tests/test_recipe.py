@@ -637,6 +637,19 @@ def test_a_step_that_cannot_apply_stops_the_suite_at_its_line_before_any_run(tmp
     assert not (tmp_path / "out" / "runs").exists()
 
 
+def test_a_recipe_a_step_makes_unusable_names_the_step_and_what_to_change(tmp_path):
+    from fgvcbench.errors import SuiteError
+    from fgvcbench.suite import load_suite
+    suite = write_suite(tmp_path, "datasets: [synthetic]\nbackbones: [test_resnet]\ntrain: {pipeline: classic}\n"
+                                  "methods: [{name: recipe, params: {steps: [base, repeated_augmentation]}}]\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(suite, get_registry(refresh=True))
+    assert info.value.key == "methods[0].params.steps"
+    assert ("recipe step 'repeated_augmentation' sets repeated_augment to 4, and then repeated_augment 4 needs the "
+            "fast pipeline") in str(info.value)
+    assert str(info.value).endswith("— drop repeated_augmentation from the steps, or change pipeline under train:")
+
+
 def test_every_step_describes_itself_in_full_sentences():
     """`fgvcbench plugins STEP` is how users find steps: a description is the docstring's
     first paragraph, not its first line cut mid-sentence."""
