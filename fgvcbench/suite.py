@@ -640,8 +640,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         ck.typed(rule, (dict,), ("exclude", i), "a mapping like {backbone: pixels, variant: linear_probe}")
         ck.keys(rule, EXCLUDE_KEYS, ("exclude", i), "an exclude rule")
         if isinstance(rule.get("seed"), bool):   # true would match seed 1 (true == 1 in Python)
-            ck.fail(("exclude", i, "seed"), f"seed {yaml_text(rule['seed'])} is not a seed", "write one of the grid's seeds as an "
-                    "integer, e.g. seed: 1")
+            ck.fail(("exclude", i, "seed"), f"seed {yaml_text(rule['seed'])} is not a seed",
+                    "write one of the grid's seeds as an integer, e.g. seed: 1")
 
     ablation = _ablation_plan(data.get("ablation"), registry, ck)
     if ablation:   # each row's steps on the recipe its runs take: a step that fails, fails every run of it
@@ -1014,7 +1014,7 @@ class _DatasetNames:
         self.printed = set().union(*self.texts.values())
 
     def match(self, value: Any, spec: RunSpec) -> bool:
-        if value in self.printed:
+        if isinstance(value, str) and value in self.printed:
             return value in self.texts[canonical_json(spec.dataset)]
         return value == spec.dataset["name"]
 
