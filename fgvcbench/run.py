@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import os
 import platform
+import re
 import resource
 import subprocess
 import time
@@ -19,7 +20,7 @@ import torch
 import fgvcbench
 from fgvcbench.data.base import DatasetRequest, DatasetSplits
 from fgvcbench.data.pipeline import TensorData, TensorSplit, build_tensor_data
-from fgvcbench.engine.recipe import RELATED_FIELDS, Recipe
+from fgvcbench.engine.recipe import MAX_IMAGE_SIZE, RELATED_FIELDS, Recipe
 from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
 from fgvcbench.errors import DataError, DivergedError, UserError, first_line, yaml_text
 from fgvcbench.plugins import Registry
@@ -169,6 +170,10 @@ class RunContext:
         """Decoded tensors (cached) for train / val (carved from train: ``val_fraction``, by
         default the recipe's) / test; ``crop_extent`` (by default the recipe's): what of
         each image the cache keeps (``full`` or ``square``, :mod:`fgvcbench.data.pipeline`)."""
+        if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                       or not 16 <= image_size <= MAX_IMAGE_SIZE):
+            raise UserError(f"ctx.load_data(image_size={image_size!r}): give a whole number of pixels from 16 to "
+                            f"{MAX_IMAGE_SIZE}, or None for the recipe's size")
         # decode for the larger of the train and test views (FixRes tests above train)
         size = image_size or self.recipe.data_size
         fraction = self.recipe.val_fraction if val_fraction is None else val_fraction
@@ -244,6 +249,14 @@ class RunContext:
         ``criterion(output, labels)`` and ``output_fn(output) -> logits`` replace the
         cross-entropy and the scored output (see :func:`fgvcbench.engine.train.fit`)."""
         from fgvcbench.faults import checkpoint   # once per fit, not once per step
+        if recipe is not None and not isinstance(recipe, Recipe):
+            raise UserError(f"ctx.fit(recipe=...) got {_kind(recipe)}, not a Recipe — pass one made from the run's: "
+                            "ctx.recipe.replace(lr=0.1)")
+        outputs = _classifier_outputs(model)
+        if criterion is None and output_fn is None and outputs is not None and outputs != data.num_classes:
+            raise UserError(f"ctx.fit: the model's classifier has {outputs} outputs for the data's {data.num_classes} "
+                            "classes — ctx.create_model(data.num_classes), or pass criterion=/output_fn= for "
+                            "another objective")
 
         def on_epoch(row: dict) -> None:
             checkpoint("epoch")
@@ -267,7 +280,7 @@ class RunContext:
         return result
 
     def evaluate(self, model: torch.nn.Module, data: TensorData, split: str = "test") -> dict[str, float]:
-        return accuracy_metrics(self.predict(model, data, split), getattr(data, split).labels, data.num_classes)
+        return accuracy_metrics(self.predict(model, data, split), _split(data, split).labels, data.num_classes)
 
     def augmenter(self, recipe: Recipe | None = None, seed_offset: int = 0):
         """The engine's batched augmentation for a custom training loop (uint8 batch in,
@@ -279,13 +292,13 @@ class RunContext:
     def predict(self, model: torch.nn.Module, data: TensorData | TensorSplit, split: str = "test",
                 output_fn=None) -> torch.Tensor:
         """Logits of a split's test-time view (``data`` may also be one TensorSplit)."""
-        part = data if isinstance(data, TensorSplit) else getattr(data, split)
+        part = data if isinstance(data, TensorSplit) else _split(data, split)
         return predict(model, part, self.augmenter(), self.recipe, self.device, output_fn=output_fn)
 
     def features(self, model: torch.nn.Module, data: TensorData | TensorSplit, split: str = "test") -> torch.Tensor:
         """Pooled backbone features (timm ``pre_logits``) of a split's test-time view
         (``data`` may also be one TensorSplit)."""
-        part = data if isinstance(data, TensorSplit) else getattr(data, split)
+        part = data if isinstance(data, TensorSplit) else _split(data, split)
         return predict(model, part, self.augmenter(), self.recipe, self.device, pre_logits=True)
 
     def stage(self, name: str, fn: Callable[[], Any], inputs: Mapping[str, Any] | None = None) -> Any:
@@ -294,6 +307,9 @@ class RunContext:
         phases between variants and an interrupted suite resumes mid-pipeline. ``inputs``
         must be JSON-serialisable and hold everything the stage's result depends on."""
         from fgvcbench import distributed
+        problem = _stage_key_problem(name, inputs)
+        if problem:
+            raise UserError(problem)
         # the data's fingerprint: a stage trained on a folder that changed since is not reused
         identity = {"stage": name, "inputs": inputs or {}, "data": self.data_identity()["fingerprint"]}
         if distributed.world_size() > 1:   # ctx.fit's global batch (and its steps) scale with the ranks
@@ -340,6 +356,59 @@ class RunContext:
         from fgvcbench.faults import checkpoint
         checkpoint("stage")
         return result
+
+
+def _split(data: Any, split: Any) -> TensorSplit:
+    """``data``'s split by name, or a UserError that says what to pass."""
+    if split not in ("train", "val", "test"):
+        raise UserError(f"split {split!r}: use 'train', 'val' or 'test'")
+    part = getattr(data, split, None)
+    if not isinstance(part, TensorSplit):
+        raise UserError(f"expected the data ctx.load_data() returns, or one of its splits; got {_kind(data)}")
+    if split == "val" and not len(part):
+        raise UserError("there is no 'val' split: its val_fraction is 0 — ctx.load_data(val_fraction=0.1) carves one "
+                        "from train")
+    return part
+
+
+_STAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _stage_key_problem(name: Any, inputs: Any) -> str | None:
+    """Why a stage's name or inputs cannot key its cache, or None. The name becomes a file
+    name (no folders, nothing outside the stage folder); the inputs are hashed as JSON, so
+    they must be JSON: a tensor or a set would be keyed by its printed text, which rounds,
+    shortens and reorders — two different inputs would share one cached result."""
+    if not isinstance(name, str) or not _STAGE_NAME.fullmatch(name):
+        return (f"ctx.stage name {name!r}: use letters, digits, '_', '-' and '.' only, beginning with a letter or "
+                "digit (it names the cache file), e.g. 'mymethod_phase1'")
+    if inputs is None:
+        return None
+    if not isinstance(inputs, Mapping):
+        return f"ctx.stage({name!r}) inputs: {type(inputs).__name__}, not a dict — pass a dict such as {{'lr': 0.1}}"
+
+    def first(obj: Any, where: str) -> tuple[str, Any] | None:
+        if obj is None or isinstance(obj, (bool, int, float, str)) and type(obj) in (bool, int, float, str):
+            return None
+        if isinstance(obj, (list, tuple)):
+            return next((found for i, item in enumerate(obj) if (found := first(item, f"{where}[{i}]"))), None)
+        if isinstance(obj, dict):
+            for key, item in obj.items():
+                if not isinstance(key, str):
+                    return f"{where} key {key!r}", key
+                found = first(item, f"{where}[{key!r}]")
+                if found:
+                    return found
+            return None
+        return where, obj
+
+    found = first(dict(inputs), "inputs")
+    if found is None:
+        return None
+    where, obj = found
+    return (f"ctx.stage({name!r}) {where} is {_kind(obj)}, not JSON (numbers, strings, lists, dicts with string "
+            "keys) — key the stage by what produced it (the settings, ctx.identity, a stage's name), or by "
+            "a hash of the values (hashlib.sha256(t.numpy().tobytes()).hexdigest())")
 
 
 _STAGE_SCALARS = (int, float, str, bytes, bool, type(None))   # exactly these: np.float64 is a float subclass
@@ -460,12 +529,16 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         method = registry.methods[spec.method]
         method.check_params(spec.params, ctx.recipe)  # API callers skip the suite loader's check
         # one-element tensors and arrays (a `.mean()` left as a tensor) are plain numbers
-        returned = method.run(ctx)
+        state = _global_state()
+        try:
+            returned = method.run(ctx)
+        finally:   # a method that leaves grad off, float64 or one thread must not change the next run
+            _restore_global_state(state)
         if not isinstance(returned, Mapping):
             hint = " (ctx.fit(...).metrics is its dict)" if isinstance(returned, FitResult) else ""
             raise UserError(f"method {spec.method!r}: run() returned {_kind(returned)}, not a dict of metrics"
                             f"{hint} — return e.g. {{'top1': 81.5}} (top-1 accuracy in percent) and any others")
-        metrics = {k: _scalar(v) for k, v in dict(returned).items()}
+        metrics = {str(k): _scalar(v) for k, v in dict(returned).items()}   # as JSON writes keys
         if "top1" not in metrics:
             keys = ", ".join(map(str, list(metrics)[:8])) or "none"
             raise UserError(f"method {spec.method!r}: run() returned no 'top1' metric (its keys: {keys}) — "
@@ -483,7 +556,13 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
                             f"top1 is the top-1 accuracy in percent (0.82 → 82.0)")
     except DivergedError as exc:
         status, error = "diverged", str(exc)
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:   # the suite stops (a scheduler's preemption exits this way too): say why
+        import sys
+        print(f"stopped: run {spec.run_id} ({spec.label}) raised SystemExit({exc.code!r}); it is not recorded and "
+              "the finished runs are kept — if its method calls sys.exit(), make it return its metrics instead",
+              file=sys.stderr)
         raise
     except UserError as exc:
         status, error = "failed", str(exc)
@@ -519,6 +598,22 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
                              "plugins": _plugins_used(registry, spec),
                              "started": started, "finished": _now()}, "error": error}
     return record
+
+
+def _global_state() -> tuple:
+    return (torch.is_grad_enabled(), torch.get_default_dtype(), torch.get_num_threads(),
+            torch.are_deterministic_algorithms_enabled(), torch.get_float32_matmul_precision())
+
+
+def _restore_global_state(state: tuple) -> None:
+    grad, dtype, threads, deterministic, precision = state
+    torch.set_grad_enabled(grad)
+    torch.set_default_dtype(dtype)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:
+        torch.use_deterministic_algorithms(deterministic)
+    torch.set_float32_matmul_precision(precision)
 
 
 def _classifier_outputs(model: torch.nn.Module) -> int | None:

@@ -272,6 +272,23 @@ def test_an_extra_metric_no_run_recorded_exits_2_with_the_names(tmp_path, runner
     assert not (tmp_path / "leaderboard.csv").exists() and not (tmp_path / "r").exists()
 
 
+def test_an_extra_metric_recorded_as_no_number_or_among_many_odd_names_is_named_in_one_short_line(tmp_path, runner):
+    recs = [record("metric_learning", s, v) for s, v in enumerate([70.0, 72.0])]
+    recs[0]["metrics"]["nested"] = {"a": 1.0}
+    for i in range(20):
+        recs[1]["metrics"][f"m{i:02d}"] = float(i)
+    recs[1]["metrics"]["a" + "x" * 5000] = 1.0   # sorted first: shown, cut short
+    recs[1]["metrics"]["aa\nb"] = 1.0
+    write(tmp_path, recs)
+    out = runner.invoke(app, ["leaderboard", str(tmp_path), "--no-write", "--metrics", "nested"])
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+    said = " ".join(out.output.split())
+    assert "--metrics nested: the runs recorded it as dict, not a number, and only numbers become columns" in said
+    assert " and 13 more" in said and "'a" + "x" * 39 + "'…" in said and "x" * 41 not in said
+    assert "'aa\\nb'" in said and "aa\nb" not in out.output
+    assert len(out.output) < 800
+
+
 def expected_cells(values):
     """The human cells for a group of top-1 values, computed here from the inputs."""
     mean, sd = statistics.mean(values), statistics.stdev(values)

@@ -336,9 +336,11 @@ def test_a_backbone_that_ignores_num_classes_or_returns_no_module_fails_its_run_
             nn.Flatten(), nn.LazyLinear(10))),
         BackboneSpec(name="timm_ten", create=lambda name, num_classes, pretrained: __import__("timm").create_model(
             "test_resnet", num_classes=10)),
+        BackboneSpec(name="plain", create=lambda name, num_classes, pretrained: nn.Sequential(
+            nn.Flatten(), nn.LazyLinear(num_classes))),
         BackboneSpec(name="no_model", create=lambda name, num_classes, pretrained: None)])
     registry_with(mod)
-    suite = tiny_suite(tmp_path, backbones="[timm_ten, no_model, ten_outputs]")
+    suite = tiny_suite(tmp_path, backbones="[timm_ten, no_model, ten_outputs, plain]")
     result = runner.invoke(app, ["run", str(suite), "--no-progress"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     got = {r["spec"]["backbone"]["name"]: r for r in records(tmp_path / "out").values()}
@@ -347,8 +349,102 @@ def test_a_backbone_that_ignores_num_classes_or_returns_no_module_fails_its_run_
         "4 classes — build its classifier with the num_classes it is given")
     assert got["no_model"]["status"] == "failed" and got["no_model"]["error"].startswith(
         "backbone 'no_model' (plugin 'wrong_backbones'): create() returned None, not a torch.nn.Module")
-    # a model that does not say how many classes it predicts (no num_classes, no get_classifier()) trains
-    assert got["ten_outputs"]["status"] == "ok"
+    # a model that does not say how many classes it predicts (no num_classes, no get_classifier())
+    # trains; its scores are checked where they are scored
+    assert got["plain"]["status"] == "ok"
+    assert got["ten_outputs"]["status"] == "failed" and got["ten_outputs"]["error"].startswith(
+        "scores of shape [4, 10] for 4 images of 4 classes")
+
+
+def _fit_with(**kw):
+    def run(ctx):
+        data = ctx.load_data()
+        return ctx.fit(ctx.create_model(data.num_classes), data, **kw).metrics
+    return run
+
+
+def test_what_a_method_asks_of_its_context_wrongly_fails_its_run_with_one_line_that_says_what_to_pass(
+        runner, tmp_path, registry_with):
+    import torch.nn.functional as F
+    mod = types.ModuleType("wrong_calls")
+    calls = {
+        "size_text": (lambda ctx: ctx.load_data(image_size="32"), "ctx.load_data(image_size='32'): give a whole number"),
+        "size_zero": (lambda ctx: ctx.load_data(image_size=0), "ctx.load_data(image_size=0): give a whole number"),
+        "recipe_dict": (_fit_with(recipe={"lr": 0.1}), "ctx.fit(recipe=...) got a dict, not a Recipe"),
+        "more_classes": (lambda ctx: (lambda d: ctx.fit(ctx.create_model(7), d).metrics)(ctx.load_data()),
+                         "ctx.fit: the model's classifier has 7 outputs for the data's 4 classes"),
+        "float_loss": (_fit_with(criterion=lambda out, y: 1.0), "the criterion returned float 1.0, not a tensor"),
+        "vector_loss": (_fit_with(criterion=lambda out, y: F.cross_entropy(out, y, reduction="none")),
+                        "the criterion returned a tensor of shape [8], not one number"),
+        "detached_loss": (_fit_with(criterion=lambda out, y: F.cross_entropy(out, y).detach()),
+                          "the criterion's loss does not depend on the model's output"),
+        "narrow_output": (_fit_with(criterion=lambda out, y: F.cross_entropy(out, y), output_fn=lambda out: out[:, :2]),
+                          "scores of shape [4, 2] for 4 images of 4 classes"),
+        "split_name": (lambda ctx: (lambda d: ctx.evaluate(ctx.create_model(4), d, "validation"))(ctx.load_data()),
+                       "split 'validation': use 'train', 'val' or 'test'"),
+        "no_val": (lambda ctx: (lambda d: ctx.evaluate(ctx.create_model(4), d, "val"))(ctx.load_data(val_fraction=0)),
+                   "there is no 'val' split: its val_fraction is 0"),
+        "stage_path": (lambda ctx: ctx.stage("../escaped", lambda: {"top1": 1.0}), "ctx.stage name '../escaped'"),
+        "stage_tensor": (lambda ctx: ctx.stage("mine", lambda: {"top1": 1.0}, {"w": torch.zeros(3)}),
+                         "ctx.stage('mine') inputs['w'] is a Tensor, not JSON"),
+        "stage_set": (lambda ctx: ctx.stage("mine", lambda: {"top1": 1.0}, {"seen": [{1, 2}]}),
+                      "ctx.stage('mine') inputs['seen'][0] is a set, not JSON"),
+    }
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name=n, run=f) for n, (f, _) in calls.items()])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, methods=f"[{', '.join(calls)}]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    got = {r["spec"]["method"]: r for r in records(tmp_path / "out").values()}
+    for name, (_, needle) in calls.items():
+        assert got[name]["status"] == "failed", name
+        assert needle in got[name]["error"] and "\n" not in got[name]["error"], (name, got[name]["error"])
+    assert not list(tmp_path.glob("escaped*")) and not list((tmp_path / "out").glob("escaped*"))
+
+
+def test_a_method_that_leaves_torch_s_global_state_changed_does_not_change_the_next_run(
+        runner, tmp_path, registry_with):
+    mod = types.ModuleType("leaky")
+
+    def leaks(ctx):
+        torch.set_grad_enabled(False)
+        torch.set_default_dtype(torch.float64)
+        return {"top1": 10.0}
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="leaks", run=leaks)])
+    registry_with(mod)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alone = tiny_suite(tmp_path / "a", methods="[finetune]")
+    after = tiny_suite(tmp_path / "b", methods="[leaks, finetune]")
+    for suite in (alone, after):
+        assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    first, second = (next(r for r in records(path.parent / "out").values() if r["spec"]["method"] == "finetune")
+                     for path in (alone, after))
+    assert second["status"] == "ok" and second["metrics"]["top1"] == first["metrics"]["top1"]
+    assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+
+
+def test_a_method_that_exits_stops_the_suite_with_a_line_that_says_so(runner, tmp_path, registry_with):
+    import sys
+    mod = types.ModuleType("exits")
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="exits", run=lambda ctx: sys.exit(3)),
+                                              Method(name="fine", run=lambda ctx: {"top1": 50.0})])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, methods="[fine, exits]", backbones="[pixels]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 3
+    assert "raised SystemExit(3); it is not recorded and the finished runs are kept" in " ".join(result.output.split())
+    assert [r["spec"]["method"] for r in records(tmp_path / "out").values()] == ["fine"]
+
+
+def test_metric_names_that_are_not_text_are_written_as_json_writes_them(runner, tmp_path, registry_with):
+    mod = types.ModuleType("int_keys")
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="int_keys", run=lambda ctx: {"top1": 10.0, 5: 6.0})])
+    registry_with(mod)
+    assert runner.invoke(app, ["run", str(tiny_suite(tmp_path, methods="[int_keys]", backbones="[pixels]")),
+                                "--no-progress"]).exit_code == 0
+    (record,) = records(tmp_path / "out").values()
+    assert record["status"] == "ok" and record["metrics"]["5"] == 6.0
 
 
 def test_a_stage_whose_result_its_cache_cannot_hold_fails_the_run_instead_of_recomputing_in_silence(

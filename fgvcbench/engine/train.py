@@ -180,10 +180,28 @@ def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, rec
     return torch.cat(out).cpu()
 
 
+def _loss_problem(loss: Any) -> str:
+    """What is wrong with a criterion's return value for ``backward()``, or ``""``."""
+    if not isinstance(loss, torch.Tensor):
+        return (f"the criterion returned {type(loss).__name__} {loss!r:.40}, not a tensor — return the loss as a "
+                "tensor computed from the model's output (e.g. F.cross_entropy(output, labels))")
+    if loss.numel() != 1:
+        return (f"the criterion returned a tensor of shape {list(loss.shape)}, not one number — reduce it "
+                "(e.g. .mean()) to a scalar loss")
+    if not loss.requires_grad:
+        return ("the criterion's loss does not depend on the model's output (no gradient flows back) — compute it "
+                "from the output it is given, without .item(), .detach() or torch.no_grad()")
+    return ""
+
+
 def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
     """top-1, top-5 and mean per-class accuracy, in percent."""
     if len(labels) == 0:
         return {"top1": float("nan"), "top5": float("nan"), "mean_class_acc": float("nan")}
+    if logits.dim() != 2 or logits.shape != (len(labels), num_classes):
+        from fgvcbench.errors import UserError
+        raise UserError(f"scores of shape {list(logits.shape)} for {len(labels)} images of {num_classes} classes — "
+                        f"the model (or output_fn) must give logits of shape [images, classes]")
     pred = logits.argmax(1)
     correct = pred.eq(labels)
     k = min(5, logits.shape[1])
@@ -387,6 +405,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
     best_val, best_epoch, best_state = -1.0, 0, None
     best_loss, best_loss_epoch = math.inf, 0   # for stop_on: loss (Lightning: strictly lower resets the wait)
     train_seconds, images_seen = 0.0, 0
+    checked_loss = None   # a method's criterion: its first loss is checked, once
     eval_model = lambda: ema.module if ema is not None else model  # noqa: E731
     for epoch in range(1, recipe.epochs + 1):
         if criterion is not None and hasattr(criterion, "set_epoch"):
@@ -406,6 +425,11 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                     loss = F.cross_entropy(logits.float(), soft, label_smoothing=recipe.label_smoothing)
                 elif criterion is not None:
                     loss = criterion(train_model(x), y)
+                    if checked_loss is None:   # once: what backward() needs, said plainly
+                        checked_loss = _loss_problem(loss)
+                        if checked_loss:
+                            from fgvcbench.errors import UserError
+                            raise UserError(checked_loss)
                 else:
                     logits = train_model(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)

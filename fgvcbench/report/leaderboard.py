@@ -222,6 +222,14 @@ def metric_names(records: Iterable[dict]) -> list[str]:
 BUILT_IN_METRICS = ("top1", "top1_last", "mean_class_acc")
 
 
+def _names_text(names: list[str], most: int = 12) -> str:
+    """Metric names for a one-line message: at most ``most``, each short and on one line."""
+    shown = [n if n.isprintable() and len(n) <= 40 else repr(n[:40]) + ("…" if len(n) > 40 else "")
+             for n in names[:most]]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return (", ".join(shown) or "none") + more
+
+
 def check_extra_metrics(records: list[dict], extra: Iterable[str]) -> None:
     """Refuse a ``--metrics`` name no finished run recorded (it would be an empty column)."""
     known = metric_names(records)
@@ -229,12 +237,17 @@ def check_extra_metrics(records: list[dict], extra: Iterable[str]) -> None:
         if name in BUILT_IN_METRICS:
             others = [m for m in known if m not in BUILT_IN_METRICS]
             raise UserError(f"--metrics {name}: the table has that column already ({name}_mean) — --metrics adds "
-                            f"other recorded metrics: {', '.join(others) or 'none recorded'}")
+                            f"other recorded metrics: {_names_text(others) if others else 'none recorded'}")
         if name not in known:
+            kinds = {type(r["metrics"][name]).__name__ for r in records
+                     if r.get("status") == "ok" and isinstance(r.get("metrics"), dict) and name in r["metrics"]}
+            if kinds:   # recorded, but not as one number: no column can hold it
+                raise UserError(f"--metrics {name}: the runs recorded it as {' / '.join(sorted(kinds))}, not a number, "
+                                f"and only numbers become columns — numeric metrics: {_names_text(known)}")
             close = suggest(name, known)
             raise UserError(f"no finished run recorded the metric {name!r} — "
                             + (f"did you mean {close!r}? " if close else "")
-                            + f"recorded: {', '.join(known) or 'none'}")
+                            + f"recorded: {_names_text(known)}")
 
 
 def _mean(values: list[float]) -> float:
