@@ -388,7 +388,7 @@ def _stage_key_problem(name: Any, inputs: Any) -> str | None:
         return f"ctx.stage({name!r}) inputs: {type(inputs).__name__}, not a dict — pass a dict such as {{'lr': 0.1}}"
 
     def first(obj: Any, where: str) -> tuple[str, Any] | None:
-        if obj is None or isinstance(obj, (bool, int, float, str)) and type(obj) in (bool, int, float, str):
+        if obj is None or type(obj) in (bool, int, float, str):   # exactly these: np.int64 prints as text
             return None
         if isinstance(obj, (list, tuple)):
             return next((found for i, item in enumerate(obj) if (found := first(item, f"{where}[{i}]"))), None)
