@@ -231,8 +231,14 @@ class Registry:
         if name in self.backbones:
             return self.backbones[name]
         for spec in self.backbones.values():
-            if spec.matches is not None and spec.serves(name):
-                return spec
+            try:
+                if spec.matches is not None and spec.serves(name):
+                    return spec
+            except Exception as exc:  # noqa: BLE001 — one family's broken matches() must not hide the others
+                warning = (f"backbone family {spec.name!r} (plugin {self.origin.get(('backbones', spec.name))!r}): "
+                           f"matches({name!r}) raised {_one_line(exc)}; skipped for that name")
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
         return None
 
     def describe(self, name: str) -> dict:

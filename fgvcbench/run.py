@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 import fgvcbench
-from fgvcbench.data.base import DatasetRequest, DatasetSplits
+from fgvcbench.data.base import DatasetRequest, DatasetSplits, leaked_paths
 from fgvcbench.data.pipeline import TensorData, TensorSplit, build_tensor_data
 from fgvcbench.engine.recipe import MAX_IMAGE_SIZE, RELATED_FIELDS, Recipe
 from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
@@ -99,7 +99,13 @@ def load_splits(spec: RunSpec, registry: Registry, cache_dir: Path) -> DatasetSp
                         f"--data-root or FGVCBENCH_DATA. Expected layout: {dataset.layout or 'see the docs'}")
     request = DatasetRequest(root=root, options=dict(spec.dataset["options"]), cache_dir=Path(cache_dir) / "datasets",
                              datasets=registry.datasets)
-    return dataset.load_checked(request)
+    splits = dataset.load_checked(request)
+    leaked = leaked_paths(splits)
+    if leaked:   # a test image the model trained on inflates the score: no run reports it
+        raise DataError(f"dataset {dataset.name!r}: {len(leaked)} test image{'s are' if len(leaked) > 1 else ' is'} "
+                        f"listed in train too (e.g. {leaked[0]}), a train/test leak — fix the split lists; "
+                        f"`fgvcbench data verify {dataset.name}` lists them")
+    return splits
 
 
 def data_identity(spec: RunSpec, splits: DatasetSplits, cache_dir: Path) -> dict[str, Any]:
@@ -219,7 +225,11 @@ class RunContext:
         if outputs is not None and outputs != num_classes:
             raise UserError(f"backbone {name!r}{of}: create() returned a model with {outputs} outputs for "
                             f"{num_classes} classes — build its classifier with the num_classes it is given")
-        config = spec.data_config(name) if spec.data_config else {}
+        config = (spec.data_config(name) if spec.data_config else None) or {}
+        problem = _norm_problem(config)
+        if problem:
+            raise UserError(f"backbone {name!r}{of}: data_config({name!r}) {problem} — return {{'mean': (r, g, b), "
+                            "'std': (r, g, b)}} with each std above 0, or leave a key out for ImageNet's")
         if self._fixed_norm is None:
             self._mean = tuple(config.get("mean", IMAGENET_MEAN))
             self._std = tuple(config.get("std", IMAGENET_STD))
@@ -598,6 +608,26 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
                              "plugins": _plugins_used(registry, spec),
                              "started": started, "finished": _now()}, "error": error}
     return record
+
+
+def _norm_problem(config: Any) -> str | None:
+    """What is wrong with a backbone's ``data_config`` result for normalising, or None."""
+    import math
+    if not isinstance(config, Mapping):
+        return f"returned {_kind(config)}, not a dict"
+    for key in ("mean", "std"):
+        if key not in config:
+            continue
+        value = config[key]
+        try:
+            numbers = [float(v) for v in value] if not isinstance(value, (str, bytes)) else None
+        except (TypeError, ValueError):
+            numbers = None
+        if numbers is None or len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+            return f"gives {key} {value!r}, not three finite numbers (one per RGB channel)"
+        if key == "std" and min(numbers) <= 0:
+            return f"gives std {value!r}: each must be above 0 (the inputs are divided by it)"
+    return None
 
 
 def _global_state() -> tuple:

@@ -531,6 +531,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     for i, item in enumerate(ck.typed(data.get("backbones", []), (list,), ("backbones", ), "a list")):
         entry = ck.entry(item, ("backbones", i), BACKBONE_KEYS, "backbone")
         if registry.find_backbone(entry["name"]) is None:
+            broken = [w for w in registry.warnings if f"matches({entry['name']!r}) raised" in w]
+            if broken:   # the family that should serve it may be the one whose matches() raised
+                ck.fail(("backbones", i, "name"), f"unknown backbone {entry['name']!r}; {broken[0]}",
+                        "fix that plugin's matches() (it must return True or False), or uninstall it")
             _unknown(ck, ("backbones", i, "name"), "backbone", entry["name"], _backbone_names(registry))
         pretrained = entry.get("pretrained", False)
         ck.typed(pretrained, (bool, str), ("backbones", i, "pretrained"), "true, false or a checkpoint path")

@@ -225,8 +225,14 @@ class DatasetSpec:
         if self.check is not None:
             try:
                 self.check(options)
+            except DataError:
+                raise
             except ValueError as exc:
                 raise DataError(f"{self.name} dataset options: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 — a plugin's own check failing: one line, not a traceback
+                from fgvcbench.errors import first_line
+                raise DataError(f"{self.name} dataset options: its check raised {first_line(exc)} — a check raises "
+                                "ValueError (or DataError) for values it refuses; this is the plugin's bug") from None
 
     def load_checked(self, request: DatasetRequest) -> DatasetSplits:
         """``load``, with malformed metadata reported as one DataError: a KeyError,
@@ -249,6 +255,9 @@ class DatasetSpec:
         if not isinstance(splits, DatasetSplits):
             raise DataError(f"dataset {self.name!r}: its loader returned a {type(splits).__name__}, not a "
                             "DatasetSplits (from fgvcbench.api) — fix the plugin's load function")
+        problem = _structure_problem(splits)
+        if problem:
+            raise DataError(f"dataset {self.name!r}: {problem}")
         for split in ("train", "test", "val"):
             images = getattr(splits, split)
             if images is None and split == "val":
@@ -264,3 +273,59 @@ class DatasetSpec:
                 raise DataError(f"{self.name}: the {split} split's labels must be integers in 0…{n - 1} (its {n} "
                                 f"class names), found {bad!r} — fix the labels or the class names")
         return splits
+
+
+def _structure_problem(splits: DatasetSplits) -> str | None:
+    """What a loader got wrong in the lists it returned, as one line with the fix, or None:
+    a split that is no ImageList, splits with other class-name lists (labels index one list,
+    so test labels would be scored against train's classes), a name listed twice, coarse
+    labels without their names or outside them, a box that is not four finite numbers."""
+    import math
+    lists = [(split, getattr(splits, split)) for split in ("train", "test", "val")
+             if not (split == "val" and splits.val is None)]
+    lists += [(f"extra[{name!r}]", images) for name, images in sorted(splits.extra.items())]
+    for split, images in lists:
+        if not isinstance(images, ImageList):
+            return (f"its {split} is {type(images).__name__}, not an ImageList — build it with "
+                    "ImageList(paths, labels, class_names) from fgvcbench.api")
+    names = list(splits.train.class_names)
+    for split, images in lists:
+        twice = next((n for i, n in enumerate(images.class_names) if n in list(images.class_names)[:i]), None)
+        if twice is not None:
+            return f"the {split} split lists the class name {twice!r} twice — give each class one name"
+        if split in ("test", "val") and list(images.class_names) != names:
+            at = next((i for i, (a, b) in enumerate(zip(images.class_names, names)) if a != b),
+                      min(len(names), len(images.class_names)))
+            theirs = images.class_names[at] if at < len(images.class_names) else "nothing"
+            ours = names[at] if at < len(names) else "nothing"
+            return (f"the {split} split's class names differ from train's (class {at}: {theirs!r} vs {ours!r}) — "
+                    "give every split the same class_names list: labels index it")
+        if images.coarse_labels is not None:
+            n = len(images.coarse_names or [])
+            if not n:
+                return f"the {split} split has coarse_labels but no coarse_names — give both, or neither"
+            bad = next((y for y in images.coarse_labels if isinstance(y, bool) or not isinstance(y, Integral)
+                        or not 0 <= y < n), None)
+            if bad is not None:
+                return (f"the {split} split's coarse labels must be integers in 0…{n - 1} (its {n} coarse names), "
+                        f"found {bad!r}")
+        for i, box in enumerate(images.boxes or []):
+            if box is None:
+                continue
+            try:
+                fine = len(box) == 4 and all(not isinstance(v, bool) and math.isfinite(float(v)) for v in box)
+            except (TypeError, ValueError):
+                fine = False
+            if not fine:
+                return (f"the {split} split's box for {images.paths[i]} is {box!r} — give (x, y, w, h): four finite "
+                        "numbers in pixels (or None for no box)")
+    return None
+
+
+def leaked_paths(splits: DatasetSplits) -> list[str]:
+    """Test images listed in train too, by path (not by content: ``data verify`` hashes the
+    files), leaving out images a view marks as injected noise (``meta["clean"]`` False)."""
+    def listed(images: ImageList) -> set[str]:
+        clean = images.meta.get("clean")
+        return {p for i, p in enumerate(images.paths) if clean is None or clean[i] is not False}
+    return sorted(listed(splits.train) & listed(splits.test))
