@@ -290,7 +290,11 @@ def _structure_problem(splits: DatasetSplits) -> str | None:
                     "ImageList(paths, labels, class_names) from fgvcbench.api")
     names = list(splits.train.class_names)
     for split, images in lists:
-        twice = next((n for i, n in enumerate(images.class_names) if n in list(images.class_names)[:i]), None)
+        odd = next((n for n in images.class_names if not isinstance(n, str)), None)
+        if odd is not None:
+            return f"the {split} split's class name {odd!r} is {type(odd).__name__}, not text — give names as strings"
+        seen: set = set()
+        twice = next((n for n in images.class_names if n in seen or seen.add(n)), None)   # add() is None
         if twice is not None:
             return f"the {split} split lists the class name {twice!r} twice — give each class one name"
         if split in ("test", "val") and list(images.class_names) != names:
