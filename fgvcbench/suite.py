@@ -560,6 +560,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         backbones.append(backbone)
 
     methods, entry_cluster = [], {}
+    recipes: dict[tuple, Recipe] = {}   # methods entry -> its resolved recipe (no variant or cell changes it)
     executor = ck.typed(data.get("executor", "local"), (str,), ("executor",), "local or submitit")
     if executor not in EXECUTORS:
         ck.fail(("executor",), f"unknown executor {executor!r}", f"use one of {', '.join(EXECUTORS)}")
@@ -623,8 +624,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         train = ck.recipe_overrides(entry.get("train"), ("methods", i, "train"))
         if entry.get("cluster") is not None:
             entry_cluster[("methods", i)] = _cluster_settings(entry["cluster"], ck, ("methods", i, "cluster"))
+        recipe = recipes[("methods", i)] = _resolve_recipe(method, scale, preset, suite_train, train, ck,
+                                                           ("methods", i))
         for variant in variants:  # values no run can use fail now, not hours into the grid
-            recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, ("methods", i))
             resolved = method.resolve_params(variant, params)
             try:
                 method.check_params(resolved, recipe)
@@ -649,7 +651,8 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
 
     ablation = _ablation_plan(data.get("ablation"), registry, ck)
     if ablation:   # each row's steps on the recipe its runs take: a step that fails, fails every run of it
-        recipe = _resolve_recipe(registry.methods[ablation.method], scale, preset, suite_train, {}, ck, ("ablation",))
+        recipe = recipes[("ablation",)] = _resolve_recipe(registry.methods[ablation.method], scale, preset,
+                                                          suite_train, {}, ck, ("ablation",))
         for row, steps in ablation.rows():
             problem = _steps_problem(registry, recipe, steps)
             if problem:
@@ -665,26 +668,28 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     made_by: dict[str, tuple] = {}   # computation (_computation) -> (the methods entry, the variant) that listed it
     run_cluster: dict[str, dict] = {}   # two entries of one method may ask for other cluster settings
     aliases: dict[str, set[str]] = {}
+    cells = []   # per methods entry and variant, what no dataset or backbone changes: resolved once
+    for method, variants, params, train, mpath in methods:
+        for variant in variants:
+            params_of = method.resolve_params(variant, params)
+            # the variants that would compute this run (the grid's own names are dropped below)
+            same = {v for v in method.variants if method.resolve_params(v, params) == params_of}
+            cells.append((method, mpath, variant, recipes[mpath], params_of, same))
     for dataset, root, _ in datasets:
         for backbone in backbones:
-            for method, variants, params, train, mpath in methods:
-                for variant in variants:
-                    recipe = _resolve_recipe(method, scale, preset, suite_train, train, ck, mpath)
-                    params_of = method.resolve_params(variant, params)
-                    # the variants that would compute this run (the grid's own names are dropped below)
-                    same = {v for v in method.variants if method.resolve_params(v, params) == params_of}
-                    for seed in seeds:
-                        spec = RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name,
-                                       variant=variant, seed=seed, scale=scale,
-                                       params=params_of, recipe=recipe.to_dict(), data_root=root)
-                        if same:
-                            aliases[spec.run_id] = same
-                        first, first_variant = made_by.setdefault(_computation(spec), (mpath, variant))
-                        if (first, first_variant) != (mpath, variant):
-                            _repeated(ck, method.name, first, first_variant, mpath, variant)
-                        runs.append(spec)
-                        if mpath in entry_cluster:
-                            run_cluster[spec.run_id] = entry_cluster[mpath]
+            for method, mpath, variant, recipe, params_of, same in cells:
+                for seed in seeds:
+                    spec = RunSpec(suite=name, dataset=dataset, backbone=backbone, method=method.name,
+                                   variant=variant, seed=seed, scale=scale,
+                                   params=params_of, recipe=recipe.to_dict(), data_root=root)
+                    if same:
+                        aliases[spec.run_id] = same
+                    first, first_variant = made_by.setdefault(_computation(spec), (mpath, variant))
+                    if (first, first_variant) != (mpath, variant):
+                        _repeated(ck, method.name, first, first_variant, mpath, variant)
+                    runs.append(spec)
+                    if mpath in entry_cluster:
+                        run_cluster[spec.run_id] = entry_cluster[mpath]
     names = _DatasetNames(runs)
     _check_exclude_values(ck, exclude, runs, names)
     runs = [spec for spec in runs if not any(_matches(rule, spec, names) for rule in exclude)]
@@ -724,10 +729,9 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
     # with the run ids it is about (`--only` shows its own)
     found: dict[str, list] = {}   # finding -> [places, run ids, overwritten, given, the entry's own train: keys]
 
-    def replaced(where: str, ids: set[str], method, rows: list[list[str]], entry_train: dict, path: tuple) -> None:
+    def replaced(where: str, ids: set[str], rows: list[list[str]], entry_train: dict, path: tuple) -> None:
         given = {**suite_train, **entry_train}
-        recipe = _resolve_recipe(method, scale, preset, suite_train, entry_train, ck, path)
-        overwritten = steps_overwrite(registry, recipe, rows, given)
+        overwritten = steps_overwrite(registry, recipes[path], rows, given)
         if overwritten:
             mine = set(entry_train) & set(overwritten)
             finding = found.setdefault(canonical_json([overwritten, given, sorted(mine)]),
@@ -741,12 +745,12 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         if rows and (suite_train or train):
             line = ck.lines.get(mpath)
             replaced(f"{_dotted(mpath)} ({method.name}" + (f", line {line})" if line else ")"),
-                     {spec.run_id for spec in runs if spec.method == method.name}, method, rows, train, mpath)
+                     {spec.run_id for spec in runs if spec.method == method.name}, rows, train, mpath)
     if ablation and suite_train:
         method, line = registry.methods[ablation.method], ck.lines.get(("ablation",))
         replaced("ablation" + (f" (line {line})" if line else ""),
                  {spec.run_id for spec in runs if spec.method == method.name and spec.variant.startswith("steps:")},
-                 method, [steps for _, steps in ablation.rows()], {}, ("ablation",))
+                 [steps for _, steps in ablation.rows()], {}, ("ablation",))
     notes = [(steps_overwrite_note(" and ".join(places), overwritten, given, mine), ids)
              for places, ids, overwritten, given, mine in found.values()]
     if baseline_note:   # about the whole grid's tables: shown whatever --only keeps
