@@ -267,12 +267,16 @@ class DatasetSpec:
                                 f"check the split files; expected layout: {self.layout or 'see the docs'}")
             n = len(images.class_names)
             # (ImageList checks one label per path)
-            bad = next((y for y in images.labels if isinstance(y, bool) or not isinstance(y, Integral)
-                        or not 0 <= y < n), None)
+            bad = _first_outside(images.labels, n)
             if bad is not None:
                 raise DataError(f"{self.name}: the {split} split's labels must be integers in 0…{n - 1} (its {n} "
                                 f"class names), found {bad!r} — fix the labels or the class names")
         return splits
+
+
+def _first_outside(labels: Sequence, n: int) -> Any:
+    """The first label that is not an integer in ``0 … n-1``, or None."""
+    return next((y for y in labels if isinstance(y, bool) or not isinstance(y, Integral) or not 0 <= y < n), None)
 
 
 def _structure_problem(splits: DatasetSplits) -> str | None:
@@ -308,8 +312,7 @@ def _structure_problem(splits: DatasetSplits) -> str | None:
             n = len(images.coarse_names or [])
             if not n:
                 return f"the {split} split has coarse_labels but no coarse_names — give both, or neither"
-            bad = next((y for y in images.coarse_labels if isinstance(y, bool) or not isinstance(y, Integral)
-                        or not 0 <= y < n), None)
+            bad = _first_outside(images.coarse_labels, n)
             if bad is not None:
                 return (f"the {split} split's coarse labels must be integers in 0…{n - 1} (its {n} coarse names), "
                         f"found {bad!r}")
