@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,7 +23,8 @@ from fgvcbench._cli_output import (checked_options, console, err_console, guard_
                                   suite_records, warmup_fills_run, warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
-from fgvcbench.store import ONLY_HELP, RERUN_HELP, default_cache_dir, default_data_root, env_data_root
+from fgvcbench.store import (ONLY_HELP, RERUN_HELP, default_cache_dir, default_data_root, env_data_root,
+                             json_text)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="fgvcbench — benchmark suite for fine-grained visual classification.")
@@ -497,7 +497,7 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
     if name is not None:
         described = registry.describe(name)
         if as_json:
-            sys.stdout.write(json.dumps(described, indent=2, default=str) + "\n")
+            sys.stdout.write(json_text(described, indent=2) + "\n")
         else:
             print_description(described)
         for w in registry.warnings:   # e.g. another plugin's item of the same name, not the one shown
@@ -506,8 +506,8 @@ def plugins(name: Optional[str] = typer.Argument(None, help="A method, dataset, 
         return
     infos = list(registry.plugins.values())
     if as_json:
-        sys.stdout.write(json.dumps({"plugins": [i.as_dict() for i in infos], "warnings": registry.warnings},
-                                    indent=2) + "\n")
+        sys.stdout.write(json_text({"plugins": [i.as_dict() for i in infos], "warnings": registry.warnings},
+                                   indent=2) + "\n")
         return
     table = Table(title="fgvcbench plugins")
     for col in ("plugin", "distribution", "version", "hooks", "provides"):
@@ -734,7 +734,7 @@ def data_verify(name: str = typer.Argument(..., help="Dataset name, e.g. cub (se
     report = verify_dataset(spec, root, options, cache / "datasets",
                             split_lists=reader.split_lists if reader is not None else None)
     if as_json:
-        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        sys.stdout.write(json_text(report.as_dict(), indent=2) + "\n")
     else:
         table = Table(title=escape(f"{name} · {report.root or 'generated'}"))
         for col in ("split", "images", "classes", "min / class", "max / class"):

@@ -583,9 +583,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
     from fgvcbench import distributed
     if status == "ok" and ctx.last_predictions is not None and distributed.is_main():   # one writer, as the record
         try:  # what reports show (most-confused classes); never worth failing a run over
-            from fgvcbench.store import atomic_write_text
-            import json
-            atomic_write_text(store.artifact_dir(spec.run_id) / "predictions.json", json.dumps(ctx.last_predictions))
+            from fgvcbench.store import atomic_write_text, json_text
+            atomic_write_text(store.artifact_dir(spec.run_id) / "predictions.json", json_text(ctx.last_predictions))
         except (OSError, TypeError, ValueError):
             pass
     cost = {"train_seconds": round(ctx.train_seconds, 3), "wall_seconds": round(wall, 3),

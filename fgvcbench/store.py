@@ -386,7 +386,7 @@ class Store:
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])
         self._keep_unusable(path)
-        atomic_write_text(path, json.dumps(plain(record), indent=2, sort_keys=True),
+        atomic_write_text(path, json.dumps(plain(record), indent=2, sort_keys=True, allow_nan=False),
                           fault_point="record_write")
         if isinstance(record.get("stages"), list):   # the record lists them now
             self.stage_uses(record["run_id"]).unlink(missing_ok=True)
@@ -470,11 +470,20 @@ class Store:
                 yield record
 
 
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``obj`` as strict JSON (:func:`plain`: no NaN or Infinity tokens), for files and ``--json``."""
+    return json.dumps(plain(obj), allow_nan=False, **kwargs)
+
+
 def plain(obj: Any, depth: int = 0) -> Any:
     """``obj`` as JSON can hold it, whatever a plugin put in its notes or metrics: mappings
     with string keys, lists for tuples, sets, tensors and arrays of any size, numbers for
-    their scalars, text for anything else (a path, an object, a structure nested too deep)."""
-    if obj is None or isinstance(obj, (str, bool, int, float)):
+    their scalars, text for anything else (a path, an object, a structure nested too deep).
+    A float that is not finite (a diverged loss: NaN, ±Infinity) is None, JSON's null: what
+    Python writes for it otherwise is no JSON, and jq or a browser would refuse the file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, bool, int)):
         return obj
     if depth > 50:
         return str(obj)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import types
 
+import pytest
+
 from fgvcbench.api import Method, hookimpl
 from fgvcbench.cli import app
 from fgvcbench.plugins import Registry, get_registry
@@ -110,6 +112,18 @@ def test_plugins_name_shows_what_a_suite_can_set(runner):
     assert timm_name["kind"] == "backbone" and timm_name["served_by"] == "timm"
     typo = runner.invoke(app, ["plugins", "finrnet"])
     assert typo.exit_code == 2 and "did you mean 'finernet'?" in typo.output and "Traceback" not in typo.output
+
+
+def test_plugins_json_is_strict_json_when_a_default_is_not_finite(runner, registry_with):
+    mod = types.ModuleType("endless")
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="endless", run=lambda ctx: {"top1": 1.0},
+                                                     params={"max_loss": float("inf"), "margin": 0.2})])
+    registry_with(mod)
+    out = runner.invoke(app, ["plugins", "endless", "--json"])
+    assert out.exit_code == 0, out.output
+    described = json.loads(out.stdout, parse_constant=lambda token: pytest.fail(f"--json printed {token}"))
+    defaults = {row["param"]: row["default"] for row in described["params"]}
+    assert defaults == {"max_loss": None, "margin": 0.2}
 
 
 def test_param_choices_are_checked_and_must_hold_the_default():

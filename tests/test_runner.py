@@ -93,6 +93,8 @@ def test_failed_and_diverged_runs_are_recorded_and_the_suite_goes_on(runner, tmp
     assert failed["error"].startswith("ValueError: the method exploded")
     diverged = next(r for r in recs if r["status"] == "diverged")
     assert "nan" in diverged["error"].lower()
+    for path in (tmp_path / "out" / "runs").glob("*.json"):   # no NaN token, which jq refuses: null
+        json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"{path.name} holds {token}"))
     assert "4 ran, 0 resumed, 3 failed or diverged" in result.output
     assert "Traceback" not in result.output
     # the leaderboard shows the ok run and counts the failures

@@ -104,6 +104,26 @@ def test_a_hand_edited_record_is_not_finished_and_the_run_is_redone(tmp_path):
     assert "text" in {r["run_id"] for r in store.records()}
 
 
+def strict_json(text: str):
+    """``text`` parsed as strict JSON: NaN and Infinity, which Python writes and jq refuses, fail."""
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_records_are_strict_json_a_number_that_is_not_finite_is_null(tmp_path):
+    store = Store(tmp_path)
+    nan, inf = float("nan"), float("inf")
+    store.write({"run_id": "d", "status": "diverged", "spec": SPEC, "metrics": {"top1": nan, "loss": -inf},
+                 "history": [{"epoch": 0, "loss": nan}, {"epoch": 1, "loss": np.float32(inf)}],
+                 "notes": {"scores": torch.tensor([1.0, nan]), "gap": np.float64(nan), "fine": 2.5}})
+    record = strict_json(store.record_path("d").read_text())
+    assert record["metrics"] == {"top1": None, "loss": None}
+    assert record["history"] == [{"epoch": 0, "loss": None}, {"epoch": 1, "loss": None}]
+    assert record["notes"] == {"scores": [1.0, None], "gap": None, "fine": 2.5}
+    assert store.is_finished("d")
+
+
 def test_run_id_hashes_what_matters_only():
     spec = RunSpec(suite="a", dataset={"name": "d", "options": {}}, backbone={"name": "b", "pretrained": False},
                    method="m", variant="default", seed=0, scale="smoke", params={"x": 1}, recipe={"lr": 0.1},
