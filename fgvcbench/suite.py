@@ -10,6 +10,7 @@ training recipe, lowest first::
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -720,6 +721,10 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                                     + " again: the same steps, params and recipe",
                                     "remove the entry (the ablation table shows that row), or change its params")
                         runs.append(spec)
+    odd = _first_non_finite(data, ())
+    if odd is not None:   # where no check of its own refused it: a plugin's param or option
+        ck.fail(odd[0], f"{odd[1]} is not a number a run can use or a record can keep (JSON has no NaN or Infinity)",
+                "give a finite number (a large one for no limit), or null where the setting takes it")
     if not runs:
         if exclude:
             ck.fail(("exclude",), "the grid is empty after 'exclude'", "loosen the exclude rules")
@@ -762,6 +767,18 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
                  make_spec=make_spec, executor=executor, cluster=cluster, run_cluster=run_cluster,
                  baseline=baseline, root_errors=root_errors, notes=notes, train_given=dict(suite_train),
                  aliases=aliases)
+
+
+def _first_non_finite(value: Any, path: tuple) -> tuple[tuple, str] | None:
+    """The path and YAML spelling of the first .nan / .inf in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, ".nan" if value != value else ("-.inf" if value < 0 else ".inf")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_non_finite(item, path + (key,))
+        if found is not None:
+            return found
+    return None
 
 
 def _probe(value: Any) -> Any:

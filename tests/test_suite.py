@@ -528,3 +528,19 @@ def test_an_option_added_later_enters_run_ids_only_when_set(tmp_path, registry):
     assert "coarse" not in options and options["level"] == "variant"
     assert ids("{coarse: auto}")[0] == plain
     assert ids("{coarse: manufacturer}")[0] != plain and ids("{coarse: manufacturer}")[1]["coarse"] == "manufacturer"
+
+
+@pytest.mark.parametrize("value, spelt", [(".nan", ".nan"), (".inf", ".inf"), ("-.Inf", "-.inf")])
+def test_a_value_that_is_not_finite_is_refused_where_no_check_of_its_own_did(tmp_path, registry_with, value, spelt):
+    import types
+    from fgvcbench.api import Method, hookimpl
+    mod = types.ModuleType("unchecked")
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="unchecked", run=lambda ctx: {"top1": 1.0},
+                                                     params={"margin": 0.2})])
+    registry = registry_with(mod)
+    suite = tiny_suite(tmp_path, methods=f"[{{name: unchecked, params: {{margin: {value}}}}}]")
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite, registry)
+    text = str(err.value)
+    assert "methods[0].params.margin" in text and f"{spelt} is not a number" in text and "give a finite number" in text
+    assert load_suite(tiny_suite(tmp_path, methods="[{name: unchecked, params: {margin: 1.0e+30}}]"), registry).runs
