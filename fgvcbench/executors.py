@@ -106,8 +106,13 @@ def check_data_versions(suite: Suite, registry: Registry, skip: set[str] = froze
         stale += len(other)
         outside += sum(s.run_id not in kept for s, _ in other)
         then = other[0][1]
-        counts = (f"then {data_counts(then)}, now {data_counts(now)}" if data_counts(then) != data_counts(now)
-                  else f"the same counts ({data_counts(now)}), other files, labels or boxes")
+        if then.get("unordered") is not None and then.get("unordered") == now["unordered"]:
+            counts = ("the same images, labels and boxes in another order (its loader lists them unsorted: sort "
+                      "each split's list, e.g. sorted(os.listdir(...)), so every machine sees one order)")
+        elif data_counts(then) != data_counts(now):
+            counts = f"then {data_counts(then)}, now {data_counts(now)}"
+        else:
+            counts = f"the same counts ({data_counts(now)}), other files, labels or boxes"
         where = f"in {spec.data_root}" if spec.data_root else "generated"
         parts.append(f"{dataset_label(spec.dataset)} {where}: {counts}")
     if not stale:

@@ -255,3 +255,35 @@ def test_a_record_without_its_data_joins_the_one_version_there_is(runner, folder
     assert "versions of its data" not in result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("imagefolder@birds,")]
     assert len(lines) == 1 and ",1,0," in lines[0]   # one run, once: n = 1, seed 0
+
+
+def test_the_same_images_in_another_order_are_named_so_with_the_fix(runner, tmp_path, registry_with):
+    """A loader that lists files unsorted (os.listdir, a set) gives another order elsewhere:
+    training sees another order, so resuming is refused, and the line says it is only the order."""
+    import types
+
+    from fgvcbench.api import DatasetSpec, hookimpl
+    _folder(tmp_path / "data" / "birds")
+    flip = tmp_path / "flip"
+
+    def load(request):
+        names, lists = ["c0", "c1", "c2"], {}
+        for split in ("train", "test"):
+            paths = sorted((request.root / split).rglob("*.png"), reverse=flip.exists())
+            lists[split] = ImageList([str(p) for p in paths], [names.index(p.parent.name) for p in paths], names)
+        return DatasetSplits(train=lists["train"], test=lists["test"])
+    mod = types.ModuleType("listed")
+    mod.fgvcbench_datasets = hookimpl(lambda: [DatasetSpec(name="listed", load=load)])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, datasets="[{name: listed, root: birds}]", backbones="[pixels]",
+                       extra=f"data_root: {tmp_path / 'data'}")
+    assert runner.invoke(app, ["run", str(suite), "--no-progress"]).exit_code == 0
+    flip.touch()
+    text = _one_line(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "made on other data than there is now — listed@birds in" in text
+    assert "the same images, labels and boxes in another order" in text and "sort each split's list" in text
+    # another image as well: not only the order, so the counts are said as before
+    c0 = tmp_path / "data" / "birds" / "train" / "c0"
+    shutil.copy(c0 / "0.png", c0 / "x.png")
+    text = _one_line(runner.invoke(app, ["run", str(suite), "--no-progress"]))
+    assert "then 3 classes, 12 train / 6 test images, now 3 classes, 13 train / 6 test images" in text

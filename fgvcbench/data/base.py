@@ -75,7 +75,10 @@ class DatasetSplits:
         ones): their options define them and their bytes depend on the local encoder, so only
         their names count. An image added, removed, relabelled, moved to the other split or
         replaced by a file whose size or first 4 KiB differ changes the fingerprint; an edit
-        past the first 4 KiB that keeps the size does not."""
+        past the first 4 KiB that keeps the size does not, and nor does another order of a
+        split's images: ``unordered`` hashes the same with each split's images sorted, so a
+        loader that lists them in another order (training sees them in another order: another
+        result) is told apart from other data."""
         import hashlib
         import json
         import os
@@ -97,9 +100,13 @@ class DatasetSplits:
         others = {os.path.dirname(path) for path, root in located.values() if root is None}
         base = os.path.commonpath(sorted(others)) if others else ""
         h = hashlib.sha256(json.dumps({"crop_to_boxes": self.crop_to_boxes}).encode())
+        unordered = h.copy()   # the same, each split's images in sorted order: tells "other order" apart
         for name, images in lists:
-            h.update(json.dumps([name, images.class_names, images.coarse_names, images.trim_bottom,
-                                 {k: v for k, v in sorted(images.meta.items())}], default=str).encode())
+            header = json.dumps([name, images.class_names, images.coarse_names, images.trim_bottom,
+                                 {k: v for k, v in sorted(images.meta.items())}], default=str).encode()
+            h.update(header)
+            unordered.update(header)
+            entries = []
             for i, listed in enumerate(images.paths):
                 path, found = located[listed]
                 key, folder = found if found else ("", base)
@@ -114,10 +121,15 @@ class DatasetSplits:
                         pass
                 box = images.boxes[i] if images.boxes is not None else None
                 coarse = images.coarse_labels[i] if images.coarse_labels is not None else None
-                h.update(json.dumps([rel, images.labels[i], box, coarse, size], default=str).encode())
-                h.update(hashlib.sha256(head).digest())
-        return {"fingerprint": h.hexdigest()[:16], "classes": len(self.train.class_names),
-                "images": {name: len(images) for name, images in lists}}
+                entry = json.dumps([rel, images.labels[i], box, coarse, size], default=str).encode()
+                digest = hashlib.sha256(head).digest()
+                h.update(entry)
+                h.update(digest)
+                entries.append(entry + digest)
+            for entry in sorted(entries):
+                unordered.update(entry)
+        return {"fingerprint": h.hexdigest()[:16], "unordered": unordered.hexdigest()[:16],
+                "classes": len(self.train.class_names), "images": {name: len(images) for name, images in lists}}
 
 
 @dataclass(frozen=True)
