@@ -31,8 +31,21 @@ class DataError(UserError):
     """A dataset cannot be found or read: the message names the path and the expected layout."""
 
 
+class PluginError(Exception):
+    """A plugin's own code raised (a backbone's ``create``): the message names the plugin,
+    what it was called for and the exception; a failed run's record keeps the cause's traceback."""
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite. The run is recorded as ``diverged``."""
+
+
+def kind_of(value: Any) -> str:
+    """``None``, or ``a float`` / ``an ImageList``: what a wrong value was, for a message."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def yaml_number_hint(value: object, want_int: bool) -> str:

@@ -22,7 +22,7 @@ from fgvcbench.data.base import DatasetRequest, DatasetSplits, leaked_paths
 from fgvcbench.data.pipeline import TensorData, TensorSplit, build_tensor_data
 from fgvcbench.engine.recipe import MAX_IMAGE_SIZE, RELATED_FIELDS, Recipe
 from fgvcbench.engine.train import IMAGENET_MEAN, IMAGENET_STD, FitResult, accuracy_metrics, fit, predict
-from fgvcbench.errors import DataError, DivergedError, UserError, first_line, yaml_text
+from fgvcbench.errors import DataError, DivergedError, PluginError, UserError, first_line, kind_of, yaml_text
 from fgvcbench.plugins import Registry
 from fgvcbench.spec import RunSpec, canonical_json
 from fgvcbench.store import SCHEMA, Store, temp_suffix
@@ -68,7 +68,7 @@ def apply_steps(registry, recipe: Recipe, steps: list[str]) -> Recipe:
             raise UserError(f"recipe step {name!r}{of} raised {first_line(exc)} — fix the "
                             "step, or drop it from the steps") from exc
         if not isinstance(changed, Recipe):
-            raise UserError(f"recipe step {name!r}{of} returned {_kind(changed)}, not a Recipe — return a new one: "
+            raise UserError(f"recipe step {name!r}{of} returned {kind_of(changed)}, not a Recipe — return a new one: "
                             "recipe.replace(field=value)")
         trail.append((name, changed))
         recipe = changed
@@ -215,17 +215,28 @@ class RunContext:
         if spec is None:
             raise UserError(f"unknown backbone {name!r} — run `fgvcbench plugins` to list them")
         torch.manual_seed(self.seed)  # the head's initialisation depends on the seed only
-        model = spec.create(name, num_classes, pretrained)
         plugin = self._registry.origin.get(("backbones", spec.name))
         of = f" (plugin {plugin!r})" if plugin else ""
+        try:
+            model = spec.create(name, num_classes, pretrained)
+        except (UserError, PluginError):
+            raise
+        except Exception as exc:  # noqa: BLE001 — say whose code it was; the record keeps the traceback
+            raise PluginError(f"backbone {name!r}{of}: create({name!r}, num_classes={num_classes}, "
+                              f"pretrained={pretrained!r}) raised {first_line(exc)}") from exc
         if not isinstance(model, torch.nn.Module):
-            raise UserError(f"backbone {name!r}{of}: create() returned {_kind(model)}, not a torch.nn.Module — "
+            raise UserError(f"backbone {name!r}{of}: create() returned {kind_of(model)}, not a torch.nn.Module — "
                             "return the model")
         outputs = _classifier_outputs(model)
         if outputs is not None and outputs != num_classes:
             raise UserError(f"backbone {name!r}{of}: create() returned a model with {outputs} outputs for "
                             f"{num_classes} classes — build its classifier with the num_classes it is given")
-        config = (spec.data_config(name) if spec.data_config else None) or {}
+        try:
+            config = (spec.data_config(name) if spec.data_config else None) or {}
+        except (UserError, PluginError):
+            raise
+        except Exception as exc:  # noqa: BLE001 — as create's
+            raise PluginError(f"backbone {name!r}{of}: data_config({name!r}) raised {first_line(exc)}") from exc
         problem = _norm_problem(config)
         if problem:
             raise UserError(f"backbone {name!r}{of}: data_config({name!r}) {problem} — return {{'mean': (r, g, b), "
@@ -260,7 +271,7 @@ class RunContext:
         cross-entropy and the scored output (see :func:`fgvcbench.engine.train.fit`)."""
         from fgvcbench.faults import checkpoint   # once per fit, not once per step
         if recipe is not None and not isinstance(recipe, Recipe):
-            raise UserError(f"ctx.fit(recipe=...) got {_kind(recipe)}, not a Recipe — pass one made from the run's: "
+            raise UserError(f"ctx.fit(recipe=...) got {kind_of(recipe)}, not a Recipe — pass one made from the run's: "
                             "ctx.recipe.replace(lr=0.1)")
         outputs = _classifier_outputs(model)
         if criterion is None and output_fn is None and outputs is not None and outputs != data.num_classes:
@@ -374,7 +385,7 @@ def _split(data: Any, split: Any) -> TensorSplit:
         raise UserError(f"split {split!r}: use 'train', 'val' or 'test'")
     part = getattr(data, split, None)
     if not isinstance(part, TensorSplit):
-        raise UserError(f"expected the data ctx.load_data() returns, or one of its splits; got {_kind(data)}")
+        raise UserError(f"expected the data ctx.load_data() returns, or one of its splits; got {kind_of(data)}")
     if split == "val" and not len(part):
         raise UserError("there is no 'val' split: its val_fraction is 0 — ctx.load_data(val_fraction=0.1) carves one "
                         "from train")
@@ -416,7 +427,7 @@ def _stage_key_problem(name: Any, inputs: Any) -> str | None:
     if found is None:
         return None
     where, obj = found
-    return (f"ctx.stage({name!r}) {where} is {_kind(obj)}, not JSON (numbers, strings, lists, dicts with string "
+    return (f"ctx.stage({name!r}) {where} is {kind_of(obj)}, not JSON (numbers, strings, lists, dicts with string "
             "keys) — key the stage by what produced it (the settings, ctx.identity, a stage's name), or by "
             "a hash of the values (hashlib.sha256(t.numpy().tobytes()).hexdigest())")
 
@@ -546,7 +557,7 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
             _restore_global_state(state)
         if not isinstance(returned, Mapping):
             hint = " (ctx.fit(...).metrics is its dict)" if isinstance(returned, FitResult) else ""
-            raise UserError(f"method {spec.method!r}: run() returned {_kind(returned)}, not a dict of metrics"
+            raise UserError(f"method {spec.method!r}: run() returned {kind_of(returned)}, not a dict of metrics"
                             f"{hint} — return e.g. {{'top1': 81.5}} (top-1 accuracy in percent) and any others")
         metrics = {str(k): _scalar(v) for k, v in dict(returned).items()}   # as JSON writes keys
         if "top1" not in metrics:
@@ -578,7 +589,8 @@ def execute_run(spec: RunSpec, registry: Registry, store: Store, *, device: torc
         status, error = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 — one broken run must not stop the suite
         status = "failed"
-        error = f"{exc.__class__.__name__}: {exc}\n" + "".join(traceback.format_exc(limit=8))
+        said = str(exc) if isinstance(exc, PluginError) else f"{exc.__class__.__name__}: {exc}"
+        error = f"{said}\n" + "".join(traceback.format_exc(limit=8))
     wall = time.perf_counter() - t0
     from fgvcbench import distributed
     if status == "ok" and ctx.last_predictions is not None and distributed.is_main():   # one writer, as the record
@@ -613,7 +625,7 @@ def _norm_problem(config: Any) -> str | None:
     """What is wrong with a backbone's ``data_config`` result for normalising, or None."""
     import math
     if not isinstance(config, Mapping):
-        return f"returned {_kind(config)}, not a dict"
+        return f"returned {kind_of(config)}, not a dict"
     for key in ("mean", "std"):
         if key not in config:
             continue
@@ -658,13 +670,6 @@ def _classifier_outputs(model: torch.nn.Module) -> int | None:
         return None
     return head.out_features if isinstance(head, torch.nn.Linear) else None
 
-
-def _kind(value: Any) -> str:
-    """``None``, or ``a float``/``a FitResult``: what a wrong return value was."""
-    if value is None:
-        return "None"
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _plugin_of(registry: Registry, method: str, kind: str = "methods") -> dict[str, Any]:

@@ -123,3 +123,48 @@ def test_a_backbone_s_data_config_that_cannot_normalise_fails_its_run_with_one_l
     assert "gives std '0.2', not three finite numbers" in got["text_std"]["error"]
     assert "gives std (0.2, 0.0, 0.2): each must be above 0" in got["zero_std"]["error"]
     assert got["none_config"]["status"] == "ok"   # None: ImageNet's statistics, as documented
+
+
+def test_a_backbone_s_create_that_raises_a_tuple_output_or_float64_weights_fail_with_a_line_that_says_so(
+        tmp_path, runner, registry_with):
+    from fgvcbench.api import Method
+    from fgvcbench_plugins.backbones import PixelBackbone
+
+    class TwoOutputs(PixelBackbone):   # logits and features, as some research code returns
+        def forward(self, x):
+            features = self.forward_features(x).flatten(1)
+            return self.head(features), features
+
+    def boom(name, num_classes, pretrained):
+        raise RuntimeError("weights file missing")
+
+    def picked(ctx):   # what the message says to do with a model of several outputs
+        data = ctx.load_data()
+        model = ctx.create_model(data.num_classes)
+        import torch.nn.functional as F
+        return ctx.fit(model, data, criterion=lambda out, y: F.cross_entropy(out[0], y),
+                       output_fn=lambda out: out[0]).metrics
+    mod = types.ModuleType("odd_models")
+    mod.fgvcbench_backbones = hookimpl(lambda: [
+        BackboneSpec(name="two_outputs", create=lambda name, num_classes, pretrained: TwoOutputs(num_classes)),
+        BackboneSpec(name="doubles", create=lambda name, num_classes, pretrained: PixelBackbone(num_classes).double()),
+        BackboneSpec(name="boom", matches=lambda name: name.startswith("boom_"), create=boom)])
+    mod.fgvcbench_methods = hookimpl(lambda: [Method(name="picked", run=picked)])
+    registry_with(mod)
+    suite = tiny_suite(tmp_path, backbones="[two_outputs, doubles, boom_1]", methods="[finetune, picked]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    got = {(r["spec"]["method"], r["spec"]["backbone"]["name"]): r for r in
+           (json.loads(p.read_text()) for p in (tmp_path / "out" / "runs").glob("*.json"))}
+    first = {key: r["error"].splitlines()[0] if r["error"] else None for key, r in got.items()}
+    assert first[("finetune", "two_outputs")] == (
+        "the model's forward returned a tuple, not a tensor of logits — return the logits alone (as timm's models "
+        "do), or pass ctx.fit output_fn= (and criterion=) to pick them")
+    assert got[("picked", "two_outputs")]["status"] == "ok"
+    for method in ("finetune", "picked"):
+        assert first[(method, "doubles")].startswith("the model has float64 weights ('head.weight') and the engine "
+                                                     "feeds float32 images — build it in float32: model.float()")
+        assert first[(method, "boom_1")] == ("backbone 'boom_1' (plugin 'odd_models'): create('boom_1', num_classes=4, "
+                                             "pretrained=False) raised RuntimeError: weights file missing")
+        assert 'raise RuntimeError("weights file missing")' in got[(method, "boom_1")]["error"]   # the traceback kept
+    assert "failed" in result.output and "raised RuntimeError: weights file missing" in result.output

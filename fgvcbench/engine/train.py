@@ -29,7 +29,7 @@ from fgvcbench.data.pipeline import TensorData, TensorSplit
 from fgvcbench.engine.augment import BatchAugmenter, mix_batch
 from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.transfer import gather_rows, resident, to_device
-from fgvcbench.errors import DivergedError
+from fgvcbench.errors import DivergedError, kind_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -139,7 +139,13 @@ def build_optimizer(params: list[nn.Parameter] | list[tuple[str, nn.Parameter]],
 
 def place_model(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
     """Move ``model`` to ``device`` in the layout the engine feeds it: channels_last on
-    CUDA (``recipe.channels_last``). Idempotent, so every entry point can call it."""
+    CUDA (``recipe.channels_last``). Idempotent, so every entry point can call it. A model
+    with float64 weights is refused with one line (the engine feeds float32 images)."""
+    double = next((name for name, p in model.named_parameters() if p.dtype == torch.float64), None)
+    if double is not None:
+        from fgvcbench.errors import UserError
+        raise UserError(f"the model has float64 weights ({double!r}) and the engine feeds float32 images — build it "
+                        "in float32: model.float(), or torch.from_numpy(array).float() where its weights come from NumPy")
     model.to(device)
     if device.type == "cuda" and recipe.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -171,13 +177,27 @@ def predict(model: nn.Module, split: TensorSplit, augmenter: BatchAugmenter, rec
             if pre_logits:
                 y = model.forward_head(model.forward_features(x), pre_logits=True)
             else:
-                y = model(x)
-                if output_fn is not None:
-                    y = output_fn(y)
+                y = as_logits(model(x), output_fn)
         out.append(y.float())   # kept on the device: one copy to the host at the end, not one per batch
     if not out:
         return torch.empty(0)
     return torch.cat(out).cpu()
+
+
+def as_logits(output: Any, output_fn: Callable[[Any], torch.Tensor] | None = None) -> torch.Tensor:
+    """``output_fn(output)`` (or the output itself) where it is a tensor; else a UserError
+    that says what the model or output_fn returned and how to give the logits."""
+    if output_fn is not None:
+        output = output_fn(output)
+        if not isinstance(output, torch.Tensor):
+            from fgvcbench.errors import UserError
+            raise UserError(f"output_fn returned {kind_of(output)}, not a tensor of logits — return the logits "
+                            "[images, classes] from the model's output it is given")
+    elif not isinstance(output, torch.Tensor):
+        from fgvcbench.errors import UserError
+        raise UserError(f"the model's forward returned {kind_of(output)}, not a tensor of logits — return the logits "
+                        "alone (as timm's models do), or pass ctx.fit output_fn= (and criterion=) to pick them")
+    return output
 
 
 def _loss_problem(loss: Any) -> str:
@@ -227,7 +247,7 @@ def predict_loader(model: nn.Module, loader, recipe: Recipe, device: torch.devic
         x = x.to(device, non_blocking=True)
         x = model_layout(x, recipe, device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and recipe.amp):
-            out.append(model(x).float().cpu())
+            out.append(as_logits(model(x)).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -422,7 +442,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 if use_soft:
                     x, soft = mix_batch(x, y, data.num_classes, recipe, aug_generator)
-                    logits = train_model(x)
+                    logits = as_logits(train_model(x))
                     loss = F.cross_entropy(logits.float(), soft, label_smoothing=recipe.label_smoothing)
                 elif criterion is not None:
                     loss = criterion(train_model(x), y)
@@ -432,7 +452,7 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                             from fgvcbench.errors import UserError
                             raise UserError(checked_loss)
                 else:
-                    logits = train_model(x)
+                    logits = as_logits(train_model(x))
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
