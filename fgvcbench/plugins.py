@@ -90,6 +90,7 @@ class Registry:
         self.recipe_steps: dict[str, Any] = {}
         self.origin: dict[tuple[str, str], str] = {}   # (kind, name) -> plugin name
         self.skipped: dict[str, str] = {}   # a method refused at registration -> why (for "unknown method")
+        self.skipped_datasets: dict[str, str] = {}   # the same for datasets
         self.warnings: list[str] = []
 
     # -- loading -----------------------------------------------------------------------
@@ -207,8 +208,9 @@ class Registry:
         if invalid is not None:   # the others of its plugin still load
             problem, stack = invalid
             why = f"{problem}{_where(stack)}"
-            self.skipped.setdefault(item.name, f"plugin {info.name!r} defines it wrongly: {why}")
-            self.warnings.append(f"plugin {info.name!r}: method {item.name!r} skipped — {why}")
+            skipped = self.skipped if kind == "methods" else self.skipped_datasets
+            skipped.setdefault(item.name, f"plugin {info.name!r} defines it wrongly: {why}")
+            self.warnings.append(f"plugin {info.name!r}: {kind[:-1]} {item.name!r} skipped — {why}")
             return
         table = getattr(self, kind)
         name = getattr(item, "name", None)
@@ -265,8 +267,9 @@ class Registry:
                 out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
                            layout=item.layout, choices={k: list(v) for k, v in item.choices.items()})
             return out
-        if name in self.skipped:
-            raise UserError(f"method {name!r} was skipped when plugins loaded: {self.skipped[name]}")
+        for kind, skipped in (("method", self.skipped), ("dataset", self.skipped_datasets)):
+            if name in skipped:
+                raise UserError(f"{kind} {name!r} was skipped when plugins loaded: {skipped[name]}")
         every = [n for kind in kinds for n in getattr(self, kind)]
         close = suggest(name, every)
         raise UserError(f"no method, dataset, backbone or recipe step named {name!r} — "

@@ -265,10 +265,12 @@ def dataset_option_problem(spec, key: str, value: Any) -> str | None:
     """Why ``value`` cannot be the dataset's option ``key`` (its default's type); None when
     it can. Suites and ``data verify --option`` check alike."""
     default = spec.options[key]
-    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(type(default))
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,), list: (list,), tuple: (list,),
+             dict: (dict,)}.get(type(default))
     if kinds and value is not None and (not isinstance(value, kinds)
                                         or (isinstance(value, bool) and type(default) is not bool)):
-        return (f"expected {type(default).__name__} like the default {yaml_text(default)}, got "
+        kind = {tuple: "list", dict: "mapping"}.get(type(default), type(default).__name__)
+        return (f"expected {kind} like the default {yaml_text(default)}, got "
                 f"{type(value).__name__} {given_text(value)}")
     return None
 
@@ -479,7 +481,7 @@ def load_suite(path: str | os.PathLike, registry: Registry, *, scale: str | None
         entry = ck.entry(item, ("datasets", i), DATASET_KEYS, "dataset")
         spec = registry.datasets.get(entry["name"])
         if spec is None:
-            _unknown(ck, ("datasets", i, "name"), "dataset", entry["name"], registry.datasets)
+            _unknown(ck, ("datasets", i, "name"), "dataset", entry["name"], registry.datasets, registry.skipped_datasets)
         options = _dataset_options(ck, spec, entry.get("options"), ("datasets", i, "options"))
         base = registry.datasets.get(options["of"]) if isinstance(options.get("of"), str) else None
         if spec.is_view:

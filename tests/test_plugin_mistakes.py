@@ -168,3 +168,27 @@ def test_a_backbone_s_create_that_raises_a_tuple_output_or_float64_weights_fail_
                                              "pretrained=False) raised RuntimeError: weights file missing")
         assert 'raise RuntimeError("weights file missing")' in got[(method, "boom_1")]["error"]   # the traceback kept
     assert "failed" in result.output and "raised RuntimeError: weights file missing" in result.output
+
+
+def test_a_dataset_whose_choices_miss_its_default_is_skipped_and_the_suite_says_why(tmp_path, runner, registry_with):
+    import pytest
+
+    def load(request):
+        raise AssertionError("never loaded")
+    with pytest.raises(ValueError, match=r"choices\['size'\] must be a tuple holding the default 32; got \('32', '64'\)"):
+        DatasetSpec(name="sizes", load=load, options={"size": 32}, choices={"size": ("32", "64")})
+    mod = types.ModuleType("sized")
+    mod.fgvcbench_datasets = hookimpl(lambda: [
+        DatasetSpec(name="sizes", load=load, needs_root=False, options={"size": 32}, choices={"size": ("32", "64")}),
+        DatasetSpec(name="stray", load=load, needs_root=False, options={}, choices={"crop": ("none", "bbox")}),
+        _dataset("fine_one", lambda train, test: (train, test))])
+    registry = registry_with(mod)
+    assert "fine_one" in registry.datasets and "sizes" not in registry.datasets and "stray" not in registry.datasets
+    assert any("plugin 'sized': dataset 'stray' skipped — dataset 'stray' choices names 'crop', which is not among "
+               "its options (none)" in w for w in registry.warnings)
+    result = runner.invoke(app, ["run", str(tiny_suite(tmp_path, datasets="[sizes]")), "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert "dataset 'sizes' was skipped when plugins loaded" in said and "plugin 'sized' defines it wrongly" in said
+    described = runner.invoke(app, ["plugins", "sizes"])
+    assert described.exit_code == 2 and "dataset 'sizes' was skipped when plugins loaded" in described.output

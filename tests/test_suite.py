@@ -411,8 +411,8 @@ def test_two_roots_of_one_adapter_are_two_datasets(tmp_path, registry):
     ("[{name: coarse, options: {of: synthetic, of_options: {fine: many}}}]",
      "datasets[0].options.of_options.fine", "expected int"),
     ("[{name: weak_shot, options: {of: synthetc}}]", "datasets[0].options.of", "did you mean 'synthetic'"),
-    ("[{name: coarse, options: {of: synthetic, of_options: [fine]}}]", "datasets[0].options",
-     "of_options must be a mapping"),
+    ("[{name: coarse, options: {of: synthetic, of_options: [fine]}}]", "datasets[0].options.of_options",
+     "expected mapping like the default {}, got list"),
     # values no load can use fail when the suite loads, not in every run
     ("[{name: synthetic, options: {coarse: -2}}]", "datasets[0].options", "coarse must be >= 1"),
     ("[{name: cub, options: {crop: box}}]", "datasets[0].options", "crop: 'box' is not one of none, bbox"),
@@ -544,3 +544,20 @@ def test_a_value_that_is_not_finite_is_refused_where_no_check_of_its_own_did(tmp
     text = str(err.value)
     assert "methods[0].params.margin" in text and f"{spelt} is not a number" in text and "give a finite number" in text
     assert load_suite(tiny_suite(tmp_path, methods="[{name: unchecked, params: {margin: 1.0e+30}}]"), registry).runs
+
+
+def test_a_dataset_option_whose_default_is_a_list_or_mapping_takes_only_that(tmp_path, registry_with):
+    import types
+    from fgvcbench.api import DatasetSpec, hookimpl
+    mod = types.ModuleType("listy")
+    mod.fgvcbench_datasets = hookimpl(lambda: [DatasetSpec(name="listy", load=lambda request: None, needs_root=False,
+                                                           options={"classes": [0, 1], "extra": {}})])
+    registry = registry_with(mod)
+    for given, needle in (("{classes: '0,1'}", "expected list like the default [0, 1], got str '0,1'"),
+                          ("{extra: [a]}", "expected mapping like the default {}, got list")):
+        with pytest.raises(SuiteError) as err:
+            load_suite(tiny_suite(tmp_path, datasets=f"[{{name: listy, options: {given}}}]"), registry, check_data=False)
+        assert needle in str(err.value) and "fix the value's type" in str(err.value)
+    suite = load_suite(tiny_suite(tmp_path, datasets="[{name: listy, options: {classes: [2, 3], extra: {a: 1}}}]"),
+                       registry, check_data=False)
+    assert suite.runs[0].dataset["options"] == {"classes": [2, 3], "extra": {"a": 1}}

@@ -199,6 +199,31 @@ class DatasetSpec:
     # loader reads such an option with ``request.options.get(name, default)``
     hash_if_set: tuple = ()
 
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem is None:
+            return
+        from fgvcbench.method import _COLLECTING
+        if not _COLLECTING.get():   # built by hand: the author sees it at once
+            raise ValueError(problem)
+        import traceback   # while plugins load: the registry skips it, naming the problem and its line
+        object.__setattr__(self, "invalid", (problem, traceback.extract_stack()[:-1]))
+
+    def _problem(self) -> str | None:
+        """What is wrong with the declaration itself (not a suite's values), or None."""
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
+            return f"dataset {self.name!r} options must be a dict of option name (text) → default; got {self.options!r}"
+        if not isinstance(self.choices, Mapping):
+            return f"dataset {self.name!r} choices must be a dict of option name → tuple of values; got {self.choices!r}"
+        for key, allowed in self.choices.items():
+            if key not in self.options:
+                return (f"dataset {self.name!r} choices names {key!r}, which is not among its options "
+                        f"({', '.join(self.options) or 'none'}) — declare it in options with its default")
+            if not isinstance(allowed, (tuple, list)) or self.options[key] not in allowed:
+                return (f"dataset {self.name!r} choices[{key!r}] must be a tuple holding the default "
+                        f"{self.options[key]!r}; got {allowed!r}")
+        return None
+
     @property
     def folder_name(self) -> str:
         """The folder this adapter's data is looked up as under a data root."""
