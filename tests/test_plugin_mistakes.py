@@ -57,6 +57,14 @@ WRONG_LISTS = {
     "train_a_list": (lambda tr, te: DatasetSplits(list(tr.paths), te), "its train is list, not an ImageList"),
     "leak": (lambda tr, te: DatasetSplits(tr, ImageList(tr.paths[:3] + te.paths[3:], te.labels, ["a", "b"])),
              "3 test images are listed in train too"),
+    "boxes_on_train_only": (lambda tr, te: DatasetSplits(ImageList(tr.paths, tr.labels, ["a", "b"],
+                                                                   boxes=[(0, 0, 16, 16)] * len(tr)), te,
+                                                         crop_to_boxes=True),
+                            "cropping to bounding boxes (its dataset option crop: bbox), but the test split has no "
+                            "boxes while train has — the dataset's loader must give every split its boxes"),
+    "crop_without_boxes": (lambda tr, te: DatasetSplits(tr, te, crop_to_boxes=True),
+                           "cropping to bounding boxes (its dataset option crop: bbox), but this dataset has no "
+                           "boxes — leave crop: bbox out"),
 }
 
 

@@ -435,6 +435,20 @@ def build_tensor_data(splits: DatasetSplits, image_size: int, cache_dir: Path | 
     load = load_size_for(image_size)
     use_boxes = use_boxes or splits.crop_to_boxes
     train_list = splits.train
+    if use_boxes:   # every split is cropped alike, or test would be scored on other views than train's
+        lists = [(name, lst) for name, lst in (("train", train_list), ("val", splits.val), ("test", splits.test))
+                 if lst is not None]
+        lacking = [name for name, lst in lists if lst.boxes is None]
+        why = "its dataset option crop: bbox" if splits.crop_to_boxes else "the method asked for use_boxes"
+        if len(lacking) == len(lists):
+            raise DataError(f"cropping to bounding boxes ({why}), but this dataset has no boxes — leave crop: bbox "
+                            "out (or use a dataset with boxes)")
+        if lacking:
+            have = [name for name, lst in lists if lst.boxes is not None]
+            raise DataError(f"cropping to bounding boxes ({why}), but the {' and '.join(lacking)} split"
+                            f"{'s have' if len(lacking) > 1 else ' has'} no boxes while {' and '.join(have)} "
+                            f"{'have' if len(have) > 1 else 'has'} — the dataset's loader must give every split its "
+                            "boxes (a missing box file?), or leave crop: bbox out")
     if splits.val is not None:
         train_idx, val_source, val_idx = list(range(len(train_list))), splits.val, list(range(len(splits.val)))
     else:
