@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,22 @@ class RunSpec:
     world_size: int = 1
 
     def identity(self) -> dict[str, Any]:
-        return portable(self.to_dict())
+        """:func:`portable` of the spec: what the run id hashes. It shares the spec's own
+        dicts (no copy: run ids are taken thousands of times as a big grid resumes)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["world_size"] == 1:
+            del d["world_size"]
+        return portable(d)
 
     @property
     def run_id(self) -> str:
-        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:12]
+        """Computed once per spec (its dicts are never changed after it is made; ``replace``
+        makes a new spec): a big grid's resume asks for each id many times."""
+        cached = self.__dict__.get("_run_id")
+        if cached is None:
+            cached = hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:12]
+            self.__dict__["_run_id"] = cached   # a frozen dataclass: its fields stay as they are
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
