@@ -317,8 +317,21 @@ def print_description(d: dict) -> None:
             console.print("layout: " + escape(d["layout"] or "-"), highlight=False)
 
 
+def quiet_rank() -> bool:
+    """A torchrun process other than its node's first (LOCAL_RANK above 0): it reads the same
+    suite, files and options as local rank 0, so its errors and warnings are the same lines,
+    which local rank 0 prints once for the node. (Read from the environment: no torch import.)"""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("LOCAL_RANK", "0")) > 0
+    except ValueError:
+        return False
+
+
 def warn_plugins(registry) -> None:
-    """What went wrong loading plugins, on stderr: every command that uses the registry says it."""
+    """What went wrong loading plugins, on stderr: every command that uses the registry says it
+    (under torchrun, each node's first process)."""
+    if quiet_rank():
+        return
     for info in registry.failed():
         if info.provides:   # one hook (or item) failed; the rest of what it provides is loaded
             err_console.print(f"[yellow]warning:[/] plugin {escape(repr(info.name))}: {escape(str(info.error))} (the rest of what it "

@@ -20,7 +20,7 @@ from rich.table import Table
 from fgvcbench import __version__
 from fgvcbench._cli_output import (checked_options, console, err_console, guard_stdout, inert_step, nonempty_path,
                                   print_ablation_tables, print_baseline_table, print_description, print_leaderboard,
-                                  suite_records, warmup_fills_run, warn_plugins)
+                                  quiet_rank, suite_records, warmup_fills_run, warn_plugins)
 from fgvcbench.errors import UserError
 from fgvcbench.spec import canonical_json, dataset_label
 from fgvcbench.store import (ONLY_HELP, RERUN_HELP, default_cache_dir, default_data_root, env_data_root,
@@ -37,7 +37,8 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            if not quiet_rank():   # under torchrun: once per node, not once per process
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 

@@ -145,3 +145,10 @@ def test_the_classic_pipeline_reads_one_shard_per_rank_under_torchrun(tmp_path):
     assert seen(0, 1) != first[0]                                    # another order next epoch
     alone = classic_loader(images, recipe, (0.5,) * 3, (0.5,) * 3, train=True, workers=0)
     assert sorted(int(y) for _, ys in alone for y in ys) == list(range(10))   # one process: the whole set
+
+
+def test_a_suite_error_under_torchrun_is_printed_once_per_node_and_every_rank_exits_2(tmp_path):
+    suite = tiny_suite(tmp_path, seeds="[0, 0]")
+    done = _torchrun(["-m", "fgvcbench.cli", "run", str(suite), "--no-progress"], tmp_path)
+    assert done.returncode != 0
+    assert done.stderr.count("error: ") == 1 and "seed 0 is listed twice" in done.stderr, done.stderr
