@@ -60,13 +60,7 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """Computed once per spec (its dicts are never changed after it is made; ``replace``
-        makes a new spec): a big grid's resume asks for each id many times."""
-        cached = self.__dict__.get("_run_id")
-        if cached is None:
-            cached = hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:12]
-            self.__dict__["_run_id"] = cached   # a frozen dataclass: its fields stay as they are
-        return cached
+        return hashlib.sha256(canonical_json(self.identity()).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
