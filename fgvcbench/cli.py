@@ -312,12 +312,19 @@ def run(suite_file: str = typer.Argument(..., help="Suite YAML, e.g. suites/quic
     console.print(f"{len(outcome.ran)} ran, {outcome.skipped} resumed{elsewhere}, {n_failed} failed or diverged "
                   f"— records in {suite.output}/runs", highlight=False, markup=False)
     if n_failed:
+        # one line per reason: a dataset every run fails on (a bad view option) is said once, with its runs
+        groups: dict[tuple, list[str]] = {}
         for record in outcome.failed:
             first = (record.get("error") or "").splitlines()[0] if record.get("error") else ""
-            err_console.print(f"[red]{record['status']}[/] {record['run_id']}: {escape(first)}", highlight=False)
-            if replaced is not None and record["run_id"] in replaced.records:
-                err_console.print(f"  its previous record: {replaced.folder / 'runs' / (record['run_id'] + '.json')} "
-                                  f"(move it back to runs/ to restore it)", highlight=False, markup=False)
+            groups.setdefault((record["status"], first), []).append(record["run_id"])
+        for (status, first), ids in groups.items():
+            which = ids[0] if len(ids) == 1 else \
+                f"{len(ids)} runs ({', '.join(ids[:3])}{', …' if len(ids) > 3 else ''})"
+            err_console.print(f"[red]{status}[/] {which}: {escape(first)}", highlight=False)
+            for run_id in ids:
+                if replaced is not None and run_id in replaced.records:
+                    err_console.print(f"  {run_id}'s previous record: {replaced.folder / 'runs' / (run_id + '.json')} "
+                                      f"(move it back to runs/ to restore it)", highlight=False, markup=False)
         raise typer.Exit(1)
 
 

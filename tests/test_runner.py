@@ -572,9 +572,9 @@ def test_rerun_of_old_records_moves_the_method_s_stages_and_a_failed_rerun_says_
     get_registry().methods["staged"] = Method(name="staged", run=failing)
     failed = runner.invoke(app, ["run", str(suite), "--no-progress", "--rerun", "staged:default"])
     assert failed.exit_code == 1 and "2 records and 1 cached stage moved" in failed.output
-    assert "its previous record:" in failed.output and "replaced" in failed.output
-    previous = [line.split("its previous record: ")[1].split(" (move")[0] for line in failed.output.splitlines()
-                if "its previous record:" in line]
+    assert "'s previous record:" in failed.output and "replaced" in failed.output
+    previous = [line.split("'s previous record: ")[1].split(" (move")[0] for line in failed.output.splitlines()
+                if "'s previous record:" in line]
     assert len(previous) == 2 and all(json.loads(open(p).read())["status"] == "ok" for p in previous)
     assert "quick" in {r["spec"]["method"] for r in records(out).values() if r["status"] == "ok"}
 
@@ -858,3 +858,14 @@ def test_dry_run_names_a_run_another_live_process_holds_as_running(runner, tmp_p
     # a dead process's claim is not a running run
     (claims / f"{ids[0]}.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": 2 ** 22 + 7}))
     assert "2 runs: 0 already done, 2 to run." in runner.invoke(app, ["run", str(suite), "--dry-run"]).stdout
+
+
+def test_runs_failing_for_one_reason_are_said_in_one_line_with_their_ids(runner, tmp_path, registry_with):
+    registry_with(failing_plugin())
+    suite = tiny_suite(tmp_path, methods="[explodes]", backbones="[pixels]", seeds="[0, 1, 2, 3]")
+    result = runner.invoke(app, ["run", str(suite), "--no-progress"])
+    assert result.exit_code == 1
+    ids = sorted(r["run_id"] for r in records(tmp_path / "out").values())
+    lines = [line for line in result.output.splitlines() if line.startswith("failed ")]   # the closing summary
+    assert len(lines) == 1 and lines[0].startswith("failed 4 runs (") and lines[0].count(", ") == 3, lines
+    assert sum(run_id in lines[0] for run_id in ids) == 3 and "…" in lines[0]
