@@ -136,7 +136,7 @@ def config_key(spec: dict[str, Any]) -> str:
     """A leaderboard row's configuration: a short hash of the portable spec without its seed
     (the same fields the run id hashes, so it is stable across machines)."""
     identity = {k: v for k, v in portable(spec).items() if k != "seed"}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def setup_key(spec: dict[str, Any]) -> str:

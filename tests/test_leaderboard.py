@@ -576,3 +576,22 @@ def test_a_folder_that_is_not_a_results_tree_is_refused_in_one_line(tmp_path, ru
     result = runner.invoke(app, ["leaderboard", str(tmp_path)])
     assert result.exit_code == 2 and "holds more than 5 folders — pass a results folder" in result.output
     assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_two_configurations_whose_hashes_share_six_digits_stay_two_rows():
+    """A config hash of 6 hex digits (2^24 values) met another among a few thousand
+    configurations, and their runs were averaged as one row; found here by search."""
+    from fgvcbench.spec import config_key
+    seen = {}
+    for i in range(1, 200_000):
+        lr = round(0.0001 * i, 6)
+        key = config_key(record("finernet", 0, 1.0, lr=lr)["spec"])[:6]
+        if key in seen:
+            break
+        seen[key] = lr
+    a, b = seen[key], lr
+    runs = [record("finernet", s, v, lr=a) for s, v in ((0, 80.0), (1, 81.0))] + \
+           [record("finernet", s, v, lr=b) for s, v in ((0, 60.0), (1, 61.0))]
+    df = build_leaderboard(runs).sort_values("top1_mean")
+    assert list(df["n"]) == [2, 2] and list(df["top1_mean"]) == [60.5, 80.5]
+    assert df["config"].nunique() == 2 and all(len(c) == 10 for c in df["config"])

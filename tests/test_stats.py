@@ -130,6 +130,9 @@ def test_p_values_keep_three_significant_digits_and_small_ones_are_not_zero():
     assert p_text(0.0496) == "0.0496"             # ".3f" said 0.050: the other side of 0.05
     assert p_text(0.5) == "0.500" and p_text(0.01013) == "0.0101"
     assert p_text(1.3e-11) == "<0.001" and p_text(float("nan")) == "–"
+    # three digits would round these up onto the line they are below: more digits, then "<line"
+    assert p_text(0.04996) == "0.04996" and p_text(0.0099996) == "0.0099996" and p_text(0.049999999) == "<0.05"
+    assert p_text(0.05) == "0.0500" and p_text(0.0501) == "0.0501"
     import pandas as pd
     df = pd.DataFrame({"step": ["a", "b"], "top1_mean": [80.123456, 81.0],
                        "incremental_p": [1.3e-11, float("nan")], "delta_wilcoxon_p": [0.0496, 0.25]})

@@ -183,7 +183,9 @@ def baseline_note(df: pd.DataFrame) -> str:
         test_selected = int((differs & df["delta_protocol"].str.contains("selected on test", regex=False)).sum())
     rows = lambda k: f"{k} row{'s' if k != 1 else ''}"  # noqa: E731
     return (f"Δ: top-1 minus {label}'s on the same dataset, backbone, weights and scale, paired by seed over the "
-            "seeds both finished; ± is the 95% CI half-width (t), – where it is undefined; p: paired t-test."
+            "seeds both finished; ± is the 95% CI half-width (t); p: paired t-test. Both are left out (p: –) where "
+            "they are undefined: one pair, or every seed moved by the same amount (there the CSV's "
+            "delta_wilcoxon_p still says how sure)."
             + (f" {rows(unpaired)} had no seed that {'it' if unpaired == 1 else 'they'} "
                f"and {label} both finished." if unpaired else "")
             + (f" {rows(no_base)} had no {label} run on {'its' if no_base == 1 else 'their'} setup to compare with."

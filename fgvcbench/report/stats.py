@@ -136,10 +136,19 @@ def spread(value: float, digits: int = 2) -> str:
 
 def p_text(p: float) -> str:
     """A p-value in three significant digits (``0.0496``, not ``0.050``, which would read
-    as the other side of 0.05), ``<0.001`` below that; none: ``–``."""
+    as the other side of 0.05; more where three round it up onto 0.05 or 0.01: ``0.04996``),
+    ``<0.001`` below that; none: ``–``."""
     if p is None or math.isnan(p):
         return "–"
-    return "<0.001" if p < 0.001 else f"{p:#.3g}"
+    if p < 0.001:
+        return "<0.001"
+    text = f"{p:#.3g}"
+    for digits in (4, 5, 6, None):   # 0.04996 is not "0.0500": more digits until it reads below its line
+        crossed = [line for line in (0.05, 0.01) if p < line <= float(text)]
+        if not crossed:
+            break
+        text = f"{p:#.{digits}g}" if digits else f"<{crossed[0]:g}"
+    return text
 
 
 def csv_text(df) -> str:
