@@ -305,6 +305,14 @@ def print_description(d: dict) -> None:
         for scale, changes in d["scales"].items():
             console.print(f"scale {scale}: " + escape(", ".join(f"{k}={v}" for k, v in changes.items())),
                           highlight=False)
+    elif d["kind"] == "recipe step":
+        sets = d.get("sets")
+        if sets:
+            console.print("on the default recipe it sets: " + escape(", ".join(
+                f"{k}={json.dumps(v)}" for k, v in sets.items())), highlight=False)
+        elif sets is not None:
+            console.print("on the default recipe it changes nothing (what it does depends on the steps before it)",
+                          highlight=False)
     elif d["kind"] == "dataset":
         if d["options"]:
             choices = d.get("choices") or {}

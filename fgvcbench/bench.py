@@ -298,9 +298,9 @@ def throughput(backbone: str = typer.Option("resnet50", help="timm model name.")
         table.add_column(col, justify="right" if col != "mode" else "left")
     for r in rows:
         table.add_row(r["mode"], f"{r['images_per_second']:.0f}", f"{r['ratio_to_model_only']:.2f}",
-                      f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "",
-                      "" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
-    Console().print(title, style="bold", markup=False, highlight=False)
+                      f"{r['ratio_to_classic']:.2f}" if "ratio_to_classic" in r else "–",
+                      "–" if r.get("syncs_per_step") is None else str(r["syncs_per_step"]))
+    Console().print(title, style="bold", markup=False, highlight=False, soft_wrap=True)   # one line to copy
     Console().print(table)
     note = ceiling_note(rows, steps)
     if note:

@@ -263,6 +263,8 @@ class Registry:
                 out["recipe"] = dict(item.recipe)
                 out["scales"] = {k: dict(v) for k, v in item.scales.items()}
                 out["checks_values"] = item.check is not None
+            elif kind == "recipe_steps":
+                out["sets"] = _step_changes(item)
             elif kind == "datasets":
                 out.update(options=dict(item.options), needs_root=item.needs_root, default_root=item.default_root,
                            layout=item.layout, choices={k: list(v) for k, v in item.choices.items()})
@@ -301,6 +303,23 @@ def _as_items(returned: Any) -> list | None:
     if isinstance(returned, (str, bytes, dict)) or not hasattr(returned, "__iter__"):
         return None
     return list(returned)
+
+
+def _step_changes(step) -> dict | None:
+    """What a recipe step sets when applied to the default recipe (field → value), or None
+    where it raises there (a step written for another step's recipe)."""
+    import dataclasses
+
+    from fgvcbench.engine.recipe import Recipe
+    base = Recipe()
+    try:
+        changed = step.apply(base)
+    except Exception:  # noqa: BLE001 — a description never fails; `run` names a step that raises
+        return None
+    if not isinstance(changed, Recipe):
+        return None
+    return {f.name: getattr(changed, f.name) for f in dataclasses.fields(Recipe)
+            if getattr(changed, f.name) != getattr(base, f.name)}
 
 
 def suggest(name: str, choices: Iterable[str]) -> str | None:

@@ -108,6 +108,9 @@ def test_plugins_name_shows_what_a_suite_can_set(runner):
     assert 'noise_pool="base_test" (one of base_test | train)' in " ".join(view.stdout.split())
     step = json.loads(runner.invoke(app, ["plugins", "label_smoothing", "--json"]).stdout)
     assert step["kind"] == "recipe step" and step["plugin"] == "recipe"
+    assert step["sets"] == {"lr": 0.4, "label_smoothing": 0.1}   # what it changes on the default recipe
+    cosine = runner.invoke(app, ["plugins", "cosine"])
+    assert 'on the default recipe it sets: scheduler="cosine"' in cosine.stdout
     timm_name = json.loads(runner.invoke(app, ["plugins", "test_resnet", "--json"]).stdout)
     assert timm_name["kind"] == "backbone" and timm_name["served_by"] == "timm"
     typo = runner.invoke(app, ["plugins", "finrnet"])

@@ -415,12 +415,13 @@ def test_two_roots_of_one_adapter_are_two_datasets(tmp_path, registry):
      "expected mapping like the default {}, got list"),
     # values no load can use fail when the suite loads, not in every run
     ("[{name: synthetic, options: {coarse: -2}}]", "datasets[0].options", "coarse must be >= 1"),
-    ("[{name: cub, options: {crop: box}}]", "datasets[0].options", "crop: 'box' is not one of none, bbox"),
+    ("[{name: cub, options: {crop: box}}]", "datasets[0].options",
+     "crop: 'box' is not one of none, bbox — did you mean 'bbox'?"),
     ("[{name: dtd, options: {split: 11}}]", "datasets[0].options", "split number 1 to 10"),
     ("[{name: weak_shot, options: {noise_rate: 1.5}}]", "datasets[0].options", "noise_rate: 1.5"),
     ("[{name: coarse, options: {min_fine: 0}}]", "datasets[0].options", "min_fine: 0"),
     ("[{name: coarse, options: {of: aircraft, of_options: {level: famly}}}]", "datasets[0].options.of_options",
-     "level: 'famly' is not one of variant, family, manufacturer"),
+     "level: 'famly' is not one of variant, family, manufacturer — did you mean 'family'?"),
     (f"[{TINY_DATASET}, {TINY_DATASET}]", "datasets[1]", "listed twice"),
 ])
 def test_dataset_option_types_and_repeated_datasets(tmp_path, registry, datasets, key, needle):

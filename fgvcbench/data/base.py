@@ -257,8 +257,10 @@ class DatasetSpec:
             raise DataError(f"{self.name} view: of_options must be a mapping of the base dataset's options")
         for name, allowed in self.choices.items():
             if name in options and options[name] not in allowed:
+                from fgvcbench.plugins import suggest
+                close = suggest(str(options[name]), [str(a) for a in allowed])
                 raise DataError(f"dataset option {name}: {options[name]!r} is not one of "
-                                f"{', '.join(map(str, allowed))}")
+                                f"{', '.join(map(str, allowed))}" + (f" — did you mean {close!r}?" if close else ""))
         if self.check is not None:
             try:
                 self.check(options)
