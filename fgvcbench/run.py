@@ -671,7 +671,6 @@ def _classifier_outputs(model: torch.nn.Module) -> int | None:
     return head.out_features if isinstance(head, torch.nn.Linear) else None
 
 
-
 def _plugin_of(registry: Registry, method: str, kind: str = "methods") -> dict[str, Any]:
     """Which plugin (entry point, distribution, version) provided the method (or another
     ``kind`` of item): a change of a plugin's code keeps its run ids, so a record says what

@@ -386,8 +386,7 @@ class Store:
     def write(self, record: dict[str, Any]) -> Path:
         path = self.record_path(record["run_id"])
         self._keep_unusable(path)
-        atomic_write_text(path, json.dumps(plain(record), indent=2, sort_keys=True, allow_nan=False),
-                          fault_point="record_write")
+        atomic_write_text(path, json_text(record, indent=2, sort_keys=True), fault_point="record_write")
         if isinstance(record.get("stages"), list):   # the record lists them now
             self.stage_uses(record["run_id"]).unlink(missing_ok=True)
         return path
