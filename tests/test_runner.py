@@ -627,8 +627,8 @@ def test_a_suite_s_baseline_table_is_printed_after_the_run(runner, tmp_path, reg
     ("[finetune]", r"expected a method name or method:variant"),
     ("finetune:default@", r"'finetune:default@' is no baseline name — name a method, method:variant or "
                           r"method:variant@CONFIG"),
-    ("finetune:default@0000", r"'finetune:default@0000' has no configuration '0000'.*its configurations: \w{6}"),
-    ("recipe", r"'recipe' has 2 configurations on synthetic · test_resnet .*name one as recipe@CONFIG: \w{6}, \w{6}"),
+    ("finetune:default@0000", r"'finetune:default@0000' has no configuration '0000'.*its configurations: \w{10}"),
+    ("recipe", r"'recipe' has 2 configurations on synthetic · test_resnet .*name one as recipe@CONFIG: \w{10}, \w{10}"),
 ])
 def test_a_suite_s_baseline_must_name_one_configuration_of_its_grid(runner, tmp_path, value, message):
     # recipe twice, with other learning rates: one variant, two configurations on one setup
