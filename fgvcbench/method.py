@@ -33,6 +33,15 @@ def collecting() -> Iterator[None]:
         _COLLECTING.reset(token)
 
 
+def refuse_or_mark(item: Any, problem: str) -> None:
+    """A plugin item's declaration is wrong: raise ValueError where it is built by hand; while
+    the registry collects hooks, mark it ``invalid`` (problem, stack) so the registry skips
+    it and names the plugin's line, and the plugin's other items still load."""
+    if not _COLLECTING.get():
+        raise ValueError(problem)
+    object.__setattr__(item, "invalid", (problem, traceback.extract_stack()[:-1]))
+
+
 def _default_types(default: Any) -> tuple | None:
     """What a suite may give for a parameter, read off its default; None: anything."""
     for kind in (bool, int, float, str, list, dict):
@@ -91,9 +100,7 @@ class Method:
         try:
             self._validate()
         except ValueError as exc:
-            if not _COLLECTING.get():
-                raise
-            object.__setattr__(self, "invalid", (str(exc), traceback.extract_stack()[:-1]))
+            refuse_or_mark(self, str(exc))
 
     def _validate(self) -> None:
         for table in ("param_types", "param_choices"):

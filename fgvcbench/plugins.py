@@ -308,18 +308,13 @@ def _as_items(returned: Any) -> list | None:
 def _step_changes(step) -> dict | None:
     """What a recipe step sets when applied to the default recipe (field → value), or None
     where it raises there (a step written for another step's recipe)."""
-    import dataclasses
-
     from fgvcbench.engine.recipe import Recipe
     base = Recipe()
     try:
         changed = step.apply(base)
     except Exception:  # noqa: BLE001 — a description never fails; `run` names a step that raises
         return None
-    if not isinstance(changed, Recipe):
-        return None
-    return {f.name: getattr(changed, f.name) for f in dataclasses.fields(Recipe)
-            if getattr(changed, f.name) != getattr(base, f.name)}
+    return changed.changes_from(base) if isinstance(changed, Recipe) else None
 
 
 def suggest(name: str, choices: Iterable[str]) -> str | None:

@@ -3,6 +3,7 @@ the record that comes out (metrics, history, cost, provenance)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
@@ -13,7 +14,7 @@ import subprocess
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -217,13 +218,9 @@ class RunContext:
         torch.manual_seed(self.seed)  # the head's initialisation depends on the seed only
         plugin = self._registry.origin.get(("backbones", spec.name))
         of = f" (plugin {plugin!r})" if plugin else ""
-        try:
+        with _plugin_code(f"backbone {name!r}{of}: create({name!r}, num_classes={num_classes}, "
+                          f"pretrained={pretrained!r})"):
             model = spec.create(name, num_classes, pretrained)
-        except (UserError, PluginError):
-            raise
-        except Exception as exc:  # noqa: BLE001 — say whose code it was; the record keeps the traceback
-            raise PluginError(f"backbone {name!r}{of}: create({name!r}, num_classes={num_classes}, "
-                              f"pretrained={pretrained!r}) raised {first_line(exc)}") from exc
         if not isinstance(model, torch.nn.Module):
             raise UserError(f"backbone {name!r}{of}: create() returned {kind_of(model)}, not a torch.nn.Module — "
                             "return the model")
@@ -231,12 +228,8 @@ class RunContext:
         if outputs is not None and outputs != num_classes:
             raise UserError(f"backbone {name!r}{of}: create() returned a model with {outputs} outputs for "
                             f"{num_classes} classes — build its classifier with the num_classes it is given")
-        try:
+        with _plugin_code(f"backbone {name!r}{of}: data_config({name!r})"):
             config = (spec.data_config(name) if spec.data_config else None) or {}
-        except (UserError, PluginError):
-            raise
-        except Exception as exc:  # noqa: BLE001 — as create's
-            raise PluginError(f"backbone {name!r}{of}: data_config({name!r}) raised {first_line(exc)}") from exc
         problem = _norm_problem(config)
         if problem:
             raise UserError(f"backbone {name!r}{of}: data_config({name!r}) {problem} — return {{'mean': (r, g, b), "
@@ -377,6 +370,18 @@ class RunContext:
         from fgvcbench.faults import checkpoint
         checkpoint("stage")
         return result
+
+
+@contextlib.contextmanager
+def _plugin_code(call: str) -> Iterator[None]:
+    """Around a call into a plugin's code: anything it raises but a UserError becomes a
+    PluginError, "<call> raised <the exception>", whose cause (and traceback) the record keeps."""
+    try:
+        yield
+    except (UserError, PluginError):
+        raise
+    except Exception as exc:  # noqa: BLE001 — say whose code it was
+        raise PluginError(f"{call} raised {first_line(exc)}") from exc
 
 
 def _split(data: Any, split: Any) -> TensorSplit:

@@ -201,13 +201,9 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         problem = self._problem()
-        if problem is None:
-            return
-        from fgvcbench.method import _COLLECTING
-        if not _COLLECTING.get():   # built by hand: the author sees it at once
-            raise ValueError(problem)
-        import traceback   # while plugins load: the registry skips it, naming the problem and its line
-        object.__setattr__(self, "invalid", (problem, traceback.extract_stack()[:-1]))
+        if problem is not None:
+            from fgvcbench.method import refuse_or_mark
+            refuse_or_mark(self, problem)
 
     def _problem(self) -> str | None:
         """What is wrong with the declaration itself (not a suite's values), or None."""

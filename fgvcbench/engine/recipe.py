@@ -101,6 +101,12 @@ class Recipe:
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **changes)
 
+    def changes_from(self, before: "Recipe") -> dict[str, Any]:
+        """The fields whose value here differs from ``before``'s, with this recipe's values
+        (in field order): what a step that turned ``before`` into this one set."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(before, f.name)}
+
     def override(self, changes: Mapping[str, Any]) -> "Recipe":
         """This recipe with ``changes`` from data (a suite, a method's params): names and
         types are checked and the result validated; ValueError says which field is wrong."""

@@ -13,7 +13,6 @@ never used to select anything.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import random
 import time
@@ -29,7 +28,7 @@ from fgvcbench.data.pipeline import TensorData, TensorSplit
 from fgvcbench.engine.augment import BatchAugmenter, mix_batch
 from fgvcbench.engine.recipe import Recipe
 from fgvcbench.engine.transfer import gather_rows, resident, to_device
-from fgvcbench.errors import DivergedError, kind_of
+from fgvcbench.errors import DivergedError, UserError, kind_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,7 +82,7 @@ def inert_change(before: Recipe, after: Recipe, world_size: int = 1) -> str | No
     if before.validate() or after.validate() or after.epochs > INERT_CHECK_EPOCHS:
         return None   # a recipe no run can use says so itself, when it runs
     epochs = f"{after.epochs} epoch{'s' if after.epochs != 1 else ''}"
-    changed = [f.name for f in dataclasses.fields(Recipe) if getattr(before, f.name) != getattr(after, f.name)]
+    changed = list(after.changes_from(before))
     if changed and before.effective() == after.effective():
         why = {**before.inert_fields(), **after.inert_fields()}
         reasons = "; ".join(dict.fromkeys(why[name] for name in changed if name in why))
@@ -143,7 +142,6 @@ def place_model(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Mo
     with float64 weights is refused with one line (the engine feeds float32 images)."""
     double = next((name for name, p in model.named_parameters() if p.dtype == torch.float64), None)
     if double is not None:
-        from fgvcbench.errors import UserError
         raise UserError(f"the model has float64 weights ({double!r}) and the engine feeds float32 images — build it "
                         "in float32: model.float(), or torch.from_numpy(array).float() where its weights come from NumPy")
     model.to(device)
@@ -190,11 +188,9 @@ def as_logits(output: Any, output_fn: Callable[[Any], torch.Tensor] | None = Non
     if output_fn is not None:
         output = output_fn(output)
         if not isinstance(output, torch.Tensor):
-            from fgvcbench.errors import UserError
             raise UserError(f"output_fn returned {kind_of(output)}, not a tensor of logits — return the logits "
                             "[images, classes] from the model's output it is given")
     elif not isinstance(output, torch.Tensor):
-        from fgvcbench.errors import UserError
         raise UserError(f"the model's forward returned {kind_of(output)}, not a tensor of logits — return the logits "
                         "alone (as timm's models do), or pass ctx.fit output_fn= (and criterion=) to pick them")
     return output
@@ -219,7 +215,6 @@ def accuracy_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
     if len(labels) == 0:
         return {"top1": float("nan"), "top5": float("nan"), "mean_class_acc": float("nan")}
     if logits.dim() != 2 or logits.shape != (len(labels), num_classes):
-        from fgvcbench.errors import UserError
         raise UserError(f"scores of shape {list(logits.shape)} for {len(labels)} images of {num_classes} classes — "
                         f"the model (or output_fn) must give logits of shape [images, classes]")
     pred = logits.argmax(1)
@@ -449,7 +444,6 @@ def fit(model: nn.Module, data: TensorData, recipe: Recipe, *, device: torch.dev
                     if checked_loss is None:   # once: what backward() needs, said plainly
                         checked_loss = _loss_problem(loss)
                         if checked_loss:
-                            from fgvcbench.errors import UserError
                             raise UserError(checked_loss)
                 else:
                     logits = as_logits(train_model(x))
